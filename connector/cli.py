@@ -1,0 +1,98 @@
+"""The ``connector`` command: run, sandbox, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import Sequence
+
+from connector import __version__
+from connector.errors import BrokerUnavailable, ConfigError
+
+
+def _run(args: argparse.Namespace) -> int:
+    from connector import app, logs
+    from connector.config import load_settings
+
+    settings = load_settings(args.config)
+    logs.configure(settings.log_level)
+    logs.register_secret(settings.sink.api_key.get_secret_value())
+    asyncio.run(app.main(settings))
+    return 0
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from connector.sandbox import Faults, Sandbox
+
+    async def serve() -> None:
+        faults = Faults(
+            latency_ms=args.latency_ms, error_rate=args.error_rate, timeout_rate=args.timeout_rate
+        )
+        async with Sandbox(
+            api_key=args.api_key,
+            host=args.host,
+            port=args.port,
+            rate_per_minute=args.rate_per_minute,
+            burst=args.burst,
+            faults=faults,
+        ) as sb:
+            print(f"sandbox listening on {sb.url} (Loop Orders API under /api/v1)", flush=True)
+            await asyncio.Event().wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from connector.demo import run_demo
+
+    return run_demo(events=args.events, orders=args.orders)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="connector", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"orders-connector {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="consume order events and sync them to the vendor API")
+    run.add_argument("--config", help="TOML file of settings (environment variables override it)")
+    run.set_defaults(func=_run)
+
+    sb = sub.add_parser("sandbox", help="serve a local stand-in of the vendor's Orders API")
+    sb.add_argument("--host", default="127.0.0.1")
+    sb.add_argument("--port", type=int, default=8080)
+    sb.add_argument("--api-key", default="sandbox-key")
+    sb.add_argument("--rate-per-minute", type=float, default=300.0)
+    sb.add_argument("--burst", type=float, default=None, help="bucket size (default: 1 s of budget)")
+    sb.add_argument("--latency-ms", type=float, default=0.0)
+    sb.add_argument("--error-rate", type=float, default=0.0, help="fraction answered 5xx")
+    sb.add_argument("--timeout-rate", type=float, default=0.0, help="fraction left hanging")
+    sb.set_defaults(func=_sandbox)
+
+    demo = sub.add_parser("demo", help="local broker + sandbox + connector + sample events, end to end")
+    demo.add_argument("--events", type=int, default=400)
+    demo.add_argument("--orders", type=int, default=100)
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``connector`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"connector: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except BrokerUnavailable as exc:
+        print(f"connector: {exc}", file=sys.stderr)
+        return 3
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Settings: environment variables (prefix ``CONNECTOR_``, nested with ``__``) over an optional TOML file.
+
+The environment names below are the public contract (see the README's configuration table). Unknown keys are
+errors, in the environment as in the file, so that a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from connector.errors import ConfigError
+
+ENV_PREFIX = "CONNECTOR_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KafkaSettings(_Section):
+    """Where to read events from, and how much to read ahead."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topics: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["orders"], min_length=1)
+    group_id: str = "orders-connector"
+    client_id: str = "orders-connector"
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    start_timeout_seconds: float = Field(30.0, gt=0)
+    commit_interval_seconds: float = Field(1.0, gt=0)
+    max_poll_records: int = Field(500, ge=1)
+    max_unresolved_events: int = Field(20_000, ge=1)
+    max_unresolved_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    max_message_bytes: int = Field(1024 * 1024, ge=1)
+    session_timeout_ms: int = Field(10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(3_000, ge=100)
+    max_poll_interval_ms: int = Field(300_000, ge=1000)
+
+    @field_validator("topics", mode="before")
+    @classmethod
+    def _split_topics(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [t.strip() for t in text.split(",") if t.strip()]
+        return value
+
+
+class DlqSettings(_Section):
+    """The dead-letter topic."""
+
+    topic: str = "orders.dlq"
+    body_max_chars: int = Field(4096, ge=64)
+
+
+class SinkSettings(_Section):
+    """The vendor API: where, with which key, and at what budget."""
+
+    kind: Literal["loop"] = "loop"
+    base_url: str = "http://127.0.0.1:8080"
+    api_key: SecretStr = SecretStr("")
+    api_version: Literal["v1", "2026-07", "2026-10"] = "v1"
+    rate_limit_per_second: float = Field(5.0, gt=0)
+    max_in_flight: int = Field(8, ge=1)
+    timeout_seconds: float = Field(10.0, gt=0)
+    max_attempts: int = Field(8, ge=1)
+    backoff_base_seconds: float = Field(0.2, gt=0)
+    backoff_cap_seconds: float = Field(30.0, gt=0)
+
+
+class MetricsSettings(_Section):
+    """The HTTP port serving /metrics, /healthz and /readyz (0 turns it off)."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(9108, ge=0, le=65535)
+
+
+class Settings(BaseSettings):
+    """Every setting of `connector run`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    dlq: DlqSettings = Field(default_factory=DlqSettings)
+    sink: SinkSettings = Field(default_factory=SinkSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    shutdown_grace_seconds: float = Field(30.0, gt=0)
+
+    toml_file: ClassVar[str | None] = None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls.toml_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls.toml_file))
+        return tuple(sources)
+
+
+def _known_env_names() -> set[str]:
+    names: set[str] = set()
+    for name, field in Settings.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names.update(f"{ENV_PREFIX}{name}__{sub}".upper() for sub in annotation.model_fields)
+        else:
+            names.add(f"{ENV_PREFIX}{name}".upper())
+    return names
+
+
+def _check_env_names(environ: dict[str, str]) -> None:
+    known = _known_env_names()
+    for key in sorted(environ):
+        upper = key.upper()
+        if upper.startswith(ENV_PREFIX) and upper not in known:
+            hint = difflib.get_close_matches(upper, known, n=1)
+            suffix = f" (did you mean {hint[0]}?)" if hint else ""
+            raise ConfigError(f"unknown setting {key}{suffix}")
+
+
+def _describe(error: ValidationError, toml_file: str | None) -> str:
+    first = error.errors()[0]
+    path = ".".join(str(p) for p in first["loc"])
+    env_name = ENV_PREFIX + "__".join(str(p) for p in first["loc"]).upper()
+    where = f"{path} ({env_name}" + (f" or {toml_file}" if toml_file else "") + ")"
+    if first["type"] == "extra_forbidden":
+        return f"unknown setting {where}"
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) else f"; got {str(value)[:60]!r}"
+    more = f" (and {len(error.errors()) - 1} more)" if len(error.errors()) > 1 else ""
+    return f"invalid setting {where}: {first['msg']}{shown}{more}"
+
+
+def load_settings(toml_file: str | Path | None = None) -> Settings:
+    """Read settings from the environment and an optional TOML file; raise ConfigError on any problem.
+
+    The error is one line naming the setting, its environment variable and the rule it broke.
+    """
+    _check_env_names(dict(os.environ))
+    path = str(toml_file) if toml_file else None
+    if path and not Path(path).is_file():
+        raise ConfigError(f"config file not found: {path}")
+
+    class _Loaded(Settings):
+        toml_file = path
+
+    try:
+        loaded = _Loaded()
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+    except (ValueError, OSError) as exc:  # malformed TOML, undecodable JSON list
+        raise ConfigError(f"invalid configuration: {str(exc).splitlines()[0]}") from None
+    return Settings.model_validate(loaded.model_dump())

@@ -1,0 +1,160 @@
+"""Decode + validate: a Kafka record becomes an :class:`OrderChange`, or raises an :class:`InputError`.
+
+Accepted values (``shared/DESIGN.md``, "Input events"): an envelope ``{"event_id", "event_type",
+"occurred_at", "order"}``, a bare order object, or a tombstone (null value, key set) meaning "deleted".
+The order is validated against the vendor model but forwarded as the caller wrote it, so that nothing
+the caller did not send (nulls, reformatted timestamps) reaches the API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from connector.errors import DecodeError, OrderValidationError
+from connector.models import LoopOrder
+from connector.models._types import parse_timestamp
+
+EVENT_TYPES = ("order.created", "order.updated", "order.cancelled", "order.deleted")
+_VALUE_PREVIEW = 80
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One Kafka record, as the pipeline needs it (independent of the client library)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp_ms: int = 0
+
+    @property
+    def size(self) -> int:
+        """Bytes held in memory for this record (key + value + headers)."""
+        return (
+            len(self.key or b"")
+            + len(self.value or b"")
+            + sum(len(k) + len(v or b"") for k, v in self.headers)
+        )
+
+
+@dataclass(slots=True)
+class OrderChange:
+    """A decoded, valid event: what to do to which order."""
+
+    record: Record
+    external_id: str
+    op: Literal["upsert", "delete"]
+    body: dict[str, Any] = field(default_factory=dict)
+    updated_at: datetime | None = None
+    digest: bytes = b""
+
+
+def _preview(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= _VALUE_PREVIEW else text[:_VALUE_PREVIEW] + "…"
+
+
+def _path(loc: tuple[int | str, ...], prefix: str) -> str:
+    out = prefix
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def describe_validation(exc: ValidationError, prefix: str = "order") -> OrderValidationError:
+    """Turn pydantic's errors into one message naming each field path, rule and offending value."""
+    problems = []
+    for err in exc.errors():
+        path = _path(err["loc"], prefix)
+        rule = err["msg"].removeprefix("Value error, ")
+        value = "(missing)" if err["type"] == "missing" else _preview(err.get("input"))
+        problems.append((path, rule, value))
+    text = "; ".join(f"{p}: {r} (value: {v})" for p, r, v in problems)
+    return OrderValidationError(f"invalid order: {text}", problems)
+
+
+def _digest(op: str, body: dict[str, Any]) -> bytes:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.blake2b(f"{op}\0{canonical}".encode(), digest_size=16).digest()
+
+
+def _tombstone(record: Record) -> OrderChange:
+    if not record.key:
+        raise DecodeError("null value (tombstone) without a key: no order to delete")
+    try:
+        external_id = record.key.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DecodeError("tombstone key is not valid UTF-8") from None
+    if not 1 <= len(external_id) <= 64:
+        raise OrderValidationError(
+            f"invalid order: key: external_id must be 1 to 64 characters (value: {_preview(external_id)})"
+        )
+    return OrderChange(record, external_id, "delete", digest=_digest("delete", {}))
+
+
+def _parse(record: Record, max_bytes: int) -> Any:
+    assert record.value is not None
+    if len(record.value) > max_bytes:
+        raise DecodeError(
+            f"message of {len(record.value)} bytes exceeds kafka.max_message_bytes={max_bytes}; not parsed"
+        )
+    try:
+        text = record.value.decode("utf-8")  # RFC 8259: JSON exchanged between systems is UTF-8
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"value is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DecodeError(f"value is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise DecodeError("value is JSON nested too deeply to read") from None
+
+
+def decode(record: Record, max_bytes: int = 1024 * 1024) -> OrderChange:
+    """Read one record; raise DecodeError or OrderValidationError naming what is wrong."""
+    if record.value is None:
+        return _tombstone(record)
+    data = _parse(record, max_bytes)
+    if not isinstance(data, dict):
+        raise DecodeError(f"value is JSON {type(data).__name__}, expected an object")
+    prefix = "order"
+    event_type = "order.updated"
+    order: Any = data
+    if "order" in data and ("event_type" in data or "event_id" in data):
+        event_type = data.get("event_type", event_type)
+        if event_type not in EVENT_TYPES:
+            raise OrderValidationError(
+                f"invalid event: event_type: must be one of {', '.join(EVENT_TYPES)} "
+                f"(value: {_preview(event_type)})",
+                [("event_type", "must be one of " + ", ".join(EVENT_TYPES), _preview(event_type))],
+            )
+        order = data["order"]
+        if not isinstance(order, dict):
+            raise OrderValidationError(f"invalid event: order: must be an object (value: {_preview(order)})")
+    if event_type == "order.deleted":
+        ext = order.get("external_id")
+        if not isinstance(ext, str) or not 1 <= len(ext) <= 64:
+            raise OrderValidationError(
+                f"invalid order: order.external_id: required, 1 to 64 characters (value: {_preview(ext)})"
+            )
+        return OrderChange(record, ext, "delete", digest=_digest("delete", {}))
+    try:
+        model = LoopOrder.model_validate(order)
+    except ValidationError as exc:
+        error = describe_validation(exc, prefix)
+        ext = order.get("external_id")
+        error.external_id = ext[:64] if isinstance(ext, str) else None
+        raise error from None
+    except RecursionError:
+        raise DecodeError("order is nested too deeply to validate") from None
+    updated_at = parse_timestamp(model.updated_at) if model.updated_at else None
+    return OrderChange(record, model.external_id, "upsert", order, updated_at, _digest("upsert", order))

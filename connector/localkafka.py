@@ -1,0 +1,63 @@
+"""Start and stop the project's local Kafka broker (``scripts/kafka``) from Python: tests and the demo."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "kafka"
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class LocalKafka:
+    """A single-node KRaft broker in a temporary directory, stopped on exit."""
+
+    def __init__(self, workdir: str | Path | None = None, extra_properties: str = "") -> None:
+        if not SCRIPT.exists():
+            raise FileNotFoundError(f"{SCRIPT} not found: LocalKafka needs a source checkout")
+        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="connector-kafka-")
+        self.workdir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
+        self.port = free_port()
+        self._extra = extra_properties
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """``host:port`` of the broker's plaintext listener."""
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Fetch the jars if needed, format and start the broker; returns once it serves."""
+        args = [str(SCRIPT), "start", str(self.workdir), str(self.port)]
+        if self._extra:
+            props = self.workdir / "extra.properties"
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            props.write_text(self._extra)
+            args.append(str(props))
+        subprocess.run(args, check=True, env=os.environ.copy())
+
+    def stop(self) -> None:
+        """Stop the broker (SIGTERM, then SIGKILL) and remove its directory."""
+        subprocess.run([str(SCRIPT), "stop", str(self.workdir)], check=False)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,116 @@
+"""Commit watermarks: which offset of each partition is safe to commit.
+
+Events complete out of order (deliveries run concurrently), so each partition keeps the offsets it has
+handed out and which of them are resolved. The committable offset is the first unresolved one, or one
+past the highest seen when all are resolved; so a commit never passes an event that is not resolved.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class TopicPartition:
+    """A topic and partition (hashable; independent of the Kafka client's own type)."""
+
+    topic: str
+    partition: int
+
+
+@dataclass(slots=True)
+class PartitionOffsets:
+    """Offsets of one partition: tracked in arrival (increasing) order, resolved in any order."""
+
+    _order: deque[int] = field(default_factory=deque)
+    _resolved: set[int] = field(default_factory=set)
+    _sizes: dict[int, int] = field(default_factory=dict)
+    _next: int | None = None
+    unresolved_bytes: int = 0
+
+    def track(self, offset: int, size: int = 0) -> None:
+        """Hand out ``offset``; it must be higher than every offset tracked before."""
+        if self._next is not None and offset < self._next:
+            raise ValueError(f"offset {offset} tracked after {self._next - 1}")
+        self._order.append(offset)
+        self._sizes[offset] = size
+        self.unresolved_bytes += size
+        self._next = offset + 1
+
+    def resolve(self, offset: int) -> bool:
+        """Mark ``offset`` resolved; False when it was not outstanding (already resolved or unknown)."""
+        size = self._sizes.pop(offset, None)
+        if size is None:
+            return False
+        self.unresolved_bytes -= size
+        self._resolved.add(offset)
+        while self._order and self._order[0] in self._resolved:
+            self._resolved.discard(self._order.popleft())
+        return True
+
+    @property
+    def unresolved(self) -> int:
+        """How many tracked offsets are not resolved yet."""
+        return len(self._sizes)
+
+    def committable(self) -> int | None:
+        """The offset to commit (the next one to read), or None when nothing was ever tracked."""
+        if self._order:
+            return self._order[0]
+        return self._next
+
+
+class OffsetTracker:
+    """Per-partition watermarks for every partition this process owns."""
+
+    def __init__(self) -> None:
+        self._parts: dict[TopicPartition, PartitionOffsets] = {}
+        self._committed: dict[TopicPartition, int] = {}
+
+    def partition(self, tp: TopicPartition) -> PartitionOffsets:
+        """The watermark of ``tp``, created on first use."""
+        part = self._parts.get(tp)
+        if part is None:
+            part = self._parts[tp] = PartitionOffsets()
+        return part
+
+    def drop(self, tp: TopicPartition) -> None:
+        """Forget ``tp`` (revoked or lost); late resolutions of its old events go nowhere."""
+        self._parts.pop(tp, None)
+        self._committed.pop(tp, None)
+
+    def owned(self) -> list[TopicPartition]:
+        """The partitions tracked now."""
+        return list(self._parts)
+
+    @property
+    def unresolved(self) -> int:
+        """Unresolved events over all partitions."""
+        return sum(p.unresolved for p in self._parts.values())
+
+    @property
+    def unresolved_bytes(self) -> int:
+        """Bytes of unresolved events over all partitions."""
+        return sum(p.unresolved_bytes for p in self._parts.values())
+
+    def to_commit(self, only: set[TopicPartition] | None = None) -> dict[TopicPartition, int]:
+        """Offsets that moved since they were last marked committed."""
+        out = {}
+        for tp, part in self._parts.items():
+            if only is not None and tp not in only:
+                continue
+            offset = part.committable()
+            if offset is not None and self._committed.get(tp) != offset:
+                out[tp] = offset
+        return out
+
+    def mark_committed(self, offsets: dict[TopicPartition, int]) -> None:
+        """Record that ``offsets`` are committed on the broker."""
+        for tp, offset in offsets.items():
+            if tp in self._parts:
+                self._committed[tp] = offset
+
+    def committed(self) -> dict[TopicPartition, int]:
+        """The last offsets committed, per owned partition."""
+        return dict(self._committed)

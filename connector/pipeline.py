@@ -1,0 +1,275 @@
+"""The pipeline: fetch → decode → coalesce → deliver, and the commit watermark behind it.
+
+Every record read is tracked by its partition's watermark until it is resolved: delivered, skipped as
+stale or identical, replaced by a newer event for its key, or acknowledged on the dead-letter topic.
+Commits are periodic, on revoke and on shutdown, and never pass an unresolved offset.
+Everything here runs on one event loop; the record handler is synchronous, so a rebalance callback
+never interleaves with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import defaultdict
+
+from connector.coalesce import Coalescer, Resolution
+from connector.config import Settings
+from connector.deadletter import DeadLetterPublisher, Failure
+from connector.decode import OrderChange, Record, decode
+from connector.deliver import Deliverer, Job
+from connector.errors import InputError
+from connector.logs import get_logger
+from connector.metrics import Metrics
+from connector.offsets import OffsetTracker, TopicPartition
+from connector.retry import RetryPolicy
+from connector.sinks import Sink
+from connector.source import Source
+
+log = get_logger("connector.pipeline")
+
+FETCH_TIMEOUT_MS = 200
+SUMMARY_INTERVAL_S = 10.0
+
+
+def _where(record: Record) -> dict[str, object]:
+    return {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+
+
+class Pipeline:
+    """One consumer-group member's pipeline state and loops."""
+
+    def __init__(self, settings: Settings, sink: Sink, dlq: DeadLetterPublisher, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.tracker = OffsetTracker()
+        self.coalescer = Coalescer()
+        self._dlq = dlq
+        s = settings.sink
+        self.deliverer = Deliverer(
+            sink,
+            self,
+            metrics,
+            rate_per_second=s.rate_limit_per_second,
+            max_in_flight=s.max_in_flight,
+            policy=RetryPolicy(s.backoff_base_seconds, s.backoff_cap_seconds, s.max_attempts),
+        )
+        self._source: Source | None = None
+        self._dlq_tasks: defaultdict[TopicPartition, set[asyncio.Task[None]]] = defaultdict(set)
+        self._paused = False
+        self._counts: defaultdict[str, int] = defaultdict(int)
+
+    # -- records in ---------------------------------------------------------------------------
+    def handle(self, record: Record) -> None:
+        """Track, decode and coalesce one record (never raises)."""
+        tp = TopicPartition(record.topic, record.partition)
+        self.tracker.partition(tp).track(record.offset, record.size)
+        self.metrics.consumed.inc()
+        self._counts["consumed"] += 1
+        try:
+            change = decode(record, self.settings.kafka.max_message_bytes)
+        except InputError as exc:
+            self._dead_letter(record, Failure(exc, exc.stage, exc.external_id, 0, time.time(), time.time()))
+            return
+        except Exception as exc:  # a bug must not stop the loop: the event is kept on the DLQ
+            log.exception("decode_crashed", **_where(record))
+            self._dead_letter(record, Failure(exc, "decode", None, 0, time.time(), time.time()))
+            return
+        log.debug("event_accepted", external_id=change.external_id, op=change.op, **_where(record))
+        offer = self.coalescer.offer(change)
+        for resolved, why in offer.resolved:
+            self._resolve(resolved.record, why)
+        if offer.start is not None:
+            self.deliverer.submit(offer.start)
+
+    def _resolve(self, record: Record, why: Resolution) -> None:
+        tp = TopicPartition(record.topic, record.partition)
+        if tp in self.tracker.owned() and self.tracker.partition(tp).resolve(record.offset):
+            self.metrics.resolved.labels(why.value).inc()
+            self._counts[why.value] += 1
+
+    # -- dead letters -------------------------------------------------------------------------
+    def _dead_letter(self, record: Record, failure: Failure) -> None:
+        log.error(
+            "event_rejected",
+            stage=failure.stage,
+            reason=str(failure.error)[:1000],
+            error_class=type(failure.error).__name__,
+            external_id=failure.external_id,
+            attempts=failure.attempts,
+            **_where(record),
+        )
+        tp = TopicPartition(record.topic, record.partition)
+        task = asyncio.create_task(self._write_dead_letter(record, failure))
+        self._dlq_tasks[tp].add(task)
+        task.add_done_callback(self._dlq_tasks[tp].discard)
+
+    async def _write_dead_letter(self, record: Record, failure: Failure) -> None:
+        await self._dlq.publish(record, failure)
+        self.metrics.dead_lettered.labels(failure.stage).inc()
+        self._resolve(record, Resolution.DEAD_LETTERED)
+
+    # -- delivery hooks (called by the Deliverer) -----------------------------------------------
+    def delivered(self, change: OrderChange) -> None:
+        """The vendor holds ``change``: resolve it and send the key's waiting change, if any."""
+        log.debug("delivered", external_id=change.external_id, op=change.op, **_where(change.record))
+        self._resolve(change.record, Resolution.DELIVERED)
+        following = self.coalescer.finish(change, delivered=True)
+        if following is not None:
+            self.deliverer.submit(following)
+
+    def failed(self, job: Job, error: BaseException) -> None:
+        """A permanent failure: a newer change for the key supersedes it, else it is dead-lettered."""
+        change = job.change
+        following = self.newer(change)
+        if following is not None:
+            log.warning(
+                "failed_event_replaced",
+                error=str(error)[:300],
+                external_id=change.external_id,
+                **_where(change.record),
+            )
+            self.deliverer.submit(following)
+            return
+        self.coalescer.finish(change, delivered=False)
+        self._dead_letter(
+            change.record,
+            Failure(
+                error,
+                "deliver",
+                change.external_id,
+                job.attempts,
+                job.first_failure_ts,
+                job.last_failure_ts,
+            ),
+        )
+
+    def abandoned(self, change: OrderChange) -> None:
+        """A change dropped unresolved (its partition is being revoked)."""
+        following = self.coalescer.finish(change, delivered=False)
+        if following is not None:
+            self.deliverer.submit(following)
+
+    def newer(self, change: OrderChange) -> OrderChange | None:
+        """Swap ``change`` for a newer waiting change of its key (resolving it as replaced)."""
+        following = self.coalescer.take_newer(change)
+        if following is not None:
+            self._resolve(change.record, Resolution.REPLACED)
+        return following
+
+    # -- rebalance ----------------------------------------------------------------------------
+    async def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        """Stop work on ``partitions``, let calls in flight finish (bounded), commit, forget them."""
+        if not partitions:
+            return
+        started = time.monotonic()
+        bound = min(self.settings.shutdown_grace_seconds, 10.0)
+        self.coalescer.drop_partitions(partitions)
+        await self.deliverer.drain(partitions, timeout=bound)
+        tasks = [t for tp in partitions for t in self._dlq_tasks.get(tp, ())]
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=max(0.1, bound - (time.monotonic() - started)))
+            for task in late:
+                task.cancel()
+        await self.commit(only=partitions)
+        for tp in partitions:
+            self.tracker.drop(tp)
+            self._dlq_tasks.pop(tp, None)
+        log.info(
+            "partitions_revoked",
+            partitions=sorted(f"{t.topic}-{t.partition}" for t in partitions),
+            took_s=round(time.monotonic() - started, 3),
+        )
+
+    async def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        """Own ``partitions``; re-apply the pause if the read-ahead bound is reached."""
+        self.deliverer.undrain(partitions)
+        if self._paused and self._source is not None:
+            self._source.pause(partitions)
+        self.metrics.ready = True
+        log.info("partitions_assigned", partitions=sorted(f"{t.topic}-{t.partition}" for t in partitions))
+
+    # -- commits and back-pressure ------------------------------------------------------------
+    async def commit(self, only: set[TopicPartition] | None = None) -> None:
+        """Commit every owned partition's watermark that moved."""
+        if self._source is None:
+            return
+        owned = self._source.assignment() if only is None else only
+        offsets = self.tracker.to_commit(owned)
+        if offsets and await self._source.commit(offsets):
+            self.tracker.mark_committed(offsets)
+            for tp, offset in offsets.items():
+                self.metrics.committed.labels(tp.topic, str(tp.partition)).set(offset)
+
+    def _backpressure(self) -> None:
+        assert self._source is not None
+        k = self.settings.kafka
+        events, size = self.tracker.unresolved, self.tracker.unresolved_bytes
+        self.metrics.unresolved.set(events)
+        self.metrics.unresolved_bytes.set(size)
+        if not self._paused and (events >= k.max_unresolved_events or size >= k.max_unresolved_bytes):
+            self._paused = True
+            owned = self._source.assignment()
+            self._source.pause(owned)
+            self.metrics.paused.set(len(owned))
+            log.info("read_ahead_paused", unresolved=events, unresolved_bytes=size)
+        elif self._paused and events <= k.max_unresolved_events // 2 and size <= k.max_unresolved_bytes // 2:
+            self._paused = False
+            self._source.resume(self._source.assignment())
+            self.metrics.paused.set(0)
+            log.info("read_ahead_resumed", unresolved=events, unresolved_bytes=size)
+
+    async def _commit_loop(self) -> None:
+        last_summary = time.monotonic()
+        while True:
+            await asyncio.sleep(self.settings.kafka.commit_interval_seconds)
+            await self.commit()
+            if time.monotonic() - last_summary >= SUMMARY_INTERVAL_S:
+                last_summary = time.monotonic()
+                self._summary()
+
+    def _summary(self) -> None:
+        counts, self._counts = dict(self._counts), defaultdict(int)
+        if counts:
+            log.info(
+                "progress",
+                **counts,
+                unresolved=self.tracker.unresolved,
+                in_flight_keys=self.coalescer.in_flight,
+            )
+
+    # -- the loop -----------------------------------------------------------------------------
+    async def run(self, source: Source, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set, then drain within the grace period and commit."""
+        self._source = source
+        committer = asyncio.create_task(self._commit_loop(), name="commit-loop")
+        try:
+            while not stop.is_set():
+                records = await source.fetch(FETCH_TIMEOUT_MS)
+                self.metrics.beat()
+                for record in records:
+                    self.handle(record)
+                self._backpressure()
+            await self._drain()
+        finally:
+            committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await committer
+        await self.commit()
+        self._summary()
+        log.info(
+            "stopped",
+            unresolved=self.tracker.unresolved,
+            committed={f"{tp.topic}-{tp.partition}": o for tp, o in self.tracker.committed().items()},
+        )
+
+    async def _drain(self) -> None:
+        assert self._source is not None
+        self._source.pause(self._source.assignment())
+        grace = self.settings.shutdown_grace_seconds
+        deadline = time.monotonic() + grace
+        log.info("draining", unresolved=self.tracker.unresolved, grace_s=grace)
+        while self.tracker.unresolved and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            self.metrics.beat()

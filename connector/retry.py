@@ -1,0 +1,40 @@
+"""Retry policy: reads the error's class, never its text.
+
+Retryable errors (``error.retryable``) are retried with exponential backoff and full jitter, honouring
+the vendor's ``retry_after``; others are given up at once. Outage-like errors (401/403, an unwritable
+dead-letter topic) are retried without limit: they are never the event's fault, so never dead-lettered.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from connector.errors import AuthError, ConnectorError, DeadLetterError, RateLimited
+
+_UNLIMITED = (AuthError, DeadLetterError)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter: attempt n waits uniform(0, min(cap, base * 2**(n-1)))."""
+
+    base_seconds: float = 0.2
+    cap_seconds: float = 30.0
+    max_attempts: int = 8
+
+    def backoff(self, attempt: int) -> float:
+        """The jittered wait after failed attempt number ``attempt`` (1-based)."""
+        ceiling = min(self.cap_seconds, self.base_seconds * 2 ** max(0, attempt - 1))
+        return random.uniform(0, ceiling)
+
+    def delay(self, error: BaseException, attempt: int) -> float | None:
+        """Seconds to wait before the next attempt, or None to give up (dead-letter)."""
+        if not isinstance(error, ConnectorError) or not error.retryable:
+            return None
+        if attempt >= self.max_attempts and not isinstance(error, _UNLIMITED):
+            return None
+        wait = self.backoff(attempt)
+        if isinstance(error, RateLimited) and error.retry_after is not None:
+            wait = max(wait, min(error.retry_after, self.cap_seconds * 4))
+        return wait

@@ -1,0 +1,109 @@
+"""The sandbox's memory: orders, the request log, and the faults to inject."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Faults:
+    """What the sandbox does to requests besides answering them. Set by flags or POST /_sandbox/faults."""
+
+    latency_ms: float = 0.0
+    latency_jitter_ms: float = 0.0
+    error_rate: float = 0.0
+    error_statuses: list[int] = field(default_factory=lambda: [500, 502, 503, 504])
+    timeout_rate: float = 0.0
+    hang_seconds: float = 30.0
+    outage_until: float = 0.0
+    outage_status: int = 503
+    reject_external_ids: dict[str, int] = field(default_factory=dict)
+    retry_after: float | None = None
+
+    def update(self, values: dict[str, Any]) -> None:
+        """Apply a partial update; ``outage_seconds`` starts an outage window from now."""
+        for key, value in values.items():
+            if key == "outage_seconds":
+                self.outage_until = time.time() + float(value)
+            elif hasattr(self, key):
+                setattr(self, key, value)
+            else:
+                raise KeyError(key)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The faults as JSON."""
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class LoggedRequest:
+    """One request the sandbox received."""
+
+    ts: float
+    method: str
+    path: str
+    status: int
+    external_id: str | None = None
+    updated_at: str | None = None
+
+
+class Store:
+    """Orders by Loop id and by external id, and every request received."""
+
+    def __init__(self) -> None:
+        self.orders: dict[int, dict[str, Any]] = {}
+        self.by_external: dict[str, int] = {}
+        self.requests: list[LoggedRequest] = []
+        self._ids = itertools.count(1)
+
+    def upsert(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create or replace the order with ``body['external_id']``; returns it with its id."""
+        ext = body["external_id"]
+        order_id = self.by_external.get(ext)
+        if order_id is None:
+            order_id = next(self._ids)
+            self.by_external[ext] = order_id
+        self.orders[order_id] = {**body, "id": order_id}
+        return self.orders[order_id]
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a new order (its external id, if any, must be new)."""
+        order_id = next(self._ids)
+        if body.get("external_id"):
+            self.by_external[body["external_id"]] = order_id
+        self.orders[order_id] = {**body, "id": order_id}
+        return self.orders[order_id]
+
+    def update(self, order_id: int, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Merge ``body`` into order ``order_id``; None when there is no such order."""
+        current = self.orders.get(order_id)
+        if current is None:
+            return None
+        old_ext, new_ext = current.get("external_id"), body.get("external_id")
+        if new_ext and new_ext != old_ext:
+            if isinstance(old_ext, str):
+                self.by_external.pop(old_ext, None)
+            self.by_external[new_ext] = order_id
+        current.update(body)
+        return current
+
+    def get_external(self, external_id: str) -> dict[str, Any] | None:
+        """The order with ``external_id``, if any."""
+        order_id = self.by_external.get(external_id)
+        return None if order_id is None else self.orders.get(order_id)
+
+    def delete_external(self, external_id: str) -> int | None:
+        """Delete by external id; returns the deleted order's id."""
+        order_id = self.by_external.pop(external_id, None)
+        if order_id is not None:
+            self.orders.pop(order_id, None)
+        return order_id
+
+    def reset(self) -> None:
+        """Forget every order and request."""
+        self.orders.clear()
+        self.by_external.clear()
+        self.requests.clear()

@@ -1,0 +1,125 @@
+"""The vendor-client interface and the HTTP plumbing every vendor shares."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from types import TracebackType
+from typing import Protocol, Self
+
+import httpx
+
+from connector.decode import OrderChange
+from connector.errors import (
+    AuthError,
+    ConflictError,
+    NotFoundError,
+    RateLimited,
+    RejectedError,
+    ServerError,
+    SinkConnectError,
+    SinkError,
+    SinkTimeout,
+)
+from connector.logs import redact
+
+
+class Sink(Protocol):
+    """A vendor's Orders API. ``apply`` makes the vendor hold ``change`` or raises a SinkError."""
+
+    name: str
+
+    async def apply(self, change: OrderChange) -> None:
+        """Upsert or delete the order, as ``change.op`` says."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date); None when absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def raise_for_status(response: httpx.Response, body_max: int = 4096) -> None:
+    """Map a non-2xx response to the matching SinkError class."""
+    status = response.status_code
+    if status < 300:
+        return
+    body = redact(response.text[:body_max])
+    message = f"{response.request.method} {response.request.url.path} answered {status}: {body[:300]}"
+    if status == 429:
+        raise RateLimited(
+            message,
+            status=status,
+            body=body,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        )
+    by_status: dict[int, type[SinkError]] = {
+        401: AuthError,
+        403: AuthError,
+        404: NotFoundError,
+        409: ConflictError,
+        408: ServerError,
+    }
+    error_class = by_status.get(status) or (ServerError if status >= 500 else RejectedError)
+    raise error_class(message, status=status, body=body)
+
+
+class HttpSink:
+    """Pooled keep-alive httpx client, transport errors mapped to SinkError classes."""
+
+    name = "http"
+
+    def __init__(
+        self,
+        base_url: str,
+        headers: dict[str, str],
+        timeout: float,
+        max_connections: int,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._client = httpx.AsyncClient(
+            base_url=base_url,
+            headers={"Content-Type": "application/json", "Accept": "application/json", **headers},
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._client.aclose()
+
+    async def request(self, method: str, url: str, json: object | None = None) -> httpx.Response:
+        """Send one request; raise the SinkError matching the failure."""
+        try:
+            response = await self._client.request(method, url, json=json)
+        except httpx.TimeoutException as exc:
+            raise SinkTimeout(f"{method} {url}: no answer in time ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise SinkConnectError(f"{method} {url}: {type(exc).__name__}: {redact(str(exc))}") from None
+        raise_for_status(response)
+        return response
+
+
+__all__ = ["HttpSink", "Sink", "SinkError", "parse_retry_after", "raise_for_status"]

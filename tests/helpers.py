@@ -1,0 +1,101 @@
+"""Helpers for the integration tests: topics, producing, reading, running the connector."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from connector import app
+from connector.config import DlqSettings, KafkaSettings, MetricsSettings, Settings, SinkSettings
+from connector.demo import create_topics, produce, read_topic, stop_quietly
+from connector.metrics import Metrics
+from connector.pipeline import Pipeline
+
+__all__ = [
+    "committed_offsets",
+    "create_topics",
+    "end_offsets",
+    "produce",
+    "read_topic",
+    "running",
+    "settings_for",
+    "wait_until",
+]
+
+
+def settings_for(bootstrap: str, topic: str, base_url: str, **sink: Any) -> Settings:
+    """Settings reading ``topic`` into the sandbox at ``base_url``, DLQ ``<topic>.dlq``."""
+    return Settings(
+        kafka=KafkaSettings(
+            bootstrap_servers=bootstrap,
+            topics=[topic],
+            group_id=f"{topic}-group",
+            commit_interval_seconds=0.2,
+            start_timeout_seconds=10,
+        ),
+        dlq=DlqSettings(topic=f"{topic}.dlq"),
+        sink=SinkSettings(
+            base_url=base_url,
+            api_key=sink.pop("api_key", "test-key"),
+            **{"rate_limit_per_second": 200.0, "max_in_flight": 8, **sink},
+        ),
+        metrics=MetricsSettings(port=0),
+        shutdown_grace_seconds=10,
+    )
+
+
+@asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Metrics]:
+    """Run the connector in this event loop; stop it (SIGTERM path) on exit."""
+    metrics = Metrics()
+    stop = asyncio.Event()
+    task: asyncio.Task[Pipeline] = asyncio.create_task(app.serve(settings, stop, metrics=metrics))
+    try:
+        yield metrics
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> None:
+    """Poll ``predicate`` until true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """Log end offset of every partition of ``topic``."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    parts = [p["partition"] for p in described[0]["partitions"]]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+        return {tp.partition: o for tp, o in ends.items()}
+    finally:
+        await stop_quietly(consumer)
+
+
+async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offset of every partition of ``topic``."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+        return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+    finally:
+        await admin.close()

@@ -1,0 +1,121 @@
+"""End to end against the real broker and the sandbox: the foundation's acceptance."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import structlog
+
+from connector.samples import make_stream
+from connector.sandbox import Sandbox
+from tests.helpers import (
+    committed_offsets,
+    create_topics,
+    end_offsets,
+    produce,
+    read_topic,
+    running,
+    settings_for,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+NOT_JSON = (b"poison-json", b"\x00this is not JSON {")
+NO_EXTERNAL_ID = (b"poison-id", b'{"event_type": "order.updated", "order": {"name": "#1"}}')
+
+
+def _in_sync(sandbox: Sandbox, latest: dict[str, dict[str, object]]) -> bool:
+    return all(
+        (o := sandbox.store.get_external(k)) is not None and o["updated_at"] == b["updated_at"]
+        for k, b in latest.items()
+    )
+
+
+async def test_thousand_events_end_at_latest_state_with_offsets_committed_and_poison_dead_lettered(
+    kafka_bootstrap: str, topic_name: str, sandbox: Sandbox
+) -> None:
+    """1,000 events over 200 ids on 4 partitions: the sandbox holds exactly the latest of each order,
+    committed offsets equal the log end, and both poison events are on the DLQ, bytes and headers intact."""
+    stream = make_stream(1000 - 2, 200, seed=11)
+    events = (
+        stream.events[:300] + [NOT_JSON] + stream.events[300:700] + [NO_EXTERNAL_ID] + stream.events[700:]
+    )
+    await create_topics(kafka_bootstrap, {topic_name: 4, f"{topic_name}.dlq": 1})
+    await produce(kafka_bootstrap, topic_name, events)
+    settings = settings_for(kafka_bootstrap, topic_name, sandbox.url)
+
+    with structlog.testing.capture_logs() as logged:
+        async with running(settings):
+            await wait_until(lambda: _in_sync(sandbox, stream.latest), timeout=60)
+            ends = await end_offsets(kafka_bootstrap, topic_name)
+            group = settings.kafka.group_id
+
+            async def committed_all() -> bool:
+                return await committed_offsets(kafka_bootstrap, group, topic_name) == ends
+
+            for _ in range(100):
+                if await committed_all():
+                    break
+                await __import__("asyncio").sleep(0.1)
+
+    assert sum(ends.values()) == 1000
+    assert await committed_offsets(kafka_bootstrap, settings.kafka.group_id, topic_name) == ends
+    assert len(sandbox.store.orders) == 200
+    for key, body in stream.latest.items():
+        held = sandbox.store.get_external(key)
+        assert held is not None
+        assert {k: v for k, v in held.items() if k != "id"} == body
+    statuses = {r.status for r in sandbox.store.requests}
+    assert statuses == {200}, "no 429 or error answers"
+
+    dead = await read_topic(kafka_bootstrap, f"{topic_name}.dlq", expect=2)
+    assert sorted((r.key, r.value) for r in dead) == sorted([NOT_JSON, NO_EXTERNAL_ID])
+    for rec in dead:
+        headers = dict(rec.headers)
+        assert headers["__connect.errors.topic"] == topic_name.encode()
+        assert int(headers["__connect.errors.offset"]) >= 0
+        assert headers["__connector.attempts"] == b"0"
+        if rec.key == NOT_JSON[0]:
+            assert headers["__connector.stage"] == b"decode"
+            assert b"not JSON" in headers["__connect.errors.exception.message"]
+        else:
+            assert headers["__connector.stage"] == b"validate"
+            assert b"order.external_id: Field required" in headers["__connect.errors.exception.message"]
+
+    rejected = [e for e in logged if e["event"] == "event_rejected"]
+    assert {e["stage"] for e in rejected} == {"decode", "validate"}
+    for entry in rejected:
+        assert entry["reason"] and entry["topic"] == topic_name
+        assert {"partition", "offset"} <= entry.keys()
+
+
+async def test_original_headers_survive_on_the_dead_letter_topic(
+    kafka_bootstrap: str, topic_name: str, sandbox: Sandbox
+) -> None:
+    """A dead-lettered record keeps its own headers beside the error headers."""
+    from aiokafka import AIOKafkaProducer
+
+    await create_topics(kafka_bootstrap, {topic_name: 1, f"{topic_name}.dlq": 1})
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    await producer.send_and_wait(topic_name, b"[1, 2]", key=b"k", headers=[("trace-id", b"abc123")])
+    await producer.stop()
+    async with running(settings_for(kafka_bootstrap, topic_name, sandbox.url)):
+        dead = await read_topic(kafka_bootstrap, f"{topic_name}.dlq", expect=1, timeout=20)
+    assert len(dead) == 1
+    headers = dead[0].headers
+    assert headers[0] == ("trace-id", b"abc123")
+    assert dict(headers)["__connect.errors.exception.message"] == b"value is JSON list, expected an object"
+
+
+async def test_tombstone_deletes_the_order(kafka_bootstrap: str, topic_name: str, sandbox: Sandbox) -> None:
+    """A null value with the key set deletes the order by external id."""
+    stream = make_stream(3, 1, prefix="gone")
+    await create_topics(kafka_bootstrap, {topic_name: 1, f"{topic_name}.dlq": 1})
+    await produce(kafka_bootstrap, topic_name, [stream.events[0], (b"gone-00000", None)])
+    async with running(settings_for(kafka_bootstrap, topic_name, sandbox.url)):
+        await wait_until(lambda: any(r.method == "DELETE" for r in sandbox.store.requests), timeout=30)
+    assert sandbox.store.get_external("gone-00000") is None
+    assert json.dumps([r.path for r in sandbox.store.requests]).count("/orders/external/gone-00000") == 1
