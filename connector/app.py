@@ -45,6 +45,7 @@ async def serve(
                 settings.dlq.topic,
                 settings.kafka.bootstrap_servers,
                 settings.dlq.body_max_chars,
+                start_timeout_seconds=settings.kafka.start_timeout_seconds,
                 client_id=f"{settings.kafka.client_id}-dlq",
             )
         )

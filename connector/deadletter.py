@@ -16,6 +16,7 @@ from typing import Any, Self
 
 from aiokafka import AIOKafkaProducer
 
+from connector._kafka import start_within
 from connector.decode import Record
 from connector.errors import ConnectorError, SinkError
 from connector.logs import get_logger, redact
@@ -78,9 +79,12 @@ class DeadLetterPublisher:
         bootstrap_servers: str,
         body_max: int = 4096,
         retry_cap_seconds: float = 10.0,
+        start_timeout_seconds: float = 30.0,
         **kafka: Any,
     ) -> None:
         self.topic = topic
+        self._bootstrap = bootstrap_servers
+        self._start_timeout = start_timeout_seconds
         self._body_max = body_max
         self._retry_cap = retry_cap_seconds
         self._producer = AIOKafkaProducer(
@@ -93,7 +97,7 @@ class DeadLetterPublisher:
         self.failures = 0
 
     async def __aenter__(self) -> Self:
-        await self._producer.start()
+        await start_within(self._producer, self._bootstrap, self._start_timeout)
         return self
 
     async def __aexit__(

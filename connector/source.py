@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka import TopicPartition as KafkaTP
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaError
 
+from connector._kafka import start_within
 from connector.config import KafkaSettings
 from connector.decode import Record
-from connector.errors import BrokerUnavailable
 from connector.logs import get_logger
 from connector.offsets import TopicPartition
 
@@ -61,20 +59,9 @@ class Source:
         )
 
     async def __aenter__(self) -> Self:
-        deadline = time.monotonic() + self._settings.start_timeout_seconds
-        while True:
-            try:
-                await self._consumer.start()
-                break
-            except KafkaConnectionError as exc:
-                if time.monotonic() >= deadline:
-                    await self._consumer.stop()
-                    raise BrokerUnavailable(
-                        f"Kafka broker {self._settings.bootstrap_servers} unreachable after "
-                        f"{self._settings.start_timeout_seconds:g}s ({exc})"
-                    ) from None
-                log.warning("broker_unreachable", bootstrap_servers=self._settings.bootstrap_servers)
-                await asyncio.sleep(1.0)
+        await start_within(
+            self._consumer, self._settings.bootstrap_servers, self._settings.start_timeout_seconds
+        )
         self._consumer.subscribe(self._settings.topics, listener=self._listener)
         return self
 

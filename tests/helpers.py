@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -63,13 +64,19 @@ async def running(settings: Settings) -> AsyncIterator[Metrics]:
         await asyncio.wait_for(task, 60)
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> None:
-    """Poll ``predicate`` until true; fail the test after ``timeout`` seconds."""
+async def wait_until(
+    predicate: Callable[[], bool | Awaitable[bool]], timeout: float, interval: float = 0.1
+) -> None:
+    """Poll ``predicate`` (plain or async) until true; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while not await _truth(predicate()):
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+async def _truth(value: bool | Awaitable[bool]) -> bool:
+    return await value if inspect.isawaitable(value) else value
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:

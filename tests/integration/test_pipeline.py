@@ -39,9 +39,7 @@ async def test_thousand_events_end_at_latest_state_with_offsets_committed_and_po
     """1,000 events over 200 ids on 4 partitions: the sandbox holds exactly the latest of each order,
     committed offsets equal the log end, and both poison events are on the DLQ, bytes and headers intact."""
     stream = make_stream(1000 - 2, 200, seed=11)
-    events = (
-        stream.events[:300] + [NOT_JSON] + stream.events[300:700] + [NO_EXTERNAL_ID] + stream.events[700:]
-    )
+    events = [*stream.events[:300], NOT_JSON, *stream.events[300:700], NO_EXTERNAL_ID, *stream.events[700:]]
     await create_topics(kafka_bootstrap, {topic_name: 4, f"{topic_name}.dlq": 1})
     await produce(kafka_bootstrap, topic_name, events)
     settings = settings_for(kafka_bootstrap, topic_name, sandbox.url)
@@ -52,13 +50,10 @@ async def test_thousand_events_end_at_latest_state_with_offsets_committed_and_po
             ends = await end_offsets(kafka_bootstrap, topic_name)
             group = settings.kafka.group_id
 
-            async def committed_all() -> bool:
+            async def all_committed() -> bool:
                 return await committed_offsets(kafka_bootstrap, group, topic_name) == ends
 
-            for _ in range(100):
-                if await committed_all():
-                    break
-                await __import__("asyncio").sleep(0.1)
+            await wait_until(all_committed, timeout=10)
 
     assert sum(ends.values()) == 1000
     assert await committed_offsets(kafka_bootstrap, settings.kafka.group_id, topic_name) == ends
@@ -87,7 +82,8 @@ async def test_thousand_events_end_at_latest_state_with_offsets_committed_and_po
     rejected = [e for e in logged if e["event"] == "event_rejected"]
     assert {e["stage"] for e in rejected} == {"decode", "validate"}
     for entry in rejected:
-        assert entry["reason"] and entry["topic"] == topic_name
+        assert entry["reason"]
+        assert entry["topic"] == topic_name
         assert {"partition", "offset"} <= entry.keys()
 
 

@@ -1,0 +1,75 @@
+"""HTTP answers become the right error class; Retry-After is read in both of its forms."""
+
+from __future__ import annotations
+
+import email.utils
+
+import httpx
+import pytest
+
+from connector.errors import (
+    AuthError,
+    ConflictError,
+    NotFoundError,
+    RateLimited,
+    RejectedError,
+    ServerError,
+    SinkError,
+)
+from connector.sinks import parse_retry_after, raise_for_status
+
+
+def _response(status: int, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.Response(status, headers=headers, text="{}", request=httpx.Request("PUT", "http://x/orders"))
+
+
+@pytest.mark.parametrize(
+    ("status", "error_class"),
+    [
+        (400, RejectedError),
+        (422, RejectedError),
+        (401, AuthError),
+        (403, AuthError),
+        (404, NotFoundError),
+        (409, ConflictError),
+        (429, RateLimited),
+        (500, ServerError),
+        (502, ServerError),
+        (503, ServerError),
+        (504, ServerError),
+    ],
+)
+def test_status_maps_to_error_class(status: int, error_class: type[SinkError]) -> None:
+    """Each documented status raises its class, carrying the status."""
+    with pytest.raises(error_class) as caught:
+        raise_for_status(_response(status))
+    assert caught.value.status == status
+
+
+def test_success_raises_nothing() -> None:
+    """2xx is success."""
+    raise_for_status(_response(200))
+
+
+def test_retry_after_seconds() -> None:
+    """Retry-After: 12 means twelve seconds."""
+    assert parse_retry_after("12") == 12.0
+
+
+def test_retry_after_http_date() -> None:
+    """Retry-After as an HTTP date is measured from now."""
+    header = email.utils.formatdate(1_000_030.0, usegmt=True)
+    assert parse_retry_after(header, now=1_000_000.0) == pytest.approx(30.0)
+
+
+@pytest.mark.parametrize("value", [None, "", "soon"])
+def test_retry_after_absent_or_garbled_is_none(value: str | None) -> None:
+    """No usable header: the policy's own backoff applies."""
+    assert parse_retry_after(value) is None
+
+
+def test_429_carries_retry_after() -> None:
+    """The 429 error keeps the vendor's Retry-After."""
+    with pytest.raises(RateLimited) as caught:
+        raise_for_status(_response(429, {"Retry-After": "3"}))
+    assert caught.value.retry_after == 3.0

@@ -1,0 +1,72 @@
+"""`connector run` refuses bad configuration with one specific line, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from connector.localkafka import free_port
+
+
+def run(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("CONNECTOR_")}
+    return subprocess.run(
+        [sys.executable, "-m", "connector", "run", *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"CONNECTOR_SINK__RATE_LIMIT": "5"}, "unknown setting CONNECTOR_SINK__RATE_LIMIT"),
+        ({"CONNECTOR_SINK__RATE_LIMIT_PER_SECOND": "fast"}, "sink.rate_limit_per_second"),
+        ({"CONNECTOR_METRICS__PORT": "70000"}, "metrics.port"),
+        ({"CONNECTOR_KAFKA__TOPICS": "[broken"}, "kafka.topics"),
+    ],
+)
+def test_bad_configuration_exits_2_with_one_line(env: dict[str, str], expected: str) -> None:
+    """Unknown key or wrong type: exit 2, one line on stderr naming the setting."""
+    result = run(env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_config_file_exits_2(tmp_path: Path) -> None:
+    """--config naming no file is a configuration error."""
+    result = run({}, "--config", str(tmp_path / "nope.toml"))
+    assert result.returncode == 2
+    assert "config file not found" in result.stderr
+
+
+def test_unreachable_broker_exits_3_after_a_bounded_wait() -> None:
+    """No broker: exit 3 after kafka.start_timeout_seconds, with one line naming the broker."""
+    port = free_port()
+    started = time.monotonic()
+    result = run(
+        {
+            "CONNECTOR_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+            "CONNECTOR_KAFKA__START_TIMEOUT_SECONDS": "2",
+            "CONNECTOR_METRICS__PORT": "0",
+            "CONNECTOR_LOG_LEVEL": "ERROR",
+        }
+    )
+    assert result.returncode == 3
+    assert time.monotonic() - started < 30
+    lines = result.stderr.strip().splitlines()
+    assert (
+        lines[-1]
+        == f"connector: Kafka broker 127.0.0.1:{port} unreachable after 2s ({lines[-1].split('(', 1)[1]}"
+    )
+    assert "Traceback" not in result.stderr

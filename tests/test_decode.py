@@ -1,0 +1,158 @@
+"""Decode + validate: every input ends as an order change or a specific, readable error."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from connector.decode import Record, decode
+from connector.errors import DecodeError, InputError, OrderValidationError
+from connector.samples import envelope, order_body
+
+
+def rec(value: bytes | None, key: bytes | None = b"k") -> Record:
+    return Record("orders", 0, 7, key, value)
+
+
+def test_envelope_is_unwrapped() -> None:
+    """An envelope's order is what gets sent; its updated_at orders the key's events."""
+    body = order_body("A-1", 3)
+    change = decode(rec(envelope(body, 3)))
+    assert change.external_id == "A-1"
+    assert change.op == "upsert"
+    assert change.body == body
+    assert change.updated_at is not None
+
+
+def test_bare_order_is_accepted() -> None:
+    """A bare order object is an upsert."""
+    change = decode(rec(json.dumps({"external_id": "B"}).encode()))
+    assert change.body == {"external_id": "B"}
+
+
+def test_unknown_fields_are_forwarded() -> None:
+    """Fields the vendor added before we did are kept."""
+    change = decode(rec(json.dumps({"external_id": "B", "brand_new": {"x": 1}}).encode()))
+    assert change.body["brand_new"] == {"x": 1}
+
+
+def test_tombstone_is_a_delete_by_key() -> None:
+    """A null value with a key deletes that order."""
+    change = decode(rec(None, key=b"gone-1"))
+    assert (change.op, change.external_id) == ("delete", "gone-1")
+
+
+def test_order_deleted_event_is_a_delete() -> None:
+    """event_type order.deleted deletes by the order's external_id."""
+    value = json.dumps({"event_type": "order.deleted", "order": {"external_id": "X"}}).encode()
+    assert decode(rec(value)).op == "delete"
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        (b"nope", "value is not JSON"),
+        (b"\xff\xfe{}", "not valid UTF-8"),
+        (b"[1]", "expected an object"),
+        (b"123", "expected an object"),
+    ],
+)
+def test_unreadable_values_are_decode_errors(value: bytes, fragment: str) -> None:
+    """Not JSON, not UTF-8, not an object: stage decode, with the reason."""
+    with pytest.raises(DecodeError, match=fragment):
+        decode(rec(value))
+
+
+def test_tombstone_without_key_is_a_decode_error() -> None:
+    """A null value with no key names no order."""
+    with pytest.raises(DecodeError, match="without a key"):
+        decode(rec(None, key=None))
+
+
+def test_oversized_message_is_rejected_unparsed() -> None:
+    """A value over max_message_bytes is dead-lettered without being parsed."""
+    with pytest.raises(DecodeError, match=r"exceeds kafka\.max_message_bytes=10"):
+        decode(rec(b'{"external_id": "aaaaaaaaaaaaaaaa"}'), max_bytes=10)
+
+
+@pytest.mark.parametrize(
+    ("order", "path", "rule"),
+    [
+        ({}, "order.external_id", "Field required"),
+        ({"external_id": "x" * 65}, "order.external_id", "at most 64 characters"),
+        ({"external_id": "a", "name": "n" * 101}, "order.name", "at most 100 characters"),
+        ({"external_id": "a", "status": "open"}, "order.status", "'active', 'archived', 'cancelled'"),
+        ({"external_id": "a", "total_price": {"amount": "10"}}, "order.total_price.amount", "valid integer"),
+        ({"external_id": "a", "line_items": [{"quantity": 1.5}]}, "order.line_items[0].quantity", "integer"),
+        ({"external_id": "a", "updated_at": "yesterday"}, "order.updated_at", "RFC 3339"),
+        ({"external_id": "a", "updated_at": "2026-01-01T00:00:00"}, "order.updated_at", "time zone"),
+        ({"external_id": "a", "status": "cancelled"}, "order", "cancelled_at is required"),
+        ({"external_id": "a", "customer": {"id": 1, "external_id": "c"}}, "order.customer", "not both"),
+    ],
+)
+def test_violations_name_the_field_and_rule(order: dict[str, object], path: str, rule: str) -> None:
+    """Each documented rule: the error names the field path and the rule broken."""
+    with pytest.raises(OrderValidationError) as caught:
+        decode(rec(json.dumps(order).encode()))
+    message = str(caught.value)
+    assert f"{path}:" in message or f"{path} " in message
+    assert rule in message
+
+
+def test_envelope_with_unknown_event_type_is_invalid() -> None:
+    """event_type must be one of the four documented types."""
+    value = json.dumps({"event_type": "order.exploded", "order": {"external_id": "a"}}).encode()
+    with pytest.raises(OrderValidationError, match="event_type"):
+        decode(rec(value))
+
+
+def test_deep_nesting_is_a_decode_error() -> None:
+    """JSON nested beyond what the parser can hold is rejected, not a crash."""
+    with pytest.raises(InputError):
+        decode(rec(b"[" * 100_000 + b"]" * 100_000), max_bytes=10**7)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.binary(max_size=300), st.none()), st.one_of(st.binary(max_size=20), st.none()))
+def test_arbitrary_bytes_never_raise_past_the_stage(value: bytes | None, key: bytes | None) -> None:
+    """Any bytes: a valid change or an InputError, nothing else."""
+    with contextlib.suppress(InputError):
+        decode(rec(value, key))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=80),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "external_id",
+                "status",
+                "line_items",
+                "total_price",
+                "updated_at",
+                "customer",
+                "order",
+                "event_type",
+                "tags",
+            ]
+        ),
+        json_values,
+    )
+)
+def test_arbitrary_json_objects_never_raise_past_the_stage(obj: dict[str, object]) -> None:
+    """Any JSON object: a valid change or an InputError, nothing else."""
+    with contextlib.suppress(InputError):
+        decode(rec(json.dumps(obj).encode()))

@@ -1,0 +1,93 @@
+"""The commit watermark: never past an unresolved offset, whatever the completion order."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from connector.offsets import OffsetTracker, PartitionOffsets, TopicPartition
+
+TP = TopicPartition("t", 0)
+
+
+def test_nothing_tracked_commits_nothing() -> None:
+    """A partition that never saw an event has nothing to commit."""
+    assert PartitionOffsets().committable() is None
+
+
+def test_committable_is_first_unresolved_offset() -> None:
+    """Offsets resolved out of order: the watermark waits for the oldest."""
+    part = PartitionOffsets()
+    for offset in (5, 6, 7):
+        part.track(offset)
+    part.resolve(7)
+    part.resolve(6)
+    assert part.committable() == 5
+    part.resolve(5)
+    assert part.committable() == 8
+
+
+def test_gaps_in_offsets_are_committed_past() -> None:
+    """Compacted topics and transaction markers leave gaps; the watermark moves past them."""
+    part = PartitionOffsets()
+    part.track(10)
+    part.track(20)
+    part.resolve(10)
+    assert part.committable() == 20
+    part.resolve(20)
+    assert part.committable() == 21
+
+
+def test_resolving_twice_or_unknown_is_a_no_op() -> None:
+    """A late or duplicate resolution changes nothing."""
+    part = PartitionOffsets()
+    part.track(1, size=10)
+    assert part.resolve(1)
+    assert not part.resolve(1)
+    assert not part.resolve(99)
+    assert part.unresolved == 0
+    assert part.unresolved_bytes == 0
+
+
+def test_to_commit_reports_only_moved_partitions() -> None:
+    """Offsets already committed are not committed again."""
+    tracker = OffsetTracker()
+    tracker.partition(TP).track(0)
+    tracker.partition(TP).resolve(0)
+    assert tracker.to_commit() == {TP: 1}
+    tracker.mark_committed({TP: 1})
+    assert tracker.to_commit() == {}
+
+
+def test_dropped_partition_forgets_its_state() -> None:
+    """A revoked partition's counters stop counting against the read-ahead bound."""
+    tracker = OffsetTracker()
+    tracker.partition(TP).track(0, size=100)
+    tracker.drop(TP)
+    assert tracker.unresolved == 0
+    assert tracker.unresolved_bytes == 0
+    assert tracker.to_commit() == {}
+
+
+@given(
+    st.integers(min_value=1, max_value=60).flatmap(
+        lambda n: st.tuples(st.just(n), st.permutations(range(n)), st.lists(st.integers(1, 3), min_size=n))
+    )
+)
+def test_watermark_never_passes_an_unresolved_offset(case: tuple[int, list[int], list[int]]) -> None:
+    """For any completion order (with gaps between offsets), committable == oldest unresolved."""
+    n, order, gaps = case
+    offsets, offset = [], 0
+    for gap in gaps[:n]:
+        offset += gap
+        offsets.append(offset)
+    part = PartitionOffsets()
+    for o in offsets:
+        part.track(o)
+    resolved: set[int] = set()
+    for index in order:
+        part.resolve(offsets[index])
+        resolved.add(offsets[index])
+        pending = [o for o in offsets if o not in resolved]
+        expected = pending[0] if pending else offsets[-1] + 1
+        assert part.committable() == expected
