@@ -52,6 +52,16 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(events=args.events, orders=args.orders)
 
 
+def _validate(args: argparse.Namespace) -> int:
+    from connector.validate import run
+
+    try:
+        return run(args.file, args.kind, args.max_message_bytes)
+    except OSError as exc:
+        print(f"connector: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="connector", description=__doc__)
@@ -72,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--error-rate", type=float, default=0.0, help="fraction answered 5xx")
     sb.add_argument("--timeout-rate", type=float, default=0.0, help="fraction left hanging")
     sb.set_defaults(func=_sandbox)
+
+    val = sub.add_parser("validate", help="check events offline (JSON lines), print every error")
+    val.add_argument("file", help="a file of JSON lines, or - for standard input")
+    val.add_argument("--kind", choices=["loop", "shoplazza"], default="loop", help="vendor rules")
+    val.add_argument("--max-message-bytes", type=int, default=1024 * 1024)
+    val.set_defaults(func=_validate)
 
     demo = sub.add_parser("demo", help="local broker + sandbox + connector + sample events, end to end")
     demo.add_argument("--events", type=int, default=400)

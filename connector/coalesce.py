@@ -27,6 +27,7 @@ class Resolution(StrEnum):
     STALE = "stale"
     IDENTICAL = "identical"
     DEAD_LETTERED = "dead_lettered"
+    IGNORED = "ignored"
 
 
 @dataclass(slots=True)

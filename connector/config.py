@@ -12,7 +12,15 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -66,19 +74,43 @@ class DlqSettings(_Section):
     body_max_chars: int = Field(4096, ge=64)
 
 
-class SinkSettings(_Section):
-    """The vendor API: where, with which key, and at what budget."""
+API_VERSIONS = {"loop": ("v1", "2026-07", "2026-10"), "shoplazza": ("2025-06",)}
+DEFAULT_RATES = {"loop": 5.0, "shoplazza": 2.0}
 
-    kind: Literal["loop"] = "loop"
+
+class SinkSettings(_Section):
+    """The vendor API: which, where, with which key, and at what budget.
+
+    ``api_version`` and ``rate_limit_per_second`` default per vendor: Loop ``v1`` at 5/s (300 per
+    minute), Shoplazza ``2025-06`` at 2/s.
+    """
+
+    kind: Literal["loop", "shoplazza"] = "loop"
     base_url: str = "http://127.0.0.1:8080"
     api_key: SecretStr = SecretStr("")
-    api_version: Literal["v1", "2026-07", "2026-10"] = "v1"
-    rate_limit_per_second: float = Field(5.0, gt=0)
+    api_version: str = ""
+    mode: Literal["upsert", "create_update"] = "upsert"
+    on_delete: Literal["delete", "ignore"] = "delete"
+    rate_limit_per_second: float = Field(0.0, ge=0)
     max_in_flight: int = Field(8, ge=1)
     timeout_seconds: float = Field(10.0, gt=0)
     max_attempts: int = Field(8, ge=1)
     backoff_base_seconds: float = Field(0.2, gt=0)
     backoff_cap_seconds: float = Field(30.0, gt=0)
+    cache_size: int = Field(100_000, ge=1)
+
+    @model_validator(mode="after")
+    def _vendor_defaults(self) -> SinkSettings:
+        versions = API_VERSIONS[self.kind]
+        if not self.api_version:
+            self.api_version = versions[0]
+        elif self.api_version not in versions:
+            raise ValueError(f"api_version for {self.kind} must be one of {', '.join(versions)}")
+        if not self.rate_limit_per_second:
+            self.rate_limit_per_second = DEFAULT_RATES[self.kind]
+        if self.mode == "create_update" and self.kind != "loop":
+            raise ValueError("mode create_update exists for kind loop only")
+        return self
 
 
 class MetricsSettings(_Section):

@@ -17,8 +17,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from connector.errors import DecodeError, OrderValidationError
-from connector.models import LoopOrder
-from connector.models._types import parse_timestamp
+from connector.models import SCHEMAS, parse_timestamp, unknown_fields
 
 EVENT_TYPES = ("order.created", "order.updated", "order.cancelled", "order.deleted")
 _VALUE_PREVIEW = 80
@@ -56,10 +55,11 @@ class OrderChange:
     body: dict[str, Any] = field(default_factory=dict)
     updated_at: datetime | None = None
     digest: bytes = b""
+    unknown: tuple[str, ...] = ()
 
 
 def _preview(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = json.dumps(value, default=str, ensure_ascii=False)
     return text if len(text) <= _VALUE_PREVIEW else text[:_VALUE_PREVIEW] + "…"
 
 
@@ -119,42 +119,58 @@ def _parse(record: Record, max_bytes: int) -> Any:
         raise DecodeError("value is JSON nested too deeply to read") from None
 
 
-def decode(record: Record, max_bytes: int = 1024 * 1024) -> OrderChange:
-    """Read one record; raise DecodeError or OrderValidationError naming what is wrong."""
+def _invalid_event(field: str, rule: str, value: Any) -> OrderValidationError:
+    shown = _preview(value)
+    return OrderValidationError(f"invalid event: {field}: {rule} (value: {shown})", [(field, rule, shown)])
+
+
+def _delete_key(order: dict[str, Any], kind: str) -> str:
+    if kind == "shoplazza":
+        key = order.get("id") or (f"number:{order['number']}" if order.get("number") else None)
+        if not isinstance(key, str):
+            raise _invalid_event("order.id", "id or number is required to delete an order", order.get("id"))
+        return key
+    ext = order.get("external_id")
+    if not isinstance(ext, str) or not 1 <= len(ext) <= 64:
+        raise _invalid_event("order.external_id", "required, 1 to 64 characters", ext)
+    return ext
+
+
+def decode(record: Record, max_bytes: int = 1024 * 1024, kind: str = "loop") -> OrderChange:
+    """Read one record for the sink ``kind``; raise DecodeError or OrderValidationError naming what is
+    wrong (field path, rule, offending value)."""
     if record.value is None:
         return _tombstone(record)
     data = _parse(record, max_bytes)
     if not isinstance(data, dict):
         raise DecodeError(f"value is JSON {type(data).__name__}, expected an object")
-    prefix = "order"
     event_type = "order.updated"
     order: Any = data
     if "order" in data and ("event_type" in data or "event_id" in data):
         event_type = data.get("event_type", event_type)
         if event_type not in EVENT_TYPES:
-            raise OrderValidationError(
-                f"invalid event: event_type: must be one of {', '.join(EVENT_TYPES)} "
-                f"(value: {_preview(event_type)})",
-                [("event_type", "must be one of " + ", ".join(EVENT_TYPES), _preview(event_type))],
-            )
+            raise _invalid_event("event_type", "must be one of " + ", ".join(EVENT_TYPES), event_type)
         order = data["order"]
         if not isinstance(order, dict):
-            raise OrderValidationError(f"invalid event: order: must be an object (value: {_preview(order)})")
+            raise _invalid_event("order", "must be an object", order)
     if event_type == "order.deleted":
-        ext = order.get("external_id")
-        if not isinstance(ext, str) or not 1 <= len(ext) <= 64:
-            raise OrderValidationError(
-                f"invalid order: order.external_id: required, 1 to 64 characters (value: {_preview(ext)})"
-            )
-        return OrderChange(record, ext, "delete", digest=_digest("delete", {}))
+        return OrderChange(record, _delete_key(order, kind), "delete", digest=_digest("delete", {}))
     try:
-        model = LoopOrder.model_validate(order)
+        model = SCHEMAS[kind].model_validate(order)
     except ValidationError as exc:
-        error = describe_validation(exc, prefix)
-        ext = order.get("external_id")
+        error = describe_validation(exc, "order")
+        ext = order.get("external_id") if kind == "loop" else order.get("id")
         error.external_id = ext[:64] if isinstance(ext, str) else None
         raise error from None
     except RecursionError:
         raise DecodeError("order is nested too deeply to validate") from None
     updated_at = parse_timestamp(model.updated_at) if model.updated_at else None
-    return OrderChange(record, model.external_id, "upsert", order, updated_at, _digest("upsert", order))
+    return OrderChange(
+        record,
+        model.sync_key(),
+        "upsert",
+        order,
+        updated_at,
+        _digest("upsert", order),
+        tuple(unknown_fields(model)),
+    )

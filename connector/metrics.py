@@ -39,6 +39,12 @@ class Metrics:
             registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        self.unknown_fields = Counter(
+            "connector_unknown_fields",
+            "Order fields the model does not know (forwarded as sent), by field path.",
+            ["field"],
+            registry=r,
+        )
         self.retries = Counter("connector_api_retries", "Calls retried after a retryable error.", registry=r)
         self.in_flight = Gauge("connector_api_in_flight", "Vendor API calls in flight.", registry=r)
         self.unresolved = Gauge("connector_unresolved_events", "Events read but not resolved.", registry=r)

@@ -59,6 +59,7 @@ class Pipeline:
         self._dlq_tasks: defaultdict[TopicPartition, set[asyncio.Task[None]]] = defaultdict(set)
         self._paused = False
         self._counts: defaultdict[str, int] = defaultdict(int)
+        self._unknown_seen: set[str] = set()
 
     # -- records in ---------------------------------------------------------------------------
     def handle(self, record: Record) -> None:
@@ -68,7 +69,7 @@ class Pipeline:
         self.metrics.consumed.inc()
         self._counts["consumed"] += 1
         try:
-            change = decode(record, self.settings.kafka.max_message_bytes)
+            change = decode(record, self.settings.kafka.max_message_bytes, self.settings.sink.kind)
         except InputError as exc:
             self._dead_letter(record, Failure(exc, exc.stage, exc.external_id, 0, time.time(), time.time()))
             return
@@ -77,11 +78,28 @@ class Pipeline:
             self._dead_letter(record, Failure(exc, "decode", None, 0, time.time(), time.time()))
             return
         log.debug("event_accepted", external_id=change.external_id, op=change.op, **_where(record))
+        for field in change.unknown:
+            self._unknown_field(field, change)
+        if change.op == "delete" and self.settings.sink.on_delete == "ignore":
+            self._resolve(record, Resolution.IGNORED)
+            return
         offer = self.coalescer.offer(change)
         for resolved, why in offer.resolved:
             self._resolve(resolved.record, why)
         if offer.start is not None:
             self.deliverer.submit(offer.start)
+
+    def _unknown_field(self, field: str, change: OrderChange) -> None:
+        self.metrics.unknown_fields.labels(field).inc()
+        if field not in self._unknown_seen:
+            self._unknown_seen.add(field)
+            log.warning(
+                "unknown_field_forwarded",
+                field=field,
+                external_id=change.external_id,
+                note="not in the vendor model; sent as received (logged once per field)",
+                **_where(change.record),
+            )
 
     def _resolve(self, record: Record, why: Resolution) -> None:
         tp = TopicPartition(record.topic, record.partition)

@@ -2,35 +2,34 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, StringConstraints
 
 _RFC3339_HINT = "an RFC 3339 timestamp with a time zone, e.g. 2023-04-25T13:25:00-05:00"
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
 
 
 def _rfc3339(value: str) -> str:
-    text = value.replace("Z", "+00:00").replace("z", "+00:00")
-    if "T" not in text.upper() and " " not in text:
+    if not _RFC3339.fullmatch(value):
         raise ValueError(f"must be {_RFC3339_HINT}")
     try:
-        parsed = datetime.fromisoformat(text)
+        parse_timestamp(value)
     except ValueError:
-        raise ValueError(f"must be {_RFC3339_HINT}") from None
-    if parsed.tzinfo is None:
-        raise ValueError(f"must be {_RFC3339_HINT} (the time zone is missing)")
+        raise ValueError(f"must be {_RFC3339_HINT} (not a real date or time)") from None
     return value
+
+
+def parse_timestamp(value: str) -> datetime:
+    """Parse an RFC 3339 timestamp (Python's parser wants at most 6 fractional digits)."""
+    text = re.sub(r"(\.\d{6})\d+", r"\1", value.replace("Z", "+00:00").replace("z", "+00:00"))
+    return datetime.fromisoformat(text.replace("t", "T"))
 
 
 Timestamp = Annotated[str, AfterValidator(_rfc3339)]
 """An RFC 3339 timestamp, kept as the caller wrote it so that it is forwarded byte for byte."""
-
-
-def parse_timestamp(value: str) -> datetime:
-    """Parse a value already checked by :data:`Timestamp`."""
-    return datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-
 
 Str30 = Annotated[str, StringConstraints(max_length=30)]
 Str45 = Annotated[str, StringConstraints(max_length=45)]
@@ -38,3 +37,4 @@ Str64 = Annotated[str, StringConstraints(max_length=64)]
 Str100 = Annotated[str, StringConstraints(max_length=100)]
 Str255 = Annotated[str, StringConstraints(max_length=255)]
 Str1000 = Annotated[str, StringConstraints(max_length=1000)]
+NonEmpty = Annotated[str, StringConstraints(min_length=1)]

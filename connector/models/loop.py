@@ -11,8 +11,7 @@ Unknown fields are kept and forwarded (the vendor may add fields before we do).
 
 from __future__ import annotations
 
-from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
@@ -22,33 +21,14 @@ Number = StrictInt | float
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=False, frozen=True)
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
 
 
-class OrderStatus(StrEnum):
-    ACTIVE = "active"
-    ARCHIVED = "archived"
-    CANCELLED = "cancelled"
-    UNKNOWN = "unknown"
-
-
-class FinancialStatus(StrEnum):
-    PENDING = "pending"
-    AUTHORIZED = "authorized"
-    PARTIALLY_PAID = "partially_paid"
-    PAID = "paid"
-    PARTIALLY_REFUNDED = "partially_refunded"
-    REFUNDED = "refunded"
-    VOIDED = "voided"
-
-
-class CancelReason(StrEnum):
-    CUSTOMER = "customer"
-    DECLINED = "declined"
-    FRAUD = "fraud"
-    INVENTORY = "inventory"
-    OTHER = "other"
-    STAFF = "staff"
+OrderStatus = Literal["active", "archived", "cancelled", "unknown"]
+FinancialStatus = Literal[
+    "pending", "authorized", "partially_paid", "paid", "partially_refunded", "refunded", "voided"
+]
+CancelReason = Literal["customer", "declined", "fraud", "inventory", "other", "staff"]
 
 
 class Money(_Body):
@@ -209,7 +189,7 @@ class LoopOrder(_Body):
     refunds: list[Refund | list[Refund]] | None = None
     line_items: list[LineItem] | None = None
     fulfillments: list[Fulfillment] | None = None
-    tags: list[str] | None = None
+    tags: list[Str255] | None = None  # the rendered Upsert page shows 255 beside the tags field
     metadata: list[Metadata] | None = None
     fees: list[Fee] | None = None
     created_at: Timestamp | None = None
@@ -223,6 +203,32 @@ class LoopOrder(_Body):
 
     @model_validator(mode="after")
     def _cancelled_together(self) -> LoopOrder:
-        if self.status == OrderStatus.CANCELLED and self.cancelled_at is None:
+        if self.status == "cancelled" and self.cancelled_at is None:
             raise ValueError("cancelled_at is required when status is 'cancelled'")
         return self
+
+    def sync_key(self) -> str:
+        """The key events of this order are coalesced by."""
+        return self.external_id
+
+
+class LoopCreateOrder(LoopOrder):
+    """The Create Order body (``POST /orders``): the fields the page marks required."""
+
+    name: Str100
+    sales_channel: Str255
+    status: OrderStatus
+    taxes_included: StrictBool | None
+    total_price: Money
+    line_items: list[LineItem]
+    source: Source | str
+
+
+class LoopUpdateOrder(LoopOrder):
+    """The Update Order body (``PUT /orders/{id}``): the order is named by its Loop id in the path."""
+
+    external_id: Str64 | None = None  # type: ignore[assignment]
+
+    def sync_key(self) -> str:
+        """Update bodies may omit external_id; they are then keyed by nothing and not coalesced."""
+        return self.external_id or ""

@@ -14,7 +14,15 @@ Vendor routes (``X-Authorization`` required, rate limited, faults applied), ``{v
 Control routes (no auth, no limit): ``GET /_sandbox/orders``, ``GET /_sandbox/requests``,
 ``GET /_sandbox/stats``, ``GET|POST /_sandbox/faults``, ``POST /_sandbox/reset``, ``POST /_sandbox/config``.
 
-Rate limit: a token bucket per API key, ``rate_per_minute / 60`` tokens a second holding ``burst``
+Shoplazza routes (``Access-Token`` required, see ``connector.sandbox.shoplazza``), ``{v}`` ``2025-06``::
+
+    PUT    /openapi/{v}/orders/{order_id}        update (the order must exist: seed it)
+    GET    /openapi/{v}/orders/{order_id}        get
+    GET    /openapi/{v}/orders/number/{number}   get by order number
+    DELETE /openapi/{v}/orders/{order_id}        delete
+
+Rate limit (Shoplazza): a leaky bucket of 40 draining 2 a second per token, as documented.
+Rate limit (Loop): a token bucket per API key, ``rate_per_minute / 60`` tokens a second holding ``burst``
 (default: one second's worth). That is stricter than Loop's documented "300 requests per minute", so a
 client that is never refused here is never refused there. Like Loop, a 429 carries no ``Retry-After``
 unless the ``retry_after`` fault asks for one.
@@ -26,6 +34,7 @@ import asyncio
 import json
 import random
 import time
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -34,10 +43,14 @@ from typing import Any, Self
 from aiohttp import web
 
 from connector.sandbox._ratelimit import TokenBucket
+from connector.sandbox.shoplazza import ShoplazzaStore, shoplazza_error
+from connector.sandbox.shoplazza import routes as shoplazza_routes
 from connector.sandbox.state import Faults, LoggedRequest, Store
 from connector.sandbox.validate import validate_order
 
-VERSIONS = {"v1", "2026-07", "2026-10", "unstable"}
+VERSIONS = {"loop": {"v1", "2026-07", "2026-10", "unstable"}, "shoplazza": {"2025-06", "2026-01"}}
+VENDOR_PREFIXES = {"api": "loop", "openapi": "shoplazza"}
+AUTH_HEADERS = {"loop": "X-Authorization", "shoplazza": "Access-Token"}
 LOG_ENTRY = web.RequestKey("log_entry", LoggedRequest)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -65,6 +78,8 @@ class Sandbox:
         rate_per_minute: float = 300.0,
         burst: float | None = None,
         faults: Faults | None = None,
+        shoplazza_rate_per_second: float = 2.0,
+        shoplazza_burst: float = 40.0,
     ) -> None:
         self.api_key = api_key
         self.host, self.port = host, port
@@ -72,7 +87,10 @@ class Sandbox:
         self.faults = faults or Faults()
         self.rate_per_minute = rate_per_minute
         self.burst = burst
-        self._buckets: dict[str, TokenBucket] = {}
+        self.shoplazza = ShoplazzaStore()
+        self.shoplazza_rate_per_second = shoplazza_rate_per_second
+        self.shoplazza_burst = shoplazza_burst
+        self._buckets: dict[tuple[str, str], TokenBucket] = {}
         app = web.Application(middlewares=[self._vendor_middleware], client_max_size=16 * 1024 * 1024)
         self._routes(app)
         self._runner = web.AppRunner(app, access_log=None)
@@ -82,11 +100,15 @@ class Sandbox:
         """The base URL (``http://host:port``), to pass as ``CONNECTOR_SINK__BASE_URL``."""
         return f"http://{self.host}:{self.port}"
 
-    def _bucket(self, key: str) -> TokenBucket:
-        bucket = self._buckets.get(key)
+    def _bucket(self, vendor: str, key: str) -> TokenBucket:
+        bucket = self._buckets.get((vendor, key))
         if bucket is None:
-            rate = self.rate_per_minute / 60.0
-            bucket = self._buckets[key] = TokenBucket(rate, self.burst or max(1.0, rate))
+            if vendor == "shoplazza":
+                bucket = TokenBucket(self.shoplazza_rate_per_second, self.shoplazza_burst)
+            else:
+                rate = self.rate_per_minute / 60.0
+                bucket = TokenBucket(rate, self.burst or max(1.0, rate))
+            self._buckets[(vendor, key)] = bucket
         return bucket
 
     def _routes(self, app: web.Application) -> None:
@@ -98,7 +120,10 @@ class Sandbox:
         app.router.add_delete(f"{api}/orders/external/{{external_id}}", self._delete_external)
         app.router.add_get(f"{api}/orders/{{order_id}}", self._get)
         app.router.add_put(f"{api}/orders/{{order_id}}", self._update)
+        app.router.add_routes(shoplazza_routes(self.shoplazza))
         app.router.add_get("/_sandbox/orders", self._ctl_orders)
+        app.router.add_get("/_sandbox/shoplazza/orders", self._ctl_shoplazza_orders)
+        app.router.add_post("/_sandbox/shoplazza/orders", self._ctl_shoplazza_orders)
         app.router.add_get("/_sandbox/requests", self._ctl_requests)
         app.router.add_get("/_sandbox/stats", self._ctl_stats)
         app.router.add_get("/_sandbox/faults", self._ctl_faults)
@@ -123,37 +148,58 @@ class Sandbox:
     # -- the vendor's behaviour around every API call --------------------------------------------
     @web.middleware
     async def _vendor_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith("/api/"):
+        vendor = VENDOR_PREFIXES.get(request.path.split("/", 2)[1] if request.path.count("/") > 1 else "")
+        if vendor is None:
             return await handler(request)
         entry = LoggedRequest(time.time(), request.method, request.path, 0)
         self.store.requests.append(entry)
-        response = await self._guarded(request, handler, entry)
+        response = await self._guarded(request, handler, entry, vendor)
         entry.status = response.status
+        if vendor == "shoplazza":
+            response.headers["Request-Id"] = uuid.uuid4().hex
         return response
 
+    def _refuse(self, vendor: str, status: int, message: str, code: str) -> web.Response:
+        if vendor == "shoplazza":
+            return (
+                shoplazza_error(status, error=message)
+                if status == 401
+                else shoplazza_error(status, [message])
+            )
+        return _error(status, message, code)
+
     async def _guarded(
-        self, request: web.Request, handler: Handler, entry: LoggedRequest
+        self, request: web.Request, handler: Handler, entry: LoggedRequest, vendor: str
     ) -> web.StreamResponse:
-        if request.match_info.get("version") not in VERSIONS:
-            return _error(404, "Not Found.", "NOT_FOUND")
-        key = request.headers.get("X-Authorization", "")
+        if request.match_info.get("version") not in VERSIONS[vendor]:
+            return self._refuse(vendor, 404, "Not Found.", "NOT_FOUND")
+        key = request.headers.get(AUTH_HEADERS[vendor], "")
         if key != self.api_key:
-            return _error(401, "Unauthorized.", "NOT_AUTHORIZED")
-        if not self._bucket(key).take():
+            message = "store is not active" if vendor == "shoplazza" else "Unauthorized."
+            return self._refuse(vendor, 401, message, "NOT_AUTHORIZED")
+        if not self._bucket(vendor, key).take():
             headers = {}
             if self.faults.retry_after is not None:
                 headers["Retry-After"] = f"{self.faults.retry_after:g}"
-            return web.json_response({"message": "Too Many Attempts."}, status=429, headers=headers)
+            body: dict[str, Any] = (
+                {"errors": ["Exceeded 2 calls per second for api client. Reduce request rates."]}
+                if vendor == "shoplazza"
+                else {"message": "Too Many Attempts."}
+            )
+            return web.json_response(body, status=429, headers=headers)
         f = self.faults
         if f.latency_ms or f.latency_jitter_ms:
             await asyncio.sleep((f.latency_ms + random.uniform(0, f.latency_jitter_ms)) / 1000.0)
         if time.time() < f.outage_until:
-            return _error(f.outage_status, "Service Unavailable.", "UNEXPECTED_ERROR")
+            return self._refuse(vendor, f.outage_status, "Service Unavailable.", "UNEXPECTED_ERROR")
         if f.timeout_rate and random.random() < f.timeout_rate:
             await asyncio.sleep(f.hang_seconds)
-            return _error(504, "Gateway Timeout.", "UNEXPECTED_ERROR")
+            return self._refuse(vendor, 504, "Gateway Timeout.", "UNEXPECTED_ERROR")
         if f.error_rate and random.random() < f.error_rate:
-            return _error(random.choice(f.error_statuses), "Internal Server Error.", "UNEXPECTED_ERROR")
+            status = random.choice(f.error_statuses)
+            return self._refuse(vendor, status, "Internal Server Error.", "UNEXPECTED_ERROR")
+        if "order_id" in request.match_info:
+            entry.external_id = request.match_info["order_id"]
         request[LOG_ENTRY] = entry
         return await handler(request)
 
@@ -268,6 +314,12 @@ class Sandbox:
     async def _ctl_orders(self, _: web.Request) -> web.Response:
         return web.json_response({"orders": list(self.store.orders.values())})
 
+    async def _ctl_shoplazza_orders(self, request: web.Request) -> web.Response:
+        if request.method == "POST":
+            for item in await request.json():
+                self.shoplazza.seed(str(item["id"]), str(item["number"]))
+        return web.json_response({"orders": list(self.shoplazza.orders.values())})
+
     async def _ctl_requests(self, request: web.Request) -> web.Response:
         since = float(request.query.get("since", 0))
         return web.json_response(
@@ -309,6 +361,7 @@ class Sandbox:
 
     async def _ctl_reset(self, _: web.Request) -> web.Response:
         self.store.reset()
+        self.shoplazza.orders.clear()
         self.faults.__init__()  # type: ignore[misc]
         return web.json_response({"reset": True})
 

@@ -56,13 +56,14 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def raise_for_status(response: httpx.Response, body_max: int = 4096) -> None:
-    """Map a non-2xx response to the matching SinkError class."""
+def raise_for_status(response: httpx.Response, body_max: int = 4096, detail: str | None = None) -> None:
+    """Map a non-2xx response to the matching SinkError class; ``detail`` is the vendor's message."""
     status = response.status_code
     if status < 300:
         return
     body = redact(response.text[:body_max])
-    message = f"{response.request.method} {response.request.url.path} answered {status}: {body[:300]}"
+    said = redact(detail) if detail else body[:300]
+    message = f"{response.request.method} {response.request.url.path} answered {status}: {said}"
     if status == 429:
         raise RateLimited(
             message,
@@ -118,8 +119,12 @@ class HttpSink:
             raise SinkTimeout(f"{method} {url}: no answer in time ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
             raise SinkConnectError(f"{method} {url}: {type(exc).__name__}: {redact(str(exc))}") from None
-        raise_for_status(response)
+        raise_for_status(response, detail=self.error_detail(response))
         return response
+
+    def error_detail(self, response: httpx.Response) -> str | None:
+        """The vendor's own words for a failed response (overridden per vendor); None: the body."""
+        return None
 
 
 __all__ = ["HttpSink", "Sink", "SinkError", "parse_retry_after", "raise_for_status"]

@@ -1,23 +1,28 @@
-"""Loop Returns Orders API: ``PUT /api/{version}/orders`` upserts by ``external_id``.
+"""Loop Returns Orders API (``/api/{version}/orders``), auth header ``X-Authorization``.
 
-Deletions use ``DELETE /api/{version}/orders/external/{externalId}``; a 404 there means the order is
-already gone, which is the state we want. Auth is the ``X-Authorization`` header.
+Modes:
+- ``upsert`` (default): ``PUT /orders`` upserts by ``external_id``; one call per change.
+- ``create_update``, for accounts that cannot upsert: the Loop id of each external id is looked up once
+  (``GET /orders/external/{externalId}``) and cached; then ``PUT /orders/{id}`` updates, or
+  ``POST /orders`` creates when there is no such order.
+Deletion: ``DELETE /orders/external/{externalId}``; a 404 there means the order is already gone.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from urllib.parse import quote
 
 import httpx
 
 from connector.config import SinkSettings
 from connector.decode import OrderChange
-from connector.errors import NotFoundError
+from connector.errors import NotFoundError, RejectedError
 from connector.sinks._base import HttpSink
 
 
 class LoopSink(HttpSink):
-    """Upserts and deletes orders on Loop."""
+    """Upserts (or creates and updates) and deletes orders on Loop."""
 
     name = "loop"
 
@@ -29,13 +34,65 @@ class LoopSink(HttpSink):
             max_connections=settings.max_in_flight,
             transport=transport,
         )
+        self._mode = settings.mode
+        self._ids: OrderedDict[str, int] = OrderedDict()
+        self._cache_size = settings.cache_size
+
+    def error_detail(self, response: httpx.Response) -> str | None:
+        """Loop answers ``{"message", "code", "errors": {field: [messages]}}``."""
+        try:
+            body = response.json()
+        except ValueError:
+            return None
+        if not isinstance(body, dict):
+            return None
+        parts = [str(body.get("message") or body.get("code") or "")]
+        errors = body.get("errors")
+        if isinstance(errors, dict):
+            parts += [f"{field}: {'; '.join(map(str, msgs))}" for field, msgs in errors.items()]
+        return " ".join(p for p in parts if p) or None
 
     async def apply(self, change: OrderChange) -> None:
-        """Upsert the order, or delete it by external id."""
+        """Make Loop hold ``change``: upsert, create/update, or delete."""
+        path = f"/orders/external/{quote(change.external_id, safe='')}"
         if change.op == "delete":
+            self._ids.pop(change.external_id, None)
             try:
-                await self.request("DELETE", f"/orders/external/{quote(change.external_id, safe='')}")
+                await self.request("DELETE", path)
             except NotFoundError:
                 return
             return
-        await self.request("PUT", "/orders", json=change.body)
+        if self._mode == "upsert":
+            await self.request("PUT", "/orders", json=change.body)
+            return
+        await self._create_or_update(change, path)
+
+    async def _create_or_update(self, change: OrderChange, path: str) -> None:
+        loop_id = self._ids.get(change.external_id)
+        if loop_id is None:
+            try:
+                found = await self.request("GET", path)
+                loop_id = int(found.json()["order"]["id"])
+            except NotFoundError:
+                try:
+                    created = await self.request("POST", "/orders", json=change.body)
+                except RejectedError as exc:
+                    if "already been taken" not in exc.body:
+                        raise
+                    found = await self.request("GET", path)  # created by an earlier, unanswered call
+                    loop_id = int(found.json()["order"]["id"])
+                else:
+                    self._remember(change.external_id, int(created.json()["order"]["id"]))
+                    return
+        self._remember(change.external_id, loop_id)
+        try:
+            await self.request("PUT", f"/orders/{loop_id}", json=change.body)
+        except NotFoundError:
+            self._ids.pop(change.external_id, None)
+            raise
+
+    def _remember(self, external_id: str, loop_id: int) -> None:
+        self._ids[external_id] = loop_id
+        self._ids.move_to_end(external_id)
+        while len(self._ids) > self._cache_size:
+            self._ids.popitem(last=False)

@@ -1,0 +1,109 @@
+"""Shoplazza OpenAPI 2025-06: ``PUT /openapi/2025-06/orders/{order_id}`` with ``{"order": {...}}``.
+
+Auth header ``Access-Token``. The order is named by ``id`` in the event, or by ``number``, resolved once
+with ``GET /orders/number/{number}`` and cached. Responses are ``{code, message, data}``; errors come as
+``{"error": "..."}`` or ``{"errors": [...]}``; every response's ``Request-Id`` goes into error messages.
+Deletion uses ``DELETE /orders/{order_id}`` (documented in Shoplazza's 2026-01 CLI metadata).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from connector.config import SinkSettings
+from connector.decode import OrderChange
+from connector.errors import NotFoundError, RejectedError
+from connector.models import shoplazza_update_body
+from connector.sinks._base import HttpSink
+
+
+class ShoplazzaSink(HttpSink):
+    """Updates and deletes orders on a Shoplazza store."""
+
+    name = "shoplazza"
+
+    def __init__(self, settings: SinkSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        super().__init__(
+            base_url=f"{settings.base_url.rstrip('/')}/openapi/{settings.api_version}",
+            headers={"Access-Token": settings.api_key.get_secret_value()},
+            timeout=settings.timeout_seconds,
+            max_connections=settings.max_in_flight,
+            transport=transport,
+        )
+        self._ids: OrderedDict[str, str] = OrderedDict()
+        self._cache_size = settings.cache_size
+        self.lookups = 0
+
+    def error_detail(self, response: httpx.Response) -> str | None:
+        """``{"error": ...}``, ``{"errors": [...]}`` or ``{code, message}``, with the Request-Id."""
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = None
+        said = None
+        if isinstance(body, dict):
+            if isinstance(body.get("errors"), list):
+                said = "; ".join(map(str, body["errors"]))
+            else:
+                said = body.get("error") or body.get("message") or body.get("code")
+        request_id = response.headers.get("Request-Id")
+        text = str(said) if said else response.text[:300]
+        return f"{text} (Request-Id {request_id})" if request_id else text
+
+    async def _order_id(self, change: OrderChange) -> str:
+        order_id = change.body.get("id")
+        if isinstance(order_id, str) and order_id:
+            return order_id
+        number = str(change.body.get("number") or change.external_id.removeprefix("number:"))
+        cached = self._ids.get(number)
+        if cached is not None:
+            return cached
+        self.lookups += 1
+        response = await self.request("GET", f"/orders/number/{quote(number, safe='')}")
+        found = _data(response).get("order", {}).get("id")
+        if not isinstance(found, str | int) or found == "":
+            raise RejectedError(f"order number {number}: no order id in the answer", status=200)
+        self._ids[number] = str(found)
+        while len(self._ids) > self._cache_size:
+            self._ids.popitem(last=False)
+        return str(found)
+
+    async def apply(self, change: OrderChange) -> None:
+        """Update the order, or delete it."""
+        if change.op == "delete":
+            order_id = change.external_id
+            if order_id.startswith("number:"):
+                order_id = await self._order_id(change)
+            try:
+                await self.request("DELETE", f"/orders/{quote(order_id, safe='')}")
+            except NotFoundError:
+                return
+            return
+        order_id = await self._order_id(change)
+        response = await self.request(
+            "PUT", f"/orders/{quote(order_id, safe='')}", json=shoplazza_update_body(change.body)
+        )
+        _data(response)
+
+
+def _data(response: httpx.Response) -> dict[str, Any]:
+    """The ``data`` of a ``{code, message, data}`` answer; a non-success code is a rejection."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    if not isinstance(body, dict):
+        return {}
+    code = body.get("code")
+    if code not in (None, "success", "Success", "OK", 0, 200):
+        raise RejectedError(
+            f"{response.request.method} {response.request.url.path}: {code}: {body.get('message')}",
+            status=response.status_code,
+            body=response.text[:4096],
+        )
+    data = body.get("data")
+    return data if isinstance(data, dict) else {}
