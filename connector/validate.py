@@ -10,9 +10,7 @@ from connector.decode import Record, decode
 from connector.errors import InputError
 
 
-def validate_lines(
-    lines: Iterable[bytes], kind: str, max_bytes: int, out: TextIO
-) -> tuple[int, int]:
+def validate_lines(lines: Iterable[bytes], kind: str, max_bytes: int, out: TextIO) -> tuple[int, int]:
     """Decode every non-blank line as a Kafka value; print each failure; return (valid, invalid)."""
     valid = invalid = 0
     for number, raw in enumerate(lines, start=1):

@@ -70,3 +70,33 @@ def test_unreachable_broker_exits_3_after_a_bounded_wait() -> None:
         == f"connector: Kafka broker 127.0.0.1:{port} unreachable after 2s ({lines[-1].split('(', 1)[1]}"
     )
     assert "Traceback" not in result.stderr
+
+
+def test_validate_prints_each_error_and_exits_1(tmp_path: Path) -> None:
+    """`connector validate FILE` prints line, stage, field path and rule; exit 1 if any fail."""
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        '{"external_id": "ok-1"}\n'
+        "not json\n"
+        '{"event_type": "order.updated", "order": {"external_id": "x", "status": "open"}}\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "connector", "validate", str(events)], capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("line 2: decode: value is not JSON")
+    assert lines[1].startswith("line 3: validate: invalid order: order.status: Input should be 'active'")
+    assert lines[-1] == "1 valid, 2 invalid"
+
+
+def test_validate_reads_standard_input_and_exits_0_when_all_pass() -> None:
+    """`connector validate -` reads stdin."""
+    result = subprocess.run(
+        [sys.executable, "-m", "connector", "validate", "--kind", "shoplazza", "-"],
+        input='{"id": "o-1", "note": "hi"}\n',
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0
+    assert result.stdout.strip() == "1 valid, 0 invalid"

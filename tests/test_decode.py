@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 import pytest
@@ -116,12 +115,31 @@ def test_deep_nesting_is_a_decode_error() -> None:
         decode(rec(b"[" * 100_000 + b"]" * 100_000), max_bytes=10**7)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.one_of(st.binary(max_size=300), st.none()), st.one_of(st.binary(max_size=20), st.none()))
-def test_arbitrary_bytes_never_raise_past_the_stage(value: bytes | None, key: bytes | None) -> None:
-    """Any bytes: a valid change or an InputError, nothing else."""
-    with contextlib.suppress(InputError):
-        decode(rec(value, key))
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+KINDS = st.sampled_from(["loop", "shoplazza"])
+
+
+def ends_well(record: Record, kind: str) -> None:
+    """An input ends as a valid change with a key, or as an InputError with a reason and a stage."""
+    try:
+        change = decode(record, 64 * 1024, kind)
+    except InputError as exc:
+        error: InputError | None = exc
+    else:
+        error = None
+        assert change.external_id
+    if error is not None:
+        assert str(error)
+        assert error.stage in ("decode", "validate")
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=300), st.none()), st.one_of(st.binary(max_size=20), st.none()), KINDS)
+def test_arbitrary_bytes_never_raise_past_the_stage(
+    value: bytes | None, key: bytes | None, kind: str
+) -> None:
+    """Any bytes, null keys and null values: a valid change or a dead-letter reason, nothing else."""
+    ends_well(rec(value, key), kind)
 
 
 json_values = st.recursive(
@@ -131,28 +149,25 @@ json_values = st.recursive(
     ),
     max_leaves=30,
 )
+FIELDS = ["external_id", "id", "number", "status", "line_items", "total_price", "updated_at", "customer", "order",
+          "event_type", "tags", "shipping_line", "note"]  # fmt: skip
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@FUZZ
+@given(st.dictionaries(st.sampled_from(FIELDS), json_values), KINDS)
+def test_arbitrary_json_objects_never_raise_past_the_stage(obj: dict[str, object], kind: str) -> None:
+    """Any JSON object, bare or in an envelope: a valid change or a dead-letter reason."""
+    ends_well(rec(json.dumps(obj).encode()), kind)
+    ends_well(rec(json.dumps({"event_type": "order.updated", "order": obj}).encode()), kind)
+
+
+@FUZZ
 @given(
-    st.dictionaries(
-        st.sampled_from(
-            [
-                "external_id",
-                "status",
-                "line_items",
-                "total_price",
-                "updated_at",
-                "customer",
-                "order",
-                "event_type",
-                "tags",
-            ]
-        ),
-        json_values,
-    )
+    st.text(min_size=1, max_size=200), st.integers(1, 400), st.integers(min_value=1, max_value=3000), KINDS
 )
-def test_arbitrary_json_objects_never_raise_past_the_stage(obj: dict[str, object]) -> None:
-    """Any JSON object: a valid change or an InputError, nothing else."""
-    with contextlib.suppress(InputError):
-        decode(rec(json.dumps(obj).encode()))
+def test_huge_strings_and_deep_nesting_never_raise(piece: str, times: int, depth: int, kind: str) -> None:
+    """Huge strings and deep nesting: a change, or a reason; values over the maximum are never parsed."""
+    big = piece * times
+    ends_well(rec(json.dumps({"external_id": big, "id": big, "note": big}).encode()), kind)
+    ends_well(rec(("[" * depth + "]" * depth).encode()), kind)
+    ends_well(rec(('{"order":' * depth + "{}" + "}" * depth).encode()), kind)

@@ -4,14 +4,15 @@ An event's order carries the fields of ``order`` in ``PUT /openapi/2025-06/order
 to find the order: ``id`` (the order_id) or ``number`` (resolved with ``GET /orders/number/{number}``),
 and optionally ``updated_at`` to order events of one order. Those three are not sent in the body.
 Choices where the sources differ: ``tags`` is ``{"values": [...]}`` as on the 2025-06 page (the 2026-01
-CLI metadata has a flat array); the Shoplazza pages state no maximum lengths, so none are enforced.
+CLI metadata has a flat array); the Shoplazza pages state no maximum lengths, so none are enforced;
+they type no field as nullable, so an explicit null is rejected (a field may be omitted).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from connector.models._types import NonEmpty, Timestamp
 
@@ -21,6 +22,14 @@ CONTROL_FIELDS = ("id", "number", "updated_at")
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        # Shoplazza types these fields without null (Loop's pages say "string | null"; these do not).
+        if value is None:
+            raise ValueError("must not be null: omit the field instead")
+        return value
 
 
 class ShoplazzaTags(_Body):

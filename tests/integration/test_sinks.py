@@ -1,0 +1,96 @@
+"""Each sink kind end to end: valid events reach the sandbox, invalid ones the DLQ with the field path,
+and tombstones delete."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from connector.sandbox import Sandbox
+from tests.helpers import create_topics, produce, read_topic, running, settings_for, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def _env(order: dict[str, object], version: int = 1) -> bytes:
+    return json.dumps({"event_id": f"e{version}", "event_type": "order.updated", "order": order}).encode()
+
+
+async def test_loop_invalid_order_is_dead_lettered_at_validate_with_the_field_path(
+    kafka_bootstrap: str, topic_name: str, sandbox: Sandbox
+) -> None:
+    """An order breaking a documented rule never costs a call; the DLQ names the field and rule."""
+    good = {"external_id": "L-1", "status": "active", "updated_at": "2026-01-01T00:00:00Z"}
+    bad = {"external_id": "L-2", "line_items": [{"quantity": "two"}]}
+    await create_topics(kafka_bootstrap, {topic_name: 1, f"{topic_name}.dlq": 1})
+    await produce(kafka_bootstrap, topic_name, [(b"L-2", _env(bad)), (b"L-1", _env(good))])
+    async with running(settings_for(kafka_bootstrap, topic_name, sandbox.url)):
+        dead = await read_topic(kafka_bootstrap, f"{topic_name}.dlq", expect=1, timeout=30)
+        await wait_until(lambda: sandbox.store.get_external("L-1") is not None, timeout=30)
+    headers = dict(dead[0].headers)
+    assert headers["__connector.stage"] == b"validate"
+    assert headers["__connector.external_id"] == b"L-2"
+    assert (
+        b'order.line_items[0].quantity: Input should be a valid integer (value: "two")'
+        in headers["__connect.errors.exception.message"]
+    )
+    assert all(r.external_id != "L-2" for r in sandbox.store.requests)
+
+
+async def test_shoplazza_sink_end_to_end(kafka_bootstrap: str, topic_name: str, sandbox: Sandbox) -> None:
+    """Shoplazza: updates by id and by number reach the store, an invalid one is dead-lettered, a
+    tombstone deletes the order."""
+    for oid, number in (("o-1", "1001"), ("o-2", "1002"), ("o-3", "1003")):
+        sandbox.shoplazza.seed(oid, number)
+    events = [
+        (b"o-1", _env({"id": "o-1", "note": "first", "updated_at": "2026-01-01T00:00:00Z"}, 1)),
+        (b"o-1", _env({"id": "o-1", "note": "second", "updated_at": "2026-01-01T00:00:01Z"}, 2)),
+        (
+            b"1002",
+            _env(
+                {
+                    "number": "1002",
+                    "tags": {"values": ["vip"]},
+                    "shipping_line": {"shipping_name": "Std", "shipping_price": "5.00"},
+                }
+            ),
+        ),
+        (b"o-3", _env({"id": "o-3", "shipping_line": {"shipping_name": "Std"}})),
+        (b"o-3", None),
+    ]
+    await create_topics(kafka_bootstrap, {topic_name: 1, f"{topic_name}.dlq": 1})
+    await produce(kafka_bootstrap, topic_name, events)
+    settings = settings_for(kafka_bootstrap, topic_name, sandbox.url, kind="shoplazza")
+    async with running(settings):
+        await wait_until(lambda: "o-3" not in sandbox.shoplazza.orders, timeout=30)
+        await wait_until(lambda: sandbox.shoplazza.orders["o-1"].get("note") == "second", timeout=30)
+        await wait_until(
+            lambda: sandbox.shoplazza.orders["o-2"].get("tags") == {"values": ["vip"]}, timeout=30
+        )
+        dead = await read_topic(kafka_bootstrap, f"{topic_name}.dlq", expect=1, timeout=30)
+    headers = dict(dead[0].headers)
+    assert headers["__connector.stage"] == b"validate"
+    assert (
+        b"order.shipping_line.shipping_price: Field required" in headers["__connect.errors.exception.message"]
+    )
+    assert sandbox.shoplazza.orders["o-2"]["shipping_line"] == {
+        "shipping_name": "Std",
+        "shipping_price": "5.00",
+    }
+    assert {r.status for r in sandbox.store.requests} == {200}
+
+
+async def test_deletes_can_be_ignored_and_counted(
+    kafka_bootstrap: str, topic_name: str, sandbox: Sandbox
+) -> None:
+    """sink.on_delete=ignore: a tombstone costs no call and is counted as ignored."""
+    await create_topics(kafka_bootstrap, {topic_name: 1, f"{topic_name}.dlq": 1})
+    await produce(
+        kafka_bootstrap, topic_name, [(b"keep-me", _env({"external_id": "keep-me"})), (b"keep-me", None)]
+    )
+    settings = settings_for(kafka_bootstrap, topic_name, sandbox.url, on_delete="ignore")
+    async with running(settings) as metrics:
+        await wait_until(lambda: metrics.resolved.labels("ignored")._value.get() == 1, timeout=30)
+    assert sandbox.store.get_external("keep-me") is not None
+    assert [r.method for r in sandbox.store.requests] == ["PUT"]
