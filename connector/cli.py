@@ -56,7 +56,7 @@ def _validate(args: argparse.Namespace) -> int:
     from connector.validate import run
 
     try:
-        return run(args.file, args.kind, args.max_message_bytes)
+        return run(args.file, args.kind, args.max_message_bytes, args.api_version)
     except OSError as exc:
         print(f"connector: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 2
@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check events offline (JSON lines), print every error")
     val.add_argument("file", help="a file of JSON lines, or - for standard input")
     val.add_argument("--kind", choices=["loop", "shoplazza"], default="loop", help="vendor rules")
+    val.add_argument("--api-version", default="", help="e.g. 2026-10, where created_at is required")
     val.add_argument("--max-message-bytes", type=int, default=1024 * 1024)
     val.set_defaults(func=_validate)
 

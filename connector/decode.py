@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from connector.errors import DecodeError, OrderValidationError
-from connector.models import SCHEMAS, parse_timestamp, unknown_fields
+from connector.models import parse_timestamp, schema_for, unknown_fields
 
 EVENT_TYPES = ("order.created", "order.updated", "order.cancelled", "order.deleted")
 _VALUE_PREVIEW = 80
@@ -136,9 +136,11 @@ def _delete_key(order: dict[str, Any], kind: str) -> str:
     return ext
 
 
-def decode(record: Record, max_bytes: int = 1024 * 1024, kind: str = "loop") -> OrderChange:
-    """Read one record for the sink ``kind``; raise DecodeError or OrderValidationError naming what is
-    wrong (field path, rule, offending value)."""
+def decode(
+    record: Record, max_bytes: int = 1024 * 1024, kind: str = "loop", api_version: str = ""
+) -> OrderChange:
+    """Read one record for the sink ``kind`` and ``api_version``; raise DecodeError or
+    OrderValidationError naming what is wrong (field path, rule, offending value)."""
     if record.value is None:
         return _tombstone(record)
     data = _parse(record, max_bytes)
@@ -156,7 +158,7 @@ def decode(record: Record, max_bytes: int = 1024 * 1024, kind: str = "loop") -> 
     if event_type == "order.deleted":
         return OrderChange(record, _delete_key(order, kind), "delete", digest=_digest("delete", {}))
     try:
-        model = SCHEMAS[kind].model_validate(order)
+        model = schema_for(kind, api_version).model_validate(order)
     except ValidationError as exc:
         error = describe_validation(exc, "order")
         ext = order.get("external_id") if kind == "loop" else order.get("id")

@@ -69,7 +69,8 @@ class Pipeline:
         self.metrics.consumed.inc()
         self._counts["consumed"] += 1
         try:
-            change = decode(record, self.settings.kafka.max_message_bytes, self.settings.sink.kind)
+            sink = self.settings.sink
+            change = decode(record, self.settings.kafka.max_message_bytes, sink.kind, sink.api_version)
         except InputError as exc:
             self._dead_letter(record, Failure(exc, exc.stage, exc.external_id, 0, time.time(), time.time()))
             return

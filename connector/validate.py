@@ -10,7 +10,9 @@ from connector.decode import Record, decode
 from connector.errors import InputError
 
 
-def validate_lines(lines: Iterable[bytes], kind: str, max_bytes: int, out: TextIO) -> tuple[int, int]:
+def validate_lines(
+    lines: Iterable[bytes], kind: str, max_bytes: int, out: TextIO, api_version: str = ""
+) -> tuple[int, int]:
     """Decode every non-blank line as a Kafka value; print each failure; return (valid, invalid)."""
     valid = invalid = 0
     for number, raw in enumerate(lines, start=1):
@@ -18,7 +20,7 @@ def validate_lines(lines: Iterable[bytes], kind: str, max_bytes: int, out: TextI
         if not line.strip():
             continue
         try:
-            change = decode(Record("validate", 0, number, None, line), max_bytes, kind)
+            change = decode(Record("validate", 0, number, None, line), max_bytes, kind, api_version)
         except InputError as exc:
             invalid += 1
             print(f"line {number}: {exc.stage}: {exc}", file=out)
@@ -29,12 +31,12 @@ def validate_lines(lines: Iterable[bytes], kind: str, max_bytes: int, out: TextI
     return valid, invalid
 
 
-def run(path: str, kind: str, max_bytes: int) -> int:
+def run(path: str, kind: str, max_bytes: int, api_version: str = "") -> int:
     """Validate ``path`` (``-``: standard input); exit code 1 when any event is invalid."""
     if path == "-":
-        valid, invalid = validate_lines(sys.stdin.buffer, kind, max_bytes, sys.stdout)
+        valid, invalid = validate_lines(sys.stdin.buffer, kind, max_bytes, sys.stdout, api_version)
     else:
         with open(path, "rb") as handle:
-            valid, invalid = validate_lines(handle, kind, max_bytes, sys.stdout)
+            valid, invalid = validate_lines(handle, kind, max_bytes, sys.stdout, api_version)
     print(f"{valid} valid, {invalid} invalid", file=sys.stdout)
     return 1 if invalid else 0

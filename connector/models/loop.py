@@ -232,3 +232,9 @@ class LoopUpdateOrder(LoopOrder):
     def sync_key(self) -> str:
         """Update bodies may omit external_id; they are then keyed by nothing and not coalesced."""
         return self.external_id or ""
+
+
+class LoopOrder202610(LoopOrder):
+    """The Upsert Order body from API version 2026-10 on, where ``created_at`` is required."""
+
+    created_at: Timestamp

@@ -11,13 +11,13 @@ import pytest
 from pydantic import ValidationError
 
 from connector.decode import describe_validation
-from connector.models import LoopCreateOrder, LoopOrder, LoopUpdateOrder
+from connector.models import LoopCreateOrder, LoopOrder, LoopUpdateOrder, schema_for
 
 DOCS = Path(__file__).resolve().parents[3] / "shared" / "api-docs"
 M = {"amount": 100, "currency_code": "USD"}
 
 
-def problems(body: dict[str, Any], model: type[LoopOrder] = LoopOrder) -> str:
+def problems(body: dict[str, Any], model: Any = LoopOrder) -> str:
     try:
         model.model_validate(body)
     except ValidationError as exc:
@@ -69,6 +69,12 @@ def test_create_requires_its_documented_fields() -> None:
     found = problems({"external_id": "E"}, LoopCreateOrder)
     for field in ("name", "sales_channel", "status", "taxes_included", "total_price", "line_items", "source"):
         assert f"order.{field}: Field required" in found
+
+
+def test_version_2026_10_requires_created_at() -> None:
+    """From API version 2026-10 on, created_at is required (optional in 2026-07 and v1)."""
+    assert "order.created_at: Field required" in problems({"external_id": "E"}, schema_for("loop", "2026-10"))
+    assert problems({"external_id": "E"}, schema_for("loop", "v1")) == ""
 
 
 def test_update_does_not_require_external_id() -> None:
