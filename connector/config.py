@@ -45,6 +45,7 @@ class KafkaSettings(_Section):
     topics: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["orders"], min_length=1)
     group_id: str = "orders-connector"
     client_id: str = "orders-connector"
+    group_instance_id: str | None = None
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     start_timeout_seconds: float = Field(30.0, gt=0)
     commit_interval_seconds: float = Field(1.0, gt=0)

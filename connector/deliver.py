@@ -81,6 +81,7 @@ class Deliverer:
         self._metrics = metrics
         self._policy = policy
         self._limiter = AsyncLimiter(1, 1.0 / rate_per_second)
+        self.rate_per_second = rate_per_second
         self._workers_n = max_in_flight
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
         self._pending: defaultdict[TopicPartition, set[Job]] = defaultdict(set)
@@ -104,6 +105,12 @@ class Deliverer:
             for job in jobs:
                 if job.timer:
                     job.timer.cancel()
+
+    def set_rate(self, rate_per_second: float) -> None:
+        """Pace calls at ``rate_per_second`` from now on (this process's share of the budget)."""
+        if rate_per_second > 0 and rate_per_second != self.rate_per_second:
+            self.rate_per_second = rate_per_second
+            self._limiter = AsyncLimiter(1, 1.0 / rate_per_second)
 
     @property
     def pending(self) -> int:

@@ -37,14 +37,15 @@ async def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
         await admin.close()
 
 
-async def produce(bootstrap: str, topic: str, events: list[tuple[bytes, bytes | None]]) -> None:
-    """Send ``(key, value)`` events to ``topic`` in order."""
+async def produce(
+    bootstrap: str, topic: str, events: list[tuple[bytes, bytes | None]]
+) -> list[tuple[int, int]]:
+    """Send ``(key, value)`` events to ``topic`` in order; returns each one's (partition, offset)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5)
     await producer.start()
     try:
-        for key, value in events:
-            await producer.send(topic, value=value, key=key)
-        await producer.flush()
+        sent = [await producer.send(topic, value=value, key=key) for key, value in events]
+        return [(meta.partition, meta.offset) for meta in [await future for future in sent]]
     finally:
         await producer.stop()
 

@@ -202,12 +202,25 @@ class Pipeline:
         )
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
-        """Own ``partitions``; re-apply the pause if the read-ahead bound is reached."""
+        """Own ``partitions``; take this process's share of the API budget; re-apply the pause."""
         self.deliverer.undrain(partitions)
+        self._share_budget(partitions)
         if self._paused and self._source is not None:
             self._source.pause(partitions)
         self.metrics.ready = True
         log.info("partitions_assigned", partitions=sorted(f"{t.topic}-{t.partition}" for t in partitions))
+
+    def _share_budget(self, owned: set[TopicPartition]) -> None:
+        """Pace at the account's budget times the share of partitions this process owns, so that the
+        group together stays within the vendor's limit with no coordination beyond Kafka's own."""
+        if self._source is None:
+            return
+        total = self._source.total_partitions()
+        budget = self.settings.sink.rate_limit_per_second
+        if total and owned:
+            rate = budget * min(1.0, len(owned) / total)
+            self.deliverer.set_rate(rate)
+            log.info("budget_share", owned=len(owned), total=total, rate_per_second=round(rate, 3))
 
     # -- commits and back-pressure ------------------------------------------------------------
     async def commit(self, only: set[TopicPartition] | None = None) -> None:

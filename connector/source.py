@@ -55,6 +55,7 @@ class Source:
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
             max_poll_interval_ms=settings.max_poll_interval_ms,
             max_partition_fetch_bytes=max(1024 * 1024, settings.max_message_bytes + 1024),
+            group_instance_id=settings.group_instance_id,
             **kafka,
         )
 
@@ -94,6 +95,10 @@ class Source:
     def assignment(self) -> set[TopicPartition]:
         """Partitions this member owns now."""
         return {TopicPartition(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    def total_partitions(self) -> int:
+        """Partitions of every subscribed topic, across the whole group (from the cluster metadata)."""
+        return sum(len(self._consumer.partitions_for_topic(t) or ()) for t in self._settings.topics)
 
     def pause(self, partitions: set[TopicPartition]) -> None:
         """Stop fetching ``partitions`` (read-ahead bound reached, or shutting down)."""

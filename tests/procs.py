@@ -1,0 +1,84 @@
+"""Connector processes for the tests that need real process boundaries (kill -9, SIGTERM, rebalances)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def connector_env(bootstrap: str, topic: str, base_url: str, **settings: str | float | int) -> dict[str, str]:
+    """CONNECTOR_* variables for a connector reading ``topic`` into the sandbox at ``base_url``;
+    ``settings`` are extra names without the prefix, e.g. ``SINK__RATE_LIMIT_PER_SECOND=5``."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CONNECTOR_")}
+    env.update({
+        "CONNECTOR_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "CONNECTOR_KAFKA__TOPICS": topic,
+        "CONNECTOR_KAFKA__GROUP_ID": f"{topic}-group",
+        "CONNECTOR_KAFKA__COMMIT_INTERVAL_SECONDS": "0.2",
+        "CONNECTOR_KAFKA__SESSION_TIMEOUT_MS": "6000",
+        "CONNECTOR_KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
+        "CONNECTOR_DLQ__TOPIC": f"{topic}.dlq",
+        "CONNECTOR_SINK__BASE_URL": base_url,
+        "CONNECTOR_SINK__API_KEY": "test-key",
+        "CONNECTOR_METRICS__PORT": "0",
+        "CONNECTOR_LOG_LEVEL": "INFO",
+    })  # fmt: skip
+    env.update({f"CONNECTOR_{k}": str(v) for k, v in settings.items()})
+    return env
+
+
+class ConnectorProcess:
+    """``python -m connector run`` in a child process, its output in ``log``."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ConnectorProcess:
+        """Start the process (output appended to the log file)."""
+        handle = self.log.open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "connector", "run"], env=self.env, stdout=handle,
+                                     stderr=subprocess.STDOUT)  # fmt: skip
+        handle.close()
+        return self
+
+    def kill9(self) -> None:
+        """SIGKILL: no drain, no commit."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self) -> None:
+        """SIGTERM: drain, commit, exit 0."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float) -> int:
+        """The exit code, waiting at most ``timeout`` seconds."""
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        """Make sure the process is gone (test teardown)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def log_lines(self) -> list[str]:
+        """What the process printed so far."""
+        return self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
+
+
+def wait_for_log(proc: ConnectorProcess, fragment: str, timeout: float) -> None:
+    """Block until the process logged ``fragment``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(fragment in line for line in proc.log_lines()):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{fragment!r} not logged within {timeout}s; log tail: {proc.log_lines()[-10:]}")
