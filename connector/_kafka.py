@@ -8,10 +8,38 @@ from typing import Any
 
 from aiokafka.errors import KafkaConnectionError
 
-from connector.errors import BrokerUnavailable
+from connector.config import KafkaSettings
+from connector.errors import BrokerUnavailable, ConfigError
 from connector.logs import get_logger
 
 log = get_logger("connector.kafka")
+
+
+def client_options(settings: KafkaSettings) -> dict[str, Any]:
+    """Connection and security options shared by every aiokafka client the connector makes."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "security_protocol": settings.security_protocol,
+    }
+    if settings.security_protocol.startswith("SASL"):
+        if not settings.sasl_username:
+            raise ConfigError(
+                "kafka.sasl_username is required with security_protocol " + settings.security_protocol
+            )
+        options.update(
+            sasl_mechanism=settings.sasl_mechanism,
+            sasl_plain_username=settings.sasl_username,
+            sasl_plain_password=settings.sasl_password.get_secret_value(),
+        )
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        context = create_ssl_context(
+            cafile=settings.ssl_cafile, certfile=settings.ssl_certfile, keyfile=settings.ssl_keyfile
+        )
+        context.check_hostname = settings.ssl_check_hostname
+        options["ssl_context"] = context
+    return options
 
 
 async def start_within(client: Any, bootstrap_servers: str, timeout: float) -> None:

@@ -33,6 +33,7 @@ async def serve(
     """Run the connector until ``stop`` is set; drain, commit and close everything. Returns the
     pipeline (its tracker and metrics) for callers that want to inspect the final state."""
     register_secret(settings.sink.api_key.get_secret_value())
+    register_secret(settings.kafka.sasl_password.get_secret_value())
     metrics = metrics or Metrics()
     async with AsyncExitStack() as stack:
         if settings.metrics.port:
@@ -41,14 +42,9 @@ async def serve(
             )
         sink = await stack.enter_async_context(sink or make_sink(settings.sink))
         dlq = await stack.enter_async_context(
-            DeadLetterPublisher(
-                settings.dlq.topic,
-                settings.kafka.bootstrap_servers,
-                settings.dlq.body_max_chars,
-                start_timeout_seconds=settings.kafka.start_timeout_seconds,
-                client_id=f"{settings.kafka.client_id}-dlq",
-            )
+            DeadLetterPublisher(settings.dlq.topic, settings.kafka, settings.dlq.body_max_chars)
         )
+        dlq.on_failure = metrics.dead_letter_failures.inc
         pipeline = Pipeline(settings, sink, dlq, metrics)
         await stack.enter_async_context(pipeline.deliverer)
         source = await stack.enter_async_context(

@@ -19,6 +19,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     logs.configure(settings.log_level)
     logs.register_secret(settings.sink.api_key.get_secret_value())
+    logs.register_secret(settings.kafka.sasl_password.get_secret_value())
     asyncio.run(app.main(settings))
     return 0
 
@@ -62,6 +63,36 @@ def _validate(args: argparse.Namespace) -> int:
         return 2
 
 
+def _iso_ms(text: str | None) -> int | None:
+    if not text:
+        return None
+    from datetime import datetime
+
+    try:
+        return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+    except ValueError:
+        raise ConfigError(f"not an ISO timestamp: {text!r}") from None
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    from connector import dlq, logs
+    from connector.config import load_settings
+
+    settings = load_settings(args.config)
+    logs.configure("WARNING")
+    logs.register_secret(settings.sink.api_key.get_secret_value())
+    logs.register_secret(settings.kafka.sasl_password.get_secret_value())
+    topic = args.topic or settings.dlq.topic
+    if args.dlq_command == "inspect":
+        asyncio.run(dlq.inspect(settings, topic, samples=args.samples, as_json=args.json))
+        return 0
+    flt = dlq.Filter(
+        set(args.stage), set(args.status), set(args.external_id), _iso_ms(args.since), _iso_ms(args.until)
+    )
+    result = asyncio.run(dlq.redrive(settings, topic, flt, args.to, args.dry_run, args.again))
+    return 1 if result.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="connector", description=__doc__)
@@ -89,6 +120,27 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--api-version", default="", help="e.g. 2026-10, where created_at is required")
     val.add_argument("--max-message-bytes", type=int, default=1024 * 1024)
     val.set_defaults(func=_validate)
+
+    dq = sub.add_parser("dlq", help="inspect or redrive a dead-letter topic")
+    dq_sub = dq.add_subparsers(dest="dlq_command", required=True)
+    ins = dq_sub.add_parser("inspect", help="summarize by stage, status and reason, with sample external_ids")
+    red = dq_sub.add_parser("redrive", help="send selected dead letters back to the source topic or the API")
+    for p in (ins, red):
+        p.add_argument("--config", help="TOML settings (broker, security, sink); environment overrides")
+        p.add_argument("--topic", help="the dead-letter topic (default: dlq.topic)")
+        p.set_defaults(func=_dlq)
+    ins.add_argument("--samples", type=int, default=5, help="external_ids shown per group")
+    ins.add_argument("--json", action="store_true", help="machine-readable output")
+    red.add_argument("--to", choices=["source", "api"], default="source")
+    red.add_argument("--stage", action="append", default=[], choices=["decode", "validate", "deliver"])
+    red.add_argument("--status", action="append", default=[], help="HTTP status, or 'none'")
+    red.add_argument("--external-id", action="append", default=[])
+    red.add_argument("--since", help="dead-lettered at or after this ISO time")
+    red.add_argument("--until", help="dead-lettered before this ISO time")
+    red.add_argument("--dry-run", action="store_true", help="list what would be redriven; send nothing")
+    red.add_argument(
+        "--again", action="store_true", help="start over, ignoring what this filter redrove before"
+    )
 
     demo = sub.add_parser("demo", help="local broker + sandbox + connector + sample events, end to end")
     demo.add_argument("--events", type=int, default=400)

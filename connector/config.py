@@ -39,9 +39,17 @@ class _Section(BaseModel):
 
 
 class KafkaSettings(_Section):
-    """Where to read events from, and how much to read ahead."""
+    """Where to read events from, how to authenticate, and how much to read ahead."""
 
     bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str = ""
+    sasl_password: SecretStr = SecretStr("")
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_check_hostname: bool = True
     topics: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["orders"], min_length=1)
     group_id: str = "orders-connector"
     client_id: str = "orders-connector"
@@ -73,6 +81,7 @@ class DlqSettings(_Section):
 
     topic: str = "orders.dlq"
     body_max_chars: int = Field(4096, ge=64)
+    dead_letter_replaced: bool = False
 
 
 API_VERSIONS = {"loop": ("v1", "2026-07", "2026-10"), "shoplazza": ("2025-06",)}
@@ -95,9 +104,14 @@ class SinkSettings(_Section):
     rate_limit_per_second: float = Field(0.0, ge=0)
     max_in_flight: int = Field(8, ge=1)
     timeout_seconds: float = Field(10.0, gt=0)
-    max_attempts: int = Field(8, ge=1)
+    max_attempts: int = Field(20, ge=1)
     backoff_base_seconds: float = Field(0.2, gt=0)
     backoff_cap_seconds: float = Field(30.0, gt=0)
+    max_elapsed_seconds: float = Field(0.0, ge=0)
+    circuit_window: int = Field(50, ge=1)
+    circuit_min_calls: int = Field(20, ge=1)
+    circuit_failure_ratio: float = Field(0.5, gt=0, le=1)
+    probe_interval_seconds: float = Field(5.0, gt=0)
     cache_size: int = Field(100_000, ge=1)
 
     @model_validator(mode="after")

@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from aiokafka import AIOKafkaProducer
 
-from connector._kafka import start_within
+from connector._kafka import client_options, start_within
+from connector.config import KafkaSettings
 from connector.decode import Record
 from connector.errors import ConnectorError, SinkError
 from connector.logs import get_logger, redact
@@ -74,30 +76,24 @@ class DeadLetterPublisher:
     """An idempotent, ``acks=all`` producer for the dead-letter topic."""
 
     def __init__(
-        self,
-        topic: str,
-        bootstrap_servers: str,
-        body_max: int = 4096,
-        retry_cap_seconds: float = 10.0,
-        start_timeout_seconds: float = 30.0,
-        **kafka: Any,
+        self, topic: str, kafka: KafkaSettings, body_max: int = 4096, retry_cap_seconds: float = 10.0
     ) -> None:
         self.topic = topic
-        self._bootstrap = bootstrap_servers
-        self._start_timeout = start_timeout_seconds
+        self._kafka = kafka
         self._body_max = body_max
         self._retry_cap = retry_cap_seconds
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers,
             enable_idempotence=True,
             acks="all",
             request_timeout_ms=15_000,
-            **kafka,
+            client_id=f"{kafka.client_id}-dlq",
+            **client_options(kafka),
         )
         self.failures = 0
+        self.on_failure: Callable[[], None] | None = None
 
     async def __aenter__(self) -> Self:
-        await start_within(self._producer, self._bootstrap, self._start_timeout)
+        await start_within(self._producer, self._kafka.bootstrap_servers, self._kafka.start_timeout_seconds)
         return self
 
     async def __aexit__(
@@ -123,6 +119,8 @@ class DeadLetterPublisher:
                 raise
             except Exception as exc:  # any broker error: keep trying, never drop the event
                 self.failures += 1
+                if self.on_failure is not None:
+                    self.on_failure()
                 wait = random.uniform(0, min(self._retry_cap, 0.1 * 2 ** min(attempt, 10)))
                 log.error(
                     "dead_letter_write_failed",

@@ -1,29 +1,30 @@
-"""Delivery: rate-limited, concurrent calls to the vendor, retried by the error's class.
+"""Delivery: paced, concurrent calls to the vendor, retried by the error's class, stopped by outages.
 
 A fixed pool of ``max_in_flight`` workers takes ready changes from one FIFO queue (keys are served in
-the order they became ready, so the commit watermark keeps moving). Every call waits on a shared
-aiolimiter budget, spaced evenly at ``rate_limit_per_second``; a 429 also pauses every worker for the
-backoff, so the whole process slows down, not just the request that got it. A retry waits on a timer,
-not in a worker, so a key being retried never blocks other keys. When a worker picks a job up, it sends
-the newest change of its key, so a key costs one call however many events queued up behind it.
+the order they became ready, so the commit watermark keeps moving). Every call waits on the shared
+:class:`~connector.pacing.Pacer` (a 429 slows every worker) and on the outage
+:class:`~connector.circuit.Circuit` (while open, only probes go out). A retry waits on a timer, not in a
+worker, so a key being retried never blocks other keys. When a worker picks a job up it sends the newest
+change of its key, so a key costs one call however many events queued up behind it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol, Self
 
-from aiolimiter import AsyncLimiter
-
+from connector.circuit import Circuit, State
 from connector.decode import OrderChange
-from connector.errors import RateLimited, SinkError
+from connector.errors import ConnectorError, RateLimited, SinkError
 from connector.logs import get_logger
 from connector.metrics import Metrics
 from connector.offsets import TopicPartition
+from connector.pacing import Pacer
 from connector.retry import RetryPolicy
 from connector.sinks import Sink
 
@@ -37,6 +38,7 @@ class DeliveryHooks(Protocol):
     def failed(self, job: Job, error: BaseException) -> None: ...
     def abandoned(self, change: OrderChange) -> None: ...
     def newer(self, change: OrderChange) -> OrderChange | None: ...
+    def outage(self, down: bool, reason: str) -> None: ...
 
 
 @dataclass(eq=False, slots=True)
@@ -64,7 +66,7 @@ def status_class(error: BaseException | None) -> str:
 
 
 class Deliverer:
-    """Workers, budget and retry timers for the vendor calls."""
+    """Workers, pacing, circuit and retry timers for the vendor calls."""
 
     def __init__(
         self,
@@ -75,19 +77,19 @@ class Deliverer:
         rate_per_second: float,
         max_in_flight: int,
         policy: RetryPolicy,
+        circuit: Circuit | None = None,
     ) -> None:
         self._sink = sink
         self._hooks = hooks
         self._metrics = metrics
         self._policy = policy
-        self._limiter = AsyncLimiter(1, 1.0 / rate_per_second)
-        self.rate_per_second = rate_per_second
+        self.pacer = Pacer(rate_per_second)
+        self.circuit = circuit or Circuit()
         self._workers_n = max_in_flight
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
         self._pending: defaultdict[TopicPartition, set[Job]] = defaultdict(set)
         self._draining: set[TopicPartition] = set()
         self._workers: list[asyncio.Task[None]] = []
-        self._cooldown_until = 0.0
 
     async def __aenter__(self) -> Self:
         self._workers = [
@@ -106,12 +108,6 @@ class Deliverer:
                 if job.timer:
                     job.timer.cancel()
 
-    def set_rate(self, rate_per_second: float) -> None:
-        """Pace calls at ``rate_per_second`` from now on (this process's share of the budget)."""
-        if rate_per_second > 0 and rate_per_second != self.rate_per_second:
-            self.rate_per_second = rate_per_second
-            self._limiter = AsyncLimiter(1, 1.0 / rate_per_second)
-
     @property
     def pending(self) -> int:
         """Jobs queued, in flight or waiting to retry."""
@@ -120,10 +116,10 @@ class Deliverer:
     def submit(self, change: OrderChange) -> None:
         """Queue ``change`` for delivery (its key has nothing else in flight)."""
         tp = TopicPartition(change.record.topic, change.record.partition)
-        job = Job(change, tp)
         if tp in self._draining:
             self._hooks.abandoned(change)
             return
+        job = Job(change, tp)
         self._pending[tp].add(job)
         self._queue.put_nowait(job)
 
@@ -141,18 +137,16 @@ class Deliverer:
         self._done(job)
         self._hooks.abandoned(job.change)
 
-    async def _cooldown(self) -> None:
-        while (wait := self._cooldown_until - time.monotonic()) > 0:
-            await asyncio.sleep(wait)
-
     async def _work(self) -> None:
         while True:
             job = await self._queue.get()
             if job.abandoned:
                 continue
-            await self._cooldown()
-            await self._limiter.acquire()
+            while not self.circuit.may_call(time.monotonic()):
+                await asyncio.sleep(self.circuit.wait_hint(time.monotonic()))
+            await self.pacer.acquire()
             if job.abandoned:
+                self.circuit.release()
                 continue
             self._take_newest(job)
             await self._call(job)
@@ -182,43 +176,51 @@ class Deliverer:
         finally:
             self._metrics.in_flight.dec()
         if job.call.cancelled():
+            self.circuit.release()
             self._abandon(job)
             return
         error = job.call.exception()
         job.call = None
         self._metrics.latency.observe(time.monotonic() - started)
         self._metrics.requests.labels(status_class(error)).inc()
+        self._track_circuit(error)
         if error is None:
             self._done(job)
             self._hooks.delivered(job.change)
         else:
             self._failed(job, error)
 
+    def _track_circuit(self, error: BaseException | None) -> None:
+        changed = self.circuit.record(error, time.monotonic())
+        if changed is State.OPEN:
+            self._hooks.outage(True, self.circuit.reason)
+        elif changed is State.CLOSED:
+            self._hooks.outage(False, "")
+
     def _failed(self, job: Job, error: BaseException) -> None:
         now = time.time()
         job.first_failure_ts = job.first_failure_ts or now
         job.last_failure_ts = now
-        delay = self._policy.delay(error, job.attempts)
-        if isinstance(error, RateLimited):
-            pause = delay if delay is not None else self._policy.backoff(job.attempts)
-            self._cooldown_until = max(self._cooldown_until, time.monotonic() + pause)
         record = job.change.record
+        if isinstance(error, RateLimited):
+            self._metrics.rate_limited.inc()
+            hold = error.retry_after if error.retry_after is not None else self._policy.backoff(job.attempts)
+            self.pacer.slow_down(hold)
+        if self.circuit.is_open and isinstance(error, ConnectorError) and error.retryable:
+            job.attempts -= 1  # an outage is not the event's fault: this failure does not count
+            delay: float | None = self.circuit.probe_interval * random.uniform(0.5, 1.0)
+        else:
+            delay = self._policy.delay(error, job.attempts, now - job.first_failure_ts)
         if delay is None:
             self._done(job)
             self._hooks.failed(job, error)
             return
         self._metrics.retries.inc()
-        log.warning(
-            "delivery_retry",
-            error=str(error)[:300],
-            error_class=type(error).__name__,
-            attempt=job.attempts,
-            retry_in_s=round(delay, 3),
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            external_id=job.change.external_id,
-        )
+        log.debug(
+            "delivery_retry", error=str(error)[:300], error_class=type(error).__name__,
+            attempt=job.attempts, retry_in_s=round(delay, 3), topic=record.topic,
+            partition=record.partition, offset=record.offset, external_id=job.change.external_id,
+        )  # fmt: skip
         job.timer = asyncio.get_running_loop().call_later(delay, self._requeue, job)
 
     def _requeue(self, job: Job) -> None:

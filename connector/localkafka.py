@@ -24,18 +24,31 @@ def free_port() -> int:
 class LocalKafka:
     """A single-node KRaft broker in a temporary directory, stopped on exit."""
 
-    def __init__(self, workdir: str | Path | None = None, extra_properties: str = "") -> None:
+    def __init__(
+        self,
+        workdir: str | Path | None = None,
+        extra_properties: str = "",
+        sasl_user: str | None = None,
+        sasl_password: str | None = None,
+    ) -> None:
         if not SCRIPT.exists():
             raise FileNotFoundError(f"{SCRIPT} not found: LocalKafka needs a source checkout")
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="connector-kafka-")
         self.workdir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
         self.port = free_port()
         self._extra = extra_properties
+        self._sasl = (sasl_user, sasl_password) if sasl_user and sasl_password else None
+        self.sasl_port = free_port() if self._sasl else None
 
     @property
     def bootstrap_servers(self) -> str:
         """``host:port`` of the broker's plaintext listener."""
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def sasl_bootstrap_servers(self) -> str:
+        """``host:port`` of the SASL_PLAINTEXT listener (SCRAM-SHA-256/512 and PLAIN)."""
+        return f"127.0.0.1:{self.sasl_port}"
 
     def start(self) -> None:
         """Fetch the jars if needed, format and start the broker; returns once it serves."""
@@ -45,7 +58,11 @@ class LocalKafka:
             self.workdir.mkdir(parents=True, exist_ok=True)
             props.write_text(self._extra)
             args.append(str(props))
-        subprocess.run(args, check=True, env=os.environ.copy())
+        env = os.environ.copy()
+        if self._sasl:
+            env.update(KAFKA_SASL_PORT=str(self.sasl_port), KAFKA_SASL_USER=self._sasl[0],
+                       KAFKA_SASL_PASSWORD=self._sasl[1])  # fmt: skip
+        subprocess.run(args, check=True, env=env)
 
     def stop(self) -> None:
         """Stop the broker (SIGTERM, then SIGKILL) and remove its directory."""

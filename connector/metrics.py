@@ -46,6 +46,13 @@ class Metrics:
             registry=r,
         )
         self.retries = Counter("connector_api_retries", "Calls retried after a retryable error.", registry=r)
+        self.rate_limited = Counter("connector_api_rate_limited", "429 answers from the vendor.", registry=r)
+        self.circuit_open = Gauge(
+            "connector_circuit_open", "1 while the outage circuit is open (calls stopped).", registry=r
+        )
+        self.dead_letter_failures = Counter(
+            "connector_dead_letter_write_failures", "Failed writes to the dead-letter topic.", registry=r
+        )
         self.in_flight = Gauge("connector_api_in_flight", "Vendor API calls in flight.", registry=r)
         self.unresolved = Gauge("connector_unresolved_events", "Events read but not resolved.", registry=r)
         self.unresolved_bytes = Gauge(

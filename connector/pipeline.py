@@ -14,6 +14,7 @@ import contextlib
 import time
 from collections import defaultdict
 
+from connector.circuit import Circuit
 from connector.coalesce import Coalescer, Resolution
 from connector.config import Settings
 from connector.deadletter import DeadLetterPublisher, Failure
@@ -53,11 +54,17 @@ class Pipeline:
             metrics,
             rate_per_second=s.rate_limit_per_second,
             max_in_flight=s.max_in_flight,
-            policy=RetryPolicy(s.backoff_base_seconds, s.backoff_cap_seconds, s.max_attempts),
+            policy=RetryPolicy(
+                s.backoff_base_seconds, s.backoff_cap_seconds, s.max_attempts, s.max_elapsed_seconds
+            ),
+            circuit=Circuit(
+                s.circuit_window, s.circuit_min_calls, s.circuit_failure_ratio, s.probe_interval_seconds
+            ),
         )
         self._source: Source | None = None
         self._dlq_tasks: defaultdict[TopicPartition, set[asyncio.Task[None]]] = defaultdict(set)
-        self._paused = False
+        self._over_bound = False
+        self._outage = False
         self._counts: defaultdict[str, int] = defaultdict(int)
         self._unknown_seen: set[str] = set()
 
@@ -139,9 +146,10 @@ class Pipeline:
             self.deliverer.submit(following)
 
     def failed(self, job: Job, error: BaseException) -> None:
-        """A permanent failure: a newer change for the key supersedes it, else it is dead-lettered."""
+        """A permanent failure: a newer change for the key supersedes it (unless
+        ``dlq.dead_letter_replaced``), else it is dead-lettered."""
         change = job.change
-        following = self.newer(change)
+        following = None if self.settings.dlq.dead_letter_replaced else self.newer(change)
         if following is not None:
             log.warning(
                 "failed_event_replaced",
@@ -151,18 +159,13 @@ class Pipeline:
             )
             self.deliverer.submit(following)
             return
-        self.coalescer.finish(change, delivered=False)
-        self._dead_letter(
-            change.record,
-            Failure(
-                error,
-                "deliver",
-                change.external_id,
-                job.attempts,
-                job.first_failure_ts,
-                job.last_failure_ts,
-            ),
+        following = self.coalescer.finish(change, delivered=False)
+        failure = Failure(
+            error, "deliver", change.external_id, job.attempts, job.first_failure_ts, job.last_failure_ts
         )
+        self._dead_letter(change.record, failure)
+        if following is not None:  # kept (dead_letter_replaced): the newer change goes next
+            self.deliverer.submit(following)
 
     def abandoned(self, change: OrderChange) -> None:
         """A change dropped unresolved (its partition is being revoked)."""
@@ -176,6 +179,22 @@ class Pipeline:
         if following is not None:
             self._resolve(change.record, Resolution.REPLACED)
         return following
+
+    def outage(self, down: bool, reason: str) -> None:
+        """The circuit opened or closed: pause or resume consumption, and say so once."""
+        self._outage = down
+        self.metrics.circuit_open.set(1 if down else 0)
+        self.metrics.ready = not down
+        if down:
+            log.error(
+                "api_outage",
+                reason=reason[:500],
+                action="calls stopped and consumption paused; nothing is dead-lettered; probing",
+                probe_interval_s=self.deliverer.circuit.probe_interval,
+            )
+        else:
+            log.warning("api_recovered", action="calls and consumption resumed")
+        self._apply_pause()
 
     # -- rebalance ----------------------------------------------------------------------------
     async def on_revoked(self, partitions: set[TopicPartition]) -> None:
@@ -205,9 +224,9 @@ class Pipeline:
         """Own ``partitions``; take this process's share of the API budget; re-apply the pause."""
         self.deliverer.undrain(partitions)
         self._share_budget(partitions)
-        if self._paused and self._source is not None:
+        if self.paused and self._source is not None:
             self._source.pause(partitions)
-        self.metrics.ready = True
+        self.metrics.ready = not self._outage
         log.info("partitions_assigned", partitions=sorted(f"{t.topic}-{t.partition}" for t in partitions))
 
     def _share_budget(self, owned: set[TopicPartition]) -> None:
@@ -219,7 +238,7 @@ class Pipeline:
         budget = self.settings.sink.rate_limit_per_second
         if total and owned:
             rate = budget * min(1.0, len(owned) / total)
-            self.deliverer.set_rate(rate)
+            self.deliverer.pacer.set_share(rate)
             log.info("budget_share", owned=len(owned), total=total, rate_per_second=round(rate, 3))
 
     # -- commits and back-pressure ------------------------------------------------------------
@@ -235,22 +254,38 @@ class Pipeline:
                 self.metrics.committed.labels(tp.topic, str(tp.partition)).set(offset)
 
     def _backpressure(self) -> None:
-        assert self._source is not None
         k = self.settings.kafka
         events, size = self.tracker.unresolved, self.tracker.unresolved_bytes
         self.metrics.unresolved.set(events)
         self.metrics.unresolved_bytes.set(size)
-        if not self._paused and (events >= k.max_unresolved_events or size >= k.max_unresolved_bytes):
-            self._paused = True
-            owned = self._source.assignment()
+        if not self._over_bound and (events >= k.max_unresolved_events or size >= k.max_unresolved_bytes):
+            self._over_bound = True
+            log.info("read_ahead_paused", unresolved=events, unresolved_bytes=size)
+            self._apply_pause()
+        elif (
+            self._over_bound
+            and events <= k.max_unresolved_events // 2
+            and size <= k.max_unresolved_bytes // 2
+        ):
+            self._over_bound = False
+            log.info("read_ahead_resumed", unresolved=events, unresolved_bytes=size)
+            self._apply_pause()
+
+    @property
+    def paused(self) -> bool:
+        """Consumption is paused: read-ahead bound reached, or the API is down."""
+        return self._over_bound or self._outage
+
+    def _apply_pause(self) -> None:
+        if self._source is None:
+            return
+        owned = self._source.assignment()
+        if self.paused:
             self._source.pause(owned)
             self.metrics.paused.set(len(owned))
-            log.info("read_ahead_paused", unresolved=events, unresolved_bytes=size)
-        elif self._paused and events <= k.max_unresolved_events // 2 and size <= k.max_unresolved_bytes // 2:
-            self._paused = False
-            self._source.resume(self._source.assignment())
+        else:
+            self._source.resume(owned)
             self.metrics.paused.set(0)
-            log.info("read_ahead_resumed", unresolved=events, unresolved_bytes=size)
 
     async def _commit_loop(self) -> None:
         last_summary = time.monotonic()

@@ -22,17 +22,21 @@ class RetryPolicy:
     base_seconds: float = 0.2
     cap_seconds: float = 30.0
     max_attempts: int = 8
+    max_elapsed_seconds: float = 0.0  # 0: no limit by time, only by attempts
 
     def backoff(self, attempt: int) -> float:
         """The jittered wait after failed attempt number ``attempt`` (1-based)."""
         ceiling = min(self.cap_seconds, self.base_seconds * 2 ** max(0, attempt - 1))
         return random.uniform(0, ceiling)
 
-    def delay(self, error: BaseException, attempt: int) -> float | None:
-        """Seconds to wait before the next attempt, or None to give up (dead-letter)."""
+    def delay(self, error: BaseException, attempt: int, elapsed: float = 0.0) -> float | None:
+        """Seconds to wait before the next attempt, or None to give up (dead-letter). ``elapsed`` is
+        the time since the event's first failure."""
         if not isinstance(error, ConnectorError) or not error.retryable:
             return None
-        if attempt >= self.max_attempts and not isinstance(error, _UNLIMITED):
+        if not isinstance(error, _UNLIMITED) and (
+            attempt >= self.max_attempts or (self.max_elapsed_seconds and elapsed >= self.max_elapsed_seconds)
+        ):
             return None
         wait = self.backoff(attempt)
         if isinstance(error, RateLimited) and error.retry_after is not None:

@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka import TopicPartition as KafkaTP
 from aiokafka.errors import KafkaError
 
-from connector._kafka import start_within
+from connector._kafka import client_options, start_within
 from connector.config import KafkaSettings
 from connector.decode import Record
 from connector.logs import get_logger
@@ -46,7 +46,7 @@ class Source:
         self._settings = settings
         self._listener = _Listener(on_revoked, on_assigned)
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers,
+            **client_options(settings),
             group_id=settings.group_id,
             client_id=settings.client_id,
             enable_auto_commit=False,

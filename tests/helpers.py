@@ -30,8 +30,11 @@ __all__ = [
 ]
 
 
-def settings_for(bootstrap: str, topic: str, base_url: str, **sink: Any) -> Settings:
-    """Settings reading ``topic`` into the sandbox at ``base_url``, DLQ ``<topic>.dlq``."""
+def settings_for(
+    bootstrap: str, topic: str, base_url: str, kafka: dict[str, Any] | None = None, **sink: Any
+) -> Settings:
+    """Settings reading ``topic`` into the sandbox at ``base_url``, DLQ ``<topic>.dlq``; ``sink``
+    and ``kafka`` override those sections."""
     return Settings(
         kafka=KafkaSettings(
             bootstrap_servers=bootstrap,
@@ -39,6 +42,7 @@ def settings_for(bootstrap: str, topic: str, base_url: str, **sink: Any) -> Sett
             group_id=f"{topic}-group",
             commit_interval_seconds=0.2,
             start_timeout_seconds=10,
+            **(kafka or {}),
         ),
         dlq=DlqSettings(topic=f"{topic}.dlq"),
         sink=SinkSettings(

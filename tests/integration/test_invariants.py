@@ -7,7 +7,6 @@ against the sandbox, and checks the sandbox's final state against the latest eve
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections import Counter
