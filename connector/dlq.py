@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from connector._kafka import client_options, start_within
 from connector.config import Settings
@@ -93,6 +94,18 @@ class Filter:
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
 
 
+async def _partitions(settings: Settings, topic: str) -> list[int]:
+    admin = AIOKafkaAdminClient(**client_options(settings.kafka))
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if not described or described[0].get("error_code"):
+        return []
+    return sorted(p["partition"] for p in described[0]["partitions"])
+
+
 class DeadLetterReader:
     """Reads a dead-letter topic up to its end at the time of opening; with ``group_id`` (and not
     ``again``) starting after what that group committed, and able to commit progress."""
@@ -112,20 +125,14 @@ class DeadLetterReader:
     async def __aenter__(self) -> DeadLetterReader:
         k = self._settings.kafka
         await start_within(self._consumer, k.bootstrap_servers, k.start_timeout_seconds)
-        await self._consumer.topics()
-        parts = [
-            TopicPartition(self._topic, p)
-            for p in sorted(self._consumer.partitions_for_topic(self._topic) or ())
-        ]
+        parts = [TopicPartition(self._topic, p) for p in await _partitions(self._settings, self._topic)]
         if parts:
             self._consumer.assign(parts)
             self._ends = await self._consumer.end_offsets(parts)
+            starts = await self._consumer.beginning_offsets(parts)
             for tp in parts:
                 committed = await self._consumer.committed(tp) if self._group and not self._again else None
-                if committed is None:
-                    await self._consumer.seek_to_beginning(tp)
-                else:
-                    self._consumer.seek(tp, committed)
+                self._consumer.seek(tp, max(starts[tp], committed or 0))
         return self
 
     async def __aexit__(self, *_: object) -> None:

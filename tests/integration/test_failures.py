@@ -1,0 +1,306 @@
+"""Failures as production sees them: transient errors, outages, bad credentials, poison orders, an
+unwritable dead-letter topic, redrive, and an authenticated broker."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import Iterator
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from connector.config import KafkaSettings
+from connector.dlq import Filter, inspect, redrive
+from connector.localkafka import LocalKafka
+from connector.samples import make_stream
+from connector.sandbox import Faults, Sandbox
+from tests.helpers import (
+    committed_offsets,
+    create_topics,
+    produce,
+    read_topic,
+    running,
+    settings_for,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def in_sync(sandbox: Sandbox, latest: dict[str, dict[str, object]]) -> bool:
+    return all(
+        (o := sandbox.store.get_external(k)) is not None and o.get("updated_at") == b["updated_at"]
+        for k, b in latest.items()
+    )
+
+
+async def test_random_5xx_and_timeouts_deliver_everything_and_dead_letter_nothing(
+    kafka_bootstrap: str, topic_name: str
+) -> None:
+    """30% random 5xx and 5% hung calls: every order arrives, the DLQ stays empty."""
+    stream = make_stream(400, 100, seed=31)
+    await create_topics(kafka_bootstrap, {topic_name: 4, f"{topic_name}.dlq": 1})
+    await produce(kafka_bootstrap, topic_name, stream.events)
+    faults = Faults(error_rate=0.3, timeout_rate=0.05, hang_seconds=2.0)
+    async with Sandbox(api_key="test-key", rate_per_minute=60_000, faults=faults) as sandbox:
+        settings = settings_for(
+            kafka_bootstrap,
+            topic_name,
+            sandbox.url,
+            timeout_seconds=0.5,
+            backoff_base_seconds=0.05,
+            backoff_cap_seconds=1.0,
+        )
+        async with running(settings) as metrics:
+            await wait_until(lambda: in_sync(sandbox, stream.latest), timeout=120)
+        failures = sum(1 for r in sandbox.store.requests if r.status >= 500)
+        print(
+            f"\n5xx/timeouts: {failures} failed of {len(sandbox.store.requests)} calls; retries {metrics.retries._value.get():.0f}"
+        )
+        assert failures > 20
+    assert await read_topic(kafka_bootstrap, f"{topic_name}.dlq", expect=1, timeout=3) == []
+
+
+async def test_outage_pauses_reports_not_ready_dead_letters_nothing_and_catches_up(
+    kafka_bootstrap: str, topic_name: str
+) -> None:
+    """A 60-second 503 outage: circuit open, consumption paused, /readyz not ready, nothing
+    dead-lettered; after it, every order arrives."""
+    stream = make_stream(300, 150, seed=37)
+    await create_topics(kafka_bootstrap, {topic_name: 2, f"{topic_name}.dlq": 1})
+    await produce(kafka_bootstrap, topic_name, stream.events[:50])
+    async with Sandbox(api_key="test-key", rate_per_minute=60_000) as sandbox:
+        settings = settings_for(kafka_bootstrap, topic_name, sandbox.url, probe_interval_seconds=2.0)
+        async with running(settings) as metrics:
+            await wait_until(lambda: len(sandbox.store.orders) >= 25, timeout=30)
+            sandbox.faults.update({"outage_seconds": 60})
+            await produce(kafka_bootstrap, topic_name, stream.events[50:])
+            await wait_until(lambda: metrics.circuit_open._value.get() == 1, timeout=30)
+            assert not metrics.ready
+            await wait_until(lambda: metrics.paused._value.get() > 0, timeout=10)
+            await asyncio.sleep(1.0)  # calls already in flight when it opened come back
+            calls_in_outage = len(sandbox.store.requests)
+            await asyncio.sleep(20)
+            probes = len(sandbox.store.requests) - calls_in_outage
+            assert probes <= 11, "while open, one probe per 2 s interval goes out"
+            await wait_until(lambda: in_sync(sandbox, stream.latest), timeout=120)
+            assert metrics.ready
+            assert metrics.circuit_open._value.get() == 0
+    assert await read_topic(kafka_bootstrap, f"{topic_name}.dlq", expect=1, timeout=3) == []
+
+
+async def test_wrong_api_key_dead_letters_and_commits_nothing_and_restart_delivers(
+    kafka_bootstrap: str, topic_name: str, sandbox: Sandbox
+) -> None:
+    """401s: no dead letter, no commit past the first unsent event; with the key fixed, a restart
+    delivers everything."""
+    stream = make_stream(100, 40, seed=41)
+    await create_topics(kafka_bootstrap, {topic_name: 2, f"{topic_name}.dlq": 1})
+    placed = await produce(kafka_bootstrap, topic_name, stream.events)
+    latest_at = {key.decode(): where for (key, _), where in zip(stream.events, placed, strict=True)}
+    wrong = settings_for(
+        kafka_bootstrap, topic_name, sandbox.url, api_key="not-the-key", probe_interval_seconds=1.0
+    )
+    async with running(wrong) as metrics:
+        await wait_until(lambda: metrics.circuit_open._value.get() == 1, timeout=30)
+        await asyncio.sleep(3)
+        assert not metrics.ready
+    assert {r.status for r in sandbox.store.requests} == {401}
+    committed = await committed_offsets(kafka_bootstrap, wrong.kafka.group_id, topic_name)
+    # Older events replaced by newer ones of their key may be committed past; no key's latest may.
+    assert all(offset >= committed.get(partition, 0) for partition, offset in latest_at.values())
+    async with running(settings_for(kafka_bootstrap, topic_name, sandbox.url)):
+        await wait_until(lambda: in_sync(sandbox, stream.latest), timeout=60)
+    assert await read_topic(kafka_bootstrap, f"{topic_name}.dlq", expect=1, timeout=3) == []
+
+
+async def test_422_dead_letters_that_event_alone_with_status_and_body(
+    kafka_bootstrap: str, topic_name: str, sandbox: Sandbox
+) -> None:
+    """The API refusing one order: that event is on the DLQ with status and body; the others flow."""
+    stream = make_stream(120, 60, seed=43)
+    bad = "order-00007"
+    events = [e for e in stream.events if e[0] != bad.encode()] + [
+        e for e in stream.events if e[0] == bad.encode()
+    ][-1:]
+    await create_topics(kafka_bootstrap, {topic_name: 3, f"{topic_name}.dlq": 1})
+    await produce(kafka_bootstrap, topic_name, events)
+    sandbox.faults.update({"reject_external_ids": {bad: 422}})
+    async with running(settings_for(kafka_bootstrap, topic_name, sandbox.url)):
+        dead = await read_topic(kafka_bootstrap, f"{topic_name}.dlq", expect=2, timeout=20)
+        await wait_until(
+            lambda: in_sync(sandbox, {k: v for k, v in stream.latest.items() if k != bad}), timeout=30
+        )
+    assert len(dead) == 1
+    headers = dict(dead[0].headers)
+    assert headers["__connector.stage"] == b"deliver"
+    assert headers["__connector.http.status"] == b"422"
+    assert b"reject_external_ids" in headers["__connector.http.body"]
+    assert headers["__connector.attempts"] == b"1"
+    assert headers["__connector.external_id"] == bad.encode()
+
+
+async def _set_max_message_bytes(bootstrap: str, topic: str, value: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": str(value)})]
+        )
+    finally:
+        await admin.close()
+
+
+async def test_unwritable_dead_letter_topic_holds_the_watermark_and_loses_nothing(
+    kafka_bootstrap: str, topic_name: str, sandbox: Sandbox
+) -> None:
+    """While the DLQ refuses writes, the committed offset stays at the poison event even as later
+    events are delivered; once writable, the poison lands on the DLQ and the offsets reach the end."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    await admin.create_topics(
+        [
+            NewTopic(topic_name, 1, 1),
+            NewTopic(f"{topic_name}.dlq", 1, 1, topic_configs={"max.message.bytes": "64"}),
+        ]
+    )
+    await admin.close()
+    stream = make_stream(40, 40, seed=47)
+    placed = await produce(
+        kafka_bootstrap, topic_name, [*stream.events[:20], (b"poison", b"not json"), *stream.events[20:]]
+    )
+    poison_offset = placed[20][1]
+    settings = settings_for(kafka_bootstrap, topic_name, sandbox.url)
+    async with running(settings) as metrics:
+        await wait_until(lambda: in_sync(sandbox, stream.latest), timeout=30)
+        await wait_until(lambda: metrics.dead_letter_failures._value.get() >= 2, timeout=30)
+        await asyncio.sleep(1.0)
+        assert await committed_offsets(kafka_bootstrap, settings.kafka.group_id, topic_name) == {
+            0: poison_offset
+        }
+        await _set_max_message_bytes(kafka_bootstrap, f"{topic_name}.dlq", 1_000_000)
+        dead = await read_topic(kafka_bootstrap, f"{topic_name}.dlq", expect=1, timeout=30)
+
+        async def at_end() -> bool:
+            return await committed_offsets(kafka_bootstrap, settings.kafka.group_id, topic_name) == {
+                0: len(placed)
+            }
+
+        await wait_until(at_end, timeout=30)
+    assert [(r.key, r.value) for r in dead] == [(b"poison", b"not json")]
+
+
+async def test_redrive_after_the_fix_delivers_and_a_second_run_is_a_no_op(
+    kafka_bootstrap: str, topic_name: str, sandbox: Sandbox
+) -> None:
+    """Orders refused by the API are dead-lettered; after the fix, redrive to the API delivers them;
+    the same redrive again sends nothing; a dry run lists without sending; inspect groups them."""
+    stream = make_stream(30, 30, seed=53)
+    refused = {f"order-{i:05d}": 422 for i in range(3)}
+    await create_topics(kafka_bootstrap, {topic_name: 2, f"{topic_name}.dlq": 1})
+    await produce(kafka_bootstrap, topic_name, stream.events)
+    sandbox.faults.update({"reject_external_ids": refused})
+    settings = settings_for(kafka_bootstrap, topic_name, sandbox.url)
+    async with running(settings):
+        await read_topic(kafka_bootstrap, f"{topic_name}.dlq", expect=3, timeout=30)
+        await wait_until(lambda: len(sandbox.store.orders) == 27, timeout=30)
+    summary = io.StringIO()
+    groups = await inspect(settings, f"{topic_name}.dlq", out=summary)
+    assert [(k[0], k[1], g["count"]) for k, g in groups.items()] == [("deliver", "422", 3)]
+    assert "order-00000" in summary.getvalue()
+
+    sandbox.faults.update({"reject_external_ids": {}})
+    listing = io.StringIO()
+    dry = await redrive(
+        settings, f"{topic_name}.dlq", Filter(stages={"deliver"}), to="api", dry_run=True, out=listing
+    )
+    assert (dry.matched, dry.sent) == (3, 0)
+    assert listing.getvalue().count("would redrive") == 3
+    assert len(sandbox.store.orders) == 27
+
+    first = await redrive(
+        settings,
+        f"{topic_name}.dlq",
+        Filter(stages={"deliver"}),
+        to="api",
+        out=io.StringIO(),
+        err=io.StringIO(),
+    )
+    assert (first.matched, first.sent, first.failed) == (3, 3, [])
+    assert in_sync(sandbox, stream.latest)
+    second = await redrive(
+        settings,
+        f"{topic_name}.dlq",
+        Filter(stages={"deliver"}),
+        to="api",
+        out=io.StringIO(),
+        err=io.StringIO(),
+    )
+    assert (second.scanned, second.sent) == (0, 0)
+
+
+async def test_redrive_to_the_source_topic_replays_through_the_pipeline(
+    kafka_bootstrap: str, topic_name: str, sandbox: Sandbox
+) -> None:
+    """Redriven to its source topic, a dead letter is consumed again (original key, value, headers)."""
+    await create_topics(kafka_bootstrap, {topic_name: 1, f"{topic_name}.dlq": 1})
+    body = {"external_id": "R-1", "status": "active"}
+    await produce(kafka_bootstrap, topic_name, [(b"R-1", json.dumps(body).encode())])
+    sandbox.faults.update({"reject_external_ids": {"R-1": 422}})
+    settings = settings_for(kafka_bootstrap, topic_name, sandbox.url)
+    async with running(settings):
+        await read_topic(kafka_bootstrap, f"{topic_name}.dlq", expect=1, timeout=30)
+        sandbox.faults.update({"reject_external_ids": {}})
+        result = await redrive(
+            settings,
+            f"{topic_name}.dlq",
+            Filter(external_ids={"R-1"}),
+            to="source",
+            out=io.StringIO(),
+            err=io.StringIO(),
+        )
+        assert result.sent == 1
+        await wait_until(lambda: sandbox.store.get_external("R-1") is not None, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def sasl_kafka() -> Iterator[LocalKafka]:
+    """A broker with a SASL_PLAINTEXT listener (SCRAM-SHA-256/512, PLAIN) for user alice."""
+    with LocalKafka(sasl_user="alice", sasl_password="alice-sasl-Secret-42") as kafka:
+        yield kafka
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"])
+async def test_sasl_authenticated_broker(
+    sasl_kafka: LocalKafka, topic_name: str, sandbox: Sandbox, mechanism: str
+) -> None:
+    """Consumer and dead-letter producer authenticate with SASL; events flow, poison is dead-lettered."""
+    await create_topics(sasl_kafka.bootstrap_servers, {topic_name: 1, f"{topic_name}.dlq": 1})
+    await produce(
+        sasl_kafka.bootstrap_servers, topic_name, [(b"S-1", b'{"external_id": "S-1"}'), (b"bad", b"{")]
+    )
+    auth = {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": mechanism, "sasl_username": "alice",
+            "sasl_password": "alice-sasl-Secret-42"}  # fmt: skip
+    settings = settings_for(sasl_kafka.sasl_bootstrap_servers, topic_name, sandbox.url, kafka=auth)
+    async with running(settings):
+        await wait_until(lambda: sandbox.store.get_external("S-1") is not None, timeout=30)
+        dead = await read_topic(sasl_kafka.bootstrap_servers, f"{topic_name}.dlq", expect=1, timeout=30)
+    assert [r.key for r in dead] == [b"bad"]
+
+
+async def test_wrong_sasl_password_is_refused(
+    sasl_kafka: LocalKafka, topic_name: str, sandbox: Sandbox
+) -> None:
+    """A wrong SASL password never gets in: the start-up wait ends in BrokerUnavailable."""
+    from connector.app import serve
+    from connector.errors import BrokerUnavailable
+
+    auth = {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-256", "sasl_username": "alice",
+            "sasl_password": "wrong-password", "start_timeout_seconds": 2}  # fmt: skip
+    settings = settings_for(sasl_kafka.sasl_bootstrap_servers, topic_name, sandbox.url)
+    settings = settings.model_copy(update={"kafka": KafkaSettings(**{**settings.kafka.model_dump(), **auth})})
+    with pytest.raises(BrokerUnavailable):
+        await serve(settings, asyncio.Event())
