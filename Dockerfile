@@ -16,7 +16,6 @@ RUN python -m pip install --no-cache-dir /wheels/* && rm -rf /wheels
 USER 10001
 EXPOSE 9108
 STOPSIGNAL SIGTERM
-HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
-  CMD python -c "import os,urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('CONNECTOR_METRICS__PORT', '9108'), timeout=2)"
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 CMD ["connector", "check"]
 ENTRYPOINT ["connector"]
 CMD ["run"]

@@ -63,6 +63,48 @@ def _validate(args: argparse.Namespace) -> int:
         return 2
 
 
+def _check(args: argparse.Namespace) -> int:
+    import urllib.request
+
+    from connector.config import load_settings
+
+    settings = load_settings(args.config)
+    path = "/readyz" if args.ready else "/healthz"
+    url = f"http://127.0.0.1:{settings.metrics.port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as response:
+            ok = response.status == 200
+    except OSError as exc:
+        print(f"connector check: {url}: {exc}", file=sys.stderr)
+        return 1
+    return 0 if ok else 1
+
+
+def _config(args: argparse.Namespace) -> int:
+    import json
+
+    from connector.config import load_settings
+
+    settings = load_settings(args.config)
+    print(json.dumps(settings.model_dump(mode="json"), indent=2))
+    return 0
+
+
+def _samples(args: argparse.Namespace) -> int:
+    from connector.demo import create_topics, produce
+    from connector.samples import make_stream
+
+    async def go() -> None:
+        stream = make_stream(args.events, args.orders, seed=args.seed)
+        if args.partitions:
+            await create_topics(args.bootstrap_servers, {args.topic: args.partitions})
+        await produce(args.bootstrap_servers, args.topic, stream.events)
+        print(f"produced {len(stream.events)} events for {len(stream.latest)} orders to {args.topic}")
+
+    asyncio.run(go())
+    return 0
+
+
 def _iso_ms(text: str | None) -> int | None:
     if not text:
         return None
@@ -121,6 +163,18 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--max-message-bytes", type=int, default=1024 * 1024)
     val.set_defaults(func=_validate)
 
+    chk = sub.add_parser("check", help="exit 0 if the running connector is healthy (container checks)")
+    chk.add_argument("--config", help="TOML settings (for metrics.port); environment overrides")
+    chk.add_argument("--ready", action="store_true", help="check /readyz instead of /healthz")
+    chk.add_argument("--timeout", type=float, default=3.0)
+    chk.set_defaults(func=_check)
+
+    cfg = sub.add_parser("config", help="configuration tools")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
+    show = cfg_sub.add_parser("show", help="print the effective settings (secrets masked)")
+    show.add_argument("--config", help="TOML settings; environment overrides")
+    show.set_defaults(func=_config)
+
     dq = sub.add_parser("dlq", help="inspect or redrive a dead-letter topic")
     dq_sub = dq.add_subparsers(dest="dlq_command", required=True)
     ins = dq_sub.add_parser("inspect", help="summarize by stage, status and reason, with sample external_ids")
@@ -141,6 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
     red.add_argument(
         "--again", action="store_true", help="start over, ignoring what this filter redrove before"
     )
+
+    smp = sub.add_parser("samples", help="produce sample order events (with duplicates) to a topic")
+    smp.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
+    smp.add_argument("--topic", default="orders")
+    smp.add_argument("--events", type=int, default=500)
+    smp.add_argument("--orders", type=int, default=100)
+    smp.add_argument("--seed", type=int, default=7)
+    smp.add_argument("--partitions", type=int, default=0, help="create the topic with this many partitions")
+    smp.set_defaults(func=_samples)
 
     demo = sub.add_parser("demo", help="local broker + sandbox + connector + sample events, end to end")
     demo.add_argument("--events", type=int, default=400)

@@ -174,7 +174,8 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
-def _known_env_names() -> set[str]:
+def known_env_names() -> set[str]:
+    """Every CONNECTOR_* environment variable name the settings accept."""
     names: set[str] = set()
     for name, field in Settings.model_fields.items():
         annotation = field.annotation
@@ -186,7 +187,7 @@ def _known_env_names() -> set[str]:
 
 
 def _check_env_names(environ: dict[str, str]) -> None:
-    known = _known_env_names()
+    known = known_env_names()
     for key in sorted(environ):
         upper = key.upper()
         if upper.startswith(ENV_PREFIX) and upper not in known:

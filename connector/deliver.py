@@ -83,7 +83,7 @@ class Deliverer:
         self._hooks = hooks
         self._metrics = metrics
         self._policy = policy
-        self.pacer = Pacer(rate_per_second)
+        self.pacer = Pacer(rate_per_second, on_wait=metrics.limiter_wait.inc)
         self.circuit = circuit or Circuit()
         self._workers_n = max_in_flight
         self._queue: asyncio.Queue[Job] = asyncio.Queue()

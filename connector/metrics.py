@@ -61,11 +61,26 @@ class Metrics:
         self.paused = Gauge(
             "connector_paused_partitions", "Partitions paused by the read-ahead bound.", registry=r
         )
+        self.oldest_unsynced = Gauge(
+            "connector_oldest_unsynced_event_age_seconds",
+            "Age of the oldest event read but not yet resolved (0 when all are synced).",
+            registry=r,
+        )
+        self.lag = Gauge(
+            "connector_consumer_lag",
+            "Log end offset minus committed offset.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.limiter_wait = Counter(
+            "connector_rate_limiter_wait_seconds", "Time calls spent waiting for the API budget.", registry=r
+        )
         self.committed = Gauge(
             "connector_committed_offset", "Last committed offset.", ["topic", "partition"], registry=r
         )
         self.last_progress = time.monotonic()
         self.ready = False
+        self.port: int | None = None
 
     def beat(self) -> None:
         """The consumer loop made progress (read /healthz)."""
@@ -106,6 +121,7 @@ class MetricsServer:
         server = getattr(site, "_server", None)
         if server is not None and server.sockets:
             self.port = server.sockets[0].getsockname()[1]
+        self._metrics.port = self.port
         return self
 
     async def __aexit__(

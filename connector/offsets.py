@@ -26,15 +26,18 @@ class PartitionOffsets:
     _order: deque[int] = field(default_factory=deque)
     _resolved: set[int] = field(default_factory=set)
     _sizes: dict[int, int] = field(default_factory=dict)
+    _times: dict[int, float] = field(default_factory=dict)
     _next: int | None = None
     unresolved_bytes: int = 0
 
-    def track(self, offset: int, size: int = 0) -> None:
-        """Hand out ``offset``; it must be higher than every offset tracked before."""
+    def track(self, offset: int, size: int = 0, timestamp: float = 0.0) -> None:
+        """Hand out ``offset`` (its record's ``timestamp`` in seconds); it must be higher than every
+        offset tracked before."""
         if self._next is not None and offset < self._next:
             raise ValueError(f"offset {offset} tracked after {self._next - 1}")
         self._order.append(offset)
         self._sizes[offset] = size
+        self._times[offset] = timestamp
         self.unresolved_bytes += size
         self._next = offset + 1
 
@@ -44,6 +47,7 @@ class PartitionOffsets:
         if size is None:
             return False
         self.unresolved_bytes -= size
+        self._times.pop(offset, None)
         self._resolved.add(offset)
         while self._order and self._order[0] in self._resolved:
             self._resolved.discard(self._order.popleft())
@@ -53,6 +57,10 @@ class PartitionOffsets:
     def unresolved(self) -> int:
         """How many tracked offsets are not resolved yet."""
         return len(self._sizes)
+
+    def oldest_timestamp(self) -> float | None:
+        """The record timestamp of the first unresolved offset (the oldest unsynced event)."""
+        return self._times.get(self._order[0]) if self._order else None
 
     def committable(self) -> int | None:
         """The offset to commit (the next one to read), or None when nothing was ever tracked."""
@@ -93,6 +101,11 @@ class OffsetTracker:
     def unresolved_bytes(self) -> int:
         """Bytes of unresolved events over all partitions."""
         return sum(p.unresolved_bytes for p in self._parts.values())
+
+    def oldest_unsynced_age(self, now: float) -> float:
+        """Seconds since the oldest unresolved event of any partition was produced (0: none)."""
+        stamps = [t for p in self._parts.values() if (t := p.oldest_timestamp())]
+        return max(0.0, now - min(stamps)) if stamps else 0.0
 
     def to_commit(self, only: set[TopicPartition] | None = None) -> dict[TopicPartition, int]:
         """Offsets that moved since they were last marked committed."""

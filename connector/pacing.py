@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from aiolimiter import AsyncLimiter
 
@@ -18,7 +19,14 @@ from aiolimiter import AsyncLimiter
 class Pacer:
     """The shared budget every vendor call waits on."""
 
-    def __init__(self, share_per_second: float, floor: float = 0.1, recovery: float = 0.1) -> None:
+    def __init__(
+        self,
+        share_per_second: float,
+        floor: float = 0.1,
+        recovery: float = 0.1,
+        on_wait: Callable[[float], None] | None = None,
+    ) -> None:
+        self._on_wait = on_wait
         self.share = share_per_second
         self.factor = 1.0
         self._floor = floor
@@ -61,4 +69,7 @@ class Pacer:
             await asyncio.sleep(hold)
         self._recover()
         await self._limiter.acquire()
-        self.waited_seconds += time.monotonic() - started
+        waited = time.monotonic() - started
+        self.waited_seconds += waited
+        if self._on_wait is not None:
+            self._on_wait(waited)

@@ -72,7 +72,7 @@ class Pipeline:
     def handle(self, record: Record) -> None:
         """Track, decode and coalesce one record (never raises)."""
         tp = TopicPartition(record.topic, record.partition)
-        self.tracker.partition(tp).track(record.offset, record.size)
+        self.tracker.partition(tp).track(record.offset, record.size, record.timestamp_ms / 1000.0)
         self.metrics.consumed.inc()
         self._counts["consumed"] += 1
         try:
@@ -214,6 +214,9 @@ class Pipeline:
         for tp in partitions:
             self.tracker.drop(tp)
             self._dlq_tasks.pop(tp, None)
+            for gauge in (self.metrics.lag, self.metrics.committed):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(tp.topic, str(tp.partition))
         log.info(
             "partitions_revoked",
             partitions=sorted(f"{t.topic}-{t.partition}" for t in partitions),
@@ -292,9 +295,22 @@ class Pipeline:
         while True:
             await asyncio.sleep(self.settings.kafka.commit_interval_seconds)
             await self.commit()
+            self._gauges()
             if time.monotonic() - last_summary >= SUMMARY_INTERVAL_S:
                 last_summary = time.monotonic()
                 self._summary()
+
+    def _gauges(self) -> None:
+        """Refresh the gauges an on-call person watches: oldest unsynced event, lag per partition."""
+        self.metrics.oldest_unsynced.set(self.tracker.oldest_unsynced_age(time.time()))
+        if self._source is None:
+            return
+        committed = self.tracker.committed()
+        for tp in self._source.assignment():
+            end = self._source.log_end(tp)
+            done = committed.get(tp)
+            if end is not None and done is not None:
+                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, end - done))
 
     def _summary(self) -> None:
         counts, self._counts = dict(self._counts), defaultdict(int)
@@ -310,6 +326,7 @@ class Pipeline:
     async def run(self, source: Source, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then drain within the grace period and commit."""
         self._source = source
+        self.metrics.ready = not self._outage  # connected; assigned or waiting for an assignment
         committer = asyncio.create_task(self._commit_loop(), name="commit-loop")
         try:
             while not stop.is_set():

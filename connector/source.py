@@ -96,6 +96,11 @@ class Source:
         """Partitions this member owns now."""
         return {TopicPartition(tp.topic, tp.partition) for tp in self._consumer.assignment()}
 
+    def log_end(self, tp: TopicPartition) -> int | None:
+        """The partition's log end offset as of the last fetch (None before the first)."""
+        end: int | None = self._consumer.highwater(KafkaTP(tp.topic, tp.partition))
+        return end
+
     def total_partitions(self) -> int:
         """Partitions of every subscribed topic, across the whole group (from the cluster metadata)."""
         return sum(len(self._consumer.partitions_for_topic(t) or ()) for t in self._settings.topics)

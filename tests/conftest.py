@@ -14,6 +14,8 @@ from connector.sandbox import Sandbox
 
 logs.configure("INFO")
 
+SASL_PASSWORD = "alice-sasl-Secret-42"
+
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
@@ -24,6 +26,13 @@ def kafka_bootstrap() -> Iterator[str]:
         return
     with LocalKafka() as kafka:
         yield kafka.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def sasl_kafka() -> Iterator[LocalKafka]:
+    """A second broker with a SASL_PLAINTEXT listener (SCRAM-SHA-256/512, PLAIN) for user alice."""
+    with LocalKafka(sasl_user="alice", sasl_password=SASL_PASSWORD) as kafka:
+        yield kafka
 
 
 @pytest.fixture

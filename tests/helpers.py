@@ -15,6 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from connector import app
 from connector.config import DlqSettings, KafkaSettings, MetricsSettings, Settings, SinkSettings
 from connector.demo import create_topics, produce, read_topic, stop_quietly
+from connector.localkafka import free_port
 from connector.metrics import Metrics
 from connector.pipeline import Pipeline
 
@@ -50,7 +51,7 @@ def settings_for(
             api_key=sink.pop("api_key", "test-key"),
             **{"rate_limit_per_second": 200.0, "max_in_flight": 8, **sink},
         ),
-        metrics=MetricsSettings(port=0),
+        metrics=MetricsSettings(host="127.0.0.1", port=free_port()),
         shutdown_grace_seconds=10,
     )
 

@@ -52,6 +52,7 @@ VERSIONS = {"loop": {"v1", "2026-07", "2026-10", "unstable"}, "shoplazza": {"202
 VENDOR_PREFIXES = {"api": "loop", "openapi": "shoplazza"}
 AUTH_HEADERS = {"loop": "X-Authorization", "shoplazza": "Access-Token"}
 LOG_ENTRY = web.RequestKey("log_entry", LoggedRequest)
+CREDENTIALS = web.RequestKey("credentials", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -174,8 +175,11 @@ class Sandbox:
         if request.match_info.get("version") not in VERSIONS[vendor]:
             return self._refuse(vendor, 404, "Not Found.", "NOT_FOUND")
         key = request.headers.get(AUTH_HEADERS[vendor], "")
+        request[CREDENTIALS] = key
         if key != self.api_key:
             message = "store is not active" if vendor == "shoplazza" else "Unauthorized."
+            if self.faults.echo_credentials:
+                message += f" Received {AUTH_HEADERS[vendor]}: {key}"
             return self._refuse(vendor, 401, message, "NOT_AUTHORIZED")
         if not self._bucket(vendor, key).take():
             headers = {}
@@ -219,14 +223,19 @@ class Sandbox:
             entry.external_id = ext if isinstance(ext, str) else None
             entry.updated_at = upd if isinstance(upd, str) else None
 
-    def _forced(self, body: Any) -> web.Response | None:
+    def _forced(self, body: Any, request: web.Request | None = None) -> web.Response | None:
         ext = body.get("external_id") if isinstance(body, dict) else None
         status = self.faults.reject_external_ids.get(ext) if isinstance(ext, str) else None
         if status is None:
             return None
+        echo = (
+            f" (key {request.get(CREDENTIALS)})"
+            if request is not None and self.faults.echo_credentials
+            else ""
+        )
         return _error(
             status,
-            f"Rejected by sandbox fault for external_id {ext}.",
+            f"Rejected by sandbox fault for external_id {ext}{echo}.",
             "UNPROCESSABLE_ENTITY",
             {"external_id": ["Rejected by the sandbox's reject_external_ids fault."]},
         )
@@ -238,7 +247,7 @@ class Sandbox:
         errors = validate_order(body, operation="upsert", version=request.match_info["version"])
         if errors:
             return _invalid(errors)
-        forced = self._forced(body)
+        forced = self._forced(body, request)
         return forced or web.json_response({"order": self.store.upsert(body)})
 
     async def _create(self, request: web.Request) -> web.Response:
@@ -249,7 +258,7 @@ class Sandbox:
             errors = {"external_id": ["The external_id has already been taken."]}
         if errors:
             return _invalid(errors)
-        forced = self._forced(body)
+        forced = self._forced(body, request)
         return forced or web.json_response({"order": self.store.create(body)})
 
     async def _list(self, _: web.Request) -> web.Response:

@@ -22,6 +22,7 @@ class Faults:
     outage_status: int = 503
     reject_external_ids: dict[str, int] = field(default_factory=dict)
     retry_after: float | None = None
+    echo_credentials: bool = False  # a careless vendor: error bodies repeat the credentials received
 
     def update(self, values: dict[str, Any]) -> None:
         """Apply a partial update; ``outage_seconds`` starts an outage window from now."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import Iterator
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -264,13 +263,6 @@ async def test_redrive_to_the_source_topic_replays_through_the_pipeline(
         )
         assert result.sent == 1
         await wait_until(lambda: sandbox.store.get_external("R-1") is not None, timeout=30)
-
-
-@pytest.fixture(scope="module")
-def sasl_kafka() -> Iterator[LocalKafka]:
-    """A broker with a SASL_PLAINTEXT listener (SCRAM-SHA-256/512, PLAIN) for user alice."""
-    with LocalKafka(sasl_user="alice", sasl_password="alice-sasl-Secret-42") as kafka:
-        yield kafka
 
 
 @pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"])
