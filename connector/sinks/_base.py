@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
+import ssl
 import time
 from types import TracebackType
 from typing import Protocol, Self
 
+import certifi
 import httpx
 
 from connector.decode import OrderChange
@@ -83,7 +86,13 @@ def raise_for_status(response: httpx.Response, body_max: int = 4096, detail: str
 
 
 class HttpSink:
-    """Pooled keep-alive httpx client, transport errors mapped to SinkError classes."""
+    """Keep-alive HTTP clients, one per call slot, with transport errors mapped to SinkError classes.
+
+    Each of the ``max_connections`` slots owns an httpx client holding a single connection: the
+    deliverer already bounds concurrency, and httpcore's shared pool re-scans every connection and
+    every queued request on each call and each response close (profiled at several milliseconds of
+    CPU per call with 32 connections), which a one-connection pool never does.
+    """
 
     name = "http"
 
@@ -95,13 +104,21 @@ class HttpSink:
         max_connections: int,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._client = httpx.AsyncClient(
-            base_url=base_url,
-            headers={"Content-Type": "application/json", "Accept": "application/json", **headers},
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            transport=transport,
-        )
+        tls = ssl.create_default_context(cafile=certifi.where())  # one context shared by every slot
+        self._all = [
+            httpx.AsyncClient(
+                verify=tls,
+                base_url=base_url,
+                headers={"Content-Type": "application/json", "Accept": "application/json", **headers},
+                timeout=timeout,
+                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+                transport=transport,
+            )
+            for _ in range(max_connections)
+        ]
+        self._free: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
+        for client in self._all:
+            self._free.put_nowait(client)
 
     async def __aenter__(self) -> Self:
         return self
@@ -109,16 +126,19 @@ class HttpSink:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self._client.aclose()
+        await asyncio.gather(*(client.aclose() for client in self._all))
 
     async def request(self, method: str, url: str, json: object | None = None) -> httpx.Response:
         """Send one request; raise the SinkError matching the failure."""
+        client = await self._free.get()
         try:
-            response = await self._client.request(method, url, json=json)
+            response = await client.request(method, url, json=json)
         except httpx.TimeoutException as exc:
             raise SinkTimeout(f"{method} {url}: no answer in time ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
             raise SinkConnectError(f"{method} {url}: {type(exc).__name__}: {redact(str(exc))}") from None
+        finally:
+            self._free.put_nowait(client)
         raise_for_status(response, detail=self.error_detail(response))
         return response
 
