@@ -104,11 +104,7 @@ async def _demo(bootstrap: str, events: int, orders: int) -> int:
         task = asyncio.create_task(app.serve(settings, stop))
         started = time.monotonic()
         while time.monotonic() - started < 180 and not task.done():
-            held = sum(
-                1
-                for k, body in stream.latest.items()
-                if (o := sandbox.store.get_external(k)) and o.get("updated_at") == body["updated_at"]
-            )
+            held = len(sandbox.in_sync(stream.latest))
             print(
                 f"  {time.monotonic() - started:5.1f}s  orders in sync {held}/{len(stream.latest)}  "
                 f"API calls {len(sandbox.store.requests)}",
@@ -125,11 +121,7 @@ async def _demo(bootstrap: str, events: int, orders: int) -> int:
 
 def _report(stream: Any, sandbox: Sandbox, dead: list[Any], events: int) -> int:
     stats = sandbox.stats()
-    in_sync = [
-        k
-        for k, b in stream.latest.items()
-        if (o := sandbox.store.get_external(k)) and o.get("updated_at") == b["updated_at"]
-    ]
+    in_sync = sandbox.in_sync(stream.latest)
     print("\nwhat reached the API:")
     print(f"  {stats['orders']} orders held; {len(in_sync)}/{len(stream.latest)} equal to their latest event")
     print(f"  {stats['requests']} API calls for {events} events; responses by status {stats['by_status']}")

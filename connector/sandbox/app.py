@@ -348,6 +348,19 @@ class Sandbox:
             }
         )
 
+    def holds(self, latest: dict[str, dict[str, Any]]) -> bool:
+        """Whether every order in ``latest`` (external_id -> body) is held at that body's updated_at."""
+        return len(self.in_sync(latest)) == len(latest)
+
+    def in_sync(self, latest: dict[str, dict[str, Any]]) -> list[str]:
+        """The external_ids of ``latest`` that the sandbox holds at their latest updated_at."""
+        return [
+            key
+            for key, body in latest.items()
+            if (held := self.store.get_external(key)) is not None
+            and held.get("updated_at") == body["updated_at"]
+        ]
+
     def stats(self) -> dict[str, Any]:
         """Counts of requests by status, and of orders held."""
         by_status = Counter(str(r.status) for r in self.store.requests)

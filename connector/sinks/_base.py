@@ -12,6 +12,7 @@ from typing import Protocol, Self
 import certifi
 import httpx
 
+from connector.config import SinkSettings
 from connector.decode import OrderChange
 from connector.errors import (
     AuthError,
@@ -98,12 +99,14 @@ class HttpSink:
 
     def __init__(
         self,
-        base_url: str,
-        headers: dict[str, str],
-        timeout: float,
-        max_connections: int,
+        settings: SinkSettings,
+        path: str,
+        auth_header: str,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        base_url = f"{settings.base_url.rstrip('/')}{path}"
+        headers = {auth_header: settings.api_key.get_secret_value()}
+        timeout, max_connections = settings.timeout_seconds, settings.max_in_flight
         tls = ssl.create_default_context(cafile=certifi.where())  # one context shared by every slot
         self._all = [
             httpx.AsyncClient(

@@ -27,13 +27,7 @@ class LoopSink(HttpSink):
     name = "loop"
 
     def __init__(self, settings: SinkSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        super().__init__(
-            base_url=f"{settings.base_url.rstrip('/')}/api/{settings.api_version}",
-            headers={"X-Authorization": settings.api_key.get_secret_value()},
-            timeout=settings.timeout_seconds,
-            max_connections=settings.max_in_flight,
-            transport=transport,
-        )
+        super().__init__(settings, f"/api/{settings.api_version}", "X-Authorization", transport)
         self._mode = settings.mode
         self._ids: OrderedDict[str, int] = OrderedDict()
         self._cache_size = settings.cache_size

@@ -27,13 +27,7 @@ class ShoplazzaSink(HttpSink):
     name = "shoplazza"
 
     def __init__(self, settings: SinkSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        super().__init__(
-            base_url=f"{settings.base_url.rstrip('/')}/openapi/{settings.api_version}",
-            headers={"Access-Token": settings.api_key.get_secret_value()},
-            timeout=settings.timeout_seconds,
-            max_connections=settings.max_in_flight,
-            transport=transport,
-        )
+        super().__init__(settings, f"/openapi/{settings.api_version}", "Access-Token", transport)
         self._ids: OrderedDict[str, str] = OrderedDict()
         self._cache_size = settings.cache_size
         self.lookups = 0

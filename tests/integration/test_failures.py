@@ -29,13 +29,6 @@ from tests.helpers import (
 pytestmark = pytest.mark.integration
 
 
-def in_sync(sandbox: Sandbox, latest: dict[str, dict[str, object]]) -> bool:
-    return all(
-        (o := sandbox.store.get_external(k)) is not None and o.get("updated_at") == b["updated_at"]
-        for k, b in latest.items()
-    )
-
-
 async def test_random_5xx_and_timeouts_deliver_everything_and_dead_letter_nothing(
     kafka_bootstrap: str, topic_name: str
 ) -> None:
@@ -54,7 +47,7 @@ async def test_random_5xx_and_timeouts_deliver_everything_and_dead_letter_nothin
             backoff_cap_seconds=1.0,
         )
         async with running(settings) as metrics:
-            await wait_until(lambda: in_sync(sandbox, stream.latest), timeout=120)
+            await wait_until(lambda: sandbox.holds(stream.latest), timeout=120)
         failures = sum(1 for r in sandbox.store.requests if r.status >= 500)
         print(
             f"\n5xx/timeouts: {failures} failed of {len(sandbox.store.requests)} calls; retries {metrics.retries._value.get():.0f}"
@@ -85,7 +78,7 @@ async def test_outage_pauses_reports_not_ready_dead_letters_nothing_and_catches_
             await asyncio.sleep(20)
             probes = len(sandbox.store.requests) - calls_in_outage
             assert probes <= 11, "while open, one probe per 2 s interval goes out"
-            await wait_until(lambda: in_sync(sandbox, stream.latest), timeout=120)
+            await wait_until(lambda: sandbox.holds(stream.latest), timeout=120)
             assert metrics.ready
             assert metrics.circuit_open._value.get() == 0
     assert await read_topic(kafka_bootstrap, f"{topic_name}.dlq", expect=1, timeout=3) == []
@@ -112,7 +105,7 @@ async def test_wrong_api_key_dead_letters_and_commits_nothing_and_restart_delive
     # Older events replaced by newer ones of their key may be committed past; no key's latest may.
     assert all(offset >= committed.get(partition, 0) for partition, offset in latest_at.values())
     async with running(settings_for(kafka_bootstrap, topic_name, sandbox.url)):
-        await wait_until(lambda: in_sync(sandbox, stream.latest), timeout=60)
+        await wait_until(lambda: sandbox.holds(stream.latest), timeout=60)
     assert await read_topic(kafka_bootstrap, f"{topic_name}.dlq", expect=1, timeout=3) == []
 
 
@@ -131,7 +124,7 @@ async def test_422_dead_letters_that_event_alone_with_status_and_body(
     async with running(settings_for(kafka_bootstrap, topic_name, sandbox.url)):
         dead = await read_topic(kafka_bootstrap, f"{topic_name}.dlq", expect=2, timeout=20)
         await wait_until(
-            lambda: in_sync(sandbox, {k: v for k, v in stream.latest.items() if k != bad}), timeout=30
+            lambda: sandbox.holds({k: v for k, v in stream.latest.items() if k != bad}), timeout=30
         )
     assert len(dead) == 1
     headers = dict(dead[0].headers)
@@ -174,7 +167,7 @@ async def test_unwritable_dead_letter_topic_holds_the_watermark_and_loses_nothin
     poison_offset = placed[20][1]
     settings = settings_for(kafka_bootstrap, topic_name, sandbox.url)
     async with running(settings) as metrics:
-        await wait_until(lambda: in_sync(sandbox, stream.latest), timeout=30)
+        await wait_until(lambda: sandbox.holds(stream.latest), timeout=30)
         await wait_until(lambda: metrics.dead_letter_failures._value.get() >= 2, timeout=30)
         await asyncio.sleep(1.0)
         assert await committed_offsets(kafka_bootstrap, settings.kafka.group_id, topic_name) == {
@@ -229,7 +222,7 @@ async def test_redrive_after_the_fix_delivers_and_a_second_run_is_a_no_op(
         err=io.StringIO(),
     )
     assert (first.matched, first.sent, first.failed) == (3, 3, [])
-    assert in_sync(sandbox, stream.latest)
+    assert sandbox.holds(stream.latest)
     second = await redrive(
         settings,
         f"{topic_name}.dlq",

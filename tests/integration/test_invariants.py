@@ -11,7 +11,6 @@ import random
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,13 +20,6 @@ from tests.helpers import committed_offsets, create_topics, produce, running, se
 from tests.procs import ConnectorProcess, connector_env, wait_for_log
 
 pytestmark = pytest.mark.integration
-
-
-def in_sync(sandbox: Sandbox, latest: dict[str, dict[str, Any]]) -> bool:
-    return all(
-        (o := sandbox.store.get_external(k)) is not None and o.get("updated_at") == b["updated_at"]
-        for k, b in latest.items()
-    )
 
 
 def duplicate_calls(sandbox: Sandbox) -> int:
@@ -58,7 +50,7 @@ async def test_backlog_costs_one_call_per_order_at_exactly_the_budget(
         settings = settings_for(kafka_bootstrap, topic_name, sandbox.url, rate_limit_per_second=5.0)
         started = time.monotonic()
         async with running(settings):
-            await wait_until(lambda: in_sync(sandbox, stream.latest), timeout=900, interval=1.0)
+            await wait_until(lambda: sandbox.holds(stream.latest), timeout=900, interval=1.0)
         took = time.monotonic() - started
         calls = len(sandbox.store.requests)
         statuses = Counter(r.status for r in sandbox.store.requests)
@@ -97,7 +89,7 @@ async def test_kill_9_at_random_points_loses_no_update(
             await feeding
             final = ConnectorProcess(env, tmp_path / "final.log").start()
             procs.append(final)
-            await wait_until(lambda: in_sync(sandbox, stream.latest), timeout=180, interval=0.5)
+            await wait_until(lambda: sandbox.holds(stream.latest), timeout=180, interval=0.5)
             final.terminate()
             assert final.wait(30) == 0
         finally:
@@ -132,7 +124,7 @@ async def test_rebalance_with_three_processes_keeps_state_exact_and_fleet_within
                     assert await asyncio.to_thread(procs[1].wait, 40) == 0
                 if i == 300:
                     procs.append(ConnectorProcess(env, tmp_path / "member-3.log").start())
-            await wait_until(lambda: in_sync(sandbox, stream.latest), timeout=240, interval=0.5)
+            await wait_until(lambda: sandbox.holds(stream.latest), timeout=240, interval=0.5)
         finally:
             for proc in procs:
                 proc.terminate() if proc.proc and proc.proc.poll() is None else None
@@ -183,7 +175,7 @@ async def test_sigterm_drains_commits_what_was_delivered_and_restart_finishes(
 
         second = ConnectorProcess(env, tmp_path / "second.log").start()
         try:
-            await wait_until(lambda: in_sync(sandbox, stream.latest), timeout=120)
+            await wait_until(lambda: sandbox.holds(stream.latest), timeout=120)
             second.terminate()
             assert await asyncio.to_thread(second.wait, 25) == 0
         finally:
