@@ -83,6 +83,11 @@ class OffsetTracker:
             part = self._parts[tp] = PartitionOffsets()
         return part
 
+    def resolve(self, tp: TopicPartition, offset: int) -> bool:
+        """Resolve ``offset`` of an owned partition; False when not owned or not outstanding."""
+        part = self._parts.get(tp)
+        return part is not None and part.resolve(offset)
+
     def drop(self, tp: TopicPartition) -> None:
         """Forget ``tp`` (revoked or lost); late resolutions of its old events go nowhere."""
         self._parts.pop(tp, None)

@@ -111,7 +111,7 @@ class Pipeline:
 
     def _resolve(self, record: Record, why: Resolution) -> None:
         tp = TopicPartition(record.topic, record.partition)
-        if tp in self.tracker.owned() and self.tracker.partition(tp).resolve(record.offset):
+        if self.tracker.resolve(tp, record.offset):
             self.metrics.resolved.labels(why.value).inc()
             self._counts[why.value] += 1
 
@@ -338,6 +338,8 @@ class Pipeline:
             await self._drain()
         finally:
             committer.cancel()
+            for task in [t for tasks in self._dlq_tasks.values() for t in tasks]:
+                task.cancel()  # still retrying an unwritable DLQ: its offset stays uncommitted
             with contextlib.suppress(asyncio.CancelledError):
                 await committer
         await self.commit()

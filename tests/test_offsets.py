@@ -91,3 +91,12 @@ def test_watermark_never_passes_an_unresolved_offset(case: tuple[int, list[int],
         pending = [o for o in offsets if o not in resolved]
         expected = pending[0] if pending else offsets[-1] + 1
         assert part.committable() == expected
+
+
+def test_resolving_in_a_partition_not_owned_is_refused() -> None:
+    """A late completion for a revoked partition changes nothing."""
+    tracker = OffsetTracker()
+    assert not tracker.resolve(TP, 0)
+    tracker.partition(TP).track(0)
+    assert tracker.resolve(TP, 0)
+    assert tracker.to_commit() == {TP: 1}
