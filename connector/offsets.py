@@ -93,10 +93,6 @@ class OffsetTracker:
         self._parts.pop(tp, None)
         self._committed.pop(tp, None)
 
-    def owned(self) -> list[TopicPartition]:
-        """The partitions tracked now."""
-        return list(self._parts)
-
     @property
     def unresolved(self) -> int:
         """Unresolved events over all partitions."""
