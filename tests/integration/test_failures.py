@@ -12,7 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from connector.config import KafkaSettings
-from connector.dlq import Filter, inspect, redrive
+from connector.dlq import Filter, RedriveResult, inspect, redrive
 from connector.localkafka import LocalKafka
 from connector.samples import make_stream
 from connector.sandbox import Faults, Sandbox
@@ -213,24 +213,20 @@ async def test_redrive_after_the_fix_delivers_and_a_second_run_is_a_no_op(
     assert listing.getvalue().count("would redrive") == 3
     assert len(sandbox.store.orders) == 27
 
-    first = await redrive(
-        settings,
-        f"{topic_name}.dlq",
-        Filter(stages={"deliver"}),
-        to="api",
-        out=io.StringIO(),
-        err=io.StringIO(),
-    )
+    async def same_redrive() -> RedriveResult:
+        return await redrive(
+            settings,
+            f"{topic_name}.dlq",
+            Filter(stages={"deliver"}),
+            to="api",
+            out=io.StringIO(),
+            err=io.StringIO(),
+        )
+
+    first = await same_redrive()
     assert (first.matched, first.sent, first.failed) == (3, 3, [])
     assert sandbox.holds(stream.latest)
-    second = await redrive(
-        settings,
-        f"{topic_name}.dlq",
-        Filter(stages={"deliver"}),
-        to="api",
-        out=io.StringIO(),
-        err=io.StringIO(),
-    )
+    second = await same_redrive()
     assert (second.scanned, second.sent) == (0, 0)
 
 
