@@ -42,6 +42,22 @@ def client_options(settings: KafkaSettings) -> dict[str, Any]:
     return options
 
 
+async def topic_partitions(options: dict[str, Any], topic: str) -> list[int]:
+    """The partition numbers of ``topic`` (empty when it does not exist), from the admin API;
+    ``options`` are the client options (see :func:`client_options`)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(**options)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if not described or described[0].get("error_code"):
+        return []
+    return sorted(p["partition"] for p in described[0]["partitions"])
+
+
 async def start_within(client: Any, bootstrap_servers: str, timeout: float) -> None:
     """Start an aiokafka client, retrying while the broker is unreachable, for at most ``timeout``
     seconds; then raise BrokerUnavailable naming the broker."""

@@ -89,7 +89,6 @@ class DeadLetterPublisher:
             client_id=f"{kafka.client_id}-dlq",
             **client_options(kafka),
         )
-        self.failures = 0
         self.on_failure: Callable[[], None] | None = None
 
     async def __aenter__(self) -> Self:
@@ -118,7 +117,6 @@ class DeadLetterPublisher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any broker error: keep trying, never drop the event
-                self.failures += 1
                 if self.on_failure is not None:
                     self.on_failure()
                 wait = random.uniform(0, min(self._retry_cap, 0.1 * 2 ** min(attempt, 10)))

@@ -108,11 +108,6 @@ class Deliverer:
                 if job.timer:
                     job.timer.cancel()
 
-    @property
-    def pending(self) -> int:
-        """Jobs queued, in flight or waiting to retry."""
-        return sum(len(j) for j in self._pending.values())
-
     def submit(self, change: OrderChange) -> None:
         """Queue ``change`` for delivery (its key has nothing else in flight)."""
         tp = TopicPartition(change.record.topic, change.record.partition)

@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
-from connector._kafka import client_options, start_within
+from connector._kafka import client_options, start_within, topic_partitions
 from connector.config import Settings
 from connector.decode import Record, decode
 from connector.errors import ConnectorError, InputError
@@ -94,18 +93,6 @@ class Filter:
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
 
 
-async def _partitions(settings: Settings, topic: str) -> list[int]:
-    admin = AIOKafkaAdminClient(**client_options(settings.kafka))
-    await admin.start()
-    try:
-        described = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    if not described or described[0].get("error_code"):
-        return []
-    return sorted(p["partition"] for p in described[0]["partitions"])
-
-
 class DeadLetterReader:
     """Reads a dead-letter topic up to its end at the time of opening; with ``group_id`` (and not
     ``again``) starting after what that group committed, and able to commit progress."""
@@ -125,7 +112,10 @@ class DeadLetterReader:
     async def __aenter__(self) -> DeadLetterReader:
         k = self._settings.kafka
         await start_within(self._consumer, k.bootstrap_servers, k.start_timeout_seconds)
-        parts = [TopicPartition(self._topic, p) for p in await _partitions(self._settings, self._topic)]
+        parts = [
+            TopicPartition(self._topic, p)
+            for p in await topic_partitions(client_options(self._settings.kafka), self._topic)
+        ]
         if parts:
             self._consumer.assign(parts)
             self._ends = await self._consumer.end_offsets(parts)

@@ -34,7 +34,6 @@ class Pacer:
         self._hold_until = 0.0
         self._changed_at = time.monotonic()
         self._limiter = AsyncLimiter(1, 1.0 / share_per_second)
-        self.waited_seconds = 0.0
 
     @property
     def rate(self) -> float:
@@ -69,7 +68,5 @@ class Pacer:
             await asyncio.sleep(hold)
         self._recover()
         await self._limiter.acquire()
-        waited = time.monotonic() - started
-        self.waited_seconds += waited
         if self._on_wait is not None:
-            self._on_wait(waited)
+            self._on_wait(time.monotonic() - started)

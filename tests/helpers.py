@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from connector import app
+from connector._kafka import topic_partitions
 from connector.config import DlqSettings, KafkaSettings, MetricsSettings, Settings, SinkSettings
 from connector.demo import create_topics, produce, read_topic, stop_quietly
 from connector.localkafka import free_port
@@ -86,13 +87,7 @@ async def _truth(value: bool | Awaitable[bool]) -> bool:
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     """Log end offset of every partition of ``topic``."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        described = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    parts = [p["partition"] for p in described[0]["partitions"]]
+    parts = await topic_partitions({"bootstrap_servers": bootstrap}, topic)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
     try:

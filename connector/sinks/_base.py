@@ -6,8 +6,9 @@ import asyncio
 import email.utils
 import ssl
 import time
+from collections import OrderedDict
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol, Self, TypeVar
 
 import certifi
 import httpx
@@ -84,6 +85,25 @@ def raise_for_status(response: httpx.Response, body_max: int = 4096, detail: str
     }
     error_class = by_status.get(status) or (ServerError if status >= 500 else RejectedError)
     raise error_class(message, status=status, body=body)
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class BoundedCache(OrderedDict[K, V]):
+    """A mapping that forgets its least recently stored entries beyond ``size`` (vendor id lookups)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self._size = size
+
+    def remember(self, key: K, value: V) -> None:
+        """Store ``key`` as the most recent entry, evicting the oldest past the bound."""
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self._size:
+            self.popitem(last=False)
 
 
 class HttpSink:

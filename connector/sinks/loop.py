@@ -10,7 +10,6 @@ Deletion: ``DELETE /orders/external/{externalId}``; a 404 there means the order 
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from urllib.parse import quote
 
 import httpx
@@ -18,7 +17,7 @@ import httpx
 from connector.config import SinkSettings
 from connector.decode import OrderChange
 from connector.errors import NotFoundError, RejectedError
-from connector.sinks._base import HttpSink
+from connector.sinks._base import BoundedCache, HttpSink
 
 
 class LoopSink(HttpSink):
@@ -29,8 +28,7 @@ class LoopSink(HttpSink):
     def __init__(self, settings: SinkSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
         super().__init__(settings, f"/api/{settings.api_version}", "X-Authorization", transport)
         self._mode = settings.mode
-        self._ids: OrderedDict[str, int] = OrderedDict()
-        self._cache_size = settings.cache_size
+        self._ids: BoundedCache[str, int] = BoundedCache(settings.cache_size)
 
     def error_detail(self, response: httpx.Response) -> str | None:
         """Loop answers ``{"message", "code", "errors": {field: [messages]}}``."""
@@ -76,17 +74,11 @@ class LoopSink(HttpSink):
                     found = await self.request("GET", path)  # created by an earlier, unanswered call
                     loop_id = int(found.json()["order"]["id"])
                 else:
-                    self._remember(change.external_id, int(created.json()["order"]["id"]))
+                    self._ids.remember(change.external_id, int(created.json()["order"]["id"]))
                     return
-        self._remember(change.external_id, loop_id)
+        self._ids.remember(change.external_id, loop_id)
         try:
             await self.request("PUT", f"/orders/{loop_id}", json=change.body)
         except NotFoundError:
             self._ids.pop(change.external_id, None)
             raise
-
-    def _remember(self, external_id: str, loop_id: int) -> None:
-        self._ids[external_id] = loop_id
-        self._ids.move_to_end(external_id)
-        while len(self._ids) > self._cache_size:
-            self._ids.popitem(last=False)

@@ -8,7 +8,6 @@ Deletion uses ``DELETE /orders/{order_id}`` (documented in Shoplazza's 2026-01 C
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any
 from urllib.parse import quote
 
@@ -18,7 +17,7 @@ from connector.config import SinkSettings
 from connector.decode import OrderChange
 from connector.errors import NotFoundError, RejectedError
 from connector.models import shoplazza_update_body
-from connector.sinks._base import HttpSink
+from connector.sinks._base import BoundedCache, HttpSink
 
 
 class ShoplazzaSink(HttpSink):
@@ -28,8 +27,7 @@ class ShoplazzaSink(HttpSink):
 
     def __init__(self, settings: SinkSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
         super().__init__(settings, f"/openapi/{settings.api_version}", "Access-Token", transport)
-        self._ids: OrderedDict[str, str] = OrderedDict()
-        self._cache_size = settings.cache_size
+        self._ids: BoundedCache[str, str] = BoundedCache(settings.cache_size)
         self.lookups = 0
 
     def error_detail(self, response: httpx.Response) -> str | None:
@@ -61,9 +59,7 @@ class ShoplazzaSink(HttpSink):
         found = _data(response).get("order", {}).get("id")
         if not isinstance(found, str | int) or found == "":
             raise RejectedError(f"order number {number}: no order id in the answer", status=200)
-        self._ids[number] = str(found)
-        while len(self._ids) > self._cache_size:
-            self._ids.popitem(last=False)
+        self._ids.remember(number, str(found))
         return str(found)
 
     async def apply(self, change: OrderChange) -> None:
