@@ -384,7 +384,7 @@ class Sandbox:
     async def _ctl_reset(self, _: web.Request) -> web.Response:
         self.store.reset()
         self.shoplazza.orders.clear()
-        self.faults.__init__()  # type: ignore[misc]
+        self.faults = Faults()
         return web.json_response({"reset": True})
 
     async def _ctl_config(self, request: web.Request) -> web.Response:
