@@ -1,7 +1,9 @@
 """Composes the resources of `connector run` and closes them in reverse order.
 
-Order of opening: metrics server → vendor sink → dead-letter producer → deliverer → Kafka source.
-The source closes first (leaving the group), so its last revoke callback still has every other resource.
+Order of opening: metrics server → vendor sink → dead-letter writer → deliverer → source. The source
+closes first (leaving the group), so its last revoke callback still has every other resource.
+Everything the pipeline touches outside itself is a :class:`Parts` field: production uses the real
+clock, Kafka and HTTP; the simulation (``tests/sim``) passes virtual ones and runs the same code.
 """
 
 from __future__ import annotations
@@ -10,46 +12,66 @@ import asyncio
 import contextlib
 import os
 import signal
-from contextlib import AsyncExitStack
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from dataclasses import dataclass, field
+from random import Random
 
+import httpx
+
+from connector.clock import SYSTEM_CLOCK, Clock
 from connector.config import Settings
-from connector.deadletter import DeadLetterPublisher
+from connector.deadletter import DeadLetterPublisher, DeadLetterWriter, KafkaDeadLetterWriter
+from connector.fence import Fence
 from connector.logs import get_logger, register_secret
 from connector.metrics import Metrics, MetricsServer
+from connector.pacing import Pacer
 from connector.pipeline import Pipeline
 from connector.sinks import Sink, make_sink
-from connector.source import Source
+from connector.source import KafkaSource, SourceFactory
 
 log = get_logger("connector.app")
 
 
-async def serve(
-    settings: Settings,
-    stop: asyncio.Event,
-    *,
-    metrics: Metrics | None = None,
-    sink: Sink | None = None,
-) -> Pipeline:
+@dataclass
+class Parts:
+    """The pipeline's surroundings; each None field gets the production default."""
+
+    clock: Clock = SYSTEM_CLOCK
+    rng: Random = field(default_factory=Random)
+    metrics: Metrics | None = None
+    transport: httpx.AsyncBaseTransport | None = None  # the vendor, at the HTTP level
+    sink: Sink | None = None  # or the vendor at the Sink level (tests)
+    dead_letters: AbstractAsyncContextManager[DeadLetterWriter] | None = None
+    source: SourceFactory | None = None
+
+
+async def serve(settings: Settings, stop: asyncio.Event, parts: Parts | None = None) -> Pipeline:
     """Run the connector until ``stop`` is set; drain, commit and close everything. Returns the
     pipeline (its tracker and metrics) for callers that want to inspect the final state."""
+    parts = parts or Parts()
     register_secret(settings.sink.api_key.get_secret_value())
     register_secret(settings.kafka.sasl_password.get_secret_value())
-    metrics = metrics or Metrics()
+    metrics = parts.metrics or Metrics()
+    clock = parts.clock
+    fence = Fence(clock, settings.kafka.lease_seconds, settings.sink.settle_seconds)
+    pacer = Pacer(settings.sink.rate_limit_per_second, clock, fence, on_wait=metrics.limiter_wait.inc)
     async with AsyncExitStack() as stack:
         if settings.metrics.port:
             await stack.enter_async_context(
                 MetricsServer(metrics, settings.metrics.host, settings.metrics.port)
             )
-        sink = await stack.enter_async_context(sink or make_sink(settings.sink))
-        dlq = await stack.enter_async_context(
-            DeadLetterPublisher(settings.dlq.topic, settings.kafka, settings.dlq.body_max_chars)
+        sink = await stack.enter_async_context(parts.sink or make_sink(settings.sink, parts.transport, pacer))
+        writer = await stack.enter_async_context(parts.dead_letters or KafkaDeadLetterWriter(settings.kafka))
+        dlq = DeadLetterPublisher(
+            settings.dlq.topic, writer, settings.dlq.body_max_chars, clock=clock, rng=parts.rng
         )
         dlq.on_failure = metrics.dead_letter_failures.inc
-        pipeline = Pipeline(settings, sink, dlq, metrics)
+        pipeline = Pipeline(settings, sink, dlq, metrics, clock=clock, rng=parts.rng, pacer=pacer)
         await stack.enter_async_context(pipeline.deliverer)
-        source = await stack.enter_async_context(
-            Source(settings.kafka, pipeline.on_revoked, pipeline.on_assigned)
+        make_source = parts.source or (
+            lambda revoked, assigned: KafkaSource(settings.kafka, revoked, assigned)
         )
+        source = await stack.enter_async_context(make_source(pipeline.on_revoked, pipeline.on_assigned))
         log.info(
             "started",
             topics=settings.kafka.topics,

@@ -1,10 +1,16 @@
 """The outage circuit: tells an outage (stop sending, wait, probe) from a poison event (dead-letter it).
 
-Closed: calls flow. It opens when most of the recent calls failed with retryable errors (5xx, 429,
-timeouts, connection errors), or at once on any 401/403. While open, one call at a time is let through
-as a probe every ``probe_interval`` seconds; the first success closes it. Failures seen while open never
-count against an event's attempts: events caught in an outage wait, they are not dead-lettered.
-Pure (the caller supplies the clock), so the policy is unit-tested without I/O.
+::
+
+    CLOSED ──(most recent calls failed retryably, or 401/403, or a wrong endpoint)──▶ OPEN
+    OPEN ──(probe interval passed; one call let through)──▶ HALF_OPEN
+    HALF_OPEN ──(the vendor answered anything but an outage)──▶ CLOSED
+    HALF_OPEN ──(outage again, or the probe was not sent)──▶ OPEN
+
+While the circuit is not closed, failures never count against an event's attempts: events caught in an
+outage wait, they are not dead-lettered. A probe is any call that is due; while events are unresolved
+there is always one, so the circuit cannot stay open without probing. Pure (the caller supplies the
+clock), so the policy is unit-tested without I/O.
 """
 
 from __future__ import annotations
@@ -12,14 +18,20 @@ from __future__ import annotations
 from collections import deque
 from enum import StrEnum
 
-from connector.errors import AuthError, ConnectorError
+from connector.errors import AuthError, ConnectorError, EndpointError
 
 
 class State(StrEnum):
-    """Circuit state, as exported by the ``connector_circuit_state`` metric (closed=0, open=1)."""
+    """Circuit state, as exported by the ``connector_circuit_state`` metric."""
 
     CLOSED = "closed"
     OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+def is_outage(error: BaseException | None) -> bool:
+    """Whether ``error`` says the API as a whole is unusable now, whatever the event."""
+    return isinstance(error, AuthError | EndpointError)
 
 
 class Circuit:
@@ -34,30 +46,31 @@ class Circuit:
         self.probe_interval = probe_interval
         self.state = State.CLOSED
         self.reason = ""
+        self.closures = 0  # how many times it closed: tells a per-event 403 from a revoked key
         self._next_probe = 0.0
-        self._probing = False
 
     @property
     def is_open(self) -> bool:
-        """True while the API is considered down."""
-        return self.state is State.OPEN
+        """True while the API is considered down (open or probing)."""
+        return self.state is not State.CLOSED
 
     def record(self, error: BaseException | None, now: float) -> State | None:
         """Note a call's outcome; returns the new state when it changed."""
-        if self.state is State.OPEN:
-            self._probing = False
-            if error is None:
-                self.state, self.reason = State.CLOSED, ""
-                self._outcomes.clear()
-                return State.CLOSED
-            self._next_probe = now + self.probe_interval
-            if isinstance(error, AuthError):
-                self.reason = str(error)
-            return None
-        if error is not None and isinstance(error, AuthError):
+        failed = is_outage(error) or (isinstance(error, ConnectorError) and error.retryable)
+        if self.state is not State.CLOSED:
+            if failed:
+                self.state = State.OPEN
+                self._next_probe = now + self.probe_interval
+                if is_outage(error):
+                    self.reason = str(error)
+                return None
+            self.state, self.reason = State.CLOSED, ""
+            self.closures += 1
+            self._outcomes.clear()
+            return State.CLOSED
+        if is_outage(error):
             return self._open(str(error), now)
-        retryable = isinstance(error, ConnectorError) and error.retryable
-        self._outcomes.append(retryable)
+        self._outcomes.append(failed)
         failures = sum(self._outcomes)
         if len(self._outcomes) >= self._min_calls and failures / len(self._outcomes) > self._ratio:
             return self._open(
@@ -65,25 +78,37 @@ class Circuit:
             )
         return None
 
+    def trip(self, reason: str, now: float) -> State | None:
+        """Open at once (the vendor asked for a pause longer than we wait in place)."""
+        if self.state is State.OPEN:
+            self._next_probe = max(self._next_probe, now + self.probe_interval)
+            return None
+        return self._open(reason, now)
+
     def _open(self, reason: str, now: float) -> State:
         self.state, self.reason = State.OPEN, reason
         self._next_probe = now + self.probe_interval
-        self._probing = False
         return State.OPEN
 
     def may_call(self, now: float) -> bool:
-        """Whether a call may start now: always when closed; one probe per interval when open."""
+        """Whether a call may start now: always when closed; one probe per interval otherwise."""
         if self.state is State.CLOSED:
             return True
-        if not self._probing and now >= self._next_probe:
-            self._probing = True
+        if self.state is State.OPEN and now >= self._next_probe:
+            self.state = State.HALF_OPEN
             return True
         return False
 
-    def release(self) -> None:
-        """A probe that was let through was not sent after all (its job was dropped)."""
-        self._probing = False
+    def release(self, now: float) -> None:
+        """A probe that was let through was not sent after all: another call may probe at once."""
+        if self.state is State.HALF_OPEN:
+            self.state = State.OPEN
+            self._next_probe = now
 
     def wait_hint(self, now: float) -> float:
         """Seconds until a call might be allowed (0 when closed)."""
-        return 0.0 if self.state is State.CLOSED else max(0.05, self._next_probe - now)
+        if self.state is State.CLOSED:
+            return 0.0
+        if self.state is State.HALF_OPEN:
+            return 0.05
+        return max(0.05, self._next_probe - now)

@@ -1,11 +1,16 @@
-"""Coalescing by ``external_id``: at most one request per key in flight, latest state wins.
+"""Coalescing by key: at most one request per order in flight, latest state wins.
 
-For each key the coalescer holds the change in flight and one waiting slot. A newer change replaces the
-waiting one (the older is resolved as *replaced*); a change older than the newest one accepted for its
-key (by the order's ``updated_at``, else by offset within its partition) is *stale*; a change whose
-payload equals the newest one accepted is *identical*. Both are resolved without a call. The last change
-delivered per key is remembered in a bounded LRU so that redeliveries after a restart or rebalance are
-skipped too. Pure and synchronous: the caller starts the calls and resolves the offsets.
+For each key with work the coalescer holds a *slot*: the ``current`` change (being sent, or retried)
+and one ``waiting`` change. A newer change replaces the waiting one (the older is resolved as
+*replaced*); before each attempt the waiting change, if any, takes the current one's place, so a key
+costs one call however many events queued up behind it. A change older than the newest one accepted
+for its key (:meth:`Version.older_than`) is *stale*; one whose payload equals the newest accepted is
+*identical*. Both are resolved without a call.
+
+What the vendor acknowledged is remembered per key as a :class:`Mark` (digest and version, no payload)
+in an LRU bounded by ``remember_keys``, so redeliveries after a restart are skipped too. Marks of a
+partition are forgotten when it is revoked: another member may change the order meanwhile.
+Pure and synchronous: the pipeline starts the calls and resolves the offsets.
 """
 
 from __future__ import annotations
@@ -15,8 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from connector.decode import OrderChange
-from connector.offsets import TopicPartition
+from connector.structs import Mark, OrderChange, TopicPartition, Version
 
 
 class Resolution(StrEnum):
@@ -32,101 +36,132 @@ class Resolution(StrEnum):
 
 @dataclass(slots=True)
 class _Slot:
-    in_flight: OrderChange | None = None
+    current: OrderChange
     waiting: OrderChange | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Offer:
-    """What :meth:`Coalescer.offer` decided: a change to send now, and changes resolved without a call."""
+    """What :meth:`Coalescer.offer` decided: whether the key needs a delivery job now, and which changes
+    were resolved without a call."""
 
-    start: OrderChange | None
+    start: bool
     resolved: tuple[tuple[OrderChange, Resolution], ...] = ()
 
 
-def _tp(change: OrderChange) -> TopicPartition:
-    return TopicPartition(change.record.topic, change.record.partition)
-
-
-def is_older(new: OrderChange, ref: OrderChange) -> bool:
-    """True when ``new`` describes an earlier state of the order than ``ref``."""
-    if new.updated_at is not None and ref.updated_at is not None:
-        return new.updated_at < ref.updated_at
-    return _tp(new) == _tp(ref) and new.record.offset < ref.record.offset
-
-
 class Coalescer:
-    """Per-key state of the changes accepted but not yet resolved."""
+    """Per-key state of the changes accepted but not yet resolved, and marks of what was delivered."""
 
     def __init__(self, remember_keys: int = 100_000) -> None:
         self._slots: dict[str, _Slot] = {}
-        self._sent: OrderedDict[str, OrderChange] = OrderedDict()
+        self._marks: OrderedDict[str, Mark] = OrderedDict()
         self._remember = remember_keys
 
     @property
-    def in_flight(self) -> int:
-        """Keys with a call in flight (or scheduled for retry)."""
+    def active(self) -> int:
+        """Keys with a change being delivered (in flight, paced or waiting to retry)."""
         return len(self._slots)
 
     @property
     def waiting(self) -> int:
-        """Keys with a newer change waiting behind the one in flight."""
+        """Keys with a newer change waiting behind the current one."""
         return sum(1 for s in self._slots.values() if s.waiting is not None)
 
-    def _newest(self, key: str) -> OrderChange | None:
+    @property
+    def remembered(self) -> int:
+        """Keys whose last delivered state is remembered."""
+        return len(self._marks)
+
+    def _newest(self, key: str) -> tuple[bytes, Version] | None:
         slot = self._slots.get(key)
         if slot is not None:
-            return slot.waiting or slot.in_flight
-        return self._sent.get(key)
+            newest = slot.waiting or slot.current
+            return newest.digest, newest.version
+        mark = self._marks.get(key)
+        return (mark.digest, mark.version) if mark is not None else None
 
     def offer(self, change: OrderChange) -> Offer:
-        """Accept a decoded change; say whether to send it now and what it resolved."""
-        key = change.external_id
+        """Accept a decoded change; say whether its key needs a job and what it resolved."""
+        key = change.key
         newest = self._newest(key)
         if newest is not None:
-            if is_older(change, newest):
-                return Offer(None, ((change, Resolution.STALE),))
-            if change.digest == newest.digest:
-                return Offer(None, ((change, Resolution.IDENTICAL),))
+            digest, version = newest
+            if change.version.older_than(version):
+                return Offer(False, ((change, Resolution.STALE),))
+            if change.digest == digest:
+                return Offer(False, ((change, Resolution.IDENTICAL),))
         slot = self._slots.get(key)
         if slot is None:
-            self._slots[key] = _Slot(in_flight=change)
-            return Offer(change)
-        replaced = slot.waiting
-        slot.waiting = change
-        return Offer(None, ((replaced, Resolution.REPLACED),) if replaced else ())
+            self._slots[key] = _Slot(change)
+            return Offer(True)
+        replaced, slot.waiting = slot.waiting, change
+        return Offer(False, ((replaced, Resolution.REPLACED),) if replaced else ())
 
-    def finish(self, change: OrderChange, delivered: bool) -> OrderChange | None:
-        """The call for ``change`` ended; return the key's waiting change, now in flight, if any."""
-        key = change.external_id
+    def claim(self, key: str) -> tuple[OrderChange | None, OrderChange | None]:
+        """Before an attempt: the change to send (the newest of the key) and the one it replaced, if
+        a waiting change took the current one's place. ``(None, None)`` when the key has no slot."""
         slot = self._slots.get(key)
-        if slot is None or slot.in_flight is not change:
+        if slot is None:
+            return None, None
+        if slot.waiting is None:
+            return slot.current, None
+        replaced, slot.current, slot.waiting = slot.current, slot.waiting, None
+        return slot.current, replaced
+
+    def current(self, key: str) -> OrderChange | None:
+        """The change the key's job sends next (or is sending)."""
+        slot = self._slots.get(key)
+        return slot.current if slot is not None else None
+
+    def has_waiting(self, key: str) -> bool:
+        """Whether a newer change waits behind the current one."""
+        slot = self._slots.get(key)
+        return slot is not None and slot.waiting is not None
+
+    def finish(self, key: str, delivered: bool) -> OrderChange | None:
+        """The current change's call ended for good (delivered, or given up). Returns the waiting
+        change, now current, when the key has more to send; else the slot is gone."""
+        slot = self._slots.get(key)
+        if slot is None:
             return None
         if delivered:
-            self._sent[key] = change
-            self._sent.move_to_end(key)
-            while len(self._sent) > self._remember:
-                self._sent.popitem(last=False)
+            self._marks[key] = Mark(slot.current.digest, slot.current.version)
+            self._marks.move_to_end(key)
+            while len(self._marks) > self._remember:
+                self._marks.popitem(last=False)
         if slot.waiting is None:
             del self._slots[key]
             return None
-        slot.in_flight, slot.waiting = slot.waiting, None
-        return slot.in_flight
+        slot.current, slot.waiting = slot.waiting, None
+        return slot.current
 
-    def take_newer(self, change: OrderChange) -> OrderChange | None:
-        """Before retrying ``change``: if a newer change is waiting, put it in flight instead."""
-        slot = self._slots.get(change.external_id)
-        if slot is None or slot.in_flight is not change or slot.waiting is None:
-            return None
-        slot.in_flight, slot.waiting = slot.waiting, None
-        return slot.in_flight
+    def remember(self, change: OrderChange) -> None:
+        """Note ``change`` as delivered without sending it: an event below the committed offset, read
+        again when the partition is assigned so that a late, older event is still recognised."""
+        mark = self._marks.get(change.key)
+        if mark is not None and change.version.older_than(mark.version):
+            return
+        self._marks[change.key] = Mark(change.digest, change.version)
+        self._marks.move_to_end(change.key)
+        while len(self._marks) > self._remember:
+            self._marks.popitem(last=False)
 
-    def drop_partitions(self, partitions: Iterable[TopicPartition]) -> list[OrderChange]:
-        """Forget waiting changes from ``partitions`` (revoked); returns them, unresolved."""
+    def drop_partitions(self, partitions: Iterable[TopicPartition]) -> list[str]:
+        """Forget what belongs to ``partitions`` (revoked): waiting and current changes, unresolved,
+        and the marks of what was delivered from them. Returns the keys whose slot survives with a
+        change from another partition, now current, which need a job again."""
         gone = set(partitions)
-        dropped = []
-        for slot in self._slots.values():
-            if slot.waiting is not None and _tp(slot.waiting) in gone:
-                dropped.append(slot.waiting)
+        restart = []
+        for key in list(self._slots):
+            slot = self._slots[key]
+            if slot.waiting is not None and slot.waiting.tp in gone:
                 slot.waiting = None
-        return dropped
+            if slot.current.tp in gone:
+                if slot.waiting is None:
+                    del self._slots[key]
+                else:
+                    slot.current, slot.waiting = slot.waiting, None
+                    restart.append(key)
+        for key in [k for k, m in self._marks.items() if m.version.tp in gone]:
+            del self._marks[key]
+        return restart

@@ -64,6 +64,9 @@ class KafkaSettings(_Section):
     session_timeout_ms: int = Field(10_000, ge=1000)
     heartbeat_interval_ms: int = Field(3_000, ge=100)
     max_poll_interval_ms: int = Field(300_000, ge=1000)
+    rebalance_timeout_ms: int = Field(60_000, ge=1000)
+    warmup_records: int = Field(10_000, ge=0)
+    lease_seconds: float = Field(10.0, gt=0)
 
     @field_validator("topics", mode="before")
     @classmethod
@@ -113,6 +116,9 @@ class SinkSettings(_Section):
     circuit_failure_ratio: float = Field(0.5, gt=0, le=1)
     probe_interval_seconds: float = Field(5.0, gt=0)
     cache_size: int = Field(100_000, ge=1)
+    remember_keys: int = Field(100_000, ge=0)
+    settle_seconds: float = Field(20.0, ge=0)
+    max_retry_after_seconds: float = Field(60.0, gt=0)
 
     @model_validator(mode="after")
     def _vendor_defaults(self) -> SinkSettings:
@@ -125,6 +131,11 @@ class SinkSettings(_Section):
             self.rate_limit_per_second = DEFAULT_RATES[self.kind]
         if self.mode == "create_update" and self.kind != "loop":
             raise ValueError("mode create_update exists for kind loop only")
+        if self.settle_seconds < self.timeout_seconds:
+            raise ValueError(
+                "settle_seconds (how long the vendor may still apply a request) must be at least "
+                "timeout_seconds"
+            )
         return self
 
 
@@ -151,6 +162,12 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     shutdown_grace_seconds: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _lease_fits(self) -> Settings:
+        if self.kafka.lease_seconds <= self.kafka.commit_interval_seconds:
+            raise ValueError("kafka.lease_seconds must be longer than kafka.commit_interval_seconds")
+        return self
 
     toml_file: ClassVar[str | None] = None
 

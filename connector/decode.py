@@ -10,52 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import ValidationError
 
 from connector.errors import DecodeError, OrderValidationError
 from connector.models import parse_timestamp, schema_for, unknown_fields
+from connector.structs import OrderChange, Record
 
 EVENT_TYPES = ("order.created", "order.updated", "order.cancelled", "order.deleted")
 _VALUE_PREVIEW = 80
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One Kafka record, as the pipeline needs it (independent of the client library)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
-    timestamp_ms: int = 0
-
-    @property
-    def size(self) -> int:
-        """Bytes held in memory for this record (key + value + headers)."""
-        return (
-            len(self.key or b"")
-            + len(self.value or b"")
-            + sum(len(k) + len(v or b"") for k, v in self.headers)
-        )
-
-
-@dataclass(slots=True)
-class OrderChange:
-    """A decoded, valid event: what to do to which order."""
-
-    record: Record
-    external_id: str
-    op: Literal["upsert", "delete"]
-    body: dict[str, Any] = field(default_factory=dict)
-    updated_at: datetime | None = None
-    digest: bytes = b""
-    unknown: tuple[str, ...] = ()
 
 
 def _preview(value: Any) -> str:
@@ -136,6 +101,27 @@ def _delete_key(order: dict[str, Any], kind: str) -> str:
     return ext
 
 
+def _deletion_time(order: dict[str, Any], envelope: dict[str, Any]) -> datetime | None:
+    """When an order was deleted: its ``updated_at``, else the envelope's ``occurred_at``. Kept so that
+    an older upsert arriving later is stale rather than bringing the order back."""
+    for field, value in (
+        ("order.updated_at", order.get("updated_at")),
+        ("occurred_at", envelope.get("occurred_at")),
+    ):
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise _invalid_event(field, "must be an RFC 3339 timestamp", value)
+        try:
+            stamp = parse_timestamp(value)
+        except ValueError:
+            stamp = None
+        if stamp is None or stamp.tzinfo is None:
+            raise _invalid_event(field, "must be an RFC 3339 timestamp with an offset", value)
+        return stamp
+    return None
+
+
 def decode(
     record: Record, max_bytes: int = 1024 * 1024, kind: str = "loop", api_version: str = ""
 ) -> OrderChange:
@@ -156,7 +142,9 @@ def decode(
         if not isinstance(order, dict):
             raise _invalid_event("order", "must be an object", order)
     if event_type == "order.deleted":
-        return OrderChange(record, _delete_key(order, kind), "delete", digest=_digest("delete", {}))
+        key = _delete_key(order, kind)
+        deleted_at = _deletion_time(order, data)
+        return OrderChange(record, key, "delete", updated_at=deleted_at, digest=_digest("delete", {}))
     try:
         model = schema_for(kind, api_version).model_validate(order)
     except ValidationError as exc:

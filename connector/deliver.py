@@ -1,58 +1,107 @@
 """Delivery: paced, concurrent calls to the vendor, retried by the error's class, stopped by outages.
 
-A fixed pool of ``max_in_flight`` workers takes ready changes from one FIFO queue (keys are served in
-the order they became ready, so the commit watermark keeps moving). Every call waits on the shared
-:class:`~connector.pacing.Pacer` (a 429 slows every worker) and on the outage
-:class:`~connector.circuit.Circuit` (while open, only probes go out). A retry waits on a timer, not in a
-worker, so a key being retried never blocks other keys. When a worker picks a job up it sends the newest
-change of its key, so a key costs one call however many events queued up behind it.
+One *job* per key with work. A fixed pool of ``max_in_flight`` workers takes jobs from one FIFO queue
+(keys are served in the order they became ready, so the commit watermark keeps moving). Before each
+attempt a worker waits for the job's order to settle, for its partition's fence, for the outage
+:class:`~connector.circuit.Circuit` and for a tick of the :class:`~connector.pacing.Pacer`; only then
+does it *claim* the key's newest change, so a key costs one call however many events queued up behind
+it. A retry waits on a timer, not in a worker. Each attempt ends in one :class:`Outcome` handed to the
+pipeline's ``report``, which answers whether the key has more to send.
+
+A job's life::
+
+    QUEUED ─▶ GATED ─▶ IN_FLIGHT ─┬─▶ DONE (delivered, or failed for good: reported)
+       ▲                          ├─▶ BACKOFF ──┐  (retryable failure)
+       │                          └─▶ SETTLING ─┤  (ambiguous: the vendor may still apply it)
+       └────────────────────────────────────────┘
+    any state ─▶ ABANDONED (its partition was revoked, or the member is stopping)
+
+After an ambiguous outcome (timeout, cut connection, 5xx, a call cancelled on revoke) the key sends
+nothing until ``settle_seconds`` after that request started, so a late write can never land after a
+newer one; then it sends its newest state again (see the README, "Guarantees").
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
-import time
-from collections import defaultdict
+import contextvars
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
+from random import Random
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Self
+
+import structlog
 
 from connector.circuit import Circuit, State
-from connector.decode import OrderChange
-from connector.errors import ConnectorError, RateLimited, SinkError
+from connector.clock import Clock
+from connector.errors import AuthError, ConnectorError, Forbidden, RateLimited, SinkError
 from connector.logs import get_logger
 from connector.metrics import Metrics
-from connector.offsets import TopicPartition
 from connector.pacing import Pacer
 from connector.retry import RetryPolicy
-from connector.sinks import Sink
+from connector.sinks import PREPAID, Sink
+from connector.structs import OrderChange, TopicPartition
 
 log = get_logger("connector.deliver")
 
 
-class DeliveryHooks(Protocol):
-    """What the pipeline does when a call ends; called synchronously from the workers."""
+class JobState(StrEnum):
+    """Where a job is in its life (see the module docstring)."""
 
-    def delivered(self, change: OrderChange) -> None: ...
-    def failed(self, job: Job, error: BaseException) -> None: ...
-    def abandoned(self, change: OrderChange) -> None: ...
-    def newer(self, change: OrderChange) -> OrderChange | None: ...
-    def outage(self, down: bool, reason: str) -> None: ...
+    QUEUED = "queued"
+    GATED = "gated"
+    IN_FLIGHT = "in_flight"
+    BACKOFF = "backoff"
+    SETTLING = "settling"
+    DONE = "done"
+    ABANDONED = "abandoned"
 
 
 @dataclass(eq=False, slots=True)
 class Job:
-    """One change on its way to the vendor, with its failure history."""
+    """The delivery of one key's changes, with the failure history of its current change."""
 
-    change: OrderChange
+    key: str
     tp: TopicPartition
+    state: JobState = JobState.QUEUED
+    change: OrderChange | None = None
     attempts: int = 0
     first_failure_ts: float = 0.0
     last_failure_ts: float = 0.0
-    abandoned: bool = False
+    not_before: float = 0.0  # monotonic: an ambiguous request of this key may land until then
+    forbidden_at: int = -1  # the circuit's closure count when this job last got a 403
+    probe: bool = False  # this attempt is the circuit's probe
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
-    call: asyncio.Future[None] | None = field(default=None, repr=False)
+    call: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class OutcomeKind(StrEnum):
+    """How a change's delivery ended."""
+
+    DELIVERED = "delivered"
+    FAILED = "failed"  # for good: the pipeline dead-letters it, or lets a newer change replace it
+    ABANDONED = "abandoned"  # unresolved: its partition was revoked or the member is stopping
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the deliverer tells the pipeline when a change's delivery ended."""
+
+    kind: OutcomeKind
+    key: str
+    change: OrderChange | None
+    error: BaseException | None = None
+    attempts: int = 0
+    first_failure_ts: float = 0.0
+    last_failure_ts: float = 0.0
+
+
+Claim = Callable[[str], OrderChange | None]
+"""The newest change of a key, taken just before it is sent (None: the key has nothing to send)."""
+Report = Callable[[Outcome], bool]
+"""Hand an outcome to the pipeline; True when the key has more to send (the job goes on)."""
 
 
 def status_class(error: BaseException | None) -> str:
@@ -62,34 +111,46 @@ def status_class(error: BaseException | None) -> str:
     if isinstance(error, SinkError) and error.status is not None:
         return "429" if error.status == 429 else f"{error.status // 100}xx"
     name = type(error).__name__
-    return {"SinkTimeout": "timeout", "SinkConnectError": "connect"}.get(name, "other")
+    return {"SinkTimeout": "timeout", "SinkConnectError": "connect", "SinkCutOff": "connect"}.get(
+        name, "other"
+    )
 
 
 class Deliverer:
-    """Workers, pacing, circuit and retry timers for the vendor calls."""
+    """Workers, gates (settle, fence, circuit, budget) and retry timers for the vendor calls."""
 
     def __init__(
         self,
         sink: Sink,
-        hooks: DeliveryHooks,
+        claim: Claim,
+        report: Report,
         metrics: Metrics,
         *,
-        rate_per_second: float,
-        max_in_flight: int,
+        clock: Clock,
+        rng: Random,
+        pacer: Pacer,
+        circuit: Circuit,
         policy: RetryPolicy,
-        circuit: Circuit | None = None,
+        max_in_flight: int,
+        max_retry_after: float = 60.0,
     ) -> None:
         self._sink = sink
-        self._hooks = hooks
+        self._claim = claim
+        self._report = report
         self._metrics = metrics
+        self._clock = clock
+        self._rng = rng
+        self.pacer = pacer
+        self.fence = pacer.fence
+        self.circuit = circuit
         self._policy = policy
-        self.pacer = Pacer(rate_per_second, on_wait=metrics.limiter_wait.inc)
-        self.circuit = circuit or Circuit()
+        self._max_retry_after = max_retry_after
         self._workers_n = max_in_flight
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
-        self._pending: defaultdict[TopicPartition, set[Job]] = defaultdict(set)
+        self._pending: dict[TopicPartition, dict[Job, None]] = {}
         self._draining: set[TopicPartition] = set()
         self._workers: list[asyncio.Task[None]] = []
+        self._closed = False
 
     async def __aenter__(self) -> Self:
         self._workers = [
@@ -103,66 +164,133 @@ class Deliverer:
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
-        for jobs in self._pending.values():
-            for job in jobs:
-                if job.timer:
-                    job.timer.cancel()
+        self._closed = True
+        for tp in sorted(self._pending):
+            for job in list(self._pending.get(tp, ())):
+                if job.call is not None:
+                    job.call.cancel()
+                self._abandon(job)
 
-    def submit(self, change: OrderChange) -> None:
-        """Queue ``change`` for delivery (its key has nothing else in flight)."""
-        tp = TopicPartition(change.record.topic, change.record.partition)
+    # -- the queue ----------------------------------------------------------------------------
+    @property
+    def pending(self) -> int:
+        """Jobs not finished (queued, waiting, in flight or retrying)."""
+        return sum(len(jobs) for jobs in self._pending.values())
+
+    def submit(self, key: str, tp: TopicPartition) -> None:
+        """Start delivering ``key`` (it has a change and no job)."""
+        job = Job(key, tp)
         if tp in self._draining:
-            self._hooks.abandoned(change)
+            self._abandon(job)
             return
-        job = Job(change, tp)
-        self._pending[tp].add(job)
+        self._pending.setdefault(tp, {})[job] = None
         self._queue.put_nowait(job)
 
-    def _done(self, job: Job) -> None:
+    def _move(self, job: Job, tp: TopicPartition) -> None:
+        if tp != job.tp:
+            self._forget(job)
+            job.tp = tp
+            self._pending.setdefault(tp, {})[job] = None
+
+    def _forget(self, job: Job) -> None:
         jobs = self._pending.get(job.tp)
         if jobs is not None:
-            jobs.discard(job)
+            jobs.pop(job, None)
             if not jobs:
                 del self._pending[job.tp]
 
     def _abandon(self, job: Job) -> None:
-        job.abandoned = True
+        job.state = JobState.ABANDONED
         if job.timer:
             job.timer.cancel()
-        self._done(job)
-        self._hooks.abandoned(job.change)
+            job.timer = None
+        self._forget(job)
+        self._report(Outcome(OutcomeKind.ABANDONED, job.key, job.change, attempts=job.attempts))
 
+    def _requeue(self, job: Job) -> None:
+        job.timer = None
+        if job.state is JobState.ABANDONED:
+            return
+        if job.tp in self._draining:
+            self._abandon(job)
+            return
+        job.state = JobState.QUEUED
+        self._queue.put_nowait(job)
+
+    # -- the workers --------------------------------------------------------------------------
     async def _work(self) -> None:
         while True:
             job = await self._queue.get()
-            if job.abandoned:
+            if job.state is JobState.ABANDONED:
                 continue
-            while not self.circuit.may_call(time.monotonic()):
-                await asyncio.sleep(self.circuit.wait_hint(time.monotonic()))
+            job.state = JobState.GATED
+            if not await self._gate(job):
+                continue
+            change = self._claim(job.key)
+            if change is None:
+                job.state = JobState.DONE
+                self._forget(job)
+                continue
+            if change is not job.change:
+                job.change = change
+                job.attempts = 0
+                job.first_failure_ts = job.last_failure_ts = 0.0
+                job.forbidden_at = -1
+                self._move(job, change.tp)
+            await self._call(job, change)
+
+    async def _gate(self, job: Job) -> bool:
+        """Wait until the job may send: its order settled, its partition fenced for us, the circuit
+        letting it through and a budget tick granted. False when it was abandoned meanwhile."""
+        while True:
+            if job.state is JobState.ABANDONED:
+                return False
+            now = self._clock.monotonic()
+            if job.not_before > now:
+                await asyncio.sleep(job.not_before - now)
+                continue
+            if not self.fence.may_send(job.tp):
+                await asyncio.sleep(self.fence.wait_hint(job.tp))
+                continue
+            if not self.circuit.may_call(now):
+                await asyncio.sleep(self.circuit.wait_hint(now))
+                continue
+            job.probe = self.circuit.state is State.HALF_OPEN
             await self.pacer.acquire()
-            if job.abandoned:
-                self.circuit.release()
+            now = self._clock.monotonic()
+            state = self.circuit.state
+            allowed = state is State.CLOSED or (job.probe and state is State.HALF_OPEN)
+            if self._abandoned(job) or not allowed or not self.fence.may_send(job.tp):
+                self._release_probe(job)
                 continue
-            self._take_newest(job)
-            await self._call(job)
+            return True
 
-    def _take_newest(self, job: Job) -> None:
-        """Send the newest change of the key: one that arrived while this job queued replaces it."""
-        newest = self._hooks.newer(job.change)
-        if newest is None:
-            return
-        self._done(job)
-        job.change = newest
-        job.tp = TopicPartition(newest.record.topic, newest.record.partition)
-        job.attempts = 0
-        job.first_failure_ts = job.last_failure_ts = 0.0
-        self._pending[job.tp].add(job)
+    @staticmethod
+    def _abandoned(job: Job) -> bool:
+        """Whether ``job`` was abandoned (by a revoke) while its worker waited."""
+        return job.state is JobState.ABANDONED
 
-    async def _call(self, job: Job) -> None:
+    def _release_probe(self, job: Job) -> None:
+        if job.probe:
+            job.probe = False
+            self.circuit.release(self._clock.monotonic())
+
+    async def _call(self, job: Job, change: OrderChange) -> None:
         job.attempts += 1
-        job.call = asyncio.ensure_future(self._sink.apply(job.change))
+        job.state = JobState.IN_FLIGHT
+        context = contextvars.copy_context()
+        context.run(PREPAID.set, True)  # this attempt's first request uses the tick just granted
+        record = change.record
+        context.run(
+            structlog.contextvars.bind_contextvars,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            external_id=change.external_id,
+        )
+        started = self._clock.monotonic()
+        job.call = asyncio.get_running_loop().create_task(self._sink.apply(change), context=context)
         self._metrics.in_flight.inc()
-        started = time.monotonic()
         try:
             await asyncio.wait({job.call})
         except asyncio.CancelledError:
@@ -170,77 +298,130 @@ class Deliverer:
             raise
         finally:
             self._metrics.in_flight.dec()
-        if job.call.cancelled():
-            self.circuit.release()
+        call, job.call = job.call, None
+        # An ambiguous request was sent at some time before now (an apply may send several): it can
+        # land until ``settle_seconds`` after now, counted from now to be safe.
+        if call.cancelled():  # the partition is being revoked: the request may still land
+            self.fence.note_ambiguous(job.tp, self._clock.wall())
+            self._release_probe(job)
             self._abandon(job)
             return
-        error = job.call.exception()
-        job.call = None
-        self._metrics.latency.observe(time.monotonic() - started)
+        job.probe = False
+        error = call.exception()
+        self._metrics.latency.observe(self._clock.monotonic() - started)
         self._metrics.requests.labels(status_class(error)).inc()
+        if isinstance(error, ConnectorError) and error.ambiguous:
+            job.not_before = self._clock.monotonic() + self.fence.settle_seconds
+            self.fence.note_ambiguous(job.tp, self._clock.wall())
+        error = self._per_event_forbidden(job, error)
         self._track_circuit(error)
         if error is None:
-            self._done(job)
-            self._hooks.delivered(job.change)
+            self._finish(job, Outcome(OutcomeKind.DELIVERED, job.key, change, attempts=job.attempts))
         else:
-            self._failed(job, error)
+            self._failed(job, change, error)
+
+    def _per_event_forbidden(self, job: Job, error: BaseException | None) -> BaseException | None:
+        """A 403 opens the circuit (the key may have lost its scopes). If the circuit closed since
+        (other calls succeed) and this event gets 403 again, the 403 is about this operation."""
+        if not isinstance(error, AuthError) or error.status != 403:
+            return error
+        if 0 <= job.forbidden_at < self.circuit.closures:
+            return Forbidden(str(error), status=403, body=error.body)
+        job.forbidden_at = self.circuit.closures
+        return error
 
     def _track_circuit(self, error: BaseException | None) -> None:
-        changed = self.circuit.record(error, time.monotonic())
-        if changed is State.OPEN:
-            self._hooks.outage(True, self.circuit.reason)
-        elif changed is State.CLOSED:
-            self._hooks.outage(False, "")
+        self._on_circuit(self.circuit.record(error, self._clock.monotonic()))
 
-    def _failed(self, job: Job, error: BaseException) -> None:
-        now = time.time()
+    def _on_circuit(self, changed: State | None) -> None:
+        if changed is State.OPEN:
+            self._metrics.outage = True
+            self._metrics.circuit_open.set(1)
+            log.error(
+                "api_outage",
+                reason=self.circuit.reason[:500],
+                action="calls stopped; nothing is dead-lettered; one probe per interval",
+                probe_interval_s=self.circuit.probe_interval,
+            )
+        elif changed is State.CLOSED:
+            self._metrics.outage = False
+            self._metrics.circuit_open.set(0)
+            log.warning("api_recovered", action="calls resumed")
+
+    def _finish(self, job: Job, outcome: Outcome) -> None:
+        if self._report(outcome):
+            self._requeue(job)
+        else:
+            job.state = JobState.DONE
+            self._forget(job)
+
+    def _failed(self, job: Job, change: OrderChange, error: BaseException) -> None:
+        now = self._clock.wall()
         job.first_failure_ts = job.first_failure_ts or now
         job.last_failure_ts = now
-        record = job.change.record
         if isinstance(error, RateLimited):
-            self._metrics.rate_limited.inc()
-            hold = error.retry_after if error.retry_after is not None else self._policy.backoff(job.attempts)
-            self.pacer.slow_down(hold)
+            self._rate_limited(job, error)
         if self.circuit.is_open and isinstance(error, ConnectorError) and error.retryable:
             job.attempts -= 1  # an outage is not the event's fault: this failure does not count
-            delay: float | None = self.circuit.probe_interval * random.uniform(0.5, 1.0)
+            delay: float | None = self.circuit.probe_interval * self._rng.uniform(0.5, 1.0)
         else:
             delay = self._policy.delay(error, job.attempts, now - job.first_failure_ts)
         if delay is None:
-            self._done(job)
-            self._hooks.failed(job, error)
+            outcome = Outcome(
+                OutcomeKind.FAILED, job.key, change, error, job.attempts, job.first_failure_ts, now
+            )
+            self._finish(job, outcome)
             return
         self._metrics.retries.inc()
+        settle = job.not_before - self._clock.monotonic()
+        job.state = JobState.SETTLING if settle > delay else JobState.BACKOFF
+        record = change.record
         log.debug(
             "delivery_retry", error=str(error)[:300], error_class=type(error).__name__,
-            attempt=job.attempts, retry_in_s=round(delay, 3), topic=record.topic,
-            partition=record.partition, offset=record.offset, external_id=job.change.external_id,
+            attempt=job.attempts, retry_in_s=round(max(delay, settle), 3), topic=record.topic,
+            partition=record.partition, offset=record.offset, external_id=change.external_id,
         )  # fmt: skip
         job.timer = asyncio.get_running_loop().call_later(delay, self._requeue, job)
 
-    def _requeue(self, job: Job) -> None:
-        job.timer = None
-        if not job.abandoned:
-            self._queue.put_nowait(job)
+    def _rate_limited(self, job: Job, error: RateLimited) -> None:
+        self._metrics.rate_limited.inc()
+        wait = error.retry_after
+        if wait is not None and wait > self._max_retry_after:
+            self._metrics.retry_after_exceeded.inc()
+            reason = (
+                f"the vendor asked to wait {wait:.0f}s (Retry-After), more than "
+                f"sink.max_retry_after_seconds={self._max_retry_after:g}: treated as an outage"
+            )
+            self._on_circuit(self.circuit.trip(reason, self._clock.monotonic()))
+            wait = None
+        self.pacer.slow_down(wait if wait is not None else self._policy.backoff(job.attempts))
 
+    # -- revoke and shutdown ------------------------------------------------------------------
     async def drain(self, partitions: set[TopicPartition], timeout: float) -> None:
         """Stop delivering ``partitions``: drop queued and retrying jobs, let calls in flight finish
-        within ``timeout``, then cancel them. Every dropped job is reported as abandoned."""
+        within ``timeout``, then cancel them (their requests count as ambiguous for the fence).
+        Every dropped job is reported as abandoned."""
         self._draining |= partitions
-        for tp in partitions:
+        if self._closed:
+            return
+
+        def in_flight() -> list[asyncio.Task[None]]:
+            return [j.call for tp in sorted(partitions) for j in self._pending.get(tp, ()) if j.call]
+
+        for tp in sorted(partitions):
             for job in list(self._pending.get(tp, ())):
                 if job.call is None:
                     self._abandon(job)
-        deadline = time.monotonic() + timeout
-        while any(tp in self._pending for tp in partitions) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        calls = in_flight()
+        if calls:
+            await asyncio.wait(calls, timeout=timeout)
+        for call in in_flight():
+            call.cancel()
         while any(tp in self._pending for tp in partitions):
-            for tp in partitions:
+            for tp in sorted(partitions):
                 for job in list(self._pending.get(tp, ())):
-                    if job.call is None:
+                    if job.call is None and job.state is not JobState.IN_FLIGHT:
                         self._abandon(job)
-                    else:
-                        job.call.cancel()
             await asyncio.sleep(0.01)
 
     def undrain(self, partitions: set[TopicPartition]) -> None:

@@ -26,12 +26,14 @@ from typing import Any, TextIO
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from connector._kafka import client_options, start_within, topic_partitions
+from connector.clock import SYSTEM_CLOCK
 from connector.config import Settings
-from connector.decode import Record, decode
+from connector.decode import decode
 from connector.errors import ConnectorError, InputError
 from connector.pacing import Pacer
 from connector.retry import RetryPolicy
 from connector.sinks import make_sink
+from connector.structs import Record
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +239,6 @@ class _Targets:
         attempt = 0
         while True:
             attempt += 1
-            await self.pacer.acquire()
             try:
                 await self.sink.apply(change)
                 return None
@@ -267,8 +268,8 @@ async def redrive(
         settings,
         to,
         AIOKafkaProducer(enable_idempotence=True, acks="all", **client_options(settings.kafka)),
-        make_sink(s),
-        Pacer(s.rate_limit_per_second),
+        make_sink(s, pacer=Pacer.standalone(s.rate_limit_per_second, SYSTEM_CLOCK)),
+        Pacer.standalone(s.rate_limit_per_second, SYSTEM_CLOCK),
         RetryPolicy(s.backoff_base_seconds, s.backoff_cap_seconds, s.max_attempts),
     )
     if not dry_run and to == "source":

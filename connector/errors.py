@@ -2,7 +2,7 @@
 
 ::
 
-    ConnectorError                    retryable=False
+    ConnectorError                    retryable=False, ambiguous=False
     ├── ConfigError                   bad settings; `connector run` exits with a one-line message
     ├── BrokerUnavailable             Kafka not reachable within the bounded start-up wait
     ├── InputError                    the event can never succeed: dead-lettered, never sent
@@ -10,19 +10,27 @@
     │   └── OrderValidationError      stage "validate": violates a documented rule
     ├── SinkError                     a call to the vendor API failed (status, body)
     │   ├── TransientSinkError        retryable=True: the same call may succeed later
-    │   │   ├── SinkConnectError      connection refused or reset
-    │   │   ├── SinkTimeout           no answer in time
+    │   │   ├── SinkConnectError      not connected: the request was never sent
+    │   │   ├── SinkCutOff            ambiguous: sent, then the connection broke before the answer
+    │   │   ├── SinkTimeout           ambiguous: sent, no answer in time
     │   │   ├── RateLimited           429 (``retry_after`` when the vendor sends it)
-    │   │   └── ServerError           500, 502, 503, 504
+    │   │   └── ServerError           ambiguous: 5xx (it may have been applied)
+    │   │       └── Unavailable       503, 408: not processed
     │   ├── AuthError                 retryable=True: 401/403 are an outage, never a poison event
+    │   │                             (but see Forbidden)
+    │   ├── EndpointError             retryable=True: 3xx, or 404 where the path cannot be the
+    │   │                             event's fault (wrong base URL, retired version): an outage
     │   └── PermanentSinkError        the vendor refuses this event: dead-lettered with the response
     │       ├── RejectedError         400, 422, vendor validation errors
     │       ├── NotFoundError         404
+    │       ├── Forbidden             403 for one event while other calls succeed (a missing scope)
     │       └── ConflictError         409
     └── DeadLetterError               retryable=True: the dead-letter topic could not be written
 
 ``stage`` on an :class:`InputError` or :class:`SinkError` names the pipeline stage that failed, as written
-to the ``__connector.stage`` dead-letter header.
+to the ``__connector.stage`` dead-letter header. ``ambiguous`` marks a failure after which the vendor
+may still apply the request (a timeout, a cut connection, a gateway error): the delivery waits until
+no such late write can land before it sends that order again.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ class ConnectorError(Exception):
     """Root of every error the connector raises on purpose."""
 
     retryable: bool = False
+    ambiguous: bool = False
 
 
 class ConfigError(ConnectorError):
@@ -83,11 +92,19 @@ class TransientSinkError(SinkError):
 
 
 class SinkConnectError(TransientSinkError):
-    """The API could not be reached (refused, reset, DNS)."""
+    """The API could not be reached (refused, DNS, connect timeout): the request was never sent."""
+
+
+class SinkCutOff(TransientSinkError):
+    """The connection broke after the request was sent: the vendor may have applied it."""
+
+    ambiguous = True
 
 
 class SinkTimeout(TransientSinkError):
-    """The API did not answer within the timeout."""
+    """The API did not answer within the timeout: the vendor may still apply the request."""
+
+    ambiguous = True
 
 
 class RateLimited(TransientSinkError):
@@ -106,11 +123,26 @@ class RateLimited(TransientSinkError):
 
 
 class ServerError(TransientSinkError):
-    """5xx from the vendor."""
+    """5xx from the vendor: it may come after the write was applied, or while it still is."""
+
+    ambiguous = True
+
+
+class Unavailable(ServerError):
+    """503 or 408: the vendor says it did not process the request."""
+
+    ambiguous = False
 
 
 class AuthError(SinkError):
     """401/403: the credentials are wrong or lack scope. An outage, never the event's fault."""
+
+    retryable = True
+
+
+class EndpointError(SinkError):
+    """A 3xx, or a 404 on a path that names no order (wrong base URL, retired API version): the
+    configuration is wrong for every event, so it is an outage, never a poison event."""
 
     retryable = True
 
@@ -125,6 +157,11 @@ class RejectedError(PermanentSinkError):
 
 class NotFoundError(PermanentSinkError):
     """404: the referenced order does not exist."""
+
+
+class Forbidden(PermanentSinkError):
+    """403 again for an event after other calls succeeded in between: the key may call the API but
+    not do this (a scope the operation needs), so it is the event's failure, not an outage."""
 
 
 class ConflictError(PermanentSinkError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -37,8 +37,10 @@ def _redact_processor(
     return event_dict
 
 
-def configure(level: str = "INFO") -> None:
-    """Send structlog JSON lines to stdout at ``level``; route stdlib logging (aiokafka) the same way."""
+def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
+    """Send structlog JSON lines to ``stream`` (stdout) at ``level``; route stdlib logging (aiokafka)
+    the same way."""
+    stream = stream or sys.stdout
     numeric = logging.getLevelName(level.upper())
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -51,10 +53,10 @@ def configure(level: str = "INFO") -> None:
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[

@@ -78,8 +78,24 @@ class Metrics:
         self.committed = Gauge(
             "connector_committed_offset", "Last committed offset.", ["topic", "partition"], registry=r
         )
+        self.remembered_keys = Gauge(
+            "connector_remembered_keys",
+            "Keys whose last delivered state is remembered (digest and version only).",
+            registry=r,
+        )
+        self.pace = Gauge(
+            "connector_pace_requests_per_second",
+            "Requests a second this member may send now (its share of the budget, slowed by 429s).",
+            registry=r,
+        )
+        self.retry_after_exceeded = Counter(
+            "connector_retry_after_exceeded",
+            "429s whose Retry-After exceeded sink.max_retry_after_seconds (treated as an outage).",
+            registry=r,
+        )
         self.last_progress = time.monotonic()
-        self.ready = False
+        self.ready = False  # connected to the group
+        self.outage = False  # the circuit is not closed
         self.port: int | None = None
 
     def beat(self) -> None:
@@ -111,8 +127,8 @@ class MetricsServer:
         return web.json_response({"ok": ok, "last_progress_s": round(age, 1)}, status=200 if ok else 503)
 
     async def _readyz(self, _: web.Request) -> web.Response:
-        ok = self._metrics.ready
-        return web.json_response({"ready": ok}, status=200 if ok else 503)
+        ok = self._metrics.ready and not self._metrics.outage
+        return web.json_response({"ready": ok, "outage": self._metrics.outage}, status=200 if ok else 503)
 
     async def __aenter__(self) -> Self:
         await self._runner.setup()

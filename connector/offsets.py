@@ -3,6 +3,8 @@
 Events complete out of order (deliveries run concurrently), so each partition keeps the offsets it has
 handed out and which of them are resolved. The committable offset is the first unresolved one, or one
 past the highest seen when all are resolved; so a commit never passes an event that is not resolved.
+Offsets resolved behind an unresolved one are *held* (kept until the head resolves); the read-ahead
+bound counts them, so a stuck event pauses its partition instead of letting memory grow.
 """
 
 from __future__ import annotations
@@ -10,13 +12,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-
-@dataclass(frozen=True, slots=True, order=True)
-class TopicPartition:
-    """A topic and partition (hashable; independent of the Kafka client's own type)."""
-
-    topic: str
-    partition: int
+from connector.structs import TopicPartition
 
 
 @dataclass(slots=True)
@@ -29,6 +25,11 @@ class PartitionOffsets:
     _times: dict[int, float] = field(default_factory=dict)
     _next: int | None = None
     unresolved_bytes: int = 0
+
+    def start_at(self, offset: int) -> None:
+        """The partition is read from ``offset`` (its committed position): committable until then."""
+        if self._next is None:
+            self._next = offset
 
     def track(self, offset: int, size: int = 0, timestamp: float = 0.0) -> None:
         """Hand out ``offset`` (its record's ``timestamp`` in seconds); it must be higher than every
@@ -57,6 +58,11 @@ class PartitionOffsets:
     def unresolved(self) -> int:
         """How many tracked offsets are not resolved yet."""
         return len(self._sizes)
+
+    @property
+    def held(self) -> int:
+        """Offsets kept in memory: every one from the first unresolved to the last tracked."""
+        return len(self._order)
 
     def oldest_timestamp(self) -> float | None:
         """The record timestamp of the first unresolved offset (the oldest unsynced event)."""
@@ -99,6 +105,11 @@ class OffsetTracker:
         return sum(p.unresolved for p in self._parts.values())
 
     @property
+    def held(self) -> int:
+        """Offsets kept over all partitions (unresolved, and resolved behind an unresolved one)."""
+        return sum(p.held for p in self._parts.values())
+
+    @property
     def unresolved_bytes(self) -> int:
         """Bytes of unresolved events over all partitions."""
         return sum(p.unresolved_bytes for p in self._parts.values())
@@ -109,15 +120,19 @@ class OffsetTracker:
         return max(0.0, now - min(stamps)) if stamps else 0.0
 
     def to_commit(self, only: set[TopicPartition] | None = None) -> dict[TopicPartition, int]:
-        """Offsets that moved since they were last marked committed."""
+        """The committable offset of every partition that has one (``only`` those given)."""
         out = {}
-        for tp, part in self._parts.items():
+        for tp, part in sorted(self._parts.items()):
             if only is not None and tp not in only:
                 continue
             offset = part.committable()
-            if offset is not None and self._committed.get(tp) != offset:
+            if offset is not None:
                 out[tp] = offset
         return out
+
+    def owns(self, tp: TopicPartition) -> bool:
+        """Whether ``tp`` is tracked (assigned and not revoked)."""
+        return tp in self._parts
 
     def mark_committed(self, offsets: dict[TopicPartition, int]) -> None:
         """Record that ``offsets`` are committed on the broker."""

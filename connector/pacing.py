@@ -1,72 +1,144 @@
-"""Pacing: calls spaced evenly at this process's share of the API budget, slowed by every 429.
+"""Pacing: every request to the vendor waits for a slot of the account's budget.
 
-The pace is ``share * factor`` calls a second. A 429 halves ``factor`` (never below ``floor``) and holds
-every caller for the backoff; each second without a 429 gives back ``recovery`` of the budget, so the
-pace climbs back gradually instead of hitting the limit again at once (AIMD, as TCP does). One token
-every ``1/pace`` seconds (aiolimiter with capacity 1): no bursts, so network jitter cannot crowd calls
-into one of the vendor's windows.
+The budget is ``B`` requests a second for the whole fleet. Time is cut into ticks ``k / B`` seconds
+after the epoch (wall clock, the same on every member), and tick ``k`` belongs to partition number
+``k mod P`` of the subscribed topics (``P`` partitions in all, numbered topic by topic in name order).
+A member may use a tick only while it holds a send lease on that tick's partition (:mod:`fence`), so
+two members never use one tick, and the fleet never sends more than ``B`` requests in any window of one
+second, with no coordination beyond Kafka's assignment. A member's rate is ``B`` times the share of
+partitions it owns; a member owning none sends nothing.
+
+A 429 halves this member's use of its ticks (``factor``, never below ``floor``) and may hold every
+request for a while (the vendor's ``Retry-After``, capped); the factor then grows back by ``recovery``
+a second (additive increase, multiplicative decrease). Ticks are reserved one at a time and never
+reissued, so a change of rate never lets a burst through.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 
-from aiolimiter import AsyncLimiter
+from connector.clock import Clock
+from connector.fence import Fence
+from connector.structs import TopicPartition
+
+_EPSILON = 1e-6
 
 
 class Pacer:
-    """The shared budget every vendor call waits on."""
+    """The budget every request of this member waits on."""
 
     def __init__(
         self,
-        share_per_second: float,
-        floor: float = 0.1,
+        budget_per_second: float,
+        clock: Clock,
+        fence: Fence,
+        *,
+        floor: float = 0.05,
         recovery: float = 0.1,
         on_wait: Callable[[float], None] | None = None,
     ) -> None:
-        self._on_wait = on_wait
-        self.share = share_per_second
-        self.factor = 1.0
+        self.budget = budget_per_second
+        self._clock = clock
+        self.fence = fence
         self._floor = floor
         self._recovery = recovery
+        self._on_wait = on_wait
+        self._index: dict[TopicPartition, int] = {}
+        self._total = 0
+        self._next_free = 0.0
         self._hold_until = 0.0
-        self._changed_at = time.monotonic()
-        self._limiter = AsyncLimiter(1, 1.0 / share_per_second)
+        self._factor_at = 1.0
+        self._factor_since = 0.0
+
+    @classmethod
+    def standalone(cls, rate_per_second: float, clock: Clock) -> Pacer:
+        """A pacer for a lone client outside the group (``dlq redrive``): ``rate`` requests a second."""
+        fence = Fence(clock, lease_seconds=float("inf"), settle_seconds=0.0)
+        only = TopicPartition("", 0)
+        fence.assign(only, 0.0)
+        fence.renew(only, float("inf"))
+        pacer = cls(rate_per_second, clock, fence)
+        pacer.set_layout({"": 1})
+        return pacer
+
+    def set_layout(self, partitions: Mapping[str, int]) -> None:
+        """The subscribed topics and their partition counts (the same on every member)."""
+        self._index.clear()
+        base = 0
+        for topic in sorted(partitions):
+            for p in range(partitions[topic]):
+                self._index[TopicPartition(topic, p)] = base + p
+            base += partitions[topic]
+        self._total = base
+
+    @property
+    def factor(self) -> float:
+        """The share of this member's ticks in use (1.0 unless 429s said to slow down)."""
+        grown = self._factor_at + self._recovery * (self._clock.wall() - self._factor_since)
+        return min(1.0, grown)
 
     @property
     def rate(self) -> float:
-        """Calls per second allowed now."""
-        return self.share * self.factor
+        """Requests a second this member may send now."""
+        owned = sum(1 for tp in self.fence.partitions() if tp in self._index)
+        return self.budget * owned / self._total * self.factor if self._total else 0.0
 
-    def _apply(self) -> None:
-        self._limiter = AsyncLimiter(1, 1.0 / self.rate)
-        self._changed_at = time.monotonic()
+    @property
+    def held_for(self) -> float:
+        """Seconds every request is still held by a ``Retry-After`` (0: none)."""
+        return max(0.0, self._hold_until - self._clock.wall())
 
-    def set_share(self, share_per_second: float) -> None:
-        """This process's share of the account's budget changed (a rebalance)."""
-        if share_per_second > 0 and share_per_second != self.share:
-            self.share = share_per_second
-            self._apply()
+    def slow_down(self, hold_seconds: float = 0.0) -> None:
+        """A 429: halve the pace and hold every request for ``hold_seconds``."""
+        now = self._clock.wall()
+        self._factor_at = max(self._floor, self.factor / 2)
+        self._factor_since = now
+        self._hold_until = max(self._hold_until, now + hold_seconds)
 
-    def slow_down(self, hold_seconds: float) -> None:
-        """A 429: halve the pace and hold every caller for ``hold_seconds``."""
-        self.factor = max(self._floor, self.factor / 2)
-        self._hold_until = max(self._hold_until, time.monotonic() + hold_seconds)
-        self._apply()
+    def _next_tick(self, start: float) -> tuple[float, TopicPartition] | None:
+        """The earliest tick at or after ``start`` that this member may use, and its partition."""
+        best: tuple[float, TopicPartition] | None = None
+        budget, total = self.budget, self._total
+        for tp in self.fence.partitions():
+            index = self._index.get(tp)
+            window = self.fence.window(tp)
+            if index is None or window is None:
+                continue
+            begin, end = window
+            first = math.ceil(max(start, begin) * budget - _EPSILON)
+            tick = (first + (index - first) % total) / budget
+            if tick < end and (best is None or tick < best[0]):
+                best = (tick, tp)
+        return best
 
-    def _recover(self) -> None:
-        if self.factor < 1.0 and time.monotonic() - self._changed_at >= 1.0:
-            self.factor = min(1.0, self.factor + self._recovery)
-            self._apply()
+    def _gap(self) -> float:
+        """Extra spacing after a grant when the factor is below 1."""
+        factor = self.factor
+        if factor >= 1.0:
+            return _EPSILON
+        owned = sum(1 for tp in self.fence.partitions() if tp in self._index)
+        own_rate = self.budget * owned / self._total if self._total else 0.0
+        return _EPSILON + (1.0 / (factor * own_rate) - 1.0 / own_rate if own_rate else 0.0)
 
     async def acquire(self) -> None:
-        """Wait for this call's turn."""
-        started = time.monotonic()
-        while (hold := self._hold_until - time.monotonic()) > 0:
-            await asyncio.sleep(hold)
-        self._recover()
-        await self._limiter.acquire()
+        """Wait for this request's tick."""
+        started = self._clock.monotonic()
+        while True:
+            now = self._clock.wall()
+            found = self._next_tick(max(now, self._next_free, self._hold_until)) if self._total else None
+            if found is None:
+                await asyncio.sleep(0.1)  # no lease yet, or no partition at all
+                continue
+            tick, tp = found
+            self._next_free = tick + self._gap()
+            if tick > now:
+                await asyncio.sleep(tick - now)
+            # While waiting, a Retry-After may have come, or the lease may have ended: then the tick
+            # is forfeited (never handed to anyone else) and the next one is looked for.
+            if self._hold_until <= tick and self.fence.may_send(tp, tick):
+                break
         if self._on_wait is not None:
-            self._on_wait(time.monotonic() - started)
+            self._on_wait(self._clock.monotonic() - started)

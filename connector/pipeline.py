@@ -2,36 +2,49 @@
 
 Every record read is tracked by its partition's watermark until it is resolved: delivered, skipped as
 stale or identical, replaced by a newer event for its key, or acknowledged on the dead-letter topic.
-Commits are periodic, on revoke and on shutdown, and never pass an unresolved offset.
-Everything here runs on one event loop; the record handler is synchronous, so a rebalance callback
-never interleaves with it.
+Commits are periodic, on revoke and on shutdown, never pass an unresolved offset, and carry the fence's
+settle-by time (``fence.py``) so that the next owner of a partition never sends before our requests
+for it can no longer land. Everything runs on one event loop; the record handler is synchronous, so a
+rebalance callback never interleaves with it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections import defaultdict
+from enum import StrEnum
+from random import Random
 
 from connector.circuit import Circuit
+from connector.clock import Clock
 from connector.coalesce import Coalescer, Resolution
 from connector.config import Settings
+from connector.constants import Stage, parse_settle_metadata, settle_metadata
 from connector.deadletter import DeadLetterPublisher, Failure
-from connector.decode import OrderChange, Record, decode
-from connector.deliver import Deliverer, Job
+from connector.decode import decode
+from connector.deliver import Deliverer, Outcome, OutcomeKind
 from connector.errors import InputError
 from connector.logs import get_logger
 from connector.metrics import Metrics
-from connector.offsets import OffsetTracker, TopicPartition
+from connector.offsets import OffsetTracker
+from connector.pacing import Pacer
 from connector.retry import RetryPolicy
 from connector.sinks import Sink
 from connector.source import Source
+from connector.structs import OrderChange, Record, TopicPartition
 
 log = get_logger("connector.pipeline")
 
 FETCH_TIMEOUT_MS = 200
 SUMMARY_INTERVAL_S = 10.0
+
+
+class PauseReason(StrEnum):
+    """Why consumption is paused (every owned partition at once)."""
+
+    READ_AHEAD = "read_ahead"  # the read-ahead bound is reached: resumed when half drained
+    STOPPING = "stopping"  # shutting down: what was read is being drained
 
 
 def _where(record: Record) -> dict[str, object]:
@@ -41,49 +54,74 @@ def _where(record: Record) -> dict[str, object]:
 class Pipeline:
     """One consumer-group member's pipeline state and loops."""
 
-    def __init__(self, settings: Settings, sink: Sink, dlq: DeadLetterPublisher, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        sink: Sink,
+        dlq: DeadLetterPublisher,
+        metrics: Metrics,
+        *,
+        clock: Clock,
+        rng: Random,
+        pacer: Pacer,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.clock = clock
         self.tracker = OffsetTracker()
-        self.coalescer = Coalescer()
-        self._dlq = dlq
+        self.coalescer = Coalescer(settings.sink.remember_keys)
         s = settings.sink
         self.deliverer = Deliverer(
             sink,
-            self,
+            self.claim,
+            self.report,
             metrics,
-            rate_per_second=s.rate_limit_per_second,
-            max_in_flight=s.max_in_flight,
-            policy=RetryPolicy(
-                s.backoff_base_seconds, s.backoff_cap_seconds, s.max_attempts, s.max_elapsed_seconds
-            ),
+            clock=clock,
+            rng=rng,
+            pacer=pacer,
             circuit=Circuit(
                 s.circuit_window, s.circuit_min_calls, s.circuit_failure_ratio, s.probe_interval_seconds
             ),
+            policy=RetryPolicy(
+                s.backoff_base_seconds, s.backoff_cap_seconds, s.max_attempts, s.max_elapsed_seconds, rng
+            ),
+            max_in_flight=s.max_in_flight,
+            max_retry_after=s.max_retry_after_seconds,
         )
+        self.fence = pacer.fence
+        self._dlq = dlq
         self._source: Source | None = None
-        self._dlq_tasks: defaultdict[TopicPartition, set[asyncio.Task[None]]] = defaultdict(set)
-        self._over_bound = False
-        self._outage = False
+        self._dlq_tasks: defaultdict[TopicPartition, dict[asyncio.Task[None], None]] = defaultdict(dict)
+        self._paused: set[PauseReason] = set()
+        self._revoking: set[TopicPartition] = set()
+        self._warm_until: dict[TopicPartition, int] = {}
+        self._commit_lock = asyncio.Lock()
+        self._commit_soon = asyncio.Event()
         self._counts: defaultdict[str, int] = defaultdict(int)
         self._unknown_seen: set[str] = set()
 
     # -- records in ---------------------------------------------------------------------------
     def handle(self, record: Record) -> None:
         """Track, decode and coalesce one record (never raises)."""
-        tp = TopicPartition(record.topic, record.partition)
-        self.tracker.partition(tp).track(record.offset, record.size, record.timestamp_ms / 1000.0)
+        tp = record.tp
+        if record.offset < self._warm_until.get(tp, -1):
+            self._warm(record)
+            return
+        part = self.tracker.partition(tp)
+        part.track(record.offset, record.size, record.timestamp_ms / 1000.0)
         self.metrics.consumed.inc()
         self._counts["consumed"] += 1
         try:
             sink = self.settings.sink
             change = decode(record, self.settings.kafka.max_message_bytes, sink.kind, sink.api_version)
         except InputError as exc:
-            self._dead_letter(record, Failure(exc, exc.stage, exc.external_id, 0, time.time(), time.time()))
+            now = self.clock.wall()
+            self._dead_letter(record, Failure(exc, exc.stage, exc.external_id, 0, now, now))
             return
         except Exception as exc:  # a bug must not stop the loop: the event is kept on the DLQ
             log.exception("decode_crashed", **_where(record))
-            self._dead_letter(record, Failure(exc, "decode", None, 0, time.time(), time.time()))
+            now = self.clock.wall()
+            self._dead_letter(record, Failure(exc, Stage.DECODE, None, 0, now, now))
             return
         log.debug("event_accepted", external_id=change.external_id, op=change.op, **_where(record))
         for field in change.unknown:
@@ -94,8 +132,20 @@ class Pipeline:
         offer = self.coalescer.offer(change)
         for resolved, why in offer.resolved:
             self._resolve(resolved.record, why)
-        if offer.start is not None:
-            self.deliverer.submit(offer.start)
+        if offer.start:
+            self.deliverer.submit(change.key, tp)
+        if self.fence.window(tp) is not None and not self.fence.may_send(tp):
+            self._commit_soon.set()  # a lease is needed before anything of ``tp`` can be sent
+
+    def _warm(self, record: Record) -> None:
+        """A record below the committed offset, read again after an assignment: it was resolved by a
+        previous owner; remember its version so that a late, older event is still recognised."""
+        sink = self.settings.sink
+        try:
+            change = decode(record, self.settings.kafka.max_message_bytes, sink.kind, sink.api_version)
+        except Exception:  # noqa: S112 - it was dead-lettered when it was first read
+            return
+        self.coalescer.remember(change)
 
     def _unknown_field(self, field: str, change: OrderChange) -> None:
         self.metrics.unknown_fields.labels(field).inc()
@@ -110,10 +160,48 @@ class Pipeline:
             )
 
     def _resolve(self, record: Record, why: Resolution) -> None:
-        tp = TopicPartition(record.topic, record.partition)
-        if self.tracker.resolve(tp, record.offset):
+        if self.tracker.resolve(record.tp, record.offset):
             self.metrics.resolved.labels(why.value).inc()
             self._counts[why.value] += 1
+
+    # -- delivery outcomes --------------------------------------------------------------------
+    def claim(self, key: str) -> OrderChange | None:
+        """The key's newest change, about to be sent; the change it replaces is resolved."""
+        change, replaced = self.coalescer.claim(key)
+        if replaced is not None:
+            self._resolve(replaced.record, Resolution.REPLACED)
+        return change
+
+    def report(self, outcome: Outcome) -> bool:
+        """Resolve what ``outcome`` settled; True when the key has a newer change to send."""
+        change = outcome.change
+        if outcome.kind is OutcomeKind.ABANDONED or change is None:
+            return False  # unresolved: the partition's next owner reads it again
+        key = outcome.key
+        if outcome.kind is OutcomeKind.DELIVERED:
+            log.debug("delivered", external_id=change.external_id, op=change.op, **_where(change.record))
+            self._resolve(change.record, Resolution.DELIVERED)
+            return self.coalescer.finish(key, delivered=True) is not None
+        error = outcome.error or RuntimeError("failed")
+        if self.coalescer.has_waiting(key) and not self.settings.dlq.dead_letter_replaced:
+            log.warning(
+                "failed_event_replaced",
+                error=str(error)[:300],
+                external_id=change.external_id,
+                **_where(change.record),
+            )
+            self._resolve(change.record, Resolution.REPLACED)
+        else:
+            failure = Failure(
+                error,
+                Stage.DELIVER,
+                change.external_id,
+                outcome.attempts,
+                outcome.first_failure_ts,
+                outcome.last_failure_ts,
+            )
+            self._dead_letter(change.record, failure)
+        return self.coalescer.finish(key, delivered=False) is not None
 
     # -- dead letters -------------------------------------------------------------------------
     def _dead_letter(self, record: Record, failure: Failure) -> None:
@@ -126,164 +214,155 @@ class Pipeline:
             attempts=failure.attempts,
             **_where(record),
         )
-        tp = TopicPartition(record.topic, record.partition)
+        tp = record.tp
         task = asyncio.create_task(self._write_dead_letter(record, failure))
-        self._dlq_tasks[tp].add(task)
-        task.add_done_callback(self._dlq_tasks[tp].discard)
+        self._dlq_tasks[tp][task] = None
+        task.add_done_callback(lambda t: self._dlq_tasks[tp].pop(t, None))
 
     async def _write_dead_letter(self, record: Record, failure: Failure) -> None:
         await self._dlq.publish(record, failure)
         self.metrics.dead_lettered.labels(failure.stage).inc()
         self._resolve(record, Resolution.DEAD_LETTERED)
 
-    # -- delivery hooks (called by the Deliverer) -----------------------------------------------
-    def delivered(self, change: OrderChange) -> None:
-        """The vendor holds ``change``: resolve it and send the key's waiting change, if any."""
-        log.debug("delivered", external_id=change.external_id, op=change.op, **_where(change.record))
-        self._resolve(change.record, Resolution.DELIVERED)
-        following = self.coalescer.finish(change, delivered=True)
-        if following is not None:
-            self.deliverer.submit(following)
-
-    def failed(self, job: Job, error: BaseException) -> None:
-        """A permanent failure: a newer change for the key supersedes it (unless
-        ``dlq.dead_letter_replaced``), else it is dead-lettered."""
-        change = job.change
-        following = None if self.settings.dlq.dead_letter_replaced else self.newer(change)
-        if following is not None:
-            log.warning(
-                "failed_event_replaced",
-                error=str(error)[:300],
-                external_id=change.external_id,
-                **_where(change.record),
-            )
-            self.deliverer.submit(following)
-            return
-        following = self.coalescer.finish(change, delivered=False)
-        failure = Failure(
-            error, "deliver", change.external_id, job.attempts, job.first_failure_ts, job.last_failure_ts
-        )
-        self._dead_letter(change.record, failure)
-        if following is not None:  # kept (dead_letter_replaced): the newer change goes next
-            self.deliverer.submit(following)
-
-    def abandoned(self, change: OrderChange) -> None:
-        """A change dropped unresolved (its partition is being revoked)."""
-        following = self.coalescer.finish(change, delivered=False)
-        if following is not None:
-            self.deliverer.submit(following)
-
-    def newer(self, change: OrderChange) -> OrderChange | None:
-        """Swap ``change`` for a newer waiting change of its key (resolving it as replaced)."""
-        following = self.coalescer.take_newer(change)
-        if following is not None:
-            self._resolve(change.record, Resolution.REPLACED)
-        return following
-
-    def outage(self, down: bool, reason: str) -> None:
-        """The circuit opened or closed: pause or resume consumption, and say so once."""
-        self._outage = down
-        self.metrics.circuit_open.set(1 if down else 0)
-        self.metrics.ready = not down
-        if down:
-            log.error(
-                "api_outage",
-                reason=reason[:500],
-                action="calls stopped and consumption paused; nothing is dead-lettered; probing",
-                probe_interval_s=self.deliverer.circuit.probe_interval,
-            )
-        else:
-            log.warning("api_recovered", action="calls and consumption resumed")
-        self._apply_pause()
-
     # -- rebalance ----------------------------------------------------------------------------
+    @property
+    def revoke_bound(self) -> float:
+        """How long a revoke waits for calls in flight: they end within the call timeout anyway, and
+        the whole callback must finish well within the rebalance timeout."""
+        k, s = self.settings.kafka, self.settings.sink
+        return min(
+            self.settings.shutdown_grace_seconds, s.timeout_seconds + 1.0, k.rebalance_timeout_ms / 2000
+        )
+
     async def on_revoked(self, partitions: set[TopicPartition]) -> None:
-        """Stop work on ``partitions``, let calls in flight finish (bounded), commit, forget them."""
+        """Stop work on ``partitions``, let calls in flight finish (bounded), commit a hand-over,
+        forget them."""
         if not partitions:
             return
-        started = time.monotonic()
-        bound = min(self.settings.shutdown_grace_seconds, 10.0)
-        self.coalescer.drop_partitions(partitions)
-        await self.deliverer.drain(partitions, timeout=bound)
-        tasks = [t for tp in partitions for t in self._dlq_tasks.get(tp, ())]
-        if tasks:
-            _, late = await asyncio.wait(tasks, timeout=max(0.1, bound - (time.monotonic() - started)))
-            for task in late:
-                task.cancel()
-        await self.commit(only=partitions)
-        for tp in partitions:
-            self.tracker.drop(tp)
-            self._dlq_tasks.pop(tp, None)
-            for gauge in (self.metrics.lag, self.metrics.committed):
-                with contextlib.suppress(KeyError):
-                    gauge.remove(tp.topic, str(tp.partition))
+        started = self.clock.monotonic()
+        bound = self.revoke_bound
+        self._revoking |= partitions
+        try:
+            await self.deliverer.drain(partitions, timeout=bound)
+            for key in self.coalescer.drop_partitions(partitions):
+                current = self.coalescer.current(key)
+                if current is not None:
+                    self.deliverer.submit(key, current.tp)
+            tasks = [t for tp in sorted(partitions) for t in self._dlq_tasks.get(tp, ())]
+            if tasks:
+                left = max(0.1, bound - (self.clock.monotonic() - started))
+                _, late = await asyncio.wait(tasks, timeout=left)
+                for task in late:
+                    task.cancel()
+            await self.commit(only=partitions, handover=True)
+        finally:
+            self._revoking -= partitions
+            for tp in partitions:
+                self.tracker.drop(tp)
+                self.fence.drop(tp)
+                self._warm_until.pop(tp, None)
+                self._dlq_tasks.pop(tp, None)
+                for gauge in (self.metrics.lag, self.metrics.committed):
+                    with contextlib.suppress(KeyError):
+                        gauge.remove(tp.topic, str(tp.partition))
         log.info(
             "partitions_revoked",
-            partitions=sorted(f"{t.topic}-{t.partition}" for t in partitions),
-            took_s=round(time.monotonic() - started, 3),
+            partitions=sorted(str(t) for t in partitions),
+            took_s=round(self.clock.monotonic() - started, 3),
         )
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
-        """Own ``partitions``; take this process's share of the API budget; re-apply the pause."""
-        self.deliverer.undrain(partitions)
-        self._share_budget(partitions)
-        if self.paused and self._source is not None:
-            self._source.pause(partitions)
-        self.metrics.ready = not self._outage
-        log.info("partitions_assigned", partitions=sorted(f"{t.topic}-{t.partition}" for t in partitions))
-
-    def _share_budget(self, owned: set[TopicPartition]) -> None:
-        """Pace at the account's budget times the share of partitions this process owns, so that the
-        group together stays within the vendor's limit with no coordination beyond Kafka's own."""
+        """Own ``partitions``: hold them until the previous owner's requests can no longer land, take
+        a lease by committing at once, and re-apply the pause."""
         if self._source is None:
             return
-        total = self._source.total_partitions()
-        budget = self.settings.sink.rate_limit_per_second
-        if total and owned:
-            rate = budget * min(1.0, len(owned) / total)
-            self.deliverer.pacer.set_share(rate)
-            log.info("budget_share", owned=len(owned), total=total, rate_per_second=round(rate, 3))
+        self.deliverer.undrain(partitions)
+        self.deliverer.pacer.set_layout(self._source.partition_counts())
+        now = self.clock.wall()
+        try:
+            committed = await self._source.committed(partitions)
+        except Exception:  # unknown: assume the previous owner may still be sending for a full lease
+            committed = {}
+            worst = now + self.fence.lease_seconds + self.fence.settle_seconds
+            holds = dict.fromkeys(partitions, worst)
+        else:
+            holds = {
+                tp: parse_settle_metadata(committed[tp][1]) if tp in committed else 0.0 for tp in partitions
+            }
+        warmup = self.settings.kafka.warmup_records
+        for tp in sorted(partitions):
+            self.fence.assign(tp, holds[tp])
+            if tp in committed:
+                offset = committed[tp][0]
+                self.tracker.partition(tp).start_at(offset)
+                if warmup and offset > 0:
+                    self._warm_until[tp] = offset
+                    self._source.seek(tp, max(0, offset - warmup))
+        if self._paused:
+            self._source.pause(partitions)
+        self.metrics.ready = True
+        self._commit_soon.set()
+        held = {str(tp): round(until - now, 1) for tp, until in sorted(holds.items()) if until > now}
+        log.info(
+            "partitions_assigned",
+            partitions=sorted(str(t) for t in partitions),
+            held_s=held or None,
+            budget_share_per_second=round(self.deliverer.pacer.rate, 3),
+        )
 
     # -- commits and back-pressure ------------------------------------------------------------
-    async def commit(self, only: set[TopicPartition] | None = None) -> None:
-        """Commit every owned partition's watermark that moved."""
+    async def commit(self, only: set[TopicPartition] | None = None, handover: bool = False) -> None:
+        """Commit the watermark of every owned partition (``only`` those given), with the settle-by
+        metadata; a periodic commit also renews the send lease, a hand-over ends it."""
         if self._source is None:
             return
-        owned = self._source.assignment() if only is None else only
-        offsets = self.tracker.to_commit(owned)
-        if offsets and await self._source.commit(offsets):
+        async with self._commit_lock:
+            owned = (self._source.assignment() if only is None else only) - (
+                set() if handover else self._revoking
+            )
+            offsets = self.tracker.to_commit(owned)
+            if not offsets:
+                return
+            lease_until = None if handover else self.clock.wall() + self.fence.lease_seconds
+            with_meta = {
+                tp: (offset, settle_metadata(self.fence.settle_by(tp, lease_until)))
+                for tp, offset in offsets.items()
+            }
+            if not await self._source.commit(with_meta):
+                return
             self.tracker.mark_committed(offsets)
             for tp, offset in offsets.items():
                 self.metrics.committed.labels(tp.topic, str(tp.partition)).set(offset)
+                if lease_until is not None:
+                    self.fence.renew(tp, lease_until)
 
     def _backpressure(self) -> None:
         k = self.settings.kafka
-        events, size = self.tracker.unresolved, self.tracker.unresolved_bytes
-        self.metrics.unresolved.set(events)
+        held, size = self.tracker.held, self.tracker.unresolved_bytes
+        self.metrics.unresolved.set(self.tracker.unresolved)
         self.metrics.unresolved_bytes.set(size)
-        if not self._over_bound and (events >= k.max_unresolved_events or size >= k.max_unresolved_bytes):
-            self._over_bound = True
-            log.info("read_ahead_paused", unresolved=events, unresolved_bytes=size)
-            self._apply_pause()
-        elif (
-            self._over_bound
-            and events <= k.max_unresolved_events // 2
-            and size <= k.max_unresolved_bytes // 2
-        ):
-            self._over_bound = False
-            log.info("read_ahead_resumed", unresolved=events, unresolved_bytes=size)
-            self._apply_pause()
+        over = PauseReason.READ_AHEAD in self._paused
+        if not over and (held >= k.max_unresolved_events or size >= k.max_unresolved_bytes):
+            log.info("read_ahead_paused", held=held, unresolved_bytes=size)
+            self._set_paused(PauseReason.READ_AHEAD, True)
+        elif over and held <= k.max_unresolved_events // 2 and size <= k.max_unresolved_bytes // 2:
+            log.info("read_ahead_resumed", held=held, unresolved_bytes=size)
+            self._set_paused(PauseReason.READ_AHEAD, False)
 
     @property
     def paused(self) -> bool:
-        """Consumption is paused: read-ahead bound reached, or the API is down."""
-        return self._over_bound or self._outage
+        """Consumption is paused (read-ahead bound reached, or stopping)."""
+        return bool(self._paused)
 
-    def _apply_pause(self) -> None:
+    def _set_paused(self, reason: PauseReason, on: bool) -> None:
+        if on:
+            self._paused.add(reason)
+        else:
+            self._paused.discard(reason)
         if self._source is None:
             return
         owned = self._source.assignment()
-        if self.paused:
+        if self._paused:
             self._source.pause(owned)
             self.metrics.paused.set(len(owned))
         else:
@@ -291,18 +370,26 @@ class Pipeline:
             self.metrics.paused.set(0)
 
     async def _commit_loop(self) -> None:
-        last_summary = time.monotonic()
+        interval = self.settings.kafka.commit_interval_seconds
+        last_summary = self.clock.monotonic()
         while True:
-            await asyncio.sleep(self.settings.kafka.commit_interval_seconds)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that arrives
+            # as the event is set, and this loop would never stop.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._commit_soon.wait()
+            self._commit_soon.clear()
             await self.commit()
             self._gauges()
-            if time.monotonic() - last_summary >= SUMMARY_INTERVAL_S:
-                last_summary = time.monotonic()
+            if self.clock.monotonic() - last_summary >= SUMMARY_INTERVAL_S:
+                last_summary = self.clock.monotonic()
                 self._summary()
 
     def _gauges(self) -> None:
         """Refresh the gauges an on-call person watches: oldest unsynced event, lag per partition."""
-        self.metrics.oldest_unsynced.set(self.tracker.oldest_unsynced_age(time.time()))
+        self.metrics.oldest_unsynced.set(self.tracker.oldest_unsynced_age(self.clock.wall()))
+        self.metrics.remembered_keys.set(self.coalescer.remembered)
+        self.metrics.pace.set(self.deliverer.pacer.rate)
         if self._source is None:
             return
         committed = self.tracker.committed()
@@ -319,14 +406,14 @@ class Pipeline:
                 "progress",
                 **counts,
                 unresolved=self.tracker.unresolved,
-                in_flight_keys=self.coalescer.in_flight,
+                active_keys=self.coalescer.active,
             )
 
     # -- the loop -----------------------------------------------------------------------------
     async def run(self, source: Source, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then drain within the grace period and commit."""
         self._source = source
-        self.metrics.ready = not self._outage  # connected; assigned or waiting for an assignment
+        self.metrics.ready = True  # connected; assigned or waiting for an assignment
         committer = asyncio.create_task(self._commit_loop(), name="commit-loop")
         try:
             while not stop.is_set():
@@ -338,24 +425,30 @@ class Pipeline:
             await self._drain()
         finally:
             committer.cancel()
-            for task in [t for tasks in self._dlq_tasks.values() for t in tasks]:
-                task.cancel()  # still retrying an unwritable DLQ: its offset stays uncommitted
+            for tasks in self._dlq_tasks.values():
+                for task in tasks:
+                    task.cancel()  # still retrying an unwritable DLQ: its offset stays uncommitted
             with contextlib.suppress(asyncio.CancelledError):
                 await committer
-        await self.commit()
+        await self.commit(handover=True)
         self._summary()
         log.info(
             "stopped",
             unresolved=self.tracker.unresolved,
-            committed={f"{tp.topic}-{tp.partition}": o for tp, o in self.tracker.committed().items()},
+            committed={str(tp): o for tp, o in sorted(self.tracker.committed().items())},
         )
 
     async def _drain(self) -> None:
+        """Stop fetching and deliver what was read, within the grace period; then cancel what is
+        still in flight (its requests count as ambiguous in the hand-over)."""
         assert self._source is not None
-        self._source.pause(self._source.assignment())
+        self._set_paused(PauseReason.STOPPING, True)
         grace = self.settings.shutdown_grace_seconds
-        deadline = time.monotonic() + grace
+        deadline = self.clock.monotonic() + grace
         log.info("draining", unresolved=self.tracker.unresolved, grace_s=grace)
-        while self.tracker.unresolved and time.monotonic() < deadline:
+        while self.tracker.unresolved and self.clock.monotonic() < deadline:
             await asyncio.sleep(0.05)
             self.metrics.beat()
+        owned = self._source.assignment()
+        self._revoking |= owned
+        await self.deliverer.drain(owned, timeout=0.0)

@@ -1,18 +1,19 @@
 """Retry policy: reads the error's class, never its text.
 
 Retryable errors (``error.retryable``) are retried with exponential backoff and full jitter, honouring
-the vendor's ``retry_after``; others are given up at once. Outage-like errors (401/403, an unwritable
-dead-letter topic) are retried without limit: they are never the event's fault, so never dead-lettered.
+the vendor's ``retry_after``; others are given up at once. Outage-like errors (401/403, a wrong
+endpoint, an unwritable dead-letter topic) are retried without limit: they are never the event's fault,
+so never dead-lettered.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from connector.errors import AuthError, ConnectorError, DeadLetterError, RateLimited
+from connector.errors import AuthError, ConnectorError, DeadLetterError, EndpointError, RateLimited
 
-_UNLIMITED = (AuthError, DeadLetterError)
+_UNLIMITED = (AuthError, DeadLetterError, EndpointError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,11 +24,12 @@ class RetryPolicy:
     cap_seconds: float = 30.0
     max_attempts: int = 8
     max_elapsed_seconds: float = 0.0  # 0: no limit by time, only by attempts
+    rng: random.Random = field(default_factory=random.Random, compare=False)
 
     def backoff(self, attempt: int) -> float:
         """The jittered wait after failed attempt number ``attempt`` (1-based)."""
         ceiling = min(self.cap_seconds, self.base_seconds * 2 ** max(0, attempt - 1))
-        return random.uniform(0, ceiling)
+        return self.rng.uniform(0, ceiling)
 
     def delay(self, error: BaseException, attempt: int, elapsed: float = 0.0) -> float | None:
         """Seconds to wait before the next attempt, or None to give up (dead-letter). ``elapsed`` is

@@ -6,8 +6,9 @@ import sys
 from collections.abc import Iterable
 from typing import TextIO
 
-from connector.decode import Record, decode
+from connector.decode import decode
 from connector.errors import InputError
+from connector.structs import Record
 
 
 def validate_lines(

@@ -1,9 +1,17 @@
-"""The vendor-client interface and the HTTP plumbing every vendor shares."""
+"""The vendor-client interface and the HTTP plumbing every vendor shares.
+
+Every HTTP request waits for a tick of the member's :class:`~connector.pacing.Pacer`, lookups and
+reads included, so an ``apply`` that needs several requests costs several ticks. The deliverer takes
+the tick for an attempt's first request itself (so that it claims the newest change only once the tick
+is granted) and marks it in :data:`PREPAID`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import email.utils
+import functools
 import ssl
 import time
 from collections import OrderedDict
@@ -14,19 +22,26 @@ import certifi
 import httpx
 
 from connector.config import SinkSettings
-from connector.decode import OrderChange
 from connector.errors import (
     AuthError,
     ConflictError,
+    EndpointError,
     NotFoundError,
     RateLimited,
     RejectedError,
     ServerError,
     SinkConnectError,
+    SinkCutOff,
     SinkError,
     SinkTimeout,
+    Unavailable,
 )
 from connector.logs import redact
+from connector.pacing import Pacer
+from connector.structs import OrderChange
+
+PREPAID: contextvars.ContextVar[bool] = contextvars.ContextVar("connector_prepaid_tick", default=False)
+"""True in an ``apply`` whose first request already holds a budget tick."""
 
 
 class Sink(Protocol):
@@ -69,6 +84,11 @@ def raise_for_status(response: httpx.Response, body_max: int = 4096, detail: str
     body = redact(response.text[:body_max])
     said = redact(detail) if detail else body[:300]
     message = f"{response.request.method} {response.request.url.path} answered {status}: {said}"
+    if status < 400:
+        where = response.headers.get("Location", "")
+        raise EndpointError(
+            f"{message} (redirect to {where!r}: check sink.base_url)", status=status, body=body
+        )
     if status == 429:
         raise RateLimited(
             message,
@@ -81,10 +101,18 @@ def raise_for_status(response: httpx.Response, body_max: int = 4096, detail: str
         403: AuthError,
         404: NotFoundError,
         409: ConflictError,
-        408: ServerError,
+        408: Unavailable,
+        503: Unavailable,
     }
     error_class = by_status.get(status) or (ServerError if status >= 500 else RejectedError)
     raise error_class(message, status=status, body=body)
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context (certifi's CA bundle) for every client of the process: loading the bundle costs
+    tens of milliseconds."""
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 K = TypeVar("K")
@@ -123,11 +151,13 @@ class HttpSink:
         path: str,
         auth_header: str,
         transport: httpx.AsyncBaseTransport | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
+        self._pacer = pacer
         base_url = f"{settings.base_url.rstrip('/')}{path}"
         headers = {auth_header: settings.api_key.get_secret_value()}
         timeout, max_connections = settings.timeout_seconds, settings.max_in_flight
-        tls = ssl.create_default_context(cafile=certifi.where())  # one context shared by every slot
+        tls: ssl.SSLContext | bool = _tls_context() if transport is None else False
         self._all = [
             httpx.AsyncClient(
                 verify=tls,
@@ -152,14 +182,26 @@ class HttpSink:
         await asyncio.gather(*(client.aclose() for client in self._all))
 
     async def request(self, method: str, url: str, json: object | None = None) -> httpx.Response:
-        """Send one request; raise the SinkError matching the failure."""
+        """Send one request when the budget allows; raise the SinkError matching the failure:
+        not connected (never sent), timed out or cut off (ambiguous), or the status's class."""
+        if PREPAID.get():
+            PREPAID.set(False)
+        elif self._pacer is not None:
+            await self._pacer.acquire()
         client = await self._free.get()
         try:
             response = await client.request(method, url, json=json)
+        except (
+            httpx.ConnectError,
+            httpx.ConnectTimeout,
+            httpx.PoolTimeout,
+            httpx.UnsupportedProtocol,
+        ) as exc:
+            raise SinkConnectError(f"{method} {url}: {type(exc).__name__}: {redact(str(exc))}") from None
         except httpx.TimeoutException as exc:
             raise SinkTimeout(f"{method} {url}: no answer in time ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
-            raise SinkConnectError(f"{method} {url}: {type(exc).__name__}: {redact(str(exc))}") from None
+            raise SinkCutOff(f"{method} {url}: {type(exc).__name__}: {redact(str(exc))}") from None
         finally:
             self._free.put_nowait(client)
         raise_for_status(response, detail=self.error_detail(response))
@@ -170,4 +212,4 @@ class HttpSink:
         return None
 
 
-__all__ = ["HttpSink", "Sink", "SinkError", "parse_retry_after", "raise_for_status"]
+__all__ = ["PREPAID", "HttpSink", "Sink", "SinkError", "parse_retry_after", "raise_for_status"]

@@ -6,6 +6,8 @@ Modes:
   (``GET /orders/external/{externalId}``) and cached; then ``PUT /orders/{id}`` updates, or
   ``POST /orders`` creates when there is no such order.
 Deletion: ``DELETE /orders/external/{externalId}``; a 404 there means the order is already gone.
+A 404 from ``PUT /orders`` cannot be the event's fault (the path names no order): it means a wrong base
+URL or a retired API version, an outage (:class:`EndpointError`), not a dead letter.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from urllib.parse import quote
 import httpx
 
 from connector.config import SinkSettings
-from connector.decode import OrderChange
-from connector.errors import NotFoundError, RejectedError
+from connector.errors import EndpointError, NotFoundError, RejectedError
+from connector.pacing import Pacer
 from connector.sinks._base import BoundedCache, HttpSink
+from connector.structs import OrderChange
 
 
 class LoopSink(HttpSink):
@@ -25,8 +28,13 @@ class LoopSink(HttpSink):
 
     name = "loop"
 
-    def __init__(self, settings: SinkSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        super().__init__(settings, f"/api/{settings.api_version}", "X-Authorization", transport)
+    def __init__(
+        self,
+        settings: SinkSettings,
+        transport: httpx.AsyncBaseTransport | None = None,
+        pacer: Pacer | None = None,
+    ) -> None:
+        super().__init__(settings, f"/api/{settings.api_version}", "X-Authorization", transport, pacer)
         self._mode = settings.mode
         self._ids: BoundedCache[str, int] = BoundedCache(settings.cache_size)
 
@@ -55,11 +63,24 @@ class LoopSink(HttpSink):
                 return
             return
         if self._mode == "upsert":
-            await self.request("PUT", "/orders", json=change.body)
+            try:
+                await self.request("PUT", "/orders", json=change.body)
+            except NotFoundError as exc:
+                raise EndpointError(
+                    f"{exc} (PUT /orders names no order: check sink.base_url and sink.api_version)",
+                    status=exc.status,
+                    body=exc.body,
+                ) from None
             return
         await self._create_or_update(change, path)
 
     async def _create_or_update(self, change: OrderChange, path: str) -> None:
+        try:
+            await self._create_or_update_once(change, path)
+        except NotFoundError:  # the cached id is gone (deleted elsewhere): look up or create again
+            await self._create_or_update_once(change, path)
+
+    async def _create_or_update_once(self, change: OrderChange, path: str) -> None:
         loop_id = self._ids.get(change.external_id)
         if loop_id is None:
             try:

@@ -14,10 +14,11 @@ from urllib.parse import quote
 import httpx
 
 from connector.config import SinkSettings
-from connector.decode import OrderChange
 from connector.errors import NotFoundError, RejectedError
 from connector.models import shoplazza_update_body
+from connector.pacing import Pacer
 from connector.sinks._base import BoundedCache, HttpSink
+from connector.structs import OrderChange
 
 
 class ShoplazzaSink(HttpSink):
@@ -25,8 +26,13 @@ class ShoplazzaSink(HttpSink):
 
     name = "shoplazza"
 
-    def __init__(self, settings: SinkSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        super().__init__(settings, f"/openapi/{settings.api_version}", "Access-Token", transport)
+    def __init__(
+        self,
+        settings: SinkSettings,
+        transport: httpx.AsyncBaseTransport | None = None,
+        pacer: Pacer | None = None,
+    ) -> None:
+        super().__init__(settings, f"/openapi/{settings.api_version}", "Access-Token", transport, pacer)
         self._ids: BoundedCache[str, str] = BoundedCache(settings.cache_size)
         self.lookups = 0
 

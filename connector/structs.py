@@ -1,0 +1,104 @@
+"""The record types every stage shares, independent of the Kafka and HTTP client libraries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class TopicPartition:
+    """A topic and partition (hashable, ordered; not the Kafka client's own type)."""
+
+    topic: str
+    partition: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}-{self.partition}"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One Kafka record, as the pipeline needs it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp_ms: int = 0
+
+    @property
+    def tp(self) -> TopicPartition:
+        """The record's topic and partition."""
+        return TopicPartition(self.topic, self.partition)
+
+    @property
+    def size(self) -> int:
+        """Bytes held in memory for this record (key + value + headers)."""
+        return (
+            len(self.key or b"")
+            + len(self.value or b"")
+            + sum(len(k) + len(v or b"") for k, v in self.headers)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """Where a change stands in its order's history: the order's ``updated_at`` (epoch seconds) when
+    the event carries one, and its position in the log."""
+
+    updated_at: float | None
+    tp: TopicPartition
+    offset: int
+
+    def older_than(self, other: Version) -> bool:
+        """True when this is an earlier state than ``other``: by ``updated_at`` when both have one,
+        else by offset within one partition (events of different partitions without ``updated_at``
+        are never older than each other)."""
+        if self.updated_at is not None and other.updated_at is not None:
+            return self.updated_at < other.updated_at
+        return self.tp == other.tp and self.offset < other.offset
+
+
+@dataclass(slots=True)
+class OrderChange:
+    """A decoded, valid event: what to do to which order."""
+
+    record: Record
+    external_id: str
+    op: Literal["upsert", "delete"]
+    body: dict[str, Any] = field(default_factory=dict)
+    updated_at: datetime | None = None
+    digest: bytes = b""
+    unknown: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """What changes are coalesced by: one order."""
+        return self.external_id
+
+    @property
+    def tp(self) -> TopicPartition:
+        """The partition the change was read from."""
+        return self.record.tp
+
+    @property
+    def version(self) -> Version:
+        """The change's place in its order's history."""
+        stamp = self.updated_at.timestamp() if self.updated_at is not None else None
+        return Version(stamp, self.record.tp, self.record.offset)
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """What is remembered of a change the vendor acknowledged: no payload, only its digest and
+    version (a few tens of bytes a key, whatever the size of the order)."""
+
+    digest: bytes
+    version: Version
+
+
+__all__ = ["Mark", "OrderChange", "Record", "TopicPartition", "Version"]

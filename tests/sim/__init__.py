@@ -1,0 +1,5 @@
+"""A deterministic simulation of the pipeline: virtual time, a simulated consumer group, vendor and
+dead-letter topic, random schedules of faults, and a checker of the invariants (``docs/design.md``).
+
+Replay one schedule: ``.venv/bin/python -m tests.sim --seed N`` (``--soak`` for many more).
+"""

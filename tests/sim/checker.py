@@ -1,0 +1,254 @@
+"""The invariants of ``docs/design.md``, checked on one simulated run.
+
+Online, as things happen: every commit is checked against what the vendor and the dead-letter topic
+held at that moment (no committed offset passes an event that is not resolved). After quiescence (every
+member stopped, every late write landed): the vendor's final state, the order and concurrency of
+writes per order, the budget in every one-second window, the dead letters, memory bounds and secrets.
+Every check names what it saw, so a failing seed explains itself.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from dataclasses import dataclass
+
+from connector.structs import Record, TopicPartition, Version
+from tests.sim.cluster import CommitEvent, SimCluster
+from tests.sim.schedule import Event, Schedule
+from tests.sim.vendor import SimVendor, Write
+
+
+@dataclass
+class Produced:
+    """An event as it landed in the log."""
+
+    event: Event
+    record: Record
+
+    @property
+    def version(self) -> Version:
+        return Version(self.event.updated_at, self.record.tp, self.record.offset)
+
+    @property
+    def where(self) -> str:
+        return f"{self.record.tp}@{self.record.offset}"
+
+    def describe(self) -> str:
+        e = self.event
+        stamp = f" updated_at={e.updated_at:.3f}" if e.updated_at is not None else ""
+        return f"{self.where} {e.key} {e.kind} {e.op} {e.state}{stamp}"
+
+
+class Checker:
+    """Collects violations of one run."""
+
+    def __init__(self, schedule: Schedule, cluster: SimCluster, vendor: SimVendor, secret: str) -> None:
+        self.schedule = schedule
+        self.cluster = cluster
+        self.vendor = vendor
+        self.secret = secret
+        self.violations: list[str] = []
+        self.logs: dict[TopicPartition, list[Produced]] = defaultdict(list)
+        self.by_key: dict[str, list[Produced]] = defaultdict(list)
+        self._checked: dict[TopicPartition, int] = {}
+        self._applied: dict[tuple[TopicPartition, int], float] = {}
+        self._writes_seen = 0
+
+    def fail(self, text: str) -> None:
+        """Record a violation (the first few hundred)."""
+        if len(self.violations) < 200:
+            self.violations.append(text)
+
+    def produced(self, event: Event, record: Record) -> None:
+        """The producer appended ``event`` as ``record``."""
+        p = Produced(event, record)
+        self.logs[record.tp].append(p)
+        if event.kind != "invalid":
+            self.by_key[event.key].append(p)
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _sync_writes(self) -> None:
+        writes = self.vendor.writes
+        for w in writes[self._writes_seen :]:
+            if w.event is not None:
+                self._applied.setdefault(w.event, w.at)
+        self._writes_seen = len(writes)
+
+    def _dead_lettered(self, p: Produced, by: float) -> bool:
+        tp, off = p.record.tp, p.record.offset
+        for d in self.cluster.dead_letters:
+            if d.at > by:
+                break
+            h = dict(d.headers)
+            if (
+                h.get("__connect.errors.topic") == tp.topic.encode()
+                and h.get("__connect.errors.partition") == str(tp.partition).encode()
+                and h.get("__connect.errors.offset") == str(off).encode()
+            ):
+                return True
+        return False
+
+    def _payload_dead_lettered(self, p: Produced, by: float) -> bool:
+        """Whether an event of ``p``'s order with the same payload was dead-lettered by ``by``."""
+        return any(
+            q.event.value == p.event.value and self._dead_lettered(q, by) for q in self.by_key[p.event.key]
+        )
+
+    def _vendor_state_at(self, key: str, at: float) -> tuple[str, str | None] | None:
+        state = None
+        for w in self.vendor.writes:
+            if w.at > at:
+                break
+            if w.key == key:
+                state = (w.op, w.state)
+        return state
+
+    def _rejected(self, p: Produced) -> bool:
+        """Whether the vendor refuses ``p`` for good: a poison event, or a delete while deletes are
+        forbidden (a 403 for that operation only)."""
+        if p.event.kind == "poison":
+            return True
+        forbidden = any(f.kind == "forbid_delete" for f in self.schedule.faults)
+        return forbidden and p.event.op == "delete"
+
+    @staticmethod
+    def _same_state(p: Produced, state: tuple[str, str | None] | None) -> bool:
+        if p.event.op == "delete":
+            return state is None or state[0] == "delete"
+        return state == ("upsert", p.event.state)
+
+    # -- online: commits ----------------------------------------------------------------------
+    def on_commit(self, c: CommitEvent) -> None:
+        """No committed offset passes an event that is not resolved (``docs/design.md`` 1, 2)."""
+        start = self._checked.get(c.tp, 0)
+        if c.offset <= start:
+            self._checked[c.tp] = max(start, 0)
+            return
+        self._sync_writes()
+        log = self.logs[c.tp]
+        for p in log[start : c.offset]:
+            if not self._covered(p, c):
+                self.fail(
+                    f"t={c.at - _epoch():.3f} {c.member} committed {c.tp}@{c.offset} past unresolved "
+                    f"{p.describe()}"
+                )
+        self._checked[c.tp] = c.offset
+
+    def _covered(self, p: Produced, c: CommitEvent) -> bool:
+        if self._dead_lettered(p, c.at):
+            return True
+        if p.event.kind == "invalid":
+            return False
+        if self._rejected(p) and self._payload_dead_lettered(p, c.at):
+            return True  # skipped as identical to an event the vendor refused, dead-lettered
+        for q in self.by_key[p.event.key]:
+            if q.version.older_than(p.version):
+                continue
+            if q.record.tp == c.tp and q.record.offset >= c.offset:
+                return True  # not committed: read again by the partition's next owner
+            applied = self._applied.get((q.record.tp, q.record.offset))
+            if applied is not None and applied <= c.at:
+                return True
+            if q is not p and self._rejected(q) and self._dead_lettered(q, c.at):
+                return True  # replaced by a newer event the vendor refused, itself dead-lettered
+        return self._same_state(p, self._vendor_state_at(p.event.key, c.at))  # skipped as identical
+
+    # -- after quiescence ---------------------------------------------------------------------
+    def newest(self, key: str) -> Produced | None:
+        """The event of ``key`` that must win: latest by ``updated_at``, else by offset."""
+        best: Produced | None = None
+        for p in sorted(self.by_key[key], key=lambda q: (q.record.tp, q.record.offset)):
+            if best is None or not p.version.older_than(best.version):
+                best = p
+        return best
+
+    def final(self) -> None:
+        """Every check that needs the run to be over."""
+        self._sync_writes()
+        end = self.cluster.dead_letters[-1].at if self.cluster.dead_letters else float("inf")
+        for key in sorted(self.by_key):
+            want = self.newest(key)
+            assert want is not None
+            held = self.vendor.orders.get(key)
+            if self._rejected(want) and (want.event.kind == "poison" or self._dead_lettered(want, end)):
+                if not self._payload_dead_lettered(want, end):
+                    self.fail(f"newest event is rejected by the vendor but not dead-lettered: {want.describe()}")
+                continue
+            if not self._same_state(want, held):
+                self.fail(f"vendor holds {held} for {key}, newest is {want.describe()}")
+        for _, log in sorted(self.logs.items()):
+            for p in log:
+                dead = self._dead_lettered(p, end)
+                if p.event.kind == "invalid" and not dead:
+                    self.fail(f"invalid event not dead-lettered: {p.describe()}")
+                if p.event.kind == "valid" and dead and not self._rejected(p):
+                    self.fail(f"valid event dead-lettered: {p.describe()}: {self._reason(p)}")
+        self._check_writes()
+        self._check_budget()
+        for text in self.vendor.overlaps[:5]:
+            self.fail(f"two requests for one order at once: {text}")
+        for d in self.cluster.dead_letters:
+            if any(self.secret.encode() in v for _, v in d.headers):
+                self.fail("the API key appears in a dead-letter header")
+
+    def _reason(self, p: Produced) -> str:
+        for d in self.cluster.dead_letters:
+            h = dict(d.headers)
+            if h.get("__connect.errors.offset") == str(p.record.offset).encode() and h.get(
+                "__connect.errors.partition"
+            ) == str(p.record.partition).encode():
+                return h.get("__connect.errors.exception.message", b"").decode()[:200]
+        return "?"
+
+    def _check_writes(self) -> None:
+        """Per order: writes of an older partition owner never land after a newer owner's, and within
+        one owner an older state is never applied after a newer one (late writes included)."""
+        events = {(p.record.tp, p.record.offset): p for ps in self.by_key.values() for p in ps}
+        last: dict[str, tuple[Write, Produced | None]] = {}
+        for w in self.vendor.writes:
+            p = events.get(w.event) if w.event else None
+            prev = last.get(w.key)
+            if prev is not None:
+                pw, pp = prev
+                if w.epoch < pw.epoch:
+                    self.fail(
+                        f"t={w.at - _epoch():.3f} {w.key}: a write of epoch {w.epoch} ({w.member}, sent "
+                        f"t={w.sent_at - _epoch():.3f}) landed after one of epoch {pw.epoch} ({pw.member})"
+                    )
+                elif w.epoch == pw.epoch and p is not None and pp is not None and p.version.older_than(pp.version):
+                    self.fail(
+                        f"t={w.at - _epoch():.3f} {w.key}: {p.describe()} applied after newer "
+                        f"{pp.describe()} (epoch {w.epoch}, {w.member}, sent t={w.sent_at - _epoch():.3f})"
+                    )
+            last[w.key] = (w, p)
+
+    def _check_budget(self) -> None:
+        """Requests sent (every HTTP request, lookups included) in any one-second window ≤ budget."""
+        budget = self.schedule.knobs.budget
+        window: deque[float] = deque()
+        worst, worst_at = 0, 0.0
+        for at, _ in self.vendor.sends:
+            window.append(at)
+            while window[0] <= at - 1.0 + 1e-6:
+                window.popleft()
+            if len(window) > worst:
+                worst, worst_at = len(window), at
+        if worst > budget:
+            self.fail(f"{worst} requests in the second ending t={worst_at - _epoch():.3f}, budget {budget:g}")
+
+    def check_members(self, pipelines: dict[str, object]) -> None:
+        """Memory: per-key state bounded by its setting, read-ahead by its bound."""
+        k = self.schedule.knobs
+        for name, pipeline in sorted(pipelines.items()):
+            remembered = pipeline.coalescer.remembered  # type: ignore[attr-defined]
+            held = pipeline.tracker.held  # type: ignore[attr-defined]
+            if remembered > k.remember_keys:
+                self.fail(f"{name} remembers {remembered} keys, bound {k.remember_keys}")
+            if held > k.max_unresolved + self.cluster.max_poll_records:
+                self.fail(f"{name} holds {held} offsets, bound {k.max_unresolved}")
+
+
+def _epoch() -> float:
+    from tests.sim.schedule import EPOCH
+
+    return EPOCH

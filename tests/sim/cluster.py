@@ -1,0 +1,394 @@
+"""A simulated Kafka cluster: partition logs, one consumer group with eager rebalances, committed
+offsets with metadata, and a dead-letter topic that can refuse writes.
+
+The group behaves as aiokafka's does where the pipeline can tell: every rebalance first awaits each
+member's revoke callback (a member that overruns the rebalance timeout is expelled), then assigns the
+partitions round-robin and awaits the assign callbacks; a member that stops heartbeating (killed, or cut
+off from the broker) is expelled after the session timeout, and learns it lost its partitions only when
+it reconnects. Commits succeed only from a member of the current generation that owns the partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+from connector.source import Committed, PartitionsCallback
+from connector.structs import Record, TopicPartition
+
+
+class Unreachable(Exception):
+    """The broker cannot be reached from this member (or the member is dead)."""
+
+
+@dataclass
+class CommitEvent:
+    """One accepted commit."""
+
+    at: float
+    member: str
+    tp: TopicPartition
+    offset: int
+    metadata: str
+
+
+@dataclass
+class DeadLetterEvent:
+    """One acknowledged dead-letter write."""
+
+    at: float
+    member: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+@dataclass(eq=False)
+class Member:
+    """One group member as the cluster sees it, and its side of the Source protocol."""
+
+    cluster: SimCluster
+    name: str
+    on_revoked: PartitionsCallback
+    on_assigned: PartitionsCallback
+    alive: bool = True
+    connected: bool = True
+    joined: bool = False
+    expelled: bool = False
+    generation: int = -1
+    owned: set[TopicPartition] = field(default_factory=set)
+    epochs: dict[TopicPartition, int] = field(default_factory=dict)
+    positions: dict[TopicPartition, int] = field(default_factory=dict)
+    paused: set[TopicPartition] = field(default_factory=set)
+    rebalancing: bool = False
+    closed: bool = False  # its consumer was stopped: it never joins again
+    callbacks: set[asyncio.Task[None]] = field(default_factory=set)
+    _wake: asyncio.Future[None] | None = None
+
+    # -- Source protocol ----------------------------------------------------------------------
+    async def __aenter__(self) -> Self:
+        self.cluster.join(self)
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.closed = True
+        if self.alive:
+            self.cluster.leave(self)
+
+    async def fetch(self, timeout_ms: int) -> list[Record]:
+        if not self.alive:
+            raise Unreachable("dead")
+        out: list[Record] = []
+        if self.connected and not self.rebalancing:
+            logs = self.cluster.logs
+            for tp in sorted(self.owned - self.paused):
+                log = logs[tp]
+                pos = self.positions[tp]
+                take = log[pos : pos + self.cluster.max_poll_records - len(out)]
+                out.extend(take)
+                self.positions[tp] = pos + len(take)
+                if len(out) >= self.cluster.max_poll_records:
+                    break
+        if not out:
+            await self._sleep(timeout_ms / 1000)
+        return out
+
+    async def _sleep(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._wake = loop.create_future()
+        handle = loop.call_later(seconds, self.wake)
+        try:
+            await self._wake
+        finally:
+            handle.cancel()
+            self._wake = None
+
+    def wake(self) -> None:
+        """New records, a new assignment or a resume: a waiting fetch returns at once."""
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.owned)
+
+    def log_end(self, tp: TopicPartition) -> int | None:
+        return len(self.cluster.logs[tp])
+
+    def partition_counts(self) -> dict[str, int]:
+        return dict(self.cluster.partition_counts)
+
+    def pause(self, partitions: set[TopicPartition]) -> None:
+        self.paused |= partitions
+
+    def resume(self, partitions: set[TopicPartition]) -> None:
+        self.paused -= partitions
+        self.wake()
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.positions[tp] = max(0, offset)
+
+    async def commit(self, offsets: Committed) -> bool:
+        return self.cluster.commit(self, offsets)
+
+    async def committed(self, partitions: set[TopicPartition]) -> Committed:
+        if not self.alive or not self.connected:
+            raise Unreachable("broker unreachable")
+        return {tp: self.cluster.committed[tp] for tp in partitions if tp in self.cluster.committed}
+
+
+class SimCluster:
+    """Logs, the group and the dead-letter topic, on the running (virtual-time) loop."""
+
+    def __init__(
+        self,
+        topic: str,
+        partitions: int,
+        *,
+        wall: Callable[[], float],
+        session_timeout: float,
+        rebalance_timeout: float,
+        max_poll_records: int = 100,
+    ) -> None:
+        self.topic = topic
+        self.partition_counts = {topic: partitions}
+        self.logs: dict[TopicPartition, list[Record]] = {
+            TopicPartition(topic, p): [] for p in range(partitions)
+        }
+        self.committed: dict[TopicPartition, tuple[int, str]] = {}
+        self.commits: list[CommitEvent] = []
+        self.dead_letters: list[DeadLetterEvent] = []
+        self.dlq_refusing = False
+        self.members: dict[str, Member] = {}
+        self.generation = 0
+        self.epochs: dict[TopicPartition, int] = dict.fromkeys(self.logs, 0)
+        self.rebalances = 0
+        self.expulsions = 0
+        self.on_commit: Callable[[CommitEvent], None] | None = None
+        self._wall = wall
+        self._session_timeout = session_timeout
+        self._rebalance_timeout = rebalance_timeout
+        self.max_poll_records = max_poll_records
+        self._joined: list[str] = []
+        self._wanted = asyncio.Event()
+        self._coordinator: asyncio.Task[None] | None = None
+        self._expiries: dict[str, asyncio.TimerHandle] = {}
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Run the group coordinator."""
+        self._coordinator = asyncio.get_running_loop().create_task(self._coordinate())
+
+    async def close(self) -> None:
+        """Stop the coordinator."""
+        if self._coordinator is not None:
+            self._coordinator.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._coordinator
+
+    def member(self, name: str, on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> Member:
+        """A new member (its source); it joins when entered."""
+        m = Member(self, name, on_revoked, on_assigned)
+        self.members[name] = m
+        return m
+
+    def produce(self, partition: int, key: bytes | None, value: bytes | None) -> Record:
+        """Append a record; members waiting for data are woken."""
+        tp = TopicPartition(self.topic, partition)
+        log = self.logs[tp]
+        record = Record(tp.topic, tp.partition, len(log), key, value, (), int(self._wall() * 1000))
+        log.append(record)
+        for m in self.members.values():
+            if tp in m.owned:
+                m.wake()
+        return record
+
+    # -- membership ---------------------------------------------------------------------------
+    def join(self, m: Member) -> None:
+        """``m`` asks to join: a rebalance follows."""
+        if m.closed or not m.alive:
+            return
+        m.joined, m.expelled = True, False
+        self._joined.append(m.name)
+        self._wanted.set()
+
+    def leave(self, m: Member) -> None:
+        """``m`` leaves on purpose (after its own revoke and last commit)."""
+        self._remove(m)
+        m.owned.clear()
+
+    def _remove(self, m: Member) -> None:
+        if m.name in self._joined:
+            self._joined.remove(m.name)
+            self._wanted.set()
+        m.joined = False
+        timer = self._expiries.pop(m.name, None)
+        if timer is not None:
+            timer.cancel()
+
+    def kill(self, m: Member) -> None:
+        """``kill -9``: no callback, no commit; the group notices after the session timeout."""
+        m.alive = False
+        for task in list(m.callbacks):
+            task.cancel()
+        self._go_dark(m)
+
+    def disconnect(self, m: Member) -> None:
+        """``m`` is cut off from the broker (it still reaches the vendor)."""
+        m.connected = False
+        self._go_dark(m)
+
+    def reconnect(self, m: Member) -> None:
+        """The cut heals. An expelled member learns it lost its partitions, then rejoins."""
+        m.connected = True
+        timer = self._expiries.pop(m.name, None)
+        if timer is not None:
+            timer.cancel()
+        if m.alive and m.expelled and not m.closed:
+            self._spawn(m, self._lost_then_rejoin(m))
+        m.wake()
+
+    def _go_dark(self, m: Member) -> None:
+        if m.name in self._expiries or not m.joined:
+            return
+        loop = asyncio.get_running_loop()
+        self._expiries[m.name] = loop.call_later(self._session_timeout, self._expel, m)
+
+    def _expel(self, m: Member) -> None:
+        self._expiries.pop(m.name, None)
+        if m.joined:
+            self.expulsions += 1
+            self._remove(m)
+            m.expelled = True
+
+    async def _lost_then_rejoin(self, m: Member) -> None:
+        lost, m.owned = set(m.owned), set()
+        m.rebalancing = True
+        try:
+            await m.on_revoked(lost)
+        finally:
+            m.rebalancing = False
+        if m.alive:
+            self.join(m)
+
+    def _spawn(self, m: Member, coro: object) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        m.callbacks.add(task)
+        task.add_done_callback(m.callbacks.discard)
+        return task
+
+    # -- the group coordinator ----------------------------------------------------------------
+    async def _coordinate(self) -> None:
+        while True:
+            await self._wanted.wait()
+            self._wanted.clear()
+            await self._rebalance()
+
+    async def _rebalance(self) -> None:
+        self.rebalances += 1
+        for m in [self.members[n] for n in self._joined if not self.members[n].connected]:
+            self._expel(m)  # cannot rejoin within the rebalance timeout
+        members = [self.members[n] for n in self._joined]
+        revoking = [(m, self._spawn(m, self._revoke(m))) for m in members if m.owned]
+        if revoking:
+            _, late = await asyncio.wait([t for _, t in revoking], timeout=self._rebalance_timeout)
+            for m, task in revoking:
+                if task in late:  # overran the rebalance timeout: out of the group, callback still running
+                    self.expulsions += 1
+                    self._remove(m)
+                    m.expelled = True
+        members = [self.members[n] for n in self._joined if self.members[n].alive]
+        self.generation += 1
+        tps = sorted(self.logs)
+        plan: dict[str, set[TopicPartition]] = {m.name: set() for m in members}
+        names = sorted(plan)
+        for i, tp in enumerate(tps):
+            if names:
+                plan[names[i % len(names)]].add(tp)
+        assigning = []
+        for m in members:
+            m.generation = self.generation
+            m.owned = plan[m.name]
+            m.paused = set()  # as in aiokafka: a new assignment starts unpaused
+            for tp in m.owned:
+                self.epochs[tp] += 1
+                m.epochs[tp] = self.epochs[tp]
+                m.positions[tp] = self.committed.get(tp, (0, ""))[0]
+            assigning.append(self._spawn(m, self._assign(m)))
+        if assigning:
+            await asyncio.wait(assigning)
+
+    async def _revoke(self, m: Member) -> None:
+        m.rebalancing = True
+        try:
+            await m.on_revoked(set(m.owned))
+        finally:
+            m.owned = set()
+            if m.expelled:  # it overran the rebalance timeout: it finds out now, and joins again
+                m.rebalancing = False
+                if m.alive and m.connected:
+                    self.join(m)
+
+    async def _assign(self, m: Member) -> None:
+        try:
+            await m.on_assigned(set(m.owned))
+        finally:
+            m.rebalancing = False
+            m.wake()
+
+    # -- commits and dead letters -------------------------------------------------------------
+    def commit(self, m: Member, offsets: Committed) -> bool:
+        """Accept ``offsets`` only from a live, connected member of the current generation that owns
+        every partition in them (as the broker's generation check does)."""
+        ok = (
+            m.alive
+            and m.connected
+            and m.joined
+            and m.generation == self.generation
+            and all(tp in m.owned for tp in offsets)
+        )
+        if not ok:
+            return False
+        now = self._wall()
+        for tp, (offset, metadata) in sorted(offsets.items()):
+            self.committed[tp] = (offset, metadata)
+            event = CommitEvent(now, m.name, tp, offset, metadata)
+            self.commits.append(event)
+            if self.on_commit is not None:
+                self.on_commit(event)
+        return True
+
+    def dead_letters_for(self, m_name: str) -> SimDeadLetters:
+        """The dead-letter writer of member ``m_name``."""
+        return SimDeadLetters(self, m_name)
+
+
+class SimDeadLetters:
+    """A member's dead-letter writer: refused while the cluster refuses, or the member is dead."""
+
+    def __init__(self, cluster: SimCluster, member: str) -> None:
+        self._cluster = cluster
+        self._member = member
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return None
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        cluster = self._cluster
+        m = cluster.members.get(self._member)
+        await asyncio.sleep(0.005)
+        if cluster.dlq_refusing or m is None or not m.alive or not m.connected:
+            raise Unreachable("the dead-letter topic refused the write")
+        cluster.dead_letters.append(DeadLetterEvent(cluster._wall(), self._member, key, value, headers))

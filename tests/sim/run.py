@@ -1,0 +1,320 @@
+"""Run one schedule: the real pipeline (``connector.app.serve``) in every member, on virtual time,
+against the simulated cluster and vendor; then quiesce and check.
+
+Phases: the producer appends the events while the schedule's faults and membership changes play out;
+after the last fault (the *horizon*) at least one member runs and the run must converge (every
+partition committed to its end) within :data:`LIVENESS_BOUND` seconds; then every member is stopped
+(SIGTERM path), every late write lands, and the checker judges the final state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import traceback
+from dataclasses import dataclass, field
+from random import Random
+from typing import Any
+
+import structlog
+
+from connector import logs
+from connector.app import Parts, serve
+from connector.config import DlqSettings, KafkaSettings, MetricsSettings, Settings, SinkSettings
+from connector.metrics import Metrics
+from connector.source import PartitionsCallback
+from tests.sim.checker import Checker
+from tests.sim.cluster import Member, SimCluster
+from tests.sim.loop import Deadlock, VirtualTimeLoop
+from tests.sim.schedule import EPOCH, TOPIC, Schedule, make_schedule
+from tests.sim.vendor import SimVendor
+
+LIVENESS_BOUND = 240.0
+"""Seconds after the last fault within which every event must be resolved and committed: session
+timeout (10) + lease and settle hold (≤ 5 + 12) + backoff cap (5) + probe interval, with margin for
+several of them in a row."""
+API_KEY = "sim-key-Secret-7"
+
+
+class _Clock:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def monotonic(self) -> float:
+        return self._loop.time()
+
+    def wall(self) -> float:
+        return self._loop.time()
+
+
+@dataclass
+class Result:
+    """What one run found."""
+
+    seed: int
+    violations: list[str] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+    digest: str = ""
+    description: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+def settings_for(s: Schedule) -> Settings:
+    """The connector settings a schedule runs with."""
+    k = s.knobs
+    return Settings(
+        kafka=KafkaSettings(
+            topics=[TOPIC],
+            commit_interval_seconds=1.0,
+            lease_seconds=5.0,
+            session_timeout_ms=10_000,
+            rebalance_timeout_ms=20_000,
+            max_unresolved_events=k.max_unresolved,
+        ),
+        dlq=DlqSettings(topic=f"{TOPIC}.dlq", dead_letter_replaced=k.dead_letter_replaced),
+        sink=SinkSettings(
+            api_key=API_KEY,
+            mode=k.mode,
+            rate_limit_per_second=k.budget,
+            max_in_flight=k.max_in_flight,
+            timeout_seconds=k.timeout,
+            settle_seconds=k.settle,
+            backoff_base_seconds=0.1,
+            backoff_cap_seconds=5.0,
+            circuit_window=10,
+            circuit_min_calls=5,
+            probe_interval_seconds=k.probe_interval,
+            remember_keys=k.remember_keys,
+            max_retry_after_seconds=10.0,
+        ),
+        metrics=MetricsSettings(port=0),
+        shutdown_grace_seconds=10.0,
+    )
+
+
+class World:
+    """The cluster, the vendor, the members and the checker of one run."""
+
+    def __init__(self, schedule: Schedule) -> None:
+        self.s = schedule
+        self.loop = asyncio.get_running_loop()
+        self.clock = _Clock(self.loop)
+        self.settings = settings_for(schedule)
+        self.cluster = SimCluster(
+            TOPIC, schedule.partitions, wall=self.clock.wall, session_timeout=10.0, rebalance_timeout=20.0
+        )
+        self.vendor = SimVendor(
+            rng=Random(schedule.seed * 7919 + 1),
+            wall=self.clock.wall,
+            budget=schedule.knobs.budget,
+            faults=schedule.faults,
+            latency=0.02,
+            max_life=schedule.knobs.settle,
+            epoch_of=lambda m, tp: self.cluster.members[m].epochs.get(tp, -1) if m in self.cluster.members else -1,
+            alive=lambda m: m in self.cluster.members and self.cluster.members[m].alive,
+        )
+        self.checker = Checker(schedule, self.cluster, self.vendor, API_KEY)
+        self.cluster.on_commit = self.checker.on_commit
+        self.tasks: dict[str, asyncio.Task[Any]] = {}
+        self.stops: dict[str, asyncio.Event] = {}
+        self.pipelines: dict[str, Any] = {}
+        self.crashes: list[str] = []
+        self._next = 0
+
+    # -- members ------------------------------------------------------------------------------
+    def start_member(self) -> str:
+        name = f"m{self._next}"
+        self._next += 1
+        stop = asyncio.Event()
+
+        def source(revoked: PartitionsCallback, assigned: PartitionsCallback) -> Member:
+            self.pipelines[name] = getattr(revoked, "__self__", None)
+            return self.cluster.member(name, revoked, assigned)
+
+        parts = Parts(
+            clock=self.clock,
+            rng=Random(f"{self.s.seed}:{name}"),
+            metrics=Metrics(),
+            transport=self.vendor.transport(name),
+            dead_letters=self.cluster.dead_letters_for(name),
+            source=source,
+        )
+        task = self.loop.create_task(serve(self.settings, stop, parts), name=name)
+        task.add_done_callback(lambda t: self._ended(name, t))
+        self.tasks[name], self.stops[name] = task, stop
+        return name
+
+    def _ended(self, name: str, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            text = "".join(traceback.format_exception(error)).strip().splitlines()
+            self.crashes.append(f"{name} crashed: {' | '.join(text[-4:])}")
+
+    def running(self) -> list[str]:
+        return [n for n, t in self.tasks.items() if not t.done() and not self.stops[n].is_set()]
+
+    def live(self, index: int) -> str | None:
+        names = self.running()
+        return names[index % len(names)] if names else None
+
+    async def apply(self, kind: str, index: int, duration: float) -> None:
+        if kind == "join":
+            self.start_member()
+            return
+        name = self.live(index)
+        if name is None:
+            return
+        member = self.cluster.members.get(name)
+        if kind == "leave":
+            self.stops[name].set()
+        elif kind == "kill" and member is not None:
+            self.cluster.kill(member)
+            self.tasks[name].cancel()
+        elif kind == "cut" and member is not None:
+            self.cluster.disconnect(member)
+            self.loop.call_later(duration, self.cluster.reconnect, member)
+
+    # -- phases -------------------------------------------------------------------------------
+    async def produce(self) -> None:
+        for event in self.s.events:
+            delay = EPOCH + event.at - self.clock.wall()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            record = self.cluster.produce(self.s.partition_of(event.key), event.key.encode(), event.value)
+            self.checker.produced(event, record)
+
+    async def play(self) -> None:
+        for op in self.s.ops:
+            delay = EPOCH + op.at - self.clock.wall()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await self.apply(op.kind, op.member, op.duration)
+
+    async def dlq_faults(self) -> None:
+        for start, end in self.s.dlq_down:
+            await asyncio.sleep(max(0.0, EPOCH + start - self.clock.wall()))
+            self.cluster.dlq_refusing = True
+            await asyncio.sleep(max(0.0, EPOCH + end - self.clock.wall()))
+            self.cluster.dlq_refusing = False
+
+    def converged(self) -> bool:
+        for tp, log in self.cluster.logs.items():
+            if self.cluster.committed.get(tp, (0, ""))[0] < len(log):
+                return False
+        return True
+
+    def pending(self) -> str:
+        parts = []
+        for tp, log in sorted(self.cluster.logs.items()):
+            done = self.cluster.committed.get(tp, (0, ""))[0]
+            if done < len(log):
+                parts.append(f"{tp}: committed {done} of {len(log)}")
+        return "; ".join(parts)
+
+
+def _where(task: asyncio.Task[Any]) -> str:
+    """Where a task is suspended: its chain of awaited coroutines."""
+    chain, coro = [], task.get_coro()
+    while coro is not None and len(chain) < 20:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            chain.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return " > ".join(chain)
+
+
+async def _run(s: Schedule) -> Result:
+    world = World(s)
+    result = Result(s.seed, description=s.describe())
+    world.cluster.start()
+    for _ in range(s.members):
+        world.start_member()
+    background = [
+        world.loop.create_task(world.produce()),
+        world.loop.create_task(world.play()),
+        world.loop.create_task(world.dlq_faults()),
+    ]
+    try:
+        await asyncio.sleep(s.horizon)
+        await asyncio.gather(*background)
+        if not world.running():
+            world.start_member()  # the autoscaler brings one back
+        deadline = world.clock.wall() + LIVENESS_BOUND
+        while not world.converged() and world.clock.wall() < deadline:
+            await asyncio.sleep(1.0)
+        if not world.converged():
+            world.checker.fail(
+                f"not converged {LIVENESS_BOUND:g}s after the last fault: {world.pending()}; running "
+                f"{world.running()}"
+            )
+        result.stats["converged_after_s"] = round(world.clock.wall() - EPOCH - s.horizon, 1)
+        world.checker.check_members({n: world.pipelines[n] for n in world.running() if world.pipelines.get(n)})
+        for name in world.running():
+            world.stops[name].set()
+        stopping = [t for t in world.tasks.values() if not t.done()]
+        if stopping:
+            _, late = await asyncio.wait(stopping, timeout=60)
+            for task in late:
+                where = _where(task)
+                world.checker.fail(f"{task.get_name()} did not stop within 60s of SIGTERM (at {where})")
+                task.cancel()
+        await world.vendor.settle()
+        world.checker.final()
+    finally:
+        for task in [*background, *world.tasks.values()]:
+            task.cancel()
+        await asyncio.gather(*background, *world.tasks.values(), return_exceptions=True)
+        await world.cluster.close()
+    for text in world.crashes:
+        world.checker.fail(text)
+    result.violations = world.checker.violations
+    v = world.vendor
+    result.stats.update(
+        requests=v.stats.requests,
+        timeouts=v.stats.timeouts,
+        writes=len(v.writes),
+        statuses=dict(sorted(v.stats.statuses.items())),
+        rebalances=world.cluster.rebalances,
+        expulsions=world.cluster.expulsions,
+        dead_letters=len(world.cluster.dead_letters),
+        commits=len(world.cluster.commits),
+        virtual_s=round(world.clock.wall() - EPOCH, 1),
+    )
+    trace = [(round(w.at, 6), w.key, w.op, w.state, w.member) for w in v.writes]
+    trace += [(round(c.at, 6), str(c.tp), c.offset, c.member) for c in world.cluster.commits]  # type: ignore[misc]
+    result.digest = hashlib.blake2b(repr(trace).encode(), digest_size=8).hexdigest()
+    return result
+
+
+def _virtual_time(_logger: Any, _name: str, event: Any) -> Any:
+    """Log lines carry the virtual time since the start of the run (``t``)."""
+    with contextlib.suppress(RuntimeError):
+        event["t"] = round(asyncio.get_running_loop().time() - EPOCH, 3)
+    return event
+
+
+def run(seed: int, scale: float = 1.0, log_level: str = "ERROR") -> Result:
+    """Run the schedule of ``seed`` on a fresh virtual-time loop."""
+    schedule = make_schedule(seed, scale)
+    buffer = io.StringIO()
+    logs.configure(log_level, stream=buffer)
+    processors = structlog.get_config()["processors"]
+    structlog.configure(processors=[_virtual_time, *processors])
+    try:
+        with asyncio.Runner(loop_factory=lambda: VirtualTimeLoop(EPOCH)) as runner:
+            result = runner.run(_run(schedule))
+    except Deadlock as exc:
+        result = Result(seed, [f"deadlock: {exc}"], description=schedule.describe())
+    finally:
+        logs.configure("INFO")
+    if API_KEY in buffer.getvalue():
+        result.violations.append("the API key appears in the logs")
+    result.stats["log"] = buffer.getvalue()
+    return result

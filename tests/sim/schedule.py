@@ -1,0 +1,195 @@
+"""Random schedules, drawn from a seed: the topology, the settings, the events, and the faults.
+
+Everything is a pure function of the seed, so a failing run is replayed exactly by its seed.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from random import Random
+
+from tests.sim.vendor import Fault
+
+TOPIC = "orders"
+EPOCH = 1_800_000_000.0  # virtual wall clock at the start of every run (2027-01-15)
+
+
+@dataclass
+class Event:
+    """One record the producer appends at ``at``."""
+
+    at: float
+    key: str
+    kind: str  # valid | invalid (never decodes) | poison (the vendor rejects it)
+    value: bytes | None
+    op: str = "upsert"  # upsert | delete
+    state: str | None = None
+    updated_at: float | None = None
+
+
+@dataclass
+class Op:
+    """A membership change at ``at``: join | leave (SIGTERM) | kill (kill -9) | cut (from the broker)."""
+
+    at: float
+    kind: str
+    member: int = 0
+    duration: float = 0.0
+
+
+@dataclass
+class Knobs:
+    """The connector settings of this schedule."""
+
+    budget: float
+    max_in_flight: int
+    timeout: float
+    settle: float
+    mode: str
+    max_unresolved: int
+    remember_keys: int
+    probe_interval: float
+    dead_letter_replaced: bool
+
+
+@dataclass
+class Schedule:
+    """Everything one run does."""
+
+    seed: int
+    partitions: int
+    members: int
+    knobs: Knobs
+    events: list[Event] = field(default_factory=list)
+    ops: list[Op] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+    dlq_down: list[tuple[float, float]] = field(default_factory=list)
+    horizon: float = 0.0  # when the last fault ends (relative seconds)
+
+    def partition_of(self, key: str) -> int:
+        """The partition a key is produced to (as a producer's key hash would)."""
+        return zlib.crc32(key.encode()) % self.partitions
+
+    def describe(self) -> str:
+        """One line: what kind of run this is."""
+        kinds = sorted({f.kind for f in self.faults})
+        ops = sorted({o.kind for o in self.ops})
+        k = self.knobs
+        return (
+            f"seed={self.seed} partitions={self.partitions} members={self.members} "
+            f"events={len(self.events)} budget={k.budget:g}/s in_flight={k.max_in_flight} "
+            f"timeout={k.timeout:g}s settle={k.settle:g}s mode={k.mode} faults={','.join(kinds) or '-'} "
+            f"ops={','.join(ops) or '-'} dlq_down={len(self.dlq_down)} horizon={self.horizon:.0f}s"
+        )
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+
+
+def _body(key: str, state: str, updated_at: float | None) -> dict[str, object]:
+    body: dict[str, object] = {"external_id": key, "name": f"#{key}", "tags": [state]}
+    if updated_at is not None:
+        body["updated_at"] = _iso(updated_at)
+    return body
+
+
+def _envelope(event_type: str, order: dict[str, object], at: float) -> bytes:
+    return json.dumps(
+        {"event_id": f"e{at}", "event_type": event_type, "occurred_at": _iso(at), "order": order}
+    ).encode()
+
+
+def make_schedule(seed: int, scale: float = 1.0) -> Schedule:
+    """The schedule of ``seed``; ``scale`` > 1 makes longer runs with more events (soak)."""
+    rng = Random(seed)
+    knobs = Knobs(
+        budget=rng.choice((2.0, 5.0, 5.0, 10.0, 20.0)),
+        max_in_flight=rng.choice((1, 2, 4, 8)),
+        timeout=rng.choice((1.0, 2.0, 4.0)),
+        settle=0.0,
+        mode=rng.choice(("upsert", "upsert", "upsert", "create_update")),
+        max_unresolved=rng.choice((8, 50, 1000)),
+        remember_keys=100_000,
+        probe_interval=rng.choice((1.0, 3.0)),
+        dead_letter_replaced=rng.random() < 0.15,
+    )
+    knobs.settle = knobs.timeout * rng.choice((1.5, 2.0, 3.0))
+    s = Schedule(seed, partitions=rng.randint(1, 4), members=rng.randint(1, 3), knobs=knobs)
+    produce_for = rng.uniform(5, 40) * scale
+    keys = [f"ord-{seed % 1000}-{i}" for i in range(rng.randint(2, int(12 * scale)))]
+    # Stale events are recognised while their order's last delivered version is remembered: the
+    # bound is the number of keys here (eviction itself is unit-tested).
+    knobs.remember_keys = rng.choice((len(keys), 100_000))
+    timed = {k: rng.random() < 0.7 for k in keys}
+    states: dict[str, list[str]] = {k: [] for k in keys}
+    stamp: dict[str, float] = {}
+    last: dict[str, Event] = {}
+    n_events = rng.randint(10, int(80 * scale))
+    t = 0.0
+    for i in range(n_events):
+        t += rng.expovariate(n_events / produce_for) if rng.random() < 0.7 else 0.0  # bursts
+        key = rng.choice(keys)
+        roll = rng.random()
+        at = EPOCH + t
+        if roll < 0.06:
+            s.events.append(Event(t, key, "invalid", b'{"event_type": "order.updated", "order": {"tags": 1}}'))
+            continue
+        if roll < 0.08:
+            s.events.append(Event(t, key, "invalid", b"\xff not json"))
+            continue
+        if roll < 0.18 and key in last:
+            e = last[key]
+            s.events.append(Event(t, key, e.kind, e.value, e.op, e.state, e.updated_at))
+            continue
+        updated_at = None
+        if timed[key]:
+            updated_at = stamp.get(key, at - 100) + rng.uniform(0.001, 2.0)
+            if roll < 0.25 and key in stamp:  # arrives late: older than what was already sent
+                updated_at = stamp[key] - rng.uniform(0.001, 5.0)
+            stamp[key] = max(stamp.get(key, 0.0), updated_at)
+        if roll < 0.31:
+            if timed[key] or rng.random() < 0.5:
+                order: dict[str, object] = {"external_id": key}
+                if updated_at is not None:
+                    order["updated_at"] = _iso(updated_at)
+                value: bytes | None = _envelope("order.deleted", order, at)
+            else:
+                value, updated_at = None, None  # a tombstone: ordered by offset only
+            last[key] = Event(t, key, "valid", value, "delete", None, updated_at)
+            s.events.append(last[key])
+            continue
+        kind = "valid"
+        if roll < 0.34:
+            state, kind = f"poison-{i}", "poison"
+        elif roll < 0.44 and states[key] and not timed[key]:
+            state = rng.choice(states[key])  # a revert: a payload seen before, byte for byte
+        else:
+            state = f"s{i}"
+        if kind == "valid":
+            states[key].append(state)
+        value = _envelope("order.updated", _body(key, state, updated_at), at)
+        last[key] = Event(t, key, kind, value, "upsert", state, updated_at)
+        s.events.append(last[key])
+    horizon = produce_for + rng.uniform(0, 20) * scale
+    for _ in range(rng.randint(0, int(4 * scale))):
+        start = rng.uniform(0, horizon)
+        kind = rng.choice(("outage", "refused", "auth", "endpoint", "errors", "errors", "slow", "stranger", "forbid_delete"))
+        length = rng.uniform(2, 40)
+        level = rng.uniform(0.2, 0.7)
+        retry_after = rng.choice((None, None, 1.0, 3.0)) if kind == "stranger" else None
+        s.faults.append(Fault(kind, EPOCH + start, EPOCH + start + length, level, retry_after))
+    for _ in range(rng.randint(0, int(4 * scale))):
+        at = rng.uniform(0, horizon)
+        kind = rng.choice(("join", "join", "leave", "kill", "kill", "cut"))
+        s.ops.append(Op(at, kind, rng.randrange(8), rng.uniform(1, 25) if kind == "cut" else 0.0))
+    s.ops.sort(key=lambda o: o.at)
+    if rng.random() < 0.2:
+        start = rng.uniform(0, horizon)
+        s.dlq_down.append((start, start + rng.uniform(1, 30)))
+    ends = [f.end - EPOCH for f in s.faults] + [o.at + o.duration for o in s.ops] + [e for _, e in s.dlq_down]
+    s.horizon = max([horizon, *ends])
+    return s
