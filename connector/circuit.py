@@ -47,6 +47,7 @@ class Circuit:
         self.state = State.CLOSED
         self.reason = ""
         self.closures = 0  # how many times it closed: tells a per-event 403 from a revoked key
+        self.forbidden = False  # opened by a 403: probe with a read (is it the key, or the operation?)
         self._next_probe = 0.0
 
     @property
@@ -63,12 +64,14 @@ class Circuit:
                 self._next_probe = now + self.probe_interval
                 if is_outage(error):
                     self.reason = str(error)
+                    self.forbidden = getattr(error, "status", None) == 403
                 return None
-            self.state, self.reason = State.CLOSED, ""
+            self.state, self.reason, self.forbidden = State.CLOSED, "", False
             self.closures += 1
             self._outcomes.clear()
             return State.CLOSED
         if is_outage(error):
+            self.forbidden = getattr(error, "status", None) == 403
             return self._open(str(error), now)
         self._outcomes.append(failed)
         failures = sum(self._outcomes)

@@ -151,6 +151,7 @@ class Deliverer:
         self._draining: set[TopicPartition] = set()
         self._workers: list[asyncio.Task[None]] = []
         self._closed = False
+        self._forbidden_ops: set[str] = set()
 
     async def __aenter__(self) -> Self:
         self._workers = [
@@ -263,7 +264,22 @@ class Deliverer:
             if self._abandoned(job) or not allowed or not self.fence.may_send(job.tp):
                 self._release_probe(job)
                 continue
+            if job.probe and self.circuit.forbidden:
+                job.probe = False
+                await self._read_probe()  # a read, then this job goes through the gate again
+                continue
             return True
+
+    async def _read_probe(self) -> None:
+        """The circuit opened on a 403: ask with a read whether the key works at all. If it does, the
+        circuit closes, and a 403 the job then gets again is about its operation (``Forbidden``)."""
+        context = contextvars.copy_context()
+        context.run(PREPAID.set, True)
+        probe = asyncio.get_running_loop().create_task(self._sink.probe(), context=context)
+        await asyncio.wait({probe})
+        error = probe.exception() if not probe.cancelled() else None
+        self._metrics.requests.labels(status_class(error)).inc()
+        self._track_circuit(error)
 
     @staticmethod
     def _abandoned(job: Job) -> bool:
@@ -313,19 +329,26 @@ class Deliverer:
         if isinstance(error, ConnectorError) and error.ambiguous:
             job.not_before = self._clock.monotonic() + self.fence.settle_seconds
             self.fence.note_ambiguous(job.tp, self._clock.wall())
-        error = self._per_event_forbidden(job, error)
+        error = self._per_event_forbidden(job, change, error)
         self._track_circuit(error)
         if error is None:
             self._finish(job, Outcome(OutcomeKind.DELIVERED, job.key, change, attempts=job.attempts))
         else:
             self._failed(job, change, error)
 
-    def _per_event_forbidden(self, job: Job, error: BaseException | None) -> BaseException | None:
+    def _per_event_forbidden(
+        self, job: Job, change: OrderChange, error: BaseException | None
+    ) -> BaseException | None:
         """A 403 opens the circuit (the key may have lost its scopes). If the circuit closed since
-        (other calls succeed) and this event gets 403 again, the 403 is about this operation."""
+        (other calls or a read succeed) and this event gets 403 again, the 403 is about this operation
+        (a missing scope), and from then on so is a 403 for the same kind of operation."""
+        if error is None:
+            self._forbidden_ops.discard(change.op)
+            return None
         if not isinstance(error, AuthError) or error.status != 403:
             return error
-        if 0 <= job.forbidden_at < self.circuit.closures:
+        if change.op in self._forbidden_ops or 0 <= job.forbidden_at < self.circuit.closures:
+            self._forbidden_ops.add(change.op)
             return Forbidden(str(error), status=403, body=error.body)
         job.forbidden_at = self.circuit.closures
         return error

@@ -98,6 +98,11 @@ class Metrics:
         self.outage = False  # the circuit is not closed
         self.port: int | None = None
 
+    @property
+    def is_ready(self) -> bool:
+        """What /readyz answers: in the group, and the API not down."""
+        return self.ready and not self.outage
+
     def beat(self) -> None:
         """The consumer loop made progress (read /healthz)."""
         self.last_progress = time.monotonic()
@@ -127,7 +132,7 @@ class MetricsServer:
         return web.json_response({"ok": ok, "last_progress_s": round(age, 1)}, status=200 if ok else 503)
 
     async def _readyz(self, _: web.Request) -> web.Response:
-        ok = self._metrics.ready and not self._metrics.outage
+        ok = self._metrics.is_ready
         return web.json_response({"ready": ok, "outage": self._metrics.outage}, status=200 if ok else 503)
 
     async def __aenter__(self) -> Self:

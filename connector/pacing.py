@@ -52,6 +52,7 @@ class Pacer:
         self._hold_until = 0.0
         self._factor_at = 1.0
         self._factor_since = 0.0
+        self._credit = 1.0
 
     @classmethod
     def standalone(cls, rate_per_second: float, clock: Clock) -> Pacer:
@@ -114,15 +115,6 @@ class Pacer:
                 best = (tick, tp)
         return best
 
-    def _gap(self) -> float:
-        """Extra spacing after a grant when the factor is below 1."""
-        factor = self.factor
-        if factor >= 1.0:
-            return _EPSILON
-        owned = sum(1 for tp in self.fence.partitions() if tp in self._index)
-        own_rate = self.budget * owned / self._total if self._total else 0.0
-        return _EPSILON + (1.0 / (factor * own_rate) - 1.0 / own_rate if own_rate else 0.0)
-
     async def acquire(self) -> None:
         """Wait for this request's tick."""
         started = self._clock.monotonic()
@@ -133,7 +125,14 @@ class Pacer:
                 await asyncio.sleep(0.1)  # no lease yet, or no partition at all
                 continue
             tick, tp = found
-            self._next_free = tick + self._gap()
+            self._next_free = tick + _EPSILON
+            # Below factor 1 only that share of the ticks is used: each tick looked at adds
+            # ``factor`` credit and a grant spends one. Never more than one grant a tick, so credit
+            # cannot turn into a burst; the cap only keeps it from growing without end.
+            self._credit = min(2.0, self._credit + self.factor)
+            if self._credit < 1.0 - _EPSILON:
+                continue
+            self._credit -= 1.0
             if tick > now:
                 await asyncio.sleep(tick - now)
             # While waiting, a Retry-After may have come, or the lease may have ended: then the tick

@@ -143,7 +143,7 @@ class Pipeline:
         sink = self.settings.sink
         try:
             change = decode(record, self.settings.kafka.max_message_bytes, sink.kind, sink.api_version)
-        except Exception:  # noqa: S112 - it was dead-lettered when it was first read
+        except Exception:
             return
         self.coalescer.remember(change)
 

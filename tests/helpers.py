@@ -62,7 +62,7 @@ async def running(settings: Settings) -> AsyncIterator[Metrics]:
     """Run the connector in this event loop; stop it (SIGTERM path) on exit."""
     metrics = Metrics()
     stop = asyncio.Event()
-    task: asyncio.Task[Pipeline] = asyncio.create_task(app.serve(settings, stop, metrics=metrics))
+    task: asyncio.Task[Pipeline] = asyncio.create_task(app.serve(settings, stop, app.Parts(metrics=metrics)))
     try:
         yield metrics
     finally:

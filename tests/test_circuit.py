@@ -62,7 +62,8 @@ def test_released_probe_frees_the_slot() -> None:
     c = Circuit(probe_interval=1.0)
     c.record(AuthError("401", status=401), 0.0)
     assert c.may_call(1.0)
-    c.release()
+    assert not c.may_call(1.0)  # half open: one probe at a time
+    c.release(1.0)
     assert c.may_call(1.0)
 
 

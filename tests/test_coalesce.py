@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from connector.coalesce import Coalescer, Resolution
-from connector.decode import OrderChange, Record
-from connector.offsets import TopicPartition
+from connector.structs import OrderChange, Record, TopicPartition
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -22,41 +22,61 @@ def change(key: str, offset: int, version: int | None, body: str = "", partition
     )
 
 
-def test_first_change_of_a_key_starts_at_once() -> None:
-    """A key with nothing in flight is sent immediately."""
+def delivered(c: Coalescer, ch: OrderChange) -> OrderChange | None:
+    """Offer ``ch`` to an idle key, send it, and report it delivered."""
+    offer = c.offer(ch)
+    assert offer.start
+    assert c.claim(ch.key) == (ch, None)
+    return c.finish(ch.key, delivered=True)
+
+
+def test_first_change_of_a_key_starts_a_job() -> None:
+    """A key with nothing in flight needs a job at once; the claim hands out that change."""
     c = Coalescer()
     first = change("a", 0, 1)
-    assert c.offer(first).start is first
+    assert c.offer(first).start
+    assert c.claim("a") == (first, None)
 
 
 def test_newer_change_replaces_the_waiting_one() -> None:
     """While a call is in flight, the newest change waits and older waiting ones are replaced."""
     c = Coalescer()
     c.offer(change("a", 0, 1))
+    c.claim("a")
     second, third = change("a", 1, 2), change("a", 2, 3)
     assert c.offer(second).resolved == ()
     offer = c.offer(third)
-    assert offer.start is None
+    assert not offer.start
     assert offer.resolved == ((second, Resolution.REPLACED),)
 
 
-def test_finish_starts_the_waiting_change() -> None:
-    """When the call ends, the waiting change goes out next."""
+def test_claim_takes_the_newest_change_of_the_key() -> None:
+    """A job claims its key's newest change when it is about to send: one call for many events."""
     c = Coalescer()
     first, second = change("a", 0, 1), change("a", 1, 2)
     c.offer(first)
     c.offer(second)
-    assert c.finish(first, delivered=True) is second
-    assert c.finish(second, delivered=True) is None
-    assert c.in_flight == 0
+    assert c.claim("a") == (second, first)
+    assert c.claim("a") == (second, None)
+    assert c.waiting == 0
+
+
+def test_finish_hands_over_to_the_waiting_change() -> None:
+    """When the call ends, the waiting change becomes current and the job goes on."""
+    c = Coalescer()
+    first, second = change("a", 0, 1), change("a", 1, 2)
+    c.offer(first)
+    c.claim("a")
+    c.offer(second)
+    assert c.finish("a", delivered=True) is second
+    assert c.finish("a", delivered=True) is None
+    assert c.active == 0
 
 
 def test_change_older_than_the_one_sent_is_stale() -> None:
-    """An event with an older updated_at than what was sent is skipped."""
+    """An event with an older updated_at than what was delivered is skipped."""
     c = Coalescer()
-    newer = change("a", 5, 10)
-    c.offer(newer)
-    c.finish(newer, delivered=True)
+    delivered(c, change("a", 5, 10))
     older = change("a", 6, 3)
     assert c.offer(older).resolved == ((older, Resolution.STALE),)
 
@@ -64,62 +84,71 @@ def test_change_older_than_the_one_sent_is_stale() -> None:
 def test_without_updated_at_a_lower_offset_is_stale() -> None:
     """Lacking updated_at, offsets within the partition decide (a redelivery after a rebalance)."""
     c = Coalescer()
-    sent = change("a", 9, None, "x")
-    c.offer(sent)
-    c.finish(sent, delivered=True)
+    delivered(c, change("a", 9, None, "x"))
     replayed = change("a", 4, None, "y")
     assert c.offer(replayed).resolved == ((replayed, Resolution.STALE),)
 
 
 def test_identical_payload_is_skipped() -> None:
-    """A duplicate of the last payload accepted for the key costs no call."""
+    """A duplicate of the last payload delivered for the key costs no call."""
     c = Coalescer()
-    first = change("a", 0, 1, "same")
-    c.offer(first)
-    c.finish(first, delivered=True)
+    delivered(c, change("a", 0, 1, "same"))
     again = change("a", 1, 1, "same")
     assert c.offer(again).resolved == ((again, Resolution.IDENTICAL),)
 
 
-def test_failed_call_does_not_count_as_sent() -> None:
+def test_failed_call_does_not_count_as_delivered() -> None:
     """After a failure, the same payload is not skipped as identical."""
     c = Coalescer()
     first = change("a", 0, 1, "p")
     c.offer(first)
-    c.finish(first, delivered=False)
-    again = change("a", 1, 1, "p")
-    assert c.offer(again).start is again
+    c.claim("a")
+    c.finish("a", delivered=False)
+    assert c.offer(change("a", 1, 1, "p")).start
 
 
-def test_take_newer_swaps_in_the_waiting_change() -> None:
-    """Before a retry, a newer waiting change is sent instead of the failing one."""
+def test_revoke_forgets_what_was_delivered_from_the_partition() -> None:
+    """Found by the simulation (revert after a partition moved away and back): marks of a revoked
+    partition are dropped, so an older payload coming back is sent, not skipped as identical while
+    another member may have changed the order meanwhile."""
     c = Coalescer()
-    first, second = change("a", 0, 1), change("a", 1, 2)
-    c.offer(first)
-    c.offer(second)
-    assert c.take_newer(first) is second
-    assert c.take_newer(second) is None
-    assert c.waiting == 0
+    delivered(c, change("a", 0, None, "A"))
+    assert c.drop_partitions({TopicPartition("t", 0)}) == []
+    assert c.remembered == 0
+    assert c.offer(change("a", 7, None, "A")).start
 
 
-def test_drop_partitions_forgets_waiting_changes_of_revoked_partitions() -> None:
-    """On revoke, waiting changes of the lost partitions are dropped unresolved."""
+def test_drop_partitions_forgets_changes_of_revoked_partitions() -> None:
+    """On revoke, current and waiting changes of the lost partitions are dropped unresolved."""
     c = Coalescer()
     c.offer(change("a", 0, 1, partition=0))
-    waiting = change("a", 1, 2, partition=0)
-    c.offer(waiting)
-    assert c.drop_partitions({TopicPartition("t", 0)}) == [waiting]
-    assert c.waiting == 0
+    c.offer(change("a", 1, 2, partition=0))
+    c.offer(change("b", 0, 1, partition=1))
+    assert c.drop_partitions({TopicPartition("t", 0)}) == []
+    assert c.active == 1
+    assert c.current("a") is None
 
 
-def test_sent_memory_is_bounded() -> None:
-    """The LRU of delivered payloads holds at most remember_keys keys."""
+def test_marks_are_bounded_and_hold_no_payload() -> None:
+    """What is remembered per key is bounded by remember_keys and does not grow with the payload."""
     c = Coalescer(remember_keys=2)
     for i, key in enumerate("abc"):
         ch = change(key, i, 1)
-        c.offer(ch)
-        c.finish(ch, delivered=True)
-    assert c.offer(change("a", 9, 1)).start is not None  # "a" was evicted: not skipped
+        ch.body = {"blob": "x" * 100_000}
+        delivered(c, ch)
+    assert c.remembered == 2
+    mark = c._marks["c"]
+    assert sys.getsizeof(mark) + sys.getsizeof(mark.digest) < 200
+    assert c.offer(change("a", 9, 1)).start  # "a" was evicted: not skipped
+
+
+def test_warm_up_remembers_without_sending_and_keeps_the_newest() -> None:
+    """Events re-read below the committed offset only leave a mark, the newest by the rule."""
+    c = Coalescer()
+    c.remember(change("a", 0, 5, "new"))
+    c.remember(change("a", 1, 2, "old"))
+    late = change("a", 9, 3)
+    assert c.offer(late).resolved == ((late, Resolution.STALE),)
 
 
 @given(st.lists(st.tuples(st.sampled_from("abc"), st.booleans()), min_size=1, max_size=80), st.randoms())
@@ -131,21 +160,24 @@ def test_last_change_sent_per_key_is_the_latest_received(ops: list[tuple[str, bo
     in_flight: dict[str, OrderChange] = {}
     sent: dict[str, list[int]] = {}
 
-    def start(ch: OrderChange | None) -> None:
-        if ch is not None:
-            assert ch.external_id not in in_flight, "two calls in flight for one key"
-            in_flight[ch.external_id] = ch
+    def start(key: str) -> None:
+        ch, _ = c.claim(key)
+        assert ch is not None
+        assert key not in in_flight, "two calls in flight for one key"
+        in_flight[key] = ch
 
     def complete(key: str) -> None:
         ch = in_flight.pop(key)
         sent.setdefault(key, []).append(int((ch.updated_at - T0).total_seconds()))  # type: ignore[operator]
-        start(c.finish(ch, delivered=True))
+        if c.finish(key, delivered=True) is not None:
+            start(key)
 
     offset = 0
     for key, arrive in ops:
         if arrive or key not in in_flight:
             versions[key] = versions.get(key, 0) + 1
-            start(c.offer(change(key, offset, versions[key])).start)
+            if c.offer(change(key, offset, versions[key])).start:
+                start(key)
             offset += 1
         else:
             complete(key)

@@ -49,14 +49,30 @@ def test_resolving_twice_or_unknown_is_a_no_op() -> None:
     assert part.unresolved_bytes == 0
 
 
-def test_to_commit_reports_only_moved_partitions() -> None:
-    """Offsets already committed are not committed again."""
+def test_to_commit_reports_every_partition_with_a_position() -> None:
+    """Every owned partition is committed each time (the commit renews the send lease), from its
+    start position when nothing was read yet."""
     tracker = OffsetTracker()
     tracker.partition(TP).track(0)
     tracker.partition(TP).resolve(0)
     assert tracker.to_commit() == {TP: 1}
     tracker.mark_committed({TP: 1})
-    assert tracker.to_commit() == {}
+    assert tracker.to_commit() == {TP: 1}
+    other = TopicPartition("t", 9)
+    tracker.partition(other).start_at(40)
+    assert tracker.to_commit() == {TP: 1, other: 40}
+
+
+def test_held_counts_resolved_offsets_behind_a_stuck_one() -> None:
+    """Found by review (a DLQ write that never succeeds): resolved offsets behind an unresolved one
+    are still held in memory, so the read-ahead bound counts them."""
+    tracker = OffsetTracker()
+    part = tracker.partition(TP)
+    for offset in range(10):
+        part.track(offset)
+    for offset in range(1, 10):
+        part.resolve(offset)
+    assert (tracker.unresolved, tracker.held) == (1, 10)
 
 
 def test_dropped_partition_forgets_its_state() -> None:

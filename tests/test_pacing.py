@@ -1,49 +1,159 @@
-"""The pacer: even spacing at the share of the budget; a 429 halves the pace, which then recovers."""
+"""The pacer, measured by the rate concurrent callers actually get, on virtual time."""
 
 from __future__ import annotations
 
-import time
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
+from connector.fence import Fence
 from connector.pacing import Pacer
+from connector.structs import TopicPartition
+from tests.sim.loop import VirtualTimeLoop
+
+T = TypeVar("T")
+START = 1_800_000_000.0
 
 
-async def test_calls_are_spaced_evenly_at_the_rate() -> None:
-    """At 50/s, 11 acquisitions take about 0.2 s: no burst at the start."""
-    pacer = Pacer(50.0)
-    started = time.monotonic()
-    for _ in range(11):
-        await pacer.acquire()
-    assert time.monotonic() - started >= 0.18
+class Clock:
+    def monotonic(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def wall(self) -> float:
+        return asyncio.get_running_loop().time()
 
 
-async def test_429_halves_the_pace_and_holds_everyone() -> None:
-    """slow_down halves the rate (down to the floor) and holds callers for the given time."""
-    pacer = Pacer(10.0, floor=0.2)
-    pacer.slow_down(0.3)
-    assert pacer.rate == 5.0
-    started = time.monotonic()
-    await pacer.acquire()
-    assert time.monotonic() - started >= 0.28
-    for _ in range(5):
-        pacer.slow_down(0.0)
-    assert pacer.rate == 2.0, "never below the floor"
+def virtual(main: Callable[[], Awaitable[T]]) -> T:
+    """Run ``main`` on virtual time."""
+    with asyncio.Runner(loop_factory=lambda: VirtualTimeLoop(START)) as runner:
+        return runner.run(main())  # type: ignore[arg-type]
 
 
-async def test_pace_recovers_gradually() -> None:
-    """Each second without a 429 gives back a tenth of the budget."""
-    pacer = Pacer(10.0)
-    pacer.slow_down(0.0)
-    pacer._changed_at -= 1.0
-    await pacer.acquire()
-    assert pacer.rate == 6.0
-    pacer._changed_at -= 1.0
-    await pacer.acquire()
-    assert pacer.rate == 7.0
+def member(budget: float, owned: list[int], partitions: int = 6) -> Pacer:
+    """A pacer owning ``owned`` of ``partitions`` partitions, with leases for ever."""
+    fence = Fence(Clock(), lease_seconds=10, settle_seconds=1)
+    for p in owned:
+        tp = TopicPartition("t", p)
+        fence.assign(tp, 0.0)
+        fence.renew(tp, float("inf"))
+    pacer = Pacer(budget, Clock(), fence)
+    pacer.set_layout({"t": partitions})
+    return pacer
 
 
-def test_share_follows_the_assignment() -> None:
-    """set_share changes the base pace (a rebalance); the 429 factor stays."""
-    pacer = Pacer(5.0)
-    pacer.slow_down(0.0)
-    pacer.set_share(3.0)
-    assert pacer.rate == 1.5
+async def grants(pacer: Pacer, callers: int, seconds: float, out: list[float]) -> None:
+    """``callers`` concurrent callers take ticks for ``seconds``; grant times go to ``out``."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+
+    async def caller() -> None:
+        while True:
+            await pacer.acquire()
+            if loop.time() >= end:
+                return
+            out.append(loop.time())
+
+    await asyncio.gather(*(caller() for _ in range(callers)))
+
+
+def busiest_second(times: list[float]) -> int:
+    """Most grants in any window of one second."""
+    window: deque[float] = deque()
+    worst = 0
+    for t in sorted(times):
+        window.append(t)
+        while window[0] <= t - 1.0 + 1e-6:
+            window.popleft()
+        worst = max(worst, len(window))
+    return worst
+
+
+def test_concurrent_callers_get_the_budget_and_never_more() -> None:
+    """Eight callers at 5/s for a minute: 300 grants, never more than 5 in any second."""
+    out: list[float] = []
+    virtual(lambda: grants(member(5.0, list(range(6))), 8, 60.0, out))
+    assert 298 <= len(out) <= 300
+    assert busiest_second(out) == 5
+
+
+def test_a_fleet_shares_the_budget_by_partition_without_overrunning_it() -> None:
+    """Three members owning 3, 2 and 1 of 6 partitions: together 5/s in every second, each its share."""
+    out: list[list[float]] = [[], [], []]
+
+    async def fleet() -> None:
+        pacers = [member(5.0, [0, 1, 2]), member(5.0, [3, 4]), member(5.0, [5])]
+        await asyncio.gather(*(grants(p, 4, 60.0, o) for p, o in zip(pacers, out, strict=True)))
+
+    virtual(fleet)
+    assert busiest_second([t for o in out for t in o]) <= 5
+    assert [round(len(o) / 60, 1) for o in out] == [2.5, 1.7, 0.8]
+
+
+def test_a_member_without_partitions_takes_no_budget() -> None:
+    """No partition owned, no tick: the member sends nothing."""
+    out: list[float] = []
+
+    async def idle() -> None:
+        task = asyncio.ensure_future(grants(member(5.0, []), 2, 10.0, out))
+        await asyncio.sleep(10)
+        task.cancel()
+
+    virtual(idle)
+    assert out == []
+
+
+def test_429_while_callers_wait_halves_the_rate_without_a_burst() -> None:
+    """Found by review (the limiter was replaced on every 429, releasing waiting callers at the old
+    rate): a 429 with eight callers waiting never lets more than the budget through in a second, the
+    next seconds run at half the pace, and the pace recovers gradually."""
+    out: list[float] = []
+
+    async def main() -> None:
+        pacer = member(10.0, list(range(6)))
+        task = asyncio.ensure_future(grants(pacer, 8, 30.0, out))
+        await asyncio.sleep(5.05)
+        pacer.slow_down(1.0)
+        await task
+
+    virtual(main)
+    assert busiest_second(out) <= 10
+    per_second = [sum(1 for t in out if START + s <= t < START + s + 1) for s in range(30)]
+    assert per_second[2:5] == [10, 10, 10]
+    assert not [t for t in out if START + 5.05 < t < START + 6.05]  # held for the second asked
+    assert 5 <= per_second[6] <= 6  # about half the pace
+    assert per_second[6] < per_second[8] < per_second[10] <= 10  # additive recovery, 0.1 a second
+    assert per_second[11:] == [10] * 19
+
+
+def test_retry_after_holds_every_caller() -> None:
+    """No grant during a Retry-After hold, whatever the number of waiting callers."""
+    out: list[float] = []
+
+    async def main() -> None:
+        pacer = member(5.0, list(range(6)))
+        task = asyncio.ensure_future(grants(pacer, 4, 10.0, out))
+        await asyncio.sleep(2.0)
+        pacer.slow_down(3.0)
+        await task
+
+    virtual(main)
+    assert not [t for t in out if START + 2.0 < t < START + 5.0]
+
+
+def test_ticks_stop_when_a_lease_ends() -> None:
+    """A member whose lease ran out (it can no longer commit) stops sending for that partition."""
+    out: list[float] = []
+
+    async def main() -> None:
+        pacer = member(6.0, [], partitions=2)
+        tp = TopicPartition("t", 0)
+        pacer.fence.assign(tp, 0.0)
+        pacer.fence.renew(tp, START + 5.0)
+        task = asyncio.ensure_future(grants(pacer, 2, 10.0, out))
+        await asyncio.sleep(10.0)
+        task.cancel()
+
+    virtual(main)
+    assert out and max(out) < START + 5.0
+    assert 14 <= len(out) <= 15  # half of 6/s for 5 s

@@ -81,8 +81,10 @@ class Sandbox:
         faults: Faults | None = None,
         shoplazza_rate_per_second: float = 2.0,
         shoplazza_burst: float = 40.0,
+        seed: int | None = None,
     ) -> None:
         self.api_key = api_key
+        self._rng = random.Random(seed)
         self.host, self.port = host, port
         self.store = Store()
         self.faults = faults or Faults()
@@ -156,6 +158,7 @@ class Sandbox:
         self.store.requests.append(entry)
         response = await self._guarded(request, handler, entry, vendor)
         entry.status = response.status
+        entry.done = time.time()
         if vendor == "shoplazza":
             response.headers["Request-Id"] = uuid.uuid4().hex
         return response
@@ -193,15 +196,17 @@ class Sandbox:
             return web.json_response(body, status=429, headers=headers)
         f = self.faults
         if f.latency_ms or f.latency_jitter_ms:
-            await asyncio.sleep((f.latency_ms + random.uniform(0, f.latency_jitter_ms)) / 1000.0)
+            await asyncio.sleep((f.latency_ms + self._rng.uniform(0, f.latency_jitter_ms)) / 1000.0)
         if time.time() < f.outage_until:
             return self._refuse(vendor, f.outage_status, "Service Unavailable.", "UNEXPECTED_ERROR")
-        if f.timeout_rate and random.random() < f.timeout_rate:
+        if f.timeout_rate and self._rng.random() < f.timeout_rate:
             await asyncio.sleep(f.hang_seconds)
             return self._refuse(vendor, 504, "Gateway Timeout.", "UNEXPECTED_ERROR")
-        if f.error_rate and random.random() < f.error_rate:
-            status = random.choice(f.error_statuses)
+        if f.error_rate and self._rng.random() < f.error_rate:
+            status = self._rng.choice(f.error_statuses)
             return self._refuse(vendor, status, "Internal Server Error.", "UNEXPECTED_ERROR")
+        if f.late_rate and self._rng.random() < f.late_rate:
+            await asyncio.sleep(f.late_seconds)  # the client has timed out; the write still lands
         if "order_id" in request.match_info:
             entry.external_id = request.match_info["order_id"]
         request[LOG_ENTRY] = entry

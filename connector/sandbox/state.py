@@ -18,6 +18,8 @@ class Faults:
     error_statuses: list[int] = field(default_factory=lambda: [500, 502, 503, 504])
     timeout_rate: float = 0.0
     hang_seconds: float = 30.0
+    late_rate: float = 0.0  # share of writes held this long, then applied: after the client gave up
+    late_seconds: float = 0.0
     outage_until: float = 0.0
     outage_status: int = 503
     reject_external_ids: dict[str, int] = field(default_factory=dict)
@@ -49,6 +51,7 @@ class LoggedRequest:
     status: int
     external_id: str | None = None
     updated_at: str | None = None
+    done: float = 0.0  # when the answer was ready (the write applied, for a late write)
 
 
 class Store:

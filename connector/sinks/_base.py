@@ -53,6 +53,11 @@ class Sink(Protocol):
         """Upsert or delete the order, as ``change.op`` says."""
         ...
 
+    async def probe(self) -> None:
+        """One cheap read: returns when the API and the key work at all (a 404 counts), else raises.
+        Tells a key that lost every right from a 403 for one operation."""
+        ...
+
     async def __aenter__(self) -> Self: ...
 
     async def __aexit__(

@@ -12,6 +12,7 @@ URL or a retired API version, an outage (:class:`EndpointError`), not a dead let
 
 from __future__ import annotations
 
+import contextlib
 from urllib.parse import quote
 
 import httpx
@@ -51,6 +52,11 @@ class LoopSink(HttpSink):
         if isinstance(errors, dict):
             parts += [f"{field}: {'; '.join(map(str, msgs))}" for field, msgs in errors.items()]
         return " ".join(p for p in parts if p) or None
+
+    async def probe(self) -> None:
+        """``GET /orders/external/{a name no order has}``: 404 means reachable and authenticated."""
+        with contextlib.suppress(NotFoundError):
+            await self.request("GET", "/orders/external/connector-probe")
 
     async def apply(self, change: OrderChange) -> None:
         """Make Loop hold ``change``: upsert, create/update, or delete."""

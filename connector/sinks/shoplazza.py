@@ -8,6 +8,7 @@ Deletion uses ``DELETE /orders/{order_id}`` (documented in Shoplazza's 2026-01 C
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 from urllib.parse import quote
 
@@ -67,6 +68,11 @@ class ShoplazzaSink(HttpSink):
             raise RejectedError(f"order number {number}: no order id in the answer", status=200)
         self._ids.remember(number, str(found))
         return str(found)
+
+    async def probe(self) -> None:
+        """``GET /orders/number/0``: 404 (no such order) means reachable and authenticated."""
+        with contextlib.suppress(NotFoundError):
+            await self.request("GET", "/orders/number/0")
 
     async def apply(self, change: OrderChange) -> None:
         """Update the order, or delete it."""

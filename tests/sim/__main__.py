@@ -35,7 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         if not result.ok:
             failed += 1
             print(f"seed {seed}: {result.violations[0]}")
-            print(f"  replay: .venv/bin/python -m tests.sim --seed {seed}" + (f" --scale {scale:g}" if scale != 1 else ""))
+            print(
+                f"  replay: .venv/bin/python -m tests.sim --seed {seed}"
+                + (f" --scale {scale:g}" if scale != 1 else "")
+            )
     took = time.perf_counter() - started
     print(f"{args.runs} schedules, {failed} failed, {took:.1f}s ({took / args.runs * 1000:.0f} ms each)")
     return 1 if failed else 0

@@ -115,7 +115,9 @@ class World:
             faults=schedule.faults,
             latency=0.02,
             max_life=schedule.knobs.settle,
-            epoch_of=lambda m, tp: self.cluster.members[m].epochs.get(tp, -1) if m in self.cluster.members else -1,
+            epoch_of=lambda m, tp: (
+                self.cluster.members[m].epochs.get(tp, -1) if m in self.cluster.members else -1
+            ),
             alive=lambda m: m in self.cluster.members and self.cluster.members[m].alive,
         )
         self.checker = Checker(schedule, self.cluster, self.vendor, API_KEY)
@@ -255,7 +257,9 @@ async def _run(s: Schedule) -> Result:
                 f"{world.running()}"
             )
         result.stats["converged_after_s"] = round(world.clock.wall() - EPOCH - s.horizon, 1)
-        world.checker.check_members({n: world.pipelines[n] for n in world.running() if world.pipelines.get(n)})
+        world.checker.check_members(
+            {n: world.pipelines[n] for n in world.running() if world.pipelines.get(n)}
+        )
         for name in world.running():
             world.stops[name].set()
         stopping = [t for t in world.tasks.values() if not t.done()]

@@ -136,7 +136,9 @@ def make_schedule(seed: int, scale: float = 1.0) -> Schedule:
         roll = rng.random()
         at = EPOCH + t
         if roll < 0.06:
-            s.events.append(Event(t, key, "invalid", b'{"event_type": "order.updated", "order": {"tags": 1}}'))
+            s.events.append(
+                Event(t, key, "invalid", b'{"event_type": "order.updated", "order": {"tags": 1}}')
+            )
             continue
         if roll < 0.08:
             s.events.append(Event(t, key, "invalid", b"\xff not json"))
@@ -177,10 +179,14 @@ def make_schedule(seed: int, scale: float = 1.0) -> Schedule:
     horizon = produce_for + rng.uniform(0, 20) * scale
     for _ in range(rng.randint(0, int(4 * scale))):
         start = rng.uniform(0, horizon)
-        kind = rng.choice(("outage", "refused", "auth", "endpoint", "errors", "errors", "slow", "stranger", "forbid_delete"))
+        kind = rng.choice(
+            ("outage", "refused", "auth", "endpoint", "errors", "errors", "slow", "stranger", "forbid_delete")
+        )
         length = rng.uniform(2, 40)
         level = rng.uniform(0.2, 0.7)
         retry_after = rng.choice((None, None, 1.0, 3.0)) if kind == "stranger" else None
+        if kind == "forbid_delete" and rng.random() < 0.5:
+            length = float("inf")  # the key never gets the scope: every delete is refused for good
         s.faults.append(Fault(kind, EPOCH + start, EPOCH + start + length, level, retry_after))
     for _ in range(rng.randint(0, int(4 * scale))):
         at = rng.uniform(0, horizon)
@@ -190,6 +196,10 @@ def make_schedule(seed: int, scale: float = 1.0) -> Schedule:
     if rng.random() < 0.2:
         start = rng.uniform(0, horizon)
         s.dlq_down.append((start, start + rng.uniform(1, 30)))
-    ends = [f.end - EPOCH for f in s.faults] + [o.at + o.duration for o in s.ops] + [e for _, e in s.dlq_down]
+    ends = (
+        [f.end - EPOCH for f in s.faults if f.end != float("inf")]
+        + [o.at + o.duration for o in s.ops]
+        + [e for _, e in s.dlq_down]
+    )
     s.horizon = max([horizon, *ends])
     return s

@@ -1,0 +1,205 @@
+"""Known defects, put back on purpose: each one is a way the pipeline used to be (or could easily be)
+wrong. The simulation must catch every one of them; ``test_simulation.py`` pins, for each, a seed
+that does, and that the same seed passes without the defect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from connector import errors
+from connector.circuit import State
+from connector.coalesce import Coalescer
+from connector.decode import decode as real_decode
+from connector.deliver import Deliverer
+from connector.fence import Fence
+from connector.pipeline import Pipeline
+from connector.sinks.loop import LoopSink
+from connector.structs import TopicPartition
+
+Mutation = Callable[[], contextlib.AbstractContextManager[None]]
+
+
+@contextlib.contextmanager
+def _patched(target: Any, name: str, value: Any) -> Iterator[None]:
+    old = getattr(target, name)
+    setattr(target, name, value)
+    try:
+        yield
+    finally:
+        setattr(target, name, old)
+
+
+@contextlib.contextmanager
+def marks_survive_revoke() -> Iterator[None]:
+    """What was delivered from a partition is remembered after it moved away (``_sent`` was never
+    cleared on revoke, and nothing was re-read on assignment, as the code was): a revert is skipped
+    as identical while another member changed the order meanwhile."""
+    real = Coalescer.drop_partitions
+
+    def keep_marks(self: Coalescer, partitions: Any) -> list[str]:
+        marks = dict(self._marks)
+        restart = real(self, partitions)
+        self._marks.update(marks)
+        return restart
+
+    with _patched(Coalescer, "drop_partitions", keep_marks), no_warm_up():
+        yield
+
+
+@contextlib.contextmanager
+def timeouts_are_not_ambiguous() -> Iterator[None]:
+    """A request that timed out is treated as never applied: the next state goes out at once and the
+    late write may land after it."""
+    with contextlib.ExitStack() as stack:
+        for cls in (errors.SinkTimeout, errors.SinkCutOff, errors.ServerError):
+            stack.enter_context(_patched(cls, "ambiguous", False))
+        yield
+
+
+@contextlib.contextmanager
+def ambiguity_counted_from_the_call_start() -> Iterator[None]:
+    """Found by the simulation: the settle time counted from the start of an ``apply``, not from
+    the ambiguous request, which may be its second or third (create then update)."""
+    real = Fence.note_ambiguous
+
+    def early(self: Fence, tp: TopicPartition, sent_by: float) -> None:
+        real(self, tp, sent_by - 3.0)
+
+    real_monotonic_settle = Deliverer._failed
+
+    def failed(self: Deliverer, job: Any, change: Any, error: BaseException) -> None:
+        if isinstance(error, errors.ConnectorError) and error.ambiguous:
+            job.not_before -= 3.0
+        real_monotonic_settle(self, job, change, error)
+
+    with _patched(Fence, "note_ambiguous", early), _patched(Deliverer, "_failed", failed):
+        yield
+
+
+@contextlib.contextmanager
+def deletes_drop_updated_at() -> Iterator[None]:
+    """A delete forgets its ``updated_at``, so a late, older upsert brings the order back."""
+
+    def decode(*args: Any, **kwargs: Any) -> Any:
+        change = real_decode(*args, **kwargs)
+        if change.op == "delete":
+            change.updated_at = None
+        return change
+
+    import connector.pipeline as pipeline_module
+
+    with _patched(pipeline_module, "decode", decode):
+        yield
+
+
+@contextlib.contextmanager
+def not_found_on_upsert_is_a_poison_event() -> Iterator[None]:
+    """A 404 from ``PUT /orders`` (wrong base URL, retired version) dead-letters every event in
+    turn instead of being an outage."""
+    real = LoopSink.apply
+
+    async def apply(self: LoopSink, change: Any) -> None:
+        try:
+            await real(self, change)
+        except errors.EndpointError as exc:
+            raise errors.NotFoundError(str(exc), status=exc.status, body=exc.body) from None
+
+    with _patched(LoopSink, "apply", apply):
+        yield
+
+
+@contextlib.contextmanager
+def a_403_is_always_an_outage() -> Iterator[None]:
+    """A 403 that applies to one operation only flips the circuit open and closed for ever and its
+    event never resolves."""
+    with _patched(Deliverer, "_per_event_forbidden", lambda self, job, change, error: error):
+        yield
+
+
+@contextlib.contextmanager
+def an_outage_pauses_consumption() -> Iterator[None]:
+    """The circuit pauses every partition while open (and only a queued job can probe): after a
+    rebalance during an outage no job is left, nothing probes, and nothing resumes."""
+    real = Deliverer._on_circuit
+
+    def on_circuit(self: Deliverer, changed: State | None) -> None:
+        real(self, changed)
+        pipeline = self._report.__self__  # type: ignore[attr-defined]
+        if changed is not None:
+            pipeline._set_paused("outage", changed is State.OPEN)
+
+    with _patched(Deliverer, "_on_circuit", on_circuit):
+        yield
+
+
+@contextlib.contextmanager
+def hand_over_forgets_the_inherited_hold() -> Iterator[None]:
+    """Found by the simulation: a member that gave a partition back before its previous owner's
+    requests could land wrote its own, earlier settle-by, and the next owner sent too soon."""
+
+    def settle_by(self: Fence, tp: TopicPartition, lease_until: float | None) -> float:
+        grant = self._grants.get(tp)
+        ambiguous = grant.ambiguous_until if grant is not None else 0.0
+        return ambiguous if lease_until is None else max(ambiguous, lease_until + self.settle_seconds)
+
+    with _patched(Fence, "settle_by", settle_by):
+        yield
+
+
+@contextlib.contextmanager
+def no_hold_after_assignment() -> Iterator[None]:
+    """A new owner sends at once, while an expelled or killed owner's requests may still land."""
+    real = Fence.assign
+
+    def assign(self: Fence, tp: TopicPartition, hold_until: float) -> None:
+        real(self, tp, 0.0)
+
+    with _patched(Fence, "assign", assign):
+        yield
+
+
+@contextlib.contextmanager
+def no_lease() -> Iterator[None]:
+    """A member sends whether or not it could commit lately (an expelled member keeps sending)."""
+    real = Fence.renew
+
+    def renew(self: Fence, tp: TopicPartition, lease_until: float) -> None:
+        real(self, tp, float("inf"))
+
+    with _patched(Fence, "renew", renew):
+        yield
+
+
+@contextlib.contextmanager
+def no_warm_up() -> Iterator[None]:
+    """A new owner remembers nothing of what was delivered before the committed offset: a late,
+    older event is sent."""
+    real = Pipeline._warm
+
+    def warm(self: Pipeline, record: Any) -> None:
+        return None
+
+    with _patched(Pipeline, "_warm", warm):
+        yield
+    del real
+
+
+MUTATIONS: dict[str, Mutation] = {
+    f.__name__: f
+    for f in (
+        marks_survive_revoke,
+        timeouts_are_not_ambiguous,
+        ambiguity_counted_from_the_call_start,
+        deletes_drop_updated_at,
+        not_found_on_upsert_is_a_poison_event,
+        a_403_is_always_an_outage,
+        an_outage_pauses_consumption,
+        hand_over_forgets_the_inherited_hold,
+        no_hold_after_assignment,
+        no_lease,
+        no_warm_up,
+    )
+}
