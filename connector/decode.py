@@ -89,6 +89,17 @@ def _invalid_event(field: str, rule: str, value: Any) -> OrderValidationError:
     return OrderValidationError(f"invalid event: {field}: {rule} (value: {shown})", [(field, rule, shown)])
 
 
+def _record_key(record: Record, kind: str) -> str | None:
+    """Shoplazza orders are coalesced by the Kafka record key when there is one: an event may name its
+    order by ``id`` and another by ``number``, and only the producer's key says they are one order."""
+    if kind != "shoplazza" or not record.key:
+        return None
+    try:
+        return record.key.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 def _delete_key(order: dict[str, Any], kind: str) -> str:
     if kind == "shoplazza":
         key = order.get("id") or (f"number:{order['number']}" if order.get("number") else None)
@@ -142,9 +153,9 @@ def decode(
         if not isinstance(order, dict):
             raise _invalid_event("order", "must be an object", order)
     if event_type == "order.deleted":
-        key = _delete_key(order, kind)
+        key = _record_key(record, kind) or _delete_key(order, kind)
         deleted_at = _deletion_time(order, data)
-        return OrderChange(record, key, "delete", updated_at=deleted_at, digest=_digest("delete", {}))
+        return OrderChange(record, key, "delete", order, deleted_at, _digest("delete", {}))
     try:
         model = schema_for(kind, api_version).model_validate(order)
     except ValidationError as exc:
@@ -157,7 +168,7 @@ def decode(
     updated_at = parse_timestamp(model.updated_at) if model.updated_at else None
     return OrderChange(
         record,
-        model.sync_key(),
+        _record_key(record, kind) or model.sync_key(),
         "upsert",
         order,
         updated_at,

@@ -31,6 +31,10 @@ class PartitionOffsets:
         if self._next is None:
             self._next = offset
 
+    def follows(self, offset: int) -> bool:
+        """Whether ``offset`` comes after every offset tracked (or started at) so far."""
+        return self._next is None or offset >= self._next
+
     def track(self, offset: int, size: int = 0, timestamp: float = 0.0) -> None:
         """Hand out ``offset`` (its record's ``timestamp`` in seconds); it must be higher than every
         offset tracked before."""

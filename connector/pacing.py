@@ -1,12 +1,15 @@
 """Pacing: every request to the vendor waits for a slot of the account's budget.
 
-The budget is ``B`` requests a second for the whole fleet. Time is cut into ticks ``k / B`` seconds
-after the epoch (wall clock, the same on every member), and tick ``k`` belongs to partition number
-``k mod P`` of the subscribed topics (``P`` partitions in all, numbered topic by topic in name order).
-A member may use a tick only while it holds a send lease on that tick's partition (:mod:`fence`), so
-two members never use one tick, and the fleet never sends more than ``B`` requests in any window of one
-second, with no coordination beyond Kafka's assignment. A member's rate is ``B`` times the share of
-partitions it owns; a member owning none sends nothing.
+The budget is ``B`` requests a second for the whole fleet. Time is cut into ticks ``k * (1 + s) / B``
+seconds after the epoch (wall clock, the same on every member; ``s`` = 0.02 of slack), and tick ``k``
+belongs to partition number ``k mod P`` of the subscribed topics (``P`` partitions in all, numbered
+topic by topic in name order). A member may use a tick only while it holds a send lease on that tick's
+partition (:mod:`fence`), so two members never use one tick; and a tick not used within
+:data:`LATE` of its time (the event loop was busy) is given up. So the fleet never sends more than
+``B`` requests in any window of one second, even seen from the vendor with a few milliseconds of
+network jitter, with no coordination beyond Kafka's assignment: ``B + 1`` requests are at least
+``B`` ticks apart, ``1 + s`` seconds, minus at most ``LATE``. A member's rate is ``B / (1 + s)`` times
+the share of partitions it owns (98% of the budget for the fleet); a member owning none sends nothing.
 
 A 429 halves this member's use of its ticks (``factor``, never below ``floor``) and may hold every
 request for a while (the vendor's ``Retry-After``, capped); the factor then grows back by ``recovery``
@@ -25,6 +28,10 @@ from connector.fence import Fence
 from connector.structs import TopicPartition
 
 _EPSILON = 1e-6
+SLACK = 0.02
+"""Ticks are ``(1 + SLACK) / B`` apart."""
+LATE = 0.01
+"""Seconds after its time a tick may still be used."""
 
 
 class Pacer:
@@ -41,6 +48,7 @@ class Pacer:
         on_wait: Callable[[float], None] | None = None,
     ) -> None:
         self.budget = budget_per_second
+        self._spacing = (1.0 + SLACK) / budget_per_second
         self._clock = clock
         self.fence = fence
         self._floor = floor
@@ -85,7 +93,7 @@ class Pacer:
     def rate(self) -> float:
         """Requests a second this member may send now."""
         owned = sum(1 for tp in self.fence.partitions() if tp in self._index)
-        return self.budget * owned / self._total * self.factor if self._total else 0.0
+        return owned / self._spacing / self._total * self.factor if self._total else 0.0
 
     @property
     def held_for(self) -> float:
@@ -102,15 +110,15 @@ class Pacer:
     def _next_tick(self, start: float) -> tuple[float, TopicPartition] | None:
         """The earliest tick at or after ``start`` that this member may use, and its partition."""
         best: tuple[float, TopicPartition] | None = None
-        budget, total = self.budget, self._total
+        spacing, total = self._spacing, self._total
         for tp in self.fence.partitions():
             index = self._index.get(tp)
             window = self.fence.window(tp)
             if index is None or window is None:
                 continue
             begin, end = window
-            first = math.ceil(max(start, begin) * budget - _EPSILON)
-            tick = (first + (index - first) % total) / budget
+            first = math.ceil(max(start, begin) / spacing - _EPSILON)
+            tick = (first + (index - first) % total) * spacing
             if tick < end and (best is None or tick < best[0]):
                 best = (tick, tp)
         return best
@@ -135,9 +143,14 @@ class Pacer:
             self._credit -= 1.0
             if tick > now:
                 await asyncio.sleep(tick - now)
-            # While waiting, a Retry-After may have come, or the lease may have ended: then the tick
-            # is forfeited (never handed to anyone else) and the next one is looked for.
-            if self._hold_until <= tick and self.fence.may_send(tp, tick):
+            # While waiting, a Retry-After may have come, the lease may have ended, or the loop may
+            # have been too busy to wake on time: then the tick is given up (never handed to anyone
+            # else) and the next one is looked for.
+            if (
+                self._hold_until <= tick
+                and self.fence.may_send(tp, tick)
+                and self._clock.wall() - tick <= LATE
+            ):
                 break
         if self._on_wait is not None:
             self._on_wait(self._clock.monotonic() - started)

@@ -108,6 +108,11 @@ class Pipeline:
             self._warm(record)
             return
         part = self.tracker.partition(tp)
+        if not part.follows(record.offset):
+            log.warning(
+                "record_out_of_order", note="already read in this assignment: skipped", **_where(record)
+            )
+            return
         part.track(record.offset, record.size, record.timestamp_ms / 1000.0)
         self.metrics.consumed.inc()
         self._counts["consumed"] += 1
@@ -276,6 +281,9 @@ class Pipeline:
         a lease by committing at once, and re-apply the pause."""
         if self._source is None:
             return
+        # Paused before the first await: the consumer starts fetching from the committed offset at
+        # once, and records fetched before the warm-up seek below would come first, then again.
+        self._source.pause(partitions)
         self.deliverer.undrain(partitions)
         self.deliverer.pacer.set_layout(self._source.partition_counts())
         now = self.clock.wall()
@@ -298,8 +306,8 @@ class Pipeline:
                 if warmup and offset > 0:
                     self._warm_until[tp] = offset
                     self._source.seek(tp, max(0, offset - warmup))
-        if self._paused:
-            self._source.pause(partitions)
+        if not self._paused:
+            self._source.resume(partitions)
         self.metrics.ready = True
         self._commit_soon.set()
         held = {str(tp): round(until - now, 1) for tp, until in sorted(holds.items()) if until > now}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from connector import logs
 from connector.deadletter import Failure, dead_letter_headers
-from connector.decode import Record
 from connector.errors import DecodeError, RejectedError
+from connector.structs import Record
 
 
 def test_headers_follow_the_design_contract() -> None:

@@ -8,9 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connector.decode import Record, decode
+from connector.decode import decode
 from connector.errors import DecodeError, InputError, OrderValidationError
 from connector.samples import envelope, order_body
+from connector.structs import Record
 
 
 def rec(value: bytes | None, key: bytes | None = b"k") -> Record:
@@ -171,3 +172,33 @@ def test_huge_strings_and_deep_nesting_never_raise(piece: str, times: int, depth
     ends_well(rec(json.dumps({"external_id": big, "id": big, "note": big}).encode()), kind)
     ends_well(rec(("[" * depth + "]" * depth).encode()), kind)
     ends_well(rec(('{"order":' * depth + "{}" + "}" * depth).encode()), kind)
+
+
+def test_shoplazza_events_of_one_order_share_a_key_whether_named_by_id_or_number() -> None:
+    """Found by review: an order named by id in one event and by number in another got two
+    coalescing slots (two calls at once, no stale check between them). The Kafka record key, the
+    producer's name for the order, is the coalescing key."""
+    by_id = Record("t", 0, 1, b"ord-7", b'{"id": "o-7", "note": "a"}')
+    by_number = Record("t", 0, 2, b"ord-7", b'{"number": "1007", "note": "b"}')
+    tombstone = Record("t", 0, 3, b"ord-7", None)
+    keys = {
+        decode(r, kind="shoplazza", api_version="2025-06").external_id for r in (by_id, by_number, tombstone)
+    }
+    assert keys == {"ord-7"}
+
+
+def test_a_delete_keeps_its_time_so_an_older_upsert_stays_stale() -> None:
+    """Found by review: deletes dropped updated_at, and a late older upsert brought the order back."""
+    delete = decode(
+        Record(
+            "t",
+            0,
+            1,
+            b"A",
+            b'{"event_type": "order.deleted", "event_id": "1", '
+            b'"order": {"external_id": "A", "updated_at": "2026-01-01T00:00:05Z"}}',
+        )
+    )
+    late = decode(Record("t", 0, 2, b"A", b'{"external_id": "A", "updated_at": "2026-01-01T00:00:03Z"}'))
+    assert delete.updated_at is not None
+    assert late.version.older_than(delete.version)

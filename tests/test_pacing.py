@@ -70,10 +70,11 @@ def busiest_second(times: list[float]) -> int:
 
 
 def test_concurrent_callers_get_the_budget_and_never_more() -> None:
-    """Eight callers at 5/s for a minute: 300 grants, never more than 5 in any second."""
+    """Eight callers at 5/s for a minute: 98% of 300 grants (the slack that absorbs jitter), never
+    more than 5 in any second."""
     out: list[float] = []
     virtual(lambda: grants(member(5.0, list(range(6))), 8, 60.0, out))
-    assert 298 <= len(out) <= 300
+    assert 293 <= len(out) <= 295
     assert busiest_second(out) == 5
 
 
@@ -87,7 +88,7 @@ def test_a_fleet_shares_the_budget_by_partition_without_overrunning_it() -> None
 
     virtual(fleet)
     assert busiest_second([t for o in out for t in o]) <= 5
-    assert [round(len(o) / 60, 1) for o in out] == [2.5, 1.7, 0.8]
+    assert [round(len(o) / 60 * 1.02, 1) for o in out] == [2.5, 1.7, 0.8]
 
 
 def test_a_member_without_partitions_takes_no_budget() -> None:
@@ -119,11 +120,11 @@ def test_429_while_callers_wait_halves_the_rate_without_a_burst() -> None:
     virtual(main)
     assert busiest_second(out) <= 10
     per_second = [sum(1 for t in out if START + s <= t < START + s + 1) for s in range(30)]
-    assert per_second[2:5] == [10, 10, 10]
+    assert all(9 <= n <= 10 for n in per_second[:5])
     assert not [t for t in out if START + 5.05 < t < START + 6.05]  # held for the second asked
     assert 5 <= per_second[6] <= 6  # about half the pace
     assert per_second[6] < per_second[8] < per_second[10] <= 10  # additive recovery, 0.1 a second
-    assert per_second[11:] == [10] * 19
+    assert all(9 <= n <= 10 for n in per_second[11:])
 
 
 def test_retry_after_holds_every_caller() -> None:
@@ -157,4 +158,23 @@ def test_ticks_stop_when_a_lease_ends() -> None:
     virtual(main)
     assert out
     assert max(out) < START + 5.0
-    assert 14 <= len(out) <= 15  # half of 6/s for 5 s
+    assert 14 <= len(out) <= 15  # half of 6/s (less the slack) for 5 s
+
+
+def test_a_tick_the_loop_wakes_for_too_late_is_given_up() -> None:
+    """Found on the real broker (11 requests in a second at 10/s): a grant more than LATE after its
+    tick would crowd the next second, so it is skipped; no window of one second gets more than the
+    budget even when the loop stalls."""
+    out: list[float] = []
+
+    async def main() -> None:
+        pacer = member(10.0, list(range(6)))
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(grants(pacer, 4, 20.0, out))
+        for _ in range(30):  # the loop is blocked now and then, as a busy process is
+            await asyncio.sleep(0.37)
+            loop.advance(0.033)  # type: ignore[attr-defined]
+        await task
+
+    virtual(main)
+    assert busiest_second(out) <= 10

@@ -34,7 +34,8 @@ class ShoplazzaSink(HttpSink):
         pacer: Pacer | None = None,
     ) -> None:
         super().__init__(settings, f"/openapi/{settings.api_version}", "Access-Token", transport, pacer)
-        self._ids: BoundedCache[str, str] = BoundedCache(settings.cache_size)
+        self._ids: BoundedCache[str, str] = BoundedCache(settings.cache_size)  # number -> order id
+        self._keys: BoundedCache[str, str] = BoundedCache(settings.cache_size)  # record key -> order id
         self.lookups = 0
 
     def error_detail(self, response: httpx.Response) -> str | None:
@@ -54,9 +55,16 @@ class ShoplazzaSink(HttpSink):
         return f"{text} (Request-Id {request_id})" if request_id else text
 
     async def _order_id(self, change: OrderChange) -> str:
+        """The order id: the event's ``id``, its ``number`` resolved, what its key resolved to before,
+        or the key itself (``number:N`` resolved; else the key is the order id)."""
         order_id = change.body.get("id")
         if isinstance(order_id, str) and order_id:
             return order_id
+        known = self._keys.get(change.external_id)
+        if not change.body.get("number") and known is not None:
+            return known
+        if not change.body.get("number") and not change.external_id.startswith("number:"):
+            return change.external_id
         number = str(change.body.get("number") or change.external_id.removeprefix("number:"))
         cached = self._ids.get(number)
         if cached is not None:
@@ -76,16 +84,14 @@ class ShoplazzaSink(HttpSink):
 
     async def apply(self, change: OrderChange) -> None:
         """Update the order, or delete it."""
+        order_id = await self._order_id(change)
+        self._keys.remember(change.external_id, order_id)
         if change.op == "delete":
-            order_id = change.external_id
-            if order_id.startswith("number:"):
-                order_id = await self._order_id(change)
             try:
                 await self.request("DELETE", f"/orders/{quote(order_id, safe='')}")
             except NotFoundError:
-                return
+                return  # already gone
             return
-        order_id = await self._order_id(change)
         response = await self.request(
             "PUT", f"/orders/{quote(order_id, safe='')}", json=shoplazza_update_body(change.body)
         )

@@ -137,6 +137,7 @@ class Member:
         return self.cluster.commit(self, offsets)
 
     async def committed(self, partitions: set[TopicPartition]) -> Committed:
+        await asyncio.sleep(0.002)  # a round trip to the broker
         if not self.alive or not self.connected:
             raise Unreachable("broker unreachable")
         return {tp: self.cluster.committed[tp] for tp in partitions if tp in self.cluster.committed}
@@ -335,11 +336,11 @@ class SimCluster:
                     self.join(m)
 
     async def _assign(self, m: Member) -> None:
-        try:
-            await m.on_assigned(set(m.owned))
-        finally:
-            m.rebalancing = False
-            m.wake()
+        # As aiokafka's fetcher does, records of the new assignment can be fetched (from the
+        # committed offset) while the assign callback runs.
+        m.rebalancing = False
+        m.wake()
+        await m.on_assigned(set(m.owned))
 
     # -- commits and dead letters -------------------------------------------------------------
     def commit(self, m: Member, offsets: Committed) -> bool:

@@ -203,3 +203,28 @@ MUTATIONS: dict[str, Mutation] = {
         no_warm_up,
     )
 }
+
+
+@contextlib.contextmanager
+def fetched_while_assigning() -> Iterator[None]:
+    """Found on the real broker: records fetched from the committed offset while the assign callback
+    awaited came before the warm-up re-read, then again (the process crashed on the second read)."""
+    real = Pipeline.on_assigned
+
+    async def on_assigned(self: Pipeline, partitions: set[TopicPartition]) -> None:
+        source = self._source
+        assert source is not None
+        real_pause = source.pause
+        source.pause = lambda parts: None  # type: ignore[method-assign]
+        try:
+            await real(self, partitions)
+        finally:
+            source.pause = real_pause  # type: ignore[method-assign]
+        if self._paused:
+            source.pause(partitions)
+
+    with _patched(Pipeline, "on_assigned", on_assigned):
+        yield
+
+
+MUTATIONS[fetched_while_assigning.__name__] = fetched_while_assigning

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from connector.config import SinkSettings
-from connector.decode import OrderChange, Record
 from connector.errors import AuthError, RejectedError
 from connector.sandbox import Sandbox
 from connector.sinks import LoopSink, ShoplazzaSink
+from connector.structs import OrderChange, Record
 
 
 def change(key: str, body: dict[str, object], op: str = "upsert") -> OrderChange:
@@ -88,3 +88,16 @@ async def test_shoplazza_delete_by_id(sandbox: Sandbox) -> None:
         await sink.apply(change("o-9", {}, op="delete"))
         await sink.apply(change("o-9", {}, op="delete"))
     assert "o-9" not in sandbox.shoplazza.orders
+
+
+async def test_shoplazza_tombstone_deletes_the_order_its_key_was_resolved_to(sandbox: Sandbox) -> None:
+    """Found by review: a tombstone keyed like the order's earlier events deletes the order id those
+    events resolved to (here by number), not an order whose id happens to equal the key."""
+    sandbox.shoplazza.seed("o-88", "1088")
+    sandbox.shoplazza.seed("1088", "9999")  # an unrelated order whose id is the other's number
+    settings = SinkSettings(kind="shoplazza", base_url=sandbox.url, api_key="test-key")
+    async with ShoplazzaSink(settings) as sink:
+        await sink.apply(change("1088", {"number": "1088", "note": "x"}))
+        await sink.apply(change("1088", {}, op="delete"))
+    deletes = [r.path.rsplit("/", 1)[1] for r in sandbox.store.requests if r.method == "DELETE"]
+    assert deletes == ["o-88"]
