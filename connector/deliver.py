@@ -73,6 +73,7 @@ class Job:
     not_before: float = 0.0  # monotonic: an ambiguous request of this key may land until then
     forbidden_at: int = -1  # the circuit's closure count when this job last got a 403
     probe: bool = False  # this attempt is the circuit's probe
+    tick: float | None = None  # the budget tick granted for this attempt's first request
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
     call: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -257,7 +258,7 @@ class Deliverer:
                 await asyncio.sleep(self.circuit.wait_hint(now))
                 continue
             job.probe = self.circuit.state is State.HALF_OPEN
-            await self.pacer.acquire()
+            job.tick = await self.pacer.acquire()
             now = self._clock.monotonic()
             state = self.circuit.state
             allowed = state is State.CLOSED or (job.probe and state is State.HALF_OPEN)
@@ -266,15 +267,15 @@ class Deliverer:
                 continue
             if job.probe and self.circuit.forbidden:
                 job.probe = False
-                await self._read_probe()  # a read, then this job goes through the gate again
+                await self._read_probe(job.tick)  # a read, then this job goes through the gate again
                 continue
             return True
 
-    async def _read_probe(self) -> None:
+    async def _read_probe(self, tick: float | None) -> None:
         """The circuit opened on a 403: ask with a read whether the key works at all. If it does, the
         circuit closes, and a 403 the job then gets again is about its operation (``Forbidden``)."""
         context = contextvars.copy_context()
-        context.run(PREPAID.set, True)
+        context.run(PREPAID.set, tick)
         probe = asyncio.get_running_loop().create_task(self._sink.probe(), context=context)
         await asyncio.wait({probe})
         error = probe.exception() if not probe.cancelled() else None
@@ -295,7 +296,7 @@ class Deliverer:
         job.attempts += 1
         job.state = JobState.IN_FLIGHT
         context = contextvars.copy_context()
-        context.run(PREPAID.set, True)  # this attempt's first request uses the tick just granted
+        context.run(PREPAID.set, job.tick)  # this attempt's first request uses the tick just granted
         record = change.record
         context.run(
             structlog.contextvars.bind_contextvars,

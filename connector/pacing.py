@@ -123,8 +123,12 @@ class Pacer:
                 best = (tick, tp)
         return best
 
-    async def acquire(self) -> None:
-        """Wait for this request's tick."""
+    def fresh(self, tick: float) -> bool:
+        """Whether a tick granted earlier may still be used now (not later than :data:`LATE`)."""
+        return self._clock.wall() - tick <= LATE
+
+    async def acquire(self) -> float:
+        """Wait for this request's tick; returns its time (wall clock)."""
         started = self._clock.monotonic()
         while True:
             now = self._clock.wall()
@@ -154,3 +158,4 @@ class Pacer:
                 break
         if self._on_wait is not None:
             self._on_wait(self._clock.monotonic() - started)
+        return tick

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import httpx
+
+from connector.localkafka import free_port
 
 
 def connector_env(bootstrap: str, topic: str, base_url: str, **settings: str | float | int) -> dict[str, str]:
@@ -82,3 +88,59 @@ def wait_for_log(proc: ConnectorProcess, fragment: str, timeout: float) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"{fragment!r} not logged within {timeout}s; log tail: {proc.log_lines()[-10:]}")
+
+
+class SandboxProcess:
+    """The sandbox in a process of its own, so that its request times are not skewed by the test's
+    own event loop; controlled over its ``/_sandbox`` routes."""
+
+    def __init__(self, log: Path, **options: object) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._options = {"port": self.port, **options}
+        self._log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> SandboxProcess:
+        handle = self._log.open("ab")
+        code = (
+            "import asyncio, json, sys\n"
+            "from connector.sandbox import Sandbox, Faults\n"
+            "opts = json.loads(sys.argv[1])\n"
+            "async def main():\n"
+            "    faults = Faults(**opts.pop('faults', {}))\n"
+            "    async with Sandbox(faults=faults, **opts):\n"
+            "        print('ready', flush=True)\n"
+            "        await asyncio.Event().wait()\n"
+            "asyncio.run(main())\n"
+        )
+        self.proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(self._options)], stdout=handle,
+                                     stderr=subprocess.STDOUT)  # fmt: skip
+        handle.close()
+        deadline = time.monotonic() + 30
+        while "ready" not in self._log.read_text(errors="replace"):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError(f"sandbox did not start: {self._log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    async def faults(self, **values: object) -> None:
+        """Change the faults (``outage_seconds`` starts an outage window now)."""
+        async with httpx.AsyncClient(base_url=self.url) as client:
+            (await client.post("/_sandbox/faults", json=values)).raise_for_status()
+
+    async def requests(self) -> list[dict[str, Any]]:
+        """Every request the sandbox received."""
+        async with httpx.AsyncClient(base_url=self.url, timeout=30) as client:
+            return (await client.get("/_sandbox/requests")).json()["requests"]  # type: ignore[no-any-return]
+
+    async def orders(self) -> dict[str, dict[str, Any]]:
+        """The orders held, by external id."""
+        async with httpx.AsyncClient(base_url=self.url, timeout=30) as client:
+            held = (await client.get("/_sandbox/orders")).json()["orders"]
+        return {o["external_id"]: o for o in held if o.get("external_id")}

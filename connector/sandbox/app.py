@@ -346,6 +346,7 @@ class Sandbox:
                         "status": r.status,
                         "external_id": r.external_id,
                         "updated_at": r.updated_at,
+                        "done": r.done,
                     }
                     for r in self.store.requests
                     if r.ts >= since

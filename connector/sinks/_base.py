@@ -40,8 +40,8 @@ from connector.logs import redact
 from connector.pacing import Pacer
 from connector.structs import OrderChange
 
-PREPAID: contextvars.ContextVar[bool] = contextvars.ContextVar("connector_prepaid_tick", default=False)
-"""True in an ``apply`` whose first request already holds a budget tick."""
+PREPAID: contextvars.ContextVar[float | None] = contextvars.ContextVar("connector_prepaid_tick", default=None)
+"""In an ``apply`` whose first request already holds a budget tick: the tick's time."""
 
 
 class Sink(Protocol):
@@ -189,12 +189,9 @@ class HttpSink:
     async def request(self, method: str, url: str, json: object | None = None) -> httpx.Response:
         """Send one request when the budget allows; raise the SinkError matching the failure:
         not connected (never sent), timed out or cut off (ambiguous), or the status's class."""
-        if PREPAID.get():
-            PREPAID.set(False)
-        elif self._pacer is not None:
-            await self._pacer.acquire()
         client = await self._free.get()
         try:
+            await self._take_tick()  # nothing awaits between the tick and the request's first bytes
             response = await client.request(method, url, json=json)
         except (
             httpx.ConnectError,
@@ -211,6 +208,14 @@ class HttpSink:
             self._free.put_nowait(client)
         raise_for_status(response, detail=self.error_detail(response))
         return response
+
+    async def _take_tick(self) -> None:
+        """Use the tick the deliverer took for this attempt, if still fresh; else wait for one."""
+        tick = PREPAID.get()
+        if tick is not None:
+            PREPAID.set(None)
+        if self._pacer is not None and (tick is None or not self._pacer.fresh(tick)):
+            await self._pacer.acquire()
 
     def error_detail(self, response: httpx.Response) -> str | None:
         """The vendor's own words for a failed response (overridden per vendor); None: the body."""
