@@ -36,10 +36,11 @@ from connector.errors import (
     SinkTimeout,
     Unavailable,
 )
-from connector.logs import redact
+from connector.logs import get_logger, redact
 from connector.pacing import Pacer
 from connector.structs import OrderChange
 
+_log = get_logger("connector.sinks")
 PREPAID: contextvars.ContextVar[float | None] = contextvars.ContextVar("connector_prepaid_tick", default=None)
 """In an ``apply`` whose first request already holds a budget tick: the tick's time."""
 
@@ -215,7 +216,9 @@ class HttpSink:
         if tick is not None:
             PREPAID.set(None)
         if self._pacer is not None and (tick is None or not self._pacer.fresh(tick)):
-            await self._pacer.acquire()
+            tick = await self._pacer.acquire()
+        if tick is not None:
+            _log.debug("api_request_tick", tick=round(tick, 4), late_ms=round((time.time() - tick) * 1000, 1))
 
     def error_detail(self, response: httpx.Response) -> str | None:
         """The vendor's own words for a failed response (overridden per vendor); None: the body."""
