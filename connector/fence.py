@@ -26,6 +26,9 @@ from dataclasses import dataclass
 from connector.clock import Clock
 from connector.structs import TopicPartition
 
+CLOCK_SKEW = 1.0
+"""Seconds by which the members' wall clocks may disagree: added to a hold read from another member."""
+
 
 @dataclass(slots=True)
 class _Grant:
@@ -44,8 +47,8 @@ class Fence:
         self._grants: dict[TopicPartition, _Grant] = {}
 
     def assign(self, tp: TopicPartition, hold_until: float) -> None:
-        """``tp`` is ours; its previous owner's requests may land until ``hold_until``."""
-        self._grants[tp] = _Grant(hold_until=hold_until)
+        """``tp`` is ours; its previous owner's requests may land until ``hold_until`` (its clock)."""
+        self._grants[tp] = _Grant(hold_until=hold_until + CLOCK_SKEW if hold_until else 0.0)
 
     def drop(self, tp: TopicPartition) -> None:
         """``tp`` is no longer ours."""

@@ -29,9 +29,11 @@ def main(argv: list[str] | None = None) -> int:
             print("VIOLATION", v)
         return 1 if result.violations else 0
     failed = 0
+    slowest = (0.0, -1)
     started = time.perf_counter()
     for seed in range(args.first, args.first + args.runs):
         result = run(seed, scale)
+        slowest = max(slowest, (float(result.stats.get("converged_after_s", 0.0)), seed))
         if not result.ok:
             failed += 1
             print(f"seed {seed}: {result.violations[0]}")
@@ -40,7 +42,10 @@ def main(argv: list[str] | None = None) -> int:
                 + (f" --scale {scale:g}" if scale != 1 else "")
             )
     took = time.perf_counter() - started
-    print(f"{args.runs} schedules, {failed} failed, {took:.1f}s ({took / args.runs * 1000:.0f} ms each)")
+    print(
+        f"{args.runs} schedules, {failed} failed, {took:.1f}s ({took / args.runs * 1000:.0f} ms each); "
+        f"slowest convergence after the last fault {slowest[0]:g}s (seed {slowest[1]})"
+    )
     return 1 if failed else 0
 
 
