@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 
 BUDGET = 10  # requests a second for the fleet
 LATE_SECONDS = 3.0  # a late write lands this long after it arrived (the client gave up after 2 s)
-SEEDS = [int(s) for s in os.environ.get("CHAOS_SEEDS", "7").split(",") if s.strip()]
+SEEDS = [int(s) for s in os.environ.get("CHAOS_SEEDS", "16").split(",") if s.strip()]
 FAST = {  # the time-related settings, short so that a schedule converges in seconds
     "SINK__RATE_LIMIT_PER_SECOND": BUDGET,
     "SINK__TIMEOUT_SECONDS": 2,
