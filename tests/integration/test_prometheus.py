@@ -267,7 +267,8 @@ async def test_dashboard_has_data_and_alerts_fire_and_resolve(
     """Prometheus scraping a running connector: the dashboard's stat panels show a value on a healthy
     connector and every expression returns data once events were dead-lettered and unknown fields seen;
     an API outage fires the circuit alert (pending, then firing) and only it, recovery resolves it; a
-    stalled partition fires the oldest-unsynced alert and only it, delivering the event resolves it."""
+    stalled partition fires the oldest-unsynced alert and only it, delivering the event resolves it;
+    no other alert leaves inactive over the run."""
     for_s = scaled_rules(ALERTS, tmp_path / "alerts.yaml")
     await create_topics(kafka_bootstrap, {topic_name: 2, f"{topic_name}.dlq": 1})
     settings = settings_for(
@@ -301,7 +302,6 @@ async def test_dashboard_has_data_and_alerts_fire_and_resolve(
             assert len(targets) >= 15
             missing = await settled_without_data(server, targets)
             assert missing == [], f"dashboard expressions with no data: {missing}"
-            healthy_alerts = alerts.since(0)
 
         # 2. The API goes down: the circuit opens; its alert goes pending, then firing; recovery resolves it.
         with timed("circuit", took):
@@ -331,7 +331,7 @@ async def test_dashboard_has_data_and_alerts_fire_and_resolve(
             stall_alerts = alerts.since(mark)
 
     print(f"phases took {took}")
-    assert healthy_alerts == set(), f"a healthy connector set off {healthy_alerts}:\n{alerts.table()}"
+    assert alerts.since(0) == {CIRCUIT, OLDEST}, f"alerts set off over the run:\n{alerts.table()}"
     assert circuit_alerts == {CIRCUIT}, f"the outage set off {circuit_alerts}:\n{alerts.table()}"
     assert stall_alerts == {OLDEST}, f"the stall set off {stall_alerts}:\n{alerts.table()}"
     assert alerts.states_of(CIRCUIT) == ["pending", "firing", "inactive"], alerts.table()
