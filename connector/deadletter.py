@@ -45,7 +45,7 @@ def _iso(ts: float) -> bytes:
 
 
 def dead_letter_headers(record: Record, failure: Failure, body_max: int = 4096) -> list[tuple[str, bytes]]:
-    """The record's own headers followed by the error headers of ``shared/DESIGN.md``."""
+    """The record's own headers followed by the error headers of ``docs/design.md``."""
     error = failure.error
     now = time.time()
     ours: list[tuple[str, bytes]] = [
