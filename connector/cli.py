@@ -135,9 +135,65 @@ def _dlq(args: argparse.Namespace) -> int:
     return 1 if result.failed else 0
 
 
+EXAMPLES: dict[tuple[str, ...], tuple[str, ...]] = {
+    (): (
+        "connector demo",
+        "connector sandbox --port 8080",
+        "CONNECTOR_KAFKA__BOOTSTRAP_SERVERS=broker:9092 CONNECTOR_SINK__API_KEY=... connector run",
+    ),
+    ("run",): (
+        "connector run --config connector.toml",
+        "CONNECTOR_KAFKA__TOPICS=orders CONNECTOR_SINK__BASE_URL=https://api.loopreturns.com connector run",
+    ),
+    ("sandbox",): (
+        "connector sandbox --port 8080 --api-key sandbox-key --rate-per-minute 300",
+        "connector sandbox --latency-ms 5 --error-rate 0.1 --timeout-rate 0.01",
+    ),
+    ("validate",): (
+        "connector validate events.jsonl",
+        "connector validate --kind shoplazza - < events.jsonl",
+        "connector validate --api-version 2026-10 events.jsonl",
+    ),
+    ("check",): ("connector check", "connector check --ready --timeout 2"),
+    ("config",): ("connector config show",),
+    ("config", "show"): ("CONNECTOR_SINK__KIND=shoplazza connector config show --config connector.toml",),
+    ("dlq",): ("connector dlq inspect", "connector dlq redrive --stage deliver --status 422 --dry-run"),
+    ("dlq", "inspect"): (
+        "connector dlq inspect --topic orders.dlq --samples 3",
+        "connector dlq inspect --json",
+    ),
+    ("dlq", "redrive"): (
+        "connector dlq redrive --to api --status 401 --dry-run",
+        "connector dlq redrive --external-id ORD-1001 --since 2026-01-01T00:00:00Z",
+        "connector dlq redrive --to source --stage validate --again",
+    ),
+    ("samples",): (
+        "connector samples --bootstrap-servers 127.0.0.1:9092 --topic orders --events 500 --partitions 4",
+    ),
+    ("demo",): ("connector demo", "connector demo --events 1000 --orders 200"),
+}
+
+
+def _add_examples(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> None:
+    """Give ``parser`` and every subcommand below it an ``examples:`` epilog (from :data:`EXAMPLES`),
+    and each subcommand its one-line help as the description its own ``--help`` shows."""
+    parser.epilog = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[path])
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, child in action.choices.items():
+                child.description = child.description or helps.get(name)
+                _add_examples(child, (*path, name))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="connector", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="connector",
+        description="Keep a vendor's copy of every order (Loop Returns, Shoplazza) at the latest state\n"
+        "read from Kafka: coalesced, rate-limited API calls, a dead-letter topic for what cannot succeed.",
+    )
     parser.add_argument("--version", action="version", version=f"orders-connector {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -209,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--events", type=int, default=400)
     demo.add_argument("--orders", type=int, default=100)
     demo.set_defaults(func=_demo)
+    _add_examples(parser)
     return parser
 
 

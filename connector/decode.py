@@ -1,6 +1,6 @@
 """Decode + validate: a Kafka record becomes an :class:`OrderChange`, or raises an :class:`InputError`.
 
-Accepted values (``shared/DESIGN.md``, "Input events"): an envelope ``{"event_id", "event_type",
+Accepted values (``docs/design.md``, "Input contract"): an envelope ``{"event_id", "event_type",
 "occurred_at", "order"}``, a bare order object, or a tombstone (null value, key set) meaning "deleted".
 The order is validated against the vendor model but forwarded as the caller wrote it, so that nothing
 the caller did not send (nulls, reformatted timestamps) reaches the API.

@@ -1,8 +1,10 @@
-"""Start and stop the project's local Kafka broker (``scripts/kafka``) from Python: tests and the demo."""
+"""Start and stop the project's local Kafka broker (``connector/broker/kafka``) from Python: tests, the
+demo and benchmarks. Needs bash, Java 17+ and, until the broker jars are cached, Maven."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -10,7 +12,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "kafka"
+from connector.errors import BrokerUnavailable
+
+SCRIPT = Path(__file__).resolve().parent / "broker" / "kafka"
 
 
 def free_port() -> int:
@@ -32,7 +36,7 @@ class LocalKafka:
         sasl_password: str | None = None,
     ) -> None:
         if not SCRIPT.exists():
-            raise FileNotFoundError(f"{SCRIPT} not found: LocalKafka needs a source checkout")
+            raise FileNotFoundError(f"{SCRIPT} not found: the package was installed without its data files")
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="connector-kafka-")
         self.workdir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
         self.port = free_port()
@@ -51,22 +55,34 @@ class LocalKafka:
         return f"127.0.0.1:{self.sasl_port}"
 
     def start(self) -> None:
-        """Fetch the jars if needed, format and start the broker; returns once it serves."""
-        args = [str(SCRIPT), "start", str(self.workdir), str(self.port)]
+        """Fetch the jars if needed, format and start the broker; returns once it serves.
+
+        Raises :class:`BrokerUnavailable` with one line saying what is missing (bash, Java 17+, Maven
+        while the jars are not cached) or that the broker did not start."""
+        bash = shutil.which("bash")
+        if bash is None:
+            raise BrokerUnavailable("the local Kafka broker needs bash on PATH")
+        env = os.environ.copy()
+        env["KAFKA_CONTROLLER_PORT"] = str(free_port())
+        check = subprocess.run([bash, str(SCRIPT), "check"], env=env, capture_output=True, text=True)
+        if check.returncode != 0:
+            lines = check.stderr.strip().splitlines()
+            raise BrokerUnavailable(lines[-1] if lines else f"{SCRIPT} check failed")
+        args = [bash, str(SCRIPT), "start", str(self.workdir), str(self.port)]
         if self._extra:
             props = self.workdir / "extra.properties"
             self.workdir.mkdir(parents=True, exist_ok=True)
             props.write_text(self._extra)
             args.append(str(props))
-        env = os.environ.copy()
         if self._sasl:
             env.update(KAFKA_SASL_PORT=str(self.sasl_port), KAFKA_SASL_USER=self._sasl[0],
                        KAFKA_SASL_PASSWORD=self._sasl[1])  # fmt: skip
-        subprocess.run(args, check=True, env=env)
+        if subprocess.run(args, check=False, env=env).returncode != 0:
+            raise BrokerUnavailable("the local Kafka broker did not start (its launcher said why above)")
 
     def stop(self) -> None:
         """Stop the broker (SIGTERM, then SIGKILL) and remove its directory."""
-        subprocess.run([str(SCRIPT), "stop", str(self.workdir)], check=False)
+        subprocess.run([shutil.which("bash") or "bash", str(SCRIPT), "stop", str(self.workdir)], check=False)
         if self._tmp is not None:
             self._tmp.cleanup()
 

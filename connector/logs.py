@@ -37,6 +37,33 @@ def _redact_processor(
     return event_dict
 
 
+class _RoutineKafkaRetries(logging.Filter):
+    """Demote to INFO what aiokafka logs as an error or warning while it finds a consumer group's
+    coordinator and retries by itself: ``GroupCoordinatorNotAvailableError`` (and the other retriable
+    lookup errors) when a group or the offsets topic is being created, which every first start of a
+    group meets, and the "marking the coordinator dead" that follows. Only these two messages of
+    aiokafka's group coordinator, and the first only for retriable errors: anything that stops the
+    consumer is raised and reported by the connector itself."""
+
+    LOGGER = "aiokafka.consumer.group_coordinator"
+    LOOKUP_FAILED = "Group Coordinator Request failed: %s"
+    COORDINATOR_DEAD = "Marking the coordinator dead (node %s)for group %s."
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != self.LOGGER or record.levelno <= logging.INFO:
+            return True
+        retried = record.msg == self.COORDINATOR_DEAD or (
+            record.msg == self.LOOKUP_FAILED
+            and isinstance(record.args, tuple)
+            and bool(record.args)
+            and getattr(record.args[0], "retriable", False) is True
+        )
+        if not retried:
+            return True
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return logging.getLogger().isEnabledFor(logging.INFO)
+
+
 def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
     """Send structlog JSON lines to ``stream`` (stdout) at ``level``; route stdlib logging (aiokafka)
     the same way."""
@@ -69,6 +96,7 @@ def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
             foreign_pre_chain=[structlog.stdlib.add_logger_name],
         )
     )
+    handler.addFilter(_RoutineKafkaRetries())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(numeric, logging.WARNING))

@@ -1,4 +1,5 @@
-"""Loop Returns order request bodies (Upsert, Create and Update Order), from ``shared/api-docs/loop-*``.
+"""Loop Returns order request bodies (Upsert, Create and Update Order), from Loop's API reference pages;
+their examples are kept in ``tests/fixtures/vendor/loop-*.json``.
 
 Where the vendor's pages disagree we take the stricter reading and say so beside the field:
 - ``external_id``: one rendered page says 100 characters, the spec and the path parameter say 64: 64.

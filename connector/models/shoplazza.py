@@ -1,4 +1,5 @@
-"""Shoplazza Update Order (API 2025-06), from ``shared/api-docs/shoplazza-update-order.txt``.
+"""Shoplazza Update Order (API 2025-06), from Shoplazza's Update Order page; its example values are kept in
+``tests/fixtures/vendor/shoplazza-update-order.json``.
 
 An event's order carries the fields of ``order`` in ``PUT /openapi/2025-06/orders/{order_id}`` plus how
 to find the order: ``id`` (the order_id) or ``number`` (resolved with ``GET /orders/number/{number}``),

@@ -1,7 +1,7 @@
 """The sandbox's own checks of Loop order bodies, written apart from ``connector.models`` on purpose.
 
 A schema shared by client and server would let one bug pass both sides; these rules are re-read from
-``shared/api-docs/loop-*`` and coded by hand. Errors are ``{field path: [message]}``, Laravel style,
+Loop's reference pages and coded by hand. Errors are ``{field path: [message]}``, Laravel style,
 which is how Loop answers 422.
 """
 

@@ -1,0 +1,62 @@
+"""Logging: aiokafka's routine retries while a consumer group finds its coordinator are not shown as
+errors; its other errors still are."""
+
+from __future__ import annotations
+
+import inspect
+import io
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from aiokafka import errors
+from aiokafka.consumer import group_coordinator
+
+from connector import logs
+
+COORDINATOR = "aiokafka.consumer.group_coordinator"
+
+
+@pytest.fixture
+def log_lines(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """Configure logging as `connector run` does (INFO) into a buffer; the JSON lines written."""
+    buffer = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", buffer)
+    logs.configure("INFO")
+    yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines()]
+    monkeypatch.undo()
+    logs.configure("INFO")
+
+
+def test_coordinator_not_available_while_a_group_is_created_is_not_an_error(
+    log_lines: Callable[[], list[dict[str, Any]]],
+) -> None:
+    """The two lines a first start of a group logs (seen in `connector demo`) print nothing."""
+    log = logging.getLogger(COORDINATOR)
+    log.error("Group Coordinator Request failed: %s", errors.GroupCoordinatorNotAvailableError())
+    log.error("Group Coordinator Request failed: %s", errors.CoordinatorLoadInProgressError())
+    log.warning("Marking the coordinator dead (node %s)for group %s.", 1, "demo")
+    assert log_lines() == []
+
+
+def test_other_aiokafka_errors_are_still_errors(log_lines: Callable[[], list[dict[str, Any]]]) -> None:
+    """A non-retriable lookup failure, another message of the same logger, and other loggers pass."""
+    logging.getLogger(COORDINATOR).error(
+        "Group Coordinator Request failed: %s", errors.GroupAuthorizationFailedError()
+    )
+    logging.getLogger(COORDINATOR).error("Heartbeat session expired - marking coordinator dead")
+    logging.getLogger("aiokafka.conn").error("Group Coordinator Request failed: %s", "elsewhere")
+    lines = log_lines()
+    assert [line["level"] for line in lines] == ["error", "error", "error"]
+    assert "GroupAuthorizationFailedError" in lines[0]["event"]
+    assert lines[1]["event"] == "Heartbeat session expired - marking coordinator dead"
+
+
+def test_the_messages_demoted_are_the_ones_aiokafka_logs() -> None:
+    """If aiokafka rewords them, the filter would silently stop matching: fail here instead."""
+    source = inspect.getsource(group_coordinator)
+    for message in (logs._RoutineKafkaRetries.LOOKUP_FAILED, logs._RoutineKafkaRetries.COORDINATOR_DEAD):
+        assert f'"{message}"' in source, message
