@@ -38,30 +38,33 @@ def test_random_schedules_keep_every_invariant(chunk: int) -> None:
     assert not failed, f"{len(failed)} of {len(seeds)} schedules failed:\n" + "\n".join(failed)
 
 
-# For each known defect put back on purpose, a seed whose schedule catches it (found by searching
-# seeds 0..400 with the defect in place; the first violation the checker reported is quoted).
+# For each known defect put back on purpose (tests/sim/mutations.py): the first seed, searching from 0,
+# whose schedule catches it, and the invariant the checker then reports broken.
 CAUGHT = {
-    "marks_survive_revoke": 0,
-    "timeouts_are_not_ambiguous": 0,
-    "ambiguity_counted_from_the_call_start": 0,
-    "deletes_drop_updated_at": 0,
-    "not_found_on_upsert_is_a_poison_event": 0,
-    "a_403_is_always_an_outage": 0,
-    "an_outage_pauses_consumption": 0,
-    "hand_over_forgets_the_inherited_hold": 0,
-    "no_hold_after_assignment": 0,
-    "no_lease": 0,
-    "no_warm_up": 0,
+    "marks_survive_revoke": (8, "vendor holds ('delete', None)"),
+    "timeouts_are_not_ambiguous": (25, "two requests for one order at once"),
+    "ambiguity_counted_from_the_call_start": (25, "two requests for one order at once"),
+    "deletes_drop_updated_at": (0, "applied after newer"),
+    "not_found_on_upsert_is_a_poison_event": (7, "committed orders-0@29 past unresolved"),
+    "a_403_is_always_an_outage": (47, "not converged"),
+    "an_outage_pauses_consumption": (2, "not converged"),
+    "hand_over_forgets_the_inherited_hold": (560, "requests in the second"),
+    "no_hold_after_assignment": (25, "landed after one of epoch"),
+    "no_lease": (25, "landed after one of epoch"),
+    "no_warm_up": (8, "vendor holds ('delete', None)"),
+    "fetched_while_assigning": (8, "vendor holds ('delete', None)"),
 }
 
 
 @pytest.mark.parametrize("defect", sorted(CAUGHT))
 def test_each_known_defect_is_caught_and_its_fix_holds(defect: str) -> None:
-    """With the defect put back, its seed breaks an invariant; with the code as it is, it passes."""
-    seed = CAUGHT[defect]
+    """With the defect put back, its seed breaks the invariant it breaks; with the code as it is, the
+    same schedule passes."""
+    seed, broken_invariant = CAUGHT[defect]
     with MUTATIONS[defect]():
         broken = run(seed)
     assert not broken.ok, f"{defect}: seed {seed} no longer catches it; search seeds again"
+    assert broken_invariant in broken.violations[0]
     fixed = run(seed)
     assert fixed.ok, f"seed {seed}: {fixed.violations[:3]}\n  replay: {_replay(seed)}"
 
