@@ -131,7 +131,9 @@ def _dlq(args: argparse.Namespace) -> int:
     flt = dlq.Filter(
         set(args.stage), set(args.status), set(args.external_id), _iso_ms(args.since), _iso_ms(args.until)
     )
-    result = asyncio.run(dlq.redrive(settings, topic, flt, args.to, args.dry_run, args.again))
+    result = asyncio.run(
+        dlq.redrive(settings, topic, flt, args.to, args.dry_run, args.again, rate=args.rate, force=args.force)
+    )
     return 1 if result.failed else 0
 
 
@@ -250,6 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
     red.add_argument("--dry-run", action="store_true", help="list what would be redriven; send nothing")
     red.add_argument(
         "--again", action="store_true", help="start over, ignoring what this filter redrove before"
+    )
+    red.add_argument(
+        "--rate", type=float, default=1.0, help="--to api: requests a second, reads included (default 1)"
+    )
+    red.add_argument(
+        "--force",
+        action="store_true",
+        help="--to api: send even when the API may hold a newer state (no updated_at to compare)",
     )
 
     smp = sub.add_parser("samples", help="produce sample order events (with duplicates) to a topic")

@@ -5,9 +5,14 @@ inspect: every record, grouped by stage, HTTP status and reason (digits folded, 
 
 redrive: the records matching a filter (stage, status, time range, external_id) go back to their source
 topic (original key, value and headers, without the error headers) or straight to the API (decoded and
-sent like the pipeline would). Progress is kept in a consumer group named after the filter, so running
-the same redrive again sends nothing new (``--again`` starts over). Within one run a source record
-(topic, partition, offset) is sent once even if it was dead-lettered twice.
+sent like the pipeline would). Straight to the API, each order is first read back: an event is skipped
+when the API already holds a state at least as new (by ``updated_at``), so a redrive never moves an
+order back in time; an event without ``updated_at`` (or a vendor that keeps none of ours) is refused
+unless ``--force``. Calls go at ``--rate`` a second, every request counted (the fleet's 429 handling
+absorbs them; run it at a fraction of the budget). Progress is kept in a consumer group named after
+the filter, committed only up to the first record that failed again, so running the same redrive again
+retries what failed and sends nothing already sent (``--again`` starts over). Within one run a source
+record (topic, partition, offset) is sent once even if it was dead-lettered twice.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from connector.errors import ConnectorError, InputError
 from connector.pacing import Pacer
 from connector.retry import RetryPolicy
 from connector.sinks import make_sink
-from connector.structs import Record
+from connector.structs import OrderChange, Record
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +115,12 @@ class DeadLetterReader:
             group_id=group_id, enable_auto_commit=False, **client_options(settings.kafka)
         )
         self._ends: dict[TopicPartition, int] = {}
+        self._first_failure: dict[TopicPartition, int] = {}
+
+    def failed(self, dl: DeadLetter) -> None:
+        """``dl`` failed again: progress is committed no further than it, so the next run retries it."""
+        tp = TopicPartition(self._topic, dl.partition)
+        self._first_failure[tp] = min(self._first_failure.get(tp, dl.offset), dl.offset)
 
     async def __aenter__(self) -> DeadLetterReader:
         k = self._settings.kafka
@@ -144,9 +155,10 @@ class DeadLetterReader:
                     remaining.discard(tp)
 
     async def commit_all(self) -> None:
-        """Mark everything read as done for this reader's group."""
+        """Mark what was read as done for this reader's group, up to the first record that failed."""
         if self._group and self._ends:
-            await self._consumer.commit(dict(self._ends))
+            done = {tp: min(end, self._first_failure.get(tp, end)) for tp, end in self._ends.items()}
+            await self._consumer.commit(done)
 
 
 def _reason(dl: DeadLetter) -> str:
@@ -189,6 +201,7 @@ class RedriveResult:
     matched: int = 0
     sent: int = 0
     duplicates: int = 0
+    stale: int = 0
     failed: list[str] = field(default_factory=list)
 
 
@@ -206,7 +219,7 @@ class _Progress:
         self._last = now
         line = (
             f"redrive: scanned {r.scanned}, matched {r.matched}, sent {r.sent}, "
-            f"duplicates {r.duplicates}, failed {len(r.failed)}"
+            f"duplicates {r.duplicates}, stale {r.stale}, failed {len(r.failed)}"
         )
         print(f"\r{line}", end="\n" if done else "", file=self._out, flush=True)
 
@@ -217,11 +230,12 @@ class _Targets:
     to: str
     producer: AIOKafkaProducer
     sink: Any
-    pacer: Pacer
     policy: RetryPolicy
+    force: bool = False
 
     async def send(self, dl: DeadLetter) -> str | None:
-        """Redrive one dead letter; an error message when it failed again."""
+        """Redrive one dead letter; an error message when it failed again, ``STALE`` when the API
+        already holds a state at least as new."""
         topic, partition, offset = dl.origin
         if self.to == "source":
             await self.producer.send_and_wait(
@@ -236,6 +250,16 @@ class _Targets:
             change = decode(record, self.settings.kafka.max_message_bytes, sink.kind, sink.api_version)
         except InputError as exc:
             return f"{topic}-{partition}@{offset}: still invalid: {exc}"
+        where = f"{topic}-{partition}@{offset} external_id={change.external_id}"
+        if not self.force:
+            try:
+                newer = await self._held_newer(change)
+            except ConnectorError as exc:
+                return f"{where}: could not read what the API holds: {exc}"
+            if isinstance(newer, str):
+                return f"{where}: {newer}"
+            if newer:
+                return STALE
         attempt = 0
         while True:
             attempt += 1
@@ -245,8 +269,27 @@ class _Targets:
             except ConnectorError as exc:
                 delay = self.policy.delay(exc, attempt)
                 if delay is None or attempt >= sink.max_attempts:
-                    return f"{topic}-{partition}@{offset} external_id={change.external_id}: {exc}"
+                    return f"{where}: {exc}"
                 await asyncio.sleep(delay)
+
+    async def _held_newer(self, change: OrderChange) -> bool | str:
+        """Whether the API holds a state at least as new as ``change``; a reason when it cannot tell."""
+        if change.updated_at is None:
+            return "the event has no updated_at: cannot tell whether a newer state was sent (--force)"
+        try:
+            exists, held = await self.sink.held_version(change)
+        except NotImplementedError as exc:
+            return f"{exc} (--force)"
+        if not exists:
+            return change.op == "delete"  # a delete of an order already gone: nothing to do
+        return held is not None and held >= change.updated_at
+
+
+STALE = "stale"
+
+
+def _where(dl: DeadLetter) -> str:
+    return f"{dl.origin[0]}-{dl.origin[1]}@{dl.origin[2]} external_id={dl.header('__connector.external_id')}"
 
 
 async def redrive(
@@ -258,6 +301,8 @@ async def redrive(
     again: bool = False,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
+    rate: float = 1.0,
+    force: bool = False,
 ) -> RedriveResult:
     """Send the dead letters matching ``flt`` back to their source topic (``to="source"``) or to the
     API (``to="api"``); record progress under a group named after the filter unless ``dry_run``."""
@@ -268,9 +313,9 @@ async def redrive(
         settings,
         to,
         AIOKafkaProducer(enable_idempotence=True, acks="all", **client_options(settings.kafka)),
-        make_sink(s, pacer=Pacer.standalone(s.rate_limit_per_second, SYSTEM_CLOCK)),
-        Pacer.standalone(s.rate_limit_per_second, SYSTEM_CLOCK),
+        make_sink(s, pacer=Pacer.standalone(rate, SYSTEM_CLOCK)),
         RetryPolicy(s.backoff_base_seconds, s.backoff_cap_seconds, s.max_attempts),
+        force,
     )
     if not dry_run and to == "source":
         await start_within(
@@ -289,14 +334,15 @@ async def redrive(
                     continue
                 seen.add(dl.origin)
                 if dry_run:
-                    where = f"{dl.origin[0]}-{dl.origin[1]}@{dl.origin[2]}"
-                    print(
-                        f"would redrive {where} external_id={dl.header('__connector.external_id')}", file=out
-                    )
+                    print(f"would redrive {_where(dl)}", file=out)
                     continue
                 error = await targets.send(dl)
-                if error:
+                if error == STALE:
+                    result.stale += 1
+                    print(f"skipped (the API holds a newer state): {_where(dl)}", file=out)
+                elif error:
                     result.failed.append(error)
+                    reader.failed(dl)
                     print(f"failed again: {error}", file=out)
                 else:
                     result.sent += 1

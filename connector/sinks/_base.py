@@ -16,7 +16,7 @@ import ssl
 import time
 from collections import OrderedDict
 from types import TracebackType
-from typing import Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Protocol, Self, TypeVar
 
 import certifi
 import httpx
@@ -40,6 +40,9 @@ from connector.logs import get_logger, redact
 from connector.pacing import Pacer
 from connector.structs import OrderChange
 
+if TYPE_CHECKING:
+    from datetime import datetime
+
 _log = get_logger("connector.sinks")
 PREPAID: contextvars.ContextVar[float | None] = contextvars.ContextVar("connector_prepaid_tick", default=None)
 """In an ``apply`` whose first request already holds a budget tick: the tick's time."""
@@ -57,6 +60,11 @@ class Sink(Protocol):
     async def probe(self) -> None:
         """One cheap read: returns when the API and the key work at all (a 404 counts), else raises.
         Tells a key that lost every right from a 403 for one operation."""
+        ...
+
+    async def held_version(self, change: OrderChange) -> tuple[bool, datetime | None]:
+        """Read what the vendor holds for ``change``'s order: ``(exists, its updated_at)``. Raises
+        ``NotImplementedError`` when the vendor keeps no timestamp of ours to compare with."""
         ...
 
     async def __aenter__(self) -> Self: ...

@@ -13,12 +13,14 @@ URL or a retired API version, an outage (:class:`EndpointError`), not a dead let
 from __future__ import annotations
 
 import contextlib
+from datetime import datetime
 from urllib.parse import quote
 
 import httpx
 
 from connector.config import SinkSettings
 from connector.errors import EndpointError, NotFoundError, RejectedError
+from connector.models import parse_timestamp
 from connector.pacing import Pacer
 from connector.sinks._base import BoundedCache, HttpSink
 from connector.structs import OrderChange
@@ -57,6 +59,19 @@ class LoopSink(HttpSink):
         """``GET /orders/external/{a name no order has}``: 404 means reachable and authenticated."""
         with contextlib.suppress(NotFoundError):
             await self.request("GET", "/orders/external/connector-probe")
+
+    async def held_version(self, change: OrderChange) -> tuple[bool, datetime | None]:
+        """``GET /orders/external/{id}``: whether Loop holds the order, and the ``updated_at`` it was
+        last sent with (Loop keeps the field as sent)."""
+        try:
+            found = await self.request("GET", f"/orders/external/{quote(change.external_id, safe='')}")
+        except NotFoundError:
+            return False, None
+        stamp = found.json().get("order", {}).get("updated_at")
+        try:
+            return True, parse_timestamp(stamp) if isinstance(stamp, str) else None
+        except ValueError:
+            return True, None
 
     async def apply(self, change: OrderChange) -> None:
         """Make Loop hold ``change``: upsert, create/update, or delete."""

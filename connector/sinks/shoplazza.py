@@ -9,6 +9,7 @@ Deletion uses ``DELETE /orders/{order_id}`` (documented in Shoplazza's 2026-01 C
 from __future__ import annotations
 
 import contextlib
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -81,6 +82,10 @@ class ShoplazzaSink(HttpSink):
         """``GET /orders/number/0``: 404 (no such order) means reachable and authenticated."""
         with contextlib.suppress(NotFoundError):
             await self.request("GET", "/orders/number/0")
+
+    async def held_version(self, change: OrderChange) -> tuple[bool, datetime | None]:
+        """Shoplazza keeps its own ``updated_at``, not the event's: nothing to compare with."""
+        raise NotImplementedError("Shoplazza keeps no timestamp of ours: cannot tell a stale event")
 
     async def apply(self, change: OrderChange) -> None:
         """Update the order, or delete it."""

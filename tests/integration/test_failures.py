@@ -229,6 +229,44 @@ async def test_redrive_after_the_fix_delivers_and_a_second_run_is_a_no_op(
     assert (second.scanned, second.sent) == (0, 0)
 
 
+async def test_redrive_to_the_api_never_moves_an_order_back_and_retries_what_failed_again(
+    kafka_bootstrap: str, topic_name: str, sandbox: Sandbox
+) -> None:
+    """Found by review: redrive --to api sent without a staleness check and committed its progress
+    past records that failed again. Now: a dead letter older than what the API holds is skipped (the
+    order stays at its newer state); one that fails again is retried by the next run of the same
+    redrive, and only then is the progress committed past it."""
+    await create_topics(kafka_bootstrap, {topic_name: 1, f"{topic_name}.dlq": 1})
+    old = {"external_id": "A", "status": "active", "updated_at": "2026-01-01T00:00:01Z"}
+    new = {**old, "status": "archived", "updated_at": "2026-01-01T00:00:09Z"}
+    b = {"external_id": "B", "status": "active", "updated_at": "2026-01-01T00:00:01Z"}
+    settings = settings_for(kafka_bootstrap, topic_name, sandbox.url)
+    dlq = f"{topic_name}.dlq"
+    sandbox.faults.update({"reject_external_ids": {"A": 422, "B": 422}})
+    async with running(settings):
+        await produce(
+            kafka_bootstrap, topic_name, [(b"A", json.dumps(old).encode()), (b"B", json.dumps(b).encode())]
+        )
+        await read_topic(kafka_bootstrap, dlq, expect=2, timeout=30)
+        sandbox.faults.update({"reject_external_ids": {"B": 422}})
+        await produce(kafka_bootstrap, topic_name, [(b"A", json.dumps(new).encode())])
+        await wait_until(lambda: sandbox.store.get_external("A") is not None, timeout=30)
+
+    async def again() -> RedriveResult:
+        return await redrive(settings, dlq, Filter(), to="api", out=io.StringIO(), err=io.StringIO())
+
+    first = await again()
+    assert (first.matched, first.stale, first.sent, len(first.failed)) == (2, 1, 0, 1)
+    assert sandbox.store.get_external("A")["status"] == "archived"  # type: ignore[index]
+    sandbox.faults.update({"reject_external_ids": {}})
+    second = await again()
+    assert (second.matched, second.sent, second.failed) == (1, 1, [])  # B, retried (A was done)
+    assert sandbox.store.get_external("B") is not None
+    assert sandbox.store.get_external("A")["status"] == "archived"  # type: ignore[index]
+    third = await again()
+    assert third.scanned == 0
+
+
 async def test_redrive_to_the_source_topic_replays_through_the_pipeline(
     kafka_bootstrap: str, topic_name: str, sandbox: Sandbox
 ) -> None:
