@@ -123,9 +123,13 @@ class Pacer:
                 best = (tick, tp)
         return best
 
+    def late(self, tick: float) -> float:
+        """Seconds since ``tick``."""
+        return self._clock.wall() - tick
+
     def fresh(self, tick: float) -> bool:
         """Whether a tick granted earlier may still be used now (not later than :data:`LATE`)."""
-        return self._clock.wall() - tick <= LATE
+        return self.late(tick) <= LATE
 
     async def acquire(self) -> float:
         """Wait for this request's tick; returns its time (wall clock)."""

@@ -225,8 +225,10 @@ class HttpSink:
             PREPAID.set(None)
         if self._pacer is not None and (tick is None or not self._pacer.fresh(tick)):
             tick = await self._pacer.acquire()
-        if tick is not None:
-            _log.debug("api_request_tick", tick=round(tick, 4), late_ms=round((time.time() - tick) * 1000, 1))
+        if tick is not None and self._pacer is not None:
+            _log.debug(
+                "api_request_tick", tick=round(tick, 4), late_ms=round(self._pacer.late(tick) * 1000, 1)
+            )
 
     def error_detail(self, response: httpx.Response) -> str | None:
         """The vendor's own words for a failed response (overridden per vendor); None: the body."""

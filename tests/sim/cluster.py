@@ -247,6 +247,8 @@ class SimCluster:
     def reconnect(self, m: Member) -> None:
         """The cut heals. An expelled member learns it lost its partitions, then rejoins."""
         m.connected = True
+        if not m.alive:
+            return  # a dead member still sends no heartbeat: its session expires all the same
         timer = self._expiries.pop(m.name, None)
         if timer is not None:
             timer.cancel()
@@ -261,7 +263,9 @@ class SimCluster:
         self._expiries[m.name] = loop.call_later(self._session_timeout, self._expel, m)
 
     def _expel(self, m: Member) -> None:
-        self._expiries.pop(m.name, None)
+        timer = self._expiries.pop(m.name, None)
+        if timer is not None:
+            timer.cancel()  # called by the rebalance, not by the session timer itself
         if m.joined:
             self.expulsions += 1
             self._remove(m)
