@@ -95,6 +95,7 @@ class Pipeline:
         self._paused: set[PauseReason] = set()
         self._revoking: set[TopicPartition] = set()
         self._warm_until: dict[TopicPartition, int] = {}
+        self._assigning: set[TopicPartition] = set()  # paused until their warm-up seek is done
         self._commit_lock = asyncio.Lock()
         self._commit_soon = asyncio.Event()
         self._counts: defaultdict[str, int] = defaultdict(int)
@@ -283,6 +284,7 @@ class Pipeline:
             return
         # Paused before the first await: the consumer starts fetching from the committed offset at
         # once, and records fetched before the warm-up seek below would come first, then again.
+        self._assigning |= partitions
         self._source.pause(partitions)
         self.deliverer.undrain(partitions)
         self.deliverer.pacer.set_layout(self._source.partition_counts())
@@ -306,6 +308,7 @@ class Pipeline:
                 if warmup and offset > 0:
                     self._warm_until[tp] = offset
                     self._source.seek(tp, max(0, offset - warmup))
+        self._assigning -= partitions
         if not self._paused:
             self._source.resume(partitions)
         self.metrics.ready = True
@@ -374,8 +377,8 @@ class Pipeline:
             self._source.pause(owned)
             self.metrics.paused.set(len(owned))
         else:
-            self._source.resume(owned)
-            self.metrics.paused.set(0)
+            self._source.resume(owned - self._assigning)
+            self.metrics.paused.set(len(owned & self._assigning))
 
     async def _commit_loop(self) -> None:
         interval = self.settings.kafka.commit_interval_seconds

@@ -48,6 +48,8 @@ async def test_random_5xx_and_timeouts_deliver_everything_and_dead_letter_nothin
         )
         async with running(settings) as metrics:
             await wait_until(lambda: sandbox.holds(stream.latest), timeout=120)
+        await asyncio.sleep(faults.hang_seconds)  # hung calls answered after the stop land first
+        assert sandbox.holds(stream.latest), "judged again once the connector stopped"
         failures = sum(1 for r in sandbox.store.requests if r.status >= 500)
         print(
             f"\n5xx/timeouts: {failures} failed of {len(sandbox.store.requests)} calls; retries {metrics.retries._value.get():.0f}"
@@ -80,6 +82,7 @@ async def test_outage_pauses_reports_not_ready_dead_letters_nothing_and_catches_
             await wait_until(lambda: sandbox.holds(stream.latest), timeout=120)
             assert metrics.is_ready
             assert metrics.circuit_open._value.get() == 0
+        assert sandbox.holds(stream.latest), "judged again once the connector stopped"
     assert await read_topic(kafka_bootstrap, f"{topic_name}.dlq", expect=1, timeout=3) == []
 
 
@@ -105,6 +108,7 @@ async def test_wrong_api_key_dead_letters_and_commits_nothing_and_restart_delive
     assert all(offset >= committed.get(partition, 0) for partition, offset in latest_at.values())
     async with running(settings_for(kafka_bootstrap, topic_name, sandbox.url)):
         await wait_until(lambda: sandbox.holds(stream.latest), timeout=60)
+    assert sandbox.holds(stream.latest), "judged again once the connector stopped"
     assert await read_topic(kafka_bootstrap, f"{topic_name}.dlq", expect=1, timeout=3) == []
 
 

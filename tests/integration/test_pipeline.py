@@ -34,7 +34,9 @@ async def test_thousand_events_end_at_latest_state_with_offsets_committed_and_po
     stream = make_stream(1000 - 2, 200, seed=11)
     events = [*stream.events[:300], NOT_JSON, *stream.events[300:700], NO_EXTERNAL_ID, *stream.events[700:]]
     await create_topics(kafka_bootstrap, {topic_name: 4, f"{topic_name}.dlq": 1})
-    await produce(kafka_bootstrap, topic_name, events)
+    placed = dict(
+        zip((k for k, _ in events), await produce(kafka_bootstrap, topic_name, events), strict=False)
+    )
     settings = settings_for(kafka_bootstrap, topic_name, sandbox.url)
 
     with structlog.testing.capture_logs() as logged:
@@ -63,7 +65,11 @@ async def test_thousand_events_end_at_latest_state_with_offsets_committed_and_po
     for rec in dead:
         headers = dict(rec.headers)
         assert headers["__connect.errors.topic"] == topic_name.encode()
-        assert int(headers["__connect.errors.offset"]) >= 0
+        partition, offset = placed[rec.key]
+        assert (headers["__connect.errors.partition"], headers["__connect.errors.offset"]) == (
+            str(partition).encode(),
+            str(offset).encode(),
+        )
         assert headers["__connector.attempts"] == b"0"
         if rec.key == NOT_JSON[0]:
             assert headers["__connector.stage"] == b"decode"

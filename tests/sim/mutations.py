@@ -228,3 +228,29 @@ def fetched_while_assigning() -> Iterator[None]:
 
 
 MUTATIONS[fetched_while_assigning.__name__] = fetched_while_assigning
+
+
+@contextlib.contextmanager
+def read_ahead_resumes_an_assignment_being_warmed() -> Iterator[None]:
+    """Found by the simulation (seed 3576 of the soak): the read-ahead bound, releasing, resumed every
+    owned partition, also those an assignment had just paused until its warm-up seek; their records
+    from the committed offset came first and a late, older delete was sent."""
+    with _patched(Pipeline, "__init__", _without_assigning(Pipeline.__init__)):
+        yield
+
+
+def _without_assigning(init: Any) -> Any:
+    class _Never(set[Any]):
+        def __ior__(self, other: Any) -> Any:
+            return self
+
+    def patched(self: Pipeline, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self._assigning = _Never()
+
+    return patched
+
+
+MUTATIONS[read_ahead_resumes_an_assignment_being_warmed.__name__] = (
+    read_ahead_resumes_an_assignment_being_warmed
+)

@@ -53,6 +53,7 @@ CAUGHT = {
     "no_lease": (25, "landed after one of epoch"),
     "no_warm_up": (8, "vendor holds ('delete', None)"),
     "fetched_while_assigning": (8, "vendor holds ('delete', None)"),
+    "read_ahead_resumes_an_assignment_being_warmed": (607, "vendor holds ('delete', None)"),
 }
 
 
