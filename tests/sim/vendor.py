@@ -91,7 +91,7 @@ class SimVendor:
         self._by_id: dict[int, str] = {}
         self.sends: list[tuple[float, str]] = []
         self.writes: list[Write] = []
-        self.overlaps: list[str] = []
+        self.overlaps: list[tuple[str, str]] = []  # (order, what happened)
         self.requests: list[tuple[float, float, float, str, str, str, str | None, int]] = []
         """(sent, arrived, done, member, method, path, key, status) of every request processed."""
         self.stats = VendorStats()
@@ -180,7 +180,9 @@ class SimVendor:
         if key is not None:
             self._inflight[key] = self._inflight.get(key, 0) + 1
             if self._inflight[key] > 1:
-                self.overlaps.append(f"t={at:.3f} {key}: {self._inflight[key]} requests at once ({member})")
+                self.overlaps.append(
+                    (key, f"t={at:.3f} {key}: {self._inflight[key]} requests at once ({member})")
+                )
         try:
             status, answer, headers = self._decide(method, path, key, at)
             await asyncio.sleep(work)
