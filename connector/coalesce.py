@@ -7,8 +7,9 @@ costs one call however many events queued up behind it. A change older than the 
 for its key (:meth:`Version.older_than`) is *stale*; one whose payload equals the newest accepted is
 *identical*. Both are resolved without a call.
 
-What the vendor acknowledged is remembered per key as a :class:`Mark` (digest and version, no payload)
-in an LRU bounded by ``remember_keys``, so redeliveries after a restart are skipped too. Marks of a
+Per key a :class:`Mark` is remembered (no payload) in an LRU bounded by ``remember_keys``: the newest
+version accepted, delivered or not (an older event arriving later is stale even when the newest one
+was dead-lettered), and the digest of what the vendor last acknowledged (identical events). Marks of a
 partition are forgotten when it is revoked: another member may change the order meanwhile.
 Pure and synchronous: the pipeline starts the calls and resolves the offsets.
 """
@@ -124,11 +125,7 @@ class Coalescer:
         slot = self._slots.get(key)
         if slot is None:
             return None
-        if delivered:
-            self._marks[key] = Mark(slot.current.digest, slot.current.version)
-            self._marks.move_to_end(key)
-            while len(self._marks) > self._remember:
-                self._marks.popitem(last=False)
+        self._mark(key, slot.current, delivered)
         if slot.waiting is None:
             del self._slots[key]
             return None
@@ -141,8 +138,18 @@ class Coalescer:
         mark = self._marks.get(change.key)
         if mark is not None and change.version.older_than(mark.version):
             return
-        self._marks[change.key] = Mark(change.digest, change.version)
-        self._marks.move_to_end(change.key)
+        self._mark(change.key, change, delivered=True)
+
+    def _mark(self, key: str, change: OrderChange, delivered: bool) -> None:
+        """Remember the newest version accepted for ``key`` (events older than it are stale, even if it
+        failed: it was the latest), and the digest of what the vendor last acknowledged (identical)."""
+        mark = self._marks.get(key)
+        version = change.version
+        if mark is not None and version.older_than(mark.version):
+            version = mark.version
+        digest = change.digest if delivered else (mark.digest if mark is not None else b"")
+        self._marks[key] = Mark(digest, version)
+        self._marks.move_to_end(key)
         while len(self._marks) > self._remember:
             self._marks.popitem(last=False)
 

@@ -1,10 +1,17 @@
-"""Shared fixtures: one real Kafka broker per session, a topic per test, a sandbox per test."""
+"""Shared fixtures: one real Kafka broker per run, a topic per test, a sandbox per test.
+
+With pytest-xdist the brokers are started once, by the controller process, before the workers start
+(they inherit their addresses through the environment), and stopped after the last test.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import pytest
 
@@ -15,11 +22,41 @@ from connector.sandbox import Sandbox
 logs.configure("INFO")
 
 SASL_PASSWORD = "alice-sasl-Secret-42"
+_STARTED: list[LocalKafka] = []
+
+
+@dataclass(frozen=True)
+class SaslBroker:
+    """The SASL broker's two listeners."""
+
+    bootstrap_servers: str
+    sasl_bootstrap_servers: str
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In the controller of a run that includes integration tests, start both brokers (at once) and
+    hand their addresses to every worker through the environment."""
+    if hasattr(config, "workerinput") or "not integration" in (config.getoption("markexpr") or ""):
+        return
+    if os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("TEST_KAFKA_SASL"):
+        return
+    plain, sasl = LocalKafka(), LocalKafka(sasl_user="alice", sasl_password=SASL_PASSWORD)
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda k: k.start(), (plain, sasl)))
+    _STARTED.extend((plain, sasl))
+    os.environ["TEST_KAFKA_BOOTSTRAP_SERVERS"] = plain.bootstrap_servers
+    os.environ["TEST_KAFKA_SASL"] = json.dumps([sasl.bootstrap_servers, sasl.sasl_bootstrap_servers])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop what :func:`pytest_configure` started."""
+    while _STARTED:
+        _STARTED.pop().stop()
 
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
-    """A running broker: TEST_KAFKA_BOOTSTRAP_SERVERS if set, else one started by scripts/kafka."""
+    """A running broker: TEST_KAFKA_BOOTSTRAP_SERVERS if set, else one started here."""
     given = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
     if given:
         yield given
@@ -29,8 +66,12 @@ def kafka_bootstrap() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def sasl_kafka() -> Iterator[LocalKafka]:
+def sasl_kafka() -> Iterator[LocalKafka | SaslBroker]:
     """A second broker with a SASL_PLAINTEXT listener (SCRAM-SHA-256/512, PLAIN) for user alice."""
+    given = os.environ.get("TEST_KAFKA_SASL")
+    if given:
+        yield SaslBroker(*json.loads(given))
+        return
     with LocalKafka(sasl_user="alice", sasl_password=SASL_PASSWORD) as kafka:
         yield kafka
 

@@ -44,13 +44,20 @@ def settings_for(
             group_id=f"{topic}-group",
             commit_interval_seconds=0.2,
             start_timeout_seconds=10,
+            lease_seconds=3,
             **(kafka or {}),
         ),
         dlq=DlqSettings(topic=f"{topic}.dlq"),
         sink=SinkSettings(
             base_url=base_url,
             api_key=sink.pop("api_key", "test-key"),
-            **{"rate_limit_per_second": 200.0, "max_in_flight": 8, **sink},
+            **{
+                "rate_limit_per_second": 200.0,
+                "max_in_flight": 8,
+                "timeout_seconds": 2.0,
+                "settle_seconds": 3.0,
+                **sink,
+            },  # fmt: skip
         ),
         metrics=MetricsSettings(host="127.0.0.1", port=free_port()),
         shutdown_grace_seconds=10,

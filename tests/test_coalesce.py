@@ -186,3 +186,15 @@ def test_last_change_sent_per_key_is_the_latest_received(ops: list[tuple[str, bo
     for key, latest in versions.items():
         assert sent[key] == sorted(sent[key]), "calls went backwards in time"
         assert sent[key][-1] == latest
+
+
+def test_an_event_older_than_a_change_that_failed_is_still_stale() -> None:
+    """Found by the simulation (seed 682): the newest accepted version counts even when its call
+    failed for good, so an older event arriving afterwards is not sent."""
+    c = Coalescer()
+    failed = change("a", 1, 10)
+    c.offer(failed)
+    c.claim("a")
+    c.finish("a", delivered=False)
+    older = change("a", 2, 5)
+    assert c.offer(older).resolved == ((older, Resolution.STALE),)

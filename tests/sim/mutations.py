@@ -254,3 +254,21 @@ def _without_assigning(init: Any) -> Any:
 MUTATIONS[read_ahead_resumes_an_assignment_being_warmed.__name__] = (
     read_ahead_resumes_an_assignment_being_warmed
 )
+
+
+@contextlib.contextmanager
+def a_failed_change_forgets_its_version() -> Iterator[None]:
+    """Found by the simulation (seed 682): only delivered changes left a mark, so after the newest
+    change of an order was dead-lettered (and an older one had landed late), a delete older than both
+    was sent and applied after the newer state."""
+    real = Coalescer._mark
+
+    def mark(self: Coalescer, key: str, change: Any, delivered: bool) -> None:
+        if delivered:
+            real(self, key, change, delivered)
+
+    with _patched(Coalescer, "_mark", mark):
+        yield
+
+
+MUTATIONS[a_failed_change_forgets_its_version.__name__] = a_failed_change_forgets_its_version

@@ -54,6 +54,7 @@ CAUGHT = {
     "no_warm_up": (8, "vendor holds ('delete', None)"),
     "fetched_while_assigning": (8, "vendor holds ('delete', None)"),
     "read_ahead_resumes_an_assignment_being_warmed": (607, "vendor holds ('delete', None)"),
+    "a_failed_change_forgets_its_version": (682, "applied after newer"),
 }
 
 
