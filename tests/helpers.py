@@ -57,7 +57,7 @@ def settings_for(
                 "timeout_seconds": 2.0,
                 "settle_seconds": 3.0,
                 **sink,
-            },  # fmt: skip
+            },
         ),
         metrics=MetricsSettings(host="127.0.0.1", port=free_port()),
         shutdown_grace_seconds=10,

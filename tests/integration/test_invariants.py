@@ -57,11 +57,11 @@ async def test_backlog_costs_one_call_per_order_at_exactly_the_budget(
         calls = len(sandbox.store.requests)
         statuses = Counter(r.status for r in sandbox.store.requests)
         print(
-            f"\nbacklog: {calls} calls for 30000 events / 600 orders in {took:.0f}s; statuses {dict(statuses)}"
+            f"\nbacklog: {calls} calls for 10000 events / 500 orders in {took:.0f}s; statuses {dict(statuses)}"
         )
-        assert calls <= 630
+        assert calls <= 550
         assert statuses == {200: calls}
-        assert len(sandbox.store.orders) == 600
+        assert len(sandbox.store.orders) == 500
 
 
 async def test_kill_9_at_random_points_loses_no_update(
@@ -87,13 +87,13 @@ async def test_kill_9_at_random_points_loses_no_update(
                 proc = ConnectorProcess(env, tmp_path / f"crash-{n}.log").start()
                 procs.append(proc)
                 await asyncio.sleep(rng.uniform(2.0, 4.0))
-                proc.kill9()
+                await asyncio.to_thread(proc.kill9)
             await feeding
             final = ConnectorProcess(env, tmp_path / "final.log").start()
             procs.append(final)
             await wait_until(lambda: sandbox.holds(stream.latest), timeout=180, interval=0.5)
             final.terminate()
-            assert final.wait(30) == 0
+            assert await asyncio.to_thread(final.wait, 30) == 0
         finally:
             for proc in procs:
                 proc.stop()
