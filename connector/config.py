@@ -58,6 +58,7 @@ class KafkaSettings(_Section):
     start_timeout_seconds: float = Field(30.0, gt=0)
     commit_interval_seconds: float = Field(1.0, gt=0)
     max_poll_records: int = Field(500, ge=1)
+    poll_timeout_ms: int = Field(200, ge=1)
     max_unresolved_events: int = Field(20_000, ge=1)
     max_unresolved_bytes: int = Field(256 * 1024 * 1024, ge=1024)
     max_message_bytes: int = Field(1024 * 1024, ge=1)

@@ -36,7 +36,6 @@ from connector.structs import OrderChange, Record, TopicPartition
 
 log = get_logger("connector.pipeline")
 
-FETCH_TIMEOUT_MS = 200
 SUMMARY_INTERVAL_S = 10.0
 
 
@@ -428,7 +427,7 @@ class Pipeline:
         committer = asyncio.create_task(self._commit_loop(), name="commit-loop")
         try:
             while not stop.is_set():
-                records = await source.fetch(FETCH_TIMEOUT_MS)
+                records = await source.fetch(self.settings.kafka.poll_timeout_ms)
                 self.metrics.beat()
                 for record in records:
                     self.handle(record)

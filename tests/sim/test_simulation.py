@@ -17,8 +17,8 @@ from tests.sim.mutations import MUTATIONS
 from tests.sim.run import run
 
 ROOT = Path(__file__).resolve().parents[2]
-SCHEDULES = int(os.environ.get("SIM_SCHEDULES", "1200"))
-CHUNKS = 12
+SCHEDULES = int(os.environ.get("SIM_SCHEDULES", "2400"))
+CHUNKS = 24
 
 
 def _replay(seed: int) -> str:
