@@ -265,7 +265,9 @@ async def test_redrive_to_the_api_never_moves_an_order_back_and_retries_what_fai
     assert sandbox.store.get_external("A")["status"] == "archived"  # type: ignore[index]
     sandbox.faults.update({"reject_external_ids": {}})
     second = await again()
-    assert (second.matched, second.sent, second.failed) == (1, 1, [])  # B, retried (A was done)
+    # B is retried; A comes again only if it sits after B on the dead-letter topic (the two writes race),
+    # and is then skipped as stale again.
+    assert (second.sent, second.failed, second.stale) == (1, [], second.matched - 1)
     assert sandbox.store.get_external("B") is not None
     assert sandbox.store.get_external("A")["status"] == "archived"  # type: ignore[index]
     third = await again()
