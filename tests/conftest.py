@@ -38,6 +38,9 @@ def pytest_configure(config: pytest.Config) -> None:
     hand their addresses to every worker through the environment."""
     if hasattr(config, "workerinput") or "not integration" in (config.getoption("markexpr") or ""):
         return
+    paths = [a.split("::")[0] for a in config.args]
+    if paths and not any("integration" in p or p.rstrip("/") in (".", "tests") for p in paths):
+        return  # only unit tests or the simulation asked for
     if os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("TEST_KAFKA_SASL"):
         return
     plain, sasl = LocalKafka(), LocalKafka(sasl_user="alice", sasl_password=SASL_PASSWORD)
