@@ -7,6 +7,10 @@ B  API calls per distinct order on a duplicate-heavy backlog
 C  request rate achieved against a 300/min budget (and 429s drawn)
 D  p50/p99 event-to-API latency when idle
 E  peak RSS while holding a 1,000,000-event backlog (API at 300/min, 45 s)
+F  busiest 1-second window of requests, a fleet of 3 processes on a 60 s backlog at 300/min
+G  another client on the same key takes half of 300/min: 429s per accepted request, share of what is left
+H  a 429 with Retry-After: 3600: how fast /readyz says not ready, the metric and the log line
+I  Shoplazza with a cold cache at 2/s: requests a second, number lookups included
 
 Every process is separate: the broker (scripts/kafka), the sandbox (`connector sandbox`), the
 connector (`connector run`) and the baseline. Figures are wall-clock on a shared machine: compare the
@@ -107,7 +111,7 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def start_connector(
-    bootstrap: str, topic: str, url: str, **extra: Any
+    bootstrap: str, topic: str, url: str, stdout: Any = subprocess.DEVNULL, **extra: Any
 ) -> tuple[subprocess.Popen[bytes], int]:
     metrics_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONNECTOR_")}
@@ -124,7 +128,7 @@ def start_connector(
         }
     )
     env.update({f"CONNECTOR_{k}": str(v) for k, v in extra.items()})
-    return subprocess.Popen([PY, "-m", "connector", "run"], env=env, stdout=subprocess.DEVNULL), metrics_port
+    return subprocess.Popen([PY, "-m", "connector", "run"], env=env, stdout=stdout), metrics_port
 
 
 def start_naive(bootstrap: str, topic: str, url: str, max_events: int = 0) -> subprocess.Popen[bytes]:
@@ -314,12 +318,136 @@ def e_rss(bootstrap: str, n: int, seconds: float) -> tuple[str, str, str]:
     return f"E peak RSS, {n:,}-event backlog, {seconds:.0f} s", out[0], out[1]
 
 
+def busiest(times: list[float], window: float = 1.0) -> int:
+    """Most requests in any window of ``window`` seconds."""
+    times, best, start = sorted(times), 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def f_fleet_window(bootstrap: str, seconds: float) -> tuple[str, str, str]:
+    data = events(4_000, 4_000)
+    out = []
+    for who in ("connector", "naive"):
+        topic = asyncio.run(topic_with(bootstrap, f"bench-f-{who}-{time.time_ns()}", data, partitions=6))
+        with sandbox(300) as url:
+            procs = [
+                start_connector(bootstrap, topic, url, SINK__RATE_LIMIT_PER_SECOND=5)[0]
+                if who == "connector"
+                else start_naive(bootstrap, topic, url)
+                for _ in range(3)
+            ]
+            wait(lambda u=url: len(requests_log(u)) > 0, 60, 0.2)
+            time.sleep(seconds)
+            log = requests_log(url)
+            for proc in procs:
+                stop(proc)
+        t0 = min(r["ts"] for r in log)
+        window = [r["ts"] for r in log if r["ts"] < t0 + seconds]
+        refused = sum(1 for r in log if r["status"] == 429)
+        out.append(
+            f"busiest second {busiest(window)}, busiest minute {busiest(window, 60.0)}, {refused} x 429"
+        )
+    return f"F fleet of 3 at 300/min, {seconds:.0f} s backlog", out[0], out[1]
+
+
+def g_shared_key(bootstrap: str, seconds: float) -> tuple[str, str, str]:
+    data = events(4_000, 4_000)
+    out = []
+    for who in ("connector", "naive"):
+        topic = asyncio.run(topic_with(bootstrap, f"bench-g-{who}-{time.time_ns()}", data))
+        with sandbox(300) as url:
+            proc = (
+                start_connector(bootstrap, topic, url, SINK__RATE_LIMIT_PER_SECOND=5)[0]
+                if who == "connector"
+                else start_naive(bootstrap, topic, url)
+            )
+            wait(lambda u=url: len(requests_log(u)) > 0, 60, 0.2)
+            started = time.time()
+            asyncio.run(other_client(url, 2.5, seconds))
+            log = requests_log(url)
+            stop(proc)
+        ours = [r for r in log if r["ts"] >= started + 30 and not str(r["external_id"]).startswith("other-")]
+        theirs = [r for r in log if r["ts"] >= started + 30 and str(r["external_id"]).startswith("other-")]
+        span = seconds - 30
+        accepted = sum(1 for r in ours if r["status"] == 200)
+        limited = sum(1 for r in ours if r["status"] == 429)
+        left = 5.0 * span - sum(1 for r in theirs if r["status"] == 200)
+        out.append(f"{limited / max(1, accepted):.1%} 429/accepted, {accepted / left:.0%} of what is left")
+    return f"G another client takes half of 300/min ({seconds:.0f} s, first 30 s not counted)", out[0], out[1]
+
+
+async def other_client(url: str, rate: float, seconds: float) -> None:
+    """Another integration on the same key: ``rate`` upserts a second, evenly spaced."""
+    async with httpx.AsyncClient(base_url=f"{url}/api/v1", headers={"X-Authorization": KEY}) as client:
+        loop = asyncio.get_running_loop()
+        end, i = loop.time() + seconds, 0
+        while loop.time() < end:
+            i += 1
+            key = f"other-{i}"
+            await client.put("/orders", json={"external_id": key, "status": "active"})
+            await asyncio.sleep(1 / rate)
+
+
+def h_retry_after(bootstrap: str) -> tuple[str, str, str]:
+    data = events(2_000, 2_000)
+    topic = asyncio.run(topic_with(bootstrap, f"bench-h-{time.time_ns()}", data))
+    with sandbox(60) as url:
+        httpx.post(f"{url}/_sandbox/faults", json={"retry_after": 3600}).raise_for_status()
+        env = {"SINK__RATE_LIMIT_PER_SECOND": 5, "SINK__PROBE_INTERVAL_SECONDS": 5, "LOG_LEVEL": "INFO"}
+        log_path = Path(f"/tmp/bench-h-{os.getpid()}.log")
+        with log_path.open("wb") as handle:
+            proc, port = start_connector(bootstrap, topic, url, **env, stdout=handle)
+            wait(lambda: any(r["status"] == 429 for r in requests_log(url)), 120, 0.1)
+            first_429 = min(r["ts"] for r in requests_log(url) if r["status"] == 429)
+            wait(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 503, 30, 0.05)
+            not_ready_after = time.time() - first_429
+            metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+            stop(proc)
+        exceeded = next(
+            float(ln.split()[1])
+            for ln in metrics.splitlines()
+            if ln.startswith("connector_retry_after_exceeded_total")
+        )
+        said = [
+            ln for ln in log_path.read_text().splitlines() if '"api_outage"' in ln and "Retry-After" in ln
+        ]
+        log_path.unlink()
+    ours = f"/readyz 503 {not_ready_after:.1f} s after the first 429, {exceeded:.0f} counted, {len(said)} log line(s)"
+    return "H 429 with Retry-After: 3600 (probe interval 5 s)", ours, "waits 1 s and retries, for ever"
+
+
+def i_shoplazza(bootstrap: str, orders_n: int) -> tuple[str, str, str]:
+    data = [
+        (f"n{i}".encode(), json.dumps({"number": f"{1000 + i}", "note": "bench"}).encode())
+        for i in range(orders_n)
+    ]
+    topic = asyncio.run(topic_with(bootstrap, f"bench-i-{time.time_ns()}", data))
+    with sandbox(300) as url:
+        seed = [{"id": f"o-{i}", "number": f"{1000 + i}"} for i in range(orders_n)]
+        httpx.post(f"{url}/_sandbox/shoplazza/orders", json=seed).raise_for_status()
+        proc, _ = start_connector(
+            bootstrap, topic, url, SINK__KIND="shoplazza", SINK__RATE_LIMIT_PER_SECOND=2
+        )
+        wait(lambda u=url: sum(1 for r in requests_log(u) if r["method"] == "PUT") >= orders_n, 300, 0.5)
+        log = requests_log(url)
+        stop(proc)
+    times = [r["ts"] for r in log]
+    lookups = sum(1 for r in log if r["method"] == "GET")
+    rate = len(times) / (max(times) - min(times))
+    ours = f"{len(times)} requests ({lookups} lookups): {rate:.2f}/s, busiest second {busiest(times)}"
+    return f"I Shoplazza at 2/s, {orders_n} orders by number, cold cache", ours, "n/a (Loop only)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    parser.add_argument("--only", default="A,B,C,D,E")
+    parser.add_argument("--only", default="A,B,C,D,E,F,G,H,I")
     args = parser.parse_args()
     q = args.quick
     chosen = set(args.only.split(","))
@@ -341,6 +469,10 @@ def main() -> None:
             "C": lambda: c_rate(bootstrap, 12 if q else 30),
             "D": lambda: d_latency(bootstrap, 40 if q else 200),
             "E": lambda: e_rss(bootstrap, 50_000 if q else 1_000_000, 15 if q else 45),
+            "F": lambda: f_fleet_window(bootstrap, 20 if q else 60),
+            "G": lambda: g_shared_key(bootstrap, 60 if q else 150),
+            "H": lambda: h_retry_after(bootstrap),
+            "I": lambda: i_shoplazza(bootstrap, 20 if q else 60),
         }
         for name, run in plan.items():
             if name in chosen:

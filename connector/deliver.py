@@ -418,7 +418,7 @@ class Deliverer:
             )
             self._on_circuit(self.circuit.trip(reason, self._clock.monotonic()))
             wait = None
-        self.pacer.slow_down(wait if wait is not None else self._policy.backoff(job.attempts))
+        self.pacer.hold(wait if wait is not None else self._policy.backoff(job.attempts))
 
     # -- revoke and shutdown ------------------------------------------------------------------
     async def drain(self, partitions: set[TopicPartition], timeout: float) -> None:

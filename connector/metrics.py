@@ -88,6 +88,17 @@ class Metrics:
             "Requests a second this member may send now (its share of the budget, slowed by 429s).",
             registry=r,
         )
+        self.budget_share = Gauge(
+            "connector_budget_share_requests_per_second",
+            "This member's share of the account's budget (the ticks of the partitions it owns).",
+            registry=r,
+        )
+        self.available_estimate = Gauge(
+            "connector_available_rate_estimate_requests_per_second",
+            "What the vendor was estimated to accept from this member at the last 429 (its share "
+            "while no 429 was seen): the budget others on the same key leave.",
+            registry=r,
+        )
         self.retry_after_exceeded = Counter(
             "connector_retry_after_exceeded",
             "429s whose Retry-After exceeded sink.max_retry_after_seconds (treated as an outage).",

@@ -1,20 +1,22 @@
-"""Pacing: every request to the vendor waits for a slot of the account's budget.
+"""Pacing: every request to the vendor waits for a tick of the account's budget.
 
 The budget is ``B`` requests a second for the whole fleet. Time is cut into ticks ``k * (1 + s) / B``
-seconds after the epoch (wall clock, the same on every member; ``s`` = 0.02 of slack), and tick ``k``
-belongs to partition number ``k mod P`` of the subscribed topics (``P`` partitions in all, numbered
-topic by topic in name order). A member may use a tick only while it holds a send lease on that tick's
-partition (:mod:`fence`), so two members never use one tick; and a tick not used within
-:data:`LATE` of its time (the event loop was busy) is given up. So the fleet never sends more than
-``B`` requests in any window of one second, even seen from the vendor with a few milliseconds of
-network jitter, with no coordination beyond Kafka's assignment: ``B + 1`` requests are at least
-``B`` ticks apart, ``1 + s`` seconds, minus at most ``LATE``. A member's rate is ``B / (1 + s)`` times
-the share of partitions it owns (98% of the budget for the fleet); a member owning none sends nothing.
+seconds after the epoch (wall clock, the same on every member; ``s`` = :data:`SLACK`). Ticks are
+dealt out to the subscribed topics in turn (topics in name order), and a topic's ticks to its
+partitions in turn: each topic gets an equal share of the budget, and each of its partitions an equal
+share of that (topics whose traffic differs get the same share: a member cannot see the others'
+traffic, and an equal share cannot be starved by a busier topic). A member may use a tick only while it
+holds a send lease on that tick's partition (:mod:`fence`), so two members never use one tick; and a
+tick not used within :data:`LATE` of its time (the event loop was busy) is given up. So the fleet never
+sends more than ``B`` requests in any window of one second, even seen from the vendor with a few
+milliseconds of network jitter, with no coordination beyond Kafka's assignment: ``B + 1`` requests
+are at least ``B`` ticks apart, ``1 + s`` seconds, minus at most ``LATE``. A member owning no partition
+sends nothing; a dead member's ticks go to the partitions' next owners once its lease has run out.
 
-A 429 halves this member's use of its ticks (``factor``, never below ``floor``) and may hold every
-request for a while (the vendor's ``Retry-After``, capped); the factor then grows back by ``recovery``
-a second (additive increase, multiplicative decrease). Ticks are reserved one at a time and never
-reissued, so a change of rate never lets a burst through.
+When someone else spends the same key, the vendor answers 429: each request's outcome feeds the
+member's :class:`~connector.adapt.Adaptation`, which sets the share of its ticks it uses. A
+``Retry-After`` holds every request for that long (the deliverer caps it). Ticks are reserved one at a
+time and never reissued, so a change of rate never lets a burst through.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import asyncio
 import math
 from collections.abc import Callable, Mapping
 
+from connector.adapt import Adaptation, Estimating
 from connector.clock import Clock
 from connector.fence import Fence
 from connector.structs import TopicPartition
@@ -43,23 +46,19 @@ class Pacer:
         clock: Clock,
         fence: Fence,
         *,
-        floor: float = 0.05,
-        recovery: float = 0.1,
+        adaptation: Adaptation | None = None,
         on_wait: Callable[[float], None] | None = None,
     ) -> None:
         self.budget = budget_per_second
         self._spacing = (1.0 + SLACK) / budget_per_second
         self._clock = clock
         self.fence = fence
-        self._floor = floor
-        self._recovery = recovery
+        self.adaptation = adaptation or Estimating()
         self._on_wait = on_wait
-        self._index: dict[TopicPartition, int] = {}
-        self._total = 0
+        self._slots: dict[TopicPartition, tuple[int, int, int]] = {}  # topic index, partition, count
+        self._topics = 0
         self._next_free = 0.0
         self._hold_until = 0.0
-        self._factor_at = 1.0
-        self._factor_since = 0.0
         self._credit = 1.0
 
     @classmethod
@@ -75,50 +74,53 @@ class Pacer:
 
     def set_layout(self, partitions: Mapping[str, int]) -> None:
         """The subscribed topics and their partition counts (the same on every member)."""
-        self._index.clear()
-        base = 0
-        for topic in sorted(partitions):
-            for p in range(partitions[topic]):
-                self._index[TopicPartition(topic, p)] = base + p
-            base += partitions[topic]
-        self._total = base
+        topics = sorted(t for t, n in partitions.items() if n > 0)
+        self._slots = {
+            TopicPartition(topic, p): (index, p, partitions[topic])
+            for index, topic in enumerate(topics)
+            for p in range(partitions[topic])
+        }
+        self._topics = len(topics)
 
     @property
-    def factor(self) -> float:
-        """The share of this member's ticks in use (1.0 unless 429s said to slow down)."""
-        grown = self._factor_at + self._recovery * (self._clock.wall() - self._factor_since)
-        return min(1.0, grown)
+    def full_rate(self) -> float:
+        """Requests a second this member's ticks allow (its share of the budget, at factor 1)."""
+        share = sum(1 / (self._topics * n) for tp, (_, _, n) in self._slots.items() if self.fence.window(tp))
+        return share / self._spacing
 
     @property
     def rate(self) -> float:
         """Requests a second this member may send now."""
-        owned = sum(1 for tp in self.fence.partitions() if tp in self._index)
-        return owned / self._spacing / self._total * self.factor if self._total else 0.0
+        return self.full_rate * self.adaptation.factor(self._clock.wall())
 
     @property
     def held_for(self) -> float:
         """Seconds every request is still held by a ``Retry-After`` (0: none)."""
         return max(0.0, self._hold_until - self._clock.wall())
 
-    def slow_down(self, hold_seconds: float = 0.0) -> None:
-        """A 429: halve the pace and hold every request for ``hold_seconds``."""
-        now = self._clock.wall()
-        self._factor_at = max(self._floor, self.factor / 2)
-        self._factor_since = now
-        self._hold_until = max(self._hold_until, now + hold_seconds)
+    def observe(self, limited: bool) -> None:
+        """A request came back, answered 429 (``limited``) or not: adapts the share of ticks used."""
+        self.adaptation.observe(limited, self._clock.wall(), self.full_rate)
+
+    def hold(self, seconds: float) -> None:
+        """Send nothing for ``seconds`` (the vendor's ``Retry-After``, or a backoff after a 429)."""
+        self._hold_until = max(self._hold_until, self._clock.wall() + seconds)
 
     def _next_tick(self, start: float) -> tuple[float, TopicPartition] | None:
         """The earliest tick at or after ``start`` that this member may use, and its partition."""
         best: tuple[float, TopicPartition] | None = None
-        spacing, total = self._spacing, self._total
+        spacing, topics = self._spacing, self._topics
         for tp in self.fence.partitions():
-            index = self._index.get(tp)
+            slot = self._slots.get(tp)
             window = self.fence.window(tp)
-            if index is None or window is None:
+            if slot is None or window is None:
                 continue
+            topic, partition, count = slot
             begin, end = window
-            first = math.ceil(max(start, begin) / spacing - _EPSILON)
-            tick = (first + (index - first) % total) * spacing
+            first = math.ceil(max(start, begin) / spacing - _EPSILON)  # the first tick's number
+            turn = math.ceil((first - topic) / topics)  # the topic's turns are ticks topic + topics * j
+            turn += (partition - turn) % count  # and its partition's are every count-th of those
+            tick = (topic + topics * turn) * spacing
             if tick < end and (best is None or tick < best[0]):
                 best = (tick, tp)
         return best
@@ -136,7 +138,7 @@ class Pacer:
         started = self._clock.monotonic()
         while True:
             now = self._clock.wall()
-            found = self._next_tick(max(now, self._next_free, self._hold_until)) if self._total else None
+            found = self._next_tick(max(now, self._next_free, self._hold_until)) if self._topics else None
             if found is None:
                 await asyncio.sleep(0.1)  # no lease yet, or no partition at all
                 continue
@@ -145,7 +147,7 @@ class Pacer:
             # Below factor 1 only that share of the ticks is used: each tick looked at adds
             # ``factor`` credit and a grant spends one. Never more than one grant a tick, so credit
             # cannot turn into a burst; the cap only keeps it from growing without end.
-            self._credit = min(2.0, self._credit + self.factor)
+            self._credit = min(2.0, self._credit + self.adaptation.factor(tick))
             if self._credit < 1.0 - _EPSILON:
                 continue
             self._credit -= 1.0
@@ -154,11 +156,7 @@ class Pacer:
             # While waiting, a Retry-After may have come, the lease may have ended, or the loop may
             # have been too busy to wake on time: then the tick is given up (never handed to anyone
             # else) and the next one is looked for.
-            if (
-                self._hold_until <= tick
-                and self.fence.may_send(tp, tick)
-                and self._clock.wall() - tick <= LATE
-            ):
+            if self._hold_until <= tick and self.fence.may_send(tp, tick) and self.fresh(tick):
                 break
         if self._on_wait is not None:
             self._on_wait(self._clock.monotonic() - started)

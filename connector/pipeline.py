@@ -399,7 +399,11 @@ class Pipeline:
         """Refresh the gauges an on-call person watches: oldest unsynced event, lag per partition."""
         self.metrics.oldest_unsynced.set(self.tracker.oldest_unsynced_age(self.clock.wall()))
         self.metrics.remembered_keys.set(self.coalescer.remembered)
-        self.metrics.pace.set(self.deliverer.pacer.rate)
+        pacer = self.deliverer.pacer
+        full = pacer.full_rate
+        self.metrics.pace.set(pacer.rate)
+        self.metrics.budget_share.set(full)
+        self.metrics.available_estimate.set(full * pacer.adaptation.estimate(self.clock.wall()))
         if self._source is None:
             return
         committed = self.tracker.committed()

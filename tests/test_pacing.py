@@ -7,6 +7,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from connector.adapt import Adaptation, Halving
 from connector.fence import Fence
 from connector.pacing import Pacer
 from connector.structs import TopicPartition
@@ -30,14 +31,16 @@ def virtual(main: Callable[[], Awaitable[T]]) -> T:
         return runner.run(main())  # type: ignore[arg-type]
 
 
-def member(budget: float, owned: list[int], partitions: int = 6) -> Pacer:
+def member(
+    budget: float, owned: list[int], partitions: int = 6, adaptation: Adaptation | None = None
+) -> Pacer:
     """A pacer owning ``owned`` of ``partitions`` partitions, with leases for ever."""
     fence = Fence(Clock(), lease_seconds=10, settle_seconds=1)
     for p in owned:
         tp = TopicPartition("t", p)
         fence.assign(tp, 0.0)
         fence.renew(tp, float("inf"))
-    pacer = Pacer(budget, Clock(), fence)
+    pacer = Pacer(budget, Clock(), fence, adaptation=adaptation)
     pacer.set_layout({"t": partitions})
     return pacer
 
@@ -111,10 +114,11 @@ def test_429_while_callers_wait_halves_the_rate_without_a_burst() -> None:
     out: list[float] = []
 
     async def main() -> None:
-        pacer = member(10.0, list(range(6)))
+        pacer = member(10.0, list(range(6)), adaptation=Halving())
         task = asyncio.ensure_future(grants(pacer, 8, 30.0, out))
         await asyncio.sleep(5.05)
-        pacer.slow_down(1.0)
+        pacer.observe(True)
+        pacer.hold(1.0)
         await task
 
     virtual(main)
@@ -122,7 +126,7 @@ def test_429_while_callers_wait_halves_the_rate_without_a_burst() -> None:
     per_second = [sum(1 for t in out if START + s <= t < START + s + 1) for s in range(30)]
     assert all(9 <= n <= 10 for n in per_second[:5])
     assert not [t for t in out if START + 5.05 < t < START + 6.05]  # held for the second asked
-    assert 5 <= per_second[6] <= 6  # about half the pace
+    assert 5 <= per_second[6] <= 7  # about half the pace, growing back
     assert per_second[6] < per_second[8] < per_second[10] <= 10  # additive recovery, 0.1 a second
     assert all(9 <= n <= 10 for n in per_second[11:])
 
@@ -135,7 +139,7 @@ def test_retry_after_holds_every_caller() -> None:
         pacer = member(5.0, list(range(6)))
         task = asyncio.ensure_future(grants(pacer, 4, 10.0, out))
         await asyncio.sleep(2.0)
-        pacer.slow_down(3.0)
+        pacer.hold(3.0)
         await task
 
     virtual(main)
@@ -178,3 +182,30 @@ def test_a_tick_the_loop_wakes_for_too_late_is_given_up() -> None:
 
     virtual(main)
     assert busiest_second(out) <= 10
+
+
+def test_topics_share_the_budget_equally_and_partitions_share_their_topic() -> None:
+    """Two topics, of 1 and 4 partitions: each topic gets half the budget, each of the second topic's
+    partitions an eighth, whoever owns them; together never more than the budget in a second."""
+    out: dict[str, list[float]] = {"a": [], "b0": [], "b123": []}
+
+    def owner(budget: float, owned: list[TopicPartition]) -> Pacer:
+        fence = Fence(Clock(), lease_seconds=10, settle_seconds=1)
+        for tp in owned:
+            fence.assign(tp, 0.0)
+            fence.renew(tp, float("inf"))
+        pacer = Pacer(budget, Clock(), fence)
+        pacer.set_layout({"a": 1, "b": 4})
+        return pacer
+
+    async def fleet() -> None:
+        pacers = {
+            "a": owner(8.0, [TopicPartition("a", 0)]),
+            "b0": owner(8.0, [TopicPartition("b", 0)]),
+            "b123": owner(8.0, [TopicPartition("b", p) for p in (1, 2, 3)]),
+        }
+        await asyncio.gather(*(grants(p, 3, 60.0, out[name]) for name, p in pacers.items()))
+
+    virtual(fleet)
+    assert busiest_second([t for o in out.values() for t in o]) <= 8
+    assert [round(len(out[n]) / 60 * 1.02, 1) for n in ("a", "b0", "b123")] == [4.0, 1.0, 3.0]

@@ -215,6 +215,8 @@ class HttpSink:
             raise SinkCutOff(f"{method} {url}: {type(exc).__name__}: {redact(str(exc))}") from None
         finally:
             self._free.put_nowait(client)
+        if self._pacer is not None:
+            self._pacer.observe(response.status_code == 429)
         raise_for_status(response, detail=self.error_detail(response))
         return response
 
