@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import time
 
 import pytest
+import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
@@ -84,6 +86,39 @@ async def test_outage_pauses_reports_not_ready_dead_letters_nothing_and_catches_
             assert metrics.is_ready
             assert metrics.circuit_open._value.get() == 0
         assert sandbox.holds(stream.latest), "judged again once the connector stopped"
+    assert await read_topic(kafka_bootstrap, f"{topic_name}.dlq", expect=1, timeout=3) == []
+
+
+async def test_a_retry_after_beyond_the_ceiling_is_an_outage_not_an_hour_of_silence(
+    kafka_bootstrap: str, topic_name: str
+) -> None:
+    """Found by review (Retry-After: 3600 stopped every call for an hour, /readyz still ready, no
+    metric): beyond sink.max_retry_after_seconds the circuit opens at once, /readyz says not ready
+    within one probe interval, a metric counts it and one api_outage line says why; nothing is
+    dead-lettered, and once the vendor accepts again every order arrives."""
+    stream = make_stream(60, 30, seed=59)
+    await create_topics(kafka_bootstrap, {topic_name: 1, f"{topic_name}.dlq": 1})
+    await produce(kafka_bootstrap, topic_name, stream.events)
+    faults = Faults(retry_after=3600)
+    async with Sandbox(api_key="test-key", rate_per_minute=60, faults=faults) as sandbox:
+        settings = settings_for(
+            kafka_bootstrap, topic_name, sandbox.url, rate_limit_per_second=5.0, probe_interval_seconds=2.0
+        )
+        with structlog.testing.capture_logs() as logged:
+            async with running(settings) as metrics:
+                await wait_until(lambda: any(r.status == 429 for r in sandbox.store.requests), timeout=30)
+                first_429 = min(r.ts for r in sandbox.store.requests if r.status == 429)
+                await wait_until(lambda: not metrics.is_ready, timeout=2.0)
+                not_ready_after = time.time() - first_429
+                assert metrics.retry_after_exceeded._value.get() >= 1
+                sandbox.faults.update({"retry_after": None})
+                sandbox.rate_per_minute = 60_000
+                sandbox._buckets.clear()
+                await wait_until(lambda: sandbox.holds(stream.latest), timeout=60)
+        assert sandbox.holds(stream.latest), "judged again once the connector stopped"
+    assert not_ready_after < 2.0
+    said = [e for e in logged if e["event"] == "api_outage" and "Retry-After" in e["reason"]]
+    assert len(said) == 1
     assert await read_topic(kafka_bootstrap, f"{topic_name}.dlq", expect=1, timeout=3) == []
 
 

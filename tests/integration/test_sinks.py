@@ -94,3 +94,26 @@ async def test_deletes_can_be_ignored_and_counted(
         await wait_until(lambda: metrics.resolved.labels("ignored")._value.get() == 1, timeout=30)
     assert sandbox.store.get_external("keep-me") is not None
     assert [r.method for r in sandbox.store.requests] == ["PUT"]
+
+
+async def test_shoplazza_number_lookups_take_budget_ticks_too(
+    kafka_bootstrap: str, topic_name: str, sandbox: Sandbox
+) -> None:
+    """Found by review (one token per apply, and an apply was a lookup plus a PUT: twice the budget
+    with a cold cache): every request takes its own tick, so 12 orders named by number cost 24
+    requests at 2/s, at least 0.51 s apart at the sender, and no 429 from the store's bucket."""
+    for i in range(12):
+        sandbox.shoplazza.seed(f"o-{i}", f"20{i:02d}")
+    events = [(f"n{i}".encode(), _env({"number": f"20{i:02d}", "note": "x"})) for i in range(12)]
+    await create_topics(kafka_bootstrap, {topic_name: 1, f"{topic_name}.dlq": 1})
+    await produce(kafka_bootstrap, topic_name, events)
+    settings = settings_for(
+        kafka_bootstrap, topic_name, sandbox.url, kind="shoplazza", rate_limit_per_second=2.0
+    )
+    async with running(settings):
+        await wait_until(lambda: len(sandbox.store.requests) >= 24, timeout=60)
+    times = sorted(r.ts for r in sandbox.store.requests)
+    assert sum(1 for r in sandbox.store.requests if r.method == "GET") == 12
+    assert len(times) == 24
+    assert times[-1] - times[0] >= 23 * 0.51 - 0.05  # ticks 1.02/2 s apart, a little arrival jitter
+    assert {r.status for r in sandbox.store.requests} == {200}
