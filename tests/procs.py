@@ -147,3 +147,15 @@ class SandboxProcess:
         async with httpx.AsyncClient(base_url=self.url, timeout=30) as client:
             held = (await client.get("/_sandbox/orders")).json()["orders"]
         return {o["external_id"]: o for o in held if o.get("external_id")}
+
+
+def sent_times(procs: list[ConnectorProcess]) -> list[float]:
+    """When each request left its process (wall clock), from the ``api_request_tick`` lines they log at
+    DEBUG: the tick it used plus how late it was used."""
+    out = []
+    for proc in procs:
+        for line in proc.log_lines():
+            if '"api_request_tick"' in line:
+                entry = json.loads(line)
+                out.append(entry["tick"] + entry["late_ms"] / 1000)
+    return sorted(out)
