@@ -22,7 +22,7 @@ import pytest
 
 from connector.samples import make_stream
 from tests.helpers import committed_offsets, create_topics, end_offsets, produce, read_topic, wait_until
-from tests.procs import ConnectorProcess, SandboxProcess, connector_env
+from tests.procs import ConnectorProcess, SandboxProcess, connector_env, sent_times
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ FAST = {  # the time-related settings, short so that a schedule converges in sec
     "KAFKA__LEASE_SECONDS": 3,
     "KAFKA__REBALANCE_TIMEOUT_MS": 20000,
     "SHUTDOWN_GRACE_SECONDS": 10,
-    "LOG_LEVEL": os.environ.get("CHAOS_LOG_LEVEL", "INFO"),
+    "LOG_LEVEL": "DEBUG",  # each request's tick is logged: the budget is judged on when requests left
 }
 
 
@@ -125,12 +125,11 @@ async def judge(fleet: Fleet, sandbox: SandboxProcess, latest: dict[str, dict[st
     assert overlaps(requests) == []
     statuses = Counter(r["status"] for r in requests)
     assert 429 not in statuses, statuses
-    # The senders use ticks 1.02/BUDGET s apart, never two members the same one (proven exactly on
-    # virtual time by the simulation). Seen at the API, a request can arrive tens of milliseconds
-    # late on this loaded machine (a new connection, a busy loop), so one second may show one more.
-    arrivals = [r["ts"] for r in requests]
-    assert busiest(arrivals, 1.0)[0] <= BUDGET + 1
-    assert busiest(arrivals, 10.0)[0] <= 10 * BUDGET
+    # The budget, judged on when requests left the members (their DEBUG tick lines): arrival times at
+    # the API carry tens of milliseconds of scheduling jitter on this loaded machine.
+    sent = sent_times(fleet.procs)
+    assert len(sent) == len(requests)  # every request the API saw was paced
+    assert busiest(sent, 1.0)[0] <= BUDGET
     return requests
 
 

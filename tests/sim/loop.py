@@ -25,9 +25,10 @@ class _Selector(selectors.DefaultSelector):
         self._loop = loop
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        events = super().select(0)
-        if events:
-            return events
+        if self._loop.real_io:
+            events = super().select(0)
+            if events:
+                return events
         if timeout is None:
             raise Deadlock("every task is waiting and no timer is set")
         if timeout > 0:
@@ -38,8 +39,9 @@ class _Selector(selectors.DefaultSelector):
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
     """``time()`` is virtual, starting at ``start``."""
 
-    def __init__(self, start: float = 0.0) -> None:
+    def __init__(self, start: float = 0.0, real_io: bool = False) -> None:
         self._now = start
+        self.real_io = real_io  # poll real file descriptors too (nothing in a simulation uses them)
         super().__init__(selector=_Selector(self))
         self.slow_callback_duration = float("inf")
         # A timer is due when it is within the clock's resolution. Near the epoch times the runs use
