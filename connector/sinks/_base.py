@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import email.utils
 import functools
+import json as _json
 import ssl
 import time
 from collections import OrderedDict
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
 _log = get_logger("connector.sinks")
+USER_AGENT = "orders-connector/0.1"
 PREPAID: contextvars.ContextVar[float | None] = contextvars.ContextVar("connector_prepaid_tick", default=None)
 """In an ``apply`` whose first request already holds a budget tick: the tick's time."""
 
@@ -149,12 +151,15 @@ class BoundedCache(OrderedDict[K, V]):
 
 
 class HttpSink:
-    """Keep-alive HTTP clients, one per call slot, with transport errors mapped to SinkError classes.
+    """Keep-alive HTTP connections, one per call slot, with transport errors mapped to SinkError classes.
 
-    Each of the ``max_connections`` slots owns an httpx client holding a single connection: the
+    Each of the ``max_connections`` slots owns an httpx transport holding a single connection: the
     deliverer already bounds concurrency, and httpcore's shared pool re-scans every connection and
     every queued request on each call and each response close (profiled at several milliseconds of
-    CPU per call with 32 connections), which a one-connection pool never does.
+    CPU per call with 32 connections), which a one-connection pool never does. Requests go to the
+    transport as ``httpx.Request`` objects built here: the ``AsyncClient`` layer above it (base URL
+    merging, cookie jar, redirects, event hooks) costs as much again per call and does nothing this
+    needs; a redirect must not be followed anyway (it is an :class:`EndpointError`).
     """
 
     name = "http"
@@ -168,24 +173,21 @@ class HttpSink:
         pacer: Pacer | None = None,
     ) -> None:
         self._pacer = pacer
-        base_url = f"{settings.base_url.rstrip('/')}{path}"
-        headers = {auth_header: settings.api_key.get_secret_value()}
-        timeout, max_connections = settings.timeout_seconds, settings.max_in_flight
-        tls: ssl.SSLContext | bool = _tls_context() if transport is None else False
-        self._all = [
-            httpx.AsyncClient(
-                verify=tls,
-                base_url=base_url,
-                headers={"Content-Type": "application/json", "Accept": "application/json", **headers},
-                timeout=timeout,
-                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-                transport=transport,
-            )
-            for _ in range(max_connections)
+        self._base = f"{settings.base_url.rstrip('/')}{path}"
+        self._headers = {
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+            auth_header: settings.api_key.get_secret_value(),
+        }
+        self._timeouts = httpx.Timeout(settings.timeout_seconds).as_dict()
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        self._all: list[httpx.AsyncBaseTransport] = [
+            transport or httpx.AsyncHTTPTransport(verify=_tls_context(), limits=limits)
+            for _ in range(settings.max_in_flight)
         ]
-        self._free: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
-        for client in self._all:
-            self._free.put_nowait(client)
+        self._free: asyncio.Queue[httpx.AsyncBaseTransport] = asyncio.Queue()
+        for slot in self._all:
+            self._free.put_nowait(slot)
 
     async def __aenter__(self) -> Self:
         return self
@@ -193,15 +195,27 @@ class HttpSink:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await asyncio.gather(*(client.aclose() for client in self._all))
+        await asyncio.gather(*(slot.aclose() for slot in set(self._all)))
 
     async def request(self, method: str, url: str, json: object | None = None) -> httpx.Response:
         """Send one request when the budget allows; raise the SinkError matching the failure:
         not connected (never sent), timed out or cut off (ambiguous), or the status's class."""
-        client = await self._free.get()
+        headers, content = self._headers, None
+        if json is not None:
+            content = _json.dumps(json, ensure_ascii=False, separators=(",", ":")).encode()
+            headers = {**headers, "Content-Type": "application/json"}
+        request = httpx.Request(
+            method, self._base + url, headers=headers, content=content, extensions={"timeout": self._timeouts}
+        )
+        slot = await self._free.get()
         try:
             await self._take_tick()  # nothing awaits between the tick and the request's first bytes
-            response = await client.request(method, url, json=json)
+            response = await slot.handle_async_request(request)
+            response.request = request
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
         except (
             httpx.ConnectError,
             httpx.ConnectTimeout,
@@ -214,7 +228,7 @@ class HttpSink:
         except httpx.TransportError as exc:
             raise SinkCutOff(f"{method} {url}: {type(exc).__name__}: {redact(str(exc))}") from None
         finally:
-            self._free.put_nowait(client)
+            self._free.put_nowait(slot)
         if self._pacer is not None:
             self._pacer.observe(response.status_code == 429)
         raise_for_status(response, detail=self.error_detail(response))
