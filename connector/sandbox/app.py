@@ -82,8 +82,10 @@ class Sandbox:
         shoplazza_rate_per_second: float = 2.0,
         shoplazza_burst: float = 40.0,
         seed: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.api_key = api_key
+        self._clock = clock
         self._rng = random.Random(seed)
         self.host, self.port = host, port
         self.store = Store()
@@ -107,10 +109,10 @@ class Sandbox:
         bucket = self._buckets.get((vendor, key))
         if bucket is None:
             if vendor == "shoplazza":
-                bucket = TokenBucket(self.shoplazza_rate_per_second, self.shoplazza_burst)
+                bucket = TokenBucket(self.shoplazza_rate_per_second, self.shoplazza_burst, self._clock)
             else:
                 rate = self.rate_per_minute / 60.0
-                bucket = TokenBucket(rate, self.burst or max(1.0, rate))
+                bucket = TokenBucket(rate, self.burst or max(1.0, rate), self._clock)
             self._buckets[(vendor, key)] = bucket
         return bucket
 

@@ -115,9 +115,12 @@ async def test_update_and_delete(client: httpx.AsyncClient) -> None:
 
 
 async def test_rate_limit_answers_429_past_the_budget() -> None:
-    """With 60 requests/minute and a burst of 3, the 4th immediate request is refused with 429."""
+    """With 60 requests/minute and a burst of 3, the 4th immediate request is refused with 429.
+
+    The bucket's clock is frozen, so a slow machine cannot refill a token mid-test.
+    """
     async with (
-        Sandbox(api_key="k", rate_per_minute=60, burst=3) as sb,
+        Sandbox(api_key="k", rate_per_minute=60, burst=3, clock=lambda: 0.0) as sb,
         httpx.AsyncClient(base_url=sb.url, headers={"X-Authorization": "k"}) as c,
     ):
         codes = [(await c.put("/api/v1/orders", json={"external_id": f"r{i}"})).status_code for i in range(6)]

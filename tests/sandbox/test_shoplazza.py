@@ -55,9 +55,13 @@ async def test_unknown_order_is_404_and_number_lookup_finds_the_order(shop: http
 
 
 async def test_leaky_bucket_allows_the_documented_burst_then_429() -> None:
-    """40 requests of burst per app and store, then 429 with {"errors": [...]}."""
+    """40 requests of burst per app and store, then 429 with {"errors": [...]}.
+
+    The bucket's clock is frozen: 42 requests take longer than half a second on a loaded machine,
+    and the bucket would rightly have drained one more by then.
+    """
     async with (
-        Sandbox(api_key="k") as sb,
+        Sandbox(api_key="k", clock=lambda: 0.0) as sb,
         httpx.AsyncClient(base_url=f"{sb.url}/openapi/2025-06", headers={"Access-Token": "k"}) as c,
     ):
         codes = [(await c.get("/orders/x")).status_code for _ in range(42)]
