@@ -2,17 +2,25 @@
 
 Accepted values (``docs/design.md``, "Input contract"): an envelope ``{"event_id", "event_type",
 "occurred_at", "order"}``, a bare order object, or a tombstone (null value, key set) meaning "deleted".
-The order is validated against the vendor model but forwarded as the caller wrote it, so that nothing
-the caller did not send (nulls, reformatted timestamps) reaches the API.
+
+Reading is in two steps, so that an event replaced by a newer one before it is sent costs only the
+first: :func:`decode` (``validate=False``, the pipeline's read path) parses the JSON (orjson) and takes
+what coalescing needs, the order's key, its ``updated_at``, the event type and a digest of the body, and
+rejects only what breaks those; :func:`check` checks the whole body against the vendor model just
+before it is sent. ``decode(..., validate=True)`` does both (``connector validate``, tests). The order
+is forwarded as the caller wrote it, so that nothing the caller did not send (nulls, reformatted
+timestamps) reaches the API.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import datetime
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from connector.errors import DecodeError, OrderValidationError
@@ -21,6 +29,7 @@ from connector.structs import OrderChange, Record
 
 EVENT_TYPES = ("order.created", "order.updated", "order.cancelled", "order.deleted")
 _VALUE_PREVIEW = 80
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
 
 
 def _preview(value: Any) -> str:
@@ -48,8 +57,11 @@ def describe_validation(exc: ValidationError, prefix: str = "order") -> OrderVal
 
 
 def _digest(op: str, body: dict[str, Any]) -> bytes:
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.blake2b(f"{op}\0{canonical}".encode(), digest_size=16).digest()
+    try:
+        canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # orjson writes at most 254 levels (and reads 1,024)
+        raise DecodeError("order is nested too deeply to read") from None
+    return hashlib.blake2b(op.encode() + b"\0" + canonical, digest_size=16).digest()
 
 
 def _tombstone(record: Record) -> OrderChange:
@@ -63,7 +75,7 @@ def _tombstone(record: Record) -> OrderChange:
         raise OrderValidationError(
             f"invalid order: key: external_id must be 1 to 64 characters (value: {_preview(external_id)})"
         )
-    return OrderChange(record, external_id, "delete", digest=_digest("delete", {}))
+    return OrderChange(record, external_id, "delete", digest=_digest("delete", {}), validated=True)
 
 
 def _parse(record: Record, max_bytes: int) -> Any:
@@ -73,15 +85,15 @@ def _parse(record: Record, max_bytes: int) -> Any:
             f"message of {len(record.value)} bytes exceeds kafka.max_message_bytes={max_bytes}; not parsed"
         )
     try:
-        text = record.value.decode("utf-8")  # RFC 8259: JSON exchanged between systems is UTF-8
-    except UnicodeDecodeError as exc:
-        raise DecodeError(f"value is not valid UTF-8 (byte {exc.start})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
+        return orjson.loads(record.value)  # RFC 8259: JSON exchanged between systems is UTF-8
+    except orjson.JSONDecodeError as exc:
+        try:
+            record.value.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            raise DecodeError(f"value is not valid UTF-8 (byte {bad.start})") from None
+        if "recursion" in exc.msg:
+            raise DecodeError("value is JSON nested too deeply to read") from None
         raise DecodeError(f"value is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except RecursionError:
-        raise DecodeError("value is JSON nested too deeply to read") from None
 
 
 def _invalid_event(field: str, rule: str, value: Any) -> OrderValidationError:
@@ -133,11 +145,49 @@ def _deletion_time(order: dict[str, Any], envelope: dict[str, Any]) -> datetime 
     return None
 
 
+def _timestamp(field: str, value: Any) -> datetime:
+    """An RFC 3339 timestamp with an offset, or an OrderValidationError naming ``field``."""
+    if isinstance(value, str) and _RFC3339.fullmatch(value):
+        try:
+            return parse_timestamp(value)
+        except ValueError:
+            pass
+    raise _invalid_event(field, "must be an RFC 3339 timestamp with an offset", value)
+
+
+def _upsert_key(record: Record, order: dict[str, Any], kind: str) -> str:
+    """What an upsert is coalesced by, checked as the vendor model checks it."""
+    if kind == "shoplazza":
+        key = _record_key(record, kind)
+        if key:
+            return key
+        named = order.get("id") or (f"number:{order['number']}" if order.get("number") else None)
+        if not isinstance(named, str) or not named:
+            raise _invalid_event(
+                "order.id", "id (the order_id) or number is required to find the order", None
+            )
+        return named
+    ext = order.get("external_id")
+    if not isinstance(ext, str) or not 1 <= len(ext) <= 64:
+        value = "(missing)" if ext is None else _preview(ext)
+        raise OrderValidationError(
+            f"invalid order: order.external_id: required, a string of 1 to 64 characters (value: {value})",
+            [("order.external_id", "required, a string of 1 to 64 characters", value)],
+        )
+    return ext
+
+
 def decode(
-    record: Record, max_bytes: int = 1024 * 1024, kind: str = "loop", api_version: str = ""
+    record: Record,
+    max_bytes: int = 1024 * 1024,
+    kind: str = "loop",
+    api_version: str = "",
+    *,
+    validate: bool = True,
 ) -> OrderChange:
     """Read one record for the sink ``kind`` and ``api_version``; raise DecodeError or
-    OrderValidationError naming what is wrong (field path, rule, offending value)."""
+    OrderValidationError naming what is wrong (field path, rule, offending value). Without
+    ``validate``, only what coalescing needs is checked: :func:`check` does the rest at send time."""
     if record.value is None:
         return _tombstone(record)
     data = _parse(record, max_bytes)
@@ -155,23 +205,35 @@ def decode(
     if event_type == "order.deleted":
         key = _record_key(record, kind) or _delete_key(order, kind)
         deleted_at = _deletion_time(order, data)
-        return OrderChange(record, key, "delete", order, deleted_at, _digest("delete", {}))
+        change = OrderChange(record, key, "delete", order, deleted_at, _digest("delete", {}))
+        change.validated = True
+        return change
     try:
-        model = schema_for(kind, api_version).model_validate(order)
+        key = _upsert_key(record, order, kind)
+        stamp = order.get("updated_at")
+        updated_at = _timestamp("order.updated_at", stamp) if stamp is not None else None
+    except OrderValidationError as cheap:
+        # Rejected on the read path: say it as the full validation does (every problem, same words).
+        check(OrderChange(record, "", "upsert", order), kind, api_version)
+        raise cheap from None
+    change = OrderChange(record, key, "upsert", order, updated_at, _digest("upsert", order))
+    if validate:
+        check(change, kind, api_version)
+    return change
+
+
+def check(change: OrderChange, kind: str, api_version: str = "") -> None:
+    """Validate ``change``'s body against the vendor model for ``kind`` and ``api_version`` (just
+    before it is sent); note its unknown fields. Raises OrderValidationError naming every problem."""
+    if change.validated:
+        return
+    try:
+        model = schema_for(kind, api_version).model_validate(change.body)
     except ValidationError as exc:
         error = describe_validation(exc, "order")
-        ext = order.get("external_id") if kind == "loop" else order.get("id")
-        error.external_id = ext[:64] if isinstance(ext, str) else None
+        error.external_id = change.external_id
         raise error from None
     except RecursionError:
         raise DecodeError("order is nested too deeply to validate") from None
-    updated_at = parse_timestamp(model.updated_at) if model.updated_at else None
-    return OrderChange(
-        record,
-        _record_key(record, kind) or model.sync_key(),
-        "upsert",
-        order,
-        updated_at,
-        _digest("upsert", order),
-        tuple(unknown_fields(model)),
-    )
+    change.unknown = tuple(unknown_fields(model))
+    change.validated = True

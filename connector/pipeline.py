@@ -22,7 +22,7 @@ from connector.coalesce import Coalescer, Resolution
 from connector.config import Settings
 from connector.constants import Stage, parse_settle_metadata, settle_metadata
 from connector.deadletter import DeadLetterPublisher, Failure
-from connector.decode import decode
+from connector.decode import check, decode
 from connector.deliver import Deliverer, Outcome, OutcomeKind
 from connector.errors import InputError
 from connector.logs import get_logger
@@ -118,7 +118,9 @@ class Pipeline:
         self._counts["consumed"] += 1
         try:
             sink = self.settings.sink
-            change = decode(record, self.settings.kafka.max_message_bytes, sink.kind, sink.api_version)
+            change = decode(
+                record, self.settings.kafka.max_message_bytes, sink.kind, sink.api_version, validate=False
+            )
         except InputError as exc:
             now = self.clock.wall()
             self._dead_letter(record, Failure(exc, exc.stage, exc.external_id, 0, now, now))
@@ -129,8 +131,6 @@ class Pipeline:
             self._dead_letter(record, Failure(exc, Stage.DECODE, None, 0, now, now))
             return
         log.debug("event_accepted", external_id=change.external_id, op=change.op, **_where(record))
-        for field in change.unknown:
-            self._unknown_field(field, change)
         if change.op == "delete" and self.settings.sink.on_delete == "ignore":
             self._resolve(record, Resolution.IGNORED)
             return
@@ -147,8 +147,10 @@ class Pipeline:
         previous owner; remember its version so that a late, older event is still recognised."""
         sink = self.settings.sink
         try:
-            change = decode(record, self.settings.kafka.max_message_bytes, sink.kind, sink.api_version)
-        except Exception:
+            change = decode(
+                record, self.settings.kafka.max_message_bytes, sink.kind, sink.api_version, validate=False
+            )
+        except Exception:  # it was dead-lettered when it was first read
             return
         self.coalescer.remember(change)
 
@@ -171,11 +173,26 @@ class Pipeline:
 
     # -- delivery outcomes --------------------------------------------------------------------
     def claim(self, key: str) -> OrderChange | None:
-        """The key's newest change, about to be sent; the change it replaces is resolved."""
-        change, replaced = self.coalescer.claim(key)
-        if replaced is not None:
-            self._resolve(replaced.record, Resolution.REPLACED)
-        return change
+        """The key's newest change, about to be sent, checked against the vendor model now (a change
+        replaced before it is sent is never validated); the change it replaces is resolved. An invalid
+        change is dead-lettered (stage ``validate``) and the key's next change, if any, is claimed."""
+        while True:
+            change, replaced = self.coalescer.claim(key)
+            if replaced is not None:
+                self._resolve(replaced.record, Resolution.REPLACED)
+            if change is None:
+                return None
+            try:
+                check(change, self.settings.sink.kind, self.settings.sink.api_version)
+            except InputError as exc:
+                now = self.clock.wall()
+                self._dead_letter(change.record, Failure(exc, exc.stage, change.external_id, 0, now, now))
+                if self.coalescer.finish(key, delivered=False) is None:
+                    return None
+                continue
+            for field in change.unknown:
+                self._unknown_field(field, change)
+            return change
 
     def report(self, outcome: Outcome) -> bool:
         """Resolve what ``outcome`` settled; True when the key has a newer change to send."""

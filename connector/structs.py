@@ -74,6 +74,7 @@ class OrderChange:
     updated_at: datetime | None = None
     digest: bytes = b""
     unknown: tuple[str, ...] = ()
+    validated: bool = False  # the whole body was checked against the vendor model
 
     @property
     def key(self) -> str:

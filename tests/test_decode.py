@@ -7,9 +7,11 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from connector.decode import decode
+from connector.decode import check, decode
 from connector.errors import DecodeError, InputError, OrderValidationError
+from connector.models import parse_timestamp, schema_for
 from connector.samples import envelope, order_body
 from connector.structs import Record
 
@@ -59,10 +61,13 @@ def test_order_deleted_event_is_a_delete() -> None:
         (b"\xff\xfe{}", "not valid UTF-8"),
         (b"[1]", "expected an object"),
         (b"123", "expected an object"),
+        (b'{"external_id": "x", "total": NaN}', "value is not JSON"),
+        (b'{"external_id": "x", "total": Infinity}', "value is not JSON"),
     ],
 )
 def test_unreadable_values_are_decode_errors(value: bytes, fragment: str) -> None:
-    """Not JSON, not UTF-8, not an object: stage decode, with the reason."""
+    """Not JSON (NaN and Infinity included: RFC 8259 has neither, and the API would refuse them), not
+    UTF-8, not an object: stage decode, with the reason."""
     with pytest.raises(DecodeError, match=fragment):
         decode(rec(value))
 
@@ -202,3 +207,61 @@ def test_a_delete_keeps_its_time_so_an_older_upsert_stays_stale() -> None:
     late = decode(Record("t", 0, 2, b"A", b'{"external_id": "A", "updated_at": "2026-01-01T00:00:03Z"}'))
     assert delete.updated_at is not None
     assert late.version.older_than(delete.version)
+
+
+def _cheap_agrees_with_the_model(order: dict[str, object], kind: str) -> None:
+    """The cheap read is never stricter than the vendor model, and where the model accepts a body
+    the cheap read finds the same key and time; ``check`` then accepts it too."""
+    try:
+        record = rec(json.dumps(order, allow_nan=False).encode(), key=None)
+    except ValueError:
+        return  # Infinity and NaN are not JSON (RFC 8259); the read rejects them, see above
+    try:
+        model = schema_for(kind, "").model_validate(order)
+    except (ValidationError, RecursionError):
+        with pytest.raises(InputError):
+            check(decode(record, 64 * 1024, kind, validate=False), kind)
+        return
+    change = decode(record, 64 * 1024, kind, validate=False)
+    assert change.external_id == model.sync_key()
+    assert change.updated_at == (parse_timestamp(model.updated_at) if model.updated_at else None)
+    check(change, kind)
+    assert change.validated
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(FIELDS), json_values), KINDS)
+def test_checking_at_send_time_accepts_and_keys_exactly_what_the_model_does(
+    obj: dict[str, object], kind: str
+) -> None:
+    """Cheap read + ``check`` accepts what the vendor model accepts, with the model's key and time,
+    and rejects the rest: moving validation to send time changes when, never what."""
+    obj.pop("order", None)  # with event_type it would be read as an envelope, a case of its own
+    _cheap_agrees_with_the_model(obj, kind)
+    valid = {**obj, "external_id": "x", "id": "x"}
+    _cheap_agrees_with_the_model(valid, kind)
+
+
+def test_the_cheap_read_leaves_the_body_unchecked_until_check() -> None:
+    """A body breaking a rule beyond key and time is read (to be coalesced) and fails only at check."""
+    bad = rec(json.dumps({"external_id": "x", "line_items": [{"quantity": "two"}]}).encode())
+    change = decode(bad, validate=False)
+    assert change.external_id == "x"
+    assert not change.validated
+    with pytest.raises(OrderValidationError, match=r"line_items\[0\]\.quantity"):
+        check(change, "loop")
+    with pytest.raises(OrderValidationError, match=r"line_items\[0\]\.quantity"):
+        decode(bad)
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    ["2026-01-01T00:00:00Z", "2026-01-01T00:00:00z", "2026-01-01t00:00:00+02:00", "2026-01-01 00:00:00Z",
+     "2026-01-01T00:00:00+0000", "2026-01-01T00:00:00", "2026-01-01T00:00:00.123456789Z",
+     "2026-01-01T00:00:00.1234567890Z", "2026-13-01T00:00:00Z", "2026-02-30T00:00:00Z",
+     "2026-01-01T24:00:00Z", "2026-01-01T00:00:60Z", "2026-01-01", "", 1767225600, None],
+)  # fmt: skip
+@pytest.mark.parametrize("kind", ["loop", "shoplazza"])
+def test_both_reads_agree_on_edge_timestamps(stamp: object, kind: str) -> None:
+    """``updated_at`` is judged by the cheap read exactly as the vendor model judges it."""
+    _cheap_agrees_with_the_model({"external_id": "x", "id": "x", "updated_at": stamp}, kind)

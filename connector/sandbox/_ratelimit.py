@@ -9,9 +9,7 @@ from collections.abc import Callable
 class TokenBucket:
     """``rate`` tokens per second, holding at most ``capacity``; one token per request."""
 
-    def __init__(
-        self, rate: float, capacity: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, rate: float, capacity: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
         self.capacity = capacity
         self._clock = clock

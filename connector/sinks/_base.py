@@ -12,7 +12,6 @@ import asyncio
 import contextvars
 import email.utils
 import functools
-import json as _json
 import ssl
 import time
 from collections import OrderedDict
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol, Self, TypeVar
 
 import certifi
 import httpx
+import orjson
 
 from connector.config import SinkSettings
 from connector.errors import (
@@ -202,7 +202,7 @@ class HttpSink:
         not connected (never sent), timed out or cut off (ambiguous), or the status's class."""
         headers, content = self._headers, None
         if json is not None:
-            content = _json.dumps(json, ensure_ascii=False, separators=(",", ":")).encode()
+            content = orjson.dumps(json)
             headers = {**headers, "Content-Type": "application/json"}
         request = httpx.Request(
             method, self._base + url, headers=headers, content=content, extensions={"timeout": self._timeouts}

@@ -114,3 +114,31 @@ async def test_tombstone_deletes_the_order(kafka_bootstrap: str, topic_name: str
         await wait_until(lambda: any(r.method == "DELETE" for r in sandbox.store.requests), timeout=30)
     assert sandbox.store.get_external("gone-00000") is None
     assert json.dumps([r.path for r in sandbox.store.requests]).count("/orders/external/gone-00000") == 1
+
+
+async def test_an_invalid_event_replaced_before_it_is_sent_costs_nothing(
+    kafka_bootstrap: str, topic_name: str, sandbox: Sandbox
+) -> None:
+    """Events are validated when they are about to be sent: an invalid one that a newer event of its
+    order replaced is never validated nor dead-lettered; an invalid one that is the newest is
+    dead-lettered at send time (stage validate, the field and rule named) and nothing is sent."""
+    good = {"external_id": "V-1", "status": "active", "updated_at": "2026-01-01T00:00:03Z"}
+    bad_then_good = [
+        (b"V-1", json.dumps({**good, "status": "sideways", "updated_at": "2026-01-01T00:00:01Z"}).encode()),
+        (b"V-1", json.dumps(good).encode()),
+    ]
+    bad_last = (b"V-2", json.dumps({"external_id": "V-2", "total_price": {"amount": 1.5}}).encode())
+    await create_topics(kafka_bootstrap, {topic_name: 1, f"{topic_name}.dlq": 1})
+    placed = await produce(kafka_bootstrap, topic_name, [*bad_then_good, bad_last])
+    async with running(settings_for(kafka_bootstrap, topic_name, sandbox.url)):
+        dead = await read_topic(kafka_bootstrap, f"{topic_name}.dlq", expect=1, timeout=30)
+        await wait_until(lambda: sandbox.store.get_external("V-1") is not None, timeout=30)
+    assert sandbox.store.get_external("V-1")["status"] == "active"  # type: ignore[index]
+    assert sandbox.store.get_external("V-2") is None
+    assert [r.external_id for r in sandbox.store.requests] == ["V-1"]
+    assert len(dead) == 1
+    headers = dict(dead[0].headers)
+    assert headers["__connector.stage"] == b"validate"
+    assert headers["__connect.errors.offset"] == str(placed[2][1]).encode()
+    assert b"order.total_price.amount" in headers["__connect.errors.exception.message"]
+    assert await read_topic(kafka_bootstrap, f"{topic_name}.dlq", expect=2, timeout=3) == dead

@@ -39,9 +39,10 @@ async def test_loop_invalid_order_is_dead_lettered_at_validate_with_the_field_pa
 
 
 async def test_shoplazza_sink_end_to_end(kafka_bootstrap: str, topic_name: str, sandbox: Sandbox) -> None:
-    """Shoplazza: updates by id and by number reach the store, an invalid one is dead-lettered, a
+    """Shoplazza: updates by id and by number reach the store, an invalid change about to be sent is
+    dead-lettered, an invalid one superseded by a tombstone is not (it is never sent), and the
     tombstone deletes the order."""
-    for oid, number in (("o-1", "1001"), ("o-2", "1002"), ("o-3", "1003")):
+    for oid, number in (("o-1", "1001"), ("o-2", "1002"), ("o-3", "1003"), ("o-4", "1004")):
         sandbox.shoplazza.seed(oid, number)
     events = [
         (b"o-1", _env({"id": "o-1", "note": "first", "updated_at": "2026-01-01T00:00:00Z"}, 1)),
@@ -58,6 +59,7 @@ async def test_shoplazza_sink_end_to_end(kafka_bootstrap: str, topic_name: str, 
         ),
         (b"o-3", _env({"id": "o-3", "shipping_line": {"shipping_name": "Std"}})),
         (b"o-3", None),
+        (b"o-4", _env({"id": "o-4", "shipping_line": {"shipping_name": "Std"}})),
     ]
     await create_topics(kafka_bootstrap, {topic_name: 1, f"{topic_name}.dlq": 1})
     await produce(kafka_bootstrap, topic_name, events)
@@ -68,9 +70,12 @@ async def test_shoplazza_sink_end_to_end(kafka_bootstrap: str, topic_name: str, 
         await wait_until(
             lambda: sandbox.shoplazza.orders["o-2"].get("tags") == {"values": ["vip"]}, timeout=30
         )
-        dead = await read_topic(kafka_bootstrap, f"{topic_name}.dlq", expect=1, timeout=30)
+        await read_topic(kafka_bootstrap, f"{topic_name}.dlq", expect=1, timeout=30)
+    dead = await read_topic(kafka_bootstrap, f"{topic_name}.dlq", expect=2, timeout=2)
+    assert [r.key for r in dead] == [b"o-4"], "the superseded invalid o-3 event was never sent"
     headers = dict(dead[0].headers)
     assert headers["__connector.stage"] == b"validate"
+    assert headers["__connector.external_id"] == b"o-4"
     assert (
         b"order.shipping_line.shipping_price: Field required" in headers["__connect.errors.exception.message"]
     )
