@@ -111,7 +111,12 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def start_connector(
-    bootstrap: str, topic: str, url: str, stdout: Any = subprocess.DEVNULL, **extra: Any
+    bootstrap: str,
+    topic: str,
+    url: str,
+    stdout: Any = subprocess.DEVNULL,
+    python_args: tuple[str, ...] = (),
+    **extra: Any,
 ) -> tuple[subprocess.Popen[bytes], int]:
     metrics_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONNECTOR_")}
@@ -128,7 +133,8 @@ def start_connector(
         }
     )
     env.update({f"CONNECTOR_{k}": str(v) for k, v in extra.items()})
-    return subprocess.Popen([PY, "-m", "connector", "run"], env=env, stdout=stdout), metrics_port
+    argv = [PY, *python_args, "-m", "connector", "run"]
+    return subprocess.Popen(argv, env=env, stdout=stdout), metrics_port
 
 
 def start_naive(bootstrap: str, topic: str, url: str, max_events: int = 0) -> subprocess.Popen[bytes]:

@@ -64,11 +64,23 @@ class _RoutineKafkaRetries(logging.Filter):
         return logging.getLogger().isEnabledFor(logging.INFO)
 
 
+_level = logging.INFO
+
+
+def debug_enabled() -> bool:
+    """Whether DEBUG lines are written: per-event DEBUG lines are guarded by it, since even a
+    filtered-out structlog call binds a logger and builds its arguments (profiled: about a tenth of
+    the read path's CPU)."""
+    return _level <= logging.DEBUG
+
+
 def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
     """Send structlog JSON lines to ``stream`` (stdout) at ``level``; route stdlib logging (aiokafka)
     the same way."""
+    global _level
     stream = stream or sys.stdout
     numeric = logging.getLevelName(level.upper())
+    _level = numeric
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

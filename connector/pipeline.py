@@ -25,7 +25,7 @@ from connector.deadletter import DeadLetterPublisher, Failure
 from connector.decode import check, decode
 from connector.deliver import Deliverer, Outcome, OutcomeKind
 from connector.errors import InputError
-from connector.logs import get_logger
+from connector.logs import debug_enabled, get_logger
 from connector.metrics import Metrics
 from connector.offsets import OffsetTracker
 from connector.pacing import Pacer
@@ -99,6 +99,7 @@ class Pipeline:
         self._commit_soon = asyncio.Event()
         self._counts: defaultdict[str, int] = defaultdict(int)
         self._unknown_seen: set[str] = set()
+        self._resolved_counters = {why: self.metrics.resolved.labels(why.value) for why in Resolution}
 
     # -- records in ---------------------------------------------------------------------------
     def handle(self, record: Record) -> None:
@@ -130,7 +131,8 @@ class Pipeline:
             now = self.clock.wall()
             self._dead_letter(record, Failure(exc, Stage.DECODE, None, 0, now, now))
             return
-        log.debug("event_accepted", external_id=change.external_id, op=change.op, **_where(record))
+        if debug_enabled():
+            log.debug("event_accepted", external_id=change.external_id, op=change.op, **_where(record))
         if change.op == "delete" and self.settings.sink.on_delete == "ignore":
             self._resolve(record, Resolution.IGNORED)
             return
@@ -168,7 +170,7 @@ class Pipeline:
 
     def _resolve(self, record: Record, why: Resolution) -> None:
         if self.tracker.resolve(record.tp, record.offset):
-            self.metrics.resolved.labels(why.value).inc()
+            self._resolved_counters[why].inc()
             self._counts[why.value] += 1
 
     # -- delivery outcomes --------------------------------------------------------------------
@@ -201,7 +203,8 @@ class Pipeline:
             return False  # unresolved: the partition's next owner reads it again
         key = outcome.key
         if outcome.kind is OutcomeKind.DELIVERED:
-            log.debug("delivered", external_id=change.external_id, op=change.op, **_where(change.record))
+            if debug_enabled():
+                log.debug("delivered", external_id=change.external_id, op=change.op, **_where(change.record))
             self._resolve(change.record, Resolution.DELIVERED)
             return self.coalescer.finish(key, delivered=True) is not None
         error = outcome.error or RuntimeError("failed")

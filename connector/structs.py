@@ -29,11 +29,11 @@ class Record:
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()
     timestamp_ms: int = 0
+    tp: TopicPartition = field(init=False, repr=False, compare=False)
+    """The record's topic and partition (made once: every stage asks for it)."""
 
-    @property
-    def tp(self) -> TopicPartition:
-        """The record's topic and partition."""
-        return TopicPartition(self.topic, self.partition)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tp", TopicPartition(self.topic, self.partition))
 
     @property
     def size(self) -> int:
@@ -75,6 +75,7 @@ class OrderChange:
     digest: bytes = b""
     unknown: tuple[str, ...] = ()
     validated: bool = False  # the whole body was checked against the vendor model
+    _version: Version | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def key(self) -> str:
@@ -89,8 +90,10 @@ class OrderChange:
     @property
     def version(self) -> Version:
         """The change's place in its order's history."""
-        stamp = self.updated_at.timestamp() if self.updated_at is not None else None
-        return Version(stamp, self.record.tp, self.record.offset)
+        if self._version is None:
+            stamp = self.updated_at.timestamp() if self.updated_at is not None else None
+            self._version = Version(stamp, self.record.tp, self.record.offset)
+        return self._version
 
 
 @dataclass(frozen=True, slots=True)

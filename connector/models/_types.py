@@ -23,7 +23,13 @@ def _rfc3339(value: str) -> str:
 
 
 def parse_timestamp(value: str) -> datetime:
-    """Parse an RFC 3339 timestamp (Python's parser wants at most 6 fractional digits)."""
+    """Parse an RFC 3339 timestamp (Python's parser wants at most 6 fractional digits, and an
+    upper-case T; the common form is parsed as is)."""
+    if "t" not in value and "z" not in value and len(value) <= 32:
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
     text = re.sub(r"(\.\d{6})\d+", r"\1", value.replace("Z", "+00:00").replace("z", "+00:00"))
     return datetime.fromisoformat(text.replace("t", "T"))
 

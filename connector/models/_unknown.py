@@ -7,9 +7,12 @@ from pydantic import BaseModel
 
 def unknown_fields(model: BaseModel, prefix: str = "order") -> list[str]:
     """Paths of every extra field in ``model`` and its nested models; list indices written ``[]``."""
-    found = [f"{prefix}.{name}" for name in (model.model_extra or {})]
+    extra = model.model_extra or {}
+    found = [f"{prefix}.{name}" for name in extra]
+    given = model.model_fields_set  # only what the body set: defaults hold no extras
     for name in type(model).model_fields:
-        found.extend(_walk(getattr(model, name), f"{prefix}.{name}"))
+        if name in given:
+            found.extend(_walk(getattr(model, name), f"{prefix}.{name}"))
     return found
 
 
