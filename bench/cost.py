@@ -54,6 +54,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def sandbox_pid(url: str) -> int:
+    """The pid of the sandbox process serving ``url`` (started by ``bench.run.sandbox``)."""
+    port = url.rsplit(":", 1)[1]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                argv = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")  # noqa: SIM115
+            except OSError:
+                continue
+            if b"sandbox" in argv and port.encode() in argv:
+                return int(entry)
+    raise LookupError(f"no sandbox process for {url}")
+
+
 def metric(port: int, name: str) -> float:
     """Sum of every sample of ``name`` on a connector's /metrics (0 before it is up)."""
     try:
@@ -172,18 +186,22 @@ def k_calls(bootstrap: str, n: int) -> tuple[Row, Row]:
     )
 
 
-def m_pace(bootstrap: str, budget: float, seconds: float) -> Row:
+def m_pace(bootstrap: str, budget: float, seconds: float, **extra: Any) -> Row:
     data = events(int(budget * (seconds + 15)), int(budget * (seconds + 15)))
     out = []
     for who in ("connector", "naive"):
         topic = asyncio.run(topic_with(bootstrap, f"bench-m-{who}-{time.time_ns()}", data))
         with sandbox(budget * 60) as url:
             if who == "connector":
-                proc = start_connector(bootstrap, topic, url, SINK__RATE_LIMIT_PER_SECOND=budget)[0]
+                proc = start_connector(bootstrap, topic, url, SINK__RATE_LIMIT_PER_SECOND=budget, **extra)[0]
             else:
                 proc = start_naive(bootstrap, topic, url)
             wait(lambda u=url: sandbox_stats(u)["requests"] > 0, 60, 0.1)
+            server = sandbox_pid(url)
+            cpu0, server0 = cpu_seconds(proc.pid), cpu_seconds(server)
             time.sleep(seconds)
+            busy = (cpu_seconds(proc.pid) - cpu0) / seconds
+            server_busy = (cpu_seconds(server) - server0) / seconds
             log = requests_log(url)
             stop(proc)
         t0 = min(r["ts"] for r in log)
@@ -191,7 +209,9 @@ def m_pace(bootstrap: str, budget: float, seconds: float) -> Row:
         window = [r for r in log if t0 + 3 <= r["ts"] < t0 + 3 + span]
         ok = sum(1 for r in window if r["status"] == 200) / span
         refused = sum(1 for r in window if r["status"] == 429)
-        out.append(f"{ok:,.1f}/s = {ok / budget:.1%} ({refused} x 429)")
+        out.append(
+            f"{ok:,.1f}/s = {ok / budget:.1%} ({refused} x 429, CPU {busy:.0%}, API {server_busy:.0%})"
+        )
     return f"M rate while backlogged, budget {budget:g}/s", out[0], out[1], f"{budget:g}/s"
 
 
@@ -238,6 +258,7 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="smaller figures, for a smoke run")
     parser.add_argument("--only", default="J,K,L,M,N", help="which benchmarks, e.g. --only J,M")
+    parser.add_argument("--budgets", default="5,100,1000", help="M's budgets, requests a second")
     parser.add_argument("--raw-consume", nargs=3, metavar=("BOOTSTRAP", "TOPIC", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.raw_consume:
@@ -257,7 +278,7 @@ def main() -> None:
             name, conn, naive = e_rss(b, 100_000 if q else 1_000_000, 15 if q else 45)
             rows.append((name.replace("E peak", "L peak"), conn, naive, ""))
         if "M" in only:
-            for budget in (5.0, 100.0, 1000.0):
+            for budget in map(float, args.budgets.split(",")):
                 rows.append(m_pace(b, budget, 12 if q else 30))
         if "N" in only:
             rows.append(n_wall(b, 10_000 if q else 100_000, 500 if q else 5_000, 100.0))

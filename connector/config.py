@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -106,7 +107,7 @@ class SinkSettings(_Section):
     mode: Literal["upsert", "create_update"] = "upsert"
     on_delete: Literal["delete", "ignore"] = "delete"
     rate_limit_per_second: float = Field(0.0, ge=0)
-    max_in_flight: int = Field(8, ge=1)
+    max_in_flight: int = Field(0, ge=0)
     timeout_seconds: float = Field(10.0, gt=0)
     max_attempts: int = Field(20, ge=1)
     backoff_base_seconds: float = Field(0.2, gt=0)
@@ -130,6 +131,9 @@ class SinkSettings(_Section):
             raise ValueError(f"api_version for {self.kind} must be one of {', '.join(versions)}")
         if not self.rate_limit_per_second:
             self.rate_limit_per_second = DEFAULT_RATES[self.kind]
+        if not self.max_in_flight:
+            # Little's law: enough calls in flight to spend the budget through 40 ms round trips.
+            self.max_in_flight = max(8, min(256, math.ceil(self.rate_limit_per_second / 25)))
         if self.mode == "create_update" and self.kind != "loop":
             raise ValueError("mode create_update exists for kind loop only")
         if self.settle_seconds < self.timeout_seconds:

@@ -18,6 +18,9 @@ class TopicPartition:
         return f"{self.topic}-{self.partition}"
 
 
+_PARTITIONS: dict[tuple[str, int], TopicPartition] = {}
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """One Kafka record, as the pipeline needs it."""
@@ -33,7 +36,11 @@ class Record:
     """The record's topic and partition (made once: every stage asks for it)."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "tp", TopicPartition(self.topic, self.partition))
+        where = (self.topic, self.partition)
+        tp = _PARTITIONS.get(where)
+        if tp is None:  # one object per partition, shared by every record and remembered version
+            tp = _PARTITIONS[where] = TopicPartition(self.topic, self.partition)
+        object.__setattr__(self, "tp", tp)
 
     @property
     def size(self) -> int:

@@ -7,9 +7,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import pytest
+
 from connector.adapt import Adaptation, Halving
 from connector.fence import Fence
-from connector.pacing import Pacer
+from connector.pacing import SLACK, Pacer
 from connector.structs import TopicPartition
 from tests.sim.loop import VirtualTimeLoop
 
@@ -73,11 +75,11 @@ def busiest_second(times: list[float]) -> int:
 
 
 def test_concurrent_callers_get_the_budget_and_never_more() -> None:
-    """Eight callers at 5/s for a minute: 98% of 300 grants (the slack that absorbs jitter), never
+    """Eight callers at 5/s for a minute: 99% of 300 grants (the slack that absorbs jitter), never
     more than 5 in any second."""
     out: list[float] = []
     virtual(lambda: grants(member(5.0, list(range(6))), 8, 60.0, out))
-    assert 293 <= len(out) <= 295
+    assert 296 <= len(out) <= 297
     assert busiest_second(out) == 5
 
 
@@ -91,7 +93,8 @@ def test_a_fleet_shares_the_budget_by_partition_without_overrunning_it() -> None
 
     virtual(fleet)
     assert busiest_second([t for o in out for t in o]) <= 5
-    assert [round(len(o) / 60 * 1.02, 1) for o in out] == [2.5, 1.7, 0.8]
+    per_second = [len(o) / 60 * (1 + SLACK) for o in out]  # a grant or so lost at the minute's end
+    assert per_second == pytest.approx([5 * 3 / 6, 5 * 2 / 6, 5 * 1 / 6], abs=0.04)
 
 
 def test_a_member_without_partitions_takes_no_budget() -> None:
@@ -208,4 +211,4 @@ def test_topics_share_the_budget_equally_and_partitions_share_their_topic() -> N
 
     virtual(fleet)
     assert busiest_second([t for o in out.values() for t in o]) <= 8
-    assert [round(len(out[n]) / 60 * 1.02, 1) for n in ("a", "b0", "b123")] == [4.0, 1.0, 3.0]
+    assert [round(len(out[n]) / 60 * 1.01, 1) for n in ("a", "b0", "b123")] == [4.0, 1.0, 3.0]

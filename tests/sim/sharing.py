@@ -131,7 +131,7 @@ async def _scenario(
     if leave_at is not None:
         for second in range(int(leave_at), int(seconds) - 10):
             window = sum(1 for t in served if START + second <= t < START + second + 10)
-            if window >= 0.95 * budget * 10 / 1.02:
+            if window >= 0.95 * budget * 10 / 1.01:
                 result.recovery_s = second - leave_at
                 break
     return result
