@@ -14,7 +14,8 @@ serialising it, sending, reading the whole response and releasing the connection
 
 Cases (all 8 workers; each pool or slot set holds at most 8 connections, kept alive):
 
-httpcore-slots           what ``connector.sinks._base.HttpSink`` does: 8 ``httpx.AsyncHTTPTransport``
+httpcore-slots           what ``connector.sinks._base.HttpSink`` did until it moved to httpx-aiohttp: 8
+                         ``httpx.AsyncHTTPTransport``
                          with one connection each in a queue of free slots, ``httpx.Request`` sent
                          with ``handle_async_request``, then ``aread`` and ``aclose``; orjson body
 httpcore-slots-json      the same with ``json.dumps(...).encode()``
@@ -22,6 +23,8 @@ httpcore-pool            one ``httpx.AsyncClient`` (httpcore pool of 8), ``clien
 httpx-aiohttp-client     ``httpx_aiohttp.HttpxAiohttpClient`` (aiohttp session, limit 8), ``client.put``
 httpx-aiohttp-transport  one ``httpx_aiohttp.AiohttpTransport`` (limit 8) used as in httpcore-slots
 httpx-aiohttp-transport-json  the same with ``json.dumps(...).encode()``
+connector-httpsink       ``HttpSink.request`` as the connector calls it (httpx-aiohttp transport, URL
+                         and headers built once, the slot semaphore, the error mapping), no pacer
 raw-aiohttp              one ``aiohttp.ClientSession`` (TCPConnector limit 8), ``session.put``, ``read``
 
 Figures are from a shared machine: compare the rows of one run, and run it twice to see the noise.
@@ -48,6 +51,9 @@ import httpx
 import orjson
 from aiohttp import web
 from httpx_aiohttp import AiohttpTransport, HttpxAiohttpClient
+
+from connector.config import SinkSettings
+from connector.sinks import HttpSink
 
 WORKERS = 8
 PATH = "/api/v1/orders"
@@ -234,6 +240,25 @@ def raw_aiohttp(url: str, encode: Encode) -> Built:
     return send, session.close
 
 
+def connector_sink(url: str, encode: Encode) -> Built:
+    """The connector's own call path: ``HttpSink.request`` on its default transport, no pacer."""
+    del encode  # HttpSink serialises the body itself (orjson)
+    base, path = url.split("/api/", 1)
+    settings = SinkSettings(base_url=base, api_key="bench-key", max_in_flight=WORKERS)
+    sink = HttpSink(settings, "/api/" + path.rsplit("/", 1)[0], "X-Api-Key")
+    body = order(0)
+
+    async def send(content: bytes) -> int:
+        del content
+        response = await sink.request("PUT", "/orders", json=body)
+        return response.status_code
+
+    async def close() -> None:
+        await sink.__aexit__(None, None, None)
+
+    return send, close
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -248,6 +273,7 @@ CASES = [
     Case("httpx-aiohttp-client", httpx_aiohttp_client, orjson_encode),
     Case("httpx-aiohttp-transport", httpx_aiohttp_transport, orjson_encode),
     Case("httpx-aiohttp-transport-json", httpx_aiohttp_transport, json_encode),
+    Case("connector-httpsink", connector_sink, orjson_encode),
     Case("raw-aiohttp", raw_aiohttp, orjson_encode),
 ]
 BASELINE = "raw-aiohttp"

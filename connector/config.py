@@ -61,6 +61,7 @@ class KafkaSettings(_Section):
     max_poll_records: int = Field(500, ge=1)
     poll_timeout_ms: int = Field(200, ge=1)
     max_unresolved_events: int = Field(20_000, ge=1)
+    max_held_offsets: int = Field(2_000_000, ge=1)
     max_unresolved_bytes: int = Field(256 * 1024 * 1024, ge=1024)
     max_message_bytes: int = Field(1024 * 1024, ge=1)
     session_timeout_ms: int = Field(10_000, ge=1000)

@@ -58,6 +58,11 @@ class Metrics:
         self.unresolved_bytes = Gauge(
             "connector_unresolved_bytes", "Bytes of events read but not resolved.", registry=r
         )
+        self.held_offsets = Gauge(
+            "connector_held_offsets",
+            "Offsets kept from the first unresolved one of each partition to the last read.",
+            registry=r,
+        )
         self.paused = Gauge(
             "connector_paused_partitions", "Partitions paused by the read-ahead bound.", registry=r
         )

@@ -3,13 +3,15 @@
 Events complete out of order (deliveries run concurrently), so each partition keeps the offsets it has
 handed out and which of them are resolved. The committable offset is the first unresolved one, or one
 past the highest seen when all are resolved; so a commit never passes an event that is not resolved.
-Offsets resolved behind an unresolved one are *held* (kept until the head resolves); the read-ahead
-bound counts them, so a stuck event pauses its partition instead of letting memory grow.
+Offsets resolved behind an unresolved one are *held* (kept until the head resolves, 9 bytes each); the
+read-ahead bounds count them (``kafka.max_held_offsets``) beside the unresolved events and their bytes,
+so a stuck event pauses its partition instead of letting memory grow.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from array import array
+from bisect import bisect_left
 from dataclasses import dataclass, field
 
 from connector.structs import TopicPartition
@@ -17,10 +19,16 @@ from connector.structs import TopicPartition
 
 @dataclass(slots=True)
 class PartitionOffsets:
-    """Offsets of one partition: tracked in arrival (increasing) order, resolved in any order."""
+    """Offsets of one partition: tracked in arrival (increasing) order, resolved in any order.
 
-    _order: deque[int] = field(default_factory=deque)
-    _resolved: set[int] = field(default_factory=set)
+    The offsets kept (from the first unresolved to the last tracked) cost 9 bytes each: an ``array``
+    of offsets and a ``bytearray`` of flags (1: unresolved). Only unresolved offsets keep more (their
+    size and timestamp), so a backlog whose events are mostly replaced costs little to hold.
+    """
+
+    _offsets: array[int] = field(default_factory=lambda: array("q"))
+    _unresolved: bytearray = field(default_factory=bytearray)
+    _start: int = 0  # index of the first offset kept
     _sizes: dict[int, int] = field(default_factory=dict)
     _times: dict[int, float] = field(default_factory=dict)
     _next: int | None = None
@@ -40,7 +48,8 @@ class PartitionOffsets:
         offset tracked before."""
         if self._next is not None and offset < self._next:
             raise ValueError(f"offset {offset} tracked after {self._next - 1}")
-        self._order.append(offset)
+        self._offsets.append(offset)
+        self._unresolved.append(1)
         self._sizes[offset] = size
         self._times[offset] = timestamp
         self.unresolved_bytes += size
@@ -53,9 +62,18 @@ class PartitionOffsets:
             return False
         self.unresolved_bytes -= size
         self._times.pop(offset, None)
-        self._resolved.add(offset)
-        while self._order and self._order[0] in self._resolved:
-            self._resolved.discard(self._order.popleft())
+        self._unresolved[bisect_left(self._offsets, offset, self._start)] = 0
+        flags, end = self._unresolved, len(self._offsets)
+        start = self._start
+        while start < end and not flags[start]:
+            start += 1
+        if start == end:
+            del self._offsets[:], self._unresolved[:]
+            start = 0
+        elif start > 4096 and start * 2 > end:  # compact, amortised
+            del self._offsets[:start], self._unresolved[:start]
+            start = 0
+        self._start = start
         return True
 
     @property
@@ -65,17 +83,17 @@ class PartitionOffsets:
 
     @property
     def held(self) -> int:
-        """Offsets kept in memory: every one from the first unresolved to the last tracked."""
-        return len(self._order)
+        """Offsets kept: every one from the first unresolved to the last tracked."""
+        return len(self._offsets) - self._start
 
     def oldest_timestamp(self) -> float | None:
         """The record timestamp of the first unresolved offset (the oldest unsynced event)."""
-        return self._times.get(self._order[0]) if self._order else None
+        return self._times.get(self._offsets[self._start]) if self.held else None
 
     def committable(self) -> int | None:
         """The offset to commit (the next one to read), or None when nothing was ever tracked."""
-        if self._order:
-            return self._order[0]
+        if self.held:
+            return self._offsets[self._start]
         return self._next
 
 

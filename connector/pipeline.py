@@ -384,15 +384,21 @@ class Pipeline:
 
     def _backpressure(self) -> None:
         k = self.settings.kafka
-        held, size = self.tracker.held, self.tracker.unresolved_bytes
-        self.metrics.unresolved.set(self.tracker.unresolved)
+        held, size, unresolved = self.tracker.held, self.tracker.unresolved_bytes, self.tracker.unresolved
+        self.metrics.unresolved.set(unresolved)
         self.metrics.unresolved_bytes.set(size)
+        self.metrics.held_offsets.set(held)
         over = PauseReason.READ_AHEAD in self._paused
-        if not over and (held >= k.max_unresolved_events or size >= k.max_unresolved_bytes):
-            log.info("read_ahead_paused", held=held, unresolved_bytes=size)
+        bounds = (
+            (unresolved, k.max_unresolved_events),
+            (size, k.max_unresolved_bytes),
+            (held, k.max_held_offsets),
+        )
+        if not over and any(value >= bound for value, bound in bounds):
+            log.info("read_ahead_paused", unresolved=unresolved, unresolved_bytes=size, held=held)
             self._set_paused(PauseReason.READ_AHEAD, True)
-        elif over and held <= k.max_unresolved_events // 2 and size <= k.max_unresolved_bytes // 2:
-            log.info("read_ahead_resumed", held=held, unresolved_bytes=size)
+        elif over and all(value <= bound // 2 for value, bound in bounds):
+            log.info("read_ahead_resumed", unresolved=unresolved, unresolved_bytes=size, held=held)
             self._set_paused(PauseReason.READ_AHEAD, False)
 
     @property

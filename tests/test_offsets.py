@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import bisect
+import heapq
+import random
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -116,3 +120,27 @@ def test_resolving_in_a_partition_not_owned_is_refused() -> None:
     tracker.partition(TP).track(0)
     assert tracker.resolve(TP, 0)
     assert tracker.to_commit() == {TP: 1}
+
+
+def test_a_long_backlog_compacts_and_keeps_the_watermark_exact() -> None:
+    """20,000 offsets with gaps, a long head resolved first (forcing compactions of the kept arrays),
+    the rest in a shuffled order: after every step the committable offset is the first unresolved one
+    and every offset from it to the last is held, as a plain reference says."""
+    rng = random.Random(7)
+    part = OffsetTracker().partition(TP)
+    offsets = sorted(rng.sample(range(60_000), 20_000))
+    for offset in offsets:
+        part.track(offset)
+    rest = offsets[12_000:]
+    rng.shuffle(rest)
+    pending = [*offsets]  # a min-heap with lazy deletion
+    done: set[int] = set()
+    for offset in offsets[:12_000] + rest:
+        assert part.resolve(offset)
+        done.add(offset)
+        while pending and pending[0] in done:
+            heapq.heappop(pending)
+        want = pending[0] if pending else offsets[-1] + 1
+        assert part.committable() == want
+        assert part.held == len(offsets) - bisect.bisect_left(offsets, want)
+    assert (part.unresolved, part.held) == (0, 0)

@@ -248,10 +248,13 @@ class Checker:
         for name, pipeline in sorted(pipelines.items()):
             remembered = pipeline.coalescer.remembered  # type: ignore[attr-defined]
             held = pipeline.tracker.held  # type: ignore[attr-defined]
+            unresolved = pipeline.tracker.unresolved  # type: ignore[attr-defined]
             if remembered > k.remember_keys:
                 self.fail(f"{name} remembers {remembered} keys, bound {k.remember_keys}")
-            if held > k.max_unresolved + self.cluster.max_poll_records:
-                self.fail(f"{name} holds {held} offsets, bound {k.max_unresolved}")
+            if unresolved > k.max_unresolved + self.cluster.max_poll_records:
+                self.fail(f"{name} has {unresolved} unresolved events, bound {k.max_unresolved}")
+            if held > k.max_held + self.cluster.max_poll_records:
+                self.fail(f"{name} holds {held} offsets, bound {k.max_held}")
 
 
 def _same_payload(p: Produced, q: Produced) -> bool:

@@ -75,6 +75,7 @@ def settings_for(s: Schedule) -> Settings:
             session_timeout_ms=10_000,
             rebalance_timeout_ms=20_000,
             max_unresolved_events=k.max_unresolved,
+            max_held_offsets=k.max_held,
             poll_timeout_ms=1000,  # the simulated fetch returns as soon as there is data
         ),
         dlq=DlqSettings(topic=f"{TOPIC}.dlq", dead_letter_replaced=k.dead_letter_replaced),

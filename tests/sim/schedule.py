@@ -54,6 +54,13 @@ class Knobs:
     probe_interval: float
     dead_letter_replaced: bool
 
+    @property
+    def max_held(self) -> int:
+        """The held-offsets bound: the same as the unresolved one, the tightest it can be (held
+        offsets include every unresolved one), so every schedule drawn before the two were
+        separate runs as it did."""
+        return self.max_unresolved
+
 
 @dataclass
 class Schedule:
