@@ -100,6 +100,7 @@ class Pipeline:
         self._commit_lock = asyncio.Lock()
         self._commit_soon = asyncio.Event()
         self._counts: defaultdict[str, int] = defaultdict(int)
+        self._consumed_unreported = 0
         self._unknown_seen: set[str] = set()
         self._resolved_counters = {why: self.metrics.resolved.labels(why.value) for why in Resolution}
 
@@ -117,8 +118,8 @@ class Pipeline:
             )
             return
         part.track(record.offset, record.size, record.timestamp_ms / 1000.0)
-        self.metrics.consumed.inc()
         self._counts["consumed"] += 1
+        self._consumed_unreported += 1  # connector_events_consumed_total: added once per batch
         try:
             sink = self.settings.sink
             change = decode(
@@ -143,22 +144,26 @@ class Pipeline:
             self._resolve(resolved.record, why)
         if offer.start:
             self.deliverer.submit(change.key, tp)
-        if self.fence.window(tp) is not None and not self.fence.may_send(tp):
-            self._commit_soon.set()  # a lease is needed before anything of ``tp`` can be sent
+            if not self.fence.may_send(tp) and self.fence.window(tp) is not None:
+                self._commit_soon.set()  # a lease is needed before anything of ``tp`` can be sent
 
     async def _handle_all(self, records: list[Record]) -> None:
         """Handle a fetched batch, yielding to the event loop every :data:`_HANDLE_CHUNK` records so
         that due budget ticks are used on time. A rebalance may run during a yield: records of a
         partition revoked meanwhile are left for its next owner (they are not committed)."""
         assert self._source is not None
-        for start in range(0, len(records), _HANDLE_CHUNK):
-            chunk = records[start : start + _HANDLE_CHUNK]
-            if start:
-                await asyncio.sleep(0)
-                owned = self._source.assignment() - self._revoking
-                chunk = [r for r in chunk if r.tp in owned]
-            for record in chunk:
-                self.handle(record)
+        try:
+            for start in range(0, len(records), _HANDLE_CHUNK):
+                chunk = records[start : start + _HANDLE_CHUNK]
+                if start:
+                    await asyncio.sleep(0)
+                    owned = self._source.assignment() - self._revoking
+                    chunk = [r for r in chunk if r.tp in owned]
+                for record in chunk:
+                    self.handle(record)
+        finally:
+            self.metrics.consumed.inc(self._consumed_unreported)
+            self._consumed_unreported = 0
 
     def _warm(self, record: Record) -> None:
         """A record below the committed offset, read again after an assignment: it was resolved by a
