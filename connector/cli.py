@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from connector import __version__
 from connector.errors import BrokerUnavailable, ConfigError
+from connector.vendors import VENDORS
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -216,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     val = sub.add_parser("validate", help="check events offline (JSON lines), print every error")
     val.add_argument("file", help="a file of JSON lines, or - for standard input")
-    val.add_argument("--kind", choices=["loop", "shoplazza"], default="loop", help="vendor rules")
+    val.add_argument("--kind", choices=sorted(VENDORS), default="loop", help="vendor rules")
     val.add_argument("--api-version", default="", help="e.g. 2026-10, where created_at is required")
     val.add_argument("--max-message-bytes", type=int, default=1024 * 1024)
     val.set_defaults(func=_validate)

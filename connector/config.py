@@ -31,6 +31,7 @@ from pydantic_settings import (
 )
 
 from connector.errors import ConfigError
+from connector.vendors import VENDORS
 
 ENV_PREFIX = "CONNECTOR_"
 
@@ -90,18 +91,15 @@ class DlqSettings(_Section):
     dead_letter_replaced: bool = False
 
 
-API_VERSIONS = {"loop": ("v1", "2026-07", "2026-10"), "shoplazza": ("2025-06",)}
-DEFAULT_RATES = {"loop": 5.0, "shoplazza": 2.0}
-
-
 class SinkSettings(_Section):
     """The vendor API: which, where, with which key, and at what budget.
 
-    ``api_version`` and ``rate_limit_per_second`` default per vendor: Loop ``v1`` at 5/s (300 per
-    minute), Shoplazza ``2025-06`` at 2/s.
+    ``kind`` names an entry of :data:`connector.vendors.VENDORS`; ``api_version`` and
+    ``rate_limit_per_second`` default per vendor: Loop ``v1`` at 5/s (300 per minute), Shoplazza
+    ``2025-06`` at 2/s.
     """
 
-    kind: Literal["loop", "shoplazza"] = "loop"
+    kind: str = "loop"
     base_url: str = "http://127.0.0.1:8080"
     api_key: SecretStr = SecretStr("")
     api_version: str = ""
@@ -123,20 +121,30 @@ class SinkSettings(_Section):
     settle_seconds: float = Field(20.0, ge=0)
     max_retry_after_seconds: float = Field(60.0, gt=0)
 
+    @field_validator("kind")
+    @classmethod
+    def _known_vendor(cls, kind: str) -> str:
+        if kind not in VENDORS:
+            raise ValueError(f"must be one of {', '.join(sorted(VENDORS))}")
+        return kind
+
     @model_validator(mode="after")
     def _vendor_defaults(self) -> SinkSettings:
-        versions = API_VERSIONS[self.kind]
+        entry = VENDORS[self.kind]
+        versions = entry.api_versions
         if not self.api_version:
             self.api_version = versions[0]
         elif self.api_version not in versions:
             raise ValueError(f"api_version for {self.kind} must be one of {', '.join(versions)}")
         if not self.rate_limit_per_second:
-            self.rate_limit_per_second = DEFAULT_RATES[self.kind]
+            self.rate_limit_per_second = entry.default_rate_per_second
         if not self.max_in_flight:
             # Little's law: enough calls in flight to spend the budget through 40 ms round trips.
             self.max_in_flight = max(8, min(256, math.ceil(self.rate_limit_per_second / 25)))
-        if self.mode == "create_update" and self.kind != "loop":
-            raise ValueError("mode create_update exists for kind loop only")
+        if self.mode not in entry.modes:
+            raise ValueError(
+                f"mode {self.mode} does not exist for kind {self.kind}: {', '.join(entry.modes)}"
+            )
         if self.settle_seconds < self.timeout_seconds:
             raise ValueError(
                 "settle_seconds (how long the vendor may still apply a request) must be at least "

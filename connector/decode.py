@@ -24,8 +24,9 @@ import orjson
 from pydantic import ValidationError
 
 from connector.errors import DecodeError, OrderValidationError
-from connector.models import parse_timestamp, schema_for, unknown_fields
+from connector.models import parse_timestamp, unknown_fields
 from connector.structs import OrderChange, Record
+from connector.vendors import vendor
 
 EVENT_TYPES = ("order.created", "order.updated", "order.cancelled", "order.deleted")
 _VALUE_PREVIEW = 80
@@ -102,9 +103,8 @@ def _invalid_event(field: str, rule: str, value: Any) -> OrderValidationError:
 
 
 def _record_key(record: Record, kind: str) -> str | None:
-    """Shoplazza orders are coalesced by the Kafka record key when there is one: an event may name its
-    order by ``id`` and another by ``number``, and only the producer's key says they are one order."""
-    if kind != "shoplazza" or not record.key:
+    """The Kafka record key, for a vendor whose orders are coalesced by it when there is one."""
+    if not vendor(kind).keyed_by_record or not record.key:
         return None
     try:
         return record.key.decode("utf-8")
@@ -112,16 +112,18 @@ def _record_key(record: Record, kind: str) -> str | None:
         return None
 
 
-def _delete_key(order: dict[str, Any], kind: str) -> str:
-    if kind == "shoplazza":
-        key = order.get("id") or (f"number:{order['number']}" if order.get("number") else None)
-        if not isinstance(key, str):
-            raise _invalid_event("order.id", "id or number is required to delete an order", order.get("id"))
-        return key
-    ext = order.get("external_id")
-    if not isinstance(ext, str) or not 1 <= len(ext) <= 64:
-        raise _invalid_event("order.external_id", "required, 1 to 64 characters", ext)
-    return ext
+def _order_key(order: dict[str, Any], kind: str) -> str:
+    """The key the vendor's rule reads from ``order``, or an OrderValidationError naming the rule."""
+    entry = vendor(kind)
+    key = entry.order_key(order)
+    if key is None:
+        value = order.get(entry.key_field.removeprefix("order."))
+        shown = "(missing)" if value is None else _preview(value)
+        raise OrderValidationError(
+            f"invalid order: {entry.key_field}: {entry.key_rule} (value: {shown})",
+            [(entry.key_field, entry.key_rule, shown)],
+        )
+    return key
 
 
 def _deletion_time(order: dict[str, Any], envelope: dict[str, Any]) -> datetime | None:
@@ -155,28 +157,6 @@ def _timestamp(field: str, value: Any) -> datetime:
     raise _invalid_event(field, "must be an RFC 3339 timestamp with an offset", value)
 
 
-def _upsert_key(record: Record, order: dict[str, Any], kind: str) -> str:
-    """What an upsert is coalesced by, checked as the vendor model checks it."""
-    if kind == "shoplazza":
-        key = _record_key(record, kind)
-        if key:
-            return key
-        named = order.get("id") or (f"number:{order['number']}" if order.get("number") else None)
-        if not isinstance(named, str) or not named:
-            raise _invalid_event(
-                "order.id", "id (the order_id) or number is required to find the order", None
-            )
-        return named
-    ext = order.get("external_id")
-    if not isinstance(ext, str) or not 1 <= len(ext) <= 64:
-        value = "(missing)" if ext is None else _preview(ext)
-        raise OrderValidationError(
-            f"invalid order: order.external_id: required, a string of 1 to 64 characters (value: {value})",
-            [("order.external_id", "required, a string of 1 to 64 characters", value)],
-        )
-    return ext
-
-
 def decode(
     record: Record,
     max_bytes: int = 1024 * 1024,
@@ -203,13 +183,13 @@ def decode(
         if not isinstance(order, dict):
             raise _invalid_event("order", "must be an object", order)
     if event_type == "order.deleted":
-        key = _record_key(record, kind) or _delete_key(order, kind)
+        key = _record_key(record, kind) or _order_key(order, kind)
         deleted_at = _deletion_time(order, data)
         change = OrderChange(record, key, "delete", order, deleted_at, _digest("delete", {}))
         change.validated = True
         return change
     try:
-        key = _upsert_key(record, order, kind)
+        key = _record_key(record, kind) or _order_key(order, kind)
         stamp = order.get("updated_at")
         updated_at = _timestamp("order.updated_at", stamp) if stamp is not None else None
     except OrderValidationError as cheap:
@@ -228,7 +208,7 @@ def check(change: OrderChange, kind: str, api_version: str = "") -> None:
     if change.validated:
         return
     try:
-        model = schema_for(kind, api_version).model_validate(change.body)
+        model = vendor(kind).model(api_version).model_validate(change.body)
     except ValidationError as exc:
         error = describe_validation(exc, "order")
         error.external_id = change.external_id

@@ -1,5 +1,7 @@
 """Vendor clients behind one interface (:class:`Sink`); a new vendor is one new module here."""
 
+from typing import Any
+
 import httpx
 
 from connector.config import SinkSettings
@@ -7,19 +9,20 @@ from connector.pacing import Pacer
 from connector.sinks._base import PREPAID, HttpSink, Sink, parse_retry_after, raise_for_status
 from connector.sinks.loop import LoopSink
 from connector.sinks.shoplazza import ShoplazzaSink
-
-KINDS: dict[str, type[LoopSink] | type[ShoplazzaSink]] = {"loop": LoopSink, "shoplazza": ShoplazzaSink}
+from connector.vendors import vendor
 
 
 def make_sink(
     settings: SinkSettings, transport: httpx.AsyncBaseTransport | None = None, pacer: Pacer | None = None
 ) -> Sink:
-    """The vendor client named by ``settings.kind``; every request it sends waits on ``pacer``."""
-    return KINDS[settings.kind](settings, transport, pacer)
+    """The vendor client named by ``settings.kind`` (its entry in :data:`connector.vendors.VENDORS`);
+    every request it sends waits on ``pacer``."""
+    cls: Any = vendor(settings.kind).sink_class()
+    sink: Sink = cls(settings, transport, pacer)
+    return sink
 
 
 __all__ = [
-    "KINDS",
     "PREPAID",
     "HttpSink",
     "LoopSink",

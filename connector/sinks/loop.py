@@ -24,6 +24,7 @@ from connector.models import parse_timestamp
 from connector.pacing import Pacer
 from connector.sinks._base import BoundedCache, HttpSink
 from connector.structs import OrderChange
+from connector.vendors import VENDORS
 
 
 class LoopSink(HttpSink):
@@ -37,7 +38,8 @@ class LoopSink(HttpSink):
         transport: httpx.AsyncBaseTransport | None = None,
         pacer: Pacer | None = None,
     ) -> None:
-        super().__init__(settings, f"/api/{settings.api_version}", "X-Authorization", transport, pacer)
+        entry = VENDORS["loop"]
+        super().__init__(settings, entry.base_path(settings.api_version), entry.auth_header, transport, pacer)
         self._mode = settings.mode
         self._ids: BoundedCache[str, int] = BoundedCache(settings.cache_size)
 

@@ -21,6 +21,7 @@ from connector.models import shoplazza_update_body
 from connector.pacing import Pacer
 from connector.sinks._base import BoundedCache, HttpSink
 from connector.structs import OrderChange
+from connector.vendors import VENDORS
 
 
 class ShoplazzaSink(HttpSink):
@@ -34,7 +35,8 @@ class ShoplazzaSink(HttpSink):
         transport: httpx.AsyncBaseTransport | None = None,
         pacer: Pacer | None = None,
     ) -> None:
-        super().__init__(settings, f"/openapi/{settings.api_version}", "Access-Token", transport, pacer)
+        entry = VENDORS["shoplazza"]
+        super().__init__(settings, entry.base_path(settings.api_version), entry.auth_header, transport, pacer)
         self._ids: BoundedCache[str, str] = BoundedCache(settings.cache_size)  # number -> order id
         self._keys: BoundedCache[str, str] = BoundedCache(settings.cache_size)  # record key -> order id
         self.lookups = 0

@@ -13,7 +13,8 @@ import pytest
 from pydantic import ValidationError
 
 from connector.decode import describe_validation
-from connector.models import LoopCreateOrder, LoopOrder, LoopUpdateOrder, schema_for
+from connector.models import LoopCreateOrder, LoopOrder, LoopUpdateOrder
+from connector.vendors import vendor
 
 VENDOR = Path(__file__).resolve().parents[1] / "fixtures" / "vendor"
 M = {"amount": 100, "currency_code": "USD"}
@@ -75,8 +76,10 @@ def test_create_requires_its_documented_fields() -> None:
 
 def test_version_2026_10_requires_created_at() -> None:
     """From API version 2026-10 on, created_at is required (optional in 2026-07 and v1)."""
-    assert "order.created_at: Field required" in problems({"external_id": "E"}, schema_for("loop", "2026-10"))
-    assert problems({"external_id": "E"}, schema_for("loop", "v1")) == ""
+    assert "order.created_at: Field required" in problems(
+        {"external_id": "E"}, vendor("loop").model("2026-10")
+    )
+    assert problems({"external_id": "E"}, vendor("loop").model("v1")) == ""
 
 
 def test_update_does_not_require_external_id() -> None:
