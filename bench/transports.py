@@ -1,6 +1,6 @@
 """Client-side CPU cost of an HTTP PUT through the httpx API over different transports, next to aiohttp.
 
-    .venv/bin/python bench/transports.py [--requests N] [--latency-ms X] [--cases A,B,...]
+    .venv/bin/python -m bench.transports [--requests N] [--latency-ms X] [--cases A,B,...]
 
 What is measured: 8 concurrent asyncio workers PUT a ~400-byte JSON order to
 ``/api/v1/orders`` until ``--requests`` PUTs have been answered (after ``--warmup`` unmeasured
@@ -36,15 +36,12 @@ import argparse
 import asyncio
 import gc
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib.metadata import version
-from pathlib import Path
 
 import aiohttp
 import httpx
@@ -52,7 +49,10 @@ import orjson
 from aiohttp import web
 from httpx_aiohttp import AiohttpTransport, HttpxAiohttpClient
 
+from bench.cost import cpu_seconds
+from bench.run import ROOT, wait_port
 from connector.config import SinkSettings
+from connector.localkafka import free_port
 from connector.sinks import HttpSink
 
 WORKERS = 8
@@ -91,32 +91,6 @@ def serve(port: int, latency_ms: float) -> None:
     app = web.Application()
     app.router.add_put(PATH, put_order)
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, handle_signals=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"the server never listened on {port}")
-
-
-def cpu_seconds_of(pid: int) -> float:
-    """User plus system CPU seconds of another process (Linux /proc); NaN elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --- the request body -----------------------------------------------------------------------------
@@ -185,26 +159,25 @@ def httpcore_slots(url: str, encode: Encode) -> Built:
     return send, close
 
 
-def httpcore_pool(url: str, encode: Encode) -> Built:
-    limits = httpx.Limits(max_connections=WORKERS, max_keepalive_connections=WORKERS)
-    client = httpx.AsyncClient(limits=limits, timeout=TIMEOUT_SECONDS)
+def _client_case(client_class: type[httpx.AsyncClient]) -> Callable[[str, Encode], Built]:
+    """A case sending through an ``AsyncClient`` of ``client_class`` (pool of WORKERS), ``client.put``."""
 
-    async def send(content: bytes) -> int:
-        response = await client.put(url, content=content, headers=HEADERS)
-        return response.status_code
+    def build(url: str, encode: Encode) -> Built:
+        del encode  # the body is encoded by the worker; kept for a uniform signature
+        limits = httpx.Limits(max_connections=WORKERS, max_keepalive_connections=WORKERS)
+        client = client_class(limits=limits, timeout=TIMEOUT_SECONDS)
 
-    return send, client.aclose
+        async def send(content: bytes) -> int:
+            response = await client.put(url, content=content, headers=HEADERS)
+            return response.status_code
+
+        return send, client.aclose
+
+    return build
 
 
-def httpx_aiohttp_client(url: str, encode: Encode) -> Built:
-    limits = httpx.Limits(max_connections=WORKERS, max_keepalive_connections=WORKERS)
-    client = HttpxAiohttpClient(limits=limits, timeout=TIMEOUT_SECONDS)
-
-    async def send(content: bytes) -> int:
-        response = await client.put(url, content=content, headers=HEADERS)
-        return response.status_code
-
-    return send, client.aclose
+httpcore_pool = _client_case(httpx.AsyncClient)
+httpx_aiohttp_client = _client_case(HttpxAiohttpClient)
 
 
 def httpx_aiohttp_transport(url: str, encode: Encode) -> Built:
@@ -327,9 +300,9 @@ async def measure(case: Case, url: str, requests: int, warmup: int, server_pid: 
     try:
         await drive(send, case.encode, warmup, 0)
         gc.collect()
-        server0, wall0, cpu0 = cpu_seconds_of(server_pid), time.perf_counter(), time.process_time()
+        server0, wall0, cpu0 = cpu_seconds(server_pid), time.perf_counter(), time.process_time()
         await drive(send, case.encode, requests, warmup)
-        cpu1, wall1, server1 = time.process_time(), time.perf_counter(), cpu_seconds_of(server_pid)
+        cpu1, wall1, server1 = time.process_time(), time.perf_counter(), cpu_seconds(server_pid)
     finally:
         await close()
     return Result(case.name, requests, wall1 - wall0, cpu1 - cpu0, server1 - server0)
@@ -356,8 +329,9 @@ def print_table(results: list[Result]) -> None:
 def run(requests: int, warmup: int, latency_ms: float, names: list[str]) -> None:
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(port), "--latency-ms", str(latency_ms)],
+        [sys.executable, "-m", "bench.transports", "--serve", str(port), "--latency-ms", str(latency_ms)],
         stdout=subprocess.DEVNULL,
+        cwd=ROOT,
     )
     try:
         wait_port(port)
@@ -386,8 +360,8 @@ def main(argv: list[str] | None = None) -> None:
         "next to a raw aiohttp loop (the server runs in its own process).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="cases: " + ", ".join(c.name for c in CASES) + "\n\n"
-        "example:\n  .venv/bin/python bench/transports.py --requests 5000 --latency-ms 1\n"
-        "  .venv/bin/python bench/transports.py --cases httpcore-slots,raw-aiohttp",
+        "example:\n  .venv/bin/python -m bench.transports --requests 5000 --latency-ms 1\n"
+        "  .venv/bin/python -m bench.transports --cases httpcore-slots,raw-aiohttp",
     )
     parser.add_argument("--requests", type=int, default=5000, help="measured PUTs per case (default 5000)")
     parser.add_argument("--warmup", type=int, default=200, help="unmeasured PUTs first (default 200)")
