@@ -11,9 +11,9 @@ N  100,000 events / 5,000 orders at 100/s: wall time from process start, over th
 
 "Per CPU s" divides by the connector process's own CPU seconds (``/proc/<pid>/stat``), counted from
 its first event read to its last resolved, so the broker and the sandbox, on the same machine, do not
-count against it. The raw limit of the input side is a bare aiokafka ``getmany`` loop with
-``orjson.loads`` of each value (the ``--raw-consume`` mode of this script, in a process of its own);
-that of the call path is in ``bench/transports.py``.
+count against it. The raw limit of the input side is a bare aiokafka ``getmany`` loop: alone, with
+``json.loads`` of each value (as the goal was set) and with ``orjson.loads`` (the ``--raw-consume``
+mode of this script, each in a process of its own); that of the call path is in ``bench/transports.py``.
 """
 
 from __future__ import annotations
@@ -90,11 +90,16 @@ def first_then(pid: int, started: Any, done: Any, timeout: float) -> tuple[float
     return cpu_seconds(pid) - cpu0, time.monotonic() - t0
 
 
-async def raw_consume(bootstrap: str, topic: str, n: int) -> None:
-    """The input side's raw limit: records per CPU s of getmany + orjson.loads, nothing else."""
+async def raw_consume(bootstrap: str, topic: str, n: int, parse: str) -> None:
+    """The input side's raw limit: records per CPU s of getmany, and of getmany + ``parse`` of each
+    value (``json``: the standard library, the issue's reference; ``orjson``: what the connector uses;
+    ``none``: no parse), nothing else."""
+    import json
+
     import orjson
     from aiokafka import AIOKafkaConsumer
 
+    loads = {"json": json.loads, "orjson": orjson.loads, "none": len}[parse]
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
     )
@@ -106,7 +111,7 @@ async def raw_consume(bootstrap: str, topic: str, n: int) -> None:
                 if not seen:
                     cpu0 = time.process_time()
                 for record in records:
-                    orjson.loads(record.value)
+                    loads(record.value)
                 seen += len(records)
     finally:
         await consumer.stop()
@@ -114,13 +119,20 @@ async def raw_consume(bootstrap: str, topic: str, n: int) -> None:
 
 
 def raw_limit(bootstrap: str, topic: str, n: int) -> str:
-    out = subprocess.run(
-        [PY, "-m", "bench.cost", "--raw-consume", bootstrap, topic, str(n)],
-        capture_output=True,
-        text=True,
-        check=True,
+    """getmany alone, with json.loads, with orjson.loads: each in a process of its own."""
+    rates = []
+    for parse in ("none", "json", "orjson"):
+        out = subprocess.run(
+            [PY, "-m", "bench.cost", "--raw-consume", bootstrap, topic, str(n), parse],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        rates.append(float(out.stdout.strip().splitlines()[-1]))
+    return (
+        f"{rates[1]:,.0f} events/CPU s with json.loads ({rates[0]:,.0f} getmany alone, "
+        f"{rates[2]:,.0f} with orjson)"
     )
-    return f"{float(out.stdout.strip().splitlines()[-1]):,.0f} events/CPU s"
 
 
 def j_coalesce(bootstrap: str, n: int, keys: int) -> Row:
@@ -267,11 +279,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller figures, for a smoke run")
     parser.add_argument("--only", default="J,K,L,M,N", help="which benchmarks, e.g. --only J,M")
     parser.add_argument("--budgets", default="5,100,1000", help="M's budgets, requests a second")
-    parser.add_argument("--raw-consume", nargs=3, metavar=("BOOTSTRAP", "TOPIC", "N"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--raw-consume", nargs=4, metavar=("BOOTSTRAP", "TOPIC", "N", "PARSE"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.raw_consume:
-        bootstrap, topic, n = args.raw_consume
-        asyncio.run(raw_consume(bootstrap, topic, int(n)))
+        bootstrap, topic, n, parse = args.raw_consume
+        asyncio.run(raw_consume(bootstrap, topic, int(n), parse))
         return
     only = set(args.only.split(","))
     q = args.quick

@@ -120,6 +120,8 @@ class SinkSettings(_Section):
     remember_keys: int = Field(100_000, ge=0)
     settle_seconds: float = Field(20.0, ge=0)
     max_retry_after_seconds: float = Field(60.0, gt=0)
+    linger_seconds: float = Field(5.0, ge=0)
+    linger_lag_records: int = Field(5_000, ge=1)
 
     @field_validator("kind")
     @classmethod

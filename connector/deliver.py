@@ -2,11 +2,14 @@
 
 One *job* per key with work. A fixed pool of ``max_in_flight`` workers takes jobs from one FIFO queue
 (keys are served in the order they became ready, so the commit watermark keeps moving). Before each
-attempt a worker waits for the job's order to settle, for its partition's fence, for the outage
-:class:`~connector.circuit.Circuit` and for a tick of the :class:`~connector.pacing.Pacer`; only then
-does it *claim* the key's newest change, so a key costs one call however many events queued up behind
-it. A retry waits on a timer, not in a worker. Each attempt ends in one :class:`Outcome` handed to the
-pipeline's ``report``, which answers whether the key has more to send.
+attempt a worker waits for the job's order to settle, for its partition to catch up (a *linger*: while
+the partition is more than ``sink.linger_lag_records`` behind its log end and reading is not paused, a
+new job waits up to ``sink.linger_seconds``, so that a backlog is read and coalesced before it is
+sent), for its partition's fence, for the outage :class:`~connector.circuit.Circuit` and for a tick of
+the :class:`~connector.pacing.Pacer`; only then does it *claim* the key's newest change, so a key costs
+one call however many events queued up behind it. A retry waits on a timer, not in a worker. Each
+attempt ends in one :class:`Outcome` handed to the pipeline's ``report``, which answers whether the key
+has more to send.
 
 A job's life::
 
@@ -71,6 +74,7 @@ class Job:
     first_failure_ts: float = 0.0
     last_failure_ts: float = 0.0
     not_before: float = 0.0  # monotonic: an ambiguous request of this key may land until then
+    linger_until: float = 0.0  # monotonic: while its partition is far behind, wait until then
     forbidden_at: int = -1  # the circuit's closure count when this job last got a 403
     probe: bool = False  # this attempt is the circuit's probe
     tick: float | None = None  # the budget tick granted for this attempt's first request
@@ -103,6 +107,10 @@ Claim = Callable[[str], OrderChange | None]
 """The newest change of a key, taken just before it is sent (None: the key has nothing to send)."""
 Report = Callable[[Outcome], bool]
 """Hand an outcome to the pipeline; True when the key has more to send (the job goes on)."""
+Behind = Callable[[TopicPartition], bool]
+"""Whether a partition is still far behind its log end (its newer events are yet to be read)."""
+
+_LINGER_POLL_S = 0.1
 
 
 def status_class(error: BaseException | None) -> str:
@@ -134,6 +142,8 @@ class Deliverer:
         policy: RetryPolicy,
         max_in_flight: int,
         max_retry_after: float = 60.0,
+        behind: Behind | None = None,
+        linger_seconds: float = 0.0,
     ) -> None:
         self._sink = sink
         self._claim = claim
@@ -146,6 +156,8 @@ class Deliverer:
         self.circuit = circuit
         self._policy = policy
         self._max_retry_after = max_retry_after
+        self._behind = behind
+        self._linger_s = linger_seconds if behind is not None else 0.0
         self._workers_n = max_in_flight
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
         self._pending: dict[TopicPartition, dict[Job, None]] = {}
@@ -181,7 +193,7 @@ class Deliverer:
 
     def submit(self, key: str, tp: TopicPartition) -> None:
         """Start delivering ``key`` (it has a change and no job)."""
-        job = Job(key, tp)
+        job = Job(key, tp, linger_until=self._clock.monotonic() + self._linger_s)
         if tp in self._draining:
             self._abandon(job)
             return
@@ -250,6 +262,9 @@ class Deliverer:
             now = self._clock.monotonic()
             if job.not_before > now:
                 await asyncio.sleep(job.not_before - now)
+                continue
+            if job.linger_until > now and self._behind is not None and self._behind(job.tp):
+                await asyncio.sleep(min(_LINGER_POLL_S, job.linger_until - now))
                 continue
             if not self.fence.may_send(job.tp):
                 await asyncio.sleep(self.fence.wait_hint(job.tp))
@@ -374,12 +389,14 @@ class Deliverer:
 
     def _finish(self, job: Job, outcome: Outcome) -> None:
         if self._report(outcome):
+            job.linger_until = self._clock.monotonic() + self._linger_s
             self._requeue(job)
         else:
             job.state = JobState.DONE
             self._forget(job)
 
     def _failed(self, job: Job, change: OrderChange, error: BaseException) -> None:
+        job.linger_until = 0.0  # a retry does not wait for the backlog
         now = self._clock.wall()
         job.first_failure_ts = job.first_failure_ts or now
         job.last_failure_ts = now

@@ -152,6 +152,11 @@ class OffsetTracker:
                 out[tp] = offset
         return out
 
+    def next_offset(self, tp: TopicPartition) -> int | None:
+        """The offset after the last one read of ``tp`` (None: not owned, or nothing read yet)."""
+        part = self._parts.get(tp)
+        return part._next if part is not None else None
+
     def owns(self, tp: TopicPartition) -> bool:
         """Whether ``tp`` is tracked (assigned and not revoked)."""
         return tp in self._parts

@@ -88,6 +88,8 @@ class Pipeline:
             ),
             max_in_flight=s.max_in_flight,
             max_retry_after=s.max_retry_after_seconds,
+            behind=self.behind,
+            linger_seconds=s.linger_seconds,
         )
         self.fence = pacer.fence
         self._dlq = dlq
@@ -405,6 +407,16 @@ class Pipeline:
         elif over and all(value <= bound // 2 for value, bound in bounds):
             log.info("read_ahead_resumed", unresolved=unresolved, unresolved_bytes=size, held=held)
             self._set_paused(PauseReason.READ_AHEAD, False)
+
+    def behind(self, tp: TopicPartition) -> bool:
+        """Whether ``tp`` is still more than ``sink.linger_lag_records`` records behind its log end
+        while reading goes on: a job of ``tp`` lingers then, as newer events of its key are likely yet
+        to be read. Never while reading is paused (the read-ahead bound, stopping), so a lingering job
+        can never be what holds reading back."""
+        if self._paused or self._source is None or tp in self._assigning:
+            return False
+        end, read = self._source.log_end(tp), self.tracker.next_offset(tp)
+        return end is not None and read is not None and end - read > self.settings.sink.linger_lag_records
 
     @property
     def paused(self) -> bool:

@@ -142,3 +142,50 @@ async def test_an_invalid_event_replaced_before_it_is_sent_costs_nothing(
     assert headers["__connect.errors.offset"] == str(placed[2][1]).encode()
     assert b"order.total_price.amount" in headers["__connect.errors.exception.message"]
     assert await read_topic(kafka_bootstrap, f"{topic_name}.dlq", expect=2, timeout=3) == dead
+
+
+async def test_a_backlog_is_read_before_it_is_sent(
+    kafka_bootstrap: str, topic_name: str, sandbox: Sandbox
+) -> None:
+    """While a partition is more than ``sink.linger_lag_records`` behind its log end, a new job
+    lingers: a backlog of 20,000 events over 50 orders costs at most two calls an order (one when
+    reading comes within the lag bound, one for what the last records changed; 50 to 72 measured),
+    however many events each order had, and ends at the latest state."""
+    stream = make_stream(20_000, 50, seed=5)
+    await create_topics(kafka_bootstrap, {topic_name: 2, f"{topic_name}.dlq": 1})
+    await produce(kafka_bootstrap, topic_name, stream.events)
+    settings = settings_for(
+        kafka_bootstrap,
+        topic_name,
+        sandbox.url,
+        rate_limit_per_second=1000.0,
+        linger_seconds=60.0,
+        linger_lag_records=500,
+    )
+    async with running(settings):
+        await wait_until(lambda: sandbox.holds(stream.latest), timeout=90)
+    calls = len(sandbox.store.requests)
+    assert 50 <= calls <= 100, f"{calls} calls for 50 orders (without the linger: 187 here)"
+    assert sandbox.holds(stream.latest)
+
+
+async def test_a_lingering_job_never_holds_reading_back(
+    kafka_bootstrap: str, topic_name: str, sandbox: Sandbox
+) -> None:
+    """Reading paused at the read-ahead bound ends every linger: 3,000 distinct orders behind a
+    200-event bound, with a linger far longer than the test, are all delivered."""
+    stream = make_stream(3_000, 3_000, seed=6, duplicate_rate=0.0)
+    await create_topics(kafka_bootstrap, {topic_name: 1, f"{topic_name}.dlq": 1})
+    await produce(kafka_bootstrap, topic_name, stream.events)
+    settings = settings_for(
+        kafka_bootstrap,
+        topic_name,
+        sandbox.url,
+        kafka={"max_unresolved_events": 200},
+        rate_limit_per_second=1000.0,
+        linger_seconds=3600.0,
+        linger_lag_records=10,
+    )
+    async with running(settings):
+        await wait_until(lambda: sandbox.holds(stream.latest), timeout=90)
+    assert len(sandbox.store.orders) == 3_000

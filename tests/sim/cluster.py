@@ -84,6 +84,12 @@ class Member:
     async def fetch(self, timeout_ms: int) -> list[Record]:
         if not self.alive:
             raise Unreachable("dead")
+        if self.cluster.fetch_seconds:
+            # A slow read: the records are taken when it ends, at the positions of that time (aiokafka
+            # drops what it fetched for a partition reassigned meanwhile).
+            await asyncio.sleep(self.cluster.fetch_seconds)
+            if not self.alive:
+                raise Unreachable("dead")
         out: list[Record] = []
         if self.connected and not self.rebalancing:
             logs = self.cluster.logs
@@ -155,6 +161,7 @@ class SimCluster:
         session_timeout: float,
         rebalance_timeout: float,
         max_poll_records: int = 100,
+        fetch_seconds: float = 0.0,
     ) -> None:
         self.topic = topic
         self.partition_counts = {topic: partitions}
@@ -175,6 +182,7 @@ class SimCluster:
         self._session_timeout = session_timeout
         self._rebalance_timeout = rebalance_timeout
         self.max_poll_records = max_poll_records
+        self.fetch_seconds = fetch_seconds  # how long a fetch that returns records takes
         self._joined: list[str] = []
         self._wanted = asyncio.Event()
         self._coordinator: asyncio.Task[None] | None = None

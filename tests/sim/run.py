@@ -93,6 +93,8 @@ def settings_for(s: Schedule) -> Settings:
             probe_interval_seconds=k.probe_interval,
             remember_keys=k.remember_keys,
             max_retry_after_seconds=10.0,
+            linger_seconds=k.linger,
+            linger_lag_records=k.linger_lag,
         ),
         metrics=MetricsSettings(port=0),
         shutdown_grace_seconds=10.0,
@@ -108,7 +110,13 @@ class World:
         self.clock = _Clock(self.loop)
         self.settings = settings_for(schedule)
         self.cluster = SimCluster(
-            TOPIC, schedule.partitions, wall=self.clock.wall, session_timeout=10.0, rebalance_timeout=20.0
+            TOPIC,
+            schedule.partitions,
+            wall=self.clock.wall,
+            session_timeout=10.0,
+            rebalance_timeout=20.0,
+            max_poll_records=schedule.knobs.fetch_records,
+            fetch_seconds=0.05 if schedule.knobs.fetch_records < 100 else 0.0,  # a slow read
         )
         self.vendor = SimVendor(
             rng=Random(schedule.seed * 7919 + 1),

@@ -53,6 +53,9 @@ class Knobs:
     remember_keys: int
     probe_interval: float
     dead_letter_replaced: bool
+    linger: float = 0.0
+    linger_lag: int = 5_000
+    fetch_records: int = 100  # records a fetch returns at most (small: a slow read, lagging the log)
 
     @property
     def max_held(self) -> int:
@@ -88,7 +91,8 @@ class Schedule:
         return (
             f"seed={self.seed} partitions={self.partitions} members={self.members} "
             f"events={len(self.events)} budget={k.budget:g}/s in_flight={k.max_in_flight} "
-            f"timeout={k.timeout:g}s settle={k.settle:g}s mode={k.mode} faults={','.join(kinds) or '-'} "
+            f"timeout={k.timeout:g}s settle={k.settle:g}s linger={k.linger:g}s@{k.linger_lag} mode={k.mode} "
+            f"faults={','.join(kinds) or '-'} "
             f"ops={','.join(ops) or '-'} dlq_down={len(self.dlq_down)} horizon={self.horizon:.0f}s"
         )
 
@@ -125,6 +129,10 @@ def make_schedule(seed: int, scale: float = 1.0) -> Schedule:
         dead_letter_replaced=rng.random() < 0.15,
     )
     knobs.settle = knobs.timeout * rng.choice((1.5, 2.0, 3.0))
+    # Drawn from a stream of their own, so that every schedule drawn before they existed is unchanged.
+    own = Random(seed * 7_919 + 17)
+    knobs.linger, knobs.linger_lag = own.choice((0.0, 2.0, 10.0, 60.0)), own.choice((1, 3, 5_000))
+    knobs.fetch_records = own.choice((100, 100, 3))
     s = Schedule(seed, partitions=rng.randint(1, 4), members=rng.randint(1, 3), knobs=knobs)
     produce_for = rng.uniform(5, 40) * scale
     keys = [f"ord-{seed % 1000}-{i}" for i in range(rng.randint(2, int(12 * scale)))]
