@@ -1,9 +1,10 @@
 """Composes the resources of `connector run` and closes them in reverse order.
 
-Order of opening: metrics server → vendor sink → dead-letter writer → deliverer → source. The source
-closes first (leaving the group), so its last revoke callback still has every other resource.
-Everything the pipeline touches outside itself is a :class:`Parts` field: production uses the real
-clock, Kafka and HTTP; the simulation (``tests/sim``) passes virtual ones and runs the same code.
+Order of opening: metrics server → dead-letter writer → tenancy (per tenant: vendor sink, deliverer)
+→ source. The source closes first (leaving the group), so its last revoke callback still has every
+other resource. Everything the pipeline touches outside itself is a :class:`Parts` field: production
+uses the real clock, Kafka and HTTP; the simulation (``tests/sim``) passes virtual ones and runs the
+same code.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from random import Random
 import httpx
 
 from connector.clock import SYSTEM_CLOCK, Clock
-from connector.config import Settings
+from connector.config import Settings, SinkSettings
 from connector.deadletter import DeadLetterPublisher, DeadLetterWriter, KafkaDeadLetterWriter
+from connector.errors import ConfigError
 from connector.fence import Fence
 from connector.logs import get_logger, register_secret
 from connector.metrics import Metrics, MetricsServer
@@ -54,20 +56,25 @@ async def serve(settings: Settings, stop: asyncio.Event, parts: Parts | None = N
     metrics = parts.metrics or Metrics()
     clock = parts.clock
     fence = Fence(clock, settings.kafka.lease_seconds, settings.sink.settle_seconds)
-    pacer = Pacer(settings.sink.rate_limit_per_second, clock, fence, on_wait=metrics.limiter_wait.inc)
+
+    if parts.sink is not None and settings.tenants.path:
+        raise ConfigError("Parts.sink is one vendor client: it cannot serve tenants.path's tenants")
+
+    def make(sink_settings: SinkSettings, pacer: Pacer) -> AbstractAsyncContextManager[Sink]:
+        return parts.sink or make_sink(sink_settings, parts.transport, pacer)
+
     async with AsyncExitStack() as stack:
         if settings.metrics.port:
             await stack.enter_async_context(
                 MetricsServer(metrics, settings.metrics.host, settings.metrics.port)
             )
-        sink = await stack.enter_async_context(parts.sink or make_sink(settings.sink, parts.transport, pacer))
         writer = await stack.enter_async_context(parts.dead_letters or KafkaDeadLetterWriter(settings.kafka))
         dlq = DeadLetterPublisher(
             settings.dlq.topic, writer, settings.dlq.body_max_chars, clock=clock, rng=parts.rng
         )
         dlq.on_failure = metrics.dead_letter_failures.inc
-        pipeline = Pipeline(settings, sink, dlq, metrics, clock=clock, rng=parts.rng, pacer=pacer)
-        await stack.enter_async_context(pipeline.deliverer)
+        pipeline = Pipeline(settings, make, dlq, metrics, clock=clock, rng=parts.rng, fence=fence)
+        await stack.enter_async_context(pipeline.tenancy)
         make_source = parts.source or (
             lambda revoked, assigned: KafkaSource(settings.kafka, revoked, assigned)
         )
@@ -79,6 +86,7 @@ async def serve(settings: Settings, stop: asyncio.Event, parts: Parts | None = N
             sink=settings.sink.kind,
             rate_limit_per_second=settings.sink.rate_limit_per_second,
             max_in_flight=settings.sink.max_in_flight,
+            tenants=len(pipeline.tenancy.served()) if pipeline.tenancy.many else None,
             pid=os.getpid(),
         )
         await pipeline.run(source, stop)

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from connector import __version__
+from connector.constants import Stage
 from connector.errors import BrokerUnavailable, ConfigError
 from connector.vendors import VENDORS
 
@@ -29,18 +30,34 @@ def _sandbox(args: argparse.Namespace) -> int:
     from connector.sandbox import Faults, Sandbox
 
     async def serve() -> None:
-        faults = Faults(
-            latency_ms=args.latency_ms, error_rate=args.error_rate, timeout_rate=args.timeout_rate
-        )
+        def faults() -> Faults:
+            return Faults(
+                latency_ms=args.latency_ms, error_rate=args.error_rate, timeout_rate=args.timeout_rate
+            )
+
+        tenants = {
+            f"t{i:04d}": Sandbox(
+                api_key=f"{args.api_key}-t{i:04d}",
+                rate_per_minute=args.rate_per_minute,
+                burst=args.burst,
+                faults=faults(),
+            )
+            for i in range(args.tenants)
+        }
         async with Sandbox(
             api_key=args.api_key,
             host=args.host,
             port=args.port,
             rate_per_minute=args.rate_per_minute,
             burst=args.burst,
-            faults=faults,
+            faults=faults(),
+            tenants=tenants,
         ) as sb:
             print(f"sandbox listening on {sb.url} (Loop Orders API under /api/v1)", flush=True)
+            if tenants:
+                print(
+                    f"{len(tenants)} tenants under {sb.url}/t/t0000 ... (key <api-key>-t0000 ...)", flush=True
+                )
             await asyncio.Event().wait()
 
     with contextlib.suppress(KeyboardInterrupt):
@@ -118,7 +135,8 @@ def _iso_ms(text: str | None) -> int | None:
 
 
 def _dlq(args: argparse.Namespace) -> int:
-    from connector import dlq, logs
+    from connector import deadletter as dlq
+    from connector import logs
     from connector.config import load_settings
 
     settings = load_settings(args.config)
@@ -129,13 +147,42 @@ def _dlq(args: argparse.Namespace) -> int:
     if args.dlq_command == "inspect":
         asyncio.run(dlq.inspect(settings, topic, samples=args.samples, as_json=args.json))
         return 0
+    if args.to == "api" and settings.tenants.path:
+        raise ConfigError(
+            "dlq redrive --to api sends with the sink section's key: with tenants.path set, redrive "
+            "--to source (the connector routes each event to its tenant again)"
+        )
     flt = dlq.Filter(
-        set(args.stage), set(args.status), set(args.external_id), _iso_ms(args.since), _iso_ms(args.until)
+        set(args.stage),
+        set(args.status),
+        set(args.external_id),
+        _iso_ms(args.since),
+        _iso_ms(args.until),
+        set(args.tenant),
     )
     result = asyncio.run(
         dlq.redrive(settings, topic, flt, args.to, args.dry_run, args.again, rate=args.rate, force=args.force)
     )
     return 1 if result.failed else 0
+
+
+def _tenants(args: argparse.Namespace) -> int:
+    import json
+
+    from connector.config import load_settings
+    from connector.tenants import COLUMNS, listing
+
+    settings = load_settings(args.config)
+    rows, note = listing(settings, args.url or f"http://127.0.0.1:{settings.metrics.port}")
+    if args.json:
+        print(json.dumps({"tenants": rows, "note": note}))
+        return 0
+    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in COLUMNS]
+    print("  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True)))
+    for row in rows:
+        print("  ".join(str(row[c]).ljust(w) for c, w in zip(COLUMNS, widths, strict=True)))
+    print(f"({len(rows)} tenants; {note})")
+    return 0
 
 
 EXAMPLES: dict[tuple[str, ...], tuple[str, ...]] = {
@@ -174,6 +221,10 @@ EXAMPLES: dict[tuple[str, ...], tuple[str, ...]] = {
         "connector samples --bootstrap-servers 127.0.0.1:9092 --topic orders --events 500 --partitions 4",
     ),
     ("demo",): ("connector demo", "connector demo --events 1000 --orders 200"),
+    ("tenants",): (
+        "CONNECTOR_TENANTS__PATH=config/tenants.toml connector tenants",
+        "connector tenants --url http://connector-0:9108 --json",
+    ),
 }
 
 
@@ -213,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--latency-ms", type=float, default=0.0)
     sb.add_argument("--error-rate", type=float, default=0.0, help="fraction answered 5xx")
     sb.add_argument("--timeout-rate", type=float, default=0.0, help="fraction left hanging")
+    sb.add_argument(
+        "--tenants",
+        type=int,
+        default=0,
+        help="also serve N accounts under /t/t0000 ... (each its own budget)",
+    )
     sb.set_defaults(func=_sandbox)
 
     val = sub.add_parser("validate", help="check events offline (JSON lines), print every error")
@@ -245,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--samples", type=int, default=5, help="external_ids shown per group")
     ins.add_argument("--json", action="store_true", help="machine-readable output")
     red.add_argument("--to", choices=["source", "api"], default="source")
-    red.add_argument("--stage", action="append", default=[], choices=["decode", "validate", "deliver"])
+    red.add_argument("--stage", action="append", default=[], choices=[s.value for s in Stage])
+    red.add_argument("--tenant", action="append", default=[], help="the shop the event is for or names")
     red.add_argument("--status", action="append", default=[], help="HTTP status, or 'none'")
     red.add_argument("--external-id", action="append", default=[])
     red.add_argument("--since", help="dead-lettered at or after this ISO time")
@@ -271,6 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("--seed", type=int, default=7)
     smp.add_argument("--partitions", type=int, default=0, help="create the topic with this many partitions")
     smp.set_defaults(func=_samples)
+
+    ten = sub.add_parser("tenants", help="list the shops served, with a running member's state of each")
+    ten.add_argument("--config", help="TOML settings (tenants.path, metrics.port); environment overrides")
+    ten.add_argument("--url", help="a member's metrics address (default: 127.0.0.1 at metrics.port)")
+    ten.add_argument("--json", action="store_true", help="machine-readable output")
+    ten.set_defaults(func=_tenants)
 
     demo = sub.add_parser("demo", help="local broker + sandbox + connector + sample events, end to end")
     demo.add_argument("--events", type=int, default=400)

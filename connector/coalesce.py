@@ -73,6 +73,17 @@ class Coalescer:
         """Keys whose last delivered state is remembered."""
         return len(self._marks)
 
+    def oldest_by_tenant(self) -> dict[str, float]:
+        """Per tenant, the record time (epoch seconds) of its oldest change not yet delivered: each
+        key's current change is older than the one waiting behind it."""
+        out: dict[str, float] = {}
+        for slot in self._slots.values():
+            change = slot.current
+            stamp = change.record.timestamp_ms / 1000.0
+            if stamp and stamp < out.get(change.tenant, float("inf")):
+                out[change.tenant] = stamp
+        return out
+
     def _newest(self, key: str) -> tuple[bytes, Version] | None:
         slot = self._slots.get(key)
         if slot is not None:

@@ -10,6 +10,7 @@ import difflib
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -155,6 +156,29 @@ class SinkSettings(_Section):
         return self
 
 
+_ROUTE = re.compile(r"(field|header):[^\s]+|topic")
+
+
+class TenantsSettings(_Section):
+    """Many shops in one deployment (``connector/tenants.py``): where the tenants are defined, and
+    where an event names its tenant. Without ``path``, the ``sink`` section is the only tenant."""
+
+    path: str = ""
+    route: str = "field:shop"
+    reload_seconds: float = Field(5.0, gt=0)
+    metrics_limit: int = Field(100, ge=0)
+
+    @field_validator("route")
+    @classmethod
+    def _route(cls, route: str) -> str:
+        if not _ROUTE.fullmatch(route):
+            raise ValueError(
+                "must be field:<name> (a top-level field of the event), header:<name> (a Kafka "
+                "header) or topic"
+            )
+        return route
+
+
 class MetricsSettings(_Section):
     """The HTTP port serving /metrics, /healthz and /readyz (0 turns it off)."""
 
@@ -176,6 +200,7 @@ class Settings(BaseSettings):
     dlq: DlqSettings = Field(default_factory=DlqSettings)
     sink: SinkSettings = Field(default_factory=SinkSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    tenants: TenantsSettings = Field(default_factory=TenantsSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     shutdown_grace_seconds: float = Field(30.0, gt=0)
 

@@ -13,6 +13,7 @@ H_EXCEPTION_MESSAGE = "__connect.errors.exception.message"
 # Ours.
 H_STAGE = "__connector.stage"
 H_EXTERNAL_ID = "__connector.external_id"
+H_TENANT = "__connector.tenant"
 H_HTTP_STATUS = "__connector.http.status"
 H_HTTP_BODY = "__connector.http.body"
 H_ATTEMPTS = "__connector.attempts"
@@ -25,6 +26,7 @@ class Stage(StrEnum):
     """The pipeline stage that gave up on an event (the ``__connector.stage`` header)."""
 
     DECODE = "decode"
+    ROUTE = "route"  # names no tenant the deployment serves
     VALIDATE = "validate"
     DELIVER = "deliver"
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +28,10 @@ from connector.errors import DecodeError, OrderValidationError
 from connector.models import parse_timestamp, unknown_fields
 from connector.structs import OrderChange, Record
 from connector.vendors import vendor
+
+Locate = Callable[[Record, Any], tuple[str, str, str]]
+"""The tenant a record (and its parsed value, None for a tombstone) belongs to, with that tenant's
+vendor kind and API version; raises RouteError when it names none the deployment serves."""
 
 EVENT_TYPES = ("order.created", "order.updated", "order.cancelled", "order.deleted")
 _VALUE_PREVIEW = 80
@@ -164,15 +169,30 @@ def decode(
     api_version: str = "",
     *,
     validate: bool = True,
+    locate: Locate | None = None,
 ) -> OrderChange:
     """Read one record for the sink ``kind`` and ``api_version``; raise DecodeError or
     OrderValidationError naming what is wrong (field path, rule, offending value). Without
-    ``validate``, only what coalescing needs is checked: :func:`check` does the rest at send time."""
+    ``validate``, only what coalescing needs is checked: :func:`check` does the rest at send time.
+    With ``locate`` (many tenants), the record's tenant decides the vendor and version instead, and
+    the change carries the tenant; a record naming no known tenant raises RouteError."""
     if record.value is None:
-        return _tombstone(record)
+        tenant = locate(record, None)[0] if locate is not None else ""
+        change = _tombstone(record)
+        change.tenant = tenant
+        return change
     data = _parse(record, max_bytes)
     if not isinstance(data, dict):
         raise DecodeError(f"value is JSON {type(data).__name__}, expected an object")
+    return _read(record, data, kind, api_version, validate, locate)
+
+
+def _read(
+    record: Record, data: dict[str, Any], kind: str, api_version: str, validate: bool, locate: Locate | None
+) -> OrderChange:
+    tenant = ""
+    if locate is not None:
+        tenant, kind, api_version = locate(record, data)
     event_type = "order.updated"
     order: Any = data
     if "order" in data and ("event_type" in data or "event_id" in data):
@@ -187,6 +207,7 @@ def decode(
         deleted_at = _deletion_time(order, data)
         change = OrderChange(record, key, "delete", order, deleted_at, _digest("delete", {}))
         change.validated = True
+        change.tenant = tenant
         return change
     try:
         key = _record_key(record, kind) or _order_key(order, kind)
@@ -196,7 +217,7 @@ def decode(
         # Rejected on the read path: say it as the full validation does (every problem, same words).
         check(OrderChange(record, "", "upsert", order), kind, api_version)
         raise cheap from None
-    change = OrderChange(record, key, "upsert", order, updated_at, _digest("upsert", order))
+    change = OrderChange(record, key, "upsert", order, updated_at, _digest("upsert", order), tenant=tenant)
     if validate:
         check(change, kind, api_version)
     return change

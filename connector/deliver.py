@@ -144,6 +144,8 @@ class Deliverer:
         max_retry_after: float = 60.0,
         behind: Behind | None = None,
         linger_seconds: float = 0.0,
+        tenant: str = "",
+        on_circuit: Callable[[str, State], None] | None = None,
     ) -> None:
         self._sink = sink
         self._claim = claim
@@ -157,6 +159,10 @@ class Deliverer:
         self._policy = policy
         self._max_retry_after = max_retry_after
         self._behind = behind
+        self.tenant = tenant
+        self._bound = {"tenant": tenant} if tenant else {}
+        self.rate_limited_count = 0  # 429s seen (per-tenant metrics read it)
+        self._on_circuit_change = on_circuit
         self._linger_s = linger_seconds if behind is not None else 0.0
         self._workers_n = max_in_flight
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
@@ -319,6 +325,7 @@ class Deliverer:
             partition=record.partition,
             offset=record.offset,
             external_id=change.external_id,
+            **self._bound,
         )
         started = self._clock.monotonic()
         job.call = asyncio.get_running_loop().create_task(self._sink.apply(change), context=context)
@@ -373,19 +380,24 @@ class Deliverer:
         self._on_circuit(self.circuit.record(error, self._clock.monotonic()))
 
     def _on_circuit(self, changed: State | None) -> None:
+        if changed is None or changed is State.HALF_OPEN:
+            return
+        tenant = {"tenant": self.tenant} if self.tenant else {}
         if changed is State.OPEN:
-            self._metrics.outage = True
-            self._metrics.circuit_open.set(1)
             log.error(
                 "api_outage",
                 reason=self.circuit.reason[:500],
                 action="calls stopped; nothing is dead-lettered; one probe per interval",
                 probe_interval_s=self.circuit.probe_interval,
+                **tenant,
             )
-        elif changed is State.CLOSED:
-            self._metrics.outage = False
-            self._metrics.circuit_open.set(0)
-            log.warning("api_recovered", action="calls resumed")
+        else:
+            log.warning("api_recovered", action="calls resumed", **tenant)
+        if self._on_circuit_change is not None:
+            self._on_circuit_change(self.tenant, changed)
+        else:
+            self._metrics.outage = changed is State.OPEN
+            self._metrics.circuit_open.set(1 if changed is State.OPEN else 0)
 
     def _finish(self, job: Job, outcome: Outcome) -> None:
         if self._report(outcome):
@@ -426,6 +438,7 @@ class Deliverer:
 
     def _rate_limited(self, job: Job, error: RateLimited) -> None:
         self._metrics.rate_limited.inc()
+        self.rate_limited_count += 1
         wait = error.retry_after
         if wait is not None and wait > self._max_retry_after:
             self._metrics.retry_after_exceeded.inc()

@@ -7,6 +7,7 @@
     ├── BrokerUnavailable             Kafka not reachable within the bounded start-up wait
     ├── InputError                    the event can never succeed: dead-lettered, never sent
     │   ├── DecodeError               stage "decode": not JSON, not an object, too large
+    │   ├── RouteError                stage "route": names no tenant the deployment serves
     │   └── OrderValidationError      stage "validate": violates a documented rule
     ├── SinkError                     a call to the vendor API failed (status, body)
     │   ├── TransientSinkError        retryable=True: the same call may succeed later
@@ -62,6 +63,17 @@ class DecodeError(InputError):
     """The Kafka record is not a JSON object we can read (or is larger than allowed)."""
 
     stage = "decode"
+
+
+class RouteError(InputError):
+    """The event names no tenant this deployment serves (or none at all); replayable with
+    ``dlq redrive --tenant`` once the tenant exists."""
+
+    stage = "route"
+
+    def __init__(self, message: str, tenant: str | None = None) -> None:
+        super().__init__(message)
+        self.tenant = tenant
 
 
 class OrderValidationError(InputError):

@@ -1,4 +1,4 @@
-"""Prometheus metrics and the /metrics, /healthz and /readyz endpoints.
+"""Prometheus metrics and the /metrics, /healthz, /readyz and /tenants endpoints.
 
 Each :class:`Metrics` owns its registry, so several pipelines can run in one process (the tests do).
 Labels are low-cardinality: never an external_id, never an offset.
@@ -7,6 +7,7 @@ Labels are low-cardinality: never an external_id, never an offset.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
@@ -48,7 +49,9 @@ class Metrics:
         self.retries = Counter("connector_api_retries", "Calls retried after a retryable error.", registry=r)
         self.rate_limited = Counter("connector_api_rate_limited", "429 answers from the vendor.", registry=r)
         self.circuit_open = Gauge(
-            "connector_circuit_open", "1 while the outage circuit is open (calls stopped).", registry=r
+            "connector_circuit_open",
+            "Tenants whose outage circuit is open (calls stopped; 1 or 0 with one shop).",
+            registry=r,
         )
         self.dead_letter_failures = Counter(
             "connector_dead_letter_write_failures", "Failed writes to the dead-letter topic.", registry=r
@@ -109,6 +112,29 @@ class Metrics:
             "429s whose Retry-After exceeded sink.max_retry_after_seconds (treated as an outage).",
             registry=r,
         )
+        # Many tenants: one series per tenant up to tenants.metrics_limit, the rest under "_other".
+        self.tenant_pace = Gauge(
+            "connector_tenant_pace_requests_per_second",
+            "Requests a second this member may send now for the tenant.",
+            ["tenant"],
+            registry=r,
+        )
+        self.tenant_rate_limited = Counter(
+            "connector_tenant_rate_limited", "429 answers from the tenant's API.", ["tenant"], registry=r
+        )
+        self.tenant_circuit_open = Gauge(
+            "connector_tenant_circuit_open",
+            "Tenants whose outage circuit is open (1 or 0 for a tenant of its own).",
+            ["tenant"],
+            registry=r,
+        )
+        self.tenant_oldest_unsynced = Gauge(
+            "connector_tenant_oldest_unsynced_event_age_seconds",
+            "Age of the tenant's oldest event read and not yet delivered (0: none).",
+            ["tenant"],
+            registry=r,
+        )
+        self.tenants_state: Callable[[], list[dict[str, object]]] | None = None  # for /tenants
         self.last_progress = time.monotonic()
         self.ready = False  # connected to the group
         self.outage = False  # the circuit is not closed
@@ -135,6 +161,7 @@ class MetricsServer:
         app.router.add_get("/metrics", self._serve_metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/tenants", self._tenants)
         self._runner = web.AppRunner(app, access_log=None)
         self.port = port
 
@@ -150,6 +177,10 @@ class MetricsServer:
     async def _readyz(self, _: web.Request) -> web.Response:
         ok = self._metrics.is_ready
         return web.json_response({"ready": ok, "outage": self._metrics.outage}, status=200 if ok else 503)
+
+    async def _tenants(self, _: web.Request) -> web.Response:
+        state = self._metrics.tenants_state
+        return web.json_response({"tenants": state() if state is not None else []})
 
     async def __aenter__(self) -> Self:
         await self._runner.setup()

@@ -63,6 +63,12 @@ class Pacer:
         self._hold_until = 0.0
         self._credit = 1.0
 
+    def set_budget(self, budget_per_second: float) -> None:
+        """A new budget from the next tick on (a tenant's budget changed without a restart). The
+        two grids of ticks meet once: in the second of the change, one tick more may be used."""
+        self.budget = budget_per_second
+        self._spacing = (1.0 + SLACK) / budget_per_second
+
     @classmethod
     def standalone(cls, rate_per_second: float, clock: Clock) -> Pacer:
         """A pacer for a lone client outside the group (``dlq redrive``): ``rate`` requests a second."""

@@ -16,23 +16,21 @@ from collections import defaultdict
 from enum import StrEnum
 from random import Random
 
-from connector.circuit import Circuit
 from connector.clock import Clock
 from connector.coalesce import Coalescer, Resolution
 from connector.config import Settings
 from connector.constants import Stage, parse_settle_metadata, settle_metadata
 from connector.deadletter import DeadLetterPublisher, Failure
 from connector.decode import check, decode
-from connector.deliver import Deliverer, Outcome, OutcomeKind
-from connector.errors import InputError
+from connector.deliver import Outcome, OutcomeKind
+from connector.errors import InputError, RouteError
+from connector.fence import Fence
 from connector.logs import debug_enabled, get_logger
 from connector.metrics import Metrics
 from connector.offsets import OffsetTracker
-from connector.pacing import Pacer
-from connector.retry import RetryPolicy
-from connector.sinks import Sink
 from connector.source import Source
 from connector.structs import OrderChange, Record, TopicPartition
+from connector.tenancy import SinkFactory, Tenancy
 
 log = get_logger("connector.pipeline")
 _HANDLE_CHUNK = 64
@@ -58,40 +56,32 @@ class Pipeline:
     def __init__(
         self,
         settings: Settings,
-        sink: Sink,
+        make_sink: SinkFactory,
         dlq: DeadLetterPublisher,
         metrics: Metrics,
         *,
         clock: Clock,
         rng: Random,
-        pacer: Pacer,
+        fence: Fence,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.clock = clock
         self.tracker = OffsetTracker()
         self.coalescer = Coalescer(settings.sink.remember_keys)
-        s = settings.sink
-        self.deliverer = Deliverer(
-            sink,
+        self.fence = fence
+        self.tenancy = Tenancy(
+            settings,
+            make_sink,
             self.claim,
             self.report,
             metrics,
             clock=clock,
             rng=rng,
-            pacer=pacer,
-            circuit=Circuit(
-                s.circuit_window, s.circuit_min_calls, s.circuit_failure_ratio, s.probe_interval_seconds
-            ),
-            policy=RetryPolicy(
-                s.backoff_base_seconds, s.backoff_cap_seconds, s.max_attempts, s.max_elapsed_seconds, rng
-            ),
-            max_in_flight=s.max_in_flight,
-            max_retry_after=s.max_retry_after_seconds,
+            fence=fence,
             behind=self.behind,
-            linger_seconds=s.linger_seconds,
         )
-        self.fence = pacer.fence
+        self._locate = self.tenancy.locate if self.tenancy.many else None
         self._dlq = dlq
         self._source: Source | None = None
         self._dlq_tasks: defaultdict[TopicPartition, dict[asyncio.Task[None], None]] = defaultdict(dict)
@@ -125,11 +115,17 @@ class Pipeline:
         try:
             sink = self.settings.sink
             change = decode(
-                record, self.settings.kafka.max_message_bytes, sink.kind, sink.api_version, validate=False
+                record,
+                self.settings.kafka.max_message_bytes,
+                sink.kind,
+                sink.api_version,
+                validate=False,
+                locate=self._locate,
             )
         except InputError as exc:
             now = self.clock.wall()
-            self._dead_letter(record, Failure(exc, exc.stage, exc.external_id, 0, now, now))
+            tenant = exc.tenant if isinstance(exc, RouteError) else None
+            self._dead_letter(record, Failure(exc, exc.stage, exc.external_id, 0, now, now, tenant))
             return
         except Exception as exc:  # a bug must not stop the loop: the event is kept on the DLQ
             log.exception("decode_crashed", **_where(record))
@@ -145,7 +141,7 @@ class Pipeline:
         for resolved, why in offer.resolved:
             self._resolve(resolved.record, why)
         if offer.start:
-            self.deliverer.submit(change.key, tp)
+            self.tenancy.submit(change.key, tp, change.tenant)
             if not self.fence.may_send(tp) and self.fence.window(tp) is not None:
                 self._commit_soon.set()  # a lease is needed before anything of ``tp`` can be sent
 
@@ -173,7 +169,12 @@ class Pipeline:
         sink = self.settings.sink
         try:
             change = decode(
-                record, self.settings.kafka.max_message_bytes, sink.kind, sink.api_version, validate=False
+                record,
+                self.settings.kafka.max_message_bytes,
+                sink.kind,
+                sink.api_version,
+                validate=False,
+                locate=self._locate,
             )
         except Exception:  # it was dead-lettered when it was first read
             return
@@ -208,10 +209,11 @@ class Pipeline:
             if change is None:
                 return None
             try:
-                check(change, self.settings.sink.kind, self.settings.sink.api_version)
+                check(change, *self.tenancy.vendor_of(change.tenant))
             except InputError as exc:
                 now = self.clock.wall()
-                self._dead_letter(change.record, Failure(exc, exc.stage, change.external_id, 0, now, now))
+                failure = Failure(exc, exc.stage, change.external_id, 0, now, now, change.tenant or None)
+                self._dead_letter(change.record, failure)
                 if self.coalescer.finish(key, delivered=False) is None:
                     return None
                 continue
@@ -247,6 +249,7 @@ class Pipeline:
                 outcome.attempts,
                 outcome.first_failure_ts,
                 outcome.last_failure_ts,
+                change.tenant or None,
             )
             self._dead_letter(change.record, failure)
         return self.coalescer.finish(key, delivered=False) is not None
@@ -291,11 +294,11 @@ class Pipeline:
         bound = self.revoke_bound
         self._revoking |= partitions
         try:
-            await self.deliverer.drain(partitions, timeout=bound)
+            await self.tenancy.drain(partitions, timeout=bound)
             for key in self.coalescer.drop_partitions(partitions):
                 current = self.coalescer.current(key)
                 if current is not None:
-                    self.deliverer.submit(key, current.tp)
+                    self.tenancy.submit(key, current.tp, current.tenant)
             tasks = [t for tp in sorted(partitions) for t in self._dlq_tasks.get(tp, ())]
             if tasks:
                 left = max(0.1, bound - (self.clock.monotonic() - started))
@@ -328,8 +331,8 @@ class Pipeline:
         # once, and records fetched before the warm-up seek below would come first, then again.
         self._assigning |= partitions
         self._source.pause(partitions)
-        self.deliverer.undrain(partitions)
-        self.deliverer.pacer.set_layout(self._source.partition_counts())
+        self.tenancy.undrain(partitions)
+        self.tenancy.set_layout(self._source.partition_counts())
         now = self.clock.wall()
         try:
             committed = await self._source.committed(partitions)
@@ -360,7 +363,7 @@ class Pipeline:
             "partitions_assigned",
             partitions=sorted(str(t) for t in partitions),
             held_s=held or None,
-            budget_share_per_second=round(self.deliverer.pacer.rate, 3),
+            budget_share_per_second=round(self.tenancy.rate, 3),
         )
 
     # -- commits and back-pressure ------------------------------------------------------------
@@ -458,11 +461,12 @@ class Pipeline:
         """Refresh the gauges an on-call person watches: oldest unsynced event, lag per partition."""
         self.metrics.oldest_unsynced.set(self.tracker.oldest_unsynced_age(self.clock.wall()))
         self.metrics.remembered_keys.set(self.coalescer.remembered)
-        pacer = self.deliverer.pacer
-        full = pacer.full_rate
-        self.metrics.pace.set(pacer.rate)
-        self.metrics.budget_share.set(full)
-        self.metrics.available_estimate.set(full * pacer.adaptation.estimate(self.clock.wall()))
+        tenancy = self.tenancy
+        if tenancy.many:
+            tenancy.refresh_metrics(self.coalescer.oldest_by_tenant())
+        self.metrics.pace.set(tenancy.rate)
+        self.metrics.budget_share.set(tenancy.full_rate)
+        self.metrics.available_estimate.set(tenancy.available_estimate())
         if self._source is None:
             return
         committed = self.tracker.committed()
@@ -523,4 +527,4 @@ class Pipeline:
             self.metrics.beat()
         owned = self._source.assignment()
         self._revoking |= owned
-        await self.deliverer.drain(owned, timeout=0.0)
+        await self.tenancy.drain(owned, timeout=0.0)

@@ -82,12 +82,13 @@ class OrderChange:
     digest: bytes = b""
     unknown: tuple[str, ...] = ()
     validated: bool = False  # the whole body was checked against the vendor model
+    tenant: str = ""  # the shop it is for ("": the deployment's only one)
     _version: Version | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def key(self) -> str:
-        """What changes are coalesced by: one order."""
-        return self.external_id
+        """What changes are coalesced by: one order of one tenant."""
+        return f"{self.tenant}/{self.external_id}" if self.tenant else self.external_id
 
     @property
     def tp(self) -> TopicPartition:

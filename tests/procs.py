@@ -112,7 +112,8 @@ class SandboxProcess:
             "opts = json.loads(sys.argv[1])\n"
             "async def main():\n"
             "    faults = Faults(**opts.pop('faults', {}))\n"
-            "    async with Sandbox(faults=faults, **opts):\n"
+            "    tenants = {n: Sandbox(**o) for n, o in opts.pop('tenants', {}).items()}\n"
+            "    async with Sandbox(faults=faults, tenants=tenants, **opts):\n"
             "        print('ready', flush=True)\n"
             "        await asyncio.Event().wait()\n"
             "asyncio.run(main())\n"
@@ -149,13 +150,25 @@ class SandboxProcess:
         return {o["external_id"]: o for o in held if o.get("external_id")}
 
 
-def sent_times(procs: list[ConnectorProcess]) -> list[float]:
-    """When each request left its process (wall clock), from the ``api_request_tick`` lines they log at
-    DEBUG: the tick it used plus how late it was used."""
+def sent_times(procs: list[ConnectorProcess], tenant: str | None = None) -> list[float]:
+    """When each request (of ``tenant``, if given) left its process (wall clock), from the
+    ``api_request_tick`` lines they log at DEBUG: the tick it used plus how late it was used."""
     out = []
     for proc in procs:
         for line in proc.log_lines():
             if '"api_request_tick"' in line:
                 entry = json.loads(line)
-                out.append(entry["tick"] + entry["late_ms"] / 1000)
+                if tenant is None or entry.get("tenant") == tenant:
+                    out.append(entry["tick"] + entry["late_ms"] / 1000)
     return sorted(out)
+
+
+def sent_by_tenant(procs: list[ConnectorProcess]) -> dict[str, list[float]]:
+    """:func:`sent_times` of every tenant at once, by tenant."""
+    out: dict[str, list[float]] = {}
+    for proc in procs:
+        for line in proc.log_lines():
+            if '"api_request_tick"' in line:
+                entry = json.loads(line)
+                out.setdefault(entry.get("tenant", ""), []).append(entry["tick"] + entry["late_ms"] / 1000)
+    return {t: sorted(times) for t, times in out.items()}

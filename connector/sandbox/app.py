@@ -21,6 +21,13 @@ Shoplazza routes (``Access-Token`` required, see ``connector.sandbox.shoplazza``
     GET    /openapi/{v}/orders/number/{number}   get by order number
     DELETE /openapi/{v}/orders/{order_id}        delete
 
+Many tenants (``Sandbox(tenants={"acme": Sandbox(api_key=...), ...})``): each child sandbox is a shop or
+merchant account of its own (its key, buckets, orders, faults and request log), served by the parent's
+server under the path prefix ``/t/{name}``: a tenant's base URL is ``child.url``
+(``http://host:port/t/acme``), its routes and control routes the ones above under that prefix. A
+Shoplazza store's own domain (``acme.myshoplaza.com``) cannot be served locally; the prefix stands in
+for it.
+
 Rate limit (Shoplazza): a leaky bucket of 40 draining 2 a second per token, as documented.
 Rate limit (Loop): a token bucket per API key, ``rate_per_minute / 60`` tokens a second holding ``burst``
 (default: one second's worth). That is stricter than Loop's documented "300 requests per minute", so a
@@ -36,7 +43,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -83,8 +90,10 @@ class Sandbox:
         shoplazza_burst: float = 40.0,
         seed: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        tenants: Mapping[str, Sandbox] | None = None,
     ) -> None:
         self.api_key = api_key
+        self.prefix = ""  # "/t/{name}" when this sandbox is a tenant of another
         self._clock = clock
         self._rng = random.Random(seed)
         self.host, self.port = host, port
@@ -96,14 +105,19 @@ class Sandbox:
         self.shoplazza_rate_per_second = shoplazza_rate_per_second
         self.shoplazza_burst = shoplazza_burst
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
-        app = web.Application(middlewares=[self._vendor_middleware], client_max_size=16 * 1024 * 1024)
-        self._routes(app)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._app = web.Application(middlewares=[self._vendor_middleware], client_max_size=16 * 1024 * 1024)
+        self._routes(self._app)
+        self.tenants = dict(tenants or {})
+        for name, child in self.tenants.items():
+            child.prefix = f"/t/{name}"
+            self._app.add_subapp(child.prefix, child._app)
+        self._runner = web.AppRunner(self._app, access_log=None)
 
     @property
     def url(self) -> str:
-        """The base URL (``http://host:port``), to pass as ``CONNECTOR_SINK__BASE_URL``."""
-        return f"http://{self.host}:{self.port}"
+        """The base URL (``http://host:port``, then ``/t/{name}`` for a tenant), to pass as
+        ``CONNECTOR_SINK__BASE_URL`` or a tenant's ``base_url``."""
+        return f"http://{self.host}:{self.port}{self.prefix}"
 
     def _bucket(self, vendor: str, key: str) -> TokenBucket:
         bucket = self._buckets.get((vendor, key))
@@ -143,6 +157,8 @@ class Sandbox:
         server = getattr(site, "_server", None)
         if server is not None and server.sockets:
             self.port = server.sockets[0].getsockname()[1]
+        for child in self.tenants.values():
+            child.host, child.port = self.host, self.port
         return self
 
     async def __aexit__(
@@ -153,7 +169,8 @@ class Sandbox:
     # -- the vendor's behaviour around every API call --------------------------------------------
     @web.middleware
     async def _vendor_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        vendor = VENDOR_PREFIXES.get(request.path.split("/", 2)[1] if request.path.count("/") > 1 else "")
+        path = request.path.removeprefix(self.prefix)
+        vendor = VENDOR_PREFIXES.get(path.split("/", 2)[1] if path.count("/") > 1 else "")
         if vendor is None:
             return await handler(request)
         entry = LoggedRequest(time.time(), request.method, request.path, 0)

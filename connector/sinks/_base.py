@@ -23,6 +23,7 @@ import certifi
 import httpx
 import orjson
 from httpx_aiohttp import AiohttpTransport
+from pydantic import SecretStr
 
 from connector.config import SinkSettings
 from connector.errors import (
@@ -39,7 +40,7 @@ from connector.errors import (
     SinkTimeout,
     Unavailable,
 )
-from connector.logs import debug_enabled, get_logger, redact
+from connector.logs import debug_enabled, get_logger, redact, register_secret
 from connector.pacing import Pacer
 from connector.structs import OrderChange
 
@@ -69,6 +70,10 @@ class Sink(Protocol):
     async def held_version(self, change: OrderChange) -> tuple[bool, datetime | None]:
         """Read what the vendor holds for ``change``'s order: ``(exists, its updated_at)``. Raises
         ``NotImplementedError`` when the vendor keeps no timestamp of ours to compare with."""
+        ...
+
+    def set_api_key(self, api_key: SecretStr) -> None:
+        """Send ``api_key`` from the next request on (a key rotated without a restart)."""
         ...
 
     async def __aenter__(self) -> Self: ...
@@ -209,19 +214,25 @@ class HttpSink:
     ) -> None:
         self._pacer = pacer
         self._base = f"{settings.base_url.rstrip('/')}{path}"
-        headers = {
-            "Accept": "application/json",
-            "User-Agent": USER_AGENT,
-            auth_header: settings.api_key.get_secret_value(),
-        }
-        # Built once: parsing a URL and normalising headers cost more per call than the rest of
-        # building the request (profiled).
-        self._headers = httpx.Headers(headers)
-        self._json_headers = httpx.Headers({**headers, "Content-Type": "application/json"})
+        self._auth_header = auth_header
+        self.set_api_key(settings.api_key)
         self._urls: BoundedCache[str, httpx.URL] = BoundedCache(1024)
         self._timeouts = httpx.Timeout(settings.timeout_seconds).as_dict()
         self._transport = transport or default_transport(settings.max_in_flight)
         self._slots = asyncio.Semaphore(settings.max_in_flight)
+
+    def set_api_key(self, api_key: SecretStr) -> None:
+        """Send ``api_key`` from the next request on."""
+        headers = {
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+            self._auth_header: api_key.get_secret_value(),
+        }
+        register_secret(api_key.get_secret_value())
+        # Built once: parsing a URL and normalising headers cost more per call than the rest of
+        # building the request (profiled).
+        self._headers = httpx.Headers(headers)
+        self._json_headers = httpx.Headers({**headers, "Content-Type": "application/json"})
 
     async def __aenter__(self) -> Self:
         return self

@@ -14,7 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from connector.config import KafkaSettings
-from connector.dlq import Filter, RedriveResult, inspect, redrive
+from connector.deadletter import Filter, RedriveResult, inspect, redrive
 from connector.localkafka import LocalKafka
 from connector.samples import make_stream
 from connector.sandbox import Faults, Sandbox

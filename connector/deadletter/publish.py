@@ -39,6 +39,7 @@ class Failure:
     attempts: int = 0
     first_failure_ts: float = 0.0
     last_failure_ts: float = 0.0
+    tenant: str | None = None  # the shop the event is for, or names (many tenants)
 
 
 def _iso(ts: float) -> bytes:
@@ -67,6 +68,8 @@ def dead_letter_headers(
     ]
     if failure.external_id is not None:
         ours.append((wire.H_EXTERNAL_ID, failure.external_id.encode()))
+    if failure.tenant:
+        ours.append((wire.H_TENANT, failure.tenant.encode()))
     if isinstance(error, SinkError):
         if error.status is not None:
             ours.append((wire.H_HTTP_STATUS, str(error.status).encode()))

@@ -1,0 +1,165 @@
+"""Many shops in one deployment, on the real broker against a multi-tenant sandbox: each tenant ends
+at its own latest state at its own budget, and one tenant's outage or revoked key stops only it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from connector.config import Settings, TenantsSettings
+from connector.samples import make_stream
+from connector.sandbox import Sandbox
+from tests.helpers import create_topics, end_offsets, produce, read_topic, running, settings_for, wait_until
+from tests.integration.test_invariants import busiest_in
+from tests.procs import ConnectorProcess, connector_env, sent_by_tenant, wait_for_log
+
+pytestmark = pytest.mark.integration
+
+
+def _tenants_file(path: Path, tenants: dict[str, Sandbox], keys: dict[str, str], rate: float) -> None:
+    lines = []
+    for name, box in tenants.items():
+        lines += [f"[{name}]", 'kind = "loop"', f'base_url = "{box.url}"', f'api_key = "{keys[name]}"']
+        lines += [f"rate_limit_per_second = {rate}", ""]
+    path.write_text("\n".join(lines))
+    stat = path.stat()  # a rewrite within the file system's mtime granularity still counts as a change
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+
+
+def _events(
+    names: list[str], per_tenant: int, orders: int
+) -> tuple[list[tuple[bytes, bytes | None]], dict[str, dict[str, dict[str, object]]]]:
+    """Each tenant's stream, its events naming the tenant in ``shop``, interleaved."""
+    streams = {n: make_stream(per_tenant, orders, seed=i, prefix=n) for i, n in enumerate(names)}
+    events: list[tuple[bytes, bytes | None]] = []
+    for i in range(per_tenant):
+        for name in names:
+            key, value = streams[name].events[i]
+            assert value is not None
+            events.append((key, json.dumps({**json.loads(value), "shop": name}).encode()))
+    return events, {n: s.latest for n, s in streams.items()}
+
+
+def _with_tenants(settings: Settings, path: Path) -> Settings:
+    tenants = TenantsSettings(path=str(path), route="field:shop", reload_seconds=0.3)
+    return settings.model_copy(update={"tenants": tenants})
+
+
+def _busiest_second(box: Sandbox) -> int:
+    return max(Counter(int(r.ts) for r in box.store.requests).values(), default=0)
+
+
+async def test_every_tenant_ends_at_its_latest_state_within_its_budget(
+    kafka_bootstrap: str, topic_name: str, tmp_path: Path
+) -> None:
+    """8 Loop accounts in one topic of 4 partitions, routed by the envelope's ``shop``: each ends at
+    the latest state of each of its orders, never above its budget in any second, never a 429; an
+    event for a shop not served is dead-lettered with stage ``route``, naming the tenant."""
+    names = [f"shop{i}" for i in range(8)]
+    keys = {n: f"key-{n}" for n in names}
+    boxes = {n: Sandbox(api_key=keys[n], rate_per_minute=600) for n in names}
+    events, latest = _events(names, 150, 30)
+    ghost = (b"ghost-1", json.dumps({**json.loads(events[0][1] or b"{}"), "shop": "ghost"}).encode())
+    await create_topics(kafka_bootstrap, {topic_name: 4, f"{topic_name}.dlq": 1})
+    await produce(kafka_bootstrap, topic_name, [*events, ghost])
+    path = tmp_path / "tenants.toml"
+    async with Sandbox(api_key="not-a-tenant", tenants=boxes) as root:
+        _tenants_file(path, boxes, keys, rate=10.0)
+        settings = _with_tenants(settings_for(kafka_bootstrap, topic_name, root.url), path)
+        async with running(settings):
+            await wait_until(lambda: all(boxes[n].holds(latest[n]) for n in names), timeout=90)
+            dead = await read_topic(kafka_bootstrap, f"{topic_name}.dlq", expect=1, timeout=30)
+        assert root.store.requests == [], "nothing goes to the single-tenant address"
+    for name in names:
+        box = boxes[name]
+        assert box.holds(latest[name])
+        assert len(box.store.orders) == 30, f"{name} holds only its own orders"
+        assert {r.status for r in box.store.requests} == {200}, f"{name}: no 429 nor error"
+        assert _busiest_second(box) <= 10, f"{name} above its budget of 10/s"
+    assert len(dead) == 1
+    headers = dict(dead[0].headers)
+    assert headers["__connector.stage"] == b"route"
+    assert b"tenant 'ghost' is not served" in headers["__connect.errors.exception.message"]
+
+
+async def test_one_tenant_down_and_another_revoked_stop_only_themselves(
+    kafka_bootstrap: str, topic_name: str, tmp_path: Path
+) -> None:
+    """During a backlog for four shops, one shop's API is down (503) and another's key is refused
+    (401): the two healthy shops reach their latest state while both are still failing; once the
+    outage ends and the new key is written to the tenants file (read again without a restart), the
+    failing shops catch up. Nothing is dead-lettered and nothing is lost."""
+    names = ["down", "revoked", "ok1", "ok2"]
+    keys = {n: f"key-{n}" for n in names}
+    boxes = {n: Sandbox(api_key=keys[n], rate_per_minute=1200) for n in names}
+    boxes["down"].faults.outage_status = 503
+    boxes["down"].faults.outage_until = time.time() + 3600
+    events, latest = _events(names, 200, 40)
+    await create_topics(kafka_bootstrap, {topic_name: 3, f"{topic_name}.dlq": 1})
+    await produce(kafka_bootstrap, topic_name, events)
+    path = tmp_path / "tenants.toml"
+    async with Sandbox(api_key="not-a-tenant", tenants=boxes) as root:
+        _tenants_file(path, boxes, {**keys, "revoked": "an-old-key"}, rate=20.0)
+        settings = _with_tenants(
+            settings_for(kafka_bootstrap, topic_name, root.url, probe_interval_seconds=0.5), path
+        )
+        async with running(settings):
+            await wait_until(
+                lambda: boxes["ok1"].holds(latest["ok1"]) and boxes["ok2"].holds(latest["ok2"]), 60
+            )
+            assert not boxes["down"].store.orders, "the shop that is down holds nothing yet"
+            assert not boxes["revoked"].store.orders, "the shop whose key is refused holds nothing yet"
+            assert {r.status for r in boxes["revoked"].store.requests} == {401}
+            boxes["down"].faults.outage_until = 0.0
+            _tenants_file(path, boxes, keys, rate=20.0)
+            await wait_until(lambda: all(boxes[n].holds(latest[n]) for n in names), timeout=60)
+    dlq = await end_offsets(kafka_bootstrap, f"{topic_name}.dlq")
+    assert sum(dlq.values()) == 0, "nothing dead-lettered for the failing shops"
+    for name in ("ok1", "ok2"):
+        assert {r.status for r in boxes[name].store.requests} == {200}
+
+
+async def test_two_hundred_tenants_on_three_processes_each_end_exact_within_budget(
+    kafka_bootstrap: str, topic_name: str, tmp_path: Path
+) -> None:
+    """200 Loop accounts at 5 requests a second each, 3 connector processes on 6 partitions, a mixed
+    backlog (8 orders a tenant, several events an order, duplicates): once every member has stopped,
+    each tenant holds the latest state of each of its orders, and no tenant's busiest second, as its
+    requests left the members, is above its budget; no 429 anywhere."""
+    names = [f"t{i:03d}" for i in range(200)]
+    keys = {n: f"key-{n}" for n in names}
+    boxes = {n: Sandbox(api_key=keys[n], rate_per_minute=300) for n in names}
+    events, latest = _events(names, 30, 8)
+    await create_topics(kafka_bootstrap, {topic_name: 6, f"{topic_name}.dlq": 1})
+    await produce(kafka_bootstrap, topic_name, events)
+    path = tmp_path / "tenants.toml"
+    async with Sandbox(api_key="not-a-tenant", tenants=boxes) as root:
+        _tenants_file(path, boxes, keys, rate=5.0)
+        env = connector_env(kafka_bootstrap, topic_name, root.url, TENANTS__PATH=str(path), LOG_LEVEL="DEBUG")
+        procs = [ConnectorProcess(env, tmp_path / f"member-{n}.log").start() for n in range(3)]
+        try:
+            for proc in procs:
+                await asyncio.to_thread(wait_for_log, proc, "partitions_assigned", 60)
+            await wait_until(lambda: all(boxes[n].holds(latest[n]) for n in names), timeout=240, interval=0.5)
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                assert await asyncio.to_thread(proc.wait, 40) == 0
+        finally:
+            for proc in procs:
+                proc.stop()
+        sent = sent_by_tenant(procs)
+    for name in names:
+        box = boxes[name]
+        assert box.holds(latest[name]), f"{name}: judged again once every member stopped"
+        assert len(box.store.orders) == 8
+        assert {r.status for r in box.store.requests} == {200}, f"{name}: no 429 nor error"
+        assert len(sent.get(name, [])) == len(box.store.requests), f"{name}: every request paced"
+        assert busiest_in(sent[name], 1.0) <= 5, f"{name}: above its budget of 5/s"
+    assert root.store.requests == []
