@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import zlib
 from collections.abc import Callable, Mapping
 
 from connector.adapt import Adaptation, Estimating
@@ -39,6 +40,13 @@ LATE = 0.005
 event loop every ~2 ms of work so that ticks are rarely this late."""
 
 
+def phase_of(name: str) -> float:
+    """Where in its spacing a budget's ticks fall, from the budget's name (a tenant): the same on
+    every member, different between tenants, so that many tenants' ticks do not all come due at
+    once (a thousand workers woken in the same millisecond use their ticks late, and give them up)."""
+    return zlib.crc32(name.encode()) / 2**32
+
+
 class Pacer:
     """The budget every request of this member waits on."""
 
@@ -50,9 +58,11 @@ class Pacer:
         *,
         adaptation: Adaptation | None = None,
         on_wait: Callable[[float], None] | None = None,
+        phase: float = 0.0,
     ) -> None:
         self.budget = budget_per_second
         self._spacing = (1.0 + SLACK) / budget_per_second
+        self._phase = phase % 1.0  # ticks at (phase + k) * spacing: see phase_of
         self._clock = clock
         self.fence = fence
         self.adaptation = adaptation or Estimating()
@@ -125,10 +135,10 @@ class Pacer:
                 continue
             topic, partition, count = slot
             begin, end = window
-            first = math.ceil(max(start, begin) / spacing - _EPSILON)  # the first tick's number
+            first = math.ceil(max(start, begin) / spacing - self._phase - _EPSILON)  # first tick's number
             turn = math.ceil((first - topic) / topics)  # the topic's turns are ticks topic + topics * j
             turn += (partition - turn) % count  # and its partition's are every count-th of those
-            tick = (topic + topics * turn) * spacing
+            tick = (self._phase + topic + topics * turn) * spacing
             if tick < end and (best is None or tick < best[0]):
                 best = (tick, tp)
         return best

@@ -38,7 +38,7 @@ from connector.errors import ConfigError, RouteError
 from connector.fence import Fence
 from connector.logs import get_logger
 from connector.metrics import Metrics
-from connector.pacing import Pacer
+from connector.pacing import Pacer, phase_of
 from connector.retry import RetryPolicy
 from connector.route import Route
 from connector.sinks import Sink
@@ -137,7 +137,11 @@ class Tenancy:
 
     async def _start(self, name: str, settings: SinkSettings) -> None:
         pacer = Pacer(
-            settings.rate_limit_per_second, self._clock, self._fence, on_wait=self._metrics.limiter_wait.inc
+            settings.rate_limit_per_second,
+            self._clock,
+            self._fence,
+            on_wait=self._metrics.limiter_wait.inc,
+            phase=phase_of(name) if name else 0.0,
         )
         if self._layout:
             pacer.set_layout(self._layout)

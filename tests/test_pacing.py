@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -212,3 +213,35 @@ def test_topics_share_the_budget_equally_and_partitions_share_their_topic() -> N
     virtual(fleet)
     assert busiest_second([t for o in out.values() for t in o]) <= 8
     assert [round(len(out[n]) / 60 * 1.01, 1) for n in ("a", "b0", "b123")] == [4.0, 1.0, 3.0]
+
+
+def test_tenants_ticks_are_phased_apart_and_each_keeps_its_spacing() -> None:
+    """Two tenants' pacers at the same budget: each tenant's ticks stay ``(1 + SLACK) / B`` apart
+    (so its budget holds), at the phase its name gives on every member, and the two grids do not
+    coincide (a thousand tenants' workers are not all woken in the same millisecond)."""
+    from connector.pacing import phase_of
+
+    def tenant(name: str) -> Pacer:
+        fence = Fence(Clock(), lease_seconds=10, settle_seconds=1)
+        tp = TopicPartition("t", 0)
+        fence.assign(tp, 0.0)
+        fence.renew(tp, float("inf"))
+        pacer = Pacer(5.0, Clock(), fence, phase=phase_of(name))
+        pacer.set_layout({"t": 1})
+        return pacer
+
+    async def main() -> tuple[list[float], list[float]]:
+        a: list[float] = []
+        b: list[float] = []
+        await asyncio.gather(grants(tenant("acme"), 4, 5.0, a), grants(tenant("bolt"), 4, 5.0, b))
+        return a, b
+
+    a, b = virtual(main)
+    spacing = (1 + SLACK) / 5.0
+    for times, name in ((a, "acme"), (b, "bolt")):
+        assert len(times) >= 23
+        assert min(y - x for x, y in itertools.pairwise(times)) >= spacing - 1e-6
+        offsets = {round((t / spacing) % 1.0, 6) for t in times}
+        assert offsets == {round(phase_of(name), 6)}
+    assert phase_of("acme") != phase_of("bolt")
+    assert min(abs(x - y) for x in a for y in b) > 0.001
