@@ -113,15 +113,7 @@ class Pipeline:
         self._counts["consumed"] += 1
         self._consumed_unreported += 1  # connector_events_consumed_total: added once per batch
         try:
-            sink = self.settings.sink
-            change = decode(
-                record,
-                self.settings.kafka.max_message_bytes,
-                sink.kind,
-                sink.api_version,
-                validate=False,
-                locate=self._locate,
-            )
+            change = self._read(record)
         except InputError as exc:
             now = self.clock.wall()
             tenant = exc.tenant if isinstance(exc, RouteError) else None
@@ -163,19 +155,24 @@ class Pipeline:
             self.metrics.consumed.inc(self._consumed_unreported)
             self._consumed_unreported = 0
 
+    def _read(self, record: Record) -> OrderChange:
+        """The read path's cheap decode (full validation waits for :meth:`claim`), routed to its
+        tenant when there are many."""
+        sink = self.settings.sink
+        return decode(
+            record,
+            self.settings.kafka.max_message_bytes,
+            sink.kind,
+            sink.api_version,
+            validate=False,
+            locate=self._locate,
+        )
+
     def _warm(self, record: Record) -> None:
         """A record below the committed offset, read again after an assignment: it was resolved by a
         previous owner; remember its version so that a late, older event is still recognised."""
-        sink = self.settings.sink
         try:
-            change = decode(
-                record,
-                self.settings.kafka.max_message_bytes,
-                sink.kind,
-                sink.api_version,
-                validate=False,
-                locate=self._locate,
-            )
+            change = self._read(record)
         except Exception:  # it was dead-lettered when it was first read
             return
         self.coalescer.remember(change)
