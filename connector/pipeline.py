@@ -331,9 +331,11 @@ class Pipeline:
         self.tenancy.undrain(partitions)
         self.tenancy.set_layout(self._source.partition_counts())
         now = self.clock.wall()
+        lookup_ok = True
         try:
             committed = await self._source.committed(partitions)
         except Exception:  # unknown: assume the previous owner may still be sending for a full lease
+            lookup_ok = False
             committed = {}
             worst = now + self.fence.lease_seconds + self.fence.settle_seconds
             holds = dict.fromkeys(partitions, worst)
@@ -350,6 +352,8 @@ class Pipeline:
                 if warmup and offset > 0:
                     self._warm_until[tp] = offset
                     self._source.seek(tp, max(0, offset - warmup))
+        if lookup_ok:
+            await self._start_uncommitted(partitions - committed.keys())
         self._assigning -= partitions
         if not self._paused:
             self._source.resume(partitions)
@@ -362,6 +366,20 @@ class Pipeline:
             held_s=held or None,
             budget_share_per_second=round(self.tenancy.rate, 3),
         )
+
+    async def _start_uncommitted(self, partitions: set[TopicPartition]) -> None:
+        """Partitions the group never committed start at the consumer's position, so the commit that
+        follows the assignment covers them too: each partition's lease (and its share of the budget
+        ticks) comes only from a commit of its own, with its settle-by, and a partition not yet read
+        would otherwise leave its ticks unused until its first record (a quarter of the budget, with
+        four partitions and a backlog read one partition at a time)."""
+        if not partitions or self._source is None:
+            return
+        ordered = sorted(partitions)
+        positions = await asyncio.gather(*(self._source.position(tp) for tp in ordered))
+        for tp, position in zip(ordered, positions, strict=True):
+            if position is not None:
+                self.tracker.partition(tp).start_at(position)
 
     # -- commits and back-pressure ------------------------------------------------------------
     async def commit(self, only: set[TopicPartition] | None = None, handover: bool = False) -> None:

@@ -8,6 +8,7 @@ before its partitions go to another member (awaited: the group waits for it, up 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -24,6 +25,8 @@ from connector.logs import get_logger
 from connector.structs import Record, TopicPartition
 
 log = get_logger("connector.source")
+_POSITION_TIMEOUT_S = 5.0
+"""How long an assignment waits to learn where a never-committed partition is read from."""
 
 PartitionsCallback = Callable[[set[TopicPartition]], Awaitable[None]]
 Committed = dict[TopicPartition, tuple[int, str]]
@@ -67,6 +70,11 @@ class Source(Protocol):
 
     async def committed(self, partitions: set[TopicPartition]) -> Committed:
         """The group's committed offsets and metadata of ``partitions`` (absent: never committed)."""
+        ...
+
+    async def position(self, tp: TopicPartition) -> int | None:
+        """The offset ``tp`` will be read from next (after the reset policy applied to a partition
+        never committed); None when it cannot be learnt now."""
         ...
 
 
@@ -176,6 +184,16 @@ class KafkaSource:
             log.warning("commit_failed", error=f"{type(exc).__name__}: {exc}", partitions=len(offsets))
             return False
         return True
+
+    async def position(self, tp: TopicPartition) -> int | None:
+        """The consumer's position in ``tp``: for a partition never committed, where the reset policy
+        (``kafka.auto_offset_reset``) puts it; None when it is not known within the request timeout."""
+        try:
+            async with asyncio.timeout(_POSITION_TIMEOUT_S):  # aiokafka's own wait retries for ever
+                return int(await self._consumer.position(KafkaTP(tp.topic, tp.partition)))
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("position_lookup_failed", partition=str(tp), error=f"{type(exc).__name__}: {exc}")
+            return None
 
     async def committed(self, partitions: set[TopicPartition]) -> Committed:
         """The group's committed offsets and metadata (admin API: the consumer exposes no metadata)."""

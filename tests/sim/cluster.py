@@ -142,6 +142,12 @@ class Member:
     async def commit(self, offsets: Committed) -> bool:
         return self.cluster.commit(self, offsets)
 
+    async def position(self, tp: TopicPartition) -> int | None:
+        await asyncio.sleep(0.002)  # a round trip to the broker (a reset: the log start)
+        if not self.alive or not self.connected or tp not in self.owned:
+            return None
+        return self.positions.get(tp, 0)
+
     async def committed(self, partitions: set[TopicPartition]) -> Committed:
         await asyncio.sleep(0.002)  # a round trip to the broker
         if not self.alive or not self.connected:
