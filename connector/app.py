@@ -1,10 +1,10 @@
 """Composes the resources of `connector run` and closes them in reverse order.
 
-Order of opening: metrics server → dead-letter writer → tenancy (per tenant: vendor sink, deliverer)
-→ source. The source closes first (leaving the group), so its last revoke callback still has every
-other resource. Everything the pipeline touches outside itself is a :class:`Parts` field: production
-uses the real clock, Kafka and HTTP; the simulation (``tests/sim``) passes virtual ones and runs the
-same code.
+Order of opening: metrics server → dead-letter writer → parking topic (many tenants) → tenancy (per
+tenant: vendor sink, deliverer) → parking → source. The source closes first (leaving the group), so
+its last revoke callback still has every other resource. Everything the pipeline touches outside
+itself is a :class:`Parts` field: production uses the real clock, Kafka and HTTP; the simulation
+(``tests/sim``) passes virtual ones and runs the same code.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from connector.fence import Fence
 from connector.logs import get_logger, register_secret
 from connector.metrics import Metrics, MetricsServer
 from connector.pacing import Pacer
+from connector.parklog import KafkaParkLog, ParkLog
 from connector.pipeline import Pipeline
 from connector.sinks import Sink, make_sink
 from connector.source import KafkaSource, SourceFactory
@@ -44,6 +45,7 @@ class Parts:
     transport: httpx.AsyncBaseTransport | None = None  # the vendor, at the HTTP level
     sink: Sink | None = None  # or the vendor at the Sink level (tests)
     dead_letters: AbstractAsyncContextManager[DeadLetterWriter] | None = None
+    park_log: AbstractAsyncContextManager[ParkLog] | None = None  # the parking topic (many tenants)
     source: SourceFactory | None = None
 
 
@@ -73,8 +75,16 @@ async def serve(settings: Settings, stop: asyncio.Event, parts: Parts | None = N
             settings.dlq.topic, writer, settings.dlq.body_max_chars, clock=clock, rng=parts.rng
         )
         dlq.on_failure = metrics.dead_letter_failures.inc
-        pipeline = Pipeline(settings, make, dlq, metrics, clock=clock, rng=parts.rng, fence=fence)
+        park_log = None
+        if settings.tenants.path and settings.tenants.park_after_seconds > 0:
+            park_log = await stack.enter_async_context(
+                parts.park_log or KafkaParkLog(settings.kafka, settings.park_topic)
+            )
+        pipeline = Pipeline(
+            settings, make, dlq, metrics, clock=clock, rng=parts.rng, fence=fence, park_log=park_log
+        )
         await stack.enter_async_context(pipeline.tenancy)
+        await stack.enter_async_context(pipeline.park)
         make_source = parts.source or (
             lambda revoked, assigned: KafkaSource(settings.kafka, revoked, assigned)
         )

@@ -49,6 +49,7 @@ class Circuit:
         self.closures = 0  # how many times it closed: tells a per-event 403 from a revoked key
         self.forbidden = False  # opened by a 403: probe with a read (is it the key, or the operation?)
         self._next_probe = 0.0
+        self.opened_at: float | None = None  # when it last opened (monotonic); None while closed
 
     @property
     def is_open(self) -> bool:
@@ -67,6 +68,7 @@ class Circuit:
                     self.forbidden = getattr(error, "status", None) == 403
                 return None
             self.state, self.reason, self.forbidden = State.CLOSED, "", False
+            self.opened_at = None
             self.closures += 1
             self._outcomes.clear()
             return State.CLOSED
@@ -89,7 +91,7 @@ class Circuit:
         return self._open(reason, now)
 
     def _open(self, reason: str, now: float) -> State:
-        self.state, self.reason = State.OPEN, reason
+        self.state, self.reason, self.opened_at = State.OPEN, reason, now
         self._next_probe = now + self.probe_interval
         return State.OPEN
 

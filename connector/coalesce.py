@@ -33,6 +33,7 @@ class Resolution(StrEnum):
     IDENTICAL = "identical"
     DEAD_LETTERED = "dead_lettered"
     IGNORED = "ignored"
+    PARKED = "parked"  # on the parking topic, acknowledged: replayed from there (park.py)
 
 
 @dataclass(slots=True)
@@ -83,6 +84,35 @@ class Coalescer:
             if stamp and stamp < out.get(change.tenant, float("inf")):
                 out[change.tenant] = stamp
         return out
+
+    def load_by_tenant(self) -> dict[str, tuple[int, float]]:
+        """Per tenant, how many of its orders have a change read from Kafka and not yet delivered
+        (replayed ones aside), and the record time of the oldest: what decides whether it is parked."""
+        out: dict[str, tuple[int, float]] = {}
+        for slot in self._slots.values():
+            change = slot.current
+            if change.record.parked_at >= 0:
+                continue
+            count, oldest = out.get(change.tenant, (0, float("inf")))
+            stamp = change.record.timestamp_ms / 1000.0 or float("inf")
+            out[change.tenant] = (count + 1, min(oldest, stamp))
+        return out
+
+    def take_tenant(self, tenant: str, partitions: Iterable[TopicPartition]) -> list[OrderChange]:
+        """Take out every change of ``tenant`` read from ``partitions`` (to be parked), in the order
+        they were read per partition; their keys' slots are gone, their marks stay."""
+        wanted = set(partitions)
+        taken: list[OrderChange] = []
+        for key in [k for k, s in self._slots.items() if s.current.tenant == tenant]:
+            slot = self._slots[key]
+            if slot.current.tp not in wanted or slot.current.record.parked_at >= 0:
+                continue
+            del self._slots[key]
+            taken.append(slot.current)
+            if slot.waiting is not None:
+                taken.append(slot.waiting)
+        taken.sort(key=lambda c: (c.tp, c.record.offset))
+        return taken
 
     def _newest(self, key: str) -> tuple[bytes, Version] | None:
         slot = self._slots.get(key)

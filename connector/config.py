@@ -167,6 +167,12 @@ class TenantsSettings(_Section):
     route: str = "field:shop"
     reload_seconds: float = Field(5.0, gt=0)
     metrics_limit: int = Field(100, ge=0)
+    # Parking (connector/park.py): a shop that cannot be served stops holding back the others.
+    park_topic: str = ""  # "": "<first of kafka.topics>.parked"
+    park_after_seconds: float = Field(30.0, ge=0)  # 0: never park
+    park_max_keys: int = Field(2_000, ge=1)
+    park_replay_events: int = Field(1_000, ge=1)
+    max_parked: int = Field(50, ge=1, le=50)
 
     @field_validator("route")
     @classmethod
@@ -208,7 +214,14 @@ class Settings(BaseSettings):
     def _lease_fits(self) -> Settings:
         if self.kafka.lease_seconds <= self.kafka.commit_interval_seconds:
             raise ValueError("kafka.lease_seconds must be longer than kafka.commit_interval_seconds")
+        if self.park_topic in self.kafka.topics or self.park_topic == self.dlq.topic:
+            raise ValueError("tenants.park_topic must be a topic of its own (not read, not the DLQ)")
         return self
+
+    @property
+    def park_topic(self) -> str:
+        """The parking topic: ``tenants.park_topic``, by default ``<first of kafka.topics>.parked``."""
+        return self.tenants.park_topic or f"{self.kafka.topics[0]}.parked"
 
     toml_file: ClassVar[str | None] = None
 

@@ -197,9 +197,11 @@ class Deliverer:
         """Jobs not finished (queued, waiting, in flight or retrying)."""
         return sum(len(jobs) for jobs in self._pending.values())
 
-    def submit(self, key: str, tp: TopicPartition) -> None:
-        """Start delivering ``key`` (it has a change and no job)."""
-        job = Job(key, tp, linger_until=self._clock.monotonic() + self._linger_s)
+    def submit(self, key: str, tp: TopicPartition, hold: float = 0.0) -> None:
+        """Start delivering ``key`` (it has a change and no job); nothing is sent for it during the
+        first ``hold`` seconds (a request of an earlier attempt may still land until then)."""
+        now = self._clock.monotonic()
+        job = Job(key, tp, not_before=now + hold, linger_until=now + self._linger_s)
         if tp in self._draining:
             self._abandon(job)
             return

@@ -134,6 +134,31 @@ class Metrics:
             ["tenant"],
             registry=r,
         )
+        # Parking (park.py): tenants that cannot be served, their events on the parking topic.
+        self.parked_tenants = Gauge(
+            "connector_parked_tenants",
+            "Tenants parked on a partition this member owns (their events go to the parking topic).",
+            registry=r,
+        )
+        self.tenant_parked = Gauge(
+            "connector_tenant_parked", "1 while the tenant is parked on this member.", ["tenant"], registry=r
+        )
+        self.parked_events = Counter(
+            "connector_events_parked", "Events appended to the parking topic.", registry=r
+        )
+        self.replayed_events = Counter(
+            "connector_events_replayed", "Parked events read back and handed to delivery.", registry=r
+        )
+        self.parked_unresolved = Gauge(
+            "connector_parked_unresolved_events",
+            "Parked events of this member's partitions read back and not yet resolved.",
+            registry=r,
+        )
+        self.park_write_failures = Counter(
+            "connector_park_write_failures",
+            "Appends to the parking topic that failed (tried again; the partition holds meanwhile).",
+            registry=r,
+        )
         self.tenants_state: Callable[[], list[dict[str, object]]] | None = None  # for /tenants
         self.last_progress = time.monotonic()
         self.ready = False  # connected to the group

@@ -76,6 +76,10 @@ class PartitionOffsets:
         self._start = start
         return True
 
+    def is_unresolved(self, offset: int) -> bool:
+        """Whether ``offset`` was tracked and is not resolved yet."""
+        return offset in self._sizes
+
     @property
     def unresolved(self) -> int:
         """How many tracked offsets are not resolved yet."""

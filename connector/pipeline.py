@@ -19,7 +19,7 @@ from random import Random
 from connector.clock import Clock
 from connector.coalesce import Coalescer, Resolution
 from connector.config import Settings
-from connector.constants import Stage, parse_settle_metadata, settle_metadata
+from connector.constants import CommitMeta, Stage, commit_metadata, parse_commit_metadata
 from connector.deadletter import DeadLetterPublisher, Failure
 from connector.decode import check, decode
 from connector.deliver import Outcome, OutcomeKind
@@ -28,6 +28,8 @@ from connector.fence import Fence
 from connector.logs import debug_enabled, get_logger
 from connector.metrics import Metrics
 from connector.offsets import OffsetTracker
+from connector.park import Parking
+from connector.parklog import ParkLog
 from connector.source import Source
 from connector.structs import OrderChange, Record, TopicPartition
 from connector.tenancy import SinkFactory, Tenancy
@@ -63,6 +65,7 @@ class Pipeline:
         clock: Clock,
         rng: Random,
         fence: Fence,
+        park_log: ParkLog | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -82,6 +85,17 @@ class Pipeline:
             behind=self.behind,
         )
         self._locate = self.tenancy.locate if self.tenancy.many else None
+        self.park = Parking(
+            settings,
+            park_log,
+            self.coalescer,
+            self.tenancy,
+            metrics,
+            clock=clock,
+            rng=rng,
+            resolved=lambda record: self._resolve(record, Resolution.PARKED),
+            dispatch=self._replay,
+        )
         self._dlq = dlq
         self._source: Source | None = None
         self._dlq_tasks: defaultdict[TopicPartition, dict[asyncio.Task[None], None]] = defaultdict(dict)
@@ -112,30 +126,53 @@ class Pipeline:
         part.track(record.offset, record.size, record.timestamp_ms / 1000.0)
         self._counts["consumed"] += 1
         self._consumed_unreported += 1  # connector_events_consumed_total: added once per batch
+        change = self._accept(record)
+        if change is None:
+            return
+        if change.tenant and self.park.parked(tp, change.tenant):
+            self.park.park(record, change.tenant)  # resolved once the parking topic has it
+            return
+        self._offer(change)
+
+    def _offer(self, change: OrderChange, hold: float = 0.0) -> None:
+        """Coalesce a change; start its key's delivery when it has none."""
+        offer = self.coalescer.offer(change)
+        for resolved, why in offer.resolved:
+            self._resolve(resolved.record, why)
+        if offer.start:
+            tp = change.tp
+            self.tenancy.submit(change.key, tp, change.tenant, hold)
+            if not self.fence.may_send(tp) and self.fence.window(tp) is not None:
+                self._commit_soon.set()  # a lease is needed before anything of ``tp`` can be sent
+
+    def _replay(self, record: Record, hold: float) -> None:
+        """An event read back from the parking topic, at its original place: decoded, coalesced and
+        delivered as any other (``hold``: seconds before its order may be sent)."""
+        change = self._accept(record)
+        if change is not None:
+            self._offer(change, hold)
+
+    def _accept(self, record: Record) -> OrderChange | None:
+        """Decode ``record`` (the read path's cheap decode); None when it was resolved instead:
+        dead-lettered (it can never be sent) or ignored (a delete, with ``sink.on_delete=ignore``)."""
         try:
             change = self._read(record)
         except InputError as exc:
             now = self.clock.wall()
             tenant = exc.tenant if isinstance(exc, RouteError) else None
             self._dead_letter(record, Failure(exc, exc.stage, exc.external_id, 0, now, now, tenant))
-            return
+            return None
         except Exception as exc:  # a bug must not stop the loop: the event is kept on the DLQ
             log.exception("decode_crashed", **_where(record))
             now = self.clock.wall()
             self._dead_letter(record, Failure(exc, Stage.DECODE, None, 0, now, now))
-            return
+            return None
         if debug_enabled():
             log.debug("event_accepted", external_id=change.external_id, op=change.op, **_where(record))
         if change.op == "delete" and self.settings.sink.on_delete == "ignore":
             self._resolve(record, Resolution.IGNORED)
-            return
-        offer = self.coalescer.offer(change)
-        for resolved, why in offer.resolved:
-            self._resolve(resolved.record, why)
-        if offer.start:
-            self.tenancy.submit(change.key, tp, change.tenant)
-            if not self.fence.may_send(tp) and self.fence.window(tp) is not None:
-                self._commit_soon.set()  # a lease is needed before anything of ``tp`` can be sent
+            return None
+        return change
 
     async def _handle_all(self, records: list[Record]) -> None:
         """Handle a fetched batch, yielding to the event loop every :data:`_HANDLE_CHUNK` records so
@@ -175,6 +212,8 @@ class Pipeline:
             change = self._read(record)
         except Exception:  # it was dead-lettered when it was first read
             return
+        if change.tenant and self.park.parked(record.tp, change.tenant):
+            return  # parked, not delivered: its replay must not look identical or stale
         self.coalescer.remember(change)
 
     def _unknown_field(self, field: str, change: OrderChange) -> None:
@@ -190,7 +229,11 @@ class Pipeline:
             )
 
     def _resolve(self, record: Record, why: Resolution) -> None:
-        if self.tracker.resolve(record.tp, record.offset):
+        if record.parked_at >= 0:
+            done = self.park.resolve(record)
+        else:
+            done = self.tracker.resolve(record.tp, record.offset)
+        if done:
             self._resolved_counters[why].inc()
             self._counts[why.value] += 1
 
@@ -291,6 +334,7 @@ class Pipeline:
         bound = self.revoke_bound
         self._revoking |= partitions
         try:
+            await self.park.interrupt()
             await self.tenancy.drain(partitions, timeout=bound)
             for key in self.coalescer.drop_partitions(partitions):
                 current = self.coalescer.current(key)
@@ -302,12 +346,15 @@ class Pipeline:
                 _, late = await asyncio.wait(tasks, timeout=left)
                 for task in late:
                     task.cancel()
+            for tp in sorted(partitions):
+                await self.park.settle(tp, max(0.1, bound - (self.clock.monotonic() - started)))
             await self.commit(only=partitions, handover=True)
         finally:
             self._revoking -= partitions
             for tp in partitions:
                 self.tracker.drop(tp)
                 self.fence.drop(tp)
+                self.park.revoke(tp)
                 self._warm_until.pop(tp, None)
                 self._dlq_tasks.pop(tp, None)
                 for gauge in (self.metrics.lag, self.metrics.committed):
@@ -330,6 +377,7 @@ class Pipeline:
         self._source.pause(partitions)
         self.tenancy.undrain(partitions)
         self.tenancy.set_layout(self._source.partition_counts())
+        self.park.set_layout(self._source.partition_counts())
         now = self.clock.wall()
         lookup_ok = True
         try:
@@ -338,14 +386,17 @@ class Pipeline:
             lookup_ok = False
             committed = {}
             worst = now + self.fence.lease_seconds + self.fence.settle_seconds
-            holds = dict.fromkeys(partitions, worst)
+            metas = dict.fromkeys(partitions, CommitMeta(worst))
         else:
-            holds = {
-                tp: parse_settle_metadata(committed[tp][1]) if tp in committed else 0.0 for tp in partitions
+            metas = {
+                tp: parse_commit_metadata(committed[tp][1]) if tp in committed else CommitMeta()
+                for tp in partitions
             }
+        holds = {tp: meta.settle_by for tp, meta in metas.items()}
         warmup = self.settings.kafka.warmup_records
         for tp in sorted(partitions):
             self.fence.assign(tp, holds[tp])
+            await self.park.assign(tp, metas[tp], committed[tp][0] if tp in committed else None)
             if tp in committed:
                 offset = committed[tp][0]
                 self.tracker.partition(tp).start_at(offset)
@@ -354,6 +405,8 @@ class Pipeline:
                     self._source.seek(tp, max(0, offset - warmup))
         if lookup_ok:
             await self._start_uncommitted(partitions - committed.keys())
+        else:
+            self.park.blind(partitions)
         self._assigning -= partitions
         if not self._paused:
             self._source.resume(partitions)
@@ -391,13 +444,13 @@ class Pipeline:
             owned = (self._source.assignment() if only is None else only) - (
                 set() if handover else self._revoking
             )
+            owned -= self.park.blinded
             offsets = self.tracker.to_commit(owned)
             if not offsets:
                 return
             lease_until = None if handover else self.clock.wall() + self.fence.lease_seconds
             with_meta = {
-                tp: (offset, settle_metadata(self.fence.settle_by(tp, lease_until)))
-                for tp, offset in offsets.items()
+                tp: (offset, self._metadata(tp, lease_until, offset)) for tp, offset in offsets.items()
             }
             if not await self._source.commit(with_meta):
                 return
@@ -467,10 +520,30 @@ class Pipeline:
                     await self._commit_soon.wait()
             self._commit_soon.clear()
             await self.commit()
+            if self.park.blinded:
+                await self._read_park_state()
+            self.park.check()
             self._gauges()
             if self.clock.monotonic() - last_summary >= SUMMARY_INTERVAL_S:
                 last_summary = self.clock.monotonic()
                 self._summary()
+
+    def _metadata(self, tp: TopicPartition, lease_until: float | None, offset: int) -> str:
+        """What a commit of ``tp`` at ``offset`` carries: its settle-by and its parking state."""
+        return commit_metadata(self.park.meta(tp, self.fence.settle_by(tp, lease_until), offset))
+
+    async def _read_park_state(self) -> None:
+        """Read again the commit metadata an assignment could not read (see ``Parking.blind``)."""
+        assert self._source is not None
+        blind = self.park.blinded & self._source.assignment()
+        try:
+            committed = await self._source.committed(blind)
+        except Exception:
+            return
+        for tp in sorted(blind & self.park.blinded):
+            meta = parse_commit_metadata(committed[tp][1]) if tp in committed else CommitMeta()
+            await self.park.assign(tp, meta, committed[tp][0] if tp in committed else None)
+            self.park.reassess(tp)
 
     def _gauges(self) -> None:
         """Refresh the gauges an on-call person watches: oldest unsynced event, lag per partition."""
@@ -478,7 +551,10 @@ class Pipeline:
         self.metrics.remembered_keys.set(self.coalescer.remembered)
         tenancy = self.tenancy
         if tenancy.many:
-            tenancy.refresh_metrics(self.coalescer.oldest_by_tenant())
+            oldest = self.coalescer.oldest_by_tenant()
+            for tenant, stamp in self.park.oldest().items():
+                oldest[tenant] = min(stamp, oldest.get(tenant, stamp))
+            tenancy.refresh_metrics(oldest, self.park.tenants())
         self.metrics.pace.set(tenancy.rate)
         self.metrics.budget_share.set(tenancy.full_rate)
         self.metrics.available_estimate.set(tenancy.available_estimate())
@@ -534,6 +610,8 @@ class Pipeline:
         still in flight (its requests count as ambiguous in the hand-over)."""
         assert self._source is not None
         self._set_paused(PauseReason.STOPPING, True)
+        self.park.stopping = True
+        await self.park.interrupt()
         grace = self.settings.shutdown_grace_seconds
         deadline = self.clock.monotonic() + grace
         log.info("draining", unresolved=self.tracker.unresolved, grace_s=grace)

@@ -94,6 +94,7 @@ class Tenancy:
         self._open: set[str] = set()
         self._labels: dict[str, str] = {}
         self._oldest: dict[str, float] = {}
+        self._parked: set[str] = set()
         self._routable: set[str] = set()
         self._layout: dict[str, int] = {}
         self._draining: set[TopicPartition] = set()
@@ -216,9 +217,9 @@ class Tenancy:
         return self._served
 
     # -- delivery, for every tenant -----------------------------------------------------------
-    def submit(self, key: str, tp: TopicPartition, tenant: str) -> None:
-        """Start delivering ``key`` of ``tenant``."""
-        self._served[tenant].deliverer.submit(key, tp)
+    def submit(self, key: str, tp: TopicPartition, tenant: str, hold: float = 0.0) -> None:
+        """Start delivering ``key`` of ``tenant`` (not before ``hold`` seconds from now)."""
+        self._served[tenant].deliverer.submit(key, tp, hold)
 
     async def drain(self, partitions: set[TopicPartition], timeout: float) -> None:
         """Every tenant's deliverer stops delivering ``partitions`` (see :meth:`Deliverer.drain`)."""
@@ -262,20 +263,23 @@ class Tenancy:
             self._labels = {n: (n if i < limit else "_other") for i, n in enumerate(ranked)}
         return self._labels[name]
 
-    def refresh_metrics(self, oldest: Mapping[str, float]) -> None:
-        """Per-tenant gauges and counters (many tenants only): pace, circuit, 429s and the age of the
-        oldest event not yet delivered (``oldest``: its record time per tenant); tenants past the
-        label limit are summed (ages: the oldest) under ``_other``."""
+    def refresh_metrics(self, oldest: Mapping[str, float], parked: set[str] | None = None) -> None:
+        """Per-tenant gauges and counters (many tenants only): pace, circuit, parked, 429s and the
+        age of the oldest event not yet delivered (``oldest``: its record time per tenant); tenants
+        past the label limit are summed (ages: the oldest) under ``_other``."""
         if not self.many:
             return
         now = self._clock.wall()
+        self._parked = set(parked or ())
         pace: dict[str, float] = {}
         down: dict[str, int] = {}
+        held: dict[str, int] = {}
         age: dict[str, float] = {}
         for name, served in self._served.items():
             label = self._label(name)
             pace[label] = pace.get(label, 0.0) + served.pacer.rate
             down[label] = down.get(label, 0) + (name in self._open)
+            held[label] = held.get(label, 0) + (name in self._parked)
             stamp = oldest.get(name)
             age[label] = max(age.get(label, 0.0), now - stamp if stamp else 0.0)
             seen = served.deliverer.rate_limited_count
@@ -285,6 +289,7 @@ class Tenancy:
         for label, value in pace.items():
             self._metrics.tenant_pace.labels(label).set(value)
             self._metrics.tenant_circuit_open.labels(label).set(down[label])
+            self._metrics.tenant_parked.labels(label).set(held[label])
             self._metrics.tenant_oldest_unsynced.labels(label).set(max(0.0, age[label]))
         self._oldest = dict(oldest)
 
@@ -303,6 +308,7 @@ class Tenancy:
                     "budget_per_second": served.settings.rate_limit_per_second,
                     "routed": name in self._routable,
                     "circuit": served.deliverer.circuit.state.value,
+                    "parked": name in self._parked,
                     "pace_per_second": round(served.pacer.rate, 3),
                     "rate_limited": served.deliverer.rate_limited_count,
                     "jobs": served.deliverer.pending,

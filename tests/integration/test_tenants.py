@@ -163,3 +163,92 @@ async def test_two_hundred_tenants_on_three_processes_each_end_exact_within_budg
         assert len(sent.get(name, [])) == len(box.store.requests), f"{name}: every request paced"
         assert busiest_in(sent[name], 1.0) <= 5, f"{name}: above its budget of 5/s"
     assert root.store.requests == []
+
+
+async def test_a_tenant_that_cannot_be_served_is_parked_and_holds_back_no_one(
+    kafka_bootstrap: str, topic_name: str, tmp_path: Path
+) -> None:
+    """A backlog for four shops, then a steady trickle for 60 s during which one shop's API is down
+    (503) and another's key is refused (401). The read-ahead bound (60 events) is smaller than what
+    the two failing shops hold, so without parking reading would pause for every shop. Parked after
+    ``tenants.park_after_seconds`` (3 s): the healthy shops stay in sync (their oldest unsynced event
+    never older than 10 s, sampled every second of the trickle), every partition's commit reaches its
+    log end while both still fail, and every healthy request stays within budget. Once the outage
+    ends and the key is rotated, the parked shops are replayed and catch up. Judged after the
+    connector stopped: every shop at its latest state, nothing dead-lettered, nothing lost."""
+    names = ["down", "revoked", "ok1", "ok2"]
+    keys = {n: f"key-{n}" for n in names}
+    boxes = {n: Sandbox(api_key=keys[n], rate_per_minute=1200) for n in names}
+    boxes["down"].faults.outage_status = 503
+    boxes["down"].faults.outage_until = time.time() + 3600
+    streams = {n: make_stream(260, 40, seed=i, prefix=n) for i, n in enumerate(names)}
+
+    def shop_events(lo: int, hi: int) -> list[tuple[bytes, bytes | None]]:
+        out: list[tuple[bytes, bytes | None]] = []
+        for i in range(lo, hi):
+            for name in names:
+                key, value = streams[name].events[i]
+                assert value is not None
+                out.append((key, json.dumps({**json.loads(value), "shop": name}).encode()))
+        return out
+
+    latest = {n: s.latest for n, s in streams.items()}
+    parked_topic = f"{topic_name}.parked"
+    await create_topics(kafka_bootstrap, {topic_name: 3, f"{topic_name}.dlq": 1, parked_topic: 3})
+    await produce(kafka_bootstrap, topic_name, shop_events(0, 200))
+    path = tmp_path / "tenants.toml"
+    ages: list[float] = []
+    async with Sandbox(api_key="not-a-tenant", tenants=boxes) as root:
+        _tenants_file(path, boxes, {**keys, "revoked": "an-old-key"}, rate=20.0)
+        settings = _with_tenants(
+            settings_for(
+                kafka_bootstrap,
+                topic_name,
+                root.url,
+                kafka={"max_unresolved_events": 60},
+                probe_interval_seconds=0.5,
+            ),
+            path,
+        )
+        settings.tenants.park_after_seconds = 3.0
+        async with running(settings) as metrics:
+            for second in range(60):
+                await produce(kafka_bootstrap, topic_name, shop_events(200 + second, 201 + second))
+                await asyncio.sleep(1.0)
+                if second >= 10:  # the backlog's own age is behind us
+                    ages.extend(metrics.tenant_oldest_unsynced.labels(n)._value.get() for n in ("ok1", "ok2"))
+            await wait_until(
+                lambda: boxes["ok1"].holds(latest["ok1"]) and boxes["ok2"].holds(latest["ok2"]), 20
+            )
+            end = await end_offsets(kafka_bootstrap, topic_name)
+            group = settings.kafka.group_id
+            await wait_until(
+                lambda: _committed_to(kafka_bootstrap, group, topic_name, end), timeout=20, interval=0.3
+            )
+            assert metrics.tenant_parked.labels("down")._value.get() == 1
+            assert metrics.tenant_parked.labels("revoked")._value.get() == 1
+            assert not boxes["down"].store.orders, "the shop that is down holds nothing yet"
+            assert not boxes["revoked"].store.orders, "the shop whose key is refused holds nothing yet"
+            boxes["down"].faults.outage_until = 0.0
+            _tenants_file(path, boxes, keys, rate=20.0)
+            await wait_until(lambda: all(boxes[n].holds(latest[n]) for n in names), timeout=90)
+    for name in names:
+        assert boxes[name].holds(latest[name]), f"{name}: judged again once the connector stopped"
+    dlq = await end_offsets(kafka_bootstrap, f"{topic_name}.dlq")
+    assert sum(dlq.values()) == 0, "nothing dead-lettered for the failing shops"
+    parked = await end_offsets(kafka_bootstrap, parked_topic)
+    assert sum(parked.values()) >= 2 * 40, "the failing shops' orders went through the parking topic"
+    assert max(ages) <= 10.0, f"a healthy shop's oldest unsynced event reached {max(ages):.1f}s"
+    for name in ("ok1", "ok2"):
+        assert {r.status for r in boxes[name].store.requests} == {200}
+        assert _busiest_second(boxes[name]) <= 21, f"{name} above its budget of 20/s (1 of jitter)"
+
+
+async def _committed_to(bootstrap: str, group: str, topic: str, end: dict[int, int]) -> bool:
+    from tests.helpers import committed_offsets
+
+    try:
+        done = await committed_offsets(bootstrap, group, topic)
+    except Exception:
+        return False
+    return all(done.get(p, -1) >= offset for p, offset in end.items())
