@@ -173,13 +173,14 @@ class Coalescer:
         slot.current, slot.waiting = slot.waiting, None
         return slot.current
 
-    def remember(self, change: OrderChange) -> None:
+    def remember(self, change: OrderChange, delivered: bool = True) -> None:
         """Note ``change`` as delivered without sending it: an event below the committed offset, read
-        again when the partition is assigned so that a late, older event is still recognised."""
+        again when the partition is assigned so that a late, older event is still recognised. Not
+        ``delivered``: only its version (it may have been parked, and its replay must still be sent)."""
         mark = self._marks.get(change.key)
         if mark is not None and change.version.older_than(mark.version):
             return
-        self._mark(change.key, change, delivered=True)
+        self._mark(change.key, change, delivered=delivered)
 
     def _mark(self, key: str, change: OrderChange, delivered: bool) -> None:
         """Remember the newest version accepted for ``key`` (events older than it are stale, even if it

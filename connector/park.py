@@ -54,7 +54,7 @@ from connector.clock import Clock
 from connector.coalesce import Coalescer
 from connector.config import Settings
 from connector.constants import CommitMeta
-from connector.logs import get_logger
+from connector.logs import debug_enabled, get_logger
 from connector.metrics import Metrics
 from connector.offsets import PartitionOffsets
 from connector.parklog import ParkLog
@@ -154,7 +154,7 @@ class Parking:
         self._index: dict[TopicPartition, int] = {}
         self._queues = 0
         self._out: Counter[str] = Counter()  # replayed records in the coalescer, per tenant
-        self._writes: asyncio.Queue[tuple[Record, str, float]] = asyncio.Queue()
+        self._writes: asyncio.Queue[tuple[Record, str, float, _Partition]] = asyncio.Queue()
         self._pending: dict[TopicPartition, set[asyncio.Future[int]]] = {}
         self._parking: dict[str, asyncio.Task[None]] = {}
         self.blinded: set[TopicPartition] = set()  # see blind()
@@ -277,7 +277,7 @@ class Parking:
         """Append ``record`` to the parking topic; its offset is resolved once acknowledged."""
         part = self._parts[record.tp]
         part.writing[tenant] += 1
-        self._writes.put_nowait((record, tenant, hold_until))
+        self._writes.put_nowait((record, tenant, hold_until, part))
 
     def resolve(self, record: Record) -> bool:
         """A replayed record is resolved (delivered, replaced, skipped, dead-lettered)."""
@@ -294,9 +294,8 @@ class Parking:
     async def _write_loop(self) -> None:
         assert self._log is not None
         while True:
-            record, tenant, hold = await self._writes.get()
-            part = self._parts.get(record.tp)
-            if part is None:  # revoked meanwhile: unresolved, the next owner reads it again
+            record, tenant, hold, part = await self._writes.get()
+            if self._parts.get(record.tp) is not part:  # revoked meanwhile: the next owner reads it
                 continue
             headers = [
                 *((k, v) for k, v in record.headers if k not in _PARK_HEADERS),
@@ -306,33 +305,54 @@ class Parking:
             ]
             if hold:
                 headers.append((wire.H_PARKED_HOLD, f"{hold:.3f}".encode()))
-            attempt = 0
-            while True:
-                try:
-                    landed = await self._log.append(
-                        part.q, record.key, record.value, headers, record.timestamp_ms
-                    )
-                    break
-                except Exception as exc:  # never drop: the partition holds until it is written
-                    attempt += 1
-                    self._metrics.park_write_failures.inc()
-                    log.error("park_write_failed", error=f"{type(exc).__name__}: {exc}", attempt=attempt)
-                    await asyncio.sleep(min(5.0, 0.1 * 2**attempt))
+            landed = await self._append(record, headers, part)
+            if landed is None:
+                continue
             self._pending.setdefault(record.tp, set()).add(landed)
-            landed.add_done_callback(functools.partial(self._landed, record=record, tenant=tenant, hold=hold))
+            landed.add_done_callback(
+                functools.partial(self._landed, record=record, tenant=tenant, hold=hold, part=part)
+            )
 
-    def _landed(self, done: asyncio.Future[int], record: Record, tenant: str, hold: float) -> None:
+    async def _append(
+        self, record: Record, headers: list[tuple[str, bytes]], part: _Partition
+    ) -> asyncio.Future[int] | None:
+        """Queue one append, trying again until the topic takes it (never dropped: the partition
+        holds until it is written); None when the partition was revoked meanwhile."""
+        assert self._log is not None
+        attempt = 0
+        while self._parts.get(record.tp) is part:
+            try:
+                if part.position is None:  # the first append: the replay starts where it lands
+                    part.start(await self._log.end(part.q))
+                return await self._log.append(part.q, record.key, record.value, headers, record.timestamp_ms)
+            except Exception as exc:
+                attempt += 1
+                self._metrics.park_write_failures.inc()
+                log.error("park_write_failed", error=f"{type(exc).__name__}: {exc}", attempt=attempt)
+                await asyncio.sleep(min(5.0, 0.1 * 2**attempt))
+        return None
+
+    def _landed(
+        self, done: asyncio.Future[int], record: Record, tenant: str, hold: float, part: _Partition
+    ) -> None:
         self._pending.get(record.tp, set()).discard(done)
-        part = self._parts.get(record.tp)
-        if part is None:
+        if self._parts.get(record.tp) is not part:  # revoked meanwhile: unresolved, read again
             return
         if done.cancelled() or done.exception() is not None:
             self._metrics.park_write_failures.inc()
-            self._writes.put_nowait((record, tenant, hold))  # again: replay orders it by its offset
+            self._writes.put_nowait((record, tenant, hold, part))  # again: replay orders by offset
             return
         part.writing[tenant] -= 1
         offset = done.result()
-        part.start(offset)
+        if debug_enabled():
+            log.debug(
+                "parked",
+                tenant=tenant,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                parked_at=offset,
+            )
         part.last_written = max(part.last_written, offset)
         self._metrics.parked_events.inc()
         self._resolved(record)
@@ -359,6 +379,16 @@ class Parking:
         return limit is not None and parked.record.offset < limit
 
     def _hand_over(self, part: _Partition, parked: _Parked) -> None:
+        if debug_enabled():
+            r = parked.record
+            log.debug(
+                "park_replay",
+                tenant=parked.tenant,
+                topic=r.topic,
+                partition=r.partition,
+                offset=r.offset,
+                parked_at=r.parked_at,
+            )
         part.dispatched[parked.record.parked_at] = parked.tenant
         self._out[parked.tenant] += 1
         self._metrics.replayed_events.inc()
@@ -384,7 +414,10 @@ class Parking:
 
     async def _scan(self, tp: TopicPartition) -> None:
         part = self._parts.get(tp)
-        if part is None or part.position is None or part.scan is None:
+        if part is None:
+            return
+        if part.position is None or part.scan is None:
+            self._unpark(tp, part)  # parked, but nothing was written yet
             return
         for tenant in sorted(part.held_from):
             if self._allowance(tenant) > 0:
@@ -450,18 +483,19 @@ class Parking:
 
     def _unpark(self, tp: TopicPartition, part: _Partition) -> None:
         """Tenants whose parked events of ``tp`` are all resolved, with nothing on its way, and whose
-        circuit is closed, are sent directly again."""
-        assert part.position is not None
+        circuit is closed, are sent directly again. One whose circuit stays open stays parked: its
+        next event is parked, and replayed as the probe that closes the circuit."""
+        unread = part.position is not None and part.position <= part.last_written
         for tenant in sorted(part.parked):
             served = self._tenancy.served().get(tenant)
             if served is not None and served.deliverer.circuit.state is not State.CLOSED:
                 continue
             busy = (
-                tenant in part.held_from
+                unread
+                or tenant in part.held_from
                 or part.held[tenant] > 0
                 or part.writing[tenant] > 0
                 or tenant in part.dispatched.values()
-                or part.position <= part.last_written
             )
             if not busy:
                 part.parked.discard(tenant)

@@ -213,7 +213,12 @@ class Pipeline:
         except Exception:  # it was dead-lettered when it was first read
             return
         if change.tenant and self.park.parked(record.tp, change.tenant):
-            return  # parked, not delivered: its replay must not look identical or stale
+            # It may have been parked, not delivered, so its replay is no copy; and it may have been
+            # skipped as identical to a change that was parked, whose offset is older: only its
+            # updated_at (shared by such copies) may make a late event stale.
+            if change.updated_at is not None:
+                self.coalescer.remember(change, delivered=False)
+            return
         self.coalescer.remember(change)
 
     def _unknown_field(self, field: str, change: OrderChange) -> None:

@@ -17,10 +17,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak", action="store_true", help="longer schedules (--scale 4 unless given)")
     parser.add_argument("--scale", type=float, default=None, help="schedule length and size factor")
     parser.add_argument("--log", default="ERROR", help="log level of the replayed run (DEBUG, INFO, ...)")
+    parser.add_argument("--tenants", action="store_true", help="the many-shop schedules (parking)")
     args = parser.parse_args(argv)
     scale = args.scale or (4.0 if args.soak else 1.0)
     if args.seed is not None:
-        result = run(args.seed, scale, args.log)
+        result = run(args.seed, scale, args.log, args.tenants)
         print(result.description)
         if args.log.upper() != "ERROR":
             print(result.stats.get("log", ""))
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     slowest = (0.0, -1)
     started = time.perf_counter()
     for seed in range(args.first, args.first + args.runs):
-        result = run(seed, scale)
+        result = run(seed, scale, tenants=args.tenants)
         slowest = max(slowest, (float(result.stats.get("converged_after_s", 0.0)), seed))
         if not result.ok:
             failed += 1
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"  replay: .venv/bin/python -m tests.sim --seed {seed}"
                 + (f" --scale {scale:g}" if scale != 1 else "")
+                + (" --tenants" if args.tenants else "")
             )
     took = time.perf_counter() - started
     print(

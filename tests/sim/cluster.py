@@ -47,6 +47,15 @@ class DeadLetterEvent:
     headers: list[tuple[str, bytes]]
 
 
+@dataclass
+class ParkAppend:
+    """One acknowledged append to the parking topic."""
+
+    at: float
+    member: str
+    record: Record
+
+
 @dataclass(eq=False)
 class Member:
     """One group member as the cluster sees it, and its side of the Source protocol."""
@@ -177,7 +186,9 @@ class SimCluster:
         self.committed: dict[TopicPartition, tuple[int, str]] = {}
         self.commits: list[CommitEvent] = []
         self.dead_letters: list[DeadLetterEvent] = []
-        self.dlq_refusing = False
+        self.dlq_refusing = False  # the dead-letter and parking topics refuse writes
+        self.parked: dict[int, list[Record]] = {p: [] for p in range(partitions)}  # the parking topic
+        self.park_appends: list[ParkAppend] = []
         self.members: dict[str, Member] = {}
         self.generation = 0
         self.epochs: dict[TopicPartition, int] = dict.fromkeys(self.logs, 0)
@@ -212,11 +223,17 @@ class SimCluster:
         self.members[name] = m
         return m
 
-    def produce(self, partition: int, key: bytes | None, value: bytes | None) -> Record:
+    def produce(
+        self,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: tuple[tuple[str, bytes], ...] = (),
+    ) -> Record:
         """Append a record; members waiting for data are woken."""
         tp = TopicPartition(self.topic, partition)
         log = self.logs[tp]
-        record = Record(tp.topic, tp.partition, len(log), key, value, (), int(self._wall() * 1000))
+        record = Record(tp.topic, tp.partition, len(log), key, value, headers, int(self._wall() * 1000))
         log.append(record)
         for m in self.members.values():
             if tp in m.owned:
@@ -382,6 +399,10 @@ class SimCluster:
                 self.on_commit(event)
         return True
 
+    def park_log_for(self, m_name: str) -> SimParkLog:
+        """The parking topic as member ``m_name`` reaches it."""
+        return SimParkLog(self, m_name)
+
     def dead_letters_for(self, m_name: str) -> SimDeadLetters:
         """The dead-letter writer of member ``m_name``."""
         return SimDeadLetters(self, m_name)
@@ -411,3 +432,72 @@ class SimDeadLetters:
         if cluster.dlq_refusing or m is None or not m.alive or not m.connected:
             raise Unreachable("the dead-letter topic refused the write")
         cluster.dead_letters.append(DeadLetterEvent(cluster._wall(), self._member, key, value, headers))
+
+
+class SimParkLog:
+    """A member's view of the parking topic: appends refused while the cluster refuses side-topic
+    writes (``dlq_refusing``) or the member is dead or cut off; reads refused while cut off."""
+
+    def __init__(self, cluster: SimCluster, member: str) -> None:
+        self._cluster = cluster
+        self._member = member
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return None
+
+    def _reachable(self) -> bool:
+        m = self._cluster.members.get(self._member)
+        return m is not None and m.alive and m.connected
+
+    async def partitions(self) -> int:
+        return len(self._cluster.parked)
+
+    async def append(
+        self,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]],
+        timestamp_ms: int,
+    ) -> asyncio.Future[int]:
+        cluster = self._cluster
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[int] = loop.create_future()
+        refused = cluster.dlq_refusing or not self._reachable()
+        # Queued in call order; acknowledged (or refused) a little later, as a produce batch is.
+        log = cluster.parked[partition]
+        if refused:
+            loop.call_later(0.005, _fail, done)
+            return done
+        record = Record("park", partition, len(log), key, value, tuple(headers), timestamp_ms)
+        log.append(record)
+        cluster.park_appends.append(ParkAppend(cluster._wall() + 0.005, self._member, record))
+        loop.call_later(0.005, _succeed, done, record.offset)
+        return done
+
+    async def read(self, partition: int, offset: int, max_records: int) -> list[Record]:
+        await asyncio.sleep(0.002)
+        if not self._reachable():
+            raise Unreachable("broker unreachable")
+        return list(self._cluster.parked[partition][offset : offset + max_records])
+
+    async def end(self, partition: int) -> int:
+        await asyncio.sleep(0.002)
+        if not self._reachable():
+            raise Unreachable("broker unreachable")
+        return len(self._cluster.parked[partition])
+
+
+def _fail(done: asyncio.Future[int]) -> None:
+    if not done.done():
+        done.set_exception(Unreachable("the parking topic refused the write"))
+
+
+def _succeed(done: asyncio.Future[int], offset: int) -> None:
+    if not done.done():
+        done.set_result(offset)

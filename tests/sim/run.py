@@ -13,8 +13,10 @@ import asyncio
 import contextlib
 import hashlib
 import io
+import tempfile
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from random import Random
 from typing import Any
 
@@ -22,7 +24,15 @@ import structlog
 
 from connector import logs
 from connector.app import Parts, serve
-from connector.config import DlqSettings, KafkaSettings, MetricsSettings, Settings, SinkSettings
+from connector.config import (
+    DlqSettings,
+    KafkaSettings,
+    MetricsSettings,
+    Settings,
+    SinkSettings,
+    TenantsSettings,
+)
+from connector.constants import parse_commit_metadata
 from connector.metrics import Metrics
 from connector.source import PartitionsCallback
 from tests.sim.checker import Checker
@@ -64,10 +74,37 @@ class Result:
         return not self.violations
 
 
-def settings_for(s: Schedule) -> Settings:
+def tenant_key(name: str) -> str:
+    """The API key of a simulated shop (a secret: never in logs or dead letters)."""
+    return f"{API_KEY}-{name}"
+
+
+def write_tenants(s: Schedule, folder: Path) -> Path:
+    """The tenants file of a many-shop schedule: every shop a Loop account at the schedule's budget."""
+    path = folder / "tenants.toml"
+    lines = []
+    for name in s.tenants:
+        lines += [f"[{name}]", 'kind = "loop"', f'base_url = "http://sim/t/{name}"']
+        lines += [f'api_key = "{tenant_key(name)}"', f"rate_limit_per_second = {s.knobs.budget}", ""]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def settings_for(s: Schedule, tenants_path: Path | None = None) -> Settings:
     """The connector settings a schedule runs with."""
     k = s.knobs
+    tenants = TenantsSettings()
+    if tenants_path is not None:
+        tenants = TenantsSettings(
+            path=str(tenants_path),
+            route="header:shop",
+            reload_seconds=3600.0,
+            park_after_seconds=k.park_after,
+            park_max_keys=k.park_max_keys,
+            park_replay_events=k.park_replay,
+        )
     return Settings(
+        tenants=tenants,
         kafka=KafkaSettings(
             topics=[TOPIC],
             commit_interval_seconds=1.0,
@@ -108,7 +145,9 @@ class World:
         self.s = schedule
         self.loop = asyncio.get_running_loop()
         self.clock = _Clock(self.loop)
-        self.settings = settings_for(schedule)
+        self._folder = tempfile.TemporaryDirectory(prefix="sim-tenants-")
+        path = write_tenants(schedule, Path(self._folder.name)) if schedule.tenants else None
+        self.settings = settings_for(schedule, path)
         self.cluster = SimCluster(
             TOPIC,
             schedule.partitions,
@@ -138,6 +177,10 @@ class World:
         self.crashes: list[str] = []
         self._next = 0
 
+    def close(self) -> None:
+        """Remove the tenants file."""
+        self._folder.cleanup()
+
     # -- members ------------------------------------------------------------------------------
     def start_member(self) -> str:
         name = f"m{self._next}"
@@ -154,6 +197,7 @@ class World:
             metrics=Metrics(),
             transport=self.vendor.transport(name),
             dead_letters=self.cluster.dead_letters_for(name),
+            park_log=self.cluster.park_log_for(name),
             source=source,
         )
         task = self.loop.create_task(serve(self.settings, stop, parts), name=name)
@@ -199,7 +243,9 @@ class World:
             delay = EPOCH + event.at - self.clock.wall()
             if delay > 0:
                 await asyncio.sleep(delay)
-            record = self.cluster.produce(self.s.partition_of(event.key), event.key.encode(), event.value)
+            headers = (("shop", event.tenant.encode()),) if event.tenant else ()
+            partition = self.s.partition_of(event.key)
+            record = self.cluster.produce(partition, event.key.encode(), event.value, headers)
             self.checker.produced(event, record)
 
     async def play(self) -> None:
@@ -217,17 +263,19 @@ class World:
             self.cluster.dlq_refusing = False
 
     def converged(self) -> bool:
-        for tp, log in self.cluster.logs.items():
-            if self.cluster.committed.get(tp, (0, ""))[0] < len(log):
-                return False
-        return True
+        """Every partition committed to its end, and nothing parked from it still to replay."""
+        return not self.pending()
 
     def pending(self) -> str:
         parts = []
         for tp, log in sorted(self.cluster.logs.items()):
-            done = self.cluster.committed.get(tp, (0, ""))[0]
+            done, metadata = self.cluster.committed.get(tp, (0, ""))
             if done < len(log):
                 parts.append(f"{tp}: committed {done} of {len(log)}")
+            meta = parse_commit_metadata(metadata)
+            parked = self.cluster.parked.get(tp.partition, [])
+            if meta.park_from is not None and meta.park_from < len(parked):
+                parts.append(f"{tp}: parked {meta.parked}, replayed to {meta.park_from} of {len(parked)}")
         return "; ".join(parts)
 
 
@@ -286,6 +334,7 @@ async def _run(s: Schedule) -> Result:
             task.cancel()
         await asyncio.gather(*background, *world.tasks.values(), return_exceptions=True)
         await world.cluster.close()
+        world.close()
     for text in world.crashes:
         world.checker.fail(text)
     result.violations = world.checker.violations
@@ -298,6 +347,7 @@ async def _run(s: Schedule) -> Result:
         rebalances=world.cluster.rebalances,
         expulsions=world.cluster.expulsions,
         dead_letters=len(world.cluster.dead_letters),
+        parked=len(world.cluster.park_appends),
         commits=len(world.cluster.commits),
         virtual_s=round(world.clock.wall() - EPOCH, 1),
     )
@@ -314,9 +364,9 @@ def _virtual_time(_logger: Any, _name: str, event: Any) -> Any:
     return event
 
 
-def run(seed: int, scale: float = 1.0, log_level: str = "ERROR") -> Result:
-    """Run the schedule of ``seed`` on a fresh virtual-time loop."""
-    schedule = make_schedule(seed, scale)
+def run(seed: int, scale: float = 1.0, log_level: str = "ERROR", tenants: bool = False) -> Result:
+    """Run the schedule of ``seed`` on a fresh virtual-time loop (``tenants``: as many shops)."""
+    schedule = make_schedule(seed, scale, tenants)
     buffer = io.StringIO()
     logs.configure(log_level, stream=buffer)
     processors = structlog.get_config()["processors"]
@@ -329,6 +379,6 @@ def run(seed: int, scale: float = 1.0, log_level: str = "ERROR") -> Result:
     finally:
         logs.configure("INFO")
     if API_KEY in buffer.getvalue():
-        result.violations.append("the API key appears in the logs")
+        result.violations.append("an API key appears in the logs")
     result.stats["log"] = buffer.getvalue()
     return result

@@ -28,6 +28,7 @@ class Event:
     op: str = "upsert"  # upsert | delete
     state: str | None = None
     updated_at: float | None = None
+    tenant: str = ""  # many tenants: the shop it is for (a ``shop`` header)
 
 
 @dataclass
@@ -56,6 +57,9 @@ class Knobs:
     linger: float = 0.0
     linger_lag: int = 5_000
     fetch_records: int = 100  # records a fetch returns at most (small: a slow read, lagging the log)
+    park_after: float = 30.0  # many tenants: tenants.park_after_seconds (0: parking off)
+    park_max_keys: int = 2_000
+    park_replay: int = 1_000
 
     @property
     def max_held(self) -> int:
@@ -78,6 +82,7 @@ class Schedule:
     faults: list[Fault] = field(default_factory=list)
     dlq_down: list[tuple[float, float]] = field(default_factory=list)
     horizon: float = 0.0  # when the last fault ends (relative seconds)
+    tenants: list[str] = field(default_factory=list)  # many tenants (empty: the single-shop mode)
 
     def partition_of(self, key: str) -> int:
         """The partition a key is produced to (as a producer's key hash would)."""
@@ -94,6 +99,13 @@ class Schedule:
             f"timeout={k.timeout:g}s settle={k.settle:g}s linger={k.linger:g}s@{k.linger_lag} mode={k.mode} "
             f"faults={','.join(kinds) or '-'} "
             f"ops={','.join(ops) or '-'} dlq_down={len(self.dlq_down)} horizon={self.horizon:.0f}s"
+            + (
+                f" tenants={len(self.tenants)} park_after={k.park_after:g}s park_max_keys={k.park_max_keys} "
+                f"park_replay={k.park_replay} tenant_faults="
+                + ",".join(f"{f.kind}@{f.tenant or '*'}" for f in self.faults)
+                if self.tenants
+                else ""
+            )
         )
 
 
@@ -114,8 +126,39 @@ def _envelope(event_type: str, order: dict[str, object], at: float) -> bytes:
     ).encode()
 
 
-def make_schedule(seed: int, scale: float = 1.0) -> Schedule:
-    """The schedule of ``seed``; ``scale`` > 1 makes longer runs with more events (soak)."""
+def make_schedule(seed: int, scale: float = 1.0, tenants: bool = False) -> Schedule:
+    """The schedule of ``seed``; ``scale`` > 1 makes longer runs with more events (soak). With
+    ``tenants``, the same schedule served as several shops (see :func:`_as_tenants`)."""
+    s = _schedule(seed, scale)
+    if tenants:
+        _as_tenants(s, Random(seed * 104_729 + 31), scale)
+    return s
+
+
+def _as_tenants(s: Schedule, rng: Random, scale: float) -> None:
+    """Many shops, each order belonging to one, routed by a ``shop`` header; most faults hit one shop
+    only, and often one shop's API is down (or its key refused) for long enough to be parked."""
+    s.tenants = [f"shop{i}" for i in range(rng.randint(2, 4))]
+    keys = sorted({e.key for e in s.events}, key=lambda k: int(k.rsplit("-", 1)[1]))
+    owner = {key: s.tenants[i % len(s.tenants)] for i, key in enumerate(keys)}
+    for event in s.events:
+        event.tenant = owner[event.key]
+    for fault in s.faults:
+        fault.tenant = rng.choice([*s.tenants, *s.tenants, ""])
+    if rng.random() < 0.7:
+        start = rng.uniform(0, max(1.0, s.horizon * 0.5))
+        kind = rng.choice(("outage", "outage", "auth", "refused"))
+        length = rng.uniform(20, 90) * scale
+        s.faults.append(Fault(kind, EPOCH + start, EPOCH + start + length, tenant=rng.choice(s.tenants)))
+        s.horizon = max(s.horizon, start + length)
+    k = s.knobs
+    k.park_after = rng.choice((1.0, 3.0, 8.0))
+    k.park_max_keys = rng.choice((2, 1_000))
+    k.park_replay = rng.choice((1, 2, 50))
+    k.linger = 0.0  # a linger delays a healthy shop on purpose: the isolation bound leaves it out
+
+
+def _schedule(seed: int, scale: float) -> Schedule:
     rng = Random(seed)
     knobs = Knobs(
         budget=rng.choice((2.0, 5.0, 5.0, 10.0, 20.0)),

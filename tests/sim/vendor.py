@@ -37,6 +37,7 @@ class Fault:
     end: float
     level: float = 0.0  # errors: share of requests; stranger: share of the budget it spends
     retry_after: float | None = None  # stranger: the vendor's Retry-After on its 429s
+    tenant: str = ""  # many tenants: the shop whose API behaves so ("": every shop's)
 
 
 @dataclass
@@ -89,35 +90,33 @@ class SimVendor:
         self.orders: dict[str, tuple[str, str | None]] = {}  # key -> (op, state)
         self.ids: dict[str, int] = {}
         self._by_id: dict[int, str] = {}
-        self.sends: list[tuple[float, str]] = []
+        self.sends: list[tuple[float, str, str]] = []  # (sent, member, tenant)
         self.writes: list[Write] = []
         self.overlaps: list[tuple[str, str]] = []  # (order, what happened)
         self.requests: list[tuple[float, float, float, str, str, str, str | None, int]] = []
         """(sent, arrived, done, member, method, path, key, status) of every request processed."""
         self.stats = VendorStats()
         self._inflight: dict[str, int] = {}
-        self._tokens = budget
-        self._tokens_at = 0.0
+        self._buckets: dict[str, tuple[float, float]] = {}  # tenant -> (tokens, at): one budget each
         self._tasks: set[asyncio.Task[httpx.Response]] = set()
 
     # -- faults -------------------------------------------------------------------------------
-    def _active(self, kind: str, at: float) -> Fault | None:
+    def _active(self, kind: str, at: float, tenant: str = "") -> Fault | None:
         for f in self.faults:
-            if f.kind == kind and f.start <= at < f.end:
+            if f.kind == kind and f.start <= at < f.end and f.tenant in ("", tenant):
                 return f
         return None
 
-    def _take_token(self, at: float) -> bool:
-        """The vendor's bucket (capacity: one second of budget), refilled at the budget, minus what
+    def _take_token(self, at: float, tenant: str) -> bool:
+        """The tenant's bucket (capacity: one second of budget), refilled at the budget, minus what
         the other client spends while it runs."""
-        stranger = self._active("stranger", at)
+        stranger = self._active("stranger", at, tenant)
         refill = self.budget * (1.0 - (stranger.level if stranger else 0.0))
-        self._tokens = min(self.budget, self._tokens + (at - self._tokens_at) * refill)
-        self._tokens_at = at
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
+        tokens, since = self._buckets.get(tenant, (self.budget, 0.0))
+        tokens = min(self.budget, tokens + (at - since) * refill)
+        taken = tokens >= 1.0
+        self._buckets[tenant] = (tokens - 1.0 if taken else tokens, at)
+        return taken
 
     # -- the transport ------------------------------------------------------------------------
     def transport(self, member: str) -> httpx.AsyncBaseTransport:
@@ -126,15 +125,16 @@ class SimVendor:
 
     async def handle(self, member: str, request: httpx.Request) -> httpx.Response:
         sent_at = self._wall()
-        self.sends.append((sent_at, member))
+        tenant = tenant_of(unquote(request.url.path))
+        self.sends.append((sent_at, member, tenant))
         self.stats.requests += 1
-        if not self._alive(member) or self._active("refused", sent_at):
+        if not self._alive(member) or self._active("refused", sent_at, tenant):
             raise httpx.ConnectError("connection refused", request=request)
         context = structlog.contextvars.get_contextvars()
         event = None
         if "topic" in context:
             event = (TopicPartition(context["topic"], context["partition"]), context["offset"])
-        slow = self._active("slow", sent_at)
+        slow = self._active("slow", sent_at, tenant)
         budget_life = self._max_life * 0.95
         delay_in = min(self._rng.expovariate(1 / self._latency), budget_life / 3)
         work = self._rng.expovariate(1 / self._latency)
@@ -184,7 +184,7 @@ class SimVendor:
                     (key, f"t={at:.3f} {key}: {self._inflight[key]} requests at once ({member})")
                 )
         try:
-            status, answer, headers = self._decide(method, path, key, at)
+            status, answer, headers = self._decide(method, path, key, at, tenant_of(path))
             await asyncio.sleep(work)
             if status == 200 and key is not None:
                 status, answer = self._apply(method, path, key, body, member, epoch, event, sent_at)
@@ -208,22 +208,24 @@ class SimVendor:
             return self._by_id.get(int(tail[1]), f"id:{tail[1]}")
         return None
 
-    def _decide(self, method: str, path: str, key: str | None, at: float) -> tuple[int, Any, dict[str, str]]:
-        if self._active("outage", at):
+    def _decide(
+        self, method: str, path: str, key: str | None, at: float, tenant: str
+    ) -> tuple[int, Any, dict[str, str]]:
+        if self._active("outage", at, tenant):
             return 503, {"message": "Service Unavailable"}, {}
-        if self._active("auth", at):
+        if self._active("auth", at, tenant):
             return 401, {"message": "Unauthenticated."}, {}
-        if self._active("endpoint", at) and method == "PUT" and path.endswith("/orders"):
+        if self._active("endpoint", at, tenant) and method == "PUT" and path.endswith("/orders"):
             return 404, {"message": "Not Found"}, {}
-        if self._active("forbid_delete", at) and method == "DELETE":
+        if self._active("forbid_delete", at, tenant) and method == "DELETE":
             return 403, {"message": "This action is unauthorized."}, {}
-        if not self._take_token(at):
-            stranger = self._active("stranger", at)
+        if not self._take_token(at, tenant):
+            stranger = self._active("stranger", at, tenant)
             headers = {}
             if stranger is not None and stranger.retry_after is not None:
                 headers["Retry-After"] = str(math.ceil(stranger.retry_after))
             return 429, {"message": "Too Many Attempts."}, headers
-        errors = self._active("errors", at)
+        errors = self._active("errors", at, tenant)
         if errors is not None and self._rng.random() < errors.level:
             return self._rng.choice((500, 502, 503)), {"message": "Server Error"}, {}
         return 200, None, {}
@@ -276,6 +278,13 @@ class SimVendor:
         at = self._wall()
         self.orders[key] = (op, state)
         self.writes.append(Write(at, sent_at, key, op, state, member, epoch, event))
+
+
+def tenant_of(path: str) -> str:
+    """The shop a request is for: its base URL's ``/t/<shop>`` prefix ("" in the single-shop mode)."""
+    if path.startswith("/t/"):
+        return path.split("/", 3)[2]
+    return ""
 
 
 def _state(body: Any) -> str | None:
