@@ -198,3 +198,55 @@ def test_an_event_older_than_a_change_that_failed_is_still_stale() -> None:
     c.finish("a", delivered=False)
     older = change("a", 2, 5)
     assert c.offer(older).resolved == ((older, Resolution.STALE),)
+
+
+def _for(tenant: str, ch: OrderChange) -> OrderChange:
+    ch.tenant = tenant
+    return ch
+
+
+def test_a_tenant_taken_out_for_parking_leaves_the_others_and_its_marks() -> None:
+    """``take_tenant`` hands over a shop's changes read from the given partitions, current and
+    waiting, in the order they were read, and forgets their slots; other shops, other partitions and
+    what was remembered of the shop stay."""
+    c = Coalescer()
+    delivered(c, _for("x", change("k0", 0, 1, partition=0)))
+    first, newer = _for("x", change("k1", 3, 1)), _for("x", change("k1", 5, 2))
+    c.offer(first)
+    c.claim("x/k1")
+    c.offer(newer)
+    early = _for("x", change("k2", 1, 1))
+    c.offer(early)
+    elsewhere = _for("x", change("k3", 2, 1, partition=1))
+    c.offer(elsewhere)
+    healthy = _for("y", change("k1", 4, 1))
+    c.offer(healthy)
+    taken = c.take_tenant("x", [TopicPartition("t", 0)])
+    assert taken == [early, first, newer]
+    assert c.current("x/k1") is None
+    assert c.current("x/k3") is elsewhere
+    assert c.current("y/k1") is healthy
+    assert c.offer(_for("x", change("k0", 9, 0))).resolved[0][1] is Resolution.STALE, "marks stay"
+
+
+def test_load_by_tenant_counts_orders_waiting_and_their_oldest_record_time() -> None:
+    """What decides parking a shop that is far behind: how many of its orders wait, since when."""
+    c = Coalescer()
+    for i, stamp in enumerate((30_000, 10_000, 20_000)):
+        ch = _for("x", change(f"k{i}", i, 1))
+        object.__setattr__(ch, "record", Record("t", 0, i, None, b"{}", timestamp_ms=stamp))
+        c.offer(ch)
+    c.offer(_for("y", change("k0", 9, 1)))
+    load = c.load_by_tenant()
+    assert load["x"] == (3, 10.0)
+    assert load["y"][0] == 1
+
+
+def test_a_version_remembered_without_delivery_makes_older_events_stale_but_not_its_copy_identical() -> None:
+    """A parked shop's event re-read by the warm-up is remembered by version only: an older event is
+    stale, the same event replayed from the parking topic is still sent."""
+    c = Coalescer()
+    seen = change("a", 7, 5)
+    c.remember(seen, delivered=False)
+    assert c.offer(change("a", 3, 4)).resolved[0][1] is Resolution.STALE
+    assert c.offer(change("a", 7, 5)).start, "its replay is not skipped as identical"

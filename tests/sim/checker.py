@@ -203,12 +203,53 @@ class Checker:
                     self.fail(f"valid event dead-lettered: {p.describe()}: {self._reason(p)}")
         self._check_writes()
         self._check_budget()
+        if self.schedule.tenants:
+            self._check_isolation()
         orders = [text for key, text in self.vendor.overlaps if key in self.by_key]  # not the read probe
         for text in orders[:5]:
             self.fail(f"two requests for one order at once: {text}")
         for d in self.cluster.dead_letters:
             if any(self.secret.encode() in v for _, v in d.headers):
                 self.fail("the API key appears in a dead-letter header")
+
+    def isolation_bound(self, tp: TopicPartition) -> float:
+        """Seconds within which a healthy shop's event is committed while another shop fails: the
+        failing shop is parked after ``park_after`` (plus its calls in flight, a timeout), a shop that
+        is slow but served may hold the partition for a settle time, a backoff and a probe, and the
+        partition's own orders take their budget."""
+        k = self.schedule.knobs
+        keys = {p.event.key for p in self.logs[tp]}
+        return (
+            k.park_after + 2 * k.timeout + k.settle + 5.0 + k.probe_interval + 10.0 + 2 * len(keys) / k.budget
+        )
+
+    def _check_isolation(self) -> None:
+        """Many shops (``docs/design.md`` 11): an event of a shop whose API never failed is committed
+        within :meth:`isolation_bound` of being produced, whatever the other shops' APIs do, unless
+        something every shop shares was disrupted meanwhile (a member joining, leaving, dying or cut
+        off; the dead-letter topic down; a fault of every shop's API)."""
+        s, k = self.schedule, self.schedule.knobs
+        failing = {f.tenant for f in s.faults if f.tenant}
+        shared = [(o.at, o.at + o.duration + 30.0 + k.settle) for o in s.ops]
+        shared += [(a, b + 10.0) for a, b in s.dlq_down]
+        shared += [(f.start - _epoch(), f.end - _epoch() + k.settle + 10.0) for f in s.faults if not f.tenant]
+        first_commit: dict[TopicPartition, list[CommitEvent]] = defaultdict(list)
+        for c in self.cluster.commits:
+            first_commit[c.tp].append(c)
+        for tp, log in sorted(self.logs.items()):
+            bound = self.isolation_bound(tp)
+            for p in log:
+                t = p.event.at
+                if p.event.tenant in failing or any(a < t + bound and b > t - 1.0 for a, b in shared):
+                    continue
+                done = next((c.at for c in first_commit[tp] if c.offset > p.record.offset), float("inf"))
+                if done > _epoch() + t + bound:
+                    when = "never" if done == float("inf") else f"at t={done - _epoch():.3f}"
+                    self.fail(
+                        f"isolation: {p.describe()} of healthy {p.event.tenant}, produced t={t:.3f}, "
+                        f"committed {when}, bound {bound:.0f}s (failing: {', '.join(sorted(failing))})"
+                    )
+                    return
 
     def _reason(self, p: Produced) -> str:
         for d in self.cluster.dead_letters:
