@@ -40,6 +40,12 @@ class Resolution(StrEnum):
 class _Slot:
     current: OrderChange
     waiting: OrderChange | None = None
+    seen: Version | None = None  # the newest event skipped as identical to the slot's newest change
+
+
+def _newer(a: Version, b: Version | None) -> Version:
+    """The newer of two versions (``a`` when they cannot be told apart)."""
+    return b if b is not None and a.older_than(b) else a
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,27 +104,32 @@ class Coalescer:
             out[change.tenant] = (count + 1, min(oldest, stamp))
         return out
 
-    def take_tenant(self, tenant: str, partitions: Iterable[TopicPartition]) -> list[OrderChange]:
+    def take_tenant(
+        self, tenant: str, partitions: Iterable[TopicPartition]
+    ) -> list[tuple[OrderChange, Version | None]]:
         """Take out every change of ``tenant`` read from ``partitions`` (to be parked), in the order
-        they were read per partition; their keys' slots are gone, their marks stay."""
+        they were read per partition; their keys' slots are gone, their marks stay. Each comes with
+        the newer version it stands for, if a newer event was skipped as identical to it."""
         wanted = set(partitions)
-        taken: list[OrderChange] = []
+        taken: list[tuple[OrderChange, Version | None]] = []
         for key in [k for k, s in self._slots.items() if s.current.tenant == tenant]:
             slot = self._slots[key]
             if slot.current.tp not in wanted or slot.current.record.parked_at >= 0:
                 continue
             del self._slots[key]
-            taken.append(slot.current)
+            newest = slot.waiting or slot.current
+            as_of = slot.seen if slot.seen is not None and newest.version.older_than(slot.seen) else None
             if slot.waiting is not None:
-                taken.append(slot.waiting)
-        taken.sort(key=lambda c: (c.tp, c.record.offset))
+                taken.append((slot.current, None))
+            taken.append((newest, as_of))
+        taken.sort(key=lambda pair: (pair[0].tp, pair[0].record.offset))
         return taken
 
     def _newest(self, key: str) -> tuple[bytes, Version] | None:
         slot = self._slots.get(key)
         if slot is not None:
             newest = slot.waiting or slot.current
-            return newest.digest, newest.version
+            return newest.digest, _newer(newest.version, slot.seen)
         mark = self._marks.get(key)
         return (mark.digest, mark.version) if mark is not None else None
 
@@ -131,6 +142,7 @@ class Coalescer:
             if change.version.older_than(version):
                 return Offer(False, ((change, Resolution.STALE),))
             if change.digest == digest:
+                self._seen(key, change.version)
                 return Offer(False, ((change, Resolution.IDENTICAL),))
         slot = self._slots.get(key)
         if slot is None:
@@ -138,6 +150,18 @@ class Coalescer:
             return Offer(True)
         replaced, slot.waiting = slot.waiting, change
         return Offer(False, ((replaced, Resolution.REPLACED),) if replaced else ())
+
+    def _seen(self, key: str, version: Version) -> None:
+        """An event of ``version`` was skipped as identical to the key's newest state: that state now
+        stands for it too (a delete, whose payload is always the same, may be newer than the one
+        pending), so that an event older than it is stale."""
+        slot = self._slots.get(key)
+        if slot is not None:
+            slot.seen = _newer(version, slot.seen)
+            return
+        mark = self._marks.get(key)
+        if mark is not None and mark.version.older_than(version):
+            self._marks[key] = Mark(mark.digest, version)
 
     def claim(self, key: str) -> tuple[OrderChange | None, OrderChange | None]:
         """Before an attempt: the change to send (the newest of the key) and the one it replaced, if
@@ -169,6 +193,8 @@ class Coalescer:
         self._mark(key, slot.current, delivered)
         if slot.waiting is None:
             del self._slots[key]
+            if slot.seen is not None:
+                self._seen(key, slot.seen)
             return None
         slot.current, slot.waiting = slot.waiting, None
         return slot.current

@@ -36,6 +36,7 @@ class Stage(StrEnum):
 H_PARKED_FROM = "__connector.parked.from"  # "<topic>/<partition>/<offset>" of the original record
 H_PARKED_BY = "__connector.parked.by"  # the parking member's token for that partition
 H_PARKED_HOLD = "__connector.parked.hold_until"  # wall time before which its order may not be sent
+H_PARKED_AS_OF = "__connector.parked.as_of"  # "<updated_at>/<offset>": a newer event it stands for
 
 
 # Commit metadata, ``settle_by=<t>[;park_from=<o>;parked=<a,b>;tokens=<t:o,...>]``: the wall-clock time

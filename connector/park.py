@@ -42,7 +42,7 @@ import asyncio
 import contextlib
 import functools
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from random import Random
 from types import TracebackType
@@ -58,7 +58,7 @@ from connector.logs import debug_enabled, get_logger
 from connector.metrics import Metrics
 from connector.offsets import PartitionOffsets
 from connector.parklog import ParkLog
-from connector.structs import OrderChange, Record, TopicPartition
+from connector.structs import OrderChange, Record, TopicPartition, Version
 from connector.tenancy import Tenancy
 
 log = get_logger("connector.park")
@@ -66,7 +66,7 @@ log = get_logger("connector.park")
 _READ_BATCH = 500
 _READS_PER_ROUND = 8
 _IDLE_S = 0.2
-_PARK_HEADERS = (wire.H_PARKED_FROM, wire.H_PARKED_BY, wire.H_PARKED_HOLD, wire.H_TENANT)
+_PARK_HEADERS = (wire.H_PARKED_FROM, wire.H_PARKED_BY, wire.H_PARKED_HOLD, wire.H_PARKED_AS_OF, wire.H_TENANT)
 
 
 @dataclass(slots=True)
@@ -87,6 +87,7 @@ class _Partition:
     held: Counter[str] = field(default_factory=Counter)
     writing: Counter[str] = field(default_factory=Counter)  # appends not yet acknowledged
     last_written: int = -1  # highest parking offset this member appended
+    frozen: bool = False  # being revoked: nothing more is handed over
 
     def start(self, offset: int) -> None:
         if self.position is None:
@@ -107,6 +108,7 @@ class _Parked:
     tenant: str
     token: str
     hold_until: float
+    as_of: Version | None = None  # a newer event of its order it stands for (skipped as identical)
 
 
 def _unpack(r: Record) -> _Parked | None:
@@ -118,9 +120,13 @@ def _unpack(r: Record) -> _Parked | None:
         hold = float(headers.get(wire.H_PARKED_HOLD, b"0"))
         own = tuple((k, v) for k, v in r.headers if k not in _PARK_HEADERS)
         original = Record(topic, int(partition), int(offset), r.key, r.value, own, r.timestamp_ms, r.offset)
+        as_of = None
+        if wire.H_PARKED_AS_OF in headers:
+            stamp, _, at = headers[wire.H_PARKED_AS_OF].decode().partition("/")
+            as_of = Version(float(stamp) if stamp else None, original.tp, int(at))
     except (KeyError, ValueError, UnicodeDecodeError):
         return None
-    return _Parked(original, tenant, token, hold)
+    return _Parked(original, tenant, token, hold, as_of)
 
 
 class Parking:
@@ -137,7 +143,8 @@ class Parking:
         clock: Clock,
         rng: Random,
         resolved: Callable[[Record], None],
-        dispatch: Callable[[Record, float], None],
+        dispatch: Callable[[Record, float, Version | None], None],
+        warmed: Callable[[TopicPartition], Awaitable[bool]],
     ) -> None:
         t = settings.tenants
         self.enabled = park_log is not None and tenancy.many and t.park_after_seconds > 0
@@ -150,11 +157,12 @@ class Parking:
         self._rng = rng
         self._resolved = resolved
         self._dispatch = dispatch
+        self._warmed = warmed
         self._parts: dict[TopicPartition, _Partition] = {}
         self._index: dict[TopicPartition, int] = {}
         self._queues = 0
         self._out: Counter[str] = Counter()  # replayed records in the coalescer, per tenant
-        self._writes: asyncio.Queue[tuple[Record, str, float, _Partition]] = asyncio.Queue()
+        self._writes: asyncio.Queue[tuple[Record, str, float, Version | None, _Partition]] = asyncio.Queue()
         self._pending: dict[TopicPartition, set[asyncio.Future[int]]] = {}
         self._parking: dict[str, asyncio.Task[None]] = {}
         self.blinded: set[TopicPartition] = set()  # see blind()
@@ -237,8 +245,16 @@ class Parking:
         (and could not be sent: ``tp`` had no lease) are parked now, in the order they were read."""
         part = self._parts.get(tp)
         for tenant in sorted(part.parked if part is not None else ()):
-            for change in self._coalescer.take_tenant(tenant, {tp}):
-                self.park(change.record, tenant)
+            for change, as_of in self._coalescer.take_tenant(tenant, {tp}):
+                self.park(change.record, tenant, as_of=as_of)
+
+    def freeze(self, partitions: set[TopicPartition]) -> None:
+        """``partitions`` are being revoked: nothing parked from them is handed over any more (what
+        the coalescer holds of them is dropped with them, and must not come back after)."""
+        for tp in partitions:
+            part = self._parts.get(tp)
+            if part is not None:
+                part.frozen = True
 
     async def settle(self, tp: TopicPartition, timeout: float) -> None:
         """Wait (bounded) for the appends of ``tp`` still on their way: a hand-over commits them."""
@@ -273,11 +289,15 @@ class Parking:
         part = self._parts.get(tp)
         return part is not None and tenant in part.parked
 
-    def park(self, record: Record, tenant: str, hold_until: float = 0.0) -> None:
-        """Append ``record`` to the parking topic; its offset is resolved once acknowledged."""
+    def park(
+        self, record: Record, tenant: str, hold_until: float = 0.0, as_of: Version | None = None
+    ) -> None:
+        """Append ``record`` to the parking topic; its offset is resolved once acknowledged.
+        ``hold_until``: no request for its order before then; ``as_of``: a newer event of its order
+        that was skipped as identical to it (its replay stands for that one)."""
         part = self._parts[record.tp]
         part.writing[tenant] += 1
-        self._writes.put_nowait((record, tenant, hold_until, part))
+        self._writes.put_nowait((record, tenant, hold_until, as_of, part))
 
     def resolve(self, record: Record) -> bool:
         """A replayed record is resolved (delivered, replaced, skipped, dead-lettered)."""
@@ -294,7 +314,7 @@ class Parking:
     async def _write_loop(self) -> None:
         assert self._log is not None
         while True:
-            record, tenant, hold, part = await self._writes.get()
+            record, tenant, hold, as_of, part = await self._writes.get()
             if self._parts.get(record.tp) is not part:  # revoked meanwhile: the next owner reads it
                 continue
             headers = [
@@ -305,12 +325,15 @@ class Parking:
             ]
             if hold:
                 headers.append((wire.H_PARKED_HOLD, f"{hold:.3f}".encode()))
+            if as_of is not None:
+                stamp = "" if as_of.updated_at is None else repr(as_of.updated_at)
+                headers.append((wire.H_PARKED_AS_OF, f"{stamp}/{as_of.offset}".encode()))
             landed = await self._append(record, headers, part)
             if landed is None:
                 continue
             self._pending.setdefault(record.tp, set()).add(landed)
             landed.add_done_callback(
-                functools.partial(self._landed, record=record, tenant=tenant, hold=hold, part=part)
+                functools.partial(self._landed, item=(record, tenant, hold, as_of, part))
             )
 
     async def _append(
@@ -333,14 +356,15 @@ class Parking:
         return None
 
     def _landed(
-        self, done: asyncio.Future[int], record: Record, tenant: str, hold: float, part: _Partition
+        self, done: asyncio.Future[int], item: tuple[Record, str, float, Version | None, _Partition]
     ) -> None:
+        record, tenant, _, _, part = item
         self._pending.get(record.tp, set()).discard(done)
         if self._parts.get(record.tp) is not part:  # revoked meanwhile: unresolved, read again
             return
         if done.cancelled() or done.exception() is not None:
             self._metrics.park_write_failures.inc()
-            self._writes.put_nowait((record, tenant, hold, part))  # again: replay orders by offset
+            self._writes.put_nowait(item)  # again: the replay orders it by its offset
             return
         part.writing[tenant] -= 1
         offset = done.result()
@@ -393,7 +417,7 @@ class Parking:
         self._out[parked.tenant] += 1
         self._metrics.replayed_events.inc()
         hold = max(0.0, parked.hold_until - self._clock.wall())
-        self._dispatch(parked.record, hold)
+        self._dispatch(parked.record, hold, parked.as_of)
 
     async def _replay_loop(self) -> None:
         while True:
@@ -412,23 +436,29 @@ class Parking:
                     log.warning("park_read_failed", partition=str(tp), error=f"{type(exc).__name__}: {exc}")
             self._gauges()
 
+    def _live(self, tp: TopicPartition, part: _Partition) -> bool:
+        """Whether ``part`` is still the state of an owned ``tp`` that is not being revoked."""
+        return self._parts.get(tp) is part and not part.frozen
+
     async def _scan(self, tp: TopicPartition) -> None:
         part = self._parts.get(tp)
-        if part is None:
+        if part is None or part.frozen:
             return
         if part.position is None or part.scan is None:
             self._unpark(tp, part)  # parked, but nothing was written yet
             return
+        if not await self._warmed(tp):
+            return  # what the warm-up remembers decides whether a replayed event is stale
         for tenant in sorted(part.held_from):
             if self._allowance(tenant) > 0:
                 await self._rescan(tp, part, tenant)
         bound = self._settings.kafka.max_held_offsets
         for _ in range(_READS_PER_ROUND):
-            if self._parts.get(tp) is not part or part.scan.held >= bound:
+            if not self._live(tp, part) or part.scan.held >= bound:
                 return
             assert self._log is not None
             batch = await self._log.read(part.q, part.position, _READ_BATCH)
-            if self._parts.get(tp) is not part:
+            if not self._live(tp, part):
                 return
             batch = [r for r in batch if r.offset >= part.position]
             if not batch:
@@ -458,7 +488,7 @@ class Parking:
         at = part.held_from[tenant]
         while at < part.position:
             batch = await self._log.read(part.q, at, _READ_BATCH)
-            if self._parts.get(tp) is not part or not batch:
+            if not self._live(tp, part) or not batch:
                 return
             for r in batch:
                 if r.offset < at:
@@ -552,7 +582,7 @@ class Parking:
         if served is None or not room or self.stopping:
             return
         deliverer = served.deliverer
-        changes: list[OrderChange] = []
+        changes: list[tuple[OrderChange, Version | None]] = []
         # Its calls in flight finish (bounded); what is queued or retrying stays in the coalescer.
         await deliverer.drain(room, timeout=self._settings.sink.timeout_seconds + 1.0)
         try:
@@ -562,8 +592,8 @@ class Parking:
             # A request of these orders may still land for settle_seconds: their replay waits for it.
             hold = self._clock.wall() + self._settings.sink.settle_seconds
             changes = self._coalescer.take_tenant(tenant, room)
-            for change in changes:
-                self.park(change.record, tenant, hold)
+            for change, as_of in changes:
+                self.park(change.record, tenant, hold, as_of)
         finally:
             deliverer.undrain(room)
         log.warning(

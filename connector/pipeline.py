@@ -31,7 +31,7 @@ from connector.offsets import OffsetTracker
 from connector.park import Parking
 from connector.parklog import ParkLog
 from connector.source import Source
-from connector.structs import OrderChange, Record, TopicPartition
+from connector.structs import OrderChange, Record, TopicPartition, Version
 from connector.tenancy import SinkFactory, Tenancy
 
 log = get_logger("connector.pipeline")
@@ -95,13 +95,16 @@ class Pipeline:
             rng=rng,
             resolved=lambda record: self._resolve(record, Resolution.PARKED),
             dispatch=self._replay,
+            warmed=self._warmed,
         )
         self._dlq = dlq
         self._source: Source | None = None
         self._dlq_tasks: defaultdict[TopicPartition, dict[asyncio.Task[None], None]] = defaultdict(dict)
         self._paused: set[PauseReason] = set()
         self._revoking: set[TopicPartition] = set()
-        self._warm_until: dict[TopicPartition, int] = {}
+        self._warm_until: dict[TopicPartition, int] = {}  # till the warm-up re-read has passed it
+        self._handled: dict[TopicPartition, int] = {}  # the last offset handled, per partition
+        self._handling = False  # a fetched batch is being handled (positions are ahead of it)
         self._assigning: set[TopicPartition] = set()  # paused until their warm-up seek is done
         self._commit_lock = asyncio.Lock()
         self._commit_soon = asyncio.Event()
@@ -114,6 +117,7 @@ class Pipeline:
     def handle(self, record: Record) -> None:
         """Track, decode and coalesce one record (never raises)."""
         tp = record.tp
+        self._handled[tp] = record.offset
         if record.offset < self._warm_until.get(tp, -1):
             self._warm(record)
             return
@@ -145,12 +149,16 @@ class Pipeline:
             if not self.fence.may_send(tp) and self.fence.window(tp) is not None:
                 self._commit_soon.set()  # a lease is needed before anything of ``tp`` can be sent
 
-    def _replay(self, record: Record, hold: float) -> None:
+    def _replay(self, record: Record, hold: float, as_of: Version | None) -> None:
         """An event read back from the parking topic, at its original place: decoded, coalesced and
-        delivered as any other (``hold``: seconds before its order may be sent)."""
+        delivered as any other (``hold``: seconds before its order may be sent; ``as_of``: a newer
+        event it stands for, skipped as identical to it before it was parked)."""
         change = self._accept(record)
-        if change is not None:
-            self._offer(change, hold)
+        if change is None:
+            return
+        if as_of is not None and change.version.older_than(as_of):
+            change._version = as_of
+        self._offer(change, hold)
 
     def _accept(self, record: Record) -> OrderChange | None:
         """Decode ``record`` (the read path's cheap decode); None when it was resolved instead:
@@ -179,6 +187,7 @@ class Pipeline:
         that due budget ticks are used on time. A rebalance may run during a yield: records of a
         partition revoked meanwhile are left for its next owner (they are not committed)."""
         assert self._source is not None
+        self._handling = True
         try:
             for start in range(0, len(records), _HANDLE_CHUNK):
                 chunk = records[start : start + _HANDLE_CHUNK]
@@ -189,6 +198,7 @@ class Pipeline:
                 for record in chunk:
                     self.handle(record)
         finally:
+            self._handling = False
             self.metrics.consumed.inc(self._consumed_unreported)
             self._consumed_unreported = 0
 
@@ -205,6 +215,21 @@ class Pipeline:
             locate=self._locate,
         )
 
+    async def _warmed(self, tp: TopicPartition) -> bool:
+        """Whether the warm-up re-read of ``tp`` is over (what it remembers decides whether a replayed
+        event is stale): every record before the committed offset was handled, or, for one whose
+        records are gone (retention), the consumer's position passed it with no batch in hand."""
+        until = self._warm_until.get(tp)
+        if until is None:
+            return True
+        done = self._handled.get(tp, -1) >= until - 1
+        if not done and not self._handling and self._source is not None:
+            position = await self._source.position(tp)
+            done = position is not None and position >= until and not self._handling
+        if done and self._warm_until.get(tp) == until:
+            del self._warm_until[tp]
+        return done
+
     def _warm(self, record: Record) -> None:
         """A record below the committed offset, read again after an assignment: it was resolved by a
         previous owner; remember its version so that a late, older event is still recognised."""
@@ -212,14 +237,11 @@ class Pipeline:
             change = self._read(record)
         except Exception:  # it was dead-lettered when it was first read
             return
-        if change.tenant and self.park.parked(record.tp, change.tenant):
-            # It may have been parked, not delivered, so its replay is no copy; and it may have been
-            # skipped as identical to a change that was parked, whose offset is older: only its
-            # updated_at (shared by such copies) may make a late event stale.
-            if change.updated_at is not None:
-                self.coalescer.remember(change, delivered=False)
-            return
-        self.coalescer.remember(change)
+        # A parked tenant's event may have been parked, not delivered: its version makes older events
+        # stale (it, or a newer state, reaches the vendor: a change it was skipped as identical to
+        # was parked as of its version), but its replay is no copy to skip.
+        parked = bool(change.tenant) and self.park.parked(record.tp, change.tenant)
+        self.coalescer.remember(change, delivered=not parked)
 
     def _unknown_field(self, field: str, change: OrderChange) -> None:
         self.metrics.unknown_fields.labels(field).inc()
@@ -338,6 +360,7 @@ class Pipeline:
         started = self.clock.monotonic()
         bound = self.revoke_bound
         self._revoking |= partitions
+        self.park.freeze(partitions)
         try:
             await self.park.interrupt()
             await self.tenancy.drain(partitions, timeout=bound)
@@ -361,6 +384,7 @@ class Pipeline:
                 self.fence.drop(tp)
                 self.park.revoke(tp)
                 self._warm_until.pop(tp, None)
+                self._handled.pop(tp, None)
                 self._dlq_tasks.pop(tp, None)
                 for gauge in (self.metrics.lag, self.metrics.committed):
                     with contextlib.suppress(KeyError):

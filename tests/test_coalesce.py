@@ -222,7 +222,7 @@ def test_a_tenant_taken_out_for_parking_leaves_the_others_and_its_marks() -> Non
     healthy = _for("y", change("k1", 4, 1))
     c.offer(healthy)
     taken = c.take_tenant("x", [TopicPartition("t", 0)])
-    assert taken == [early, first, newer]
+    assert taken == [(early, None), (first, None), (newer, None)]
     assert c.current("x/k1") is None
     assert c.current("x/k3") is elsewhere
     assert c.current("y/k1") is healthy
@@ -250,3 +250,18 @@ def test_a_version_remembered_without_delivery_makes_older_events_stale_but_not_
     c.remember(seen, delivered=False)
     assert c.offer(change("a", 3, 4)).resolved[0][1] is Resolution.STALE
     assert c.offer(change("a", 7, 5)).start, "its replay is not skipped as identical"
+
+
+def test_an_event_skipped_as_identical_lends_its_version_to_the_change_it_copies() -> None:
+    """Every delete has the same payload: a newer delete arriving while an older one is pending is
+    skipped as identical, but the pending delete now stands for it (an event older than the newer
+    delete is stale, and a parked delete carries that version to its replay)."""
+    c = Coalescer()
+    pending = change("a", 0, 5)
+    c.offer(pending)
+    newer = change("a", 1, 9)
+    newer.digest = pending.digest
+    assert c.offer(newer).resolved == ((newer, Resolution.IDENTICAL),)
+    between = change("a", 2, 7, body="upsert")
+    assert c.offer(between).resolved == ((between, Resolution.STALE),)
+    assert c.take_tenant("", [TopicPartition("t", 0)]) == [(pending, newer.version)]

@@ -56,8 +56,13 @@ def _parking(log: _Log) -> Parking:
         clock=SYSTEM_CLOCK,
         rng=Random(1),
         resolved=lambda record: None,
-        dispatch=lambda record, hold: None,
+        dispatch=lambda record, hold, as_of: None,
+        warmed=_ready,
     )
+
+
+async def _ready(tp: TopicPartition) -> bool:
+    return True
 
 
 def _parked(offset: int, token: str, origin: TopicPartition = TP, at: int = 0) -> Record:

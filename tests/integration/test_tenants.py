@@ -252,3 +252,62 @@ async def _committed_to(bootstrap: str, group: str, topic: str, end: dict[int, i
     except Exception:
         return False
     return all(done.get(p, -1) >= offset for p, offset in end.items())
+
+
+async def test_parked_shops_survive_kill_9_and_a_rebalance(
+    kafka_bootstrap: str, topic_name: str, tmp_path: Path
+) -> None:
+    """Two connector processes, four shops, one shop's API down: once it is parked, one process is
+    killed with SIGKILL (parked events appended, some not yet committed past) and a third joins. The
+    healthy shops reach their latest state while the shop is still down; after it recovers, it is
+    replayed from the parking topic by whichever member owns each partition. Judged once every member
+    stopped: every shop at its latest state, nothing dead-lettered, no 429, both exits 0."""
+    names = ["down", "ok1", "ok2", "ok3"]
+    keys = {n: f"key-{n}" for n in names}
+    boxes = {n: Sandbox(api_key=keys[n], rate_per_minute=1200) for n in names}
+    boxes["down"].faults.outage_status = 503
+    boxes["down"].faults.outage_until = time.time() + 3600
+    events, latest = _events(names, 120, 30)
+    parked_topic = f"{topic_name}.parked"
+    await create_topics(kafka_bootstrap, {topic_name: 4, f"{topic_name}.dlq": 1, parked_topic: 4})
+    path = tmp_path / "tenants.toml"
+    async with Sandbox(api_key="not-a-tenant", tenants=boxes) as root:
+        _tenants_file(path, boxes, keys, rate=20.0)
+        env = connector_env(
+            kafka_bootstrap,
+            topic_name,
+            root.url,
+            TENANTS__PATH=str(path),
+            TENANTS__PARK_AFTER_SECONDS=2,
+            SINK__PROBE_INTERVAL_SECONDS=0.5,
+        )
+        procs = [ConnectorProcess(env, tmp_path / f"member-{n}.log") for n in range(3)]
+        try:
+            for proc in procs[:2]:
+                proc.start()
+            for proc in procs[:2]:
+                await asyncio.to_thread(wait_for_log, proc, "partitions_assigned", 60)
+            await produce(kafka_bootstrap, topic_name, events[: len(events) // 2])
+            await asyncio.to_thread(wait_for_log, procs[0], "tenant_parked", 60)
+            await produce(kafka_bootstrap, topic_name, events[len(events) // 2 :])
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(procs[0].kill9)
+            procs[2].start()
+            await wait_until(lambda: all(boxes[n].holds(latest[n]) for n in names[1:]), timeout=90)
+            assert not boxes["down"].store.orders, "the shop that is down holds nothing yet"
+            boxes["down"].faults.outage_until = 0.0
+            await wait_until(lambda: boxes["down"].holds(latest["down"]), timeout=120, interval=0.5)
+            for proc in procs[1:]:
+                proc.terminate()
+            for proc in procs[1:]:
+                assert await asyncio.to_thread(proc.wait, 40) == 0
+        finally:
+            for proc in procs:
+                proc.stop()
+    for name in names:
+        assert boxes[name].holds(latest[name]), f"{name}: judged again once every member stopped"
+        assert 429 not in {r.status for r in boxes[name].store.requests}
+    dlq = await end_offsets(kafka_bootstrap, f"{topic_name}.dlq")
+    assert sum(dlq.values()) == 0, "nothing dead-lettered for the shop that was down"
+    parked = await end_offsets(kafka_bootstrap, parked_topic)
+    assert sum(parked.values()) > 0, "the shop that was down went through the parking topic"
