@@ -81,7 +81,8 @@ CAUGHT_WITH_TENANTS = {
     "no_parking": (21, "isolation: "),
     "parked_resolved_before_it_is_written": (32, "committed orders-0@3 past unresolved"),
     "warm_up_marks_parked_events_delivered": (7, "newest event is rejected by the vendor"),
-    "warm_up_notes_offsets_of_parked_events": (226, "vendor holds ('delete', None)"),
+    "parked_change_forgets_what_it_stands_for": (226, "vendor holds ('delete', None)"),
+    "replay_goes_on_while_revoking": (807, "vendor holds ('upsert', 's10')"),
 }
 
 
