@@ -1,0 +1,78 @@
+"""The functions a mapping file may call besides JMESPath's own: what order events need and JMESPath's
+standard library cannot say (it has no arithmetic, no dates and no string splitting).
+
+- ``str(value)``: a string or number as text, integers exactly (``to_string`` would turn a missing
+  field into the text ``"null"``, and JSON readers in other languages round 64-bit ids); null stays
+  null, so a missing field is reported as missing.
+- ``minor_units(amount)``: a decimal amount (``"199.99"`` or ``199.99``) in minor units
+  (``19999``), computed exactly in decimal; ``minor_units(amount, digits)`` for a currency with other
+  than 2 decimals (JPY: 0).
+- ``from_epoch(number, unit)``: epoch time in ``s``, ``ms``, ``us`` or ``ns`` (Debezium's
+  ``Timestamp``, ``MicroTimestamp``, ``NanoTimestamp``) as an RFC 3339 UTC timestamp.
+- ``split(text, separator)``: the non-empty, trimmed parts of ``text`` (Shopify's ``"vip, spring"``
+  tags).
+
+Each returns null for a null argument, so that ``minor_units(missing)`` reads as a missing field.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from jmespath import functions
+
+_UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+_TIMESPEC = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "microseconds"}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class ConnectorFunctions(functions.Functions):
+    """JMESPath's functions plus ``str``, ``minor_units``, ``from_epoch`` and ``split``."""
+
+    @functions.signature({"types": ["string", "number", "null"]})
+    def _func_str(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(value)
+
+    @functions.signature({"types": ["string", "number", "null"]}, {"types": ["number"], "variadic": True})
+    def _func_minor_units(self, amount: Any, *digits: Any) -> int | None:
+        if amount is None:
+            return None
+        places = int(digits[0]) if digits else 2
+        try:
+            exact = Decimal(str(amount)).scaleb(places)
+        except InvalidOperation:
+            raise ValueError(f"minor_units: {amount!r} is not a decimal amount") from None
+        if exact != exact.to_integral_value():
+            raise ValueError(f"minor_units: {amount!r} has more than {places} decimals")
+        return int(exact)
+
+    @functions.signature({"types": ["number", "string", "null"]}, {"types": ["string"]})
+    def _func_from_epoch(self, value: Any, unit: str) -> str | None:
+        if value is None:
+            return None
+        if unit not in _UNITS:
+            raise ValueError(f"from_epoch: unit must be one of {', '.join(_UNITS)} (got {unit!r})")
+        try:
+            ticks = int(value)
+        except ValueError:
+            raise ValueError(f"from_epoch: {value!r} is not a whole number") from None
+        per_second = _UNITS[unit]
+        seconds, rest = divmod(ticks, per_second)
+        stamp = _EPOCH + timedelta(seconds=seconds, microseconds=rest * 1_000_000 // per_second)
+        return stamp.isoformat(timespec=_TIMESPEC[unit]).replace("+00:00", "Z")
+
+    @functions.signature({"types": ["string", "null"]}, {"types": ["string"]})
+    def _func_split(self, text: str | None, separator: str) -> list[str] | None:
+        if text is None:
+            return None
+        return [part.strip() for part in text.split(separator) if part.strip()]
+
+
+FUNCTIONS = ConnectorFunctions()
+"""One instance for every compiled mapping (it holds no state)."""
