@@ -13,7 +13,9 @@
     }'''
 
 ``external_id`` and ``order`` are required, ``updated_at`` and ``event_type`` optional (the envelope's
-defaults). Every expression is compiled when the file is loaded, so a syntax error stops the start-up
+defaults; an expression giving null also leaves the default). In ``order``, a key whose value is null
+is left out: JMESPath writes null for a field the event does not have, and the connector forwards
+nothing the producer did not send. Every expression is compiled when the file is loaded, so a syntax error stops the start-up
 with the file, the field and the position. Each field is evaluated on its own so that a failure names
 the field and its expression. For a delete, ``order`` is not evaluated: a delete needs only the key.
 """
@@ -30,7 +32,7 @@ from jmespath.exceptions import JMESPathError
 from jmespath.parser import ParsedResult
 
 from connector.errors import ConfigError, MappingError
-from connector.mapping._functions import FUNCTIONS
+from connector.mapping._functions import CURRENT, FUNCTIONS
 from connector.mapping._types import MAPPED_FIELDS, Event
 
 _REQUIRED = ("external_id", "order")
@@ -107,6 +109,13 @@ class FileMapping:
         """``{external_id, updated_at, event_type, order}`` for ``event``: each field from its
         expression (optional ones left out when they give null). A required field that gives null,
         or the wrong type, is a MappingError naming it."""
+        token = CURRENT.set(event)
+        try:
+            return self._apply(event)
+        finally:
+            CURRENT.reset(token)
+
+    def _apply(self, event: Event) -> dict[str, Any]:
         exprs = self.expressions
         document = event.value
         out: dict[str, Any] = {}
@@ -137,5 +146,19 @@ class FileMapping:
         except MappingError as exc:
             exc.external_id = external_id
             raise
-        out["order"] = order
+        out["order"] = _without_nulls(order)
         return out
+
+
+def _without_nulls(value: dict[str, Any]) -> dict[str, Any]:
+    """``value`` without the keys whose value is null, in nested objects and lists of objects too."""
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if item is None:
+            continue
+        if isinstance(item, dict):
+            item = _without_nulls(item)
+        elif isinstance(item, list):
+            item = [_without_nulls(i) if isinstance(i, dict) else i for i in item]
+        out[key] = item
+    return out

@@ -11,25 +11,45 @@ standard library cannot say (it has no arithmetic, no dates and no string splitt
   ``Timestamp``, ``MicroTimestamp``, ``NanoTimestamp``) as an RFC 3339 UTC timestamp.
 - ``split(text, separator)``: the non-empty, trimmed parts of ``text`` (Shopify's ``"vip, spring"``
   tags).
+- ``header(name)``: the record's header ``name`` as text (null when absent), for what a producer
+  puts beside the value (Shopify's ``X-Shopify-Topic``, say); ``key()``: the record key (JSON when
+  it parses, else text).
 
 Each returns null for a null argument, so that ``minor_units(missing)`` reads as a missing field.
 """
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from jmespath import functions
 
+from connector.mapping._types import Event
+
 _UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 _TIMESPEC = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "microseconds"}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+CURRENT: ContextVar[Event | None] = ContextVar("mapped_event", default=None)
+"""The event being mapped, for ``header()`` and ``key()`` (set by the file mapping around each event)."""
+
 
 class ConnectorFunctions(functions.Functions):
-    """JMESPath's functions plus ``str``, ``minor_units``, ``from_epoch`` and ``split``."""
+    """JMESPath's functions plus ``str``, ``minor_units``, ``from_epoch``, ``split``, ``header`` and
+    ``key``."""
+
+    @functions.signature({"types": ["string"]})
+    def _func_header(self, name: str) -> str | None:
+        event = CURRENT.get()
+        return event.headers.get(name) if event is not None else None
+
+    @functions.signature()
+    def _func_key(self) -> Any:
+        event = CURRENT.get()
+        return event.key if event is not None else None
 
     @functions.signature({"types": ["string", "number", "null"]})
     def _func_str(self, value: Any) -> str | None:
@@ -39,8 +59,12 @@ class ConnectorFunctions(functions.Functions):
             return str(int(value))
         return str(value)
 
-    @functions.signature({"types": ["string", "number", "null"]}, {"types": ["number"], "variadic": True})
+    # One variadic argument: JMESPath's variadic arguments need at least one value, so the optional
+    # ``digits`` is checked here.
+    @functions.signature({"types": ["string", "number", "null"], "variadic": True})
     def _func_minor_units(self, amount: Any, *digits: Any) -> int | None:
+        if len(digits) > 1 or (digits and (isinstance(digits[0], bool) or not isinstance(digits[0], int))):
+            raise ValueError("minor_units(amount) or minor_units(amount, digits), digits a whole number")
         if amount is None:
             return None
         places = int(digits[0]) if digits else 2
