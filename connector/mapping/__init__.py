@@ -11,10 +11,11 @@ stage ``map`` (:class:`~connector.errors.MappingError`), the expression or funct
 from connector.mapping._avro import Registry, schema_id
 from connector.mapping._file import FileMapping
 from connector.mapping._function import FunctionMapping, load_function
-from connector.mapping._stage import Mapper, compile_mapping, to_native
+from connector.mapping._stage import NATIVE_STEP, Mapper, compile_mapping, to_native
 from connector.mapping._types import Event, Mapped, MappingFunction, Trace
 
 __all__ = [
+    "NATIVE_STEP",
     "Event",
     "FileMapping",
     "FunctionMapping",

@@ -15,9 +15,10 @@
 ``external_id`` and ``order`` are required, ``updated_at`` and ``event_type`` optional (the envelope's
 defaults; an expression giving null also leaves the default). In ``order``, a key whose value is null
 is left out: JMESPath writes null for a field the event does not have, and the connector forwards
-nothing the producer did not send. Every expression is compiled when the file is loaded, so a syntax error stops the start-up
-with the file, the field and the position. Each field is evaluated on its own so that a failure names
-the field and its expression. For a delete, ``order`` is not evaluated: a delete needs only the key.
+nothing the producer did not send. Every expression is compiled when the file is loaded, so a
+syntax error stops the start-up with the file, the field and the position. Each field is evaluated
+on its own so that a failure names the field and its expression. For a delete, ``order`` is not
+evaluated: a delete needs only the key.
 """
 
 from __future__ import annotations

@@ -34,6 +34,8 @@ from connector.structs import OrderChange, Record
 from connector.vendors import vendor
 
 Mapping = FileMapping | FunctionMapping
+NATIVE_STEP = "as the connector's own envelope"
+"""The name of the trace step holding the value a native producer would have written."""
 TenantMapping = Callable[[str], tuple[str, str] | None]
 """A tenant's own mapping, ``(file, function)``, or None to use the deployment's."""
 
@@ -187,7 +189,7 @@ class Mapper:
                 trace.append((str(mapping), mapped))
             native = to_native(mapped, event, kind)
         if trace is not None:
-            trace.append(("as the connector's own envelope", native))
+            trace.append((NATIVE_STEP, native))
         located = (tenant, kind, api_version)
         return decode_value(
             record,
