@@ -23,10 +23,8 @@ import binascii
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
 from connector.errors import DecodeError
-from connector.mapping._types import Event, text_headers
+from connector.mapping._types import Event, record_key, text_headers
 from connector.structs import Record
 
 REQUIRED = ("id", "source", "specversion", "type")
@@ -118,7 +116,9 @@ def unwrap(record: Record, read: ReadBytes) -> Event | None:
             )
         event = _structured(document, read)
     time = event.get("time")
-    return Event(event, _key(record), headers, record.topic, time=time if isinstance(time, str) else None)
+    return Event(
+        event, record_key(record), headers, record.topic, time=time if isinstance(time, str) else None
+    )
 
 
 def data_of(event: Event) -> Any:
@@ -126,13 +126,3 @@ def data_of(event: Event) -> Any:
     if "data" not in event.value:
         raise DecodeError(f"CloudEvent {event.value['id']} has no data (and no mapping reads its attributes)")
     return event.value["data"]
-
-
-def _key(record: Record) -> Any:
-    """The record key: JSON when it parses, else text, else None."""
-    if record.key is None:
-        return None
-    try:
-        return orjson.loads(record.key)
-    except orjson.JSONDecodeError:
-        return record.key.decode("utf-8", "replace")

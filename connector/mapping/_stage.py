@@ -28,7 +28,7 @@ from connector.mapping import _cloudevents, _debezium
 from connector.mapping._avro import MAGIC, Registry
 from connector.mapping._file import FileMapping
 from connector.mapping._function import FunctionMapping, check_result
-from connector.mapping._types import Event, Trace, text_headers
+from connector.mapping._types import Event, Trace, record_key, text_headers
 from connector.models import parse_timestamp
 from connector.structs import OrderChange, Record
 from connector.vendors import vendor
@@ -129,7 +129,9 @@ class Mapper:
             return _debezium.unwrap(record, self._bytes)
         if record.value is None:
             return None
-        return Event(self._bytes(record.value, "value"), None, text_headers(record), record.topic)
+        return Event(
+            self._bytes(record.value, "value"), record_key(record), text_headers(record), record.topic
+        )
 
     def mapping_for(self, tenant: str) -> Mapping | None:
         """The tenant's own mapping if it has one, else the deployment's."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NotRequired, Protocol, TypedDict
 
+import orjson
+
 from connector.structs import Record
 
 
@@ -59,3 +61,13 @@ Trace = list[tuple[str, Any]]
 def text_headers(record: Record) -> dict[str, str]:
     """The record's headers as text (undecodable bytes replaced); the last of a repeated name wins."""
     return {name: (raw or b"").decode("utf-8", "replace") for name, raw in record.headers}
+
+
+def record_key(record: Record) -> Any:
+    """The record key: JSON when it parses, else text, else None."""
+    if record.key is None:
+        return None
+    try:
+        return orjson.loads(record.key)
+    except orjson.JSONDecodeError:
+        return record.key.decode("utf-8", "replace")
