@@ -416,3 +416,27 @@ def test_default_mapping_settings_are_inactive() -> None:
         MappingSettings(file="a.toml", function="a:b")
     with pytest.raises(ValueError, match=r"package\.module:function"):
         MappingSettings(function="not a path")
+
+
+# -- many tenants -----------------------------------------------------------------------------------
+def test_each_tenant_reads_with_its_own_mapping_else_the_deployments(tmp_path: Path) -> None:
+    """With many shops the tenant is found first (a field of the event), then its mapping applies;
+    a tenant without one uses the deployment's."""
+    own = mapping_file(tmp_path, {"external_id": "str(ref)", "order": "{name: title}"}, "own.toml")
+    deployment = mapping_file(tmp_path, {"external_id": "str(id)", "order": "{name: name}"}, "all.toml")
+    located: list[str] = []
+
+    def locate(record: Record, data: Any) -> tuple[str, str, str]:
+        located.append(data["shop"])
+        return data["shop"], "loop", "v1"
+
+    m = Mapper(
+        MappingSettings(file=deployment),
+        tenant_mapping=lambda tenant: (own, "") if tenant == "acme" else None,
+    )
+    acme = m.read(Record("t", 0, 0, None, b'{"shop": "acme", "ref": 9, "title": "#9"}'), locate=locate)
+    bolt = m.read(Record("t", 0, 1, None, b'{"shop": "bolt", "id": 7, "name": "#7"}'), locate=locate)
+    assert (acme.tenant, acme.external_id, acme.body["name"]) == ("acme", "9", "#9")
+    assert (bolt.tenant, bolt.external_id, bolt.body["name"]) == ("bolt", "7", "#7")
+    assert acme.key == "acme/9"
+    assert located == ["acme", "bolt"]
