@@ -440,3 +440,42 @@ def test_each_tenant_reads_with_its_own_mapping_else_the_deployments(tmp_path: P
     assert (bolt.tenant, bolt.external_id, bolt.body["name"]) == ("bolt", "7", "#7")
     assert acme.key == "acme/9"
     assert located == ["acme", "bolt"]
+
+
+# -- compiled expressions agree with jmespath's interpreter -----------------------------------------
+EXPRESSIONS = [
+    "a", "a.b.c", "a[0]", "a[-1].b", "a[1:3]", "a[::-1]", "a[*].b", "a[].b", "a.*.b", "a[]", "a[][]",
+    "a[?b > `1`].c", "a[?b == 'x'] | [0]", "a | b", "[a, b.c]", "{x: a, y: {z: b}}", "a || b", "a && b",
+    "!a", "a == b", "a != b", "a < b", "a <= b", "a > b", "a >= b", "`[1, {\"k\": null}]`", "'text'", "@",
+    "length(a)", "keys(@)", "sort_by(a, &b)", "max_by(a, &b)", "join(', ', a)", "sum(a)", "to_string(a)",
+    "str(a)", "minor_units(a)", "split(a, ',')", "not_null(a, b, 'c')", "a[*].[b, c]", "a.b[?c].{d: d}",
+    "contains(a, 'x')", "abs(a)", "length(@)", "a[0:2].b || 'none'", "merge(a, b)", "type(a)",
+]  # fmt: skip
+_keys = st.sampled_from(["a", "b", "c", "d"])
+_documents = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.floats(-5, 5, allow_nan=False) | st.sampled_from(["", "x", "1.5", "a,b"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_keys, inner, max_size=4),
+    max_leaves=12,
+)  # fmt: skip
+
+
+def _search(run: Any) -> Any:
+    try:
+        return ("ok", run())
+    except Exception as exc:  # the same exception class and message, whichever side raises
+        return ("error", type(exc).__name__, str(exc))
+
+
+@settings(max_examples=400, deadline=None)
+@given(document=_documents, expression=st.sampled_from(EXPRESSIONS))
+def test_compiled_expressions_agree_with_the_interpreter(document: Any, expression: str) -> None:
+    import jmespath
+
+    from connector.mapping._compile import Compiler
+    from connector.mapping._functions import FUNCTIONS
+
+    options = jmespath.Options(custom_functions=FUNCTIONS)
+    compiled = Compiler(options).compile(expression)
+    assert _search(lambda: compiled(document)) == _search(
+        lambda: jmespath.search(expression, document, options)
+    )

@@ -16,7 +16,8 @@
 defaults; an expression giving null also leaves the default). In ``order``, a key whose value is null
 is left out: JMESPath writes null for a field the event does not have, and the connector forwards
 nothing the producer did not send. Every expression is compiled when the file is loaded, so a
-syntax error stops the start-up with the file, the field and the position. Each field is evaluated
+syntax error stops the start-up with the file, the field and the position; compiled to closures
+(``_compile.py``), since a mapping runs on every record read. Each field is evaluated
 on its own so that a failure names the field and its expression. For a delete, ``order`` is not
 evaluated: a delete needs only the key.
 """
@@ -30,14 +31,14 @@ from typing import Any
 
 import jmespath
 from jmespath.exceptions import JMESPathError
-from jmespath.parser import ParsedResult
 
 from connector.errors import ConfigError, MappingError
+from connector.mapping._compile import Compiled, Compiler
 from connector.mapping._functions import CURRENT, FUNCTIONS
 from connector.mapping._types import MAPPED_FIELDS, Event
 
 _REQUIRED = ("external_id", "order")
-_OPTIONS = jmespath.Options(custom_functions=FUNCTIONS)
+_COMPILER = Compiler(jmespath.Options(custom_functions=FUNCTIONS))
 _SHOWN = 120
 
 
@@ -52,14 +53,14 @@ class Expression:
 
     field: str
     source: str
-    compiled: ParsedResult
+    compiled: Compiled
     where: str
 
     def __call__(self, document: Any) -> Any:
         """The expression's value on ``document``; a MappingError naming the file, the field and the
         expression when it fails."""
         try:
-            return self.compiled.search(document, _OPTIONS)
+            return self.compiled(document)
         except (JMESPathError, ValueError, TypeError, ArithmeticError) as exc:
             raise self.error(f"failed: {exc}") from None
 
@@ -95,7 +96,7 @@ class FileMapping:
             if not isinstance(source, str) or not source.strip():
                 raise ConfigError(f"mapping.file {path}: {name}: must be a JMESPath expression (a string)")
             try:
-                compiled = jmespath.compile(source)
+                compiled = _COMPILER.compile(source)
             except JMESPathError as exc:
                 detail = " ".join(str(exc).split())
                 raise ConfigError(
