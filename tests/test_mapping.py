@@ -479,3 +479,22 @@ def test_compiled_expressions_agree_with_the_interpreter(document: Any, expressi
     assert _search(lambda: compiled(document)) == _search(
         lambda: jmespath.search(expression, document, options)
     )
+
+
+def test_with_many_tenants_and_no_mapping_a_native_event_reads_as_before() -> None:
+    """Many tenants put every record through the stage: without a mapping, a value that is not an
+    object is still a decode error before routing, and an event reads as decode reads it."""
+
+    def locate(record: Record, data: Any) -> tuple[str, str, str]:
+        if not isinstance(data, dict):
+            raise AssertionError("routed before the value was checked")
+        return "acme", "loop", "v1"
+
+    m = Mapper(MappingSettings(), tenant_mapping=lambda tenant: None)
+    with pytest.raises(DecodeError, match="value is JSON list, expected an object"):
+        m.read(Record("t", 0, 0, None, b"[1]"), locate=locate)
+    value = b'{"event_type": "order.updated", "order": {"external_id": "A", "updated_at": "2026-01-01T00:00:00Z"}}'
+    mapped = m.read(Record("t", 0, 1, None, value), locate=locate)
+    native = decode(Record("t", 0, 1, None, value), validate=False, locate=locate)
+    assert _outcome(lambda: mapped) == _outcome(lambda: native)
+    assert mapped.tenant == native.tenant == "acme"

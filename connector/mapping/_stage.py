@@ -172,6 +172,8 @@ class Mapper:
             trace.append((f"envelope {self.settings.envelope}", _shown(event)))
         if event is None:
             return decode_tombstone(record, locate)
+        if self.settings.envelope == "native" and self.mapping is None and not isinstance(event.value, dict):
+            raise DecodeError(f"value is JSON {type(event.value).__name__}, expected an object")  # as decode
         tenant = ""
         if locate is not None:
             tenant, kind, api_version = locate(record, event.value)

@@ -76,5 +76,12 @@ def to_loop(event: Event) -> Mapped:
             }.items()
             if v is not None
         }
-    event_type = "order.cancelled" if cancelled else "order.created" if topic == "orders/create" else "order.updated"
-    return {"external_id": external_id, "updated_at": shopify["updated_at"], "event_type": event_type, "order": order}
+    event_type = (
+        "order.cancelled" if cancelled else "order.created" if topic == "orders/create" else "order.updated"
+    )
+    return {
+        "external_id": external_id,
+        "updated_at": shopify["updated_at"],
+        "event_type": event_type,
+        "order": order,
+    }
