@@ -23,7 +23,7 @@ from typing import Any
 
 from connector.config import MappingSettings
 from connector.decode import Locate, decode_tombstone, decode_value, parse_value
-from connector.errors import DecodeError, MappingError
+from connector.errors import ConfigError, DecodeError, MappingError
 from connector.mapping import _cloudevents, _debezium
 from connector.mapping._avro import MAGIC, Registry
 from connector.mapping._file import FileMapping
@@ -139,7 +139,10 @@ class Mapper:
         if spec is None:
             return self.mapping
         if spec not in self._compiled:
-            self._compiled[spec] = compile_mapping(*spec)
+            try:
+                self._compiled[spec] = compile_mapping(*spec)
+            except ConfigError as exc:  # checked when the tenants loaded; gone or broken since
+                raise MappingError(f"tenant {tenant}: {exc}", mapping=spec[0] or spec[1]) from None
         return self._compiled[spec]
 
     def _default(self, event: Event, kind: str) -> Any:
