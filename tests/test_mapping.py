@@ -5,6 +5,7 @@ is read exactly as the native event it stands for."""
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -253,9 +254,14 @@ def needs_total(event: Event) -> Mapped:
 
 
 def returns_this(event: Event) -> Mapped:
-    """A mapping function for the tests: the event's value is what it returns."""
-    result: Mapped = event.value
+    """A mapping function for the tests: the event's value is what it returns (``{"__decimal__": x}``
+    as a Decimal, which JSON cannot carry)."""
+    result: Mapped = json.loads(json.dumps(event.value), object_hook=_decimals)
     return result
+
+
+def _decimals(obj: dict[str, Any]) -> Any:
+    return Decimal(obj["__decimal__"]) if set(obj) == {"__decimal__"} else obj
 
 
 @pytest.mark.parametrize(
@@ -266,6 +272,7 @@ def returns_this(event: Event) -> Mapped:
         ({"external_id": "A", "order": []}, "order: gave a list"),
         ({"external_id": "A", "order": {}, "shop": "x"}, "unknown field shop"),
         ([1], "returned list"),
+        ({"external_id": "A", "order": {"total": {"__decimal__": "1.5"}}}, "JSON cannot carry"),
     ],
 )
 def test_a_function_result_of_the_wrong_shape_is_a_mapping_error(result: Any, says: str) -> None:

@@ -9,6 +9,8 @@ import sys
 import traceback
 from typing import Any
 
+import orjson
+
 from connector.errors import ConfigError, MappingError
 from connector.mapping._types import MAPPED_FIELDS, Event, MappingFunction
 
@@ -71,6 +73,12 @@ class FunctionMapping:
                 "{external_id, updated_at, event_type, order}",
                 mapping=self.path,
             )
+        try:
+            orjson.dumps(result)
+        except TypeError as exc:  # a Decimal, a set, an object: the body must be JSON
+            raise MappingError(
+                f"mapping function {self.path} returned a value JSON cannot carry: {exc}", mapping=self.path
+            ) from None
         return check_result(dict(result), f"mapping function {self.path}", self.path, event.deleted)
 
 
