@@ -2,17 +2,15 @@
 registry: the schema registered through the registry's own API, Debezium-shaped Avro changes produced
 to the broker, the connector decoding them with the schema fetched from the registry.
 
-Needs ``TEST_SCHEMA_REGISTRY_URL`` (a Confluent Schema Registry, Apicurio Registry's
-``/apis/ccompat/v7``, Karapace or Redpanda). None can be fetched on this project's machines (see the
-README, "Bring your own events": Apicurio's modules are not on Maven Central, Karapace is not on
-PyPI), so without it the test is skipped, saying so."""
+The registry is Apicurio Registry, built from Maven Central and started by ``scripts/registry`` (the
+``schema_registry`` fixture), or any other at ``TEST_SCHEMA_REGISTRY_URL``."""
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import struct
+from pathlib import Path
 
 import fastavro
 import httpx
@@ -22,14 +20,7 @@ from connector.config import MappingSettings
 from connector.sandbox import Sandbox
 from tests.helpers import create_topics, produce, running, settings_for, wait_until
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        not os.environ.get("TEST_SCHEMA_REGISTRY_URL"),
-        reason="no Confluent-compatible schema registry: set TEST_SCHEMA_REGISTRY_URL (none can be "
-        "fetched here: Apicurio Registry's modules are not served by Maven Central, Karapace is not on PyPI)",
-    ),
-]
+pytestmark = pytest.mark.integration
 
 ROW = {
     "type": "record",
@@ -81,9 +72,12 @@ def _wire(ident: int, schema: dict[str, object], datum: dict[str, object]) -> by
 
 
 async def test_debezium_avro_changes_decoded_with_the_registry(
-    kafka_bootstrap: str, topic_name: str, sandbox: Sandbox, tmp_path: object
+    kafka_bootstrap: str, topic_name: str, sandbox: Sandbox, tmp_path: Path, schema_registry: str
 ) -> None:
-    url = os.environ["TEST_SCHEMA_REGISTRY_URL"].rstrip("/")
+    """Key and value schemas registered through the registry's Confluent API; a create and an update
+    of one row, Avro in the wire format: the sandbox ends with the update, decoded with the fetched
+    schemas, and the decimal-free row mapped by a JMESPath file."""
+    url = schema_registry
     value_id = _register(url, f"{topic_name}-value", ENVELOPE)
     key_id = _register(url, f"{topic_name}-key", KEY)
     row = {"id": 1, "number": "#1", "total_cents": 1999, "currency": "EUR", "updated_at": 1793534400000000}
@@ -96,7 +90,7 @@ async def test_debezium_avro_changes_decoded_with_the_registry(
     ]  # fmt: skip
     await create_topics(kafka_bootstrap, {topic_name: 1, f"{topic_name}.dlq": 1})
     await produce(kafka_bootstrap, topic_name, events)
-    mapping = tmp_path / "m.toml"  # type: ignore[operator]
+    mapping = tmp_path / "m.toml"
     mapping.write_text(
         "external_id = \"join('', ['pg-', str(id)])\"\nupdated_at = \"from_epoch(updated_at, 'us')\"\n"
         'order = "{name: number, total_price: {amount: total_cents, currency_code: currency}}"\n'
