@@ -8,6 +8,9 @@ K  distinct orders, API unthrottled, 1 ms latency: requests per connector CPU s,
 L  peak RSS holding a 1,000,000-event backlog (API at 300/min)
 M  request rate achieved while backlogged, at budgets of 5, 100 and 1,000 a second (and 429s)
 N  100,000 events / 5,000 orders at 100/s: wall time from process start, over the ideal (orders/budget)
+O  the mapping stage: J's backlog as Shopify order webhooks (examples/shopify), events per connector
+   CPU s with no mapping (the same orders as native envelopes), the JMESPath mapping file and the
+   Python mapping function; beside it, the stage alone in this process (read path, no Kafka)
 
 "Per CPU s" divides by the connector process's own CPU seconds (``/proc/<pid>/stat``), counted from
 its first event read to its last resolved, so the broker and the sandbox, on the same machine, do not
@@ -266,6 +269,92 @@ def n_wall(bootstrap: str, n: int, keys: int, budget: float) -> Row:
     return f"N {n:,} events / {keys:,} orders at {budget:g}/s, from start", out[0], out[1], f"{ideal:.0f} s"
 
 
+def shopify_events(
+    n: int, keys: int
+) -> tuple[list[tuple[bytes, bytes | None]], list[tuple[bytes, bytes | None]]]:
+    """``n`` Shopify order webhooks over ``keys`` orders (the first event of examples/shopify, with
+    its id, updated_at and tags varied), and the same events as native envelopes (the mapping's
+    output, what a producer of the connector's own format would write)."""
+    import json
+
+    from connector.config import MappingSettings
+    from connector.mapping import NATIVE_STEP, Mapper, Trace
+    from connector.structs import Record
+
+    with open("examples/shopify/events.jsonl") as handle:
+        template = json.loads(handle.readline())["value"]
+    mapper = Mapper(MappingSettings(file="examples/shopify/mapping.toml"))
+    shopify, native = [], []
+    versions: dict[int, int] = {}
+    for i in range(n):
+        ident = 820982911946154508 + (i % keys) * 10
+        versions[ident] = version = versions.get(ident, 0) + 1
+        body = dict(template, id=ident, name=f"#{1000 + i % keys}", tags=f"v{version}, bench")
+        body["updated_at"] = (
+            f"2026-11-01T{12 + version // 3600:02d}:{version // 60 % 60:02d}:{version % 60:02d}-05:00"
+        )
+        body["line_items"] = [dict(template["line_items"][0], id=ident + 1)]
+        key, value = str(ident).encode(), json.dumps(body).encode()
+        trace: Trace = []
+        mapper.read(Record("bench", 0, i, key, value), trace=trace)
+        shopify.append((key, value))
+        native.append((key, json.dumps(dict(trace)[NATIVE_STEP]).encode()))
+    return native, shopify
+
+
+def stage_alone(data: list[tuple[bytes, bytes | None]], **mapping: str) -> float:
+    """Events per CPU second of the read path alone (decode, or the mapping stage), in this process."""
+    from connector.config import MappingSettings
+    from connector.decode import decode
+    from connector.mapping import Mapper
+    from connector.structs import Record
+
+    records = [Record("bench", 0, i, k, v) for i, (k, v) in enumerate(data)]
+    mapper = Mapper(MappingSettings(**mapping)) if mapping else None
+    started = time.process_time()
+    for record in records:
+        if mapper is None:
+            decode(record, validate=False)
+        else:
+            mapper.read(record)
+    return len(records) / (time.process_time() - started)
+
+
+def o_mapping(bootstrap: str, n: int, keys: int) -> list[Row]:
+    native, shopify = shopify_events(n, keys)
+    cases = [
+        ("no mapping (native envelopes)", native, {}),
+        ("JMESPath mapping file", shopify, {"file": "examples/shopify/mapping.toml"}),
+        ("Python mapping function", shopify, {"function": "examples.shopify.mapping:to_loop"}),
+    ]
+    rows: list[Row] = []
+    for label, data, mapping in cases:
+        topic = asyncio.run(topic_with(bootstrap, f"bench-o-{time.time_ns()}", data))
+        with sandbox(1e9, latency_ms=1) as url:
+            extra = {f"MAPPING__{k.upper()}": v for k, v in mapping.items()}
+            proc, port = start_connector(
+                bootstrap, topic, url, SINK__RATE_LIMIT_PER_SECOND=1e6, SINK__MAX_IN_FLIGHT=32, **extra
+            )
+            cpu, wall = first_then(
+                proc.pid,
+                lambda p=port: metric(p, "connector_events_consumed_total") > 0,
+                lambda p=port: metric(p, "connector_events_resolved_total") >= n,
+                900,
+            )
+            calls = sandbox_stats(url)["requests"]
+            stop(proc)
+        alone = stage_alone(data[:20_000], **mapping)
+        rows.append(
+            (
+                f"O {n:,} Shopify webhooks / {keys:,} orders: {label}",
+                f"{n / cpu:,.0f} events/CPU s ({n / wall:,.0f}/s wall, {calls:,} calls)",
+                "n/a",
+                f"read path alone: {alone:,.0f} events/CPU s",
+            )
+        )
+    return rows
+
+
 def orjson_updated(value: bytes | None) -> str:
     import orjson
 
@@ -277,7 +366,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="smaller figures, for a smoke run")
-    parser.add_argument("--only", default="J,K,L,M,N", help="which benchmarks, e.g. --only J,M")
+    parser.add_argument("--only", default="J,K,L,M,N,O", help="which benchmarks, e.g. --only J,M")
     parser.add_argument("--budgets", default="5,100,1000", help="M's budgets, requests a second")
     parser.add_argument(
         "--raw-consume", nargs=4, metavar=("BOOTSTRAP", "TOPIC", "N", "PARSE"), help=argparse.SUPPRESS
@@ -304,6 +393,8 @@ def main() -> None:
                 rows.append(m_pace(b, budget, 12 if q else 30))
         if "N" in only:
             rows.append(n_wall(b, 10_000 if q else 100_000, 500 if q else 5_000, 100.0))
+        if "O" in only:
+            rows.extend(o_mapping(b, 20_000 if q else 200_000, 1_000))
     print(f"\n{'figure':58} {'connector':44} {'naive':44} raw limit / goal")
     for name, conn, naive, raw in rows:
         print(f"{name:58} {conn:44} {naive:44} {raw}")

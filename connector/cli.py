@@ -7,11 +7,15 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from connector import __version__
 from connector.constants import Stage
 from connector.errors import BrokerUnavailable, ConfigError
 from connector.vendors import VENDORS
+
+if TYPE_CHECKING:
+    from connector.config import MappingSettings
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -66,16 +70,77 @@ def _sandbox(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.example:
+        from connector.demo_example import run_example
+
+        return run_example(args.example)
     from connector.demo import run_demo
 
     return run_demo(events=args.events, orders=args.orders)
 
 
+def _mapping_settings(args: argparse.Namespace, always: bool) -> MappingSettings | None:
+    """The mapping section of ``--config`` (and the environment), with the command line's
+    ``--envelope``, ``--mapping``, ``--function`` and ``--registry-url`` over it; None when nothing
+    names a mapping and ``always`` is false (``connector validate`` as before mappings)."""
+    from pydantic import ValidationError
+
+    from connector.config import MappingSettings, load_settings
+
+    given = {
+        "envelope": args.envelope,
+        "file": args.mapping,
+        "function": args.function,
+        "registry_url": args.registry_url,
+    }
+    flags = {k: v for k, v in given.items() if v}
+    if args.config:
+        base = load_settings(args.config).mapping.model_dump()
+    elif flags or always:
+        base = {}
+    else:
+        return None
+    if flags.get("file"):
+        base.pop("function", None)
+    if flags.get("function"):
+        base.pop("file", None)
+    try:
+        return MappingSettings.model_validate({**base, **flags})
+    except ValidationError as exc:
+        raise ConfigError(f"mapping: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+
+
 def _validate(args: argparse.Namespace) -> int:
     from connector.validate import run
 
+    mapping = _mapping_settings(args, always=False)
     try:
-        return run(args.file, args.kind, args.max_message_bytes, args.api_version)
+        return run(
+            args.file,
+            args.kind,
+            args.max_message_bytes,
+            args.api_version,
+            mapping=mapping,
+            records=args.records,
+        )
+    except OSError as exc:
+        print(f"connector: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+
+
+def _map(args: argparse.Namespace) -> int:
+    from connector.explain import run
+
+    mapping = _mapping_settings(args, always=True)
+    assert mapping is not None
+    line = args.line if args.explain else None
+    try:
+        if args.file == "-":
+            return run(sys.stdin.buffer, mapping, args.kind, args.api_version, args.max_message_bytes,
+                       sys.stdout, records=args.records, explain_line=line)  # fmt: skip
+        with open(args.file, "rb") as handle:
+            return run(handle, mapping, args.kind, args.api_version, args.max_message_bytes,
+                       sys.stdout, records=args.records, explain_line=line)  # fmt: skip
     except OSError as exc:
         print(f"connector: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 2
@@ -203,6 +268,16 @@ EXAMPLES: dict[tuple[str, ...], tuple[str, ...]] = {
         "connector validate events.jsonl",
         "connector validate --kind shoplazza - < events.jsonl",
         "connector validate --api-version 2026-10 events.jsonl",
+        "connector validate --records --mapping examples/shopify/mapping.toml examples/shopify/events.jsonl",
+        "connector validate --records --config examples/debezium/connector.toml "
+        "examples/debezium/events.jsonl",
+    ),
+    ("map",): (
+        "connector map --explain --line 4 --records --mapping examples/shopify/mapping.toml "
+        "examples/shopify/events.jsonl",
+        "connector map --explain --records --config examples/debezium/connector.toml "
+        "examples/debezium/events.jsonl",
+        "connector map --envelope cloudevents --records - < cloudevents.jsonl",
     ),
     ("check",): ("connector check", "connector check --ready --timeout 2"),
     ("config",): ("connector config show",),
@@ -220,7 +295,12 @@ EXAMPLES: dict[tuple[str, ...], tuple[str, ...]] = {
     ("samples",): (
         "connector samples --bootstrap-servers 127.0.0.1:9092 --topic orders --events 500 --partitions 4",
     ),
-    ("demo",): ("connector demo", "connector demo --events 1000 --orders 200"),
+    ("demo",): (
+        "connector demo",
+        "connector demo --events 1000 --orders 200",
+        "connector demo --example shopify",
+        "connector demo --example examples/debezium",
+    ),
     ("tenants",): (
         "CONNECTOR_TENANTS__PATH=config/tenants.toml connector tenants",
         "connector tenants --url http://connector-0:9108 --json",
@@ -239,6 +319,19 @@ def _add_examples(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -
             for name, child in action.choices.items():
                 child.description = child.description or helps.get(name)
                 _add_examples(child, (*path, name))
+
+
+def _mapping_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="TOML settings whose [mapping] section applies (flags override it)")
+    parser.add_argument("--envelope", choices=["native", "cloudevents", "debezium"], help="mapping.envelope")
+    parser.add_argument("--mapping", metavar="FILE", help="a mapping file of JMESPath expressions")
+    parser.add_argument("--function", metavar="MODULE:FN", help="a Python mapping function")
+    parser.add_argument("--registry-url", help="schema registry for Avro in the Confluent wire format")
+    parser.add_argument(
+        "--records",
+        action="store_true",
+        help='each line is a record {"key", "headers", "value"}, not a value',
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -277,7 +370,20 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--kind", choices=sorted(VENDORS), default="loop", help="vendor rules")
     val.add_argument("--api-version", default="", help="e.g. 2026-10, where created_at is required")
     val.add_argument("--max-message-bytes", type=int, default=1024 * 1024)
+    _mapping_arguments(val)
     val.set_defaults(func=_validate)
+
+    mp = sub.add_parser(
+        "map", help="run the mapping stage offline: each event as the connector's envelope, or --explain one"
+    )
+    mp.add_argument("file", help="a file of JSON lines, or - for standard input")
+    mp.add_argument("--explain", action="store_true", help="print every step's output for one event")
+    mp.add_argument("--line", type=int, default=1, help="--explain: the event on this line (default 1)")
+    mp.add_argument("--kind", choices=sorted(VENDORS), default="loop", help="vendor rules")
+    mp.add_argument("--api-version", default="")
+    mp.add_argument("--max-message-bytes", type=int, default=1024 * 1024)
+    _mapping_arguments(mp)
+    mp.set_defaults(func=_map)
 
     chk = sub.add_parser("check", help="exit 0 if the running connector is healthy (container checks)")
     chk.add_argument("--config", help="TOML settings (for metrics.port); environment overrides")
@@ -339,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="local broker + sandbox + connector + sample events, end to end")
     demo.add_argument("--events", type=int, default=400)
     demo.add_argument("--orders", type=int, default=100)
+    demo.add_argument(
+        "--example", metavar="NAME|DIR", help="run an example of examples/ (shopify, debezium) instead"
+    )
     demo.set_defaults(func=_demo)
     _add_examples(parser)
     return parser

@@ -185,6 +185,42 @@ class TenantsSettings(_Section):
         return route
 
 
+_FUNCTION = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+
+
+class MappingSettings(_Section):
+    """How the connector reads events it did not write (``connector/mapping/``): the envelope the
+    producer wraps them in, and a mapping from the event to ``{external_id, updated_at, event_type,
+    order}``: a file of JMESPath expressions, or a Python function named ``package.module:function``.
+    The defaults read today's envelope exactly as before."""
+
+    envelope: Literal["native", "cloudevents", "debezium"] = "native"
+    file: str = ""
+    function: str = ""
+    registry_url: str = ""
+    """A Confluent-compatible schema registry: values and keys in the Confluent wire format (Avro)
+    are decoded with the schema it holds for their id."""
+    registry_timeout_seconds: float = Field(10.0, gt=0)
+
+    @field_validator("function")
+    @classmethod
+    def _import_path(cls, value: str) -> str:
+        if value and not _FUNCTION.fullmatch(value):
+            raise ValueError("must be package.module:function")
+        return value
+
+    @model_validator(mode="after")
+    def _one_mapping(self) -> MappingSettings:
+        if self.file and self.function:
+            raise ValueError("give a mapping file or a mapping function, not both")
+        return self
+
+    @property
+    def active(self) -> bool:
+        """Whether events are read through the mapping stage (else exactly as before it existed)."""
+        return bool(self.envelope != "native" or self.file or self.function or self.registry_url)
+
+
 class MetricsSettings(_Section):
     """The HTTP port serving /metrics, /healthz and /readyz (0 turns it off)."""
 
@@ -207,6 +243,7 @@ class Settings(BaseSettings):
     sink: SinkSettings = Field(default_factory=SinkSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     tenants: TenantsSettings = Field(default_factory=TenantsSettings)
+    mapping: MappingSettings = Field(default_factory=MappingSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     shutdown_grace_seconds: float = Field(30.0, gt=0)
 

@@ -28,6 +28,7 @@ class Stage(StrEnum):
 
     DECODE = "decode"
     ROUTE = "route"  # names no tenant the deployment serves
+    MAP = "map"  # the mapping could not turn the event into an order change
     VALIDATE = "validate"
     DELIVER = "deliver"
 

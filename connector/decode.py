@@ -84,7 +84,9 @@ def _tombstone(record: Record) -> OrderChange:
     return OrderChange(record, external_id, "delete", digest=_digest("delete", {}), validated=True)
 
 
-def _parse(record: Record, max_bytes: int) -> Any:
+def parse_value(record: Record, max_bytes: int) -> Any:
+    """The record's value parsed as JSON; a DecodeError saying why it cannot be (too large, not UTF-8,
+    not JSON, nested too deeply)."""
     assert record.value is not None
     if len(record.value) > max_bytes:
         raise DecodeError(
@@ -177,11 +179,31 @@ def decode(
     With ``locate`` (many tenants), the record's tenant decides the vendor and version instead, and
     the change carries the tenant; a record naming no known tenant raises RouteError."""
     if record.value is None:
-        tenant = locate(record, None)[0] if locate is not None else ""
-        change = _tombstone(record)
-        change.tenant = tenant
-        return change
-    data = _parse(record, max_bytes)
+        return decode_tombstone(record, locate)
+    return decode_value(
+        record, parse_value(record, max_bytes), kind, api_version, validate=validate, locate=locate
+    )
+
+
+def decode_tombstone(record: Record, locate: Locate | None = None) -> OrderChange:
+    """A null value: the deletion of the order its record key names (the tenant from ``locate``)."""
+    tenant = locate(record, None)[0] if locate is not None else ""
+    change = _tombstone(record)
+    change.tenant = tenant
+    return change
+
+
+def decode_value(
+    record: Record,
+    data: Any,
+    kind: str = "loop",
+    api_version: str = "",
+    *,
+    validate: bool = True,
+    locate: Locate | None = None,
+) -> OrderChange:
+    """Read ``data``, a record's parsed value, as :func:`decode` does: the one path every event takes,
+    the connector's own envelope as well as what a mapping (``connector/mapping/``) made of another."""
     if not isinstance(data, dict):
         raise DecodeError(f"value is JSON {type(data).__name__}, expected an object")
     return _read(record, data, kind, api_version, validate, locate)

@@ -8,6 +8,8 @@
     ├── InputError                    the event can never succeed: dead-lettered, never sent
     │   ├── DecodeError               stage "decode": not JSON, not an object, too large
     │   ├── RouteError                stage "route": names no tenant the deployment serves
+    │   ├── MappingError              stage "map": the mapping (expression or function) could not
+    │   │                             turn the event into an order change
     │   └── OrderValidationError      stage "validate": violates a documented rule
     ├── SinkError                     a call to the vendor API failed (status, body)
     │   ├── TransientSinkError        retryable=True: the same call may succeed later
@@ -74,6 +76,20 @@ class RouteError(InputError):
     def __init__(self, message: str, tenant: str | None = None) -> None:
         super().__init__(message)
         self.tenant = tenant
+
+
+class MappingError(InputError):
+    """The deployment's mapping could not turn the event into ``{external_id, updated_at, event_type,
+    order}``: an expression gave nothing where a value is required, failed, or a mapping function
+    raised. ``mapping`` names the expression (with its file) or the function, ``path`` the output field
+    or input location that failed."""
+
+    stage = "map"
+
+    def __init__(self, message: str, *, mapping: str = "", path: str = "") -> None:
+        super().__init__(message)
+        self.mapping = mapping
+        self.path = path
 
 
 class OrderValidationError(InputError):

@@ -145,6 +145,7 @@ class Parking:
         resolved: Callable[[Record], None],
         dispatch: Callable[[Record, float, Version | None], None],
         warmed: Callable[[TopicPartition], Awaitable[bool]],
+        prefetch: Callable[[list[Record]], Awaitable[None]] | None = None,
     ) -> None:
         t = settings.tenants
         self.enabled = park_log is not None and tenancy.many and t.park_after_seconds > 0
@@ -158,6 +159,7 @@ class Parking:
         self._resolved = resolved
         self._dispatch = dispatch
         self._warmed = warmed
+        self._prefetch = prefetch  # what reading a batch needs first (Avro schemas from the registry)
         self._parts: dict[TopicPartition, _Partition] = {}
         self._index: dict[TopicPartition, int] = {}
         self._queues = 0
@@ -463,6 +465,10 @@ class Parking:
             batch = [r for r in batch if r.offset >= part.position]
             if not batch:
                 break
+            if self._prefetch is not None:  # a parked record holds the original key and value
+                await self._prefetch(batch)
+                if not self._live(tp, part):
+                    return
             for r in batch:
                 part.position = r.offset + 1
                 parked = _unpack(r)
@@ -490,6 +496,10 @@ class Parking:
             batch = await self._log.read(part.q, at, _READ_BATCH)
             if not self._live(tp, part) or not batch:
                 return
+            if self._prefetch is not None:
+                await self._prefetch(batch)
+                if not self._live(tp, part):
+                    return
             for r in batch:
                 if r.offset < at:
                     continue

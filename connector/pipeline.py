@@ -26,6 +26,7 @@ from connector.deliver import Outcome, OutcomeKind
 from connector.errors import InputError, RouteError
 from connector.fence import Fence
 from connector.logs import debug_enabled, get_logger
+from connector.mapping import Mapper
 from connector.metrics import Metrics
 from connector.offsets import OffsetTracker
 from connector.park import Parking
@@ -85,6 +86,13 @@ class Pipeline:
             behind=self.behind,
         )
         self._locate = self.tenancy.locate if self.tenancy.many else None
+        self._mapper: Mapper | None = None
+        if settings.mapping.active or self.tenancy.many:  # else: decode, exactly as before mappings
+            self._mapper = Mapper(
+                settings.mapping,
+                settings.kafka.max_message_bytes,
+                tenant_mapping=self.tenancy.mapping_of if self.tenancy.many else None,
+            )
         self.park = Parking(
             settings,
             park_log,
@@ -96,6 +104,7 @@ class Pipeline:
             resolved=lambda record: self._resolve(record, Resolution.PARKED),
             dispatch=self._replay,
             warmed=self._warmed,
+            prefetch=self._mapper.prefetch if self._mapper is not None else None,
         )
         self._dlq = dlq
         self._source: Source | None = None
@@ -189,6 +198,8 @@ class Pipeline:
         assert self._source is not None
         self._handling = True
         try:
+            if self._mapper is not None:
+                await self._mapper.prefetch(records)  # Avro schemas from the registry, once per id
             for start in range(0, len(records), _HANDLE_CHUNK):
                 chunk = records[start : start + _HANDLE_CHUNK]
                 if start:
@@ -203,9 +214,11 @@ class Pipeline:
             self._consumed_unreported = 0
 
     def _read(self, record: Record) -> OrderChange:
-        """The read path's cheap decode (full validation waits for :meth:`claim`), routed to its
-        tenant when there are many."""
+        """The read path's cheap decode (full validation waits for :meth:`claim`), through the mapping
+        stage when one is configured, routed to its tenant when there are many."""
         sink = self.settings.sink
+        if self._mapper is not None:
+            return self._mapper.read(record, sink.kind, sink.api_version, validate=False, locate=self._locate)
         return decode(
             record,
             self.settings.kafka.max_message_bytes,

@@ -206,6 +206,15 @@ class Tenancy:
         settings = self._served[name].settings
         return name, settings.kind, settings.api_version
 
+    def mapping_of(self, tenant: str) -> tuple[str, str] | None:
+        """The tenant's own mapping, ``(file, function)``, or None: the deployment's applies."""
+        if self._directory is None:
+            return None
+        entry = self._directory.tenants.get(tenant)
+        if entry is None or entry.mapping is None:
+            return None
+        return entry.mapping.file, entry.mapping.function
+
     def vendor_of(self, tenant: str) -> tuple[str, str]:
         """The vendor kind and API version changes of ``tenant`` are checked against."""
         served = self._served.get(tenant)

@@ -38,7 +38,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from connector.config import Settings, SinkSettings
+from connector.config import MappingSettings, Settings, SinkSettings
 from connector.errors import ConfigError
 from connector.vendors import VENDORS
 
@@ -47,6 +47,24 @@ DEFAULT_TENANT = "default"
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _SHOP = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+
+
+class TenantMapping(BaseModel):
+    """A tenant's own mapping (``[acme.mapping]``), instead of the deployment's ``mapping`` section:
+    a file of JMESPath expressions or a Python function; the envelope stays the deployment's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: str = ""
+    function: str = ""
+
+    @model_validator(mode="after")
+    def _one(self) -> TenantMapping:
+        if bool(self.file) == bool(self.function):
+            raise ValueError("mapping: give file or function (one of them)")
+        if self.function:
+            MappingSettings(function=self.function)  # the same import-path rule
+        return self
 
 
 class Tenant(BaseModel):
@@ -63,6 +81,7 @@ class Tenant(BaseModel):
     max_in_flight: int = Field(0, ge=0)
     api_version: str = ""
     mode: Literal["upsert", "create_update"] = "upsert"
+    mapping: TenantMapping | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Tenant:
@@ -137,9 +156,17 @@ def _tenant(name: str, fields: Any, where: str) -> Tenant:
     if "name" in fields and fields["name"] != name:
         raise ConfigError(f"{where}: tenant {name}: name {fields['name']!r} differs from {name!r}")
     try:
-        return Tenant.model_validate({**fields, "name": name})
+        tenant = Tenant.model_validate({**fields, "name": name})
     except ValidationError as exc:
         raise ConfigError(f"{where}: tenant {name}: {_first_problem(exc)}") from None
+    if tenant.mapping is not None:
+        from connector.mapping import compile_mapping
+
+        try:
+            compile_mapping(tenant.mapping.file, tenant.mapping.function)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: tenant {name}: {exc}") from None
+    return tenant
 
 
 def _files(path: Path) -> list[Path]:
@@ -264,6 +291,7 @@ __all__ = [
     "Tenant",
     "TenantChange",
     "TenantDirectory",
+    "TenantMapping",
     "listing",
     "load_tenants",
 ]

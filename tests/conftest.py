@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from connector import logs
-from connector.localkafka import LocalKafka
+from connector.localkafka import LocalKafka, free_port
 from connector.sandbox import Sandbox
 
 logs.configure("INFO")
@@ -77,6 +79,35 @@ def sasl_kafka() -> Iterator[LocalKafka | SaslBroker]:
         return
     with LocalKafka(sasl_user="alice", sasl_password=SASL_PASSWORD) as kafka:
         yield kafka
+
+
+REGISTRY_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "registry"
+
+
+@pytest.fixture(scope="session")
+def schema_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Confluent-compatible schema registry's base URL: TEST_SCHEMA_REGISTRY_URL if set, else
+    Apicurio Registry started here by ``scripts/registry`` (built once by ``scripts/test``; started in
+    the one worker that needs it). Skipped, with the script's reason, only when it cannot run."""
+    given = os.environ.get("TEST_SCHEMA_REGISTRY_URL")
+    if given:
+        yield given.rstrip("/")
+        return
+    folder = tmp_path_factory.mktemp("registry")
+    port = free_port()
+    started = subprocess.run(
+        ["bash", str(REGISTRY_SCRIPT), "start", str(folder), str(port)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if started.returncode != 0:
+        reason = (started.stderr.strip().splitlines() or ["no output"])[-1]
+        pytest.skip(f"no schema registry could be started (scripts/registry start: {reason})")
+    try:
+        yield f"http://127.0.0.1:{port}/apis/ccompat/v6"
+    finally:
+        subprocess.run(["bash", str(REGISTRY_SCRIPT), "stop", str(folder)], check=False)
 
 
 @pytest.fixture

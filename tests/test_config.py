@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from connector.config import load_settings
+from connector.config import MappingSettings, Settings, load_settings
 from connector.errors import ConfigError
 
 
@@ -109,3 +109,47 @@ def test_malformed_toml_and_missing_file(tmp_path: Path) -> None:
 def test_shipped_example_config_loads() -> None:
     """config/connector.example.toml is valid."""
     load_settings(Path(__file__).parent.parent / "config" / "connector.example.toml")
+
+
+def test_mapping_section_from_the_environment_and_toml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CONNECTOR_MAPPING__* and a [mapping] table fill the mapping section; unknown keys are errors."""
+    monkeypatch.setenv("CONNECTOR_MAPPING__ENVELOPE", "debezium")
+    monkeypatch.setenv("CONNECTOR_MAPPING__FUNCTION", "pkg.mod:fn")
+    s = load_settings()
+    assert (s.mapping.envelope, s.mapping.function, s.mapping.active) == ("debezium", "pkg.mod:fn", True)
+    monkeypatch.delenv("CONNECTOR_MAPPING__FUNCTION")
+    path = tmp_path / "c.toml"
+    path.write_text('[mapping]\nfile = "m.toml"\nregistry_url = "http://r:8081"\n')
+    s = load_settings(path)
+    assert (s.mapping.envelope, s.mapping.file, s.mapping.registry_url) == (
+        "debezium",
+        "m.toml",
+        "http://r:8081",
+    )
+    monkeypatch.setenv("CONNECTOR_MAPPING__EXPRESSION", "x")
+    with pytest.raises(ConfigError, match="unknown setting CONNECTOR_MAPPING__EXPRESSION"):
+        load_settings()
+    monkeypatch.delenv("CONNECTOR_MAPPING__EXPRESSION")
+    monkeypatch.setenv("CONNECTOR_MAPPING__ENVELOPE", "avro")
+    with pytest.raises(ConfigError, match=r"mapping\.envelope"):
+        load_settings()
+
+
+def test_without_a_mapping_section_nothing_changes() -> None:
+    """The default reads today's envelope: the pipeline bypasses the mapping stage entirely (it calls
+    decode as it did before mappings); a mapping section puts the stage in."""
+    from random import Random
+
+    from connector.clock import SystemClock
+    from connector.fence import Fence
+    from connector.metrics import Metrics
+    from connector.pipeline import Pipeline
+
+    def pipeline(settings: Settings) -> Pipeline:
+        fence = Fence(SystemClock(), 10, 20)
+        return Pipeline(settings, None, None, Metrics(), clock=SystemClock(), rng=Random(1), fence=fence)  # type: ignore[arg-type]
+
+    assert pipeline(Settings())._mapper is None
+    assert pipeline(Settings(mapping=MappingSettings(envelope="cloudevents")))._mapper is not None

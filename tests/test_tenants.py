@@ -157,3 +157,23 @@ def test_connector_tenants_lists_the_configured_shops_without_their_keys(
     assert "acme-token" not in out
     assert "bolt-key" not in out
     assert "no member answered at http://127.0.0.1:9" in out
+
+
+def test_a_tenant_may_have_its_own_mapping_and_a_broken_one_names_the_tenant(tmp_path: Path) -> None:
+    mapping = tmp_path / "m.toml"
+    mapping.write_text('external_id = "str(id)"\norder = "@"\n')
+    path = tmp_path / "tenants.toml"
+    path.write_text(
+        f'[acme]\nbase_url = "http://x"\napi_key = "k"\n[acme.mapping]\nfile = "{mapping}"\n'
+        '[bolt]\nbase_url = "http://y"\napi_key = "k"\n'
+    )
+    tenants = load_tenants(path)
+    assert tenants["acme"].mapping is not None
+    assert tenants["acme"].mapping.file == str(mapping)
+    assert tenants["bolt"].mapping is None
+    mapping.write_text('external_id = "str(id)"\norder = "{"\n')
+    with pytest.raises(ConfigError, match=r"tenant acme: mapping\.file .*order: not a JMESPath expression"):
+        load_tenants(path)
+    path.write_text('[acme]\nbase_url = "http://x"\napi_key = "k"\n[acme.mapping]\nenvelope = "debezium"\n')
+    with pytest.raises(ConfigError, match=r"tenant acme: mapping\.envelope"):
+        load_tenants(path)

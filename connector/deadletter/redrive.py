@@ -28,6 +28,7 @@ from connector.config import Settings
 from connector.deadletter.reader import DeadLetter, DeadLetterReader, Filter
 from connector.decode import decode
 from connector.errors import ConnectorError, InputError
+from connector.mapping import Mapper
 from connector.pacing import Pacer
 from connector.retry import RetryPolicy
 from connector.sinks import make_sink
@@ -73,6 +74,11 @@ class _Targets:
     sink: Any
     policy: RetryPolicy
     force: bool = False
+    mapper: Mapper | None = None
+
+    def __post_init__(self) -> None:
+        if self.settings.mapping.active:  # read as the connector reads: through the mapping stage
+            self.mapper = Mapper(self.settings.mapping, self.settings.kafka.max_message_bytes, blocking=True)
 
     async def send(self, dl: DeadLetter) -> str | None:
         """Redrive one dead letter; an error message when it failed again, ``STALE`` when the API
@@ -88,7 +94,10 @@ class _Targets:
         )
         sink = self.settings.sink
         try:
-            change = decode(record, self.settings.kafka.max_message_bytes, sink.kind, sink.api_version)
+            if self.mapper is not None:
+                change = self.mapper.read(record, sink.kind, sink.api_version, validate=True)
+            else:
+                change = decode(record, self.settings.kafka.max_message_bytes, sink.kind, sink.api_version)
         except InputError as exc:
             return f"{topic}-{partition}@{offset}: still invalid: {exc}"
         where = f"{topic}-{partition}@{offset} external_id={change.external_id}"

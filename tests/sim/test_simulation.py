@@ -79,7 +79,7 @@ CAUGHT = {
 # The same for the parking stage, on the many-shop schedules (``run(seed, tenants=True)``).
 CAUGHT_WITH_TENANTS = {
     "no_parking": (21, "isolation: "),
-    "parked_resolved_before_it_is_written": (32, "committed orders-0@3 past unresolved"),
+    "parked_resolved_before_it_is_written": (14, "committed orders-2@6 past unresolved"),
     "warm_up_marks_parked_events_delivered": (7, "newest event is rejected by the vendor"),
     "parked_change_forgets_what_it_stands_for": (226, "vendor holds ('delete', None)"),
     "replay_goes_on_while_revoking": (807, "vendor holds ('upsert', 's10')"),

@@ -1,0 +1,217 @@
+"""The mapping stage: envelope off, tenant, mapping, then the connector's own read path.
+
+::
+
+    record ─▶ envelope (native | cloudevents | debezium; JSON, or Avro with a registry)
+           ─▶ tenant (many shops: from the record, or a top-level field of the event)
+           ─▶ mapping (the tenant's, else the deployment's: a file of JMESPath expressions or a
+              Python function) ─▶ {external_id, updated_at, event_type, order}
+           ─▶ the connector's own envelope ─▶ decode_value, the path every native event takes
+
+The last step is what makes a mapped event read exactly as a native one: the result is rewritten
+into ``{"event_type", "occurred_at", "order"}`` (``external_id`` into the order's key field,
+``updated_at`` into the order) and read by :func:`connector.decode.decode_value`, so the key,
+ordering, digest and, at send time, the vendor model's checks are the same code. A delete is ordered
+at the later of the mapping's ``updated_at`` and the envelope's time, so that a Debezium delete (whose
+row is the one before it) never sorts before the update it follows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from connector.config import MappingSettings
+from connector.decode import Locate, decode_tombstone, decode_value, parse_value
+from connector.errors import ConfigError, DecodeError, MappingError
+from connector.mapping import _cloudevents, _debezium
+from connector.mapping._avro import MAGIC, Registry
+from connector.mapping._file import FileMapping
+from connector.mapping._function import FunctionMapping, check_result
+from connector.mapping._types import Event, Trace, record_key, text_headers
+from connector.models import parse_timestamp
+from connector.structs import OrderChange, Record
+from connector.vendors import vendor
+
+Mapping = FileMapping | FunctionMapping
+NATIVE_STEP = "as the connector's own envelope"
+"""The name of the trace step holding the value a native producer would have written."""
+TenantMapping = Callable[[str], tuple[str, str] | None]
+"""A tenant's own mapping, ``(file, function)``, or None to use the deployment's."""
+
+
+def compile_mapping(file: str = "", function: str = "") -> Mapping | None:
+    """The mapping a file or a function names (ConfigError when it cannot be loaded); None for none."""
+    if file:
+        return FileMapping(file)
+    if function:
+        return FunctionMapping(function)
+    return None
+
+
+def _later(first: Any, second: str | None) -> Any:
+    """The later of two timestamps; one that does not parse is returned as it is, so that the read
+    path rejects it with its usual message."""
+    if first is None or second is None:
+        return first if second is None else second
+    try:
+        a, b = parse_timestamp(first), parse_timestamp(second)
+        return second if a.tzinfo is not None and b > a else first
+    except (TypeError, ValueError):
+        return first
+
+
+def to_native(mapped: dict[str, Any], event: Event, kind: str) -> dict[str, Any]:
+    """``mapped`` (``{external_id, updated_at, event_type, order}``) as the connector's own envelope
+    for the vendor ``kind``: the value a producer of native events would have written."""
+    key_field = vendor(kind).key_field.removeprefix("order.")
+    event_type = mapped.get("event_type") or event.event_type
+    if event.deleted or event_type == "order.deleted":
+        native: dict[str, Any] = {"event_type": "order.deleted", "order": {key_field: mapped["external_id"]}}
+        when = _later(mapped.get("updated_at"), event.time)
+        if when is not None:
+            native["occurred_at"] = when
+        return native
+    order = dict(mapped["order"])
+    order[key_field] = mapped["external_id"]
+    if "updated_at" in mapped:
+        order["updated_at"] = mapped["updated_at"]
+    elif "updated_at" not in order and event.time is not None:
+        order["updated_at"] = event.time
+    return {"event_type": event_type, "order": order}
+
+
+class Mapper:
+    """Reads records through the configured envelope and mapping, per tenant where tenants have one."""
+
+    def __init__(
+        self,
+        settings: MappingSettings,
+        max_bytes: int = 1024 * 1024,
+        *,
+        tenant_mapping: TenantMapping | None = None,
+        blocking: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.max_bytes = max_bytes
+        self.mapping = compile_mapping(settings.file, settings.function)
+        self.registry = (
+            Registry(settings.registry_url, settings.registry_timeout_seconds)
+            if settings.registry_url
+            else None
+        )
+        self._tenant_mapping = tenant_mapping
+        self._compiled: dict[tuple[str, str], Mapping | None] = {}
+        self._blocking = blocking
+
+    # -- bytes ----------------------------------------------------------------------------------
+    def _bytes(self, raw: bytes, what: str) -> Any:
+        if len(raw) > self.max_bytes:
+            raise DecodeError(
+                f"{what} of {len(raw)} bytes exceeds kafka.max_message_bytes={self.max_bytes}; not parsed"
+            )
+        if self.registry is not None and raw[:1] == MAGIC:
+            return self.registry.decode(raw, what, self._blocking)
+        return parse_value(Record("", 0, 0, None, raw), self.max_bytes)
+
+    async def prefetch(self, records: list[Record]) -> None:
+        """Fetch the registry schemas ``records`` need (Avro only), so the synchronous read finds them."""
+        if self.registry is not None:
+            await self.registry.prefetch([r.value for r in records] + [r.key for r in records])
+
+    # -- the stage ------------------------------------------------------------------------------
+    def unwrap(self, record: Record) -> Event | None:
+        """The event inside ``record``'s envelope; None for a tombstone read as always."""
+        envelope = self.settings.envelope
+        if envelope == "cloudevents":
+            return _cloudevents.unwrap(record, self._bytes)
+        if envelope == "debezium":
+            return _debezium.unwrap(record, self._bytes)
+        if record.value is None:
+            return None
+        return Event(
+            self._bytes(record.value, "value"), record_key(record), text_headers(record), record.topic
+        )
+
+    def mapping_for(self, tenant: str) -> Mapping | None:
+        """The tenant's own mapping if it has one, else the deployment's."""
+        spec = self._tenant_mapping(tenant) if self._tenant_mapping is not None and tenant else None
+        if spec is None:
+            return self.mapping
+        if spec not in self._compiled:
+            try:
+                self._compiled[spec] = compile_mapping(*spec)
+            except ConfigError as exc:  # checked when the tenants loaded; gone or broken since
+                raise MappingError(f"tenant {tenant}: {exc}", mapping=spec[0] or spec[1]) from None
+        return self._compiled[spec]
+
+    def _default(self, event: Event, kind: str) -> Any:
+        """What an event reads as without a mapping: the native value, a CloudEvent's data, or a
+        Debezium row as the order (named by its key field's column)."""
+        if self.settings.envelope == "cloudevents":
+            return _cloudevents.data_of(event)
+        if self.settings.envelope != "debezium":
+            return event.value
+        row = _debezium.row_of(event)
+        key_field = vendor(kind).key_field.removeprefix("order.")
+        where = "debezium row without a mapping"
+        mapped = {"external_id": row.get(key_field), "order": row}
+        return to_native(check_result(mapped, where, "(none)", event.deleted), event, kind)
+
+    def read(
+        self,
+        record: Record,
+        kind: str = "loop",
+        api_version: str = "",
+        *,
+        validate: bool = False,
+        locate: Locate | None = None,
+        trace: Trace | None = None,
+    ) -> OrderChange:
+        """``record`` read through the stage (module docstring), then as a native event; InputError
+        (DecodeError, RouteError, MappingError, OrderValidationError) when it cannot be."""
+        event = self.unwrap(record)
+        if trace is not None:
+            trace.append((f"envelope {self.settings.envelope}", _shown(event)))
+        if event is None:
+            return decode_tombstone(record, locate)
+        if self.settings.envelope == "native" and self.mapping is None and not isinstance(event.value, dict):
+            raise DecodeError(f"value is JSON {type(event.value).__name__}, expected an object")  # as decode
+        tenant = ""
+        if locate is not None:
+            tenant, kind, api_version = locate(record, event.value)
+            if trace is not None:
+                trace.append(("tenant", {"tenant": tenant, "kind": kind, "api_version": api_version}))
+        mapping = self.mapping_for(tenant)
+        if mapping is None:
+            native = self._default(event, kind)
+        else:
+            try:
+                mapped = mapping.apply(event)
+            except MappingError as exc:
+                if trace is not None:
+                    trace.append((str(mapping), f"failed: {exc}"))
+                raise
+            if trace is not None:
+                trace.append((str(mapping), mapped))
+            native = to_native(mapped, event, kind)
+        if trace is not None:
+            trace.append((NATIVE_STEP, native))
+        located = (tenant, kind, api_version)
+        return decode_value(
+            record,
+            native,
+            kind,
+            api_version,
+            validate=validate,
+            locate=(lambda _r, _d: located) if locate is not None else None,
+        )
+
+
+def _shown(event: Event | None) -> Any:
+    if event is None:
+        return "tombstone (null value): the record key is the order's external_id"
+    shown: dict[str, Any] = {"value": event.value, "deleted": event.deleted, "time": event.time}
+    if event.key is not None:
+        shown["key"] = event.key
+    return shown

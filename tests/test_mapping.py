@@ -1,0 +1,514 @@
+"""The mapping stage: envelopes (CloudEvents, Debezium) on events shaped as their projects document
+them, mapping files and functions, their errors (stage ``map``), and the property that a mapped event
+is read exactly as the native event it stands for."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from connector.config import MappingSettings
+from connector.decode import decode
+from connector.errors import ConfigError, DecodeError, InputError, MappingError, OrderValidationError
+from connector.mapping import Event, Mapped, Mapper, compile_mapping
+from connector.structs import OrderChange, Record
+from connector.validate import read_lines, record_of
+from connector.vendors import vendor
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures" / "mapping"
+CLOUDEVENTS = json.loads((FIXTURES / "cloudevents.json").read_text())
+DEBEZIUM = json.loads((FIXTURES / "debezium.json").read_text())
+
+
+def record(fields: dict[str, Any], offset: int = 0, topic: str = "orders") -> Record:
+    """A fixture's ``{key, headers, value}`` as a Kafka record."""
+    return record_of(json.dumps(fields).encode(), offset, True, topic)
+
+
+def mapping_file(tmp_path: Path, fields: dict[str, str], name: str = "mapping.toml") -> str:
+    path = tmp_path / name
+    path.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in fields.items()))
+    return str(path)
+
+
+def mapper(tmp_path: Path, envelope: str, fields: dict[str, str] | None) -> Mapper:
+    file = mapping_file(tmp_path, fields) if fields else ""
+    return Mapper(MappingSettings(envelope=envelope, file=file), blocking=True)  # type: ignore[arg-type]
+
+
+# -- CloudEvents ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["structured", "binary", "structured_base64"])
+def test_cloudevents_modes_map_to_the_same_order(tmp_path: Path, mode: str) -> None:
+    """Structured mode (content-type application/cloudevents+json, data or data_base64) and binary
+    mode (ce_* headers, the value as data) give the mapping one document, so one mapping reads both."""
+    m = mapper(tmp_path, "cloudevents", CLOUDEVENTS["mapping"])
+    change = m.read(record(CLOUDEVENTS[mode]), validate=True)
+    assert change.external_id == "ORD-1001"
+    assert change.op == "upsert"
+    assert change.body == {
+        "status": "active",
+        "total_price": {"amount": 1999, "currency_code": "EUR"},
+        "external_id": "ORD-1001",
+        "updated_at": "2018-04-05T03:56:20Z",
+    }
+
+
+def test_cloudevents_attributes_are_one_document_in_both_modes(tmp_path: Path) -> None:
+    """Binary-mode headers become the attributes (extensions too), content-type is datacontenttype."""
+    m = mapper(tmp_path, "cloudevents", None)
+    structured = m.unwrap(record(CLOUDEVENTS["structured"]))
+    binary = m.unwrap(record(CLOUDEVENTS["binary"]))
+    assert structured is not None
+    assert binary is not None
+    assert structured.value == binary.value
+    assert binary.value["shop"] == "acme"
+    assert binary.value["datacontenttype"] == "application/json"
+    assert binary.time == "2018-04-05T03:56:24Z"
+
+
+def test_cloudevents_time_orders_an_event_whose_mapping_gives_no_updated_at(tmp_path: Path) -> None:
+    fields = {k: v for k, v in CLOUDEVENTS["mapping"].items() if k != "updated_at"}
+    change = mapper(tmp_path, "cloudevents", fields).read(record(CLOUDEVENTS["binary"]))
+    assert change.body["updated_at"] == "2018-04-05T03:56:24Z"
+
+
+def test_cloudevents_without_a_mapping_read_data_as_the_native_envelope(tmp_path: Path) -> None:
+    native = {
+        "event_type": "order.updated",
+        "order": {"external_id": "E-1", "updated_at": "2026-01-01T00:00:00Z"},
+    }
+    fields = {"headers": {k: v for k, v in CLOUDEVENTS["binary"]["headers"].items()}, "value": native}
+    change = mapper(tmp_path, "cloudevents", None).read(record(fields))
+    assert (change.external_id, change.op) == ("E-1", "upsert")
+    assert change.body == native["order"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ({"headers": {"ce_specversion": "1.0", "ce_source": "/s", "ce_id": "1"}, "value": {}}, "type"),
+        (
+            {"headers": {"content-type": "application/cloudevents+json"}, "value": {"specversion": "1.0"}},
+            "id",
+        ),
+        ({"value": {"order": {"external_id": "x"}}}, "not a CloudEvent"),
+        (
+            {
+                "headers": {"content-type": "application/cloudevents+json"},
+                "value": {"specversion": "2.0", "id": "1", "source": "/s", "type": "t"},
+            },
+            "specversion",
+        ),
+        (
+            {
+                "headers": {
+                    "ce_specversion": "1.0",
+                    "ce_source": "/s",
+                    "ce_id": "1",
+                    "ce_type": "t",
+                    "content-type": "application/xml",
+                },
+                "value": "<order/>",
+            },
+            "application/xml",
+        ),
+    ],
+)
+def test_a_record_that_is_no_cloudevent_is_a_decode_error(
+    tmp_path: Path, fields: dict[str, Any], says: str
+) -> None:
+    with pytest.raises(DecodeError, match=says) as caught:
+        mapper(tmp_path, "cloudevents", CLOUDEVENTS["mapping"]).read(record(fields))
+    assert caught.value.stage == "decode"
+
+
+# -- Debezium ---------------------------------------------------------------------------------------
+def _dbz(tmp_path: Path) -> Mapper:
+    return mapper(tmp_path, "debezium", DEBEZIUM["mapping"])
+
+
+def test_debezium_create_with_schemas_enabled(tmp_path: Path) -> None:
+    """The JSON converter's {"schema", "payload"} wrapping (key and value) is taken off; op c is a
+    create, ordered by source.ts_ms since the row has no updated_at."""
+    m = _dbz(tmp_path)
+    event = m.unwrap(record(DEBEZIUM["create"]))
+    assert event is not None
+    assert event.value["__op"] == "c"
+    assert event.value["__table"] == "customers"
+    assert event.key == {"id": 1}
+    change = m.read(record(DEBEZIUM["create"]), validate=True)
+    assert change.external_id == "cust-1"
+    assert change.body["name"] == "Anne Kretchmar"
+    assert change.body["updated_at"] == "2019-05-28T08:58:24.863Z"
+
+
+def test_debezium_update_delete_and_tombstone_end_as_one_delete(tmp_path: Path) -> None:
+    """op d is a delete read from before; the tombstone after it a delete read from the key; neither
+    sorts before the update it follows, and the tombstone is identical to the delete."""
+    m = _dbz(tmp_path)
+    update = m.read(record(DEBEZIUM["update"], 1))
+    delete = m.read(record(DEBEZIUM["delete"], 2))
+    tombstone = m.read(record(DEBEZIUM["tombstone"], 3))
+    assert update.op == "upsert"
+    assert update.body["name"] == "Anne Marie Kretchmar"
+    assert (delete.op, delete.external_id) == ("delete", "cust-1")
+    assert (tombstone.op, tombstone.external_id) == ("delete", "cust-1")
+    assert not delete.version.older_than(update.version)
+    assert not tombstone.version.older_than(delete.version)
+    assert tombstone.digest == delete.digest
+    assert delete.updated_at is not None
+    assert delete.updated_at.isoformat() == "2019-05-28T08:58:24.964000+00:00"
+
+
+def test_a_debezium_delete_never_sorts_before_the_update_it_follows(tmp_path: Path) -> None:
+    """When the row's updated_at (the application's clock) is later than the delete's commit time,
+    the delete is ordered at the row's time: not older than the update, so it is not skipped as stale."""
+    fields = dict(DEBEZIUM["mapping"], updated_at="modified")
+    m = mapper(tmp_path, "debezium", fields)
+    later = "2030-01-01T00:00:00Z"
+    update = json.loads(json.dumps(DEBEZIUM["update"]))
+    update["value"]["after"]["modified"] = later
+    delete = json.loads(json.dumps(DEBEZIUM["delete"]))
+    delete["value"]["before"]["modified"] = later
+    first, second = m.read(record(update, 1)), m.read(record(delete, 2))
+    assert first.updated_at == second.updated_at
+    assert not second.version.older_than(first.version)
+
+
+def test_debezium_example_events_read_as_documented(tmp_path: Path) -> None:
+    """examples/debezium: snapshot reads, a create with schemas, updates, a cancellation, a delete and
+    its tombstone, a row without updated_at, and a row that cannot be mapped."""
+    m = Mapper(
+        MappingSettings(envelope="debezium", file=str(ROOT / "examples/debezium/mapping.toml")), blocking=True
+    )
+    out: list[tuple[str, str] | str] = []
+    with open(ROOT / "examples/debezium/events.jsonl", "rb") as handle:
+        for number, line in read_lines(handle):
+            try:
+                change = m.read(record_of(line, number, True), validate=True)
+            except InputError as exc:
+                out.append(exc.stage)
+                continue
+            out.append((change.external_id, change.op))
+    assert out == [
+        ("pg-1001", "upsert"), ("pg-1002", "upsert"), ("pg-1003", "upsert"), ("pg-1001", "upsert"),
+        ("pg-1003", "upsert"), ("pg-1002", "delete"), ("pg-1002", "delete"), ("pg-1004", "upsert"),
+        ("pg-1004", "upsert"), "map",
+    ]  # fmt: skip
+
+
+def test_debezium_truncate_changes_no_row(tmp_path: Path) -> None:
+    with pytest.raises(DecodeError, match="truncate"):
+        _dbz(tmp_path).read(record(DEBEZIUM["truncate"]))
+
+
+def test_debezium_without_a_mapping_reads_the_row_as_the_order(tmp_path: Path) -> None:
+    value = {"before": None, "after": {"external_id": "A-1", "name": "#1"}, "op": "c",
+             "source": {"ts_ms": 1793534400000, "table": "orders"}}  # fmt: skip
+    change = mapper(tmp_path, "debezium", None).read(
+        record({"key": {"id": 1}, "value": value}), validate=True
+    )
+    assert change.body == {"external_id": "A-1", "name": "#1", "updated_at": "2026-11-01T12:00:00.000Z"}
+
+
+# -- mapping errors: stage map, the expression or function, the path --------------------------------
+def test_a_missing_field_names_the_file_the_field_and_the_expression(tmp_path: Path) -> None:
+    m = mapper(tmp_path, "native", {"external_id": "str(order_no)", "order": "{name: name}"})
+    with pytest.raises(MappingError) as caught:
+        m.read(Record("t", 0, 0, None, b'{"name": "#1"}'))
+    error = caught.value
+    assert error.stage == "map"
+    assert error.path == "external_id"
+    assert "mapping.toml: external_id = 'str(order_no)': gave null" in str(error)
+
+
+def test_an_expression_that_fails_names_it_and_keeps_the_key(tmp_path: Path) -> None:
+    m = mapper(tmp_path, "native", {"external_id": "str(id)", "order": "{total: minor_units(total)}"})
+    with pytest.raises(MappingError) as caught:
+        m.read(Record("t", 0, 0, None, b'{"id": 7, "total": "twelve"}'))
+    assert caught.value.path == "order"
+    assert caught.value.external_id == "7"
+    assert "'twelve' is not a decimal amount" in str(caught.value)
+
+
+def test_a_function_that_raises_names_the_function_and_the_missing_key() -> None:
+    m = Mapper(MappingSettings(function="tests.test_mapping:needs_total"))
+    with pytest.raises(MappingError) as caught:
+        m.read(Record("t", 0, 0, None, b'{"id": "A"}'))
+    assert caught.value.stage == "map"
+    assert caught.value.path == "'total'"
+    assert "tests.test_mapping:needs_total raised KeyError" in str(caught.value)
+    assert "tests/test_mapping.py" in str(caught.value)
+
+
+def needs_total(event: Event) -> Mapped:
+    """A mapping function for the tests: reads a field the event may not have."""
+    return {"external_id": event.value["id"], "order": {"total": event.value["total"]}}
+
+
+def returns_this(event: Event) -> Mapped:
+    """A mapping function for the tests: the event's value is what it returns (``{"__decimal__": x}``
+    as a Decimal, which JSON cannot carry)."""
+    result: Mapped = json.loads(json.dumps(event.value), object_hook=_decimals)
+    return result
+
+
+def _decimals(obj: dict[str, Any]) -> Any:
+    return Decimal(obj["__decimal__"]) if set(obj) == {"__decimal__"} else obj
+
+
+@pytest.mark.parametrize(
+    ("result", "says"),
+    [
+        ({"external_id": 5, "order": {}}, "external_id: gave 5"),
+        ({"external_id": "A"}, "order: gave nothing"),
+        ({"external_id": "A", "order": []}, "order: gave a list"),
+        ({"external_id": "A", "order": {}, "shop": "x"}, "unknown field shop"),
+        ([1], "returned list"),
+        ({"external_id": "A", "order": {"total": {"__decimal__": "1.5"}}}, "JSON cannot carry"),
+    ],
+)
+def test_a_function_result_of_the_wrong_shape_is_a_mapping_error(result: Any, says: str) -> None:
+    m = Mapper(MappingSettings(function="tests.test_mapping:returns_this"))
+    with pytest.raises(MappingError, match=says):
+        m.read(Record("t", 0, 0, None, json.dumps(result).encode()))
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ('external_id = "id"\n', "order is required"),
+        ('external_id = "id"\norder = "{"\n', "order: not a JMESPath expression"),
+        ('external_id = "id"\norder = "@"\nshop = "s"\n', "unknown field shop"),
+        ("external_id = ", "not TOML"),
+    ],
+)
+def test_a_mapping_file_that_does_not_load_is_a_configuration_error(
+    tmp_path: Path, text: str, says: str
+) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=says):
+        compile_mapping(str(path))
+
+
+def test_a_function_that_cannot_be_imported_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigError, match="no module"):
+        compile_mapping(function="no_such_package.mod:fn")
+    with pytest.raises(ConfigError, match="has no function"):
+        compile_mapping(function="tests.test_mapping:nothing_here")
+
+
+# -- the connector's functions ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("expression", "value", "expected"),
+    [
+        ("str(id)", {"id": 820982911946154508}, "820982911946154508"),
+        ("str(id)", {}, None),
+        ("minor_units(p)", {"p": "0.29"}, 29),
+        ("minor_units(p)", {"p": 19.99}, 1999),
+        ("minor_units(p, `0`)", {"p": "1500"}, 1500),
+        ("from_epoch(t, 'us')", {"t": 1793534400123456}, "2026-11-01T12:00:00.123456Z"),
+        ("from_epoch(t, 'ms')", {"t": 1793534400123}, "2026-11-01T12:00:00.123Z"),
+        ("from_epoch(t, 's')", {"t": 1793534400}, "2026-11-01T12:00:00Z"),
+        ("split(tags, ',')", {"tags": "vip, gift wrap,,"}, ["vip", "gift wrap"]),
+    ],
+)
+def test_connector_functions(tmp_path: Path, expression: str, value: Any, expected: Any) -> None:
+    m = mapper(tmp_path, "native", {"external_id": "'x'", "order": f"{{v: {expression}}}"})
+    change = m.read(Record("t", 0, 0, None, json.dumps(value).encode()))
+    assert change.body.get("v") == expected
+
+
+def test_header_and_key_functions_read_the_record(tmp_path: Path) -> None:
+    m = mapper(tmp_path, "native", {"external_id": "key()", "order": "{topic: header('x-shopify-topic')}"})
+    change = m.read(Record("t", 0, 0, b"K-1", b"{}", (("x-shopify-topic", b"orders/create"),)))
+    assert change.external_id == "K-1"
+    assert change.body["topic"] == "orders/create"
+
+
+def test_minor_units_refuses_to_round(tmp_path: Path) -> None:
+    m = mapper(tmp_path, "native", {"external_id": "'x'", "order": "{v: minor_units(p)}"})
+    with pytest.raises(MappingError, match="more than 2 decimals"):
+        m.read(Record("t", 0, 0, None, b'{"p": "1.999"}'))
+
+
+# -- a mapped event is read exactly as a native one -------------------------------------------------
+_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=70)
+_stamp = st.one_of(
+    st.datetimes(timezones=st.just(__import__("datetime").UTC)).map(lambda d: d.isoformat()),
+    _text,
+    st.integers(),
+)
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | _text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
+    max_leaves=8,
+)
+_order = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": _text,
+        "status": st.sampled_from(["active", "cancelled", "bogus"]),
+        "total_price": st.fixed_dictionaries(
+            {"amount": st.integers() | _text, "currency_code": st.just("USD")}
+        ),
+        "tags": st.lists(_text, max_size=2),
+        "cancelled_at": _stamp,
+        "extra": _json,
+    },
+)
+_mapped = st.fixed_dictionaries(
+    {"external_id": _text.filter(bool), "order": _order},
+    optional={
+        "updated_at": _stamp,
+        "event_type": st.sampled_from(["order.created", "order.updated", "order.cancelled", "order.bogus"]),
+    },
+)
+
+
+def _outcome(read: Any) -> tuple[Any, ...]:
+    try:
+        change: OrderChange = read()
+    except InputError as exc:
+        return (type(exc), exc.stage, str(exc))
+    return (change.external_id, change.op, change.body, change.updated_at, change.digest, change.unknown)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(mapped=_mapped, kind=st.sampled_from(["loop", "shoplazza"]))
+def test_whatever_a_mapping_emits_is_validated_exactly_as_a_native_event(
+    mapped: dict[str, Any], kind: str
+) -> None:
+    """A mapping function's result, read through the stage, ends as the native envelope a producer
+    would have written for it: the same key, order, digest and body, or the same error (class, stage,
+    message), vendor validation included."""
+    via_mapping = Mapper(MappingSettings(function="tests.test_mapping:returns_this"))
+    value = json.dumps(mapped).encode()
+    order = {**mapped["order"], vendor(kind).key_field.removeprefix("order."): mapped["external_id"]}
+    if "updated_at" in mapped:
+        order["updated_at"] = mapped["updated_at"]
+    native = json.dumps({"event_type": mapped.get("event_type", "order.updated"), "order": order}).encode()
+    got = _outcome(lambda: via_mapping.read(Record("t", 0, 5, None, value), kind, validate=True))
+    want = _outcome(lambda: decode(Record("t", 0, 5, None, native), kind=kind, validate=True))
+    assert got == want
+
+
+def test_the_property_sees_both_outcomes() -> None:
+    """The comparison above can fail: a valid and an invalid mapped event differ from each other."""
+    m = Mapper(MappingSettings(function="tests.test_mapping:returns_this"))
+    good = {"external_id": "A", "order": {"status": "active"}}
+    bad = {"external_id": "A", "order": {"status": "cancelled"}}
+    assert (
+        _outcome(lambda: m.read(Record("t", 0, 0, None, json.dumps(good).encode()), validate=True))[1]
+        == "upsert"
+    )
+    assert _outcome(lambda: m.read(Record("t", 0, 0, None, json.dumps(bad).encode()), validate=True))[0] is (
+        OrderValidationError
+    )
+
+
+# -- settings ---------------------------------------------------------------------------------------
+def test_default_mapping_settings_are_inactive() -> None:
+    assert not MappingSettings().active
+    assert MappingSettings(envelope="debezium").active
+    with pytest.raises(ValueError, match="not both"):
+        MappingSettings(file="a.toml", function="a:b")
+    with pytest.raises(ValueError, match=r"package\.module:function"):
+        MappingSettings(function="not a path")
+
+
+# -- many tenants -----------------------------------------------------------------------------------
+def test_each_tenant_reads_with_its_own_mapping_else_the_deployments(tmp_path: Path) -> None:
+    """With many shops the tenant is found first (a field of the event), then its mapping applies;
+    a tenant without one uses the deployment's."""
+    own = mapping_file(tmp_path, {"external_id": "str(ref)", "order": "{name: title}"}, "own.toml")
+    deployment = mapping_file(tmp_path, {"external_id": "str(id)", "order": "{name: name}"}, "all.toml")
+    located: list[str] = []
+
+    def locate(record: Record, data: Any) -> tuple[str, str, str]:
+        located.append(data["shop"])
+        return data["shop"], "loop", "v1"
+
+    m = Mapper(
+        MappingSettings(file=deployment),
+        tenant_mapping=lambda tenant: (own, "") if tenant == "acme" else None,
+    )
+    acme = m.read(Record("t", 0, 0, None, b'{"shop": "acme", "ref": 9, "title": "#9"}'), locate=locate)
+    bolt = m.read(Record("t", 0, 1, None, b'{"shop": "bolt", "id": 7, "name": "#7"}'), locate=locate)
+    assert (acme.tenant, acme.external_id, acme.body["name"]) == ("acme", "9", "#9")
+    assert (bolt.tenant, bolt.external_id, bolt.body["name"]) == ("bolt", "7", "#7")
+    assert acme.key == "acme/9"
+    assert located == ["acme", "bolt"]
+
+
+# -- compiled expressions agree with jmespath's interpreter -----------------------------------------
+EXPRESSIONS = [
+    "a", "a.b.c", "a[0]", "a[-1].b", "a[1:3]", "a[::-1]", "a[*].b", "a[].b", "a.*.b", "a[]", "a[][]",
+    "a[?b > `1`].c", "a[?b == 'x'] | [0]", "a | b", "[a, b.c]", "{x: a, y: {z: b}}", "a || b", "a && b",
+    "!a", "a == b", "a != b", "a < b", "a <= b", "a > b", "a >= b", "`[1, {\"k\": null}]`", "'text'", "@",
+    "length(a)", "keys(@)", "sort_by(a, &b)", "max_by(a, &b)", "join(', ', a)", "sum(a)", "to_string(a)",
+    "str(a)", "minor_units(a)", "split(a, ',')", "not_null(a, b, 'c')", "a[*].[b, c]", "a.b[?c].{d: d}",
+    "contains(a, 'x')", "abs(a)", "length(@)", "a[0:2].b || 'none'", "merge(a, b)", "type(a)",
+]  # fmt: skip
+_keys = st.sampled_from(["a", "b", "c", "d"])
+_documents = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.floats(-5, 5, allow_nan=False) | st.sampled_from(["", "x", "1.5", "a,b"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_keys, inner, max_size=4),
+    max_leaves=12,
+)  # fmt: skip
+
+
+def _search(run: Any) -> Any:
+    try:
+        return ("ok", run())
+    except Exception as exc:  # the same exception class and message, whichever side raises
+        return ("error", type(exc).__name__, str(exc))
+
+
+@settings(max_examples=400, deadline=None)
+@given(document=_documents, expression=st.sampled_from(EXPRESSIONS))
+def test_compiled_expressions_agree_with_the_interpreter(document: Any, expression: str) -> None:
+    import jmespath
+
+    from connector.mapping._compile import Compiler
+    from connector.mapping._functions import FUNCTIONS
+
+    options = jmespath.Options(custom_functions=FUNCTIONS)
+    compiled = Compiler(options).compile(expression)
+    assert _search(lambda: compiled(document)) == _search(
+        lambda: jmespath.search(expression, document, options)
+    )
+
+
+def test_with_many_tenants_and_no_mapping_a_native_event_reads_as_before() -> None:
+    """Many tenants put every record through the stage: without a mapping, a value that is not an
+    object is still a decode error before routing, and an event reads as decode reads it."""
+
+    def locate(record: Record, data: Any) -> tuple[str, str, str]:
+        if not isinstance(data, dict):
+            raise AssertionError("routed before the value was checked")
+        return "acme", "loop", "v1"
+
+    m = Mapper(MappingSettings(), tenant_mapping=lambda tenant: None)
+    with pytest.raises(DecodeError, match="value is JSON list, expected an object"):
+        m.read(Record("t", 0, 0, None, b"[1]"), locate=locate)
+    value = b'{"event_type": "order.updated", "order": {"external_id": "A", "updated_at": "2026-01-01T00:00:00Z"}}'
+    mapped = m.read(Record("t", 0, 1, None, value), locate=locate)
+    native = decode(Record("t", 0, 1, None, value), validate=False, locate=locate)
+    assert _outcome(lambda: mapped) == _outcome(lambda: native)
+    assert mapped.tenant == native.tenant == "acme"
+
+
+def test_a_tenant_mapping_gone_since_the_tenants_loaded_dead_letters_with_stage_map(tmp_path: Path) -> None:
+    m = Mapper(MappingSettings(), tenant_mapping=lambda tenant: (str(tmp_path / "gone.toml"), ""))
+    with pytest.raises(MappingError, match=r"tenant acme: mapping\.file .*gone\.toml") as caught:
+        m.read(Record("t", 0, 0, None, b'{"shop": "acme"}'), locate=lambda r, d: ("acme", "loop", "v1"))
+    assert caught.value.stage == "map"
