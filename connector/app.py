@@ -27,7 +27,7 @@ from connector.fence import Fence
 from connector.logs import get_logger, register_secret
 from connector.metrics import Metrics, MetricsServer
 from connector.pacing import Pacer
-from connector.parklog import KafkaParkLog, ParkLog
+from connector.park import KafkaParkLog, ParkLog
 from connector.pipeline import Pipeline
 from connector.sinks import Sink, make_sink
 from connector.source import KafkaSource, SourceFactory

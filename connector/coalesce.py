@@ -33,7 +33,7 @@ class Resolution(StrEnum):
     IDENTICAL = "identical"
     DEAD_LETTERED = "dead_lettered"
     IGNORED = "ignored"
-    PARKED = "parked"  # on the parking topic, acknowledged: replayed from there (park.py)
+    PARKED = "parked"  # on the parking topic, acknowledged: replayed from there (connector/park/)
 
 
 @dataclass(slots=True)

@@ -167,7 +167,7 @@ class TenantsSettings(_Section):
     route: str = "field:shop"
     reload_seconds: float = Field(5.0, gt=0)
     metrics_limit: int = Field(100, ge=0)
-    # Parking (connector/park.py): a shop that cannot be served stops holding back the others.
+    # Parking (connector/park/): a shop that cannot be served stops holding back the others.
     park_topic: str = ""  # "": "<first of kafka.topics>.parked"
     park_after_seconds: float = Field(30.0, ge=0)  # 0: never park
     park_max_keys: int = Field(2_000, ge=1)

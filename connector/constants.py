@@ -33,7 +33,7 @@ class Stage(StrEnum):
     DELIVER = "deliver"
 
 
-# Parked events (connector/park.py): the original record, plus where it was read and who parked it.
+# Parked events (connector/park/): the original record, plus where it was read and who parked it.
 H_PARKED_FROM = "__connector.parked.from"  # "<topic>/<partition>/<offset>" of the original record
 H_PARKED_BY = "__connector.parked.by"  # the parking member's token for that partition
 H_PARKED_HOLD = "__connector.parked.hold_until"  # wall time before which its order may not be sent
@@ -42,7 +42,7 @@ H_PARKED_AS_OF = "__connector.parked.as_of"  # "<updated_at>/<offset>": a newer 
 
 # Commit metadata, ``settle_by=<t>[;park_from=<o>;parked=<a,b>;tokens=<t:o,...>]``: the wall-clock time
 # after which no request this member sent for the partition can still land at the vendor (the next owner
-# sends nothing before it, see fence.py), and the partition's parking state (see park.py).
+# sends nothing before it, see fence.py), and the partition's parking state (see connector/park/).
 SETTLE_BY = "settle_by="
 
 

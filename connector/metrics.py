@@ -134,7 +134,7 @@ class Metrics:
             ["tenant"],
             registry=r,
         )
-        # Parking (park.py): tenants that cannot be served, their events on the parking topic.
+        # Parking (connector/park/): tenants that cannot be served, their events on the parking topic.
         self.parked_tenants = Gauge(
             "connector_parked_tenants",
             "Tenants parked on a partition this member owns (their events go to the parking topic).",

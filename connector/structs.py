@@ -33,7 +33,7 @@ class Record:
     headers: tuple[tuple[str, bytes], ...] = ()
     timestamp_ms: int = 0
     parked_at: int = -1
-    """For an event replayed from the parking topic (``park.py``), its offset there; the rest of the
+    """For an event replayed from the parking topic (``connector/park/``), its offset there; the rest of the
     record is the original's, as it was read from its own partition."""
     tp: TopicPartition = field(init=False, repr=False, compare=False)
     """The record's topic and partition (made once: every stage asks for it)."""

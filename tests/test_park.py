@@ -15,7 +15,8 @@ from connector.coalesce import Coalescer
 from connector.config import Settings, TenantsSettings
 from connector.constants import CommitMeta
 from connector.metrics import Metrics
-from connector.park import Parking, _unpack
+from connector.park import Parking
+from connector.park._records import unpack as _unpack
 from connector.structs import Record, TopicPartition
 
 TP = TopicPartition("orders", 2)

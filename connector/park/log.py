@@ -3,7 +3,7 @@
 :class:`ParkLog` is the seam (the simulation passes its own); :class:`KafkaParkLog` is the production
 one: an idempotent ``acks=all`` producer, so that a parked event is on the topic before its offset is
 resolved, and a group-less consumer that reads any partition of the parking topic from any offset
-(each member reads back only what was parked from the partitions it owns: see ``park.py``).
+(each member reads back only what was parked from the partitions it owns: see ``connector.park``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from connector.config import KafkaSettings
 from connector.logs import get_logger
 from connector.structs import Record
 
-log = get_logger("connector.parklog")
+log = get_logger("connector.park.log")
 
 _READ_WAIT_MS = 200
 
