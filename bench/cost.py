@@ -138,6 +138,25 @@ def raw_limit(bootstrap: str, topic: str, n: int) -> str:
     )
 
 
+def unthrottled_backlog(bootstrap: str, topic: str, url: str, n: int, **extra: Any) -> str:
+    """The connector (``extra`` settings) through a backlog of ``n`` events, API unthrottled: events
+    per connector CPU second, from its first event read to its last resolved."""
+    proc, port = start_connector(
+        bootstrap, topic, url, SINK__RATE_LIMIT_PER_SECOND=1e6, SINK__MAX_IN_FLIGHT=32, **extra
+    )
+    try:
+        cpu, wall = first_then(
+            proc.pid,
+            lambda p=port: metric(p, "connector_events_consumed_total") > 0,
+            lambda p=port: metric(p, "connector_events_resolved_total") >= n,
+            900,
+        )
+        calls = sandbox_stats(url)["requests"]
+    finally:
+        stop(proc)
+    return f"{n / cpu:,.0f} events/CPU s ({n / wall:,.0f}/s wall, {calls:,} calls)"
+
+
 def j_coalesce(bootstrap: str, n: int, keys: int) -> Row:
     data = events(n, keys)
     naive_n = min(n, 20_000)
@@ -146,28 +165,18 @@ def j_coalesce(bootstrap: str, n: int, keys: int) -> Row:
         topic = asyncio.run(topic_with(bootstrap, f"bench-j-{who}-{time.time_ns()}", data))
         with sandbox(1e9, latency_ms=1) as url:
             if who == "connector":
-                proc, port = start_connector(
-                    bootstrap, topic, url, SINK__RATE_LIMIT_PER_SECOND=1e6, SINK__MAX_IN_FLIGHT=32
-                )
-                cpu, wall = first_then(
-                    proc.pid,
-                    lambda p=port: metric(p, "connector_events_consumed_total") > 0,
-                    lambda p=port: metric(p, "connector_events_resolved_total") >= n,
-                    900,
-                )
-                calls = sandbox_stats(url)["requests"]
-                out.append(f"{n / cpu:,.0f} events/CPU s ({n / wall:,.0f}/s wall, {calls:,} calls)")
+                out.append(unthrottled_backlog(bootstrap, topic, url, n))
                 raw = raw_limit(bootstrap, topic, n)
-            else:
-                proc = start_naive(bootstrap, topic, url)  # stopped by stop(), so its CPU can be read
-                cpu, wall = first_then(
-                    proc.pid,
-                    lambda u=url: sandbox_stats(u)["requests"] > 0,
-                    lambda u=url: sandbox_stats(u)["requests"] >= naive_n,
-                    900,
-                )
-                done = sandbox_stats(url)["requests"]
-                out.append(f"{done / cpu:,.0f} events/CPU s (first {done:,}, a call each)")
+                continue
+            proc = start_naive(bootstrap, topic, url)  # stopped by stop(), so its CPU can be read
+            cpu, wall = first_then(
+                proc.pid,
+                lambda u=url: sandbox_stats(u)["requests"] > 0,
+                lambda u=url: sandbox_stats(u)["requests"] >= naive_n,
+                900,
+            )
+            done = sandbox_stats(url)["requests"]
+            out.append(f"{done / cpu:,.0f} events/CPU s (first {done:,}, a call each)")
             stop(proc)
     return f"J coalescing {n:,} events / {keys:,} orders, API unthrottled", out[0], out[1], raw
 
@@ -332,22 +341,12 @@ def o_mapping(bootstrap: str, n: int, keys: int) -> list[Row]:
         topic = asyncio.run(topic_with(bootstrap, f"bench-o-{time.time_ns()}", data))
         with sandbox(1e9, latency_ms=1) as url:
             extra = {f"MAPPING__{k.upper()}": v for k, v in mapping.items()}
-            proc, port = start_connector(
-                bootstrap, topic, url, SINK__RATE_LIMIT_PER_SECOND=1e6, SINK__MAX_IN_FLIGHT=32, **extra
-            )
-            cpu, wall = first_then(
-                proc.pid,
-                lambda p=port: metric(p, "connector_events_consumed_total") > 0,
-                lambda p=port: metric(p, "connector_events_resolved_total") >= n,
-                900,
-            )
-            calls = sandbox_stats(url)["requests"]
-            stop(proc)
+            figure = unthrottled_backlog(bootstrap, topic, url, n, **extra)
         alone = stage_alone(data[:20_000], **mapping)
         rows.append(
             (
                 f"O {n:,} Shopify webhooks / {keys:,} orders: {label}",
-                f"{n / cpu:,.0f} events/CPU s ({n / wall:,.0f}/s wall, {calls:,} calls)",
+                figure,
                 "n/a",
                 f"read path alone: {alone:,.0f} events/CPU s",
             )
