@@ -169,7 +169,7 @@ def j_coalesce(bootstrap: str, n: int, keys: int) -> Row:
                 raw = raw_limit(bootstrap, topic, n)
                 continue
             proc = start_naive(bootstrap, topic, url)  # stopped by stop(), so its CPU can be read
-            cpu, wall = first_then(
+            cpu, _ = first_then(
                 proc.pid,
                 lambda u=url: sandbox_stats(u)["requests"] > 0,
                 lambda u=url: sandbox_stats(u)["requests"] >= naive_n,
