@@ -24,6 +24,7 @@ from pathlib import Path
 
 from bench.cost import cpu_seconds, metric
 from bench.run import KEY, PY, peak_rss_mb, start_connector, stop, topic_with, wait, wait_port
+from connector.demo import create_topics
 from connector.localkafka import LocalKafka, free_port
 
 
@@ -55,6 +56,7 @@ def tenants_file(path: Path, url: str, tenants: int, rate: float) -> None:
 def run(bootstrap: str, tenants: int, orders: int, rate: float) -> str:
     total = tenants * orders
     topic = asyncio.run(topic_with(bootstrap, f"bench-tenants-{time.time_ns()}", backlog(tenants, orders)))
+    asyncio.run(create_topics(bootstrap, {f"{topic}.parked": 4}))  # parking on, as the README says
     port = free_port()
     box = subprocess.Popen(
         [PY, "-m", "connector", "sandbox", "--port", str(port), "--api-key", KEY, "--tenants", str(tenants),

@@ -246,14 +246,14 @@ class TenantDirectory:
         )
 
 
-COLUMNS = ("tenant", "kind", "base_url", "budget_per_second", "circuit", "pace_per_second",
+COLUMNS = ("tenant", "kind", "base_url", "budget_per_second", "circuit", "parked", "pace_per_second",
            "rate_limited", "jobs", "oldest_unsynced_s")  # fmt: skip
 
 
 def listing(settings: Settings, url: str, timeout: float = 3.0) -> tuple[list[dict[str, object]], str]:
     """``connector tenants``: every configured tenant (keys never shown), with the live state a
-    running member at ``url`` reports on ``/tenants`` (circuit, pace, 429s, jobs, oldest event not yet
-    delivered); and a note saying where the state came from."""
+    running member at ``url`` reports on ``/tenants`` (circuit, parked, pace, 429s, jobs, oldest event
+    not yet delivered); and a note saying where the state came from."""
     if settings.tenants.path:
         configured = {
             n: t.sink_settings(settings.sink) for n, t in load_tenants(settings.tenants.path).items()

@@ -15,6 +15,7 @@ import pytest
 from connector.config import Settings, TenantsSettings
 from connector.samples import make_stream
 from connector.sandbox import Sandbox
+from connector.tenants import listing
 from tests.helpers import create_topics, end_offsets, produce, read_topic, running, settings_for, wait_until
 from tests.integration.test_invariants import busiest_in
 from tests.procs import ConnectorProcess, connector_env, sent_by_tenant, wait_for_log
@@ -227,6 +228,15 @@ async def test_a_tenant_that_cannot_be_served_is_parked_and_holds_back_no_one(
             )
             assert metrics.tenant_parked.labels("down")._value.get() == 1
             assert metrics.tenant_parked.labels("revoked")._value.get() == 1
+            url = f"http://127.0.0.1:{settings.metrics.port}"
+            rows, note = await asyncio.to_thread(listing, settings, url)  # `connector tenants`
+            shown = {str(r["tenant"]): (r["parked"], r["circuit"]) for r in rows}
+            assert "configuration only" not in note, "connector tenants reads the member's live state"
+            assert shown["down"][0] is True
+            assert shown["revoked"][0] is True
+            assert shown["down"][1] in ("open", "half_open")
+            assert shown["ok1"] == (False, "closed")
+            assert shown["ok2"] == (False, "closed")
             assert not boxes["down"].store.orders, "the shop that is down holds nothing yet"
             assert not boxes["revoked"].store.orders, "the shop whose key is refused holds nothing yet"
             boxes["down"].faults.outage_until = 0.0
