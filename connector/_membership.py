@@ -21,7 +21,7 @@ from connector.logs import get_logger
 from connector.metrics import Metrics
 from connector.offsets import OffsetTracker
 from connector.park import Parking
-from connector.source import Source
+from connector.source import Committed, Source
 from connector.structs import TopicPartition
 from connector.tenancy import Tenancy
 
@@ -51,7 +51,6 @@ class Membership:
     _assigning: set[TopicPartition]
     _paused: set[PauseReason]
     _warm_until: dict[TopicPartition, int]
-    _handled: dict[TopicPartition, int]
     _dlq_tasks: defaultdict[TopicPartition, dict[asyncio.Task[None], None]]
     _commit_lock: asyncio.Lock
     _commit_soon: asyncio.Event
@@ -98,7 +97,6 @@ class Membership:
                 self.fence.drop(tp)
                 self.park.revoke(tp)
                 self._warm_until.pop(tp, None)
-                self._handled.pop(tp, None)
                 self._dlq_tasks.pop(tp, None)
                 for gauge in (self.metrics.lag, self.metrics.committed):
                     with contextlib.suppress(KeyError):
@@ -119,8 +117,9 @@ class Membership:
         self._assigning |= partitions
         self._source.pause(partitions)
         self.tenancy.undrain(partitions)
-        self.tenancy.set_layout(self._source.partition_counts())
-        self.park.set_layout(self._source.partition_counts())
+        layout = self._source.partition_counts()
+        self.tenancy.set_layout(layout)
+        self.park.set_layout(layout)
         now = self.clock.wall()
         lookup_ok = True
         try:
@@ -131,15 +130,12 @@ class Membership:
             worst = now + self.fence.lease_seconds + self.fence.settle_seconds
             metas = dict.fromkeys(partitions, CommitMeta(worst))
         else:
-            metas = {
-                tp: parse_commit_metadata(committed[tp][1]) if tp in committed else CommitMeta()
-                for tp in partitions
-            }
+            metas = {tp: _meta(committed, tp) for tp in partitions}
         holds = {tp: meta.settle_by for tp, meta in metas.items()}
         warmup = self.settings.kafka.warmup_records
         for tp in sorted(partitions):
             self.fence.assign(tp, holds[tp])
-            await self.park.assign(tp, metas[tp], committed[tp][0] if tp in committed else None)
+            await self.park.assign(tp, metas[tp])
             if tp in committed:
                 offset = committed[tp][0]
                 self.tracker.partition(tp).start_at(offset)
@@ -216,9 +212,13 @@ class Membership:
         except Exception:
             return
         for tp in sorted(blind & self.park.blinded):
-            meta = parse_commit_metadata(committed[tp][1]) if tp in committed else CommitMeta()
-            await self.park.assign(tp, meta, committed[tp][0] if tp in committed else None)
+            await self.park.assign(tp, _meta(committed, tp))
             self.park.reassess(tp)
+
+
+def _meta(committed: Committed, tp: TopicPartition) -> CommitMeta:
+    """What the last commit of ``tp`` carried (nothing: never committed)."""
+    return parse_commit_metadata(committed[tp][1]) if tp in committed else CommitMeta()
 
 
 __all__ = ["Membership", "PauseReason"]

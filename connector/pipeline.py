@@ -107,7 +107,6 @@ class Pipeline(Membership):
         self._paused: set[PauseReason] = set()
         self._revoking: set[TopicPartition] = set()
         self._warm_until: dict[TopicPartition, int] = {}  # till the warm-up re-read has passed it
-        self._handled: dict[TopicPartition, int] = {}  # the last offset handled, per partition
         self._handling = False  # a fetched batch is being handled (positions are ahead of it)
         self._assigning: set[TopicPartition] = set()  # paused until their warm-up seek is done
         self._commit_lock = asyncio.Lock()
@@ -121,10 +120,13 @@ class Pipeline(Membership):
     def handle(self, record: Record) -> None:
         """Track, decode and coalesce one record (never raises)."""
         tp = record.tp
-        self._handled[tp] = record.offset
-        if record.offset < self._warm_until.get(tp, -1):
-            self._warm(record)
-            return
+        until = self._warm_until.get(tp)
+        if until is not None:
+            if record.offset >= until - 1:
+                del self._warm_until[tp]  # the warm-up re-read is over
+            if record.offset < until:
+                self._warm(record)
+                return
         part = self.tracker.partition(tp)
         if not part.follows(record.offset):
             log.warning(
@@ -225,15 +227,16 @@ class Pipeline(Membership):
 
     async def _warmed(self, tp: TopicPartition) -> bool:
         """Whether the warm-up re-read of ``tp`` is over (what it remembers decides whether a replayed
-        event is stale): every record before the committed offset was handled, or, for one whose
-        records are gone (retention), the consumer's position passed it with no batch in hand."""
+        event is stale): the record before the committed offset was handled (:meth:`handle` then
+        forgets the bound), or, where those records are gone (retention), the consumer's position
+        passed it with no batch in hand."""
         until = self._warm_until.get(tp)
         if until is None:
             return True
-        done = self._handled.get(tp, -1) >= until - 1
-        if not done and not self._handling and self._source is not None:
-            position = await self._source.position(tp)
-            done = position is not None and position >= until and not self._handling
+        if self._handling or self._source is None:
+            return False
+        position = await self._source.position(tp)
+        done = position is not None and position >= until and not self._handling
         if done and self._warm_until.get(tp) == until:
             del self._warm_until[tp]
         return done

@@ -19,7 +19,7 @@ from connector.park import Parking
 from connector.park._records import unpack as _unpack
 from connector.structs import Record, TopicPartition
 
-TP = TopicPartition("orders", 2)
+TP = TopicPartition("orders", 3)
 
 
 class _Log:
@@ -66,6 +66,16 @@ async def _ready(tp: TopicPartition) -> bool:
     return True
 
 
+async def _assigned(log: _Log, meta: CommitMeta) -> Parking:
+    """A member's parking state for ``TP``, assigned with the commit metadata ``meta`` (the parking
+    topic's partitions read as entering it does, without starting its loops)."""
+    parking = _parking(log)
+    parking._queues = await log.partitions()
+    parking.set_layout({"orders": 4})
+    await parking.assign(TP, meta)
+    return parking
+
+
 def _parked(offset: int, token: str, origin: TopicPartition = TP, at: int = 0) -> Record:
     headers = (
         ("x-trace", b"abc"),
@@ -97,9 +107,7 @@ async def test_only_records_of_writers_that_committed_past_them_are_replayed() -
     """This assignment's own records count; an earlier owner's only below the offset its last commit
     reached (above it, the event was read again from the partition); an unknown writer's never (it
     never committed them); another partition's never."""
-    parking = _parking(_Log())
-    parking.set_layout({"orders": 4})
-    await parking.assign(TP, CommitMeta(0.0, 0, ("acme",), (("aaaa0001", 50),)), committed=50)
+    parking = await _assigned(_Log(), CommitMeta(0.0, 0, ("acme",), (("aaaa0001", 50),)))
     part = parking._parts[TP]
     own = part.token
 
@@ -121,12 +129,10 @@ async def test_a_commit_carries_the_replay_position_the_parked_tenants_and_the_w
     dropped once the replay has passed everything they could have written."""
     log = _Log()
     for _ in range(3):
-        log.records[0].append(_parked(1, "other"))
-    parking = _parking(log)
-    parking.set_layout({"orders": 4})
-    await parking.assign(TP, CommitMeta(0.0, 1, ("acme",), (("aaaa0001", 20),)), committed=20)
+        log.records[1].append(_parked(1, "other"))
+    parking = await _assigned(log, CommitMeta(0.0, 1, ("acme",), (("aaaa0001", 20),)))
     part = parking._parts[TP]
-    assert part.q == 0, "partition 2 of 4, two parking partitions"
+    assert part.q == 1, "partition 3 of 4, two parking partitions"
     meta = parking.meta(TP, settle_by=5.0, offset=30)
     assert meta == CommitMeta(5.0, 1, ("acme",), tuple(sorted({"aaaa0001": 20, part.token: 30}.items())))
     assert part.scan is not None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from random import Random
 from types import TracebackType
@@ -94,14 +95,14 @@ class Parking(Replay):
         self._index = {tp: i for i, tp in enumerate(ordered)}
 
     def _queue_of(self, tp: TopicPartition) -> int:
-        return self._index.get(tp, hash(tp) & 0x7FFFFFFF) % max(1, self._queues)
+        return self._index.get(tp, zlib.crc32(str(tp).encode())) % max(1, self._queues)
 
-    async def assign(self, tp: TopicPartition, meta: CommitMeta, committed: int | None) -> None:
+    async def assign(self, tp: TopicPartition, meta: CommitMeta) -> None:
         """``tp`` is ours: carry on its parking state from the last commit."""
         if not self.enabled:
             return
         assert self._log is not None
-        part = Partition(self._queue_of(tp), f"{self._rng.getrandbits(32):08x}", committed or 0)
+        part = Partition(self._queue_of(tp), f"{self._rng.getrandbits(32):08x}")
         part.parked = set(meta.parked)
         part.inherited = dict(meta.tokens)
         if meta.park_from is not None:
@@ -250,8 +251,6 @@ class Parking(Replay):
         self._metrics.parked_events.inc()
         self._resolved(record)
         self._wake.set()
-
-    # -- replay -------------------------------------------------------------------------------
 
     # -- park decisions -----------------------------------------------------------------------
 

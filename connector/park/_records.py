@@ -18,7 +18,6 @@ class Partition:
 
     q: int  # its parking partition
     token: str  # this member's writer token for it (this assignment)
-    committed: int  # the partition's committed offset at assignment
     parked: set[str] = field(default_factory=set)
     inherited: dict[str, int] = field(default_factory=dict)  # earlier writers' tokens: offset limit
     end_at_assign: int = 0  # the parking partition's end when assigned: inherited records lie below
@@ -27,7 +26,6 @@ class Partition:
     dispatched: dict[int, str] = field(default_factory=dict)  # parking offset -> tenant
     held_from: dict[str, int] = field(default_factory=dict)  # tenant -> first offset held back
     held_ts: dict[str, float] = field(default_factory=dict)  # tenant -> time of that record
-    held: Counter[str] = field(default_factory=Counter)
     writing: Counter[str] = field(default_factory=Counter)  # appends not yet acknowledged
     last_written: int = -1  # highest parking offset this member appended
     frozen: bool = False  # being revoked: nothing more is handed over

@@ -137,17 +137,11 @@ class Replay:
         for _ in range(_READS_PER_ROUND):
             if not self._live(tp, part) or part.scan.held >= bound:
                 return
-            assert self._log is not None
-            batch = await self._log.read(part.q, part.position, _READ_BATCH)
-            if not self._live(tp, part):
+            batch = await self._read(tp, part, part.position)
+            if batch is None:
                 return
-            batch = [r for r in batch if r.offset >= part.position]
             if not batch:
                 break
-            if self._prefetch is not None:  # a parked record holds the original key and value
-                await self._prefetch(batch)
-                if not self._live(tp, part):
-                    return
             for r in batch:
                 part.position = r.offset + 1
                 parked = unpack(r)
@@ -159,29 +153,30 @@ class Replay:
                 if tenant in part.held_from or self._allowance(tenant) <= 0:
                     part.held_from.setdefault(tenant, r.offset)
                     part.held_ts.setdefault(tenant, r.timestamp_ms / 1000.0)
-                    part.held[tenant] += 1
                     continue
                 self._hand_over(part, parked)
             await asyncio.sleep(0)
         self._unpark(tp, part)
 
+    async def _read(self, tp: TopicPartition, part: Partition, at: int) -> list[Record] | None:
+        """The parked records of ``tp``'s parking partition from ``at`` on, what reading them needs
+        fetched first; None when ``tp`` was revoked meanwhile."""
+        assert self._log is not None
+        batch = [r for r in await self._log.read(part.q, at, _READ_BATCH) if r.offset >= at]
+        if batch and self._prefetch is not None:  # a parked record holds the original key and value
+            await self._prefetch(batch)
+        return batch if self._live(tp, part) else None
+
     async def _rescan(self, tp: TopicPartition, part: Partition, tenant: str) -> None:
         """Read again from ``tenant``'s first held-back record, handing over what it may take now."""
-        assert self._log is not None
         assert part.scan is not None
         assert part.position is not None
         at = part.held_from[tenant]
         while at < part.position:
-            batch = await self._log.read(part.q, at, _READ_BATCH)
-            if not self._live(tp, part) or not batch:
+            batch = await self._read(tp, part, at)
+            if not batch:
                 return
-            if self._prefetch is not None:
-                await self._prefetch(batch)
-                if not self._live(tp, part):
-                    return
             for r in batch:
-                if r.offset < at:
-                    continue
                 if r.offset >= part.position:
                     break
                 at = r.offset + 1
@@ -194,7 +189,6 @@ class Replay:
                     part.held_from[tenant] = r.offset
                     part.held_ts[tenant] = r.timestamp_ms / 1000.0
                     return
-                part.held[tenant] -= 1
                 self._hand_over(part, parked)
             await asyncio.sleep(0)
         del part.held_from[tenant]
@@ -212,7 +206,6 @@ class Replay:
             busy = (
                 unread
                 or tenant in part.held_from
-                or part.held[tenant] > 0
                 or part.writing[tenant] > 0
                 or tenant in part.dispatched.values()
             )
