@@ -251,7 +251,7 @@ class Pipeline(Membership):
         # A parked tenant's event may have been parked, not delivered: its version makes older events
         # stale (it, or a newer state, reaches the vendor: a change it was skipped as identical to
         # was parked as of its version), but its replay is no copy to skip.
-        parked = bool(change.tenant) and self.park.parked(record.tp, change.tenant)
+        parked = bool(change.tenant) and self.park.parked_before(record.tp, change.tenant)
         self.coalescer.remember(change, delivered=not parked)
 
     def _unknown_field(self, field: str, change: OrderChange) -> None:

@@ -104,6 +104,7 @@ class Parking(Replay):
         assert self._log is not None
         part = Partition(self._queue_of(tp), f"{self._rng.getrandbits(32):08x}")
         part.parked = set(meta.parked)
+        part.parked_before = frozenset(meta.parked)
         part.inherited = dict(meta.tokens)
         if meta.park_from is not None:
             part.start(meta.park_from)
@@ -178,6 +179,13 @@ class Parking(Replay):
         """Whether events of ``tenant`` read from ``tp`` go to the parking topic."""
         part = self._parts.get(tp)
         return part is not None and tenant in part.parked
+
+    def parked_before(self, tp: TopicPartition, tenant: str) -> bool:
+        """Whether ``tenant`` was parked on ``tp`` when the last owner committed it: its events
+        before the committed offset may have been parked, not delivered (a tenant this member parks
+        later was parked only from the records it reads itself)."""
+        part = self._parts.get(tp)
+        return part is not None and tenant in part.parked_before
 
     def park(
         self, record: Record, tenant: str, hold_until: float = 0.0, as_of: Version | None = None

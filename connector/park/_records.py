@@ -19,6 +19,7 @@ class Partition:
     q: int  # its parking partition
     token: str  # this member's writer token for it (this assignment)
     parked: set[str] = field(default_factory=set)
+    parked_before: frozenset[str] = frozenset()  # parked as the last commit said: before our reads
     inherited: dict[str, int] = field(default_factory=dict)  # earlier writers' tokens: offset limit
     end_at_assign: int = 0  # the parking partition's end when assigned: inherited records lie below
     scan: PartitionOffsets | None = None  # parking offsets read; unresolved = held back or dispatched

@@ -316,14 +316,24 @@ def warm_up_marks_parked_events_delivered() -> Iterator[None]:
     real = Pipeline._warm
 
     def warm(self: Pipeline, record: Any) -> None:
-        parked = self.park.parked
-        self.park.parked = lambda tp, tenant: False  # type: ignore[method-assign]
+        parked = self.park.parked_before
+        self.park.parked_before = lambda tp, tenant: False  # type: ignore[method-assign]
         try:
             real(self, record)
         finally:
-            self.park.parked = parked  # type: ignore[method-assign]
+            self.park.parked_before = parked  # type: ignore[method-assign]
 
     with _patched(Pipeline, "_warm", warm):
+        yield
+
+
+@contextlib.contextmanager
+def warm_up_reads_the_parked_tenants_of_now() -> Iterator[None]:
+    """Found by the simulation (seed 618 of the many-shop schedules, in review): the warm-up asked
+    whether a tenant is parked now, and this member parked one while re-reading, so the tenant's
+    older events were noted as delivered (a delete's digest) and its newer ones by version only;
+    its parked delete was then skipped as identical."""
+    with _patched(Parking, "parked_before", Parking.parked):
         yield
 
 
@@ -347,6 +357,7 @@ for _m in (
     parked_resolved_before_it_is_written,
     any_parked_record_counts,
     warm_up_marks_parked_events_delivered,
+    warm_up_reads_the_parked_tenants_of_now,
     parked_change_forgets_what_it_stands_for,
 ):
     MUTATIONS[_m.__name__] = _m

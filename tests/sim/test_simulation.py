@@ -83,6 +83,7 @@ CAUGHT_WITH_TENANTS = {
     "warm_up_marks_parked_events_delivered": (7, "newest event is rejected by the vendor"),
     "parked_change_forgets_what_it_stands_for": (226, "vendor holds ('delete', None)"),
     "replay_goes_on_while_revoking": (807, "vendor holds ('upsert', 's10')"),
+    "warm_up_reads_the_parked_tenants_of_now": (618, "vendor holds ('upsert', 's33')"),
 }
 
 
