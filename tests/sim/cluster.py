@@ -408,35 +408,9 @@ class SimCluster:
         return SimDeadLetters(self, m_name)
 
 
-class SimDeadLetters:
-    """A member's dead-letter writer: refused while the cluster refuses, or the member is dead."""
-
-    def __init__(self, cluster: SimCluster, member: str) -> None:
-        self._cluster = cluster
-        self._member = member
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        return None
-
-    async def send(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
-    ) -> None:
-        cluster = self._cluster
-        m = cluster.members.get(self._member)
-        await asyncio.sleep(0.005)
-        if cluster.dlq_refusing or m is None or not m.alive or not m.connected:
-            raise Unreachable("the dead-letter topic refused the write")
-        cluster.dead_letters.append(DeadLetterEvent(cluster._wall(), self._member, key, value, headers))
-
-
-class SimParkLog:
-    """A member's view of the parking topic: appends refused while the cluster refuses side-topic
-    writes (``dlq_refusing``) or the member is dead or cut off; reads refused while cut off."""
+class _SideTopic:
+    """What member ``member`` reaches of a topic beside the group's (a context manager, as the real
+    producers are), while it is alive and connected."""
 
     def __init__(self, cluster: SimCluster, member: str) -> None:
         self._cluster = cluster
@@ -453,6 +427,24 @@ class SimParkLog:
     def _reachable(self) -> bool:
         m = self._cluster.members.get(self._member)
         return m is not None and m.alive and m.connected
+
+
+class SimDeadLetters(_SideTopic):
+    """A member's dead-letter writer: refused while the cluster refuses, or the member is dead."""
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        cluster = self._cluster
+        await asyncio.sleep(0.005)
+        if cluster.dlq_refusing or not self._reachable():
+            raise Unreachable("the dead-letter topic refused the write")
+        cluster.dead_letters.append(DeadLetterEvent(cluster._wall(), self._member, key, value, headers))
+
+
+class SimParkLog(_SideTopic):
+    """A member's view of the parking topic: appends refused while the cluster refuses side-topic
+    writes (``dlq_refusing``) or the member is dead or cut off; reads refused while cut off."""
 
     async def partitions(self) -> int:
         return len(self._cluster.parked)
