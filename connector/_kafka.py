@@ -1,4 +1,4 @@
-"""Kafka client plumbing shared by the source and the dead-letter producer."""
+"""Kafka client plumbing shared by the source and the producers of the dead-letter and parking topics."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 
 from connector.config import KafkaSettings
@@ -40,6 +41,18 @@ def client_options(settings: KafkaSettings) -> dict[str, Any]:
         context.check_hostname = settings.ssl_check_hostname
         options["ssl_context"] = context
     return options
+
+
+def durable_producer(settings: KafkaSettings, role: str) -> AIOKafkaProducer:
+    """A producer whose writes count once every in-sync replica has them (idempotent, ``acks=all``):
+    what an event may be resolved on (a dead letter, a parked event)."""
+    return AIOKafkaProducer(
+        enable_idempotence=True,
+        acks="all",
+        request_timeout_ms=15_000,
+        client_id=f"{settings.client_id}-{role}",
+        **client_options(settings),
+    )
 
 
 async def topic_partitions(options: dict[str, Any], topic: str) -> list[int]:

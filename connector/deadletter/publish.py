@@ -16,10 +16,8 @@ from random import Random
 from types import TracebackType
 from typing import Protocol, Self
 
-from aiokafka import AIOKafkaProducer
-
 from connector import constants as wire
-from connector._kafka import client_options, start_within
+from connector._kafka import durable_producer, start_within
 from connector.clock import SYSTEM_CLOCK, Clock
 from connector.config import KafkaSettings
 from connector.errors import ConnectorError, SinkError
@@ -91,13 +89,7 @@ class KafkaDeadLetterWriter:
 
     def __init__(self, kafka: KafkaSettings) -> None:
         self._kafka = kafka
-        self._producer = AIOKafkaProducer(
-            enable_idempotence=True,
-            acks="all",
-            request_timeout_ms=15_000,
-            client_id=f"{kafka.client_id}-dlq",
-            **client_options(kafka),
-        )
+        self._producer = durable_producer(kafka, "dlq")
 
     async def __aenter__(self) -> Self:
         await start_within(self._producer, self._kafka.bootstrap_servers, self._kafka.start_timeout_seconds)

@@ -12,11 +12,11 @@ import asyncio
 from types import TracebackType
 from typing import Protocol, Self
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as KafkaTP
 from aiokafka.errors import KafkaError
 
-from connector._kafka import client_options, start_within
+from connector._kafka import client_options, durable_producer, start_within
 from connector.config import KafkaSettings
 from connector.logs import get_logger
 from connector.structs import Record
@@ -60,13 +60,7 @@ class KafkaParkLog:
     def __init__(self, kafka: KafkaSettings, topic: str) -> None:
         self.topic = topic
         self._kafka = kafka
-        self._producer = AIOKafkaProducer(
-            enable_idempotence=True,
-            acks="all",
-            request_timeout_ms=15_000,
-            client_id=f"{kafka.client_id}-park",
-            **client_options(kafka),
-        )
+        self._producer = durable_producer(kafka, "park")
         self._consumer = AIOKafkaConsumer(
             group_id=None,
             enable_auto_commit=False,
