@@ -29,12 +29,15 @@ def _replay(seed: int, tenants: bool = False) -> str:
 def test_random_schedules_keep_every_invariant(chunk: int) -> None:
     """Every schedule of this chunk of seeds: no invariant of ``docs/design.md`` broken (final state,
     commits, per-key order and concurrency, budget, dead letters, liveness, memory, secrets)."""
-    seeds = range(chunk, SCHEDULES, CHUNKS)
+    _every_schedule_passes(range(chunk, SCHEDULES, CHUNKS), tenants=False)
+
+
+def _every_schedule_passes(seeds: range, tenants: bool) -> None:
     failed = []
     for seed in seeds:
-        result = run(seed)
+        result = run(seed, tenants=tenants)
         if not result.ok:
-            failed.append(f"seed {seed}: {result.violations[0]}\n  replay: {_replay(seed)}")
+            failed.append(f"seed {seed}: {result.violations[0]}\n  replay: {_replay(seed, tenants)}")
     assert not failed, f"{len(failed)} of {len(seeds)} schedules failed:\n" + "\n".join(failed)
 
 
@@ -47,13 +50,7 @@ def test_random_many_shop_schedules_keep_every_invariant(chunk: int) -> None:
     """The same invariants on the many-shop schedules (one shop often down long enough to be
     parked), plus isolation: a healthy shop's events are committed within a bound whatever another
     shop's API does."""
-    seeds = range(chunk, TENANT_SCHEDULES, TENANT_CHUNKS)
-    failed = []
-    for seed in seeds:
-        result = run(seed, tenants=True)
-        if not result.ok:
-            failed.append(f"seed {seed}: {result.violations[0]}\n  replay: {_replay(seed, True)}")
-    assert not failed, f"{len(failed)} of {len(seeds)} schedules failed:\n" + "\n".join(failed)
+    _every_schedule_passes(range(chunk, TENANT_SCHEDULES, TENANT_CHUNKS), tenants=True)
 
 
 # For each known defect put back on purpose (tests/sim/mutations.py): the first seed, searching from 0,
