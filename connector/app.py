@@ -77,7 +77,7 @@ async def serve(settings: Settings, stop: asyncio.Event, parts: Parts | None = N
         )
         dlq.on_failure = metrics.dead_letter_failures.inc
         park_log = None
-        if settings.tenants.path and settings.tenants.park_after_seconds > 0:
+        if settings.tenants.path:  # also with parking off: parked events are still replayed
             park_log = await stack.enter_async_context(
                 parts.park_log or KafkaParkLog(settings.kafka, settings.park_topic)
             )
@@ -86,10 +86,11 @@ async def serve(settings: Settings, stop: asyncio.Event, parts: Parts | None = N
         )
         await stack.enter_async_context(pipeline.tenancy)
         await stack.enter_async_context(pipeline.park)
+        membership = pipeline.membership
         make_source = parts.source or (
             lambda revoked, assigned: KafkaSource(settings.kafka, revoked, assigned)
         )
-        source = await stack.enter_async_context(make_source(pipeline.on_revoked, pipeline.on_assigned))
+        source = await stack.enter_async_context(make_source(membership.on_revoked, membership.on_assigned))
         log.info(
             "started",
             topics=settings.kafka.topics,

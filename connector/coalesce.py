@@ -125,6 +125,15 @@ class Coalescer:
         taken.sort(key=lambda pair: (pair[0].tp, pair[0].record.offset))
         return taken
 
+    def slots_of(self, tenant: str, partitions: Iterable[TopicPartition]) -> list[tuple[str, OrderChange]]:
+        """The keys of ``tenant`` with a change read from ``partitions``, and that change."""
+        wanted = set(partitions)
+        return [
+            (key, slot.current)
+            for key, slot in self._slots.items()
+            if slot.current.tenant == tenant and slot.current.tp in wanted
+        ]
+
     def _newest(self, key: str) -> tuple[bytes, Version] | None:
         slot = self._slots.get(key)
         if slot is not None:

@@ -71,6 +71,8 @@ class KafkaSettings(_Section):
     max_poll_interval_ms: int = Field(300_000, ge=1000)
     rebalance_timeout_ms: int = Field(60_000, ge=1000)
     warmup_records: int = Field(10_000, ge=0)
+    lookahead_records: int = Field(10_000, ge=1)
+    metadata_max_bytes: int = Field(4096, ge=512)
     lease_seconds: float = Field(10.0, gt=0)
 
     @field_validator("topics", mode="before")

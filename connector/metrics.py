@@ -154,6 +154,27 @@ class Metrics:
             "Parked events of this member's partitions read back and not yet resolved.",
             registry=r,
         )
+        self.park_records_lost = Counter(
+            "connector_park_records_lost",
+            "Parked records deleted by the parking topic's retention before they were replayed.",
+            registry=r,
+        )
+        self.park_refused = Counter(
+            "connector_park_refused",
+            "Parks refused on a partition because its commit metadata would not fit.",
+            registry=r,
+        )
+        self.lookahead_truncated = Counter(
+            "connector_lookahead_truncated_events",
+            "Events not noted by a lookahead past its bound (sink.remember_keys orders).",
+            registry=r,
+        )
+        self.partitions_held = Gauge(
+            "connector_partitions_held",
+            "Owned partitions neither read, sent for nor committed: their last commit's metadata "
+            "cannot be used (written by a newer release, or damaged).",
+            registry=r,
+        )
         self.park_write_failures = Counter(
             "connector_park_write_failures",
             "Appends to the parking topic that failed (tried again; the partition holds meanwhile).",

@@ -94,6 +94,11 @@ class PartitionOffsets:
         """The record timestamp of the first unresolved offset (the oldest unsynced event)."""
         return self._times.get(self._offsets[self._start]) if self.held else None
 
+    @property
+    def next_offset(self) -> int | None:
+        """The offset after the last one tracked (or started at); None before either."""
+        return self._next
+
     def committable(self) -> int | None:
         """The offset to commit (the next one to read), or None when nothing was ever tracked."""
         if self.held:

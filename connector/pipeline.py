@@ -15,7 +15,6 @@ import contextlib
 from collections import defaultdict
 from random import Random
 
-from connector._membership import Membership, PauseReason
 from connector.clock import Clock
 from connector.coalesce import Coalescer, Resolution
 from connector.config import Settings
@@ -27,8 +26,9 @@ from connector.errors import InputError, RouteError
 from connector.fence import Fence
 from connector.logs import debug_enabled, get_logger
 from connector.mapping import Mapper
+from connector.membership import Membership, PauseReason
 from connector.metrics import Metrics
-from connector.offsets import OffsetTracker
+from connector.ownership import Assignment, OwnedPartition, PartitionStatus
 from connector.park import Parking, ParkLog
 from connector.source import Source
 from connector.structs import OrderChange, Record, TopicPartition, Version
@@ -48,8 +48,8 @@ def _where(record: Record) -> dict[str, object]:
     return {"topic": record.topic, "partition": record.partition, "offset": record.offset}
 
 
-class Pipeline(Membership):
-    """One consumer-group member's pipeline state and loops."""
+class Pipeline:
+    """One consumer-group member's record path: read, decode, coalesce, resolve; and its loops."""
 
     def __init__(
         self,
@@ -66,7 +66,6 @@ class Pipeline(Membership):
         self.settings = settings
         self.metrics = metrics
         self.clock = clock
-        self.tracker = OffsetTracker()
         self.coalescer = Coalescer(settings.sink.remember_keys)
         self.fence = fence
         self.tenancy = Tenancy(
@@ -88,9 +87,11 @@ class Pipeline(Membership):
                 settings.kafka.max_message_bytes,
                 tenant_mapping=self.tenancy.mapping_of if self.tenancy.many else None,
             )
+        self.assignment = Assignment()
         self.park = Parking(
             settings,
             park_log,
+            self.assignment,
             self.coalescer,
             self.tenancy,
             metrics,
@@ -99,50 +100,81 @@ class Pipeline(Membership):
             resolved=lambda record: self._resolve(record, Resolution.PARKED),
             dispatch=self._replay,
             warmed=self._warmed,
+            peek=self._peek,
             prefetch=self._mapper.prefetch if self._mapper is not None else None,
+        )
+        self.membership = Membership(
+            settings,
+            metrics,
+            self.assignment,
+            clock=clock,
+            fence=fence,
+            coalescer=self.coalescer,
+            tenancy=self.tenancy,
+            park=self.park,
         )
         self._dlq = dlq
         self._source: Source | None = None
-        self._dlq_tasks: defaultdict[TopicPartition, dict[asyncio.Task[None], None]] = defaultdict(dict)
-        self._paused: set[PauseReason] = set()
-        self._revoking: set[TopicPartition] = set()
-        self._warm_until: dict[TopicPartition, int] = {}  # till the warm-up re-read has passed it
         self._handling = False  # a fetched batch is being handled (positions are ahead of it)
-        self._assigning: set[TopicPartition] = set()  # paused until their warm-up seek is done
-        self._commit_lock = asyncio.Lock()
-        self._commit_soon = asyncio.Event()
+        self._reseek: set[TopicPartition] = set()  # sought back during this batch: its rest is stale
         self._counts: defaultdict[str, int] = defaultdict(int)
         self._consumed_unreported = 0
         self._unknown_seen: set[str] = set()
         self._resolved_counters = {why: self.metrics.resolved.labels(why.value) for why in Resolution}
 
+    @property
+    def tracker(self) -> Assignment:
+        """The offsets of every owned partition, with their totals (the read-ahead bounds)."""
+        return self.assignment
+
     # -- records in ---------------------------------------------------------------------------
     def handle(self, record: Record) -> None:
         """Track, decode and coalesce one record (never raises)."""
         tp = record.tp
-        until = self._warm_until.get(tp)
-        if until is not None:
-            if record.offset >= until - 1:
-                del self._warm_until[tp]  # the warm-up re-read is over
-            if record.offset < until:
-                self._warm(record)
-                return
-        part = self.tracker.partition(tp)
-        if not part.follows(record.offset):
+        part = self.assignment.get(tp)
+        if part is None or not part.reading or tp in self._reseek:
+            return  # revoked, not started, or sought back meanwhile: read again later
+        if part.status is PartitionStatus.WARMING:
+            self._warm(part, record)
+            return
+        offsets = part.offsets
+        if not offsets.follows(record.offset):
             log.warning(
                 "record_out_of_order", note="already read in this assignment: skipped", **_where(record)
             )
             return
-        part.track(record.offset, record.size, record.timestamp_ms / 1000.0)
+        if record.offset >= self.membership.horizon(part):
+            self._push_back(part, record)
+            return
+        offsets.track(record.offset, record.size, record.timestamp_ms / 1000.0)
         self._counts["consumed"] += 1
         self._consumed_unreported += 1  # connector_events_consumed_total: added once per batch
+        if self.membership.near_horizon(part, record.offset):
+            self.membership.commit_soon.set()
         change = self._accept(record)
         if change is None:
             return
+        ahead = part.lookahead
+        if ahead is not None:
+            if record.offset >= ahead.end:
+                part.lookahead = None
+            elif ahead.superseded(change, record.offset):
+                if debug_enabled():
+                    log.debug("superseded_ahead", external_id=change.external_id, **_where(record))
+                self._resolve(record, Resolution.REPLACED)  # a newer event of its order follows
+                return
         if change.tenant and self.park.parked(tp, change.tenant):
             self.park.park(record, change.tenant)  # resolved once the parking topic has it
             return
         self._offer(change)
+
+    def _push_back(self, part: OwnedPartition, record: Record) -> None:
+        """``record`` lies past what this member's last commit announced it may read: read it again
+        after the next commit (the partition waits; see ``Membership.horizon``)."""
+        assert self._source is not None
+        self._source.seek(part.tp, record.offset)
+        self._reseek.add(part.tp)
+        self.membership.at_horizon(part)
 
     def _offer(self, change: OrderChange, hold: float = 0.0) -> None:
         """Coalesce a change; start its key's delivery when it has none."""
@@ -153,7 +185,7 @@ class Pipeline(Membership):
             tp = change.tp
             self.tenancy.submit(change.key, tp, change.tenant, hold)
             if not self.fence.may_send(tp) and self.fence.window(tp) is not None:
-                self._commit_soon.set()  # a lease is needed before anything of ``tp`` can be sent
+                self.membership.commit_soon.set()  # a lease is needed before ``tp`` can be sent for
 
     def _replay(self, record: Record, hold: float, as_of: Version | None) -> None:
         """An event read back from the parking topic, at its original place: decoded, coalesced and
@@ -164,6 +196,9 @@ class Pipeline(Membership):
             return
         if as_of is not None and change.version.older_than(as_of):
             change._version = as_of
+        if self.park.superseded(change, record):
+            self._resolve(record, Resolution.REPLACED)  # a newer parked event of its order follows
+            return
         self._offer(change, hold)
 
     def _accept(self, record: Record) -> OrderChange | None:
@@ -192,18 +227,15 @@ class Pipeline(Membership):
         """Handle a fetched batch, yielding to the event loop every :data:`_HANDLE_CHUNK` records so
         that due budget ticks are used on time. A rebalance may run during a yield: records of a
         partition revoked meanwhile are left for its next owner (they are not committed)."""
-        assert self._source is not None
         self._handling = True
+        self._reseek.clear()
         try:
             if self._mapper is not None:
                 await self._mapper.prefetch(records)  # Avro schemas from the registry, once per id
             for start in range(0, len(records), _HANDLE_CHUNK):
-                chunk = records[start : start + _HANDLE_CHUNK]
                 if start:
                     await asyncio.sleep(0)
-                    owned = self._source.assignment() - self._revoking
-                    chunk = [r for r in chunk if r.tp in owned]
-                for record in chunk:
+                for record in records[start : start + _HANDLE_CHUNK]:
                     self.handle(record)
         finally:
             self._handling = False
@@ -225,34 +257,45 @@ class Pipeline(Membership):
             locate=self._locate,
         )
 
-    async def _warmed(self, tp: TopicPartition) -> bool:
-        """Whether the warm-up re-read of ``tp`` is over (what it remembers decides whether a replayed
-        event is stale): the record before the committed offset was handled (:meth:`handle` then
-        forgets the bound), or, where those records are gone (retention), the consumer's position
-        passed it with no batch in hand."""
-        until = self._warm_until.get(tp)
-        if until is None:
-            return True
-        if self._handling or self._source is None:
-            return False
-        position = await self._source.position(tp)
-        done = position is not None and position >= until and not self._handling
-        if done and self._warm_until.get(tp) == until:
-            del self._warm_until[tp]
-        return done
+    def _peek(self, record: Record) -> OrderChange | None:
+        """What ``record`` stands for, without acting on it (None: it does not decode)."""
+        try:
+            return self._read(record)
+        except Exception:
+            return None
 
-    def _warm(self, record: Record) -> None:
-        """A record below the committed offset, read again after an assignment: it was resolved by a
-        previous owner; remember its version so that a late, older event is still recognised."""
+    async def _warmed(self, tp: TopicPartition) -> bool:
+        """Whether the re-read of ``tp`` is over (what it remembers decides whether a replayed event
+        is stale)."""
+        part = self.assignment.get(tp)
+        return part is not None and await self.membership.warm_done(part, self._handling)
+
+    def _warm(self, part: OwnedPartition, record: Record) -> None:
+        """A record of the re-read after an assignment. Below the committed offset it was resolved by a
+        previous owner: its version is remembered, so that a late, older event is still recognised.
+        From the committed offset on it may have been sent by the previous owner: its order's newest
+        version there is noted (the lookahead), so that no older state of it is sent first."""
+        start, until = part.start, part.warm_until
+        assert start is not None
+        assert until is not None
+        if record.offset >= until - 1:
+            self.membership.warmed(part)  # sought back to the committed offset
+            self._reseek.add(part.tp)
+        if record.offset >= until:
+            return
         try:
             change = self._read(record)
-        except Exception:  # it was dead-lettered when it was first read
+        except Exception:  # it was, or will be, dead-lettered when read for real
             return
-        # A parked tenant's event may have been parked, not delivered: its version makes older events
-        # stale (it, or a newer state, reaches the vendor: a change it was skipped as identical to
-        # was parked as of its version), but its replay is no copy to skip.
-        parked = bool(change.tenant) and self.park.parked_before(record.tp, change.tenant)
-        self.coalescer.remember(change, delivered=not parked)
+        if record.offset >= start:
+            if part.lookahead is not None:
+                part.lookahead.note(change)
+            return
+        # Only its version: an event before the committed offset may have been resolved without
+        # being delivered (replaced, stale, dead-lettered, parked), so what the vendor holds is not
+        # known, and no later event is skipped as identical to it; but it, or a newer state, was
+        # the order's latest, so an older event is stale.
+        self.coalescer.remember(change, delivered=False)
 
     def _unknown_field(self, field: str, change: OrderChange) -> None:
         self.metrics.unknown_fields.labels(field).inc()
@@ -270,7 +313,7 @@ class Pipeline(Membership):
         if record.parked_at >= 0:
             done = self.park.resolve(record)
         else:
-            done = self.tracker.resolve(record.tp, record.offset)
+            done = self.assignment.resolve(record.tp, record.offset)
         if done:
             self._resolved_counters[why].inc()
             self._counts[why.value] += 1
@@ -343,10 +386,12 @@ class Pipeline(Membership):
             attempts=failure.attempts,
             **_where(record),
         )
-        tp = record.tp
         task = asyncio.create_task(self._write_dead_letter(record, failure))
-        self._dlq_tasks[tp][task] = None
-        task.add_done_callback(lambda t: self._dlq_tasks[tp].pop(t, None))
+        part = self.assignment.get(record.tp)
+        if part is not None:  # its partition waits for it on revoke, and cancels it on stop
+            tasks = part.dead_letters
+            tasks[task] = None
+            task.add_done_callback(lambda t: tasks.pop(t, None))
 
     async def _write_dead_letter(self, record: Record, failure: Failure) -> None:
         await self._dlq.publish(record, failure)
@@ -355,11 +400,12 @@ class Pipeline(Membership):
 
     def _backpressure(self) -> None:
         k = self.settings.kafka
-        held, size, unresolved = self.tracker.held, self.tracker.unresolved_bytes, self.tracker.unresolved
+        owned = self.assignment
+        held, size, unresolved = owned.held, owned.unresolved_bytes, owned.unresolved
         self.metrics.unresolved.set(unresolved)
         self.metrics.unresolved_bytes.set(size)
         self.metrics.held_offsets.set(held)
-        over = PauseReason.READ_AHEAD in self._paused
+        over = self.membership.paused_for(PauseReason.READ_AHEAD)
         bounds = (
             (unresolved, k.max_unresolved_events),
             (size, k.max_unresolved_bytes),
@@ -367,54 +413,43 @@ class Pipeline(Membership):
         )
         if not over and any(value >= bound for value, bound in bounds):
             log.info("read_ahead_paused", unresolved=unresolved, unresolved_bytes=size, held=held)
-            self._set_paused(PauseReason.READ_AHEAD, True)
+            self.membership.set_paused(PauseReason.READ_AHEAD, True)
         elif over and all(value <= bound // 2 for value, bound in bounds):
             log.info("read_ahead_resumed", unresolved=unresolved, unresolved_bytes=size, held=held)
-            self._set_paused(PauseReason.READ_AHEAD, False)
+            self.membership.set_paused(PauseReason.READ_AHEAD, False)
 
     def behind(self, tp: TopicPartition) -> bool:
         """Whether ``tp`` is still more than ``sink.linger_lag_records`` records behind its log end
         while reading goes on: a job of ``tp`` lingers then, as newer events of its key are likely yet
         to be read. Never while reading is paused (the read-ahead bound, stopping), so a lingering job
         can never be what holds reading back."""
-        if self._paused or self._source is None or tp in self._assigning:
+        part = self.assignment.get(tp)
+        if self.membership.paused or self._source is None or part is None or not part.sending:
             return False
-        end, read = self._source.log_end(tp), self.tracker.next_offset(tp)
+        end, read = self._source.log_end(tp), part.offsets.next_offset
         return end is not None and read is not None and end - read > self.settings.sink.linger_lag_records
 
     @property
     def paused(self) -> bool:
         """Consumption is paused (read-ahead bound reached, or stopping)."""
-        return bool(self._paused)
+        return self.membership.paused
 
-    def _set_paused(self, reason: PauseReason, on: bool) -> None:
-        if on:
-            self._paused.add(reason)
-        else:
-            self._paused.discard(reason)
-        if self._source is None:
-            return
-        owned = self._source.assignment()
-        if self._paused:
-            self._source.pause(owned)
-            self.metrics.paused.set(len(owned))
-        else:
-            self._source.resume(owned - self._assigning)
-            self.metrics.paused.set(len(owned & self._assigning))
-
+    # -- the commit loop ----------------------------------------------------------------------
     async def _commit_loop(self) -> None:
         interval = self.settings.kafka.commit_interval_seconds
         last_summary = self.clock.monotonic()
+        soon = self.membership.commit_soon
         while True:
             # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that arrives
             # as the event is set, and this loop would never stop.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
-                    await self._commit_soon.wait()
-            self._commit_soon.clear()
-            await self.commit()
-            if self.park.blinded:
-                await self._read_park_state()
+                    await soon.wait()
+            soon.clear()
+            await self.membership.tick()
+            for part in list(self.assignment):
+                if part.status is PartitionStatus.WARMING:
+                    await self.membership.warm_done(part, self._handling)
             self.park.check()
             self._gauges()
             if self.clock.monotonic() - last_summary >= SUMMARY_INTERVAL_S:
@@ -423,7 +458,7 @@ class Pipeline(Membership):
 
     def _gauges(self) -> None:
         """Refresh the gauges an on-call person watches: oldest unsynced event, lag per partition."""
-        self.metrics.oldest_unsynced.set(self.tracker.oldest_unsynced_age(self.clock.wall()))
+        self.metrics.oldest_unsynced.set(self.assignment.oldest_unsynced_age(self.clock.wall()))
         self.metrics.remembered_keys.set(self.coalescer.remembered)
         tenancy = self.tenancy
         if tenancy.many:
@@ -436,12 +471,11 @@ class Pipeline(Membership):
         self.metrics.available_estimate.set(tenancy.available_estimate())
         if self._source is None:
             return
-        committed = self.tracker.committed()
-        for tp in self._source.assignment():
-            end = self._source.log_end(tp)
-            done = committed.get(tp)
-            if end is not None and done is not None:
-                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, end - done))
+        for part in self.assignment:
+            end = self._source.log_end(part.tp)
+            if end is not None and part.committed is not None:
+                tp = part.tp
+                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, end - part.committed))
 
     def _summary(self) -> None:
         counts, self._counts = dict(self._counts), defaultdict(int)
@@ -449,7 +483,7 @@ class Pipeline(Membership):
             log.info(
                 "progress",
                 **counts,
-                unresolved=self.tracker.unresolved,
+                unresolved=self.assignment.unresolved,
                 active_keys=self.coalescer.active,
             )
 
@@ -457,6 +491,7 @@ class Pipeline(Membership):
     async def run(self, source: Source, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then drain within the grace period and commit."""
         self._source = source
+        self.membership.attach(source)
         self.metrics.ready = True  # connected; assigned or waiting for an assignment
         committer = asyncio.create_task(self._commit_loop(), name="commit-loop")
         try:
@@ -468,32 +503,31 @@ class Pipeline(Membership):
             await self._drain()
         finally:
             committer.cancel()
-            for tasks in self._dlq_tasks.values():
-                for task in tasks:
+            for part in self.assignment:
+                for task in part.dead_letters:
                     task.cancel()  # still retrying an unwritable DLQ: its offset stays uncommitted
             with contextlib.suppress(asyncio.CancelledError):
                 await committer
-        await self.commit(handover=True)
+        await self.membership.commit(handover=True)
         self._summary()
         log.info(
             "stopped",
-            unresolved=self.tracker.unresolved,
-            committed={str(tp): o for tp, o in sorted(self.tracker.committed().items())},
+            unresolved=self.assignment.unresolved,
+            committed={str(tp): o for tp, o in self.assignment.committed().items()},
         )
 
     async def _drain(self) -> None:
         """Stop fetching and deliver what was read, within the grace period; then cancel what is
         still in flight (its requests count as ambiguous in the hand-over)."""
         assert self._source is not None
-        self._set_paused(PauseReason.STOPPING, True)
+        self.membership.set_paused(PauseReason.STOPPING, True)
         self.park.stopping = True
         await self.park.interrupt()
         grace = self.settings.shutdown_grace_seconds
         deadline = self.clock.monotonic() + grace
-        log.info("draining", unresolved=self.tracker.unresolved, grace_s=grace)
-        while self.tracker.unresolved and self.clock.monotonic() < deadline:
+        log.info("draining", unresolved=self.assignment.unresolved, grace_s=grace)
+        while self.assignment.unresolved and self.clock.monotonic() < deadline:
             await asyncio.sleep(0.05)
             self.metrics.beat()
-        owned = self._source.assignment()
-        self._revoking |= owned
+        owned = self.membership.stop_all()
         await self.tenancy.drain(owned, timeout=0.0)

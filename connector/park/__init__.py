@@ -37,6 +37,7 @@ holds the partition back as before.
 """
 
 from connector.park._parking import Parking
-from connector.park.log import KafkaParkLog, ParkLog
+from connector.park._records import ParkState
+from connector.park.log import KafkaParkLog, ParkLog, RecordsGone
 
-__all__ = ["KafkaParkLog", "ParkLog", "Parking"]
+__all__ = ["KafkaParkLog", "ParkLog", "ParkState", "Parking", "RecordsGone"]

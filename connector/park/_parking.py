@@ -1,5 +1,5 @@
 """Parking: the decisions (which tenant, when), the appends, and the state each partition's commit
-carries (see the package docstring)."""
+carries; the replay is a part of its own (``_replay.py``). See the package docstring."""
 
 from __future__ import annotations
 
@@ -12,28 +12,33 @@ from random import Random
 from types import TracebackType
 from typing import Self
 
+from connector import metadata as wire
 from connector.clock import Clock
 from connector.coalesce import Coalescer
 from connector.config import Settings
-from connector.constants import CommitMeta
 from connector.logs import debug_enabled, get_logger
 from connector.metrics import Metrics
-from connector.park._records import Partition, park_headers
-from connector.park._replay import Replay
+from connector.ownership import Assignment, PartitionStatus
+from connector.park._records import ParkState, park_headers
+from connector.park._replay import Dispatch, Peek, Replay
 from connector.park.log import ParkLog
 from connector.structs import OrderChange, Record, TopicPartition, Version
 from connector.tenancy import Tenancy
 
 log = get_logger("connector.park")
 
+_TOPIC_RETRY_S = 5.0
+_Item = tuple[Record, str, float, Version | None, ParkState]
 
-class Parking(Replay):
+
+class Parking:
     """Parks tenants that cannot be served, and replays what they parked (package docstring)."""
 
     def __init__(
         self,
         settings: Settings,
         park_log: ParkLog | None,
+        assignment: Assignment,
         coalescer: Coalescer,
         tenancy: Tenancy,
         metrics: Metrics,
@@ -41,40 +46,57 @@ class Parking(Replay):
         clock: Clock,
         rng: Random,
         resolved: Callable[[Record], None],
-        dispatch: Callable[[Record, float, Version | None], None],
+        dispatch: Dispatch,
         warmed: Callable[[TopicPartition], Awaitable[bool]],
+        peek: Peek,
         prefetch: Callable[[list[Record]], Awaitable[None]] | None = None,
     ) -> None:
-        super().__init__(settings, park_log, tenancy, metrics, clock, dispatch, warmed, prefetch)
-        self.enabled = park_log is not None and tenancy.many and settings.tenants.park_after_seconds > 0
+        self._settings = settings
+        self._log = park_log
+        self._assignment = assignment
         self._coalescer = coalescer
+        self._tenancy = tenancy
+        self._metrics = metrics
+        self._clock = clock
         self._rng = rng
         self._resolved = resolved
+        # Parking state is honoured wherever there are tenants and a parking topic, also with
+        # parking switched off (tenants.park_after_seconds = 0): only new parks are off then.
+        self.available = park_log is not None and tenancy.many
+        self.may_park = self.available and settings.tenants.park_after_seconds > 0
+        self._replay = (
+            Replay(
+                settings,
+                park_log,
+                assignment,
+                tenancy,
+                metrics,
+                clock,
+                dispatch=dispatch,
+                warmed=warmed,
+                peek=peek,
+                prefetch=prefetch,
+            )
+            if park_log is not None
+            else None
+        )
         self._index: dict[TopicPartition, int] = {}
         self._queues = 0
-        self._writes: asyncio.Queue[tuple[Record, str, float, Version | None, Partition]] = asyncio.Queue()
+        self._writes: asyncio.Queue[_Item] = asyncio.Queue()
         self._pending: dict[TopicPartition, set[asyncio.Future[int]]] = {}
         self._parking: dict[str, asyncio.Task[None]] = {}
-        self.blinded: set[TopicPartition] = set()  # see blind()
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     async def __aenter__(self) -> Self:
-        if self.enabled:
-            assert self._log is not None
-            self._queues = await self._log.partitions()
+        if self.available and self._replay is not None:
+            await self._find_topic()
+            self._tasks = [
+                asyncio.create_task(self._write_loop(), name="park-writer"),
+                asyncio.create_task(self._replay.run(), name="park-replay"),
+            ]
             if not self._queues:
-                log.error(
-                    "park_topic_missing",
-                    topic=self._settings.park_topic,
-                    action="parking is off: a failing shop holds back the partitions it shares; "
-                    "create the topic (as many partitions as the sources have) and restart",
-                )
-                self.enabled = False
-            else:
-                self._tasks = [
-                    asyncio.create_task(self._write_loop(), name="park-writer"),
-                    asyncio.create_task(self._replay_loop(), name="park-replay"),
-                ]
+                self._tasks.append(asyncio.create_task(self._topic_loop(), name="park-topic"))
         return self
 
     async def __aexit__(
@@ -86,65 +108,92 @@ class Parking(Replay):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    async def _find_topic(self) -> None:
+        assert self._log is not None
+        self._queues = await self._log.partitions()
+        if not self._queues and self.may_park:
+            log.error(
+                "park_topic_missing",
+                topic=self._settings.park_topic,
+                action="no shop is parked (a failing shop holds back the partitions it shares), and "
+                "partitions whose last commit has parking state wait, until the topic exists: create "
+                "it (as many partitions as the sources have, retention.ms=-1)",
+            )
+
+    async def _topic_loop(self) -> None:
+        """The parking topic was not there (or not reachable) at start: look again until it is."""
+        while not self._queues:
+            await asyncio.sleep(_TOPIC_RETRY_S)
+            with contextlib.suppress(Exception):
+                await self._find_topic()
+        log.info("park_topic_found", topic=self._settings.park_topic, partitions=self._queues)
+
+    @property
+    def stopping(self) -> bool:
+        """Shutting down: nothing more is parked or replayed."""
+        return self._stopping
+
+    @stopping.setter
+    def stopping(self, value: bool) -> None:
+        self._stopping = value
+        if self._replay is not None:
+            self._replay.stopping = value
+
     # -- layout and ownership -----------------------------------------------------------------
 
     def set_layout(self, partitions: Mapping[str, int]) -> None:
         """Every source partition's place in the layout (the same on every member): its index
-        modulo the parking topic's partitions is its parking partition."""
+        modulo the parking topic's partitions is the parking partition of a source partition that
+        never parked anything (once something was, its commit records which one)."""
         ordered = [TopicPartition(t, p) for t in sorted(partitions) for p in range(partitions[t])]
         self._index = {tp: i for i, tp in enumerate(ordered)}
 
     def _queue_of(self, tp: TopicPartition) -> int:
         return self._index.get(tp, zlib.crc32(str(tp).encode())) % max(1, self._queues)
 
-    async def assign(self, tp: TopicPartition, meta: CommitMeta) -> None:
-        """``tp`` is ours: carry on its parking state from the last commit."""
-        if not self.enabled:
-            return
+    async def assign(self, tp: TopicPartition, meta: wire.CommitMeta, committed: int | None) -> bool:
+        """``tp`` is ours: carry on its parking state from the last commit. False when that state
+        cannot be taken up now (the parking topic is not there or not reachable): the partition
+        then waits, and this is asked again."""
+        part = self._assignment.get(tp)
+        if part is None or not self.available:
+            return True  # single shop: whatever the commit carries is carried forward unchanged
+        inherited = bool(meta.replay_starts or meta.parked)
+        if not self._queues:
+            return not inherited
         assert self._log is not None
-        part = Partition(self._queue_of(tp), f"{self._rng.getrandbits(32):08x}")
-        part.parked = set(meta.parked)
-        part.parked_before = frozenset(meta.parked)
-        part.inherited = dict(meta.tokens)
-        if meta.park_from is not None:
-            part.start(meta.park_from)
-            try:
-                part.end_at_assign = await self._log.end(part.q)
-            except Exception as exc:  # unknown: keep the inherited tokens until a later assignment
-                log.warning("park_end_lookup_failed", partition=str(tp), error=f"{type(exc).__name__}")
-                part.end_at_assign = 2**62
-        self._parts[tp] = part
-        self.blinded.discard(tp)
-        if part.parked:
-            log.info("partition_parked_tenants", partition=str(tp), tenants=sorted(part.parked))
-        self._wake.set()
-
-    def blind(self, partitions: set[TopicPartition]) -> None:
-        """The committed metadata of ``partitions`` could not be read: they are not committed (their
-        parking state on the broker must survive) until :meth:`assign` is called for them."""
-        if self.enabled:
-            self.blinded |= partitions
+        q = meta.park_partition if meta.park_partition is not None else self._queue_of(tp)
+        if q >= self._queues:
             log.error(
-                "park_state_unknown",
-                partitions=sorted(str(tp) for tp in partitions),
-                action="not committed, so nothing is sent for them, until their commit metadata is read",
+                "park_partition_missing", partition=str(tp), parking_partition=q, partitions=self._queues
             )
-
-    def reassess(self, tp: TopicPartition) -> None:
-        """After a late :meth:`assign`: events of tenants parked on ``tp`` that were read meanwhile
-        (and could not be sent: ``tp`` had no lease) are parked now, in the order they were read."""
-        part = self._parts.get(tp)
-        for tenant in sorted(part.parked if part is not None else ()):
-            for change, as_of in self._coalescer.take_tenant(tenant, {tp}):
-                self.park(change.record, tenant, as_of=as_of)
-
-    def freeze(self, partitions: set[TopicPartition]) -> None:
-        """``partitions`` are being revoked: nothing parked from them is handed over any more (what
-        the coalescer holds of them is dropped with them, and must not come back after)."""
-        for tp in partitions:
-            part = self._parts.get(tp)
-            if part is not None:
-                part.frozen = True
+            return False
+        state = ParkState(q, f"{self._rng.getrandbits(32):08x}", committed)
+        state.parked = set(meta.parked)
+        state.starts = dict(meta.replay_starts)
+        state.tokens = dict(meta.tokens)
+        if state.starts:
+            try:
+                state.end_at_assign = await self._log.end(q)
+            except Exception as exc:  # unknown: asked again, the partition waits meanwhile
+                log.warning("park_end_lookup_failed", partition=str(tp), error=f"{type(exc).__name__}")
+                return False
+            state.begin(min(state.starts.values()))
+        else:
+            state.looked_ahead = True  # nothing inherited to read ahead
+        if self._assignment.get(tp) is not part:
+            return True  # revoked meanwhile
+        part.park = state
+        if state.parked or state.starts:
+            log.info(
+                "partition_parked_tenants",
+                partition=str(tp),
+                tenants=sorted(state.parked),
+                replay=dict(sorted(state.starts.items())) or None,
+            )
+        if self._replay is not None:
+            self._replay.wake()
+        return True
 
     async def settle(self, tp: TopicPartition, timeout: float) -> None:
         """Wait (bounded) for the appends of ``tp`` still on their way: a hand-over commits them."""
@@ -152,40 +201,33 @@ class Parking(Replay):
         if pending:
             await asyncio.wait(set(pending), timeout=timeout)
 
-    def revoke(self, tp: TopicPartition) -> None:
-        """``tp`` is no longer ours: forget it (its replayed changes were dropped with it)."""
-        self.blinded.discard(tp)
-        part = self._parts.pop(tp, None)
-        if part is not None:
-            for tenant in part.dispatched.values():
-                self._out[tenant] -= 1
+    def revoke(self, tp: TopicPartition, state: ParkState | None) -> None:
+        """``tp`` is no longer ours: its replayed changes went with it."""
+        if state is not None and self._replay is not None:
+            self._replay.forget(state)
         self._pending.pop(tp, None)
 
-    def meta(self, tp: TopicPartition, settle_by: float, offset: int) -> CommitMeta:
-        """What a commit of ``tp`` at ``offset`` carries: its settle-by and its parking state."""
-        part = self._parts.get(tp)
-        if part is None or part.position is None:
-            return CommitMeta(settle_by, parked=tuple(sorted(part.parked)) if part else ())
-        tokens = dict(part.inherited)
-        park_from = part.park_from
-        if park_from is not None and park_from >= part.end_at_assign:
-            tokens = {}  # every record of an earlier writer is behind us
-        tokens[part.token] = offset
-        return CommitMeta(settle_by, park_from, tuple(sorted(part.parked)), tuple(sorted(tokens.items())))
+    def commit_state(self, partitions: set[TopicPartition]) -> dict[TopicPartition, wire.CommitMeta]:
+        """The parking part of a commit of each of ``partitions`` parking knows (the others carry
+        what their last commit said)."""
+        out = {}
+        for tp in partitions:
+            part = self._assignment.get(tp)
+            if part is not None and part.park is not None:
+                offset = part.offsets.committable()
+                out[tp] = part.park.commit_meta(offset if offset is not None else 0)
+        return out
 
     # -- the read path ------------------------------------------------------------------------
 
+    def _state(self, tp: TopicPartition) -> ParkState | None:
+        part = self._assignment.get(tp)
+        return part.park if part is not None and part.status is not PartitionStatus.REVOKING else None
+
     def parked(self, tp: TopicPartition, tenant: str) -> bool:
         """Whether events of ``tenant`` read from ``tp`` go to the parking topic."""
-        part = self._parts.get(tp)
+        part = self._state(tp)
         return part is not None and tenant in part.parked
-
-    def parked_before(self, tp: TopicPartition, tenant: str) -> bool:
-        """Whether ``tenant`` was parked on ``tp`` when the last owner committed it: its events
-        before the committed offset may have been parked, not delivered (a tenant this member parks
-        later was parked only from the records it reads itself)."""
-        part = self._parts.get(tp)
-        return part is not None and tenant in part.parked_before
 
     def park(
         self, record: Record, tenant: str, hold_until: float = 0.0, as_of: Version | None = None
@@ -193,38 +235,46 @@ class Parking(Replay):
         """Append ``record`` to the parking topic; its offset is resolved once acknowledged.
         ``hold_until``: no request for its order before then; ``as_of``: a newer event of its order
         that was skipped as identical to it (its replay stands for that one)."""
-        part = self._parts[record.tp]
+        part = self._state(record.tp)
+        assert part is not None
         part.writing[tenant] += 1
         self._writes.put_nowait((record, tenant, hold_until, as_of, part))
+
+    def resolve(self, record: Record) -> bool:
+        """A replayed record is resolved (delivered, replaced, skipped, dead-lettered)."""
+        return self._replay is not None and self._replay.resolve(record)
+
+    def superseded(self, change: OrderChange, record: Record) -> bool:
+        """Whether a replayed ``change`` is older than a later parked event of its order."""
+        return self._replay is not None and self._replay.superseded(change, record)
 
     # -- appends ------------------------------------------------------------------------------
 
     async def _write_loop(self) -> None:
-        assert self._log is not None
         while True:
-            record, tenant, hold, as_of, part = await self._writes.get()
-            if self._parts.get(record.tp) is not part:  # revoked meanwhile: the next owner reads it
+            record, tenant, hold, as_of, part = item = await self._writes.get()
+            if self._state(record.tp) is not part:  # revoked meanwhile: the next owner reads it
                 continue
             headers = park_headers(record, tenant, part.token, hold, as_of)
-            landed = await self._append(record, headers, part)
+            landed = await self._append(record, tenant, headers, part)
             if landed is None:
                 continue
             self._pending.setdefault(record.tp, set()).add(landed)
-            landed.add_done_callback(
-                functools.partial(self._landed, item=(record, tenant, hold, as_of, part))
-            )
+            landed.add_done_callback(functools.partial(self._landed, item=item))
 
     async def _append(
-        self, record: Record, headers: list[tuple[str, bytes]], part: Partition
+        self, record: Record, tenant: str, headers: list[tuple[str, bytes]], part: ParkState
     ) -> asyncio.Future[int] | None:
         """Queue one append, trying again until the topic takes it (never dropped: the partition
         holds until it is written); None when the partition was revoked meanwhile."""
         assert self._log is not None
         attempt = 0
-        while self._parts.get(record.tp) is part:
+        while self._state(record.tp) is part:
             try:
-                if part.position is None:  # the first append: the replay starts where it lands
-                    part.start(await self._log.end(part.q))
+                if tenant not in part.starts:  # its first append: its replay starts where it lands
+                    end = await self._log.end(part.q)
+                    part.starts[tenant] = end
+                    part.begin(end)
                 return await self._log.append(part.q, record.key, record.value, headers, record.timestamp_ms)
             except Exception as exc:
                 attempt += 1
@@ -233,12 +283,10 @@ class Parking(Replay):
                 await asyncio.sleep(min(5.0, 0.1 * 2**attempt))
         return None
 
-    def _landed(
-        self, done: asyncio.Future[int], item: tuple[Record, str, float, Version | None, Partition]
-    ) -> None:
+    def _landed(self, done: asyncio.Future[int], item: _Item) -> None:
         record, tenant, _, _, part = item
         self._pending.get(record.tp, set()).discard(done)
-        if self._parts.get(record.tp) is not part:  # revoked meanwhile: unresolved, read again
+        if self._state(record.tp) is not part:  # revoked meanwhile: unresolved, read again
             return
         if done.cancelled() or done.exception() is not None:
             self._metrics.park_write_failures.inc()
@@ -258,7 +306,8 @@ class Parking(Replay):
         part.last_written = max(part.last_written, offset)
         self._metrics.parked_events.inc()
         self._resolved(record)
-        self._wake.set()
+        if self._replay is not None:
+            self._replay.wake()
 
     # -- park decisions -----------------------------------------------------------------------
 
@@ -266,7 +315,7 @@ class Parking(Replay):
         """Park every tenant that cannot be served (circuit open ``tenants.park_after_seconds``, or
         more than ``tenants.park_max_keys`` orders waiting for that long) on every partition it is
         not parked on yet."""
-        if not self.enabled or self.stopping or not self._parts:
+        if not self.may_park or not self._queues or self._stopping:
             return
         t = self._settings.tenants
         now, wall = self._clock.monotonic(), self._clock.wall()
@@ -285,9 +334,31 @@ class Parking(Replay):
                 self._parking[name] = asyncio.create_task(self._park(name, why), name=f"park-{name}")
 
     def _room(self, tenant: str) -> set[TopicPartition]:
-        """Owned partitions ``tenant`` may still be parked on (not yet, and under the cap)."""
+        """Owned partitions ``tenant`` may still be parked on: not yet, under ``tenants.max_parked``,
+        and only while the partition's commit metadata still fits with it (a long shop name costs
+        more than a short one), with room left for the writer tokens."""
         cap = self._settings.tenants.max_parked
-        return {tp for tp, p in self._parts.items() if tenant not in p.parked and len(p.parked) < cap}
+        budget = self._settings.kafka.metadata_max_bytes - _TOKENS_RESERVE
+        room = set()
+        for part in self._assignment:
+            state = part.park
+            if state is None or part.status is not PartitionStatus.OWNED:
+                continue
+            if tenant in state.parked or len(state.parked) >= cap:
+                continue
+            if _size_with(state, tenant) > budget:
+                self._metrics.park_refused.inc()
+                log.warning(
+                    "park_refused_metadata_full",
+                    tenant=tenant,
+                    partition=str(part.tp),
+                    parked=len(state.parked),
+                    action="it holds this partition back as if parking were off; shorter shop names, "
+                    "or more partitions, make room",
+                )
+                continue
+            room.add(part.tp)
+        return room
 
     async def _park(self, tenant: str, why: str) -> None:
         try:
@@ -309,16 +380,18 @@ class Parking(Replay):
     async def _park_now(self, tenant: str, why: str) -> None:
         served = self._tenancy.served().get(tenant)
         room = self._room(tenant)
-        if served is None or not room or self.stopping:
+        if served is None or not room or self._stopping:
             return
         deliverer = served.deliverer
         changes: list[tuple[OrderChange, Version | None]] = []
         # Its calls in flight finish (bounded); what is queued or retrying stays in the coalescer.
         await deliverer.drain(room, timeout=self._settings.sink.timeout_seconds + 1.0)
         try:
-            room &= self._parts.keys()
+            room = {tp for tp in room if self._state(tp) is not None}
             for tp in room:
-                self._parts[tp].parked.add(tenant)
+                state = self._state(tp)
+                assert state is not None
+                state.parked.add(tenant)
             # A request of these orders may still land for settle_seconds: their replay waits for it.
             hold = self._clock.wall() + self._settings.sink.settle_seconds
             changes = self._coalescer.take_tenant(tenant, room)
@@ -326,6 +399,10 @@ class Parking(Replay):
                 self.park(change.record, tenant, hold, as_of)
         finally:
             deliverer.undrain(room)
+            # Replayed changes stay in the coalescer (they are on the parking topic already); their
+            # jobs were dropped by the drain: they need one again.
+            for key, change in self._coalescer.slots_of(tenant, room):
+                self._tenancy.submit(key, change.tp, tenant)
         log.warning(
             "tenant_parked",
             tenant=tenant,
@@ -334,18 +411,34 @@ class Parking(Replay):
             events=len(changes),
             action="its events go to the parking topic and are replayed from there as it recovers",
         )
-        self._gauges()
 
     # -- observability ------------------------------------------------------------------------
 
+    def tenants(self) -> set[str]:
+        """Tenants parked on at least one partition this member owns."""
+        return self._replay.tenants() if self._replay is not None else set()
+
     def oldest(self) -> dict[str, float]:
         """Per parked tenant, the record time of its oldest event held back on the parking topic."""
-        out: dict[str, float] = {}
-        for part in self._parts.values():
-            for tenant, stamp in part.held_ts.items():
-                if stamp and stamp < out.get(tenant, float("inf")):
-                    out[tenant] = stamp
-        return out
+        return self._replay.oldest() if self._replay is not None else {}
+
+
+_TOKENS_RESERVE = 24 * 8
+"""Metadata bytes kept for the writer tokens 0.1.0 members read (eight of them)."""
+
+
+def _size_with(state: ParkState, tenant: str) -> int:
+    """Bytes of the partition's commit metadata (tokens aside) with ``tenant`` parked too."""
+    meta = state.commit_meta(2**62)
+    wider = wire.CommitMeta(
+        settle_by=9_999_999_999.999,
+        read_to=2**62,
+        park_partition=meta.park_partition,
+        park_from=2**62,
+        parked=(*meta.parked, tenant),
+        replay_from=(*meta.replay_from, (tenant, 2**62)),
+    )
+    return wire.size(wider)
 
 
 __all__ = ["Parking"]

@@ -6,40 +6,87 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from connector import constants as wire
+from connector.lookahead import Lookahead
+from connector.metadata import CommitMeta
 from connector.offsets import PartitionOffsets
 from connector.structs import Record, Version
 
 PARK_HEADERS = (wire.H_PARKED_FROM, wire.H_PARKED_BY, wire.H_PARKED_HOLD, wire.H_PARKED_AS_OF, wire.H_TENANT)
+MAX_TOKENS = 8
+"""Writer tokens kept in the commit for members of 0.1.0 (which replay only records of a listed
+token): this member's, and the most recent inherited ones."""
 
 
 @dataclass(slots=True)
-class Partition:
-    """The parking state of one source partition this member owns."""
+class ParkState:
+    """The parking state of one source partition this member owns (``OwnedPartition.park``)."""
 
-    q: int  # its parking partition
+    q: int  # its parking partition (recorded in the commit: never recomputed once used)
     token: str  # this member's writer token for it (this assignment)
+    start: int | None  # its committed offset when assigned: a record parked from below it counts
     parked: set[str] = field(default_factory=set)
-    parked_before: frozenset[str] = frozenset()  # parked as the last commit said: before our reads
-    inherited: dict[str, int] = field(default_factory=dict)  # earlier writers' tokens: offset limit
+    starts: dict[str, int] = field(default_factory=dict)  # per tenant: first parking offset to replay
+    tokens: dict[str, int] = field(default_factory=dict)  # inherited writer tokens (0.1.0 readers)
     end_at_assign: int = 0  # the parking partition's end when assigned: inherited records lie below
-    scan: PartitionOffsets | None = None  # parking offsets read; unresolved = held back or dispatched
-    position: int | None = None  # next parking offset to read (None: nothing parked yet)
+    position: int | None = None  # next parking offset to read (None: nothing to replay yet)
+    scans: dict[str, PartitionOffsets] = field(default_factory=dict)  # per tenant: offsets read
     dispatched: dict[int, str] = field(default_factory=dict)  # parking offset -> tenant
     held_from: dict[str, int] = field(default_factory=dict)  # tenant -> first offset held back
     held_ts: dict[str, float] = field(default_factory=dict)  # tenant -> time of that record
     writing: Counter[str] = field(default_factory=Counter)  # appends not yet acknowledged
     last_written: int = -1  # highest parking offset this member appended
-    frozen: bool = False  # being revoked: nothing more is handed over
+    lookahead: Lookahead | None = None  # the newest version of each order in what is inherited
+    looked_ahead: bool = False  # the inherited range was read for the lookahead
 
-    def start(self, offset: int) -> None:
-        if self.position is None:
+    def begin(self, offset: int) -> None:
+        """Replay reads from ``offset`` (the earliest start), unless it already reads from earlier."""
+        if self.position is None or offset < self.position:
             self.position = offset
-            self.scan = PartitionOffsets()
-            self.scan.start_at(offset)
+
+    def scan(self, tenant: str) -> PartitionOffsets:
+        """The parking offsets of ``tenant`` read (tracked) so far."""
+        found = self.scans.get(tenant)
+        if found is None:
+            found = self.scans[tenant] = PartitionOffsets()
+        return found
 
     @property
-    def park_from(self) -> int | None:
-        return self.scan.committable() if self.scan is not None else None
+    def unresolved(self) -> int:
+        """Parked records read and not resolved yet (held back, or handed over)."""
+        return sum(s.unresolved for s in self.scans.values())
+
+    @property
+    def held(self) -> int:
+        """Parking offsets kept behind a first unresolved one, over every tenant."""
+        return sum(s.held for s in self.scans.values())
+
+    def replay_from(self, tenant: str) -> int | None:
+        """The first parking offset of ``tenant`` still to replay: its first unresolved one, else
+        where reading will go on (never before where its replay starts)."""
+        start = self.starts.get(tenant)
+        if start is None:
+            return None
+        scan = self.scans.get(tenant)
+        if scan is not None and scan.held:
+            first = scan.committable()
+            assert first is not None
+            return first
+        return max(start, self.position) if self.position is not None else start
+
+    def commit_meta(self, offset: int) -> CommitMeta:
+        """The parking part of a commit at source ``offset``: the parking partition, the parked
+        tenants, where each one's replay resumes, and (for 0.1.0 members) the writer tokens with
+        this member's reaching ``offset``."""
+        starts = {t: at for t in sorted(self.starts) if (at := self.replay_from(t)) is not None}
+        tokens = dict(list(self.tokens.items())[-(MAX_TOKENS - 1) :]) if MAX_TOKENS > 1 else {}
+        tokens[self.token] = offset
+        return CommitMeta(
+            park_partition=self.q,
+            park_from=min(starts.values()) if starts else self.position,
+            parked=tuple(sorted(self.parked)),
+            replay_from=tuple(starts.items()),
+            tokens=tuple(tokens.items()),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,4 +137,4 @@ def park_headers(
     return headers
 
 
-__all__ = ["PARK_HEADERS", "Parked", "Partition", "park_headers", "unpack"]
+__all__ = ["MAX_TOKENS", "PARK_HEADERS", "ParkState", "Parked", "park_headers", "unpack"]

@@ -12,10 +12,12 @@ from connector.circuit import State
 from connector.clock import Clock
 from connector.config import Settings
 from connector.logs import debug_enabled, get_logger
+from connector.lookahead import Lookahead
 from connector.metrics import Metrics
-from connector.park._records import Parked, Partition, unpack
-from connector.park.log import ParkLog
-from connector.structs import Record, TopicPartition, Version
+from connector.ownership import Assignment, PartitionStatus
+from connector.park._records import Parked, ParkState, unpack
+from connector.park.log import ParkLog, RecordsGone
+from connector.structs import OrderChange, Record, TopicPartition, Version
 from connector.tenancy import Tenancy
 
 log = get_logger("connector.park")
@@ -23,6 +25,14 @@ log = get_logger("connector.park")
 _READ_BATCH = 500
 _READS_PER_ROUND = 8
 _IDLE_S = 0.2
+_EMPTY_READS = 3
+"""Empty reads in a row before a scan gives up until its next round (the records are there: a read
+right after a seek returns nothing when the fetch takes longer than its wait)."""
+
+Dispatch = Callable[[Record, float, Version | None], None]
+"""Hand a parked record to the pipeline: the record, seconds to hold its order, the version it stands for."""
+Peek = Callable[[Record], OrderChange | None]
+"""The change a record stands for, without acting on it (None: it does not decode)."""
 
 
 class Replay:
@@ -32,37 +42,65 @@ class Replay:
     def __init__(
         self,
         settings: Settings,
-        park_log: ParkLog | None,
+        park_log: ParkLog,
+        assignment: Assignment,
         tenancy: Tenancy,
         metrics: Metrics,
         clock: Clock,
-        dispatch: Callable[[Record, float, Version | None], None],
+        *,
+        dispatch: Dispatch,
         warmed: Callable[[TopicPartition], Awaitable[bool]],
+        peek: Peek,
         prefetch: Callable[[list[Record]], Awaitable[None]] | None,
     ) -> None:
         self._settings = settings
         self._log = park_log
+        self._assignment = assignment
         self._tenancy = tenancy
         self._metrics = metrics
         self._clock = clock
         self._dispatch = dispatch
         self._warmed = warmed
+        self._peek = peek
         self._prefetch = prefetch  # what reading a batch needs first (Avro schemas from the registry)
-        self._parts: dict[TopicPartition, Partition] = {}
         self._out: Counter[str] = Counter()  # replayed records in the coalescer, per tenant
         self._wake = asyncio.Event()
         self.stopping = False
 
+    def state(self, tp: TopicPartition) -> ParkState | None:
+        """The parking state of ``tp`` while it is owned and not being revoked."""
+        part = self._assignment.get(tp)
+        if part is None or part.status is PartitionStatus.REVOKING:
+            return None
+        return part.park
+
+    def wake(self) -> None:
+        """Something changed (an append landed, a tenant may take more): look again now."""
+        self._wake.set()
+
+    def forget(self, state: ParkState) -> None:
+        """``state``'s partition is no longer ours: its replayed changes went with it."""
+        for tenant in state.dispatched.values():
+            self._out[tenant] -= 1
+
     def resolve(self, record: Record) -> bool:
         """A replayed record is resolved (delivered, replaced, skipped, dead-lettered)."""
-        part = self._parts.get(record.tp)
-        if part is None or part.scan is None:
+        part = self.state(record.tp)
+        if part is None:
             return False
         tenant = part.dispatched.pop(record.parked_at, None)
-        if tenant is not None:
-            self._out[tenant] -= 1
-            self._wake.set()
-        return part.scan.resolve(record.parked_at)
+        if tenant is None:
+            return False
+        self._out[tenant] -= 1
+        self._wake.set()
+        return part.scan(tenant).resolve(record.parked_at)
+
+    def superseded(self, change: OrderChange, record: Record) -> bool:
+        """Whether a replayed ``change`` is older than a later parked event of its order that is
+        still to be replayed (the lookahead over what was inherited)."""
+        part = self.state(record.tp)
+        ahead = part.lookahead if part is not None else None
+        return ahead is not None and ahead.superseded(change, record.parked_at)
 
     def _allowance(self, tenant: str) -> int:
         """How many more of ``tenant``'s parked events the coalescer may take now: one while its
@@ -73,17 +111,21 @@ class Replay:
         closed = served.deliverer.circuit.state is State.CLOSED
         return (self._settings.tenants.park_replay_events if closed else 1) - self._out[tenant]
 
-    def _valid(self, part: Partition, tp: TopicPartition, parked: Parked) -> bool:
-        """Whether a parking record is one to replay for ``tp``: parked from it by this member, or by
-        an earlier one that committed past it."""
+    def valid(self, part: ParkState, tp: TopicPartition, parked: Parked, at: int) -> bool:
+        """Whether the parking record at ``at`` is one to replay for ``tp``: parked from it, for a
+        tenant whose replay starts at or before it, by this member, or by an earlier one whose commit
+        passed it (a record parked by a member that crashed before its commit passed it is read again
+        from the partition itself, and that copy counts instead)."""
         if parked.record.tp != tp:
+            return False
+        start = part.starts.get(parked.tenant)
+        if start is None or at < start:
             return False
         if parked.token == part.token:
             return True
-        limit = part.inherited.get(parked.token)
-        return limit is not None and parked.record.offset < limit
+        return part.start is not None and parked.record.offset < part.start
 
-    def _hand_over(self, part: Partition, parked: Parked) -> None:
+    def _hand_over(self, part: ParkState, parked: Parked) -> None:
         if debug_enabled():
             r = parked.record
             log.debug(
@@ -100,7 +142,8 @@ class Replay:
         hold = max(0.0, parked.hold_until - self._clock.wall())
         self._dispatch(parked.record, hold, parked.as_of)
 
-    async def _replay_loop(self) -> None:
+    async def run(self) -> None:
+        """The replay loop: every owned partition in turn, when woken or every 200 ms."""
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_IDLE_S):
@@ -108,34 +151,61 @@ class Replay:
             self._wake.clear()
             if self.stopping:
                 continue
-            for tp in sorted(self._parts):
+            for tp in sorted(self._assignment.partitions()):
                 try:
                     await self._scan(tp)
                 except asyncio.CancelledError:
                     raise
+                except RecordsGone as exc:
+                    self._gone(tp, exc)
                 except Exception as exc:  # a read that failed is tried again on the next round
                     log.warning("park_read_failed", partition=str(tp), error=f"{type(exc).__name__}: {exc}")
             self._gauges()
 
-    def _live(self, tp: TopicPartition, part: Partition) -> bool:
+    def _gone(self, tp: TopicPartition, exc: RecordsGone) -> None:
+        """Parked records were deleted by retention before they were replayed: lost; said loudly,
+        counted, and reading goes on from what is left."""
+        part = self.state(tp)
+        if part is None or part.position is None:
+            return
+        lost = exc.start - part.position
+        self._metrics.park_records_lost.inc(max(0, lost))
+        log.error(
+            "parked_records_deleted",
+            partition=str(tp),
+            parking_partition=part.q,
+            from_offset=part.position,
+            to_offset=exc.start,
+            action="events parked there are lost: give the parking topic unlimited retention "
+            "(retention.ms=-1); the orders they were for may be behind (see README, Parking)",
+        )
+        part.position = exc.start
+        for tenant in part.starts:
+            part.starts[tenant] = max(part.starts[tenant], exc.start)
+
+    def _live(self, tp: TopicPartition, part: ParkState) -> bool:
         """Whether ``part`` is still the state of an owned ``tp`` that is not being revoked."""
-        return self._parts.get(tp) is part and not part.frozen
+        return self.state(tp) is part
 
     async def _scan(self, tp: TopicPartition) -> None:
-        part = self._parts.get(tp)
-        if part is None or part.frozen:
+        part = self.state(tp)
+        if part is None:
             return
-        if part.position is None or part.scan is None:
+        if part.position is None:
             self._unpark(tp, part)  # parked, but nothing was written yet
             return
         if not await self._warmed(tp):
             return  # what the warm-up remembers decides whether a replayed event is stale
+        if not part.looked_ahead:
+            await self._look_ahead(tp, part)
+            if not part.looked_ahead or not self._live(tp, part):
+                return
         for tenant in sorted(part.held_from):
             if self._allowance(tenant) > 0:
                 await self._rescan(tp, part, tenant)
         bound = self._settings.kafka.max_held_offsets
         for _ in range(_READS_PER_ROUND):
-            if not self._live(tp, part) or part.scan.held >= bound:
+            if not self._live(tp, part) or part.held >= bound:
                 return
             batch = await self._read(tp, part, part.position)
             if batch is None:
@@ -145,11 +215,10 @@ class Replay:
             for r in batch:
                 part.position = r.offset + 1
                 parked = unpack(r)
-                part.scan.track(r.offset, 0, r.timestamp_ms / 1000.0)
-                if parked is None or not self._valid(part, tp, parked):
-                    part.scan.resolve(r.offset)
+                if parked is None or not self.valid(part, tp, parked, r.offset):
                     continue
                 tenant = parked.tenant
+                part.scan(tenant).track(r.offset, 0, r.timestamp_ms / 1000.0)
                 if tenant in part.held_from or self._allowance(tenant) <= 0:
                     part.held_from.setdefault(tenant, r.offset)
                     part.held_ts.setdefault(tenant, r.timestamp_ms / 1000.0)
@@ -158,32 +227,64 @@ class Replay:
             await asyncio.sleep(0)
         self._unpark(tp, part)
 
-    async def _read(self, tp: TopicPartition, part: Partition, at: int) -> list[Record] | None:
+    async def _look_ahead(self, tp: TopicPartition, part: ParkState) -> None:
+        """Before replaying what was inherited, read it once: the newest parked version of each order
+        in it, so that an older one is not sent first (a previous owner may have replayed the newer
+        one already, and the warm-up may no longer remember it)."""
+        assert part.position is not None
+        ahead = Lookahead(part.position, part.end_at_assign, self._settings.sink.remember_keys or 1)
+        at, empty = part.position, 0
+        while at < part.end_at_assign:
+            batch = await self._read(tp, part, at)
+            if batch is None:
+                return
+            if not batch:  # a read after a seek may come back empty: read again, a few times
+                empty += 1
+                if empty > _EMPTY_READS:
+                    return  # tried again on the next round
+                continue
+            for r in batch:
+                at = r.offset + 1
+                parked = unpack(r)
+                if parked is None or not self.valid(part, tp, parked, r.offset):
+                    continue
+                change = self._peek(parked.record)
+                if change is not None:
+                    ahead.note(change, parked.as_of)
+            await asyncio.sleep(0)
+        part.lookahead = ahead if len(ahead) else None
+        part.looked_ahead = True
+
+    async def _read(self, tp: TopicPartition, part: ParkState, at: int) -> list[Record] | None:
         """The parked records of ``tp``'s parking partition from ``at`` on, what reading them needs
         fetched first; None when ``tp`` was revoked meanwhile."""
-        assert self._log is not None
         batch = [r for r in await self._log.read(part.q, at, _READ_BATCH) if r.offset >= at]
         if batch and self._prefetch is not None:  # a parked record holds the original key and value
             await self._prefetch(batch)
         return batch if self._live(tp, part) else None
 
-    async def _rescan(self, tp: TopicPartition, part: Partition, tenant: str) -> None:
+    async def _rescan(self, tp: TopicPartition, part: ParkState, tenant: str) -> None:
         """Read again from ``tenant``'s first held-back record, handing over what it may take now."""
-        assert part.scan is not None
         assert part.position is not None
-        at = part.held_from[tenant]
+        scan = part.scan(tenant)
+        at, empty = part.held_from[tenant], 0
         while at < part.position:
             batch = await self._read(tp, part, at)
-            if not batch:
+            if batch is None:
                 return
+            if not batch:  # a read after a seek may come back empty: read again, a few times
+                empty += 1
+                if empty > _EMPTY_READS:
+                    return  # tried again on the next round
+                continue
             for r in batch:
                 if r.offset >= part.position:
                     break
                 at = r.offset + 1
-                if not part.scan.is_unresolved(r.offset) or r.offset in part.dispatched:
+                if not scan.is_unresolved(r.offset) or r.offset in part.dispatched:
                     continue
                 parked = unpack(r)
-                if parked is None or parked.tenant != tenant or not self._valid(part, tp, parked):
+                if parked is None or parked.tenant != tenant or not self.valid(part, tp, parked, r.offset):
                     continue
                 if self._allowance(tenant) <= 0:
                     part.held_from[tenant] = r.offset
@@ -194,34 +295,51 @@ class Replay:
         del part.held_from[tenant]
         part.held_ts.pop(tenant, None)
 
-    def _unpark(self, tp: TopicPartition, part: Partition) -> None:
+    def _unpark(self, tp: TopicPartition, part: ParkState) -> None:
         """Tenants whose parked events of ``tp`` are all resolved, with nothing on its way, and whose
-        circuit is closed, are sent directly again. One whose circuit stays open stays parked: its
-        next event is parked, and replayed as the probe that closes the circuit."""
-        unread = part.position is not None and part.position <= part.last_written
-        for tenant in sorted(part.parked):
+        circuit is closed, are sent directly again. Reading must have caught up with every record
+        that may be theirs: what this member appended and what was there when it was assigned (a
+        read right after a seek may come back empty before it has). One whose circuit stays open
+        stays parked: its next event is parked, and replayed as the probe that closes the circuit."""
+        end = max(part.end_at_assign, part.last_written + 1)
+        unread = part.position is not None and part.position < end
+        for tenant in sorted(part.parked | part.starts.keys()):
             served = self._tenancy.served().get(tenant)
             if served is not None and served.deliverer.circuit.state is not State.CLOSED:
                 continue
+            scan = part.scans.get(tenant)
             busy = (
                 unread
                 or tenant in part.held_from
                 or part.writing[tenant] > 0
-                or tenant in part.dispatched.values()
+                or (scan is not None and scan.unresolved > 0)
             )
-            if not busy:
+            if busy:
+                continue
+            part.starts.pop(tenant, None)
+            part.scans.pop(tenant, None)
+            if tenant in part.parked:
                 part.parked.discard(tenant)
                 log.warning("tenant_unparked", tenant=tenant, partition=str(tp), action="sent directly again")
 
     def tenants(self) -> set[str]:
         """Tenants parked on at least one partition this member owns."""
-        return {name for part in self._parts.values() for name in part.parked}
+        return {name for p in self._assignment if p.park is not None for name in p.park.parked}
+
+    def oldest(self) -> dict[str, float]:
+        """Per parked tenant, the record time of its oldest event held back on the parking topic."""
+        out: dict[str, float] = {}
+        for p in self._assignment:
+            for tenant, stamp in (p.park.held_ts if p.park is not None else {}).items():
+                if stamp and stamp < out.get(tenant, float("inf")):
+                    out[tenant] = stamp
+        return out
 
     def _gauges(self) -> None:
         self._metrics.parked_tenants.set(len(self.tenants()))
         self._metrics.parked_unresolved.set(
-            sum(p.scan.unresolved for p in self._parts.values() if p.scan is not None)
+            sum(p.park.unresolved for p in self._assignment if p.park is not None)
         )
 
 
-__all__ = ["Replay"]
+__all__ = ["Dispatch", "Peek", "Replay"]

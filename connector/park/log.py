@@ -14,7 +14,7 @@ from typing import Protocol, Self
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as KafkaTP
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
 from connector._kafka import client_options, durable_producer, start_within
 from connector.config import KafkaSettings
@@ -24,6 +24,14 @@ from connector.structs import Record
 log = get_logger("connector.park.log")
 
 _READ_WAIT_MS = 200
+
+
+class RecordsGone(Exception):
+    """The records asked for were deleted by the topic's retention; ``start`` is its first offset."""
+
+    def __init__(self, start: int) -> None:
+        super().__init__(f"records before offset {start} were deleted")
+        self.start = start
 
 
 class ParkLog(Protocol):
@@ -46,7 +54,8 @@ class ParkLog(Protocol):
         ...
 
     async def read(self, partition: int, offset: int, max_records: int) -> list[Record]:
-        """Records of ``partition`` from ``offset`` on (none: nothing there yet)."""
+        """Records of ``partition`` from ``offset`` on (none: nothing there yet, or a fetch slower
+        than its wait); RecordsGone when ``offset`` was deleted by retention."""
         ...
 
     async def end(self, partition: int) -> int:
@@ -66,6 +75,7 @@ class KafkaParkLog:
             enable_auto_commit=False,
             client_id=f"{kafka.client_id}-park-reader",
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            auto_offset_reset="none",  # never past parked records silently: RecordsGone instead
             **client_options(kafka),
         )
         self._assigned: set[int] = set()
@@ -139,7 +149,13 @@ class KafkaParkLog:
                 self._assigned.add(partition)
                 self._consumer.assign([KafkaTP(self.topic, p) for p in sorted(self._assigned)])
             self._consumer.seek(tp, offset)
-            batches = await self._consumer.getmany(tp, timeout_ms=_READ_WAIT_MS, max_records=max_records)
+            try:
+                batches = await self._consumer.getmany(tp, timeout_ms=_READ_WAIT_MS, max_records=max_records)
+            except OffsetOutOfRangeError:
+                start = (await self._consumer.beginning_offsets([tp]))[tp]
+                if offset >= start:
+                    raise
+                raise RecordsGone(int(start)) from None
         return [
             Record(self.topic, partition, r.offset, r.key, r.value, tuple(r.headers or ()), r.timestamp)
             for r in batches.get(tp, ())
@@ -152,4 +168,4 @@ class KafkaParkLog:
         return int(ends[tp])
 
 
-__all__ = ["KafkaParkLog", "ParkLog"]
+__all__ = ["KafkaParkLog", "ParkLog", "RecordsGone"]

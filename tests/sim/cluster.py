@@ -6,6 +6,14 @@ member's revoke callback (a member that overruns the rebalance timeout is expell
 partitions round-robin and awaits the assign callbacks; a member that stops heartbeating (killed, or cut
 off from the broker) is expelled after the session timeout, and learns it lost its partitions only when
 it reconnects. Commits succeed only from a member of the current generation that owns the partition.
+
+Where the real broker and aiokafka are unkind, so is this one (each drawn from the schedule's seed):
+a fetch right after a seek (an assignment, or the warm-up's) may return nothing or only part of what
+is there, as a fetch slower than its wait does; a fetch returns at most ``fetch_bytes`` per partition
+(always one record); a commit whose metadata of any partition exceeds the broker's
+``offset.metadata.max.bytes`` (4096) is refused whole, as aiokafka fails the whole request with
+``OffsetMetadataTooLargeError``; partitions can be added to the topic while running (every member
+rejoins); a read of the parking topic right after its seek may return nothing, or part.
 """
 
 from __future__ import annotations
@@ -14,11 +22,17 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from random import Random
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
 from connector.source import Committed, PartitionsCallback
 from connector.structs import Record, TopicPartition
+
+
+METADATA_MAX_BYTES = 4096
+"""The broker's ``offset.metadata.max.bytes`` (its default)."""
+T = TypeVar("T")
 
 
 class Unreachable(Exception):
@@ -73,6 +87,7 @@ class Member:
     epochs: dict[TopicPartition, int] = field(default_factory=dict)
     positions: dict[TopicPartition, int] = field(default_factory=dict)
     paused: set[TopicPartition] = field(default_factory=set)
+    sought: set[TopicPartition] = field(default_factory=set)  # a seek since the last fetch
     rebalancing: bool = False
     closed: bool = False  # its consumer was stopped: it never joins again
     callbacks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -105,7 +120,10 @@ class Member:
             for tp in sorted(self.owned - self.paused):
                 log = logs[tp]
                 pos = self.positions[tp]
-                take = log[pos : pos + self.cluster.max_poll_records - len(out)]
+                take = self.cluster.fetched(log[pos : pos + self.cluster.max_poll_records - len(out)])
+                if tp in self.sought:
+                    self.sought.discard(tp)
+                    take = self.cluster.after_seek(take)
                 out.extend(take)
                 self.positions[tp] = pos + len(take)
                 if len(out) >= self.cluster.max_poll_records:
@@ -147,6 +165,7 @@ class Member:
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.positions[tp] = max(0, offset)
+        self.sought.add(tp)
 
     async def commit(self, offsets: Committed) -> bool:
         return self.cluster.commit(self, offsets)
@@ -177,6 +196,9 @@ class SimCluster:
         rebalance_timeout: float,
         max_poll_records: int = 100,
         fetch_seconds: float = 0.0,
+        rng: Random | None = None,
+        fetch_gaps: float = 0.0,
+        fetch_bytes: int = 0,
     ) -> None:
         self.topic = topic
         self.partition_counts = {topic: partitions}
@@ -200,6 +222,10 @@ class SimCluster:
         self._rebalance_timeout = rebalance_timeout
         self.max_poll_records = max_poll_records
         self.fetch_seconds = fetch_seconds  # how long a fetch that returns records takes
+        self.rng = rng or Random(0)
+        self.fetch_gaps = fetch_gaps  # chance that a fetch right after a seek returns nothing or part
+        self.fetch_bytes = fetch_bytes  # bytes a fetch returns per partition at most (0: no cap)
+        self.refused_commits = 0  # refused whole: some partition's metadata was over the limit
         self._joined: list[str] = []
         self._wanted = asyncio.Event()
         self._coordinator: asyncio.Task[None] | None = None
@@ -239,6 +265,37 @@ class SimCluster:
             if tp in m.owned:
                 m.wake()
         return record
+
+    def fetched(self, records: list[Record]) -> list[Record]:
+        """What one fetch of a partition returns of ``records`` under the size cap (at least one,
+        as a broker returns a record larger than the cap whole)."""
+        if not self.fetch_bytes or not records:
+            return records
+        total, n = 0, 0
+        for r in records:
+            total += r.size
+            if n and total > self.fetch_bytes:
+                break
+            n += 1
+        return records[:n]
+
+    def after_seek(self, records: list[T]) -> list[T]:
+        """The first fetch after a seek: nothing (slower than its wait) or part, sometimes."""
+        if records and self.rng.random() < self.fetch_gaps:
+            return records[: self.rng.randrange(len(records))]
+        return records
+
+    def add_partitions(self, count: int) -> None:
+        """``count`` partitions added to the topic: every member rejoins (aiokafka sees the metadata
+        change of a subscribed topic), and the parking topic is not grown with it."""
+        first = self.partition_counts[self.topic]
+        self.partition_counts[self.topic] = first + count
+        for p in range(first, first + count):
+            tp = TopicPartition(self.topic, p)
+            self.logs[tp] = []
+            self.epochs[tp] = 0
+        if self._joined:
+            self._wanted.set()
 
     # -- membership ---------------------------------------------------------------------------
     def join(self, m: Member) -> None:
@@ -355,6 +412,7 @@ class SimCluster:
                 self.epochs[tp] += 1
                 m.epochs[tp] = self.epochs[tp]
                 m.positions[tp] = self.committed.get(tp, (0, ""))[0]
+                m.sought.add(tp)
             assigning.append(self._spawn(m, self._assign(m)))
         if assigning:
             await asyncio.wait(assigning)
@@ -390,6 +448,9 @@ class SimCluster:
         )
         if not ok:
             return False
+        if any(len(meta.encode()) > METADATA_MAX_BYTES for _, meta in offsets.values()):
+            self.refused_commits += 1
+            return False  # OffsetMetadataTooLargeError: aiokafka fails the whole commit
         now = self._wall()
         for tp, (offset, metadata) in sorted(offsets.items()):
             self.committed[tp] = (offset, metadata)
@@ -476,7 +537,9 @@ class SimParkLog(_SideTopic):
         await asyncio.sleep(0.002)
         if not self._reachable():
             raise Unreachable("broker unreachable")
-        return list(self._cluster.parked[partition][offset : offset + max_records])
+        # Every read seeks first: it may come back with nothing, or part, as a slow fetch does.
+        cluster = self._cluster
+        return cluster.after_seek(cluster.fetched(list(cluster.parked[partition][offset : offset + max_records])))
 
     async def end(self, partition: int) -> int:
         await asyncio.sleep(0.002)

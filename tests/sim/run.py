@@ -15,6 +15,7 @@ import hashlib
 import io
 import tempfile
 import traceback
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from random import Random
@@ -32,9 +33,11 @@ from connector.config import (
     SinkSettings,
     TenantsSettings,
 )
-from connector.constants import parse_commit_metadata
+from connector.constants import H_PARKED_FROM, H_TENANT
+from connector.metadata import decode
 from connector.metrics import Metrics
 from connector.source import PartitionsCallback
+from connector.structs import Record, TopicPartition
 from tests.sim.checker import Checker
 from tests.sim.cluster import Member, SimCluster
 from tests.sim.loop import Deadlock, VirtualTimeLoop
@@ -113,6 +116,7 @@ def settings_for(s: Schedule, tenants_path: Path | None = None) -> Settings:
             rebalance_timeout_ms=20_000,
             max_unresolved_events=k.max_unresolved,
             max_held_offsets=k.max_held,
+            warmup_records=k.warmup,
             poll_timeout_ms=1000,  # the simulated fetch returns as soon as there is data
         ),
         dlq=DlqSettings(topic=f"{TOPIC}.dlq", dead_letter_replaced=k.dead_letter_replaced),
@@ -156,7 +160,11 @@ class World:
             rebalance_timeout=20.0,
             max_poll_records=schedule.knobs.fetch_records,
             fetch_seconds=0.05 if schedule.knobs.fetch_records < 100 else 0.0,  # a slow read
+            rng=Random(schedule.seed * 7919 + 2),
+            fetch_gaps=schedule.knobs.fetch_gaps,
+            fetch_bytes=schedule.knobs.fetch_bytes,
         )
+        self._partition_of: dict[str, int] = {}
         self.vendor = SimVendor(
             rng=Random(schedule.seed * 7919 + 1),
             wall=self.clock.wall,
@@ -224,6 +232,9 @@ class World:
         if kind == "join":
             self.start_member()
             return
+        if kind == "grow":
+            self.cluster.add_partitions(index)
+            return
         name = self.live(index)
         if name is None:
             return
@@ -244,9 +255,18 @@ class World:
             if delay > 0:
                 await asyncio.sleep(delay)
             headers = (("shop", event.tenant.encode()),) if event.tenant else ()
-            partition = self.s.partition_of(event.key)
+            partition = self.partition_of(event.key)
             record = self.cluster.produce(partition, event.key.encode(), event.value, headers)
             self.checker.produced(event, record)
+
+    def partition_of(self, key: str) -> int:
+        """An order's partition: the key's hash over the partitions there were when its first event
+        was produced; an order stays on its partition when partitions are added (the producer's
+        partitioner would move it, and its events would no longer be ordered)."""
+        if key not in self._partition_of:
+            count = self.cluster.partition_counts[TOPIC]
+            self._partition_of[key] = zlib.crc32(key.encode()) % count
+        return self._partition_of[key]
 
     async def play(self) -> None:
         for op in self.s.ops:
@@ -272,11 +292,20 @@ class World:
             done, metadata = self.cluster.committed.get(tp, (0, ""))
             if done < len(log):
                 parts.append(f"{tp}: committed {done} of {len(log)}")
-            meta = parse_commit_metadata(metadata)
-            parked = self.cluster.parked.get(tp.partition, [])
-            if meta.park_from is not None and meta.park_from < len(parked):
-                parts.append(f"{tp}: parked {meta.parked}, replayed to {meta.park_from} of {len(parked)}")
+            meta = decode(metadata).meta
+            q = meta.park_partition if meta.park_partition is not None else tp.partition
+            parked = self.cluster.parked.get(q, [])
+            for tenant, start in meta.replay_starts.items():
+                if start < len(parked) and any(_parked_for(r, tp, tenant) for r in parked[start:]):
+                    parts.append(f"{tp}: {tenant} parked, replayed to {start} of {len(parked)}")
         return "; ".join(parts)
+
+
+def _parked_for(record: Record, tp: TopicPartition, tenant: str) -> bool:
+    """Whether a parking record was parked from ``tp`` for ``tenant``."""
+    headers = dict(record.headers)
+    where = headers.get(H_PARKED_FROM, b"").decode().rsplit("/", 1)[0]
+    return where == f"{tp.topic}/{tp.partition}" and headers.get(H_TENANT) == tenant.encode()
 
 
 def _where(task: asyncio.Task[Any]) -> str:

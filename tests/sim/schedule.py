@@ -33,7 +33,8 @@ class Event:
 
 @dataclass
 class Op:
-    """A membership change at ``at``: join | leave (SIGTERM) | kill (kill -9) | cut (from the broker)."""
+    """A change at ``at``: join | leave (SIGTERM) | kill (kill -9) | cut (from the broker), or grow
+    (``member`` partitions added to the topic: every member rejoins, new orders spread over them all)."""
 
     at: float
     kind: str
@@ -60,6 +61,10 @@ class Knobs:
     park_after: float = 30.0  # many tenants: tenants.park_after_seconds (0: parking off)
     park_max_keys: int = 2_000
     park_replay: int = 1_000
+    # Kafka as unkind as the real one (drawn from a stream of their own, see _unkind):
+    warmup: int = 10_000  # kafka.warmup_records: small, the warm-up misses what a commit held back
+    fetch_gaps: float = 0.0  # chance that a fetch right after a seek returns nothing, or part of it
+    fetch_bytes: int = 0  # bytes a fetch returns per partition at most (0: no cap; one record always)
 
     @property
     def max_held(self) -> int:
@@ -97,6 +102,7 @@ class Schedule:
             f"seed={self.seed} partitions={self.partitions} members={self.members} "
             f"events={len(self.events)} budget={k.budget:g}/s in_flight={k.max_in_flight} "
             f"timeout={k.timeout:g}s settle={k.settle:g}s linger={k.linger:g}s@{k.linger_lag} mode={k.mode} "
+            f"warmup={k.warmup} fetch_gaps={k.fetch_gaps:g} fetch_bytes={k.fetch_bytes} "
             f"faults={','.join(kinds) or '-'} "
             f"ops={','.join(ops) or '-'} dlq_down={len(self.dlq_down)} horizon={self.horizon:.0f}s"
             + (
@@ -132,7 +138,21 @@ def make_schedule(seed: int, scale: float = 1.0, tenants: bool = False) -> Sched
     s = _schedule(seed, scale)
     if tenants:
         _as_tenants(s, Random(seed * 104_729 + 31), scale)
+    _unkind(s, Random(seed * 15_485_863 + 29))
     return s
+
+
+def _unkind(s: Schedule, rng: Random) -> None:
+    """Kafka as it really behaves, in some schedules: a warm-up shorter than what a commit held back,
+    fetches after a seek that return nothing or part of what is there (a fetch slower than its wait),
+    fetches capped by size, and partitions added to the topic while running."""
+    k = s.knobs
+    k.warmup = rng.choice((10_000, 10_000, 3, 20))
+    k.fetch_gaps = rng.choice((0.0, 0.0, 0.3, 0.7))
+    k.fetch_bytes = rng.choice((0, 0, 300, 2_000))
+    if rng.random() < 0.15:
+        s.ops.append(Op(rng.uniform(0, s.horizon), "grow", rng.randint(1, 2)))
+        s.ops.sort(key=lambda o: o.at)
 
 
 def _as_tenants(s: Schedule, rng: Random, scale: float) -> None:
