@@ -256,8 +256,10 @@ class Membership:
         k = self.settings.kafka
         until = offset
         if read.origin is wire.Origin.OURS:  # else no member of ours held a lease on it
-            announced = read.meta.read_to if read.meta.version >= 2 else None
-            until = max(offset, announced if announced is not None else offset) + k.lookahead_records
+            if read.meta.version >= 2 and read.meta.read_to is not None:
+                until = max(offset, read.meta.read_to) + k.lookahead_records
+            else:  # 0.1.0 announced nothing and kept to no horizon: as far as either bound reaches
+                until = offset + max(k.lookahead_records, k.warmup_records)
         end = self.source.log_end(part.tp)
         if end is not None:
             until = min(until, end)

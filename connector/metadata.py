@@ -178,11 +178,6 @@ def _pairs(value: str) -> tuple[tuple[str, int], ...]:
     return tuple(out)
 
 
-def settle_only(settle_by: float) -> str:
-    """The metadata of a commit that announces only its settle-by (tools: ``dlq redrive``)."""
-    return encode(CommitMeta(settle_by))
-
-
 __all__ = [
     "MAX_BYTES",
     "VERSION",
@@ -191,6 +186,5 @@ __all__ = [
     "Read",
     "decode",
     "encode",
-    "settle_only",
     "size",
 ]

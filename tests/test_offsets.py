@@ -9,9 +9,8 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connector.offsets import OffsetTracker, PartitionOffsets, TopicPartition
+from connector.offsets import PartitionOffsets
 
-TP = TopicPartition("t", 0)
 
 
 def test_nothing_tracked_commits_nothing() -> None:
@@ -53,42 +52,6 @@ def test_resolving_twice_or_unknown_is_a_no_op() -> None:
     assert part.unresolved_bytes == 0
 
 
-def test_to_commit_reports_every_partition_with_a_position() -> None:
-    """Every owned partition is committed each time (the commit renews the send lease), from its
-    start position when nothing was read yet."""
-    tracker = OffsetTracker()
-    tracker.partition(TP).track(0)
-    tracker.partition(TP).resolve(0)
-    assert tracker.to_commit() == {TP: 1}
-    tracker.mark_committed({TP: 1})
-    assert tracker.to_commit() == {TP: 1}
-    other = TopicPartition("t", 9)
-    tracker.partition(other).start_at(40)
-    assert tracker.to_commit() == {TP: 1, other: 40}
-
-
-def test_held_counts_resolved_offsets_behind_a_stuck_one() -> None:
-    """Found by review (a DLQ write that never succeeds): resolved offsets behind an unresolved one
-    are still held in memory, so the read-ahead bound counts them."""
-    tracker = OffsetTracker()
-    part = tracker.partition(TP)
-    for offset in range(10):
-        part.track(offset)
-    for offset in range(1, 10):
-        part.resolve(offset)
-    assert (tracker.unresolved, tracker.held) == (1, 10)
-
-
-def test_dropped_partition_forgets_its_state() -> None:
-    """A revoked partition's counters stop counting against the read-ahead bound."""
-    tracker = OffsetTracker()
-    tracker.partition(TP).track(0, size=100)
-    tracker.drop(TP)
-    assert tracker.unresolved == 0
-    assert tracker.unresolved_bytes == 0
-    assert tracker.to_commit() == {}
-
-
 @given(
     st.integers(min_value=1, max_value=60).flatmap(
         lambda n: st.tuples(st.just(n), st.permutations(range(n)), st.lists(st.integers(1, 3), min_size=n))
@@ -113,21 +76,12 @@ def test_watermark_never_passes_an_unresolved_offset(case: tuple[int, list[int],
         assert part.committable() == expected
 
 
-def test_resolving_in_a_partition_not_owned_is_refused() -> None:
-    """A late completion for a revoked partition changes nothing."""
-    tracker = OffsetTracker()
-    assert not tracker.resolve(TP, 0)
-    tracker.partition(TP).track(0)
-    assert tracker.resolve(TP, 0)
-    assert tracker.to_commit() == {TP: 1}
-
-
 def test_a_long_backlog_compacts_and_keeps_the_watermark_exact() -> None:
     """20,000 offsets with gaps, a long head resolved first (forcing compactions of the kept arrays),
     the rest in a shuffled order: after every step the committable offset is the first unresolved one
     and every offset from it to the last is held, as a plain reference says."""
     rng = random.Random(7)
-    part = OffsetTracker().partition(TP)
+    part = PartitionOffsets()
     offsets = sorted(rng.sample(range(60_000), 20_000))
     for offset in offsets:
         part.track(offset)

@@ -1,23 +1,28 @@
-"""Parking's bookkeeping: which parking records are replayed for a partition, and what its commits
-carry so that the next owner replays exactly those (the flows themselves: the many-shop simulation and
-tests/integration/test_tenants.py)."""
+"""Parking's bookkeeping: which parking records are replayed for a partition, what its commits carry
+so that the next owner replays exactly those, and how a partition's parking state is taken up from
+its last commit (the flows themselves: the many-shop simulation and tests/integration/test_tenants.py)."""
 
 from __future__ import annotations
 
 import asyncio
 from random import Random
-from types import SimpleNamespace
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from connector import constants as wire
 from connector.clock import SYSTEM_CLOCK
 from connector.coalesce import Coalescer
 from connector.config import Settings, TenantsSettings
-from connector.constants import CommitMeta
+from connector.fence import Fence
+from connector.metadata import CommitMeta
+from connector.ownership import Assignment
 from connector.metrics import Metrics
-from connector.park import Parking
+from connector.park import Parking, ParkState
 from connector.park._records import unpack as _unpack
 from connector.structs import Record, TopicPartition
+from connector.tenancy import Tenancy
 
 TP = TopicPartition("orders", 3)
 
@@ -45,42 +50,66 @@ class _Log:
         return done
 
 
-def _parking(log: _Log) -> Parking:
-    settings = Settings(tenants=TenantsSettings(path="tenants.toml"))
-    tenancy = SimpleNamespace(many=True, served=dict)
-    return Parking(
+@asynccontextmanager
+async def _assigned(
+    tmp_path: Path, log: _Log, meta: CommitMeta, committed: int | None = 50
+) -> AsyncIterator[tuple[Parking, ParkState | None]]:
+    """A member's parking, entered (its loops running), with ``TP`` assigned from a commit at
+    ``committed`` carrying ``meta``; and the partition's parking state."""
+    tenants = tmp_path / "tenants.toml"
+    tenants.write_text('[acme]\nkind = "loop"\nbase_url = "http://acme"\napi_key = "k"\n')
+    settings = Settings(tenants=TenantsSettings(path=str(tenants)))
+    fence = Fence(SYSTEM_CLOCK, 10.0, 1.0)
+    tenancy = Tenancy(
+        settings, _no_sink, _no_claim, _no_report, Metrics(), clock=SYSTEM_CLOCK, rng=Random(1), fence=fence,
+        behind=lambda tp: False,
+    )  # fmt: skip
+    assignment = Assignment()
+    parking = Parking(
         settings,
         log,
+        assignment,
         Coalescer(),
-        tenancy,  # type: ignore[arg-type]
+        tenancy,
         Metrics(),
         clock=SYSTEM_CLOCK,
         rng=Random(1),
         resolved=lambda record: None,
         dispatch=lambda record, hold, as_of: None,
-        warmed=_ready,
+        warmed=_not_yet,
+        peek=lambda record: None,
     )
+    async with parking:
+        parking.set_layout({"orders": 4})
+        assignment.add(TP)
+        assert await parking.assign(TP, meta, committed)
+        part = assignment.get(TP)
+        yield parking, part.park if part is not None else None
 
 
-async def _ready(tp: TopicPartition) -> bool:
-    return True
+def _no_sink(*_: Any) -> Any:
+    raise AssertionError("no vendor in these tests")
 
 
-async def _assigned(log: _Log, meta: CommitMeta) -> Parking:
-    """A member's parking state for ``TP``, assigned with the commit metadata ``meta`` (the parking
-    topic's partitions read as entering it does, without starting its loops)."""
-    parking = _parking(log)
-    parking._queues = await log.partitions()
-    parking.set_layout({"orders": 4})
-    await parking.assign(TP, meta)
-    return parking
+def _no_claim(key: str) -> None:
+    return None
 
 
-def _parked(offset: int, token: str, origin: TopicPartition = TP, at: int = 0) -> Record:
+def _no_report(outcome: Any) -> bool:
+    return False
+
+
+async def _not_yet(tp: TopicPartition) -> bool:
+    return False  # the warm-up is never over: nothing is replayed while a test looks
+
+
+def _parked(
+    offset: int, token: str, origin: TopicPartition = TP, at: int = 0, tenant: bytes = b"acme"
+) -> Record:
     headers = (
         ("x-trace", b"abc"),
         (wire.H_PARKED_FROM, f"{origin.topic}/{origin.partition}/{offset}".encode()),
-        (wire.H_TENANT, b"acme"),
+        (wire.H_TENANT, tenant),
         (wire.H_PARKED_BY, token.encode()),
     )
     return Record("orders.parked", 0, at, b"k", b"{}", headers, 1234)
@@ -103,43 +132,112 @@ def test_a_parking_record_gives_back_the_original_at_its_place() -> None:
     assert _unpack(Record("orders.parked", 0, 3, b"k", b"{}")) is None, "not one of ours"
 
 
-async def test_only_records_of_writers_that_committed_past_them_are_replayed() -> None:
-    """This assignment's own records count; an earlier owner's only below the offset its last commit
-    reached (above it, the event was read again from the partition); an unknown writer's never (it
-    never committed them); another partition's never."""
-    parking = await _assigned(_Log(), CommitMeta(0.0, 0, ("acme",), (("aaaa0001", 50),)))
-    part = parking._parts[TP]
-    own = part.token
+async def test_records_parked_below_the_committed_offset_from_the_shops_replay_start_count(
+    tmp_path: Path,
+) -> None:
+    """This assignment's own records count; another writer's only below the committed offset (above
+    it the event is read again from the partition, and that copy counts), and only from where its
+    shop's replay starts (before it, everything of the shop was resolved); another partition's never."""
+    meta = CommitMeta(0.0, park_partition=1, parked=("acme",), replay_from=(("acme", 4), ("bolt", 9)))
+    async with _assigned(tmp_path, _Log(), meta, committed=50) as (parking, part):
+        assert part is not None
+        own = part.token
+        replay = parking.replay
+        assert replay is not None
 
-    def valid(offset: int, token: str, origin: TopicPartition = TP) -> bool:
-        parked = _unpack(_parked(offset, token, origin))
-        assert parked is not None
-        return parking._valid(part, TP, parked)
+        def valid(
+            offset: int, token: str, at: int, tenant: bytes = b"acme", origin: TopicPartition = TP
+        ) -> bool:
+            parked = _unpack(_parked(offset, token, origin, at, tenant))
+            assert parked is not None
+            return replay.valid(part, TP, parked, at)
 
-    assert valid(49, "aaaa0001")
-    assert not valid(50, "aaaa0001"), "parked, then its member died before committing past it"
-    assert valid(900, own)
-    assert not valid(10, "bbbb0002")
-    assert not valid(10, own, TopicPartition("orders", 1))
+        assert valid(49, "aaaa0001", at=4)
+        assert not valid(50, "aaaa0001", at=4), "parked, then its member died before committing past it"
+        assert not valid(49, "aaaa0001", at=3), "before the shop's replay start: resolved already"
+        assert valid(49, "aaaa0001", at=9, tenant=b"bolt")
+        assert not valid(49, "aaaa0001", at=8, tenant=b"bolt")
+        assert not valid(10, "aaaa0001", at=20, tenant=b"cask"), "a shop with nothing to replay"
+        assert valid(900, own, at=30)
+        assert not valid(10, own, at=30, origin=TopicPartition("orders", 1))
 
 
-async def test_a_commit_carries_the_replay_position_the_parked_tenants_and_the_writers() -> None:
-    """The commit of a partition with parked records says where its replay stands, which tenants are
-    parked and whose records count (this member's up to the offset committed); earlier writers are
-    dropped once the replay has passed everything they could have written."""
+async def test_a_commit_says_where_each_shops_replay_resumes(tmp_path: Path) -> None:
+    """Each shop's replay resumes at its own first unresolved parked record, or where reading goes
+    on; ``park_from`` (read by 0.1.0 members) is the earliest of them; the writer tokens (0.1.0's
+    rule) end with this member's, up to the offset committed."""
     log = _Log()
-    for _ in range(3):
+    for _ in range(12):
         log.records[1].append(_parked(1, "other"))
-    parking = await _assigned(log, CommitMeta(0.0, 1, ("acme",), (("aaaa0001", 20),)))
-    part = parking._parts[TP]
-    assert part.q == 1, "partition 3 of 4, two parking partitions"
-    meta = parking.meta(TP, settle_by=5.0, offset=30)
-    assert meta == CommitMeta(5.0, 1, ("acme",), tuple(sorted({"aaaa0001": 20, part.token: 30}.items())))
-    assert part.scan is not None
-    for offset in (1, 2):
-        part.scan.track(offset)
-        part.scan.resolve(offset)
-    part.position = 3
-    later = parking.meta(TP, settle_by=6.0, offset=31)
-    assert later.park_from == 3
-    assert later.tokens == ((part.token, 31),), "the earlier writer's records are all behind us"
+    meta = CommitMeta(
+        0.0, park_partition=1, parked=("acme", "bolt"), replay_from=(("acme", 2), ("bolt", 5)),
+        tokens=(("aaaa0001", 20),),
+    )  # fmt: skip
+    async with _assigned(tmp_path, log, meta) as (_, part):
+        assert part is not None
+        assert (part.q, part.end_at_assign, part.position) == (1, 12, 2)
+        first = part.commit_meta(30)
+        assert first.replay_from == (("acme", 2), ("bolt", 5))
+        assert (first.park_from, first.parked, first.park_partition) == (2, ("acme", "bolt"), 1)
+        assert first.tokens == (("aaaa0001", 20), (part.token, 30))
+        acme = part.scan("acme")
+        for offset in (2, 3, 6):
+            acme.track(offset)
+        acme.resolve(2)
+        part.position = 8
+        later = part.commit_meta(31)
+        assert later.replay_from == (("acme", 3), ("bolt", 8))
+        assert later.park_from == 3
+
+
+async def test_v1_state_replays_every_parked_shop_from_park_from_on_its_recomputed_partition(
+    tmp_path: Path,
+) -> None:
+    """A commit of 0.1.0 names one replay start for all parked shops, and no parking partition: the
+    partition is the one 0.1.0 computes (its index in the layout modulo the parking topic's)."""
+    log = _Log()
+    log.records[1].extend(_parked(1, "other") for _ in range(3))
+    v1 = CommitMeta(0.0, version=1, park_from=1, parked=("acme", "bolt"), tokens=(("aaaa0001", 20),))
+    async with _assigned(tmp_path, log, v1) as (_, part):
+        assert part is not None
+        assert part.q == 1, "partition 3 of 4, two parking partitions"
+        assert part.starts == {"acme": 1, "bolt": 1}
+
+
+async def test_a_recorded_parking_partition_is_kept_whatever_the_layout_says(tmp_path: Path) -> None:
+    """Once something was parked, the commit records the parking partition: partitions added to the
+    source topic (or the parking topic grown) must not move it."""
+    log = _Log()
+    log.records[0].extend(_parked(1, "other") for _ in range(3))
+    meta = CommitMeta(0.0, park_partition=0, parked=("acme",), replay_from=(("acme", 0),))
+    async with _assigned(tmp_path, log, meta) as (_, part):
+        assert part is not None
+        assert part.q == 0
+
+
+async def test_parking_state_waits_for_a_parking_topic_that_is_not_there(tmp_path: Path) -> None:
+    """With parking state in its last commit, a partition cannot be taken up until the parking topic
+    can be read (its replays would be lost); without it, it can."""
+
+    class _Missing(_Log):
+        async def partitions(self) -> int:
+            return 0
+
+    tenants = tmp_path / "tenants.toml"
+    tenants.write_text('[acme]\nkind = "loop"\nbase_url = "http://acme"\napi_key = "k"\n')
+    settings = Settings(tenants=TenantsSettings(path=str(tenants)))
+    tenancy = Tenancy(
+        settings, _no_sink, _no_claim, _no_report, Metrics(), clock=SYSTEM_CLOCK, rng=Random(1),
+        fence=Fence(SYSTEM_CLOCK, 10.0, 1.0), behind=lambda tp: False,
+    )  # fmt: skip
+    assignment = Assignment()
+    parking = Parking(
+        settings, _Missing(), assignment, Coalescer(), tenancy, Metrics(), clock=SYSTEM_CLOCK, rng=Random(1),
+        resolved=lambda record: None, dispatch=lambda record, hold, as_of: None, warmed=_not_yet,
+        peek=lambda record: None,
+    )  # fmt: skip
+    async with parking:
+        assignment.add(TP)
+        stated = CommitMeta(0.0, park_partition=0, parked=("acme",), replay_from=(("acme", 0),))
+        assert not await parking.assign(TP, stated, 10)
+        assert await parking.assign(TP, CommitMeta(0.0), 10)

@@ -64,7 +64,7 @@ class Parking:
         # parking switched off (tenants.park_after_seconds = 0): only new parks are off then.
         self.available = park_log is not None and tenancy.many
         self.may_park = self.available and settings.tenants.park_after_seconds > 0
-        self._replay = (
+        self.replay = (
             Replay(
                 settings,
                 park_log,
@@ -89,11 +89,11 @@ class Parking:
         self._stopping = False
 
     async def __aenter__(self) -> Self:
-        if self.available and self._replay is not None:
+        if self.available and self.replay is not None:
             await self._find_topic()
             self._tasks = [
                 asyncio.create_task(self._write_loop(), name="park-writer"),
-                asyncio.create_task(self._replay.run(), name="park-replay"),
+                asyncio.create_task(self.replay.run(), name="park-replay"),
             ]
             if not self._queues:
                 self._tasks.append(asyncio.create_task(self._topic_loop(), name="park-topic"))
@@ -136,8 +136,8 @@ class Parking:
     @stopping.setter
     def stopping(self, value: bool) -> None:
         self._stopping = value
-        if self._replay is not None:
-            self._replay.stopping = value
+        if self.replay is not None:
+            self.replay.stopping = value
 
     # -- layout and ownership -----------------------------------------------------------------
 
@@ -191,8 +191,8 @@ class Parking:
                 tenants=sorted(state.parked),
                 replay=dict(sorted(state.starts.items())) or None,
             )
-        if self._replay is not None:
-            self._replay.wake()
+        if self.replay is not None:
+            self.replay.wake()
         return True
 
     async def settle(self, tp: TopicPartition, timeout: float) -> None:
@@ -203,8 +203,8 @@ class Parking:
 
     def revoke(self, tp: TopicPartition, state: ParkState | None) -> None:
         """``tp`` is no longer ours: its replayed changes went with it."""
-        if state is not None and self._replay is not None:
-            self._replay.forget(state)
+        if state is not None and self.replay is not None:
+            self.replay.forget(state)
         self._pending.pop(tp, None)
 
     def commit_state(self, partitions: set[TopicPartition]) -> dict[TopicPartition, wire.CommitMeta]:
@@ -242,11 +242,11 @@ class Parking:
 
     def resolve(self, record: Record) -> bool:
         """A replayed record is resolved (delivered, replaced, skipped, dead-lettered)."""
-        return self._replay is not None and self._replay.resolve(record)
+        return self.replay is not None and self.replay.resolve(record)
 
     def superseded(self, change: OrderChange, record: Record) -> bool:
         """Whether a replayed ``change`` is older than a later parked event of its order."""
-        return self._replay is not None and self._replay.superseded(change, record)
+        return self.replay is not None and self.replay.superseded(change, record)
 
     # -- appends ------------------------------------------------------------------------------
 
@@ -306,8 +306,8 @@ class Parking:
         part.last_written = max(part.last_written, offset)
         self._metrics.parked_events.inc()
         self._resolved(record)
-        if self._replay is not None:
-            self._replay.wake()
+        if self.replay is not None:
+            self.replay.wake()
 
     # -- park decisions -----------------------------------------------------------------------
 
@@ -416,11 +416,11 @@ class Parking:
 
     def tenants(self) -> set[str]:
         """Tenants parked on at least one partition this member owns."""
-        return self._replay.tenants() if self._replay is not None else set()
+        return self.replay.tenants() if self.replay is not None else set()
 
     def oldest(self) -> dict[str, float]:
         """Per parked tenant, the record time of its oldest event held back on the parking topic."""
-        return self._replay.oldest() if self._replay is not None else {}
+        return self.replay.oldest() if self.replay is not None else {}
 
 
 _TOKENS_RESERVE = 24 * 8

@@ -37,6 +37,7 @@ class ParkState:
     last_written: int = -1  # highest parking offset this member appended
     lookahead: Lookahead | None = None  # the newest version of each order in what is inherited
     looked_ahead: bool = False  # the inherited range was read for the lookahead
+    ahead_at: int = 0  # how far the lookahead read
 
     def begin(self, offset: int) -> None:
         """Replay reads from ``offset`` (the earliest start), unless it already reads from earlier."""

@@ -230,21 +230,20 @@ class Replay:
     async def _look_ahead(self, tp: TopicPartition, part: ParkState) -> None:
         """Before replaying what was inherited, read it once: the newest parked version of each order
         in it, so that an older one is not sent first (a previous owner may have replayed the newer
-        one already, and the warm-up may no longer remember it)."""
+        one already, and the warm-up may no longer remember it). Goes on where it stopped when a
+        read comes back empty."""
         assert part.position is not None
-        ahead = Lookahead(part.position, part.end_at_assign, self._settings.sink.remember_keys or 1)
-        at, empty = part.position, 0
-        while at < part.end_at_assign:
-            batch = await self._read(tp, part, at)
-            if batch is None:
+        if part.lookahead is None:
+            bound = self._settings.sink.remember_keys or 1
+            part.lookahead = Lookahead(part.position, part.end_at_assign, bound)
+            part.ahead_at = part.position
+        ahead = part.lookahead
+        while part.ahead_at < ahead.end:
+            batch = await self._read(tp, part, part.ahead_at)
+            if not batch:  # revoked, or a read after a seek came back empty: on the next round
                 return
-            if not batch:  # a read after a seek may come back empty: read again, a few times
-                empty += 1
-                if empty > _EMPTY_READS:
-                    return  # tried again on the next round
-                continue
             for r in batch:
-                at = r.offset + 1
+                part.ahead_at = r.offset + 1
                 parked = unpack(r)
                 if parked is None or not self.valid(part, tp, parked, r.offset):
                     continue
@@ -252,7 +251,6 @@ class Replay:
                 if change is not None:
                     ahead.note(change, parked.as_of)
             await asyncio.sleep(0)
-        part.lookahead = ahead if len(ahead) else None
         part.looked_ahead = True
 
     async def _read(self, tp: TopicPartition, part: ParkState, at: int) -> list[Record] | None:

@@ -283,6 +283,7 @@ class Checker:
                     and pp is not None
                     and p.version.older_than(pp.version)
                     and not self._late(p, pp)
+                    and not (w.epoch > pw.epoch and self.cluster.members[pw.member].legacy)
                 ):
                     self.fail(
                         f"t={w.at - _epoch():.3f} {w.key}: {p.describe()} applied after newer "

@@ -26,6 +26,7 @@ from random import Random
 from types import TracebackType
 from typing import Self, TypeVar
 
+from connector.metadata import Origin, decode
 from connector.source import Committed, PartitionsCallback
 from connector.structs import Record, TopicPartition
 
@@ -89,6 +90,7 @@ class Member:
     paused: set[TopicPartition] = field(default_factory=set)
     sought: set[TopicPartition] = field(default_factory=set)  # a seek since the last fetch
     rebalancing: bool = False
+    legacy: bool = False  # speaks the previous release's commit metadata (v1): see to_v1
     closed: bool = False  # its consumer was stopped: it never joins again
     callbacks: set[asyncio.Task[None]] = field(default_factory=set)
     _wake: asyncio.Future[None] | None = None
@@ -168,6 +170,8 @@ class Member:
         self.sought.add(tp)
 
     async def commit(self, offsets: Committed) -> bool:
+        if self.legacy:
+            offsets = {tp: (o, to_v1(meta)) for tp, (o, meta) in offsets.items()}
         return self.cluster.commit(self, offsets)
 
     async def position(self, tp: TopicPartition) -> int | None:
@@ -180,7 +184,10 @@ class Member:
         await asyncio.sleep(0.002)  # a round trip to the broker
         if not self.alive or not self.connected:
             raise Unreachable("broker unreachable")
-        return {tp: self.cluster.committed[tp] for tp in partitions if tp in self.cluster.committed}
+        found = {tp: self.cluster.committed[tp] for tp in partitions if tp in self.cluster.committed}
+        if self.legacy:
+            found = {tp: (o, to_v1(meta)) for tp, (o, meta) in found.items()}
+        return found
 
 
 class SimCluster:
@@ -546,6 +553,23 @@ class SimParkLog(_SideTopic):
         if not self._reachable():
             raise Unreachable("broker unreachable")
         return len(self._cluster.parked[partition])
+
+
+def to_v1(text: str) -> str:
+    """Commit metadata as the previous release (0.1.0) reads and writes it: the settle-by, the first
+    parking offset to replay, the parked shops and the writer tokens; whatever else is lost."""
+    read = decode(text)
+    if read.origin is not Origin.OURS:
+        return text
+    meta = read.meta
+    out = f"settle_by={meta.settle_by:.3f}"
+    if meta.park_from is not None:
+        out += f";park_from={meta.park_from}"
+    if meta.parked:
+        out += ";parked=" + ",".join(meta.parked)
+    if meta.tokens:
+        out += ";tokens=" + ",".join(f"{t}:{o}" for t, o in meta.tokens)
+    return out
 
 
 def _fail(done: asyncio.Future[int]) -> None:

@@ -117,6 +117,7 @@ def settings_for(s: Schedule, tenants_path: Path | None = None) -> Settings:
             max_unresolved_events=k.max_unresolved,
             max_held_offsets=k.max_held,
             warmup_records=k.warmup,
+            lookahead_records=k.lookahead,
             poll_timeout_ms=1000,  # the simulated fetch returns as soon as there is data
         ),
         dlq=DlqSettings(topic=f"{TOPIC}.dlq", dead_letter_replaced=k.dead_letter_replaced),
@@ -165,6 +166,7 @@ class World:
             fetch_bytes=schedule.knobs.fetch_bytes,
         )
         self._partition_of: dict[str, int] = {}
+        self._legacy = Random(schedule.seed * 7919 + 3)
         self.vendor = SimVendor(
             rng=Random(schedule.seed * 7919 + 1),
             wall=self.clock.wall,
@@ -195,9 +197,13 @@ class World:
         self._next += 1
         stop = asyncio.Event()
 
+        legacy = self._legacy.random() < self.s.knobs.legacy_members
+
         def source(revoked: PartitionsCallback, assigned: PartitionsCallback) -> Member:
             self.pipelines[name] = getattr(revoked, "__self__", None)
-            return self.cluster.member(name, revoked, assigned)
+            member = self.cluster.member(name, revoked, assigned)
+            member.legacy = legacy
+            return member
 
         parts = Parts(
             clock=self.clock,
