@@ -47,7 +47,7 @@ class _Log:
 
 def _parking(log: _Log) -> Parking:
     settings = Settings(tenants=TenantsSettings(path="tenants.toml"))
-    tenancy = SimpleNamespace(many=True, served=dict)
+    tenancy = SimpleNamespace(many=True, served=dict, canonical=str)
     return Parking(
         settings,
         log,

@@ -103,8 +103,9 @@ class Parking(Replay):
             return
         assert self._log is not None
         part = Partition(self._queue_of(tp), f"{self._rng.getrandbits(32):08x}")
-        part.parked = set(meta.parked)
-        part.parked_before = frozenset(meta.parked)
+        parked = {self._tenancy.canonical(name) for name in meta.parked}  # renamed since: as known now
+        part.parked = set(parked)
+        part.parked_before = frozenset(parked)
         part.inherited = dict(meta.tokens)
         if meta.park_from is not None:
             part.start(meta.park_from)

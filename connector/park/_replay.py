@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
@@ -72,6 +73,14 @@ class Replay:
             return 1 << 30
         closed = served.deliverer.circuit.state is State.CLOSED
         return (self._settings.tenants.park_replay_events if closed else 1) - self._out[tenant]
+
+    def _unpack(self, r: Record) -> Parked | None:
+        """The parked record behind ``r``, its tenant named as this member knows it (a shop renamed
+        since it was parked keeps what it parked: ``Tenancy.canonical``)."""
+        parked = unpack(r)
+        if parked is None or (tenant := self._tenancy.canonical(parked.tenant)) == parked.tenant:
+            return parked
+        return dataclasses.replace(parked, tenant=tenant)
 
     def _valid(self, part: Partition, tp: TopicPartition, parked: Parked) -> bool:
         """Whether a parking record is one to replay for ``tp``: parked from it by this member, or by
@@ -144,7 +153,7 @@ class Replay:
                 break
             for r in batch:
                 part.position = r.offset + 1
-                parked = unpack(r)
+                parked = self._unpack(r)
                 part.scan.track(r.offset, 0, r.timestamp_ms / 1000.0)
                 if parked is None or not self._valid(part, tp, parked):
                     part.scan.resolve(r.offset)
@@ -182,7 +191,7 @@ class Replay:
                 at = r.offset + 1
                 if not part.scan.is_unresolved(r.offset) or r.offset in part.dispatched:
                     continue
-                parked = unpack(r)
+                parked = self._unpack(r)
                 if parked is None or parked.tenant != tenant or not self._valid(part, tp, parked):
                     continue
                 if self._allowance(tenant) <= 0:
