@@ -311,3 +311,28 @@ def test_a_tenants_mapping_is_compiled_once_and_again_when_its_file_changes(tmp_
     _touch(mapping, 'external_id = "str(ref)"\norder = "@"\n')
     assert directory.refresh().changed == {"acme"}, "its mapping file changed: the tenant did"
     assert directory.mappings["acme"] is not compiled
+
+
+def test_dlq_redrive_tenant_matches_every_name_the_shop_went_by(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``connector dlq redrive --tenant acme`` after ``acme`` was renamed ``acme-eu``: the dead
+    letters carrying either name are selected, and the command says so."""
+    from connector import deadletter
+    from connector.cli import main
+
+    path = tmp_path / "tenants.toml"
+    path.write_text('[acme-eu]\nbase_url = "http://a"\napi_key = "k"\naliases = ["acme"]\n')
+    monkeypatch.setenv("CONNECTOR_TENANTS__PATH", str(path))
+    filters: list[deadletter.Filter] = []
+
+    async def redrive(
+        settings: object, topic: str, flt: deadletter.Filter, *args: object, **kw: object
+    ) -> object:
+        filters.append(flt)
+        return deadletter.RedriveResult()
+
+    monkeypatch.setattr(deadletter, "redrive", redrive)
+    assert main(["dlq", "redrive", "--tenant", "acme", "--dry-run"]) == 0
+    assert filters[0].tenants == {"acme", "acme-eu"}
+    assert "also the names these shops had: acme-eu" in capsys.readouterr().err
