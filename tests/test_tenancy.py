@@ -216,9 +216,10 @@ def sample(desk: Desk, name: str, **labels: str) -> float | None:
     return desk.metrics.registry.get_sample_value(name, labels)
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def log_lines(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    """The JSON log lines written meanwhile (logging configured as `connector run` does)."""
+    """The JSON log lines written meanwhile (logging configured as `connector run` does), in every
+    test: what another test left configured does not matter here."""
     buffer = io.StringIO()
     monkeypatch.setattr(sys, "stdout", buffer)
     logs.configure("INFO")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
+from connector import logs
 from connector.config import SinkSettings
 from connector.errors import ConfigError
 from connector.tenants import Tenant, TenantDirectory, load_tenants, with_aliases
@@ -333,6 +335,9 @@ def test_dlq_redrive_tenant_matches_every_name_the_shop_went_by(
         return deadletter.RedriveResult()
 
     monkeypatch.setattr(deadletter, "redrive", redrive)
-    assert main(["dlq", "redrive", "--tenant", "acme", "--dry-run"]) == 0
+    try:
+        assert main(["dlq", "redrive", "--tenant", "acme", "--dry-run"]) == 0
+    finally:  # the command logs to this test's captured stdout, closed after it
+        logs.configure("INFO", stream=sys.__stdout__)
     assert filters[0].tenants == {"acme", "acme-eu"}
     assert "also the names these shops had: acme-eu" in capsys.readouterr().err
