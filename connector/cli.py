@@ -217,13 +217,24 @@ def _dlq(args: argparse.Namespace) -> int:
             "dlq redrive --to api sends with the sink section's key: with tenants.path set, redrive "
             "--to source (the connector routes each event to its tenant again)"
         )
+    tenants = set(args.tenant)
+    if tenants and settings.tenants.path:  # a shop's dead letters may carry a name it had before
+        from connector.tenants import with_aliases
+
+        named = with_aliases(settings.tenants.path, tenants)
+        if named != tenants:
+            print(
+                f"--tenant: also the names these shops had: {', '.join(sorted(named - tenants))}",
+                file=sys.stderr,
+            )
+        tenants = named
     flt = dlq.Filter(
         set(args.stage),
         set(args.status),
         set(args.external_id),
         _iso_ms(args.since),
         _iso_ms(args.until),
-        set(args.tenant),
+        tenants,
     )
     result = asyncio.run(
         dlq.redrive(settings, topic, flt, args.to, args.dry_run, args.again, rate=args.rate, force=args.force)
@@ -409,7 +420,12 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--json", action="store_true", help="machine-readable output")
     red.add_argument("--to", choices=["source", "api"], default="source")
     red.add_argument("--stage", action="append", default=[], choices=[s.value for s in Stage])
-    red.add_argument("--tenant", action="append", default=[], help="the shop the event is for or names")
+    red.add_argument(
+        "--tenant",
+        action="append",
+        default=[],
+        help="the shop the event is for or names (with tenants.path: any of its names, aliases too)",
+    )
     red.add_argument("--status", action="append", default=[], help="HTTP status, or 'none'")
     red.add_argument("--external-id", action="append", default=[])
     red.add_argument("--since", help="dead-lettered at or after this ISO time")

@@ -169,6 +169,9 @@ class TenantsSettings(_Section):
     route: str = "field:shop"
     reload_seconds: float = Field(5.0, gt=0)
     metrics_limit: int = Field(100, ge=0)
+    max_removed_share: float = Field(0.5, ge=0, le=1)
+    """A reload that would remove more than this share of the shops served is refused (and one that
+    would leave none, always): an empty directory or a half-written file is not an intent."""
     # Parking (connector/park/): a shop that cannot be served stops holding back the others.
     park_topic: str = ""  # "": "<first of kafka.topics>.parked"
     park_after_seconds: float = Field(30.0, ge=0)  # 0: never park

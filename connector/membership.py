@@ -377,7 +377,7 @@ class Membership:
             return False
         position = await self.source.position(part.tp)
         if part.warm_until != until:  # handled meanwhile
-            return part.status is PartitionStatus.OWNED
+            return part.sending
         end = self.source.log_end(part.tp)
         bound = until if end is None else min(until, end)
         if position is not None and position >= bound:

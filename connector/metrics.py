@@ -134,6 +134,23 @@ class Metrics:
             ["tenant"],
             registry=r,
         )
+        self.tenants_reloads_refused = Counter(
+            "connector_tenants_reloads_refused",
+            "Reloads of tenants.path not applied, by why: load (a file does not parse, or names a "
+            "shop twice) or removal (more than tenants.max_removed_share of the shops, or all).",
+            ["reason"],
+            registry=r,
+        )
+        self.tenants_reload_refused = Gauge(
+            "connector_tenants_reload_refused",
+            "1 while the tenants on disk are not applied (the last reload was refused), else 0.",
+            registry=r,
+        )
+        self.tenants_invalid = Gauge(
+            "connector_tenants_invalid",
+            "Shops whose definition on disk does not load (kept as they were, or not added).",
+            registry=r,
+        )
         # Parking (connector/park/): tenants that cannot be served, their events on the parking topic.
         self.parked_tenants = Gauge(
             "connector_parked_tenants",

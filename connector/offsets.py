@@ -14,8 +14,6 @@ from array import array
 from bisect import bisect_left
 from dataclasses import dataclass, field
 
-from connector.structs import TopicPartition
-
 
 @dataclass(slots=True)
 class PartitionOffsets:

@@ -5,18 +5,28 @@ budget (:class:`~connector.pacing.Pacer`), outage circuit, retry policy, 429 ada
 workers: a 401 for one shop opens that shop's circuit only, and one shop's 429s slow that shop only.
 Every tenant's pacer shares the member's :class:`~connector.fence.Fence`, so each tenant's budget is
 dealt out over the fleet by partition exactly as a single budget is, and never exceeded in any second.
+Each tenant's parts live in a stack of their own (``_served.py``): one can be closed while the others
+go on.
 
 Without ``tenants.path`` there is one tenant, named ``""``, made of the ``sink`` section: the
 single-shop deployment, unchanged. With it, :meth:`Tenancy.locate` names each record's tenant from
-``tenants.route`` (a RouteError for a tenant not served: the event is dead-lettered with stage
-``route``), and the tenants file or directory is read again every ``tenants.reload_seconds``:
+``tenants.route``, by its name or one of its ``aliases`` (a RouteError for a tenant not served: the
+event is dead-lettered with stage ``route``); a tenant's own mapping is the object compiled when its
+definition loaded (:meth:`Tenancy.mapping_of`); and the tenants file or directory is read again every
+``tenants.reload_seconds`` (``_reloads.py``):
 
 - an added tenant starts (its deliverer, sink and pacer) before its first event is routed;
 - a removed tenant is routed no more (its later events are dead-lettered, stage ``route``); what it
-  already has in hand is still delivered;
-- a new key or budget takes effect at once; a change of vendor, address, API version or mode is logged
-  and needs a restart (the orders already synced were synced with the old ones);
-- a change that does not load is logged with its file and field, and the tenants stay as they were.
+  already has in hand is still delivered, for ``shutdown_grace_seconds`` at most (then refused:
+  dead-lettered); once it holds nothing, its workers stop, its client closes, its series go;
+- a renamed tenant (its old name in ``aliases``) is served on as it was: nothing in hand or parked is
+  lost or dead-lettered;
+- a new key, budget, aliases or mapping takes effect at once, whatever else changed; a change of vendor,
+  address, API version or mode is logged and needs a restart (the orders already synced were synced
+  with the old ones);
+- a tenant that does not load is logged with its file and field and kept as it was; a change that does
+  not load at all, or that would remove more than ``tenants.max_removed_share`` of the tenants (or
+  every one), is refused, logged and counted, and the tenants stay as they were.
 """
 
 from __future__ import annotations
@@ -25,18 +35,20 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
-from dataclasses import dataclass
 from random import Random
 from types import TracebackType
 from typing import Any, Self
 
+from connector._reloads import Reloads
+from connector._served import Retirable, Served
 from connector.circuit import Circuit, State
 from connector.clock import Clock
 from connector.config import Settings, SinkSettings
-from connector.deliver import Behind, Claim, Deliverer, Report
-from connector.errors import ConfigError, RouteError
+from connector.deliver import Behind, Claim, Deliverer, Outcome, OutcomeKind, Report
+from connector.errors import RouteError
 from connector.fence import Fence
 from connector.logs import get_logger
+from connector.mapping import FileMapping, FunctionMapping
 from connector.metrics import Metrics
 from connector.pacing import Pacer, phase_of
 from connector.retry import RetryPolicy
@@ -50,22 +62,8 @@ log = get_logger("connector.tenancy")
 SinkFactory = Callable[[SinkSettings, Pacer], AbstractAsyncContextManager[Sink]]
 """Makes a tenant's vendor client, whose every request waits on the tenant's pacer."""
 
-_IN_PLACE = frozenset({"api_key", "rate_limit_per_second"})
 
-
-@dataclass(slots=True)
-class Served:
-    """One tenant being served: its settings, and the parts that deliver for it."""
-
-    name: str
-    settings: SinkSettings
-    pacer: Pacer
-    sink: Sink
-    deliverer: Deliverer
-    reported_429_before: int = 0
-
-
-class Tenancy:
+class Tenancy(Reloads):
     """The tenants this member delivers for, each with its own deliverer."""
 
     def __init__(
@@ -93,12 +91,13 @@ class Tenancy:
         self._served: dict[str, Served] = {}
         self._open: set[str] = set()
         self._labels: dict[str, str] = {}
+        self._series: set[str] = set()  # labels of the per-tenant series written
         self._oldest: dict[str, float] = {}
         self._parked: set[str] = set()
-        self._routable: set[str] = set()
+        self._routes: dict[str, str] = {}  # a name events may give -> the routed tenant it is
+        self._canonical: dict[str, str] = {}  # any name of a served tenant -> the tenant
         self._layout: dict[str, int] = {}
         self._draining: set[TopicPartition] = set()
-        self._stack = AsyncExitStack()
         self._directory: TenantDirectory | None = None
         self._reloader: asyncio.Task[None] | None = None
         self.route: Route | None = None
@@ -111,19 +110,22 @@ class Tenancy:
         return self.route is not None
 
     async def __aenter__(self) -> Self:
-        await self._stack.__aenter__()
         try:
             if self.route is None:
                 await self._start("", self._settings.sink)
             else:
-                self._directory = TenantDirectory(self._settings.tenants.path)
+                t = self._settings.tenants
+                self._directory = TenantDirectory(t.path, self._settings.sink, t.max_removed_share)
+                self._report_invalid(self._directory.invalid)
+                mappings = self._directory.mappings
                 for name, tenant in sorted(self._directory.tenants.items()):
-                    await self._start(name, tenant.sink_settings(self._settings.sink))
+                    settings = tenant.sink_settings(self._settings.sink)
+                    await self._start(name, settings, tenant, mappings.get(name))
                 self._reloader = asyncio.create_task(self._reload_loop(), name="tenants-reload")
                 self._metrics.tenants_state = self.state
                 log.info("tenants_loaded", tenants=len(self._served), route=str(self.route))
         except BaseException:
-            await self._stack.__aexit__(None, None, None)
+            await self._close_all()
             raise
         return self
 
@@ -134,52 +136,102 @@ class Tenancy:
             self._reloader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reloader
-        await self._stack.__aexit__(et, e, tb)
+        await self._close_all()
 
-    async def _start(self, name: str, settings: SinkSettings) -> None:
-        pacer = Pacer(
-            settings.rate_limit_per_second,
-            self._clock,
-            self._fence,
-            on_wait=self._metrics.limiter_wait.inc,
-            phase=phase_of(name) if name else 0.0,
-        )
-        if self._layout:
-            pacer.set_layout(self._layout)
-        sink = await self._stack.enter_async_context(self._make_sink(settings, pacer))
-        deliverer = Deliverer(
-            sink,
-            self._claim,
-            self._report,
-            self._metrics,
-            clock=self._clock,
-            rng=self._rng,
-            pacer=pacer,
-            circuit=Circuit(
-                settings.circuit_window,
-                settings.circuit_min_calls,
-                settings.circuit_failure_ratio,
-                settings.probe_interval_seconds,
-            ),
-            policy=RetryPolicy(
-                settings.backoff_base_seconds,
-                settings.backoff_cap_seconds,
-                settings.max_attempts,
-                settings.max_elapsed_seconds,
-                self._rng,
-            ),
-            max_in_flight=settings.max_in_flight,
-            max_retry_after=settings.max_retry_after_seconds,
-            behind=self._behind,
-            linger_seconds=settings.linger_seconds,
-            tenant=name,
-            on_circuit=self._circuit_changed,
-        )
-        await self._stack.enter_async_context(deliverer)
-        if self._draining:
-            await deliverer.drain(set(self._draining), timeout=0.0)
-        self._served[name] = Served(name, settings, pacer, sink, deliverer)
-        self._routable.add(name)
+    async def _close_all(self) -> None:
+        for served in reversed(list(self._served.values())):
+            try:
+                await served.close()
+            except Exception:  # the others are closed all the same
+                log.exception("tenant_close_failed", tenant=served.shown)
+
+    async def _start(
+        self,
+        name: str,
+        settings: SinkSettings,
+        tenant: Tenant | None = None,
+        mapping: FileMapping | FunctionMapping | None = None,
+    ) -> Served:
+        """Start serving ``name``: its pacer, vendor client and deliverer, in a stack of its own."""
+        stack = AsyncExitStack()
+        try:
+            pacer = Pacer(
+                settings.rate_limit_per_second,
+                self._clock,
+                self._fence,
+                on_wait=self._metrics.limiter_wait.inc,
+                phase=phase_of(name) if name else 0.0,
+            )
+            if self._layout:
+                pacer.set_layout(self._layout)
+            sink = Retirable(await stack.enter_async_context(self._make_sink(settings, pacer)))
+            deliverer = Deliverer(
+                sink,
+                self._claim,
+                self._report,
+                self._metrics,
+                clock=self._clock,
+                rng=self._rng,
+                pacer=pacer,
+                circuit=Circuit(
+                    settings.circuit_window,
+                    settings.circuit_min_calls,
+                    settings.circuit_failure_ratio,
+                    settings.probe_interval_seconds,
+                ),
+                policy=RetryPolicy(
+                    settings.backoff_base_seconds,
+                    settings.backoff_cap_seconds,
+                    settings.max_attempts,
+                    settings.max_elapsed_seconds,
+                    self._rng,
+                ),
+                max_in_flight=settings.max_in_flight,
+                max_retry_after=settings.max_retry_after_seconds,
+                behind=self._behind,
+                linger_seconds=settings.linger_seconds,
+                tenant=name,
+                on_circuit=self._circuit_changed,
+            )
+            await stack.enter_async_context(deliverer)
+            if self._draining:
+                await deliverer.drain(set(self._draining), timeout=0.0)
+        except BaseException:
+            await stack.aclose()
+            raise
+        aliases = frozenset(tenant.aliases) if tenant is not None else frozenset()
+        served = Served(name, settings, pacer, sink, deliverer, stack, name, aliases, mapping)
+        self._served[name] = served
+        self._reindex()
+        return served
+
+    async def _close(self, served: Served) -> None:
+        """Stop serving ``served``: forget it, stop its workers, close its vendor client and remove
+        its metric series."""
+        if self._served.get(served.name) is served:
+            del self._served[served.name]
+        self._open.discard(served.name)
+        self._metrics.circuit_open.set(len(self._open))
+        self._reindex()
+        try:
+            await served.close()
+        except Exception:  # it is forgotten all the same
+            log.exception("tenant_close_failed", tenant=served.shown)
+        self._prune_series(self._label_set())
+
+    def _reindex(self) -> None:
+        """Which names route to which tenant: a routed tenant's name and aliases; for parked records
+        and commit metadata (:meth:`canonical`), a removed one's too, and every tenant's own name."""
+        self._routes, self._canonical = {}, {}
+        for served in sorted(self._served.values(), key=lambda s: not s.retiring):  # routed ones last
+            for name in served.names:
+                self._canonical[name] = served.name
+            if not served.retiring:
+                for name in (served.shown, *served.aliases):
+                    self._routes[name] = served.name
+        for served in self._served.values():
+            self._canonical[served.name] = served.name
+        self._labels = {}
 
     def _circuit_changed(self, tenant: str, state: State) -> None:
         """``connector_circuit_open`` counts the tenants whose circuit is open; the member is in an
@@ -193,27 +245,31 @@ class Tenancy:
 
     # -- routing ------------------------------------------------------------------------------
     def locate(self, record: Record, data: Any) -> tuple[str, str, str]:
-        """The tenant ``record`` belongs to, and its vendor kind and API version (many tenants);
-        a RouteError when the record names none, or one this deployment does not serve."""
+        """The tenant ``record`` belongs to (the one its name, or an alias, is of), and its vendor
+        kind and API version (many tenants); a RouteError when the record names none, or one this
+        deployment does not serve."""
         assert self.route is not None
         name = self.route.tenant_of(record, data)
-        if name not in self._routable:
+        tenant = self._routes.get(name)
+        if tenant is None:
             raise RouteError(
                 f"tenant {name!r} is not served by this deployment (tenants.path); replay with "
                 f"`connector dlq redrive --tenant {name}` once it is",
                 tenant=name,
             )
-        settings = self._served[name].settings
-        return name, settings.kind, settings.api_version
+        settings = self._served[tenant].settings
+        return tenant, settings.kind, settings.api_version
 
-    def mapping_of(self, tenant: str) -> tuple[str, str] | None:
-        """The tenant's own mapping, ``(file, function)``, or None: the deployment's applies."""
-        if self._directory is None:
-            return None
-        entry = self._directory.tenants.get(tenant)
-        if entry is None or entry.mapping is None:
-            return None
-        return entry.mapping.file, entry.mapping.function
+    def canonical(self, name: str) -> str:
+        """The tenant a name written earlier (a parked record's tenant, a commit's parked shops) is
+        now: itself, or the tenant that has it as an alias (renamed since). Unknown names as given."""
+        return self._canonical.get(name, name)
+
+    def mapping_of(self, tenant: str) -> FileMapping | FunctionMapping | None:
+        """The tenant's own mapping, as compiled when its definition loaded; None: the deployment's
+        applies."""
+        served = self._served.get(tenant)
+        return served.mapping if served is not None else None
 
     def vendor_of(self, tenant: str) -> tuple[str, str]:
         """The vendor kind and API version changes of ``tenant`` are checked against."""
@@ -222,18 +278,32 @@ class Tenancy:
         return settings.kind, settings.api_version
 
     def served(self) -> Mapping[str, Served]:
-        """Every tenant being served, by name."""
+        """Every tenant being served (removed ones until they are closed), by name."""
         return self._served
 
     # -- delivery, for every tenant -----------------------------------------------------------
     def submit(self, key: str, tp: TopicPartition, tenant: str, hold: float = 0.0) -> None:
-        """Start delivering ``key`` of ``tenant`` (not before ``hold`` seconds from now)."""
-        self._served[tenant].deliverer.submit(key, tp, hold)
+        """Start delivering ``key`` of ``tenant`` (not before ``hold`` seconds from now). A tenant
+        closed meanwhile (removed, its deliverer idle, while a change of it was on its way back from
+        a revoke) has its changes refused: they are dead-lettered."""
+        served = self._served.get(tenant)
+        if served is not None:
+            served.deliverer.submit(key, tp, hold)
+            return
+        error = RouteError(
+            f"tenant {tenant!r} is no longer served by this deployment (tenants.path); replay with "
+            f"`connector dlq redrive --tenant {tenant}` once it is",
+            tenant=tenant,
+        )
+        now = self._clock.wall()
+        while (change := self._claim(key)) is not None:
+            if not self._report(Outcome(OutcomeKind.FAILED, key, change, error, 0, now, now)):
+                return
 
     async def drain(self, partitions: set[TopicPartition], timeout: float) -> None:
         """Every tenant's deliverer stops delivering ``partitions`` (see :meth:`Deliverer.drain`)."""
         self._draining |= partitions
-        await asyncio.gather(*(s.deliverer.drain(partitions, timeout) for s in self._served.values()))
+        await asyncio.gather(*(s.deliverer.drain(partitions, timeout) for s in list(self._served.values())))
 
     def undrain(self, partitions: set[TopicPartition]) -> None:
         """``partitions`` are owned again: every tenant accepts their jobs."""
@@ -247,30 +317,48 @@ class Tenancy:
         for served in self._served.values():
             served.pacer.set_layout(self._layout)
 
+    def _sending(self) -> list[Served]:
+        """The tenants whose requests reach a vendor (not those refusing what a removal left)."""
+        return [s for s in self._served.values() if not s.sink.refusal]
+
     @property
     def rate(self) -> float:
         """Requests a second this member may send now, over every tenant."""
-        return sum(s.pacer.rate for s in self._served.values())
+        return sum(s.pacer.rate for s in self._sending())
 
     @property
     def full_rate(self) -> float:
         """Requests a second this member's ticks allow, over every tenant."""
-        return sum(s.pacer.full_rate for s in self._served.values())
+        return sum(s.pacer.full_rate for s in self._sending())
 
     def available_estimate(self) -> float:
         """Requests a second the vendors are estimated to leave this member, over every tenant."""
         now = self._clock.wall()
-        return sum(s.pacer.full_rate * s.pacer.adaptation.estimate(now) for s in self._served.values())
+        return sum(s.pacer.full_rate * s.pacer.adaptation.estimate(now) for s in self._sending())
 
     # -- observability ------------------------------------------------------------------------
-    def _label(self, name: str) -> str:
+    def _label(self, tenant: str) -> str:
         """A tenant's metrics label: its name for the first ``tenants.metrics_limit`` tenants in name
         order (the same on every member), ``_other`` for the rest, so that series stay bounded."""
-        if name not in self._labels:
-            ranked = sorted(self._served)
+        if tenant not in self._labels:
+            ranked = sorted(self._served.values(), key=lambda s: (s.shown, s.name))
             limit = self._settings.tenants.metrics_limit
-            self._labels = {n: (n if i < limit else "_other") for i, n in enumerate(ranked)}
-        return self._labels[name]
+            self._labels = {s.name: (s.shown if i < limit else "_other") for i, s in enumerate(ranked)}
+        return self._labels[tenant]
+
+    def _label_set(self) -> set[str]:
+        return {self._label(name) for name in self._served}
+
+    def _prune_series(self, used: set[str]) -> None:
+        """Remove the per-tenant series of labels no tenant has any more (removed, or now summed
+        under ``_other``, or ``_other`` itself), so that series do not grow with churn."""
+        m = self._metrics
+        metrics = (m.tenant_pace, m.tenant_circuit_open, m.tenant_parked, m.tenant_oldest_unsynced)
+        for label in sorted(self._series - used):
+            for metric in (*metrics, m.tenant_rate_limited):
+                with contextlib.suppress(KeyError):
+                    metric.remove(label)
+        self._series = set(used) if self.many else set()
 
     def refresh_metrics(self, oldest: Mapping[str, float], parked: set[str] | None = None) -> None:
         """Per-tenant gauges and counters (many tenants only): pace, circuit, parked, 429s and the
@@ -286,7 +374,7 @@ class Tenancy:
         age: dict[str, float] = {}
         for name, served in self._served.items():
             label = self._label(name)
-            pace[label] = pace.get(label, 0.0) + served.pacer.rate
+            pace[label] = pace.get(label, 0.0) + (0.0 if served.sink.refusal else served.pacer.rate)
             down[label] = down.get(label, 0) + (name in self._open)
             held[label] = held.get(label, 0) + (name in self._parked)
             stamp = oldest.get(name)
@@ -300,24 +388,27 @@ class Tenancy:
             self._metrics.tenant_circuit_open.labels(label).set(down[label])
             self._metrics.tenant_parked.labels(label).set(held[label])
             self._metrics.tenant_oldest_unsynced.labels(label).set(max(0.0, age[label]))
+        self._prune_series(set(pace))
         self._oldest = dict(oldest)
 
     def state(self) -> list[dict[str, object]]:
         """Every tenant's state, for ``/tenants`` and ``connector tenants``: its vendor, address and
-        budget, whether it is routed, its circuit, pace, 429s and oldest event not yet delivered."""
+        budget, its aliases, whether it is routed (a removed one is not, until it is closed), its
+        circuit, pace, 429s and oldest event not yet delivered."""
         now = self._clock.wall()
         rows: list[dict[str, object]] = []
-        for name, served in sorted(self._served.items()):
-            stamp = self._oldest.get(name)
+        for served in sorted(self._served.values(), key=lambda s: (s.shown, s.name)):
+            stamp = self._oldest.get(served.name)
             rows.append(
                 {
-                    "tenant": name,
+                    "tenant": served.shown,
                     "kind": served.settings.kind,
                     "base_url": served.settings.base_url,
                     "budget_per_second": served.settings.rate_limit_per_second,
-                    "routed": name in self._routable,
+                    "aliases": sorted(served.aliases),
+                    "routed": not served.retiring,
                     "circuit": served.deliverer.circuit.state.value,
-                    "parked": name in self._parked,
+                    "parked": served.name in self._parked,
                     "pace_per_second": round(served.pacer.rate, 3),
                     "rate_limited": served.deliverer.rate_limited_count,
                     "jobs": served.deliverer.pending,
@@ -325,78 +416,6 @@ class Tenancy:
                 }
             )
         return rows
-
-    # -- reloads ------------------------------------------------------------------------------
-    async def _reload_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._settings.tenants.reload_seconds)
-            try:
-                await self.reload()
-            except Exception:  # a reload must never stop the member
-                log.exception("tenants_reload_crashed")
-
-    async def reload(self) -> None:
-        """Read the tenants again if a file changed, and apply what changed (module docstring)."""
-        assert self._directory is not None
-        before = self._directory.last_error
-        change = self._directory.refresh()
-        if self._directory.last_error and self._directory.last_error != before:
-            log.error(
-                "tenants_reload_failed",
-                error=self._directory.last_error,
-                action="the tenants stay as they were until the file loads",
-            )
-        if not change:
-            return
-        tenants = self._directory.tenants
-        for name in sorted(change.removed):
-            self._routable.discard(name)
-            log.warning("tenant_removed", tenant=name, action="its events are dead-lettered (stage route)")
-        for name in sorted(change.added):
-            await self._add(name, tenants[name])
-        for name in sorted(change.changed):
-            self._change(name, tenants[name])
-
-    async def _add(self, name: str, tenant: Tenant) -> None:
-        try:
-            settings = tenant.sink_settings(self._settings.sink)
-        except ConfigError as exc:
-            log.error("tenant_invalid", tenant=name, error=str(exc))
-            return
-        if name in self._served:  # removed, then added again
-            self._change(name, tenant)
-            self._routable.add(name)
-        else:
-            await self._start(name, settings)
-        log.info("tenant_added", tenant=name, kind=settings.kind, rate=settings.rate_limit_per_second)
-
-    def _change(self, name: str, tenant: Tenant) -> None:
-        served = self._served[name]
-        try:
-            fresh = tenant.sink_settings(self._settings.sink)
-        except ConfigError as exc:
-            log.error("tenant_invalid", tenant=name, error=str(exc))
-            return
-        old, new = served.settings.model_dump(), fresh.model_dump()
-        differ = {k for k in new if new[k] != old[k]} - {"max_in_flight"}
-        if served.settings.api_key.get_secret_value() != fresh.api_key.get_secret_value():
-            differ.add("api_key")
-        if differ - _IN_PLACE:
-            log.error(
-                "tenant_change_needs_restart",
-                tenant=name,
-                fields=sorted(differ - _IN_PLACE),
-                action="kept as it was: restart the members to apply",
-            )
-            return
-        if "api_key" in differ:
-            served.sink.set_api_key(fresh.api_key)
-        if "rate_limit_per_second" in differ:
-            served.pacer.set_budget(fresh.rate_limit_per_second)
-        served.settings = served.settings.model_copy(
-            update={"api_key": fresh.api_key, "rate_limit_per_second": fresh.rate_limit_per_second}
-        )
-        log.info("tenant_changed", tenant=name, fields=sorted(differ))
 
 
 __all__ = ["Served", "SinkFactory", "Tenancy"]

@@ -18,11 +18,19 @@ Where tenants come from (``tenants.path``):
   ``.toml`` / ``.json`` dropped; names starting with ``.`` skipped): the layout of a Kubernetes Secret
   mounted as a volume, one key per tenant.
 
-:class:`TenantDirectory` reads them, and reads them again when a file changes (``refresh``); a change
-that does not parse keeps the tenants as they were and says which file and field is wrong. Keys are
-:class:`~pydantic.SecretStr`: never logged, masked when shown. Without ``tenants.path`` the deployment
-has one tenant, :data:`DEFAULT_TENANT`, made of the ``sink`` section: single-shop settings work as
-before.
+A tenant may list ``aliases``, the names it was known by before (``aliases = ["old-name"]``): events
+naming one, and what was parked or dead-lettered under one, belong to it. Names and aliases follow one
+rule and are unique across the tenants.
+
+:class:`TenantDirectory` reads them, and reads them again when a file changes (``refresh``), a tenant's
+mapping file included. Each tenant loads on its own: one that does not (a field, its API version, its
+mapping) is reported with its file and field and kept as it was, or not added, while the others load;
+a file that does not parse, or a name given twice, keeps every tenant as it was. A reload that would
+remove more than ``tenants.max_removed_share`` of the tenants, or all of them, is refused: an empty
+directory or a half-written file is not an intent. A tenant's mapping is compiled when it loads, and
+that object is used until the mapping (or its file) changes. Keys are :class:`~pydantic.SecretStr`:
+never logged, masked when shown. Without ``tenants.path`` the deployment has one tenant,
+:data:`DEFAULT_TENANT`, made of the ``sink`` section: single-shop settings work as before.
 """
 
 from __future__ import annotations
@@ -30,10 +38,10 @@ from __future__ import annotations
 import json
 import re
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -41,6 +49,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from connector.config import MappingSettings, Settings, SinkSettings
 from connector.errors import ConfigError
 from connector.vendors import VENDORS
+
+if TYPE_CHECKING:
+    from connector.mapping import FileMapping, FunctionMapping
 
 DEFAULT_TENANT = "default"
 """The one tenant of a deployment without ``tenants.path``: the ``sink`` section itself."""
@@ -82,14 +93,19 @@ class Tenant(BaseModel):
     api_version: str = ""
     mode: Literal["upsert", "create_update"] = "upsert"
     mapping: TenantMapping | None = None
+    aliases: tuple[str, ...] = ()
+    """Names this tenant was known by: events, parked records and dead letters naming one are its."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Tenant:
+        rule = "1 to 64 of letters, digits, '.', '_' and '-', starting with a letter or digit"
         if not _NAME.fullmatch(self.name):
-            raise ValueError(
-                f"name {self.name!r}: 1 to 64 of letters, digits, '.', '_' and '-', starting with a "
-                "letter or digit"
-            )
+            raise ValueError(f"name {self.name!r}: {rule}")
+        for alias in self.aliases:
+            if not _NAME.fullmatch(alias):
+                raise ValueError(f"aliases: {alias!r}: {rule}")
+        if self.name in self.aliases or len(set(self.aliases)) != len(self.aliases):
+            raise ValueError("aliases: each once, and not the tenant's own name")
         if self.kind not in VENDORS:
             raise ValueError(f"kind: must be one of {', '.join(sorted(VENDORS))}")
         if not self.api_key.get_secret_value():
@@ -150,7 +166,20 @@ def _parse(path: Path) -> dict[str, Any]:
     return data
 
 
-def _tenant(name: str, fields: Any, where: str) -> Tenant:
+Stamp = tuple[int, int] | None
+"""A mapping file's modification time and size (None: it cannot be read)."""
+
+
+def _stamp(file: str) -> Stamp:
+    try:
+        stat = Path(file).stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
+def _tenant(name: str, fields: Any, where: str, base: SinkSettings | None) -> Tenant:
+    """One tenant's definition checked (with ``base``: as the sink settings it makes, too)."""
     if not isinstance(fields, dict):
         raise ConfigError(f"{where}: tenant {name}: expected a table of settings")
     if "name" in fields and fields["name"] != name:
@@ -159,13 +188,11 @@ def _tenant(name: str, fields: Any, where: str) -> Tenant:
         tenant = Tenant.model_validate({**fields, "name": name})
     except ValidationError as exc:
         raise ConfigError(f"{where}: tenant {name}: {_first_problem(exc)}") from None
-    if tenant.mapping is not None:
-        from connector.mapping import compile_mapping
-
+    if base is not None:
         try:
-            compile_mapping(tenant.mapping.file, tenant.mapping.function)
+            tenant.sink_settings(base)
         except ConfigError as exc:
-            raise ConfigError(f"{where}: tenant {name}: {exc}") from None
+            raise ConfigError(f"{where}: {exc}") from None
     return tenant
 
 
@@ -175,13 +202,12 @@ def _files(path: Path) -> list[Path]:
     return [path]
 
 
-def load_tenants(path: str | Path) -> dict[str, Tenant]:
-    """Every tenant under ``path`` (a file of tables, or a directory of one file per tenant), by
-    name. Raises ConfigError naming the file, the tenant and the field that is wrong."""
-    root = Path(path)
+def _definitions(root: Path) -> dict[str, tuple[Any, str]]:
+    """Every tenant's fields under ``root``, with the file they are in. Raises ConfigError when a
+    file does not parse or a tenant is defined twice: nothing of such a change can be trusted."""
     if not root.exists():
         raise ConfigError(f"tenants.path {root}: no such file or directory")
-    tenants: dict[str, Tenant] = {}
+    found: dict[str, tuple[Any, str]] = {}
     for file in _files(root):
         data = _parse(file)
         if root.is_dir():
@@ -189,60 +215,229 @@ def load_tenants(path: str | Path) -> dict[str, Tenant]:
         else:
             entries = data
         for name, fields in entries.items():
-            if name in tenants:
+            if name in found:
                 raise ConfigError(f"{file}: tenant {name} is defined twice")
-            tenants[name] = _tenant(name, fields, str(file))
-    return tenants
+            found[name] = (fields, str(file))
+    return found
+
+
+def _unique(tenants: Mapping[str, Tenant], where: Mapping[str, str]) -> None:
+    """Raises ConfigError when an alias is another tenant's name, or two tenants' alias: which
+    tenant an event naming it is for would be a guess."""
+    owner: dict[str, str] = {}
+    for name in sorted(tenants):
+        for alias in tenants[name].aliases:
+            if alias in tenants:
+                what = f"the name of tenant {alias}"
+            elif alias in owner:
+                what = f"an alias of tenant {owner[alias]}"
+            else:
+                owner[alias] = name
+                continue
+            raise ConfigError(f"{where.get(name, '?')}: tenant {name}: aliases: {alias!r} is already {what}")
+
+
+class _Mappings:
+    """Tenants' mappings, each compiled once: again only when its file, or which it is, changed."""
+
+    def __init__(self) -> None:
+        self._compiled: dict[tuple[str, str], tuple[Stamp, FileMapping | FunctionMapping]] = {}
+
+    def load(self, spec: TenantMapping) -> FileMapping | FunctionMapping:
+        """The compiled mapping ``spec`` names; ConfigError naming the file or function and field."""
+        from connector.mapping import FileMapping, FunctionMapping
+
+        key, stamp = (spec.file, spec.function), _stamp(spec.file) if spec.file else None
+        known = self._compiled.get(key)
+        if known is not None and known[0] == stamp:
+            return known[1]
+        try:
+            mapping = FileMapping(spec.file) if spec.file else FunctionMapping(spec.function)
+        except ConfigError:
+            raise
+        except Exception as exc:  # a mapping module that fails to import, say: this tenant's fault
+            raise ConfigError(f"mapping {spec.file or spec.function}: {type(exc).__name__}: {exc}") from None
+        self._compiled[key] = (stamp, mapping)
+        return mapping
+
+    def keep(self, specs: Iterable[TenantMapping]) -> None:
+        """Forget the mappings no tenant names any more."""
+        wanted = {(m.file, m.function) for m in specs}
+        self._compiled = {k: v for k, v in self._compiled.items() if k in wanted}
+
+
+@dataclass(slots=True)
+class _Load:
+    """One reading of ``tenants.path``: the tenants that loaded, with their mappings and files, and
+    the error of each one that did not."""
+
+    tenants: dict[str, Tenant]
+    mappings: dict[str, FileMapping | FunctionMapping]
+    where: dict[str, str]
+    invalid: dict[str, str]
+    watched: tuple[str, ...]  # mapping files named, whether their tenant loaded or not
+
+
+def _load(root: Path, base: SinkSettings | None, mappings: _Mappings | None) -> _Load:
+    """Every tenant under ``root`` that loads, each on its own (``mappings``: compile theirs)."""
+    loaded = _Load({}, {}, {}, {}, ())
+    watched: set[str] = set()
+    for name, (fields, where) in _definitions(root).items():
+        loaded.where[name] = where
+        try:
+            tenant = _tenant(name, fields, where, base)
+            if tenant.mapping is not None and tenant.mapping.file:
+                watched.add(tenant.mapping.file)
+            if tenant.mapping is not None and mappings is not None:
+                try:
+                    loaded.mappings[name] = mappings.load(tenant.mapping)
+                except ConfigError as exc:
+                    raise ConfigError(f"{where}: tenant {name}: {exc}") from None
+        except ConfigError as exc:
+            loaded.invalid[name] = str(exc)
+            continue
+        loaded.tenants[name] = tenant
+    loaded.watched = tuple(sorted(watched))
+    return loaded
+
+
+def load_tenants(path: str | Path, base: SinkSettings | None = None) -> dict[str, Tenant]:
+    """Every tenant under ``path`` (a file of tables, or a directory of one file per tenant), by
+    name, mappings checked. Raises ConfigError naming the file, the tenant and the field that is
+    wrong, for the first tenant (by name) that does not load."""
+    loaded = _load(Path(path), base, _Mappings())
+    if loaded.invalid:
+        raise ConfigError(loaded.invalid[min(loaded.invalid)])
+    _unique(loaded.tenants, loaded.where)
+    return loaded.tenants
+
+
+def with_aliases(path: str | Path, names: Iterable[str]) -> set[str]:
+    """``names`` and every name the tenants they name go by (its name and aliases): what a dead
+    letter of one of them may carry in ``__connector.tenant``. Names of no tenant stay as given."""
+    tenants = _load(Path(path), None, None).tenants
+    owner = {n: t for t in tenants.values() for n in (t.name, *t.aliases)}
+    out: set[str] = set()
+    for name in names:
+        tenant = owner.get(name)
+        out |= {tenant.name, *tenant.aliases} if tenant is not None else {name}
+    return out
 
 
 @dataclass(frozen=True, slots=True)
 class TenantChange:
-    """What a reload changed: tenant names added, removed, and changed (any field, the key too)."""
+    """What a reload changed: tenant names added, removed, and changed (any field, the key too, or
+    its mapping file); the tenants whose definition did not load (each kept as it was, or not
+    added); and, when nothing was applied, why (``refused``, ``refused_for``: load or removal)."""
 
     added: frozenset[str] = frozenset()
     removed: frozenset[str] = frozenset()
     changed: frozenset[str] = frozenset()
+    invalid: Mapping[str, str] = field(default_factory=dict)
+    refused: str = ""
+    refused_for: Literal["", "load", "removal"] = ""
 
     def __bool__(self) -> bool:
         return bool(self.added or self.removed or self.changed)
 
 
 class TenantDirectory:
-    """The tenants of ``path``, read again by :meth:`refresh` when any file under it changed."""
+    """The tenants of ``path``, read again by :meth:`refresh` when any file under it, or a mapping
+    file one names, changed. ``base``: the deployment's sink settings, each tenant checked against
+    them; ``max_removed_share``: ``tenants.max_removed_share``."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self, path: str | Path, base: SinkSettings | None = None, max_removed_share: float = 0.5
+    ) -> None:
         self.path = Path(path)
-        self.tenants: dict[str, Tenant] = load_tenants(self.path)
-        self._seen = self._signature()
-        self.last_error: str | None = None
+        self._base = base
+        self._share = max_removed_share
+        self._mappings = _Mappings()
+        loaded = _load(self.path, base, self._mappings)
+        _unique(loaded.tenants, loaded.where)
+        self.tenants: dict[str, Tenant] = loaded.tenants
+        self.mappings: dict[str, FileMapping | FunctionMapping] = loaded.mappings
+        """Each tenant's own mapping, compiled when it loaded (tenants without one: absent)."""
+        self.invalid: dict[str, str] = loaded.invalid
+        """The tenants whose definition on disk does not load, with the reason."""
+        self._stamps = self._mapping_stamps()
+        self._watched = loaded.watched
+        self._seen = self._signature(self._watched)
+        self.last_error: str | None = "; ".join(self.invalid.values()) or None
+        self.refused_for: Literal["", "load", "removal"] = ""
+        """Why the tenants on disk are not applied ("": they are)."""
 
-    def _signature(self) -> tuple[tuple[str, int, int], ...]:
+    def _signature(self, watched: tuple[str, ...]) -> tuple[tuple[str, int, int], ...]:
         try:
-            files = _files(self.path)
-            return tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+            files = [*_files(self.path), *(Path(f) for f in watched)]
+            stats = [(str(f), f.stat()) for f in files if f.exists()]
+            return tuple((name, st.st_mtime_ns, st.st_size) for name, st in stats)
         except OSError:
             return ()
 
+    def _mapping_stamps(self) -> dict[str, Stamp]:
+        return {n: _stamp(t.mapping.file) for n, t in self.tenants.items() if t.mapping and t.mapping.file}
+
+    def _refuse(self, why: Literal["load", "removal"], error: str) -> TenantChange:
+        self.last_error, self.refused_for = error, why
+        return TenantChange(refused=error, refused_for=why)
+
     def refresh(self) -> TenantChange:
-        """Read the tenants again if a file changed; what changed. A change that does not load keeps
-        the tenants as they were and sets :attr:`last_error` (cleared by the next good load)."""
-        seen = self._signature()
+        """Read the tenants again if a file changed; what changed (see the module docstring). A
+        change that is refused keeps every tenant as it was and sets :attr:`last_error` (cleared by
+        the next reload that applies); a tenant that does not load is kept as it was."""
+        seen = self._signature(self._watched)
         if seen == self._seen:
             return TenantChange()
+        self._seen = seen  # reported once per change, not on every poll
         try:
-            fresh = load_tenants(self.path)
+            loaded = _load(self.path, self._base, self._mappings)
         except (ConfigError, OSError) as exc:
-            self.last_error = str(exc)
-            self._seen = seen  # reported once per change, not on every poll
-            return TenantChange()
-        self._seen, self.last_error = seen, None
-        old, self.tenants = self.tenants, fresh
+            return self._refuse("load", str(exc))
+        fresh, mappings = loaded.tenants, loaded.mappings
+        for name in loaded.invalid.keys() & self.tenants.keys():  # kept as it was
+            fresh[name] = self.tenants[name]
+            if name in self.mappings:
+                mappings[name] = self.mappings[name]
+        try:
+            _unique(fresh, loaded.where)
+        except ConfigError as exc:
+            return self._refuse("load", str(exc))
+        old = self.tenants
+        aliases = {a for t in fresh.values() for a in t.aliases}
+        gone = sorted(n for n in old.keys() - fresh.keys() if n not in aliases)
+        if old and (not fresh or len(gone) > self._share * len(old)):
+            shown = ", ".join(gone[:10]) + (", ..." if len(gone) > 10 else "")
+            why = "would leave no shop" if not fresh else (
+                f"would remove {len(gone)} of the {len(old)} shops ({shown}), more than "
+                f"tenants.max_removed_share={self._share:g}"
+            )  # fmt: skip
+            return self._refuse(
+                "removal",
+                f"{self.path}: {why}: refused, the shops stay as they were. If it is meant, remove "
+                "fewer at a time, or raise tenants.max_removed_share and restart",
+            )
+        stamps_before = self._stamps
+        self.tenants, self.mappings, self.invalid = fresh, mappings, loaded.invalid
+        self._stamps = self._mapping_stamps()
+        self._mappings.keep(t.mapping for t in fresh.values() if t.mapping is not None)
+        if loaded.watched != self._watched:
+            self._watched = loaded.watched
+            self._seen = self._signature(self._watched)
+        self.last_error, self.refused_for = "; ".join(self.invalid.values()) or None, ""
         return TenantChange(
             added=frozenset(fresh.keys() - old.keys()),
             removed=frozenset(old.keys() - fresh.keys()),
             changed=frozenset(
-                n for n in fresh.keys() & old.keys() if _comparable(fresh[n]) != _comparable(old[n])
+                n
+                for n in fresh.keys() & old.keys()
+                if n not in loaded.invalid
+                and (
+                    _comparable(fresh[n]) != _comparable(old[n])
+                    or self._stamps.get(n) != stamps_before.get(n)
+                )
             ),
+            invalid=dict(loaded.invalid),
         )
 
 
@@ -294,4 +489,5 @@ __all__ = [
     "TenantMapping",
     "listing",
     "load_tenants",
+    "with_aliases",
 ]

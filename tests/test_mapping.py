@@ -439,7 +439,7 @@ def test_each_tenant_reads_with_its_own_mapping_else_the_deployments(tmp_path: P
 
     m = Mapper(
         MappingSettings(file=deployment),
-        tenant_mapping=lambda tenant: (own, "") if tenant == "acme" else None,
+        tenant_mapping=lambda tenant: compile_mapping(own) if tenant == "acme" else None,
     )
     acme = m.read(Record("t", 0, 0, None, b'{"shop": "acme", "ref": 9, "title": "#9"}'), locate=locate)
     bolt = m.read(Record("t", 0, 1, None, b'{"shop": "bolt", "id": 7, "name": "#7"}'), locate=locate)
@@ -505,10 +505,3 @@ def test_with_many_tenants_and_no_mapping_a_native_event_reads_as_before() -> No
     native = decode(Record("t", 0, 1, None, value), validate=False, locate=locate)
     assert _outcome(lambda: mapped) == _outcome(lambda: native)
     assert mapped.tenant == native.tenant == "acme"
-
-
-def test_a_tenant_mapping_gone_since_the_tenants_loaded_dead_letters_with_stage_map(tmp_path: Path) -> None:
-    m = Mapper(MappingSettings(), tenant_mapping=lambda tenant: (str(tmp_path / "gone.toml"), ""))
-    with pytest.raises(MappingError, match=r"tenant acme: mapping\.file .*gone\.toml") as caught:
-        m.read(Record("t", 0, 0, None, b'{"shop": "acme"}'), locate=lambda r, d: ("acme", "loop", "v1"))
-    assert caught.value.stage == "map"

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from connector.offsets import PartitionOffsets
 
 
-
 def test_nothing_tracked_commits_nothing() -> None:
     """A partition that never saw an event has nothing to commit."""
     assert PartitionOffsets().committable() is None

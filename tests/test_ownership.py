@@ -91,7 +91,11 @@ def test_parking_state_not_known_here_is_carried_forward_unchanged() -> None:
     )
     meta = owned.commit_plan({TP: 9.0}).offsets[TP][1]
     assert (meta.park_partition, meta.park_from, meta.parked) == (2, 4, ("acme",))
-    assert (meta.replay_from, meta.tokens, meta.extra) == ((("acme", 4),), (("0badcafe", 7),), (("zone", "eu"),))
+    assert (meta.replay_from, meta.tokens, meta.extra) == (
+        (("acme", 4),),
+        (("0badcafe", 7),),
+        (("zone", "eu"),),
+    )
     assert meta.settle_by == 9.0
 
 

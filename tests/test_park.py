@@ -5,10 +5,10 @@ its last commit (the flows themselves: the many-shop simulation and tests/integr
 from __future__ import annotations
 
 import asyncio
-from random import Random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from random import Random
 from typing import Any
 
 from connector import constants as wire
@@ -17,8 +17,8 @@ from connector.coalesce import Coalescer
 from connector.config import Settings, TenantsSettings
 from connector.fence import Fence
 from connector.metadata import CommitMeta
-from connector.ownership import Assignment
 from connector.metrics import Metrics
+from connector.ownership import Assignment
 from connector.park import Parking, ParkState
 from connector.park._records import unpack as _unpack
 from connector.structs import Record, TopicPartition

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
+from connector import logs
 from connector.config import SinkSettings
 from connector.errors import ConfigError
-from connector.tenants import Tenant, TenantDirectory, load_tenants
+from connector.tenants import Tenant, TenantDirectory, load_tenants, with_aliases
 
 FILE = """
 [acme]
@@ -177,3 +179,165 @@ def test_a_tenant_may_have_its_own_mapping_and_a_broken_one_names_the_tenant(tmp
     path.write_text('[acme]\nbase_url = "http://x"\napi_key = "k"\n[acme.mapping]\nenvelope = "debezium"\n')
     with pytest.raises(ConfigError, match=r"tenant acme: mapping\.envelope"):
         load_tenants(path)
+
+
+# -- aliases ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("aliases", "message"),
+    [
+        (["../old"], "aliases: '../old': 1 to 64 of letters"),
+        (["acme"], "aliases: each once, and not the tenant's own name"),
+        (["old", "old"], "aliases: each once, and not the tenant's own name"),
+    ],
+)
+def test_an_alias_follows_the_name_rule(aliases: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Tenant(name="acme", base_url="http://x", api_key="k", aliases=aliases)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("bolt_aliases", "message"),
+    [
+        (["acme"], "tenant bolt: aliases: 'acme' is already the name of tenant acme"),
+        (["old"], "tenant bolt: aliases: 'old' is already an alias of tenant acme"),
+    ],
+)
+def test_an_alias_names_one_tenant_only(tmp_path: Path, bolt_aliases: list[str], message: str) -> None:
+    """An alias that is another tenant's name or alias would make routing a guess: nothing loads."""
+    path = tmp_path / "t.json"
+    path.write_text(
+        json.dumps(
+            {
+                "acme": {"base_url": "http://a", "api_key": "k", "aliases": ["old"]},
+                "bolt": {"base_url": "http://b", "api_key": "k", "aliases": bolt_aliases},
+            }
+        )
+    )
+    with pytest.raises(ConfigError, match=message):
+        load_tenants(path)
+
+
+def test_with_aliases_gives_every_name_a_shop_goes_by(tmp_path: Path) -> None:
+    """What ``dlq redrive --tenant`` matches: a shop by any of its names, all of them; a name of no
+    shop as given."""
+    path = tmp_path / "t.toml"
+    path.write_text('[acme-eu]\nbase_url = "http://a"\napi_key = "k"\naliases = ["acme", "acme-old"]\n')
+    assert with_aliases(path, ["acme-eu"]) == {"acme-eu", "acme", "acme-old"}
+    assert with_aliases(path, ["acme"]) == {"acme-eu", "acme", "acme-old"}
+    assert with_aliases(path, ["ghost"]) == {"ghost"}
+
+
+# -- one tenant at a time ---------------------------------------------------------------------------
+def test_a_tenant_that_does_not_load_is_kept_as_it_was_and_the_others_change(tmp_path: Path) -> None:
+    """At start, a tenant that does not load (here an API version its vendor lacks, checked against
+    the deployment's sink settings) is left out and named; the others load. Later, an edit that
+    breaks a loaded tenant keeps that one as it was while the others' changes apply."""
+    (tmp_path / "acme.toml").write_text('base_url = "http://a"\napi_key = "k1"\n')
+    (tmp_path / "bolt.toml").write_text('base_url = "http://b"\napi_key = "k2"\napi_version = "1999-01"\n')
+    directory = TenantDirectory(tmp_path, SinkSettings())
+    assert sorted(directory.tenants) == ["acme"]
+    assert directory.invalid["bolt"].startswith(f"{tmp_path / 'bolt.toml'}: tenant bolt: api_version")
+
+    _touch(tmp_path / "bolt.toml", 'base_url = "http://b"\napi_key = "k2"\n')
+    assert directory.refresh().added == {"bolt"}
+    _touch(tmp_path / "acme.toml", 'base_url = "http://a"\n')
+    _touch(tmp_path / "bolt.toml", 'base_url = "http://b"\napi_key = "k2-rotated"\n')
+    change = directory.refresh()
+    assert (change.added, change.removed, change.changed) == (set(), set(), {"bolt"})
+    assert "tenant acme: api_key: Field required" in change.invalid["acme"]
+    assert directory.tenants["acme"].api_key.get_secret_value() == "k1"
+    assert directory.tenants["bolt"].api_key.get_secret_value() == "k2-rotated"
+
+
+# -- removals refused -------------------------------------------------------------------------------
+def test_an_emptied_or_half_written_tenants_file_is_refused_not_applied(tmp_path: Path) -> None:
+    """A file truncated while it is rewritten, or emptied, would remove every tenant: refused, the
+    tenants kept; the complete file then applies."""
+    path = tmp_path / "tenants.toml"
+    path.write_text(FILE)
+    directory = TenantDirectory(path)
+    _touch(path, "")
+    change = directory.refresh()
+    assert not change
+    assert change.refused_for == "removal"
+    assert "would leave no shop" in change.refused
+    assert sorted(directory.tenants) == ["acme", "bolt"]
+    assert directory.refused_for == "removal"
+    _touch(path, FILE.replace("bolt-key", "bolt-key-2"))
+    assert directory.refresh().changed == {"bolt"}
+    assert directory.refused_for == ""
+
+
+@pytest.mark.parametrize(("share", "kept", "refused"), [(0.5, 2, False), (0.5, 1, True), (0.75, 1, False)])
+def test_removing_more_than_max_removed_share_is_refused(
+    tmp_path: Path, share: float, kept: int, refused: bool
+) -> None:
+    for name in "abcd":
+        (tmp_path / f"{name}.toml").write_text(f'base_url = "http://{name}"\napi_key = "k"\n')
+    directory = TenantDirectory(tmp_path, max_removed_share=share)
+    for name in "abcd"[kept:]:
+        (tmp_path / f"{name}.toml").unlink()
+    change = directory.refresh()
+    assert bool(change.refused) is refused
+    assert len(directory.tenants) == (4 if refused else kept)
+    if refused:
+        assert f"more than tenants.max_removed_share={share:g}" in change.refused
+
+
+def test_a_rename_is_no_removal(tmp_path: Path) -> None:
+    """Renaming the only tenant (the old name kept as an alias) removes no shop: applied."""
+    path = tmp_path / "tenants.toml"
+    path.write_text('[acme]\nbase_url = "http://a"\napi_key = "k"\n')
+    directory = TenantDirectory(path)
+    _touch(path, '[acme-eu]\nbase_url = "http://a"\napi_key = "k"\naliases = ["acme"]\n')
+    change = directory.refresh()
+    assert (change.added, change.removed, change.refused) == ({"acme-eu"}, {"acme"}, "")
+
+
+# -- mappings ---------------------------------------------------------------------------------------
+def test_a_tenants_mapping_is_compiled_once_and_again_when_its_file_changes(tmp_path: Path) -> None:
+    mapping = tmp_path / "m.toml"
+    mapping.write_text('external_id = "str(id)"\norder = "@"\n')
+    folder = tmp_path / "tenants"
+    folder.mkdir()
+    (folder / "acme.toml").write_text(
+        f'base_url = "http://a"\napi_key = "k"\n[mapping]\nfile = "{mapping}"\n'
+    )
+    (folder / "bolt.toml").write_text('base_url = "http://b"\napi_key = "k"\n')
+    directory = TenantDirectory(folder)
+    compiled = directory.mappings["acme"]
+    assert "bolt" not in directory.mappings
+    _touch(folder / "bolt.toml", 'base_url = "http://b"\napi_key = "k2"\n')
+    assert directory.refresh().changed == {"bolt"}
+    assert directory.mappings["acme"] is compiled, "not compiled again"
+    _touch(mapping, 'external_id = "str(ref)"\norder = "@"\n')
+    assert directory.refresh().changed == {"acme"}, "its mapping file changed: the tenant did"
+    assert directory.mappings["acme"] is not compiled
+
+
+def test_dlq_redrive_tenant_matches_every_name_the_shop_went_by(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``connector dlq redrive --tenant acme`` after ``acme`` was renamed ``acme-eu``: the dead
+    letters carrying either name are selected, and the command says so."""
+    from connector import deadletter
+    from connector.cli import main
+
+    path = tmp_path / "tenants.toml"
+    path.write_text('[acme-eu]\nbase_url = "http://a"\napi_key = "k"\naliases = ["acme"]\n')
+    monkeypatch.setenv("CONNECTOR_TENANTS__PATH", str(path))
+    filters: list[deadletter.Filter] = []
+
+    async def redrive(
+        settings: object, topic: str, flt: deadletter.Filter, *args: object, **kw: object
+    ) -> object:
+        filters.append(flt)
+        return deadletter.RedriveResult()
+
+    monkeypatch.setattr(deadletter, "redrive", redrive)
+    try:
+        assert main(["dlq", "redrive", "--tenant", "acme", "--dry-run"]) == 0
+    finally:  # the command logs to this test's captured stdout, closed after it
+        logs.configure("INFO", stream=sys.__stdout__)
+    assert filters[0].tenants == {"acme", "acme-eu"}
+    assert "also the names these shops had: acme-eu" in capsys.readouterr().err

@@ -23,7 +23,7 @@ from typing import Any
 
 from connector.config import MappingSettings
 from connector.decode import Locate, decode_tombstone, decode_value, parse_value
-from connector.errors import ConfigError, DecodeError, MappingError
+from connector.errors import DecodeError, MappingError
 from connector.mapping import _cloudevents, _debezium
 from connector.mapping._avro import MAGIC, Registry
 from connector.mapping._file import FileMapping
@@ -36,8 +36,9 @@ from connector.vendors import vendor
 Mapping = FileMapping | FunctionMapping
 NATIVE_STEP = "as the connector's own envelope"
 """The name of the trace step holding the value a native producer would have written."""
-TenantMapping = Callable[[str], tuple[str, str] | None]
-"""A tenant's own mapping, ``(file, function)``, or None to use the deployment's."""
+TenantMapping = Callable[[str], "Mapping | None"]
+"""A tenant's own mapping, compiled when the tenants loaded (``Tenancy.mapping_of``), or None to use
+the deployment's."""
 
 
 def compile_mapping(file: str = "", function: str = "") -> Mapping | None:
@@ -101,7 +102,6 @@ class Mapper:
             else None
         )
         self._tenant_mapping = tenant_mapping
-        self._compiled: dict[tuple[str, str], Mapping | None] = {}
         self._blocking = blocking
 
     # -- bytes ----------------------------------------------------------------------------------
@@ -134,16 +134,10 @@ class Mapper:
         )
 
     def mapping_for(self, tenant: str) -> Mapping | None:
-        """The tenant's own mapping if it has one, else the deployment's."""
-        spec = self._tenant_mapping(tenant) if self._tenant_mapping is not None and tenant else None
-        if spec is None:
-            return self.mapping
-        if spec not in self._compiled:
-            try:
-                self._compiled[spec] = compile_mapping(*spec)
-            except ConfigError as exc:  # checked when the tenants loaded; gone or broken since
-                raise MappingError(f"tenant {tenant}: {exc}", mapping=spec[0] or spec[1]) from None
-        return self._compiled[spec]
+        """The tenant's own mapping if it has one (the object loaded with the tenants: never read
+        from disk here), else the deployment's."""
+        own = self._tenant_mapping(tenant) if self._tenant_mapping is not None and tenant else None
+        return own if own is not None else self.mapping
 
     def _default(self, event: Event, kind: str) -> Any:
         """What an event reads as without a mapping: the native value, a CloudEvent's data, or a

@@ -169,8 +169,10 @@ class Parking:
             )
             return False
         state = ParkState(q, f"{self._rng.getrandbits(32):08x}", committed)
-        state.parked = set(meta.parked)
-        state.starts = dict(meta.replay_starts)
+        canonical = self._tenancy.canonical  # a shop renamed since: as it is known now
+        state.parked = {canonical(name) for name in meta.parked}
+        for name, start in meta.replay_starts.items():
+            state.starts[canonical(name)] = min(start, state.starts.get(canonical(name), start))
         state.tokens = dict(meta.tokens)
         if state.starts:
             try:

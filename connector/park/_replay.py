@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
@@ -101,6 +102,14 @@ class Replay:
         part = self.state(record.tp)
         ahead = part.lookahead if part is not None else None
         return ahead is not None and ahead.superseded(change, record.parked_at)
+
+    def _unpack(self, r: Record) -> Parked | None:
+        """The parked record behind ``r``, its tenant named as this member knows it (a shop renamed
+        since it was parked keeps what it parked: ``Tenancy.canonical``)."""
+        parked = unpack(r)
+        if parked is None or (tenant := self._tenancy.canonical(parked.tenant)) == parked.tenant:
+            return parked
+        return dataclasses.replace(parked, tenant=tenant)
 
     def _allowance(self, tenant: str) -> int:
         """How many more of ``tenant``'s parked events the coalescer may take now: one while its
@@ -214,7 +223,7 @@ class Replay:
                 break
             for r in batch:
                 part.position = r.offset + 1
-                parked = unpack(r)
+                parked = self._unpack(r)
                 if parked is None or not self.valid(part, tp, parked, r.offset):
                     continue
                 tenant = parked.tenant
@@ -244,7 +253,7 @@ class Replay:
                 return
             for r in batch:
                 part.ahead_at = r.offset + 1
-                parked = unpack(r)
+                parked = self._unpack(r)
                 if parked is None or not self.valid(part, tp, parked, r.offset):
                     continue
                 change = self._peek(parked.record)
@@ -281,7 +290,7 @@ class Replay:
                 at = r.offset + 1
                 if not scan.is_unresolved(r.offset) or r.offset in part.dispatched:
                     continue
-                parked = unpack(r)
+                parked = self._unpack(r)
                 if parked is None or parked.tenant != tenant or not self.valid(part, tp, parked, r.offset):
                     continue
                 if self._allowance(tenant) <= 0:

@@ -321,3 +321,79 @@ async def test_parked_shops_survive_kill_9_and_a_rebalance(
     assert sum(dlq.values()) == 0, "nothing dead-lettered for the shop that was down"
     parked = await end_offsets(kafka_bootstrap, parked_topic)
     assert sum(parked.values()) > 0, "the shop that was down went through the parking topic"
+
+
+async def test_a_shop_renamed_while_parked_keeps_what_it_parked_across_a_restart(
+    kafka_bootstrap: str, topic_name: str, tmp_path: Path
+) -> None:
+    """A shop whose API is down is parked as ``down``, then renamed ``down-eu`` (``aliases =
+    ["down"]``) in one edit while still parked; the member that parked it goes on serving it, and
+    events naming the new name follow the old ones to the parking topic. That member is stopped (its
+    commits say ``down`` is parked) and a new one, which only knows ``down-eu``, takes over: it reads
+    the shop parked under its new name, and once the API is back the shop holds the latest state of
+    every order. Nothing is dead-lettered; both exits 0."""
+    names = ["down", "ok"]
+    keys = {n: f"key-{n}" for n in names}
+    boxes = {n: Sandbox(api_key=keys[n], rate_per_minute=1200) for n in names}
+    boxes["down"].faults.outage_status = 503
+    boxes["down"].faults.outage_until = time.time() + 3600
+    events, latest = _events(names, 80, 20)
+    half = len(events) // 2
+    renamed = [
+        (key, value.replace(b'"shop": "down"', b'"shop": "down-eu"') if value else value)
+        for key, value in events[half:]
+    ]
+    assert sum(b'"down-eu"' in (v or b"") for _, v in renamed) == 40
+    parked_topic = f"{topic_name}.parked"
+    await create_topics(kafka_bootstrap, {topic_name: 2, f"{topic_name}.dlq": 1, parked_topic: 2})
+    path = tmp_path / "tenants.toml"
+    async with Sandbox(api_key="not-a-tenant", tenants=boxes) as root:
+        _tenants_file(path, boxes, keys, rate=20.0)
+        env = connector_env(
+            kafka_bootstrap,
+            topic_name,
+            root.url,
+            TENANTS__PATH=str(path),
+            TENANTS__PARK_AFTER_SECONDS=2,
+            TENANTS__RELOAD_SECONDS=0.3,
+            SINK__PROBE_INTERVAL_SECONDS=0.5,
+        )
+        first = ConnectorProcess(env, tmp_path / "first.log")
+        second = ConnectorProcess(env, tmp_path / "second.log")
+        try:
+            first.start()
+            await asyncio.to_thread(wait_for_log, first, "partitions_assigned", 60)
+            await produce(kafka_bootstrap, topic_name, events[:half])
+            await asyncio.to_thread(wait_for_log, first, "tenant_parked", 60)
+            lines = [
+                "[down-eu]", 'kind = "loop"', f'base_url = "{boxes["down"].url}"', 'api_key = "key-down"',
+                'aliases = ["down"]', "rate_limit_per_second = 20",
+                "[ok]", 'kind = "loop"', f'base_url = "{boxes["ok"].url}"', 'api_key = "key-ok"',
+                "rate_limit_per_second = 20",
+            ]  # fmt: skip
+            path.write_text("\n".join(lines) + "\n")
+            stat = path.stat()
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+            await asyncio.to_thread(wait_for_log, first, "tenant_renamed", 30)
+            await produce(kafka_bootstrap, topic_name, renamed)
+            await wait_until(lambda: boxes["ok"].holds(latest["ok"]), timeout=60)
+            await asyncio.sleep(2.0)  # the parked shop's new events reach the parking topic
+            first.terminate()
+            assert await asyncio.to_thread(first.wait, 40) == 0
+            second.start()
+            await asyncio.to_thread(wait_for_log, second, "partition_parked_tenants", 60)
+            assert not boxes["down"].store.orders, "the shop that is down holds nothing yet"
+            boxes["down"].faults.outage_until = 0.0
+            await wait_until(lambda: boxes["down"].holds(latest["down"]), timeout=90, interval=0.5)
+            second.terminate()
+            assert await asyncio.to_thread(second.wait, 40) == 0
+        finally:
+            first.stop()
+            second.stop()
+    parked_as = [json.loads(line) for line in second.log_lines() if "partition_parked_tenants" in line]
+    assert parked_as, "the new member read the shop as parked"
+    assert all(entry["tenants"] == ["down-eu"] for entry in parked_as), parked_as
+    dlq = await end_offsets(kafka_bootstrap, f"{topic_name}.dlq")
+    assert sum(dlq.values()) == 0, "nothing dead-lettered: the rename kept what was parked"
+    parked = await end_offsets(kafka_bootstrap, parked_topic)
+    assert sum(parked.values()) >= 20, "the shop's orders went through the parking topic"

@@ -30,7 +30,6 @@ from connector.metadata import Origin, decode
 from connector.source import Committed, PartitionsCallback
 from connector.structs import Record, TopicPartition
 
-
 METADATA_MAX_BYTES = 4096
 """The broker's ``offset.metadata.max.bytes`` (its default)."""
 T = TypeVar("T")
@@ -546,7 +545,9 @@ class SimParkLog(_SideTopic):
             raise Unreachable("broker unreachable")
         # Every read seeks first: it may come back with nothing, or part, as a slow fetch does.
         cluster = self._cluster
-        return cluster.after_seek(cluster.fetched(list(cluster.parked[partition][offset : offset + max_records])))
+        return cluster.after_seek(
+            cluster.fetched(list(cluster.parked[partition][offset : offset + max_records]))
+        )
 
     async def end(self, partition: int) -> int:
         await asyncio.sleep(0.002)

@@ -19,7 +19,6 @@ from connector.lookahead import Lookahead
 from connector.membership import Membership
 from connector.park import Parking
 from connector.park._replay import Replay
-from connector.pipeline import Pipeline
 from connector.sinks.loop import LoopSink
 from connector.structs import TopicPartition
 

@@ -1,0 +1,623 @@
+"""Tenancy: one deliverer per shop, and what reloads of the tenants do to the shops being served:
+removed ones closed, mass removals refused, keys rotated, renames, mappings loaded once. Driven
+through its public methods, with vendor clients of our own and the coalescer the pipeline uses."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import sys
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from random import Random
+from types import TracebackType
+from typing import Any, Self
+
+import pytest
+from pydantic import SecretStr
+
+from connector import constants as wire
+from connector import logs
+from connector.clock import SYSTEM_CLOCK
+from connector.coalesce import Coalescer
+from connector.config import Settings, SinkSettings, TenantsSettings
+from connector.metadata import CommitMeta
+from connector.ownership import Assignment
+from connector.decode import decode
+from connector.deliver import Outcome, OutcomeKind
+from connector.errors import AuthError, RouteError
+from connector.fence import Fence
+from connector.mapping import Event
+from connector.metrics import Metrics
+from connector.pacing import Pacer
+from connector.park import Parking
+from connector.structs import OrderChange, Record, TopicPartition
+from connector.tenancy import Tenancy
+
+TOPIC = "orders"
+TP = TopicPartition(TOPIC, 0)
+
+
+class Vendor:
+    """A shop's vendor client of our own: what it was asked to send, with which keys; it answers as
+    told (``fail``), and holds every call while ``gate`` is closed."""
+
+    name = "fake"
+
+    def __init__(self, settings: SinkSettings) -> None:
+        self.base_url = settings.base_url
+        self.keys = [settings.api_key.get_secret_value()]
+        self.applied: list[str] = []
+        self.calls = 0
+        self.fail: BaseException | None = None
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.closed = False
+
+    async def apply(self, change: OrderChange) -> None:
+        self.calls += 1
+        await self.gate.wait()
+        if self.fail is not None:
+            raise self.fail
+        self.applied.append(change.external_id)
+
+    async def probe(self) -> None:
+        if self.fail is not None:
+            raise self.fail
+
+    async def held_version(self, change: OrderChange) -> tuple[bool, datetime | None]:
+        raise NotImplementedError
+
+    def set_api_key(self, api_key: SecretStr) -> None:
+        self.keys.append(api_key.get_secret_value())
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.closed = True
+
+
+class Vendors:
+    """The sink factory: every client it made, by the tenant's address."""
+
+    def __init__(self) -> None:
+        self.made: defaultdict[str, list[Vendor]] = defaultdict(list)
+
+    def __call__(self, settings: SinkSettings, pacer: Pacer) -> Vendor:
+        vendor = Vendor(settings)
+        self.made[settings.base_url].append(vendor)
+        return vendor
+
+    def of(self, shop: str) -> Vendor:
+        """The newest client made for ``shop`` (served at ``http://<shop>``)."""
+        return self.made[f"http://{shop}"][-1]
+
+
+class Desk:
+    """What the pipeline does around a tenancy, reduced: coalesce each event, hand the newest to the
+    deliverer, and note how each ended."""
+
+    def __init__(self) -> None:
+        self.coalescer = Coalescer()
+        self.metrics = Metrics()
+        self.delivered: list[str] = []
+        self.failed: list[tuple[str, BaseException | None]] = []
+        self._offset = 0
+
+    def claim(self, key: str) -> OrderChange | None:
+        return self.coalescer.claim(key)[0]
+
+    def report(self, outcome: Outcome) -> bool:
+        if outcome.kind is OutcomeKind.ABANDONED or outcome.change is None:
+            return False
+        delivered = outcome.kind is OutcomeKind.DELIVERED
+        if delivered:
+            self.delivered.append(outcome.key)
+        else:
+            self.failed.append((outcome.key, outcome.error))
+        return self.coalescer.finish(outcome.key, delivered) is not None
+
+    def offer(self, tenancy: Tenancy, shop: str, order: str, locate: Any = None) -> OrderChange:
+        """Read an event of ``shop``'s ``order`` as the pipeline does (routed by ``shop``), and start
+        its delivery."""
+        self._offset += 1
+        value = {"shop": shop, "external_id": order, "updated_at": f"2026-01-01T00:00:{self._offset:02d}Z"}
+        record = Record(TOPIC, 0, self._offset, order.encode(), json.dumps(value).encode())
+        change = decode(record, validate=False, locate=locate or tenancy.locate)
+        if self.coalescer.offer(change).start:
+            tenancy.submit(change.key, change.tp, change.tenant)
+        return change
+
+
+def shop_file(folder: Path, shop: str, key: str = "", **fields: Any) -> Path:
+    """Write (or rewrite, as a change) ``shop``'s file in the tenants directory ``folder``."""
+    lines = [
+        f'base_url = "{fields.pop("base_url", f"http://{shop}")}"',
+        f'api_key = "{key or shop + "-key"}"',
+    ]
+    lines += ["rate_limit_per_second = 200"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in fields.items() if not isinstance(v, dict)]
+    for table, values in ((k, v) for k, v in fields.items() if isinstance(v, dict)):
+        lines += [f"[{table}]", *(f"{k} = {json.dumps(v)}" for k, v in values.items())]
+    return touch(folder / f"{shop}.toml", "\n".join(lines) + "\n")
+
+
+def touch(path: Path, text: str) -> Path:
+    """Write ``path``, its modification time moved on: a rewrite within the file system's time
+    granularity still reads as a change."""
+    existed = path.exists()
+    before = path.stat().st_mtime_ns if existed else 0
+    path.write_text(text)
+    if existed:
+        os.utime(path, ns=(before, before + 1_000_000_000))
+    return path
+
+
+def settings_for(path: Path, **tenants: Any) -> Settings:
+    return Settings(
+        tenants=TenantsSettings(path=str(path), route="field:shop", reload_seconds=3600, **tenants),
+        sink=SinkSettings(
+            api_key="deployment-key",
+            probe_interval_seconds=0.05,
+            backoff_base_seconds=0.01,
+            backoff_cap_seconds=0.05,
+        ),
+        shutdown_grace_seconds=0.3,
+    )
+
+
+@asynccontextmanager
+async def serving(settings: Settings, vendors: Vendors, desk: Desk) -> AsyncIterator[Tenancy]:
+    """A tenancy started as a member starts it, owning partition 0 of ``orders``."""
+    fence = Fence(SYSTEM_CLOCK, lease_seconds=float("inf"), settle_seconds=0.0)
+    fence.assign(TP, 0.0)
+    fence.renew(TP, float("inf"))
+    tenancy = Tenancy(
+        settings,
+        vendors,
+        desk.claim,
+        desk.report,
+        desk.metrics,
+        clock=SYSTEM_CLOCK,
+        rng=Random(1),
+        fence=fence,
+        behind=lambda tp: False,
+    )
+    async with tenancy:
+        tenancy.set_layout({TOPIC: 1})
+        yield tenancy
+
+
+async def until(condition: Callable[[], object], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("timed out waiting")
+        await asyncio.sleep(0.01)
+
+
+def workers() -> int:
+    """Deliverer workers running, every tenant's."""
+    return sum(1 for t in asyncio.all_tasks() if t.get_name().startswith("deliver-") and not t.done())
+
+
+def rows(tenancy: Tenancy) -> dict[str, dict[str, object]]:
+    return {str(row["tenant"]): row for row in tenancy.state()}
+
+
+def sample(desk: Desk, name: str, **labels: str) -> float | None:
+    return desk.metrics.registry.get_sample_value(name, labels)
+
+
+@pytest.fixture(autouse=True)
+def log_lines(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """The JSON log lines written meanwhile (logging configured as `connector run` does), in every
+    test: what another test left configured does not matter here."""
+    buffer = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", buffer)
+    logs.configure("INFO")
+    yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines()]
+    monkeypatch.undo()
+    logs.configure("INFO")
+
+
+# -- removed shops ----------------------------------------------------------------------------------
+async def test_a_removed_shop_delivers_what_it_holds_then_its_workers_client_and_series_go(
+    tmp_path: Path,
+) -> None:
+    """Removed, a shop is routed no more at once; what it has in hand is still delivered; once it
+    holds nothing its workers stop, its client (HTTP pool) is closed and its metric series removed,
+    while the other shop's stay."""
+    for shop in ("acme", "bolt"):
+        shop_file(tmp_path, shop)
+    vendors, desk = Vendors(), Desk()
+    async with serving(settings_for(tmp_path), vendors, desk) as tenancy:
+        bolt = vendors.of("bolt")
+        bolt.gate.clear()
+        desk.offer(tenancy, "bolt", "B1")
+        desk.offer(tenancy, "acme", "A1")
+        await until(lambda: "acme/A1" in desk.delivered and bolt.calls == 1)
+        tenancy.refresh_metrics({})
+        assert sample(desk, "connector_tenant_pace_requests_per_second", tenant="bolt") is not None
+        running = workers()
+
+        (tmp_path / "bolt.toml").unlink()
+        await tenancy.reload()
+        with pytest.raises(RouteError, match="'bolt' is not served"):
+            desk.offer(tenancy, "bolt", "B2")
+        assert rows(tenancy)["bolt"]["routed"] is False
+        assert rows(tenancy)["bolt"]["jobs"] == 1
+        await tenancy.reload()
+        assert not bolt.closed, "closed with a call in flight"
+
+        bolt.gate.set()
+        await until(lambda: "bolt/B1" in desk.delivered)
+        await tenancy.reload()
+        assert bolt.closed
+        assert "bolt" not in rows(tenancy)
+        assert "bolt" not in tenancy.served()
+        assert workers() == running - tenancy.served()["acme"].settings.max_in_flight == running // 2
+        tenancy.refresh_metrics({})
+        for name in (
+            "pace_requests_per_second",
+            "circuit_open",
+            "parked",
+            "oldest_unsynced_event_age_seconds",
+        ):
+            assert sample(desk, f"connector_tenant_{name}", tenant="bolt") is None, name
+            assert sample(desk, f"connector_tenant_{name}", tenant="acme") is not None, name
+        assert desk.failed == []
+
+
+async def test_a_removed_shop_whose_api_refuses_its_key_stops_retrying_after_the_grace(
+    tmp_path: Path, log_lines: Callable[[], list[dict[str, Any]]]
+) -> None:
+    """A removed shop whose key is refused (its circuit open, retrying for ever) gets
+    ``shutdown_grace_seconds`` (0.3 s here); then what it holds is refused without calling its API,
+    dead-lettered as a RouteError naming the shop and how to replay it, and the shop is closed."""
+    for shop in ("acme", "bolt"):
+        shop_file(tmp_path, shop)
+    vendors, desk = Vendors(), Desk()
+    async with serving(settings_for(tmp_path), vendors, desk) as tenancy:
+        bolt = vendors.of("bolt")
+        bolt.fail = AuthError("401 Unauthorized", status=401)
+        desk.offer(tenancy, "bolt", "B1")
+        await until(lambda: bolt.calls >= 2)  # its circuit opened; it probes
+        (tmp_path / "bolt.toml").unlink()
+        await tenancy.reload()
+        await asyncio.sleep(0.4)
+        assert bolt.calls >= 3, "retried during the grace"
+        assert desk.failed == []
+        await tenancy.reload()  # the grace is over
+        await until(lambda: desk.failed)
+        calls = bolt.calls
+        [(key, error)] = desk.failed
+        assert key == "bolt/B1"
+        assert isinstance(error, RouteError)
+        assert "tenant bolt was removed from tenants.path" in str(error)
+        assert "redrive --tenant bolt" in str(error)
+        await tenancy.reload()
+        assert bolt.closed
+        assert bolt.calls == calls, "nothing sent once refused"
+    retired = [line for line in log_lines() if line["event"] == "tenant_retired"]
+    assert [line["tenant"] for line in retired] == ["bolt"]
+    assert all("bolt-key" not in json.dumps(line) for line in log_lines())
+
+
+async def test_a_shop_removed_then_added_again_starts_afresh_and_delivers(tmp_path: Path) -> None:
+    for shop in ("acme", "bolt"):
+        shop_file(tmp_path, shop)
+    vendors, desk = Vendors(), Desk()
+    async with serving(settings_for(tmp_path), vendors, desk) as tenancy:
+        first = vendors.of("bolt")
+        (tmp_path / "bolt.toml").unlink()
+        await tenancy.reload()
+        await tenancy.reload()
+        assert first.closed
+        shop_file(tmp_path, "bolt")
+        await tenancy.reload()
+        assert len(vendors.made["http://bolt"]) == 2
+        desk.offer(tenancy, "bolt", "B1")
+        await until(lambda: "bolt/B1" in desk.delivered)
+        assert vendors.of("bolt").applied == ["B1"]
+        assert first.applied == []
+
+
+async def test_a_change_for_a_shop_no_longer_served_is_refused_not_lost(tmp_path: Path) -> None:
+    """A change whose shop was closed meanwhile (on its way back from a revoke) is handed back as
+    failed, a RouteError: dead-lettered, never left unresolved."""
+    shop_file(tmp_path, "acme")
+    vendors, desk = Vendors(), Desk()
+    async with serving(settings_for(tmp_path), vendors, desk) as tenancy:
+        desk.offer(tenancy, "ghost", "G1", locate=lambda record, data: ("ghost", "loop", "v1"))
+        [(key, error)] = desk.failed
+        assert key == "ghost/G1"
+        assert isinstance(error, RouteError)
+        assert "'ghost' is no longer served" in str(error)
+
+
+# -- reloads that would remove too much -------------------------------------------------------------
+async def test_a_reload_removing_every_shop_or_too_many_is_refused_until_one_removes_fewer(
+    tmp_path: Path, log_lines: Callable[[], list[dict[str, Any]]]
+) -> None:
+    """An emptied directory, then one keeping 1 of 4 shops (more than ``tenants.max_removed_share`` =
+    0.5 removed), are refused: logged with the setting to change, counted, flagged, every shop still
+    served. Keeping 2 of 4 applies, and clears the flag."""
+    shops = ["a1", "b2", "c3", "d4"]
+    for shop in shops:
+        shop_file(tmp_path, shop)
+    vendors, desk = Vendors(), Desk()
+    async with serving(settings_for(tmp_path, max_removed_share=0.5), vendors, desk) as tenancy:
+        for shop in shops:
+            (tmp_path / f"{shop}.toml").unlink()
+        await tenancy.reload()
+        assert sample(desk, "connector_tenants_reloads_refused_total", reason="removal") == 1
+        assert sample(desk, "connector_tenants_reload_refused") == 1
+        assert all(rows(tenancy)[shop]["routed"] for shop in shops)
+        desk.offer(tenancy, "d4", "D1")
+        await until(lambda: "d4/D1" in desk.delivered)
+
+        shop_file(tmp_path, "a1")
+        await tenancy.reload()
+        assert sample(desk, "connector_tenants_reloads_refused_total", reason="removal") == 2
+        assert all(rows(tenancy)[shop]["routed"] for shop in shops)
+
+        shop_file(tmp_path, "b2")
+        await tenancy.reload()
+        assert sample(desk, "connector_tenants_reload_refused") == 0
+        assert {shop: rows(tenancy)[shop]["routed"] for shop in shops} == {
+            "a1": True,
+            "b2": True,
+            "c3": False,
+            "d4": False,
+        }
+    refused = [line for line in log_lines() if line["event"] == "tenants_reload_refused"]
+    assert len(refused) == 2
+    assert refused[0]["level"] == "error"
+    assert refused[0]["setting"] == "tenants.max_removed_share"
+    assert "would leave no shop" in refused[0]["error"]
+    assert "would remove 3 of the 4 shops" in refused[1]["error"]
+
+
+# -- changes ----------------------------------------------------------------------------------------
+async def test_a_rotated_key_applies_even_when_another_field_needs_a_restart(
+    tmp_path: Path, log_lines: Callable[[], list[dict[str, Any]]]
+) -> None:
+    """A new key and a new address in one edit: the key is used from the next request on; the
+    address is logged as needing a restart and kept. Neither key is logged."""
+    shop_file(tmp_path, "acme", key="old-secret")
+    vendors, desk = Vendors(), Desk()
+    async with serving(settings_for(tmp_path), vendors, desk) as tenancy:
+        acme = vendors.of("acme")
+        shop_file(tmp_path, "acme", key="new-secret", base_url="http://acme-moved")
+        await tenancy.reload()
+        assert acme.keys == ["old-secret", "new-secret"]
+        assert rows(tenancy)["acme"]["base_url"] == "http://acme"
+        assert vendors.made.keys() == {"http://acme"}
+        shop_file(tmp_path, "acme", key="newer-secret", base_url="http://acme-moved")
+        await tenancy.reload()
+        assert acme.keys[-1] == "newer-secret"
+    [*_, restart] = [line for line in log_lines() if line["event"] == "tenant_change_needs_restart"]
+    assert (restart["fields"], restart["applied"]) == (["base_url"], ["api_key"])
+    assert not any("secret" in json.dumps(line) for line in log_lines())
+
+
+async def test_a_renamed_shop_keeps_its_deliverer_and_both_names_reach_it(tmp_path: Path) -> None:
+    """``acme`` becomes ``acme-eu`` with ``aliases = ["acme"]`` in one edit: the same client, budget
+    and circuit go on (no second client on one account), what it had in hand is delivered, and
+    events naming either name are its."""
+    shop_file(tmp_path, "acme")
+    shop_file(tmp_path, "bolt")
+    vendors, desk = Vendors(), Desk()
+    async with serving(settings_for(tmp_path), vendors, desk) as tenancy:
+        acme = vendors.of("acme")
+        acme.gate.clear()
+        desk.offer(tenancy, "acme", "A1")
+        await until(lambda: acme.calls == 1)
+        (tmp_path / "acme.toml").unlink()
+        shop_file(tmp_path, "acme-eu", base_url="http://acme", aliases=["acme"])
+        await tenancy.reload()
+        assert len(vendors.made["http://acme"]) == 1
+        row = rows(tenancy)["acme-eu"]
+        assert (row["routed"], row["aliases"]) == (True, ["acme"])
+        assert "acme" not in rows(tenancy)
+        acme.gate.set()
+        await until(lambda: acme.applied == ["A1"])
+        old = desk.offer(tenancy, "acme", "A2")
+        new = desk.offer(tenancy, "acme-eu", "A3")
+        await until(lambda: sorted(acme.applied) == ["A1", "A2", "A3"])
+        assert old.tenant == new.tenant == tenancy.canonical("acme-eu") == tenancy.canonical("acme")
+        assert desk.failed == []
+        await tenancy.reload()
+        assert not acme.closed
+
+
+async def test_a_member_started_after_a_rename_takes_over_what_was_parked_under_the_old_name(
+    tmp_path: Path,
+) -> None:
+    """A partition's commit says ``acme`` is parked on it; this member knows the shop as ``acme-eu``
+    (aliases ``acme``): the shop is parked there under its new name, before and after the commit, so
+    its events keep their order behind what waits on the parking topic."""
+    shop_file(tmp_path, "acme-eu", aliases=["acme"])
+    settings = settings_for(tmp_path)
+    vendors, desk = Vendors(), Desk()
+    async with serving(settings, vendors, desk) as tenancy:
+        assignment = Assignment()
+        parking = Parking(
+            settings,
+            _ParkingTopic(),
+            assignment,
+            desk.coalescer,
+            tenancy,
+            desk.metrics,
+            clock=SYSTEM_CLOCK,
+            rng=Random(1),
+            resolved=lambda record: None,
+            dispatch=lambda record, hold, as_of: None,
+            warmed=_warmed,
+            peek=lambda record: None,
+        )
+        async with parking:
+            parking.set_layout({TOPIC: 1})
+            assignment.add(TP)
+            meta = CommitMeta(0.0, parked=("acme", "zeta"), replay_from=(("acme", 0), ("zeta", 0)))
+            assert await parking.assign(TP, meta, 10)
+            assert parking.parked(TP, "acme-eu")
+            part = assignment.get(TP)
+            assert part is not None and part.park is not None
+            assert part.park.starts == {"acme-eu": 0, "zeta": 0}, "its replay under its new name"
+            assert parking.parked(TP, "zeta"), "a shop not served here keeps its name"
+
+
+async def test_what_was_parked_under_the_old_name_keeps_the_renamed_shop_parked_until_resolved(
+    tmp_path: Path,
+) -> None:
+    """A record parked as ``acme`` is replayed for ``acme-eu`` (its alias): the shop stays parked on
+    the partition until that replay is resolved, so that no newer event of it overtakes the older one
+    on its way; then it is unparked."""
+    shop_file(tmp_path, "acme-eu", aliases=["acme"])
+    settings = settings_for(tmp_path)
+    vendors, desk = Vendors(), Desk()
+    topic = _ParkingTopic()
+    topic.records.append(
+        Record(
+            "orders.parked",
+            0,
+            0,
+            b"A1",
+            b'{"shop": "acme", "external_id": "A1"}',
+            (
+                (wire.H_PARKED_FROM, b"orders/0/3"),
+                (wire.H_TENANT, b"acme"),
+                (wire.H_PARKED_BY, b"0000beef"),
+            ),
+        )
+    )
+    replayed: list[Record] = []
+    async with serving(settings, vendors, desk) as tenancy:
+        assignment = Assignment()
+        parking = Parking(
+            settings,
+            topic,
+            assignment,
+            desk.coalescer,
+            tenancy,
+            desk.metrics,
+            clock=SYSTEM_CLOCK,
+            rng=Random(1),
+            resolved=lambda record: None,
+            dispatch=lambda record, hold, as_of: replayed.append(record),
+            warmed=_warmed,
+            peek=lambda record: None,
+        )
+        async with parking:
+            parking.set_layout({TOPIC: 1})
+            assignment.add(TP)
+            v1 = CommitMeta(0.0, version=1, park_from=0, parked=("acme",), tokens=(("0000beef", 10),))
+            assert await parking.assign(TP, v1, 10)
+            await until(lambda: replayed)
+            await asyncio.sleep(0.5)  # a few rounds of the replay loop
+            assert parking.parked(TP, "acme-eu"), "unparked while its replay is on its way"
+            parking.resolve(replayed[0])
+            await until(lambda: not parking.parked(TP, "acme-eu"))
+        assert [(r.tp, r.offset) for r in replayed] == [(TP, 3)]
+
+
+class _ParkingTopic:
+    """A parking topic of one partition, in memory."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+
+    async def partitions(self) -> int:
+        return 1
+
+    async def end(self, partition: int) -> int:
+        return len(self.records)
+
+    async def read(self, partition: int, offset: int, max_records: int) -> list[Record]:
+        return self.records[offset : offset + max_records]
+
+    async def append(self, partition: int, key: Any, value: Any, headers: Any, timestamp_ms: int) -> Any:
+        self.records.append(Record("orders.parked", 0, len(self.records), key, value, tuple(headers)))
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        done.set_result(len(self.records) - 1)
+        return done
+
+
+async def _warmed(tp: TopicPartition) -> bool:
+    return True
+
+
+# -- mappings ---------------------------------------------------------------------------------------
+def _mapped(tenancy: Tenancy, tenant: str) -> Any:
+    mapping = tenancy.mapping_of(tenant)
+    assert mapping is not None
+    return mapping.apply(Event({"ref": 7, "title": "#7"}, None, {}, TOPIC))
+
+
+async def test_a_shops_mapping_is_loaded_once_and_again_only_when_its_file_changes(tmp_path: Path) -> None:
+    """The mapping object loaded with the tenants is the one used: another shop's change, or the
+    file vanishing, leave it as it was; an edit of the file loads it again."""
+    folder = tmp_path / "tenants"
+    folder.mkdir()
+    mapping = tmp_path / "acme-mapping.toml"
+    mapping.write_text('external_id = "str(ref)"\norder = "{name: title}"\n')
+    shop_file(folder, "acme", mapping={"file": str(mapping)})
+    shop_file(folder, "bolt")
+    vendors, desk = Vendors(), Desk()
+    async with serving(settings_for(folder), vendors, desk) as tenancy:
+        loaded = tenancy.mapping_of("acme")
+        assert _mapped(tenancy, "acme")["order"] == {"name": "#7"}
+        assert tenancy.mapping_of("bolt") is None, "the deployment's applies"
+
+        shop_file(folder, "bolt", key="rotated")
+        await tenancy.reload()
+        assert tenancy.mapping_of("acme") is loaded
+
+        mapping.unlink()
+        await tenancy.reload()
+        assert rows(tenancy)["acme"]["routed"], "kept as it was"
+        assert tenancy.mapping_of("acme") is loaded
+        assert _mapped(tenancy, "acme")["order"] == {"name": "#7"}
+
+        touch(mapping, 'external_id = "str(ref)"\norder = "{title: title, ref: ref}"\n')
+        await tenancy.reload()
+        assert tenancy.mapping_of("acme") is not loaded
+        assert _mapped(tenancy, "acme")["order"] == {"title": "#7", "ref": 7}
+
+
+async def test_a_shop_whose_mapping_is_broken_is_not_served_and_the_others_are(
+    tmp_path: Path, log_lines: Callable[[], list[dict[str, Any]]]
+) -> None:
+    """At start: the shop with a broken mapping file is reported with its file and field and not
+    served (its events are dead-lettered, stage route); the others are. Fixed, it is added."""
+    mapping = tmp_path / "m.toml"
+    mapping.write_text('external_id = "str(ref)"\norder = "{"\n')
+    folder = tmp_path / "tenants"
+    folder.mkdir()
+    shop_file(folder, "acme", mapping={"file": str(mapping)})
+    shop_file(folder, "bolt")
+    vendors, desk = Vendors(), Desk()
+    async with serving(settings_for(folder), vendors, desk) as tenancy:
+        assert sorted(tenancy.served()) == ["bolt"]
+        assert sample(desk, "connector_tenants_invalid") == 1
+        with pytest.raises(RouteError, match="'acme' is not served"):
+            desk.offer(tenancy, "acme", "A1")
+        touch(mapping, 'external_id = "str(ref)"\norder = "{name: title}"\n')
+        await tenancy.reload()
+        assert sorted(tenancy.served()) == ["acme", "bolt"]
+        assert sample(desk, "connector_tenants_invalid") == 0
+        assert _mapped(tenancy, "acme")["order"] == {"name": "#7"}
+    [invalid] = [line for line in log_lines() if line["event"] == "tenant_invalid"]
+    assert invalid["tenant"] == "acme"
+    assert str(folder / "acme.toml") in invalid["error"]
+    assert "order: not a JMESPath expression" in invalid["error"]
