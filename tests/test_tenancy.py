@@ -26,14 +26,14 @@ from connector import logs
 from connector.clock import SYSTEM_CLOCK
 from connector.coalesce import Coalescer
 from connector.config import Settings, SinkSettings, TenantsSettings
-from connector.metadata import CommitMeta
-from connector.ownership import Assignment
 from connector.decode import decode
 from connector.deliver import Outcome, OutcomeKind
 from connector.errors import AuthError, RouteError
 from connector.fence import Fence
 from connector.mapping import Event
+from connector.metadata import CommitMeta
 from connector.metrics import Metrics
+from connector.ownership import Assignment
 from connector.pacing import Pacer
 from connector.park import Parking
 from connector.structs import OrderChange, Record, TopicPartition
@@ -472,7 +472,8 @@ async def test_a_member_started_after_a_rename_takes_over_what_was_parked_under_
             assert await parking.assign(TP, meta, 10)
             assert parking.parked(TP, "acme-eu")
             part = assignment.get(TP)
-            assert part is not None and part.park is not None
+            assert part is not None
+            assert part.park is not None
             assert part.park.starts == {"acme-eu": 0, "zeta": 0}, "its replay under its new name"
             assert parking.parked(TP, "zeta"), "a shop not served here keeps its name"
 
