@@ -133,7 +133,7 @@ class Membership:
                 for task in late:
                     task.cancel()
             for tp in sorted(partitions):
-                await self.park.settle(tp, max(0.1, bound - (self.clock.monotonic() - started)))
+                await self.park.flush(tp, max(0.1, bound - (self.clock.monotonic() - started)))
             await self.commit(only=partitions, handover=True)
         finally:
             for tp in partitions:

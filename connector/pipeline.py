@@ -343,7 +343,7 @@ class Pipeline:
             return change
 
     def report(self, outcome: Outcome) -> bool:
-        """Resolve what ``outcome`` settled; True when the key has a newer change to send."""
+        """Resolve what ``outcome`` ended; True when the key has a newer change to send."""
         change = outcome.change
         if outcome.kind is OutcomeKind.ABANDONED or change is None:
             return False  # unresolved: the partition's next owner reads it again

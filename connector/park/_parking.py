@@ -197,7 +197,7 @@ class Parking:
             self.replay.wake()
         return True
 
-    async def settle(self, tp: TopicPartition, timeout: float) -> None:
+    async def flush(self, tp: TopicPartition, timeout: float) -> None:
         """Wait (bounded) for the appends of ``tp`` still on their way: a hand-over commits them."""
         pending = self._pending.get(tp)
         if pending:
