@@ -1,0 +1,241 @@
+"""Membership, driven through its callbacks and commits with a group member of our own: how a partition's
+last commit decides what happens to it (held, waiting, warmed up and looked ahead), what a refused
+commit costs, and that a partition being assigned is never read before its re-read is set up."""
+
+from __future__ import annotations
+
+import asyncio
+from random import Random
+
+from connector.clock import SYSTEM_CLOCK
+from connector.coalesce import Coalescer
+from connector.config import KafkaSettings, Settings
+from connector.fence import Fence
+from connector.membership import Membership, PauseReason
+from connector.metadata import CommitMeta, encode
+from connector.metrics import Metrics
+from connector.ownership import Assignment, PartitionStatus
+from connector.park import Parking
+from connector.source import Committed
+from connector.structs import Record, TopicPartition
+from connector.tenancy import Tenancy
+
+TP0 = TopicPartition("orders", 0)
+TP1 = TopicPartition("orders", 1)
+
+
+class Member:
+    """The group member a membership drives: committed offsets, pauses, seeks; commits of a partition
+    in ``refuses`` are refused, with every partition in the same request (as the broker does)."""
+
+    def __init__(
+        self, committed: Committed | None = None, ends: dict[TopicPartition, int] | None = None
+    ) -> None:
+        self.stored: Committed = dict(committed or {})
+        self.ends = ends or {}
+        self.owned: set[TopicPartition] = set()
+        self.paused: set[TopicPartition] = set()
+        self.sought: dict[TopicPartition, int] = {}
+        self.refuses: set[TopicPartition] = set()
+        self.lookups_fail = False
+        self.lookup_gate: asyncio.Event | None = None
+
+    async def fetch(self, timeout_ms: int) -> list[Record]:
+        return []
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.owned)
+
+    def log_end(self, tp: TopicPartition) -> int | None:
+        return self.ends.get(tp)
+
+    def partition_counts(self) -> dict[str, int]:
+        return {"orders": 2}
+
+    def pause(self, partitions: set[TopicPartition]) -> None:
+        self.paused |= partitions
+
+    def resume(self, partitions: set[TopicPartition]) -> None:
+        self.paused -= partitions
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.sought[tp] = offset
+
+    async def commit(self, offsets: Committed) -> bool:
+        if offsets.keys() & self.refuses:
+            return False
+        self.stored.update(offsets)
+        return True
+
+    async def committed(self, partitions: set[TopicPartition]) -> Committed:
+        if self.lookup_gate is not None:
+            await self.lookup_gate.wait()
+        if self.lookups_fail:
+            raise ConnectionError("broker unreachable")
+        return {tp: self.stored[tp] for tp in partitions if tp in self.stored}
+
+    async def position(self, tp: TopicPartition) -> int | None:
+        return 0
+
+
+def membership(**kafka: object) -> tuple[Membership, Fence, Metrics]:
+    settings = Settings(kafka=KafkaSettings(**kafka))  # type: ignore[arg-type]
+    metrics = Metrics()
+    fence = Fence(SYSTEM_CLOCK, lease_seconds=10.0, settle_seconds=0.0)
+    coalescer = Coalescer()
+    assignment = Assignment()
+
+    def no_sink(*_: object) -> object:
+        raise AssertionError("no vendor here")
+
+    tenancy = Tenancy(
+        settings,
+        no_sink,  # type: ignore[arg-type]
+        lambda key: None,
+        lambda outcome: False,
+        metrics,
+        clock=SYSTEM_CLOCK,
+        rng=Random(1),
+        fence=fence,
+        behind=lambda tp: False,
+    )
+    park = Parking(
+        settings,
+        None,
+        assignment,
+        coalescer,
+        tenancy,
+        metrics,
+        clock=SYSTEM_CLOCK,
+        rng=Random(1),
+        resolved=lambda record: None,
+        dispatch=lambda record, hold, as_of: None,
+        warmed=_warm,
+        peek=lambda record: None,
+    )
+    member = Membership(
+        settings,
+        metrics,
+        assignment,
+        clock=SYSTEM_CLOCK,
+        fence=fence,
+        coalescer=coalescer,
+        tenancy=tenancy,
+        park=park,
+    )
+    return member, fence, metrics
+
+
+async def _warm(tp: TopicPartition) -> bool:
+    return True
+
+
+async def assigned(m: Membership, source: Member, partitions: set[TopicPartition]) -> None:
+    m.attach(source)
+    source.owned |= partitions
+    await m.on_assigned(partitions)
+
+
+async def test_a_refused_commit_costs_only_the_partition_it_was_refused_for() -> None:
+    """The broker refuses a whole commit for one partition's sake (its metadata too large, say): each
+    partition is then committed alone, and the others keep their lease."""
+    m, fence, _ = membership()
+    source = Member()
+    await assigned(m, source, {TP0, TP1})
+    source.refuses = {TP1}
+    await m.commit()
+    assert TP0 in source.stored
+    assert TP1 not in source.stored
+    assert fence.may_send(TP0)
+    assert not fence.may_send(TP1)
+
+
+async def test_metadata_of_a_newer_release_holds_the_partition_and_is_never_overwritten() -> None:
+    """A must-understand field this release does not know: the partition is neither read nor committed
+    (its metadata stays for a member that can read it), and says so in a gauge."""
+    m, fence, metrics = membership()
+    newer = "settle_by=1.000;v=3;!fence=epoch:4"
+    source = Member({TP0: (40, newer), TP1: (7, encode(CommitMeta(1.0)))})
+    await assigned(m, source, {TP0, TP1})
+    part = m.assignment.get(TP0)
+    assert part is not None
+    assert part.status is PartitionStatus.HELD
+    assert TP0 in source.paused
+    assert TP1 not in source.paused
+    await m.commit()
+    assert source.stored[TP0] == (40, newer)
+    assert not fence.may_send(TP0)
+    assert metrics.partitions_held._value.get() == 1  # type: ignore[attr-defined]
+
+
+async def test_a_partition_whose_last_commit_cannot_be_read_waits_and_is_asked_again() -> None:
+    """The broker cannot be asked at assignment: the partition stays paused and uncommitted (its
+    previous owner may still be sending, its parking state is unknown) until a later turn can read it."""
+    m, fence, _ = membership()
+    source = Member({TP0: (5, encode(CommitMeta(1.0)))})
+    source.lookups_fail = True
+    await assigned(m, source, {TP0})
+    part = m.assignment.get(TP0)
+    assert part is not None
+    assert part.status is PartitionStatus.ASSIGNING
+    assert TP0 in source.paused
+    await m.tick()
+    assert source.stored[TP0] == (5, encode(CommitMeta(1.0))), "not committed over"
+    source.lookups_fail = False
+    await m.tick()
+    assert part.status is PartitionStatus.WARMING, "started: re-reading before it sends"
+    assert TP0 not in source.paused
+    assert fence.may_send(TP0)
+
+
+async def test_a_partition_being_assigned_is_not_resumed_when_the_read_ahead_releases() -> None:
+    """Found by the simulation (seed 3576 of the soak): the read-ahead bound, releasing meanwhile,
+    resumed every owned partition, also one whose re-read was not set up yet; its records came first
+    from the committed offset, and a late, older event was sent."""
+    m, _, _ = membership()
+    source = Member({TP0: (5, encode(CommitMeta(1.0)))})
+    source.lookup_gate = asyncio.Event()
+    m.attach(source)
+    m.set_paused(PauseReason.READ_AHEAD, True)
+    source.owned.add(TP0)
+    assigning = asyncio.create_task(m.on_assigned({TP0}))
+    await asyncio.sleep(0.01)
+    m.set_paused(PauseReason.READ_AHEAD, False)
+    assert TP0 in source.paused
+    source.lookup_gate.set()
+    await assigning
+    assert TP0 not in source.paused
+
+
+async def test_a_new_owner_reads_ahead_as_far_as_its_predecessor_may_have_read() -> None:
+    """The previous owner announced its read position (``read_to``): the new owner re-reads from the
+    warm-up's start to ``kafka.lookahead_records`` past it before sending, bounded by the log's end,
+    and announces that position itself until it has read past it."""
+    m, _, _ = membership(warmup_records=100, lookahead_records=50)
+    source = Member({TP0: (1_000, encode(CommitMeta(1.0, read_to=1_200)))}, ends={TP0: 5_000})
+    await assigned(m, source, {TP0})
+    part = m.assignment.get(TP0)
+    assert part is not None
+    assert part.status is PartitionStatus.WARMING
+    assert (source.sought[TP0], part.warm_until) == (900, 1_250)
+    assert part.lookahead is not None
+    assert (part.lookahead.start, part.lookahead.end) == (1_000, 1_250)
+    await m.commit()
+    assert "read_to=1200" in source.stored[TP0][1]
+
+
+async def test_a_member_reads_no_further_than_its_last_commit_allows() -> None:
+    """The horizon: ``kafka.lookahead_records`` past the read position its last commit announced, and a
+    commit is asked for half-way there."""
+    m, _, _ = membership(lookahead_records=20, warmup_records=0)
+    source = Member({TP0: (10, encode(CommitMeta(1.0)))}, ends={TP0: 10})
+    await assigned(m, source, {TP0})
+    part = m.assignment.get(TP0)
+    assert part is not None
+    assert part.status is PartitionStatus.OWNED
+    assert m.horizon(part) == float("inf"), "no lease yet: nothing is sent before the first commit"
+    await m.commit()
+    assert m.horizon(part) == 30
+    m.commit_soon.clear()
+    assert not m.near_horizon(part, 19)
+    assert m.near_horizon(part, 20)
