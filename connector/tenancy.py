@@ -115,7 +115,7 @@ class Tenancy(Reloads):
                 await self._start("", self._settings.sink)
             else:
                 t = self._settings.tenants
-                self._directory = TenantDirectory(t.path, self._settings.sink, t.max_removed_share)
+                self._directory = await self._first_load()
                 self._report_invalid(self._directory.invalid)
                 mappings = self._directory.mappings
                 for name, tenant in sorted(self._directory.tenants.items()):
@@ -128,6 +128,29 @@ class Tenancy(Reloads):
             await self._close_all()
             raise
         return self
+
+    async def _first_load(self) -> TenantDirectory:
+        """The tenants as this member starts with them. A file or directory that names no shop (one
+        being written, a Secret not mounted yet) is waited for, read again every
+        ``tenants.reload_seconds``: starting without a shop would dead-letter every event (stage
+        ``route``), and the member joins the group only once it serves some."""
+        t = self._settings.tenants
+        waited = False
+        while True:
+            directory = TenantDirectory(t.path, self._settings.sink, t.max_removed_share)
+            if directory.tenants or directory.invalid:
+                if waited:
+                    log.info("tenants_found", tenants=len(directory.tenants), path=t.path)
+                return directory
+            if not waited:
+                log.error(
+                    "tenants_empty_at_start",
+                    path=t.path,
+                    action="not joining the group until tenants.path names a shop; read again every "
+                    "tenants.reload_seconds",
+                )
+                waited = True
+            await asyncio.sleep(t.reload_seconds)
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None

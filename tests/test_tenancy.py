@@ -622,3 +622,28 @@ async def test_a_shop_whose_mapping_is_broken_is_not_served_and_the_others_are(
     assert invalid["tenant"] == "acme"
     assert str(folder / "acme.toml") in invalid["error"]
     assert "order: not a JMESPath expression" in invalid["error"]
+
+
+async def test_a_member_started_with_no_shop_on_disk_waits_for_one(tmp_path: Path) -> None:
+    """Found by the simulation (many-shop seed 125: a member joined while the tenants file was being
+    rewritten): started with a tenants path that names no shop, the member served none and
+    dead-lettered every event (stage ``route``). It waits until a shop is there, and only then starts."""
+    vendors, desk = Vendors(), Desk()
+    base = settings_for(tmp_path)
+    settings = base.model_copy(update={"tenants": base.tenants.model_copy(update={"reload_seconds": 0.05})})
+    served: list[set[str]] = []
+    done = asyncio.Event()
+
+    async def member() -> None:
+        async with serving(settings, vendors, desk) as tenancy:
+            served.append(set(tenancy.served()))
+            await done.wait()
+
+    task = asyncio.create_task(member())
+    await asyncio.sleep(0.3)
+    assert not served, "started with no shop"
+    shop_file(tmp_path, "acme")
+    await until(lambda: served)
+    assert served == [{"acme"}]
+    done.set()
+    await task

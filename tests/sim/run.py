@@ -82,13 +82,27 @@ def tenant_key(name: str) -> str:
     return f"{API_KEY}-{name}"
 
 
-def write_tenants(s: Schedule, folder: Path) -> Path:
+@dataclass
+class Shop:
+    """One shop as the tenants file names it: its account (``account``, the name its API knows it by),
+    its name now, the names it had, and its key."""
+
+    account: str
+    name: str
+    aliases: list[str] = field(default_factory=list)
+    key: str = ""
+
+
+def write_tenants(shops: list[Shop], budget: float, folder: Path) -> Path:
     """The tenants file of a many-shop schedule: every shop a Loop account at the schedule's budget."""
     path = folder / "tenants.toml"
     lines = []
-    for name in s.tenants:
-        lines += [f"[{name}]", 'kind = "loop"', f'base_url = "http://sim/t/{name}"']
-        lines += [f'api_key = "{tenant_key(name)}"', f"rate_limit_per_second = {s.knobs.budget}", ""]
+    for shop in shops:
+        lines += [f"[{shop.name}]", 'kind = "loop"', f'base_url = "http://sim/t/{shop.account}"']
+        lines += [f'api_key = "{shop.key or tenant_key(shop.account)}"', f"rate_limit_per_second = {budget}"]
+        if shop.aliases:
+            lines.append("aliases = [" + ", ".join(f'"{a}"' for a in shop.aliases) + "]")
+        lines.append("")
     path.write_text("\n".join(lines))
     return path
 
@@ -101,7 +115,7 @@ def settings_for(s: Schedule, tenants_path: Path | None = None) -> Settings:
         tenants = TenantsSettings(
             path=str(tenants_path),
             route="header:shop",
-            reload_seconds=3600.0,
+            reload_seconds=2.0,
             park_after_seconds=k.park_after,
             park_max_keys=k.park_max_keys,
             park_replay_events=k.park_replay,
@@ -151,7 +165,9 @@ class World:
         self.loop = asyncio.get_running_loop()
         self.clock = _Clock(self.loop)
         self._folder = tempfile.TemporaryDirectory(prefix="sim-tenants-")
-        path = write_tenants(schedule, Path(self._folder.name)) if schedule.tenants else None
+        self.shops = [Shop(name, name) for name in schedule.tenants]
+        folder = Path(self._folder.name)
+        path = write_tenants(self.shops, schedule.knobs.budget, folder) if schedule.tenants else None
         self.settings = settings_for(schedule, path)
         self.cluster = SimCluster(
             TOPIC,
@@ -281,6 +297,27 @@ class World:
                 await asyncio.sleep(delay)
             await self.apply(op.kind, op.member, op.duration)
 
+    async def edit_tenants(self) -> None:
+        """What operators do to the tenants file while the faults go on (``Schedule.tenant_ops``)."""
+        folder, budget = Path(self._folder.name), self.s.knobs.budget
+        for op in self.s.tenant_ops:
+            await asyncio.sleep(max(0.0, EPOCH + op.at - self.clock.wall()))
+            shop = next(s for s in self.shops if s.account == op.tenant)
+            if op.kind == "rotate":  # the old key is revoked now; the new one is written later
+                shop.key = f"{tenant_key(shop.account)}-r{int(op.at)}"
+                self.vendor.keys[shop.account] = shop.key
+                self.loop.call_later(op.delay, write_tenants, list(self.shops), budget, folder)
+            elif op.kind == "rename":
+                shop.aliases.append(shop.name)
+                shop.name = f"{shop.name}-r"
+                write_tenants(self.shops, budget, folder)
+            elif op.kind == "empty":  # a half-written file: refused, the shops stay as they were
+                (folder / "tenants.toml").write_text("")
+                self.loop.call_later(op.delay, write_tenants, list(self.shops), budget, folder)
+            elif op.kind == "add" and all(s.account != f"extra-{op.tenant}" for s in self.shops):
+                self.shops.append(Shop(f"extra-{op.tenant}", f"extra-{op.tenant}"))
+                write_tenants(self.shops, budget, folder)
+
     async def dlq_faults(self) -> None:
         for start, end in self.s.dlq_down:
             await asyncio.sleep(max(0.0, EPOCH + start - self.clock.wall()))
@@ -335,6 +372,7 @@ async def _run(s: Schedule) -> Result:
         world.loop.create_task(world.produce()),
         world.loop.create_task(world.play()),
         world.loop.create_task(world.dlq_faults()),
+        world.loop.create_task(world.edit_tenants()),
     ]
     try:
         await asyncio.sleep(s.horizon)

@@ -43,6 +43,19 @@ class Op:
 
 
 @dataclass
+class TenantOp:
+    """An operator's change of the tenants file at ``at`` (many shops): ``rotate`` (the vendor starts
+    refusing the shop's key at ``at``; the new key is written ``delay`` seconds later), ``rename``
+    (the shop gets a new name, its old one kept as an alias), ``empty`` (the file is emptied for
+    ``delay`` seconds: the reload must be refused), ``add`` (a shop with no events is added)."""
+
+    at: float
+    kind: str
+    tenant: str
+    delay: float = 0.0
+
+
+@dataclass
 class Knobs:
     """The connector settings of this schedule."""
 
@@ -90,6 +103,7 @@ class Schedule:
     dlq_down: list[tuple[float, float]] = field(default_factory=list)
     horizon: float = 0.0  # when the last fault ends (relative seconds)
     tenants: list[str] = field(default_factory=list)  # many tenants (empty: the single-shop mode)
+    tenant_ops: list[TenantOp] = field(default_factory=list)  # operators editing the tenants file
 
     def partition_of(self, key: str) -> int:
         """The partition a key is produced to (as a producer's key hash would)."""
@@ -112,6 +126,8 @@ class Schedule:
                 f" tenants={len(self.tenants)} park_after={k.park_after:g}s park_max_keys={k.park_max_keys} "
                 f"park_replay={k.park_replay} tenant_faults="
                 + ",".join(f"{f.kind}@{f.tenant or '*'}" for f in self.faults)
+                + " tenant_ops="
+                + (",".join(f"{o.kind}@{o.tenant}" for o in self.tenant_ops) or "-")
                 if self.tenants
                 else ""
             )
@@ -176,11 +192,28 @@ def _as_tenants(s: Schedule, rng: Random, scale: float) -> None:
         length = rng.uniform(20, 90) * scale
         s.faults.append(Fault(kind, EPOCH + start, EPOCH + start + length, tenant=rng.choice(s.tenants)))
         s.horizon = max(s.horizon, start + length)
+    _tenant_ops(s, Random(s.seed * 31_337 + 7))
     k = s.knobs
     k.park_after = rng.choice((1.0, 3.0, 8.0))
     k.park_max_keys = rng.choice((2, 1_000))
     k.park_replay = rng.choice((1, 2, 50))
     k.linger = 0.0  # a linger delays a healthy shop on purpose: the isolation bound leaves it out
+
+
+def _tenant_ops(s: Schedule, rng: Random) -> None:
+    """Operators editing the tenants file while faults go on, in some schedules."""
+    if rng.random() < 0.6:
+        return
+    for _ in range(rng.randint(1, 3)):
+        kind = rng.choice(("rotate", "rotate", "rename", "empty", "add"))
+        at = rng.uniform(0, max(1.0, s.horizon))
+        delay = rng.uniform(1.0, 20.0)
+        tenant = rng.choice(s.tenants)
+        if kind == "rename" and any(o.kind == "rename" and o.tenant == tenant for o in s.tenant_ops):
+            continue
+        s.tenant_ops.append(TenantOp(at, kind, tenant, delay))
+        s.horizon = max(s.horizon, at + delay)
+    s.tenant_ops.sort(key=lambda o: o.at)
 
 
 def _schedule(seed: int, scale: float) -> Schedule:

@@ -98,6 +98,7 @@ class SimVendor:
         self.stats = VendorStats()
         self._inflight: dict[str, int] = {}
         self._buckets: dict[str, tuple[float, float]] = {}  # tenant -> (tokens, at): one budget each
+        self.keys: dict[str, str] = {}  # tenant -> the one key its API accepts (unset: any key)
         self._tasks: set[asyncio.Task[httpx.Response]] = set()
 
     # -- faults -------------------------------------------------------------------------------
@@ -185,6 +186,9 @@ class SimVendor:
                 )
         try:
             status, answer, headers = self._decide(method, path, key, at, tenant_of(path))
+            wanted = self.keys.get(tenant_of(path))
+            if wanted is not None and request.headers.get("X-Authorization") != wanted:
+                status, answer, headers = 401, {"message": "Unauthenticated."}, {}
             await asyncio.sleep(work)
             if status == 200 and key is not None:
                 status, answer = self._apply(method, path, key, body, member, epoch, event, sent_at)
