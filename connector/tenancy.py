@@ -114,7 +114,6 @@ class Tenancy(Reloads):
             if self.route is None:
                 await self._start("", self._settings.sink)
             else:
-                t = self._settings.tenants
                 self._directory = await self._first_load()
                 self._report_invalid(self._directory.invalid)
                 mappings = self._directory.mappings
