@@ -12,6 +12,7 @@ from random import Random
 from typing import Any
 
 from connector import constants as wire
+from connector import metadata
 from connector.clock import SYSTEM_CLOCK
 from connector.coalesce import Coalescer
 from connector.config import Settings, TenantsSettings
@@ -19,7 +20,7 @@ from connector.fence import Fence
 from connector.metadata import CommitMeta
 from connector.metrics import Metrics
 from connector.ownership import Assignment
-from connector.park import Parking, ParkState
+from connector.park import Parking, ParkState, RecordsGone
 from connector.park._records import unpack as _unpack
 from connector.structs import Record, TopicPartition
 from connector.tenancy import Tenancy
@@ -52,7 +53,12 @@ class _Log:
 
 @asynccontextmanager
 async def _assigned(
-    tmp_path: Path, log: _Log, meta: CommitMeta, committed: int | None = 50
+    tmp_path: Path,
+    log: _Log,
+    meta: CommitMeta,
+    committed: int | None = 50,
+    warmed: bool = False,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[tuple[Parking, ParkState | None]]:
     """A member's parking, entered (its loops running), with ``TP`` assigned from a commit at
     ``committed`` carrying ``meta``; and the partition's parking state."""
@@ -71,12 +77,12 @@ async def _assigned(
         assignment,
         Coalescer(),
         tenancy,
-        Metrics(),
+        metrics or Metrics(),
         clock=SYSTEM_CLOCK,
         rng=Random(1),
         resolved=lambda record: None,
         dispatch=lambda record, hold, as_of: None,
-        warmed=_not_yet,
+        warmed=_ready if warmed else _not_yet,
         peek=lambda record: None,
     )
     async with parking:
@@ -97,6 +103,10 @@ def _no_claim(key: str) -> None:
 
 def _no_report(outcome: Any) -> bool:
     return False
+
+
+async def _ready(tp: TopicPartition) -> bool:
+    return True
 
 
 async def _not_yet(tp: TopicPartition) -> bool:
@@ -241,3 +251,69 @@ async def test_parking_state_waits_for_a_parking_topic_that_is_not_there(tmp_pat
         stated = CommitMeta(0.0, park_partition=0, parked=("acme",), replay_from=(("acme", 0),))
         assert not await parking.assign(TP, stated, 10)
         assert await parking.assign(TP, CommitMeta(0.0), 10)
+
+
+def test_a_commit_stays_within_the_brokers_limit_however_many_rebalances_went_by() -> None:
+    """Found in review: with one parked record that never resolves, every rebalance added a writer
+    token to the metadata (~19 bytes a partition); after some hundred the commit went over the broker's
+    4 KB, was refused whole, and every partition of the member lost its lease. Tokens are read by 0.1.0
+    members only: the newest eight are kept."""
+    meta = CommitMeta(0.0, park_partition=0, parked=("acme",), replay_from=(("acme", 3),))
+    sizes = []
+    for rebalance in range(300):
+        state = ParkState(0, f"{rebalance:08x}", start=1_000 + rebalance)
+        state.parked, state.starts, state.tokens = (
+            set(meta.parked),
+            dict(meta.replay_starts),
+            dict(meta.tokens),
+        )
+        state.scan("acme").track(3)  # stuck: never resolves
+        meta = state.commit_meta(1_000 + rebalance)
+        sizes.append(len(metadata.encode(meta).encode()))
+    assert max(sizes) <= metadata.MAX_BYTES
+    assert sizes[-1] == sizes[-2], "grows no more"
+    assert len(meta.tokens) == 8
+    assert meta.replay_from == (("acme", 3),)
+
+
+def test_a_shop_is_parked_on_a_partition_only_while_its_metadata_fits() -> None:
+    """Shop names of 64 characters: fewer fit than the 50 tenants.max_parked allows; the one that does
+    not is refused (it holds the partition back as if parking were off) rather than making every commit
+    of the partition refused."""
+    state = ParkState(0, "0badcafe", start=0)
+    budget = metadata.MAX_BYTES - 24 * 8
+    parked = 0
+    while state.fits_with(f"{parked:064d}", budget):
+        state.parked.add(f"{parked:064d}")
+        state.starts[f"{parked:064d}"] = 10**12
+        parked += 1
+    assert 15 < parked < 50
+    state.tokens = {f"{i:08x}": 10**15 for i in range(8)}
+    assert len(metadata.encode(state.commit_meta(10**15)).encode()) <= metadata.MAX_BYTES
+
+
+async def test_parked_records_deleted_by_retention_are_said_lost_not_skipped_silently(tmp_path: Path) -> None:
+    """The parking reader used to reset to the log end when its offset was gone (aiokafka's default
+    ``latest``), skipping parked events without a word. Now the loss is counted and logged, and the
+    replay goes on from what is left."""
+
+    class _Retained(_Log):
+        async def read(self, partition: int, offset: int, max_records: int) -> list[Record]:
+            if offset < 2:
+                raise RecordsGone(2)
+            return await super().read(partition, offset, max_records)
+
+    log = _Retained()
+    log.records[0].extend(_parked(1, "other", at=i) for i in range(4))
+    meta = CommitMeta(0.0, park_partition=0, parked=("acme",), replay_from=(("acme", 0),))
+    metrics = Metrics()
+    async with _assigned(tmp_path, log, meta, warmed=True, metrics=metrics) as (_, part):
+        assert part is not None
+        for _ in range(100):
+            if part.position is not None and part.position >= 2:
+                break
+            await asyncio.sleep(0.01)
+        assert part.position is not None
+        assert part.position >= 2
+        assert part.starts["acme"] >= 2
+        assert metrics.park_records_lost._value.get() == 2  # type: ignore[attr-defined]

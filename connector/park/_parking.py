@@ -348,7 +348,7 @@ class Parking:
                 continue
             if tenant in state.parked or len(state.parked) >= cap:
                 continue
-            if _size_with(state, tenant) > budget:
+            if not state.fits_with(tenant, budget):
                 self._metrics.park_refused.inc()
                 log.warning(
                     "park_refused_metadata_full",
@@ -427,20 +427,6 @@ class Parking:
 
 _TOKENS_RESERVE = 24 * 8
 """Metadata bytes kept for the writer tokens 0.1.0 members read (eight of them)."""
-
-
-def _size_with(state: ParkState, tenant: str) -> int:
-    """Bytes of the partition's commit metadata (tokens aside) with ``tenant`` parked too."""
-    meta = state.commit_meta(2**62)
-    wider = wire.CommitMeta(
-        settle_by=9_999_999_999.999,
-        read_to=2**62,
-        park_partition=meta.park_partition,
-        park_from=2**62,
-        parked=(*meta.parked, tenant),
-        replay_from=(*meta.replay_from, (tenant, 2**62)),
-    )
-    return wire.size(wider)
 
 
 __all__ = ["Parking"]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from connector import constants as wire
 from connector.lookahead import Lookahead
-from connector.metadata import CommitMeta
+from connector.metadata import CommitMeta, size
 from connector.offsets import PartitionOffsets
 from connector.structs import Record, Version
 
@@ -88,6 +88,21 @@ class ParkState:
             replay_from=tuple(starts.items()),
             tokens=tuple(tokens.items()),
         )
+
+    def fits_with(self, tenant: str, budget: int) -> bool:
+        """Whether the partition's commit metadata, tokens aside, stays within ``budget`` bytes with
+        ``tenant`` parked too (every number at its widest)."""
+        meta = self.commit_meta(2**62)
+        wider = replace(
+            meta,
+            settle_by=9_999_999_999.999,
+            read_to=2**62,
+            park_from=2**62,
+            parked=(*meta.parked, tenant),
+            replay_from=(*((name, 2**62) for name, _ in meta.replay_from), (tenant, 2**62)),
+            tokens=(),
+        )
+        return size(wider) <= budget
 
 
 @dataclass(frozen=True, slots=True)

@@ -231,7 +231,9 @@ class Checker:
         something every shop shares was disrupted meanwhile (a member joining, leaving, dying or cut
         off; the dead-letter topic down; a fault of every shop's API)."""
         s, k = self.schedule, self.schedule.knobs
-        failing = {f.tenant for f in s.faults if f.tenant} | {o.tenant for o in s.tenant_ops if o.kind == "rotate"}
+        failing = {f.tenant for f in s.faults if f.tenant} | {
+            o.tenant for o in s.tenant_ops if o.kind == "rotate"
+        }
         shared = [(o.at, o.at + o.duration + 30.0 + k.settle) for o in s.ops]
         shared += [(a, b + 10.0) for a, b in s.dlq_down]
         shared += [(f.start - _epoch(), f.end - _epoch() + k.settle + 10.0) for f in s.faults if not f.tenant]
