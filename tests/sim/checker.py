@@ -205,8 +205,8 @@ class Checker:
                     self.fail(f"valid event dead-lettered: {p.describe()}: {self._reason(p)}")
         self._check_writes()
         self._check_budget()
-        if self.schedule.tenants:
-            self._check_isolation()
+        if self.schedule.tenants and not self.schedule.knobs.parking_off:
+            self._check_isolation()  # a member with parking off lets a failing shop hold others back
         orders = [text for key, text in self.vendor.overlaps if key in self.by_key]  # not the read probe
         for text in orders[:5]:
             self.fail(f"two requests for one order at once: {text}")

@@ -17,6 +17,7 @@ from connector.deliver import Deliverer
 from connector.fence import Fence
 from connector.lookahead import Lookahead
 from connector.membership import Membership
+from connector.metadata import CommitMeta
 from connector.park import Parking
 from connector.park._replay import Replay
 from connector.sinks.loop import LoopSink
@@ -468,7 +469,31 @@ def no_horizon() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def parking_off_drops_parked_events() -> Iterator[None]:
+    """A member with parking switched off (``tenants.park_after_seconds = 0``), as 0.1.0 did, neither
+    read the parking topic nor kept the parking state of its partitions' commits: what other members
+    had parked was never replayed, and its shop's newer events went straight past it."""
+    real_init = Parking.__init__
+
+    def init(self: Parking, *args: Any, **kwargs: Any) -> None:
+        real_init(self, *args, **kwargs)
+        if not self.may_park:
+            self.available = False
+
+    real_state = Parking.commit_state
+
+    def commit_state(self: Parking, partitions: set[TopicPartition]) -> Any:
+        if not self.available:
+            return dict.fromkeys(partitions, CommitMeta())
+        return real_state(self, partitions)
+
+    with _patched(Parking, "__init__", init), _patched(Parking, "commit_state", commit_state):
+        yield
+
+
 for _m in (
+    parking_off_drops_parked_events,
     no_lookahead,
     an_empty_read_is_caught_up,
     one_replay_start_per_partition,

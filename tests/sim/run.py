@@ -230,7 +230,11 @@ class World:
             park_log=self.cluster.park_log_for(name),
             source=source,
         )
-        task = self.loop.create_task(serve(self.settings, stop, parts), name=name)
+        settings = self.settings
+        if self._legacy.random() < self.s.knobs.parking_off:  # this member parks no new shop
+            off = settings.tenants.model_copy(update={"park_after_seconds": 0.0})
+            settings = settings.model_copy(update={"tenants": off})
+        task = self.loop.create_task(serve(settings, stop, parts), name=name)
         task.add_done_callback(lambda t: self._ended(name, t))
         self.tasks[name], self.stops[name] = task, stop
         return name

@@ -80,6 +80,7 @@ class Knobs:
     fetch_bytes: int = 0  # bytes a fetch returns per partition at most (0: no cap; one record always)
     lookahead: int = 10_000  # kafka.lookahead_records: small, a member often reaches its horizon
     legacy_members: float = 0.0  # chance that a member started speaks the previous release's metadata
+    parking_off: float = 0.0  # many shops: chance that a member started runs with park_after_seconds 0
 
     @property
     def max_held(self) -> int:
@@ -119,7 +120,7 @@ class Schedule:
             f"events={len(self.events)} budget={k.budget:g}/s in_flight={k.max_in_flight} "
             f"timeout={k.timeout:g}s settle={k.settle:g}s linger={k.linger:g}s@{k.linger_lag} mode={k.mode} "
             f"warmup={k.warmup} lookahead={k.lookahead} fetch_gaps={k.fetch_gaps:g} fetch_bytes={k.fetch_bytes} "
-            f"legacy={k.legacy_members:g} "
+            f"legacy={k.legacy_members:g} parking_off={k.parking_off:g} "
             f"faults={','.join(kinds) or '-'} "
             f"ops={','.join(ops) or '-'} dlq_down={len(self.dlq_down)} horizon={self.horizon:.0f}s"
             + (
@@ -171,6 +172,7 @@ def _unkind(s: Schedule, rng: Random) -> None:
     k.fetch_bytes = rng.choice((0, 0, 300, 2_000))
     k.lookahead = rng.choice((10_000, 10_000, 10_000, 4, 12))
     k.legacy_members = rng.choice((0.0, 0.0, 0.0, 0.5))
+    k.parking_off = rng.choice((0.0, 0.0, 0.0, 0.5)) if s.tenants else 0.0
     if rng.random() < 0.15:
         s.ops.append(Op(rng.uniform(0, s.horizon), "grow", rng.randint(1, 2)))
         s.ops.sort(key=lambda o: o.at)
