@@ -13,6 +13,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 
 from connector.constants import H_PARKED_FROM
+from connector.metadata import decode
 from connector.structs import Record, TopicPartition, Version
 from tests.sim.cluster import CommitEvent, SimCluster
 from tests.sim.schedule import Event, Schedule
@@ -204,6 +205,7 @@ class Checker:
                 if p.event.kind == "valid" and dead and not self._rejected(p):
                     self.fail(f"valid event dead-lettered: {p.describe()}: {self._reason(p)}")
         self._check_writes()
+        self._check_horizon()
         self._check_budget()
         if self.schedule.tenants and not self.schedule.knobs.parking_off:
             self._check_isolation()  # a member with parking off lets a failing shop hold others back
@@ -308,6 +310,29 @@ class Checker:
     def _late_and_forgotten(self, want: Produced, held: tuple[str, str | None] | None) -> bool:
         """Whether the vendor holds the state of an event that arrived late after ``want``."""
         return any(self._late(p, want) and self._same_state(p, held) for p in self.by_key[want.event.key])
+
+    def _check_horizon(self) -> None:
+        """Whatever a member sends for a partition lies before ``kafka.lookahead_records`` past the read
+        position its last commit of it announced (``read_to``): how far its successor reads ahead
+        before sending, so that no older state follows one this member sent (``docs/design.md``,
+        "Partitions")."""
+        ahead = self.schedule.knobs.lookahead
+        announced: dict[tuple[str, TopicPartition], list[tuple[float, int]]] = defaultdict(list)
+        for c in self.cluster.commits:
+            read_to = decode(c.metadata).meta.read_to
+            if read_to is not None and not self.cluster.members[c.member].legacy:
+                announced[(c.member, c.tp)].append((c.at, read_to))
+        for w in self.vendor.writes:
+            if w.event is None:
+                continue
+            tp, offset = w.event
+            before = [r for at, r in announced[(w.member, tp)] if at <= w.sent_at]
+            if before and offset >= before[-1] + ahead:
+                self.fail(
+                    f"t={w.sent_at - _epoch():.3f} {w.member} sent {tp}@{offset} past its horizon: its last "
+                    f"commit announced read_to={before[-1]}, lookahead {ahead}"
+                )
+                return
 
     def _check_budget(self) -> None:
         """Requests sent (every HTTP request, lookups included) in any one-second window ≤ budget,

@@ -13,7 +13,9 @@ is there, as a fetch slower than its wait does; a fetch returns at most ``fetch_
 (always one record); a commit whose metadata of any partition exceeds the broker's
 ``offset.metadata.max.bytes`` (4096) is refused whole, as aiokafka fails the whole request with
 ``OffsetMetadataTooLargeError``; partitions can be added to the topic while running (every member
-rejoins); a read of the parking topic right after its seek may return nothing, or part.
+rejoins); a read of the parking topic right after its seek may return nothing, or part; the group
+coordinator may be unavailable for a few seconds (commits and committed-offset lookups fail while
+fetches from the partition leaders go on, and the group holds).
 """
 
 from __future__ import annotations
@@ -181,7 +183,7 @@ class Member:
 
     async def committed(self, partitions: set[TopicPartition]) -> Committed:
         await asyncio.sleep(0.002)  # a round trip to the broker
-        if not self.alive or not self.connected:
+        if not self.alive or not self.connected or self.cluster.coordinator_down:
             raise Unreachable("broker unreachable")
         found = {tp: self.cluster.committed[tp] for tp in partitions if tp in self.cluster.committed}
         if self.legacy:
@@ -232,6 +234,7 @@ class SimCluster:
         self.fetch_gaps = fetch_gaps  # chance that a fetch right after a seek returns nothing or part
         self.fetch_bytes = fetch_bytes  # bytes a fetch returns per partition at most (0: no cap)
         self.refused_commits = 0  # refused whole: some partition's metadata was over the limit
+        self.coordinator_down = False  # the group coordinator moves: commits fail, fetches go on
         self._joined: list[str] = []
         self._wanted = asyncio.Event()
         self._coordinator: asyncio.Task[None] | None = None
@@ -452,7 +455,7 @@ class SimCluster:
             and m.generation == self.generation
             and all(tp in m.owned for tp in offsets)
         )
-        if not ok:
+        if not ok or self.coordinator_down:
             return False
         if any(len(meta.encode()) > METADATA_MAX_BYTES for _, meta in offsets.values()):
             self.refused_commits += 1

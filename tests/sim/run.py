@@ -261,6 +261,10 @@ class World:
         if kind == "grow":
             self.cluster.add_partitions(index)
             return
+        if kind == "coordinator":
+            self.cluster.coordinator_down = True
+            self.loop.call_later(duration, setattr, self.cluster, "coordinator_down", False)
+            return
         name = self.live(index)
         if name is None:
             return

@@ -33,8 +33,9 @@ class Event:
 
 @dataclass
 class Op:
-    """A change at ``at``: join | leave (SIGTERM) | kill (kill -9) | cut (from the broker), or grow
-    (``member`` partitions added to the topic: every member rejoins, new orders spread over them all)."""
+    """A change at ``at``: join | leave (SIGTERM) | kill (kill -9) | cut (from the broker), grow
+    (``member`` partitions added to the topic: every member rejoins, new orders spread over them all),
+    or coordinator (commits fail for ``duration`` seconds while fetches go on)."""
 
     at: float
     kind: str
@@ -175,7 +176,9 @@ def _unkind(s: Schedule, rng: Random) -> None:
     k.parking_off = rng.choice((0.0, 0.0, 0.0, 0.5)) if s.tenants else 0.0
     if rng.random() < 0.15:
         s.ops.append(Op(rng.uniform(0, s.horizon), "grow", rng.randint(1, 2)))
-        s.ops.sort(key=lambda o: o.at)
+    for _ in range(rng.choice((0, 0, 1, 3))):  # the group coordinator moves: commits fail for a while
+        s.ops.append(Op(rng.uniform(0, s.horizon), "coordinator", 0, rng.uniform(1.0, 8.0)))
+    s.ops.sort(key=lambda o: o.at)
 
 
 def _as_tenants(s: Schedule, rng: Random, scale: float) -> None:
