@@ -282,7 +282,8 @@ class Replay:
             if not batch:  # a read after a seek may come back empty: read again, a few times
                 empty += 1
                 if empty > _EMPTY_READS:
-                    return  # tried again on the next round
+                    part.held_from[tenant] = at  # on the next round, from where this one stopped
+                    return
                 continue
             for r in batch:
                 if r.offset >= part.position:
