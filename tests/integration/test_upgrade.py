@@ -253,6 +253,16 @@ class Fleet:
             (f"{proc.log.name} ({self.releases[side].name})", await asyncio.to_thread(proc.wait, 60))
         )
 
+    def check_alive(self) -> None:
+        """Fail, with its log's tail, if a member exited that the test did not stop (a release that
+        refuses a setting, the other release's commits, or the mixed group)."""
+        stopped = {name for name, _ in self.exits}
+        for side, proc in self.members:
+            code = proc.proc.poll() if proc.proc else None
+            if code is not None and not any(name.startswith(proc.log.name) for name in stopped):
+                tail = "\n".join(proc.log_lines()[-15:])
+                raise AssertionError(f"{proc.log.name} ({self.releases[side].name}) exited {code}:\n{tail}")
+
     def kill_all(self) -> None:
         for _, proc in self.members:
             proc.stop()
@@ -312,8 +322,11 @@ class Run:
         return f"{self.topic}-group"
 
     async def settle(self, step: str, members: int = MEMBERS) -> None:
-        await wait_for(f"{step}: the group settling with {members} members",
-                       lambda: settled(self.admin, self.group, members), timeout=90)  # fmt: skip
+        async def done() -> bool:
+            self.fleet.check_alive()
+            return await settled(self.admin, self.group, members)
+
+        await wait_for(f"{step}: the group settling with {members} members", done, timeout=90)
 
     async def feed(self) -> None:
         """A batch of events every half second, until cancelled."""
@@ -378,6 +391,7 @@ class Run:
         return await self.parked_records() > before
 
     async def _behind(self) -> list[str]:
+        self.fleet.check_alive()
         return [
             f"{s}/{o}" if s else o
             for s, box in self.boxes.items()
