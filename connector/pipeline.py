@@ -373,7 +373,7 @@ class Pipeline:
                 change.tenant or None,
             )
             self._dead_letter(change.record, failure)
-        return self.coalescer.finish(key, delivered=False) is not None
+        return self.coalescer.finish(key, delivered=False, unknown=outcome.ambiguous) is not None
 
     # -- dead letters -------------------------------------------------------------------------
     def _dead_letter(self, record: Record, failure: Failure) -> None:
