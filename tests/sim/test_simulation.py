@@ -81,6 +81,7 @@ CAUGHT_WITH_TENANTS = {
     "parked_change_forgets_what_it_stands_for": (226, "vendor holds ('delete', None)"),
     "replay_goes_on_while_revoking": (807, "vendor holds ('upsert', 's10')"),
     "warm_up_reads_the_parked_tenants_of_now": (618, "vendor holds ('upsert', 's33')"),
+    "a_429_opens_the_circuit": (55, "had only another client on its key, yet"),
 }
 
 
