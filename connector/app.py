@@ -96,6 +96,7 @@ async def serve(settings: Settings, stop: asyncio.Event, parts: Parts | None = N
                 member=f"{settings.kafka.client_id}-{os.getpid()}-{secrets.token_hex(4)}",
                 clock=clock,
                 topic=settings.pace_topic,
+                metrics=metrics,
             )
         )
         pipeline = Pipeline(

@@ -47,6 +47,7 @@ from connector.adapt import Cut
 from connector.clock import Clock
 from connector.config import KafkaSettings
 from connector.logs import get_logger
+from connector.metrics import Metrics
 from connector.pacing import Pacer
 
 log = get_logger("connector.fleetpace")
@@ -57,6 +58,8 @@ PUBLISH_TIMEOUT_S = 5.0
 """A cut not written within this is given up (a newer one will follow if the 429s go on)."""
 RETRY_S = (1.0, 30.0)
 """Waits between attempts to read the topic again after a failure: first, most."""
+FIRST_READ_S = 2.0
+"""At start, the cuts in force are read before anything is sent, for at most this long."""
 
 
 class PaceLog(Protocol):
@@ -152,12 +155,14 @@ class FleetPace:
         member: str,
         clock: Clock,
         topic: str = "",
+        metrics: Metrics | None = None,
     ) -> None:
         self.group = group
         self.member = member
         self._opener = pace_log
         self._clock = clock
         self._topic = topic
+        self._metrics = metrics
         self._log: PaceLog | None = None
         self._pacers: dict[str, Pacer] = {}
         self._latest: dict[str, Cut] = {}  # the newest cut read per budget, for pacers attached later
@@ -199,6 +204,12 @@ class FleetPace:
             )
             return self
         self._log = opened
+        try:
+            async with asyncio.timeout(FIRST_READ_S):
+                for value in await opened.read():
+                    self._receive(value)
+        except Exception as exc:  # read on in the background
+            log.warning("pace_read_failed", error=f"{type(exc).__name__}: {exc}"[:300])
         self._tasks = [
             asyncio.create_task(self._read_loop(opened), name="pace-read"),
             asyncio.create_task(self._write_loop(opened), name="pace-write"),
@@ -234,6 +245,8 @@ class FleetPace:
 
     def publish(self, budget: str, cut: Cut) -> None:
         """Queue ``cut`` of ``budget`` for the topic (only the newest of a budget is written)."""
+        if self._metrics is not None:
+            self._metrics.pace_cuts.labels("429").inc()
         if self._log is None:
             return
         self._outbox[budget] = cut
@@ -316,6 +329,8 @@ class FleetPace:
         pacer = self._pacers.get(tenant)
         if pacer is not None and pacer.adopt(cut):
             self.followed += 1
+            if self._metrics is not None:
+                self._metrics.pace_cuts.labels("fleet").inc()
             log.debug(
                 "pace_cut_followed",
                 tenant=tenant,

@@ -107,6 +107,13 @@ class Metrics:
             "while no 429 was seen): the budget others on the same key leave.",
             registry=r,
         )
+        self.pace_cuts = Counter(
+            "connector_pace_cuts",
+            "Cuts of the pace after a 429: made by this member (origin=429) or followed from another "
+            "member through the pace topic (origin=fleet).",
+            ["origin"],
+            registry=r,
+        )
         self.retry_after_exceeded = Counter(
             "connector_retry_after_exceeded",
             "429s whose Retry-After exceeded sink.max_retry_after_seconds (treated as an outage).",

@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 from connector.adapt import Cut, Estimating
 from connector.fence import Fence
 from connector.fleetpace import VERSION, FleetPace, PaceLog, Unreadable, decode, encode
+from connector.metrics import Metrics
 from connector.pacing import Pacer
 from connector.structs import TopicPartition
 from tests.sim.loop import VirtualTimeLoop
@@ -50,8 +51,18 @@ def pacer(name: str = "acme", partitions: tuple[int, ...] = (0, 1)) -> Pacer:
     return made
 
 
-def member(log: AbstractAsyncContextManager[PaceLog] | None, name: str, group: str = "g") -> FleetPace:
-    return FleetPace(log, group=group, member=name, clock=Clock(), topic="orders.pace")
+def member(
+    log: AbstractAsyncContextManager[PaceLog] | None,
+    name: str,
+    group: str = "g",
+    metrics: Metrics | None = None,
+) -> FleetPace:
+    return FleetPace(log, group=group, member=name, clock=Clock(), topic="orders.pace", metrics=metrics)
+
+
+def cuts(metrics: Metrics, origin: str) -> float | None:
+    value: float | None = metrics.registry.get_sample_value("connector_pace_cuts_total", {"origin": origin})
+    return value
 
 
 # -- the wire format ------------------------------------------------------------------------------
@@ -110,9 +121,14 @@ def test_a_429_on_one_member_slows_every_member_of_the_budget() -> None:
     while the other never saw a 429 and kept its whole share. Now the other follows the cut, tens of
     milliseconds later: the same factor, the same hold; a budget of another name is not touched."""
 
+    seen = Metrics(), Metrics()
+
     async def main() -> tuple[Cut, Cut, float, float, float, int]:
         topic = PaceTopic(delay=0.05)
-        async with member(topic.log_for(), "m0") as a, member(topic.log_for(), "m1") as b:
+        async with (
+            member(topic.log_for(), "m0", metrics=seen[0]) as a,
+            member(topic.log_for(), "m1", metrics=seen[1]) as b,
+        ):
             hit, other, unrelated = pacer(), pacer(partitions=(2, 3)), pacer("bolt", (2, 3))
             a.attach(hit)
             b.attach(other)
@@ -131,6 +147,8 @@ def test_a_429_on_one_member_slows_every_member_of_the_budget() -> None:
     assert rate == pytest.approx(0.5 * 5.0 / 2 / 1.01, rel=0.01)
     assert unrelated == pytest.approx(5.0 / 2 / 1.01, rel=0.01)
     assert count == 1
+    assert (cuts(seen[0], "429"), cuts(seen[1], "fleet")) == (1.0, 1.0)
+    assert cuts(seen[1], "429") is None
 
 
 def test_a_member_starting_later_follows_the_cut_in_force() -> None:
