@@ -19,14 +19,19 @@ figures in the README):
 - :class:`Estimating` (the one in use). Several 429s within :data:`DEBOUNCE` seconds are one signal.
   A 429 after :data:`MEMORY` seconds without one (at start, or when another client appears) knows
   nothing of how much the other client takes: the factor is halved (:data:`BLIND`), then climbs back
-  by :data:`MEDIUM` a second up to :data:`BETA` of the estimate. Any later 429 cuts to :data:`BETA`
-  of the estimate: the factor the 429 came at, or, when the member sent enough over the last
-  :data:`WINDOW` seconds to tell, the rate the vendor accepted (less the vendor's store of
-  :data:`STORED` seconds of budget, spent in the window too). From there the factor probes upward by
-  :data:`SLOW` a second up to :data:`NEAR` times the estimate, and by :data:`FAST` beyond it (the other
-  client may have left). Every cut also holds every request for :data:`HOLD` seconds: the vendor's
-  bucket is empty when it answers 429, and a slower pace resumed at once would keep colliding with the
-  other client's requests until the bucket has refilled.
+  by :data:`MEDIUM` a second up to :data:`BETA` of the factor the 429 came at (the *estimate*: what is
+  left is below it). So does a 429 within :data:`QUICK` seconds of the end of the last hold (that cut
+  was not enough, and by how much is not known). Any other 429 cuts to :data:`BETA` of the estimate.
+  From there the factor probes upward by :data:`SLOW` a second up to :data:`NEAR` times the estimate,
+  and by :data:`FAST` beyond it (the other client may have left). Every cut also holds every request
+  for :data:`HOLD` seconds: the vendor's bucket is empty when it answers 429, and a slower pace resumed
+  at once would keep colliding with the other client's requests until the bucket has refilled.
+
+  An estimate from the rate the vendor accepted over the last seconds (what this adaptation did before)
+  counts a member's own requests only: with the 429s falling on one member, its estimate is that of
+  its own luck, and with three members sharing five requests a second, a few seconds hold too few
+  requests to tell anything. The factor a 429 came at is the same on every member that follows the
+  fleet's cuts.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from typing import Protocol
 BETA = 0.85
 """After a 429, the share used is this much of the estimate."""
 BLIND = 0.5
-"""The first 429 after :data:`MEMORY` seconds without one halves the factor, at least."""
+"""A 429 out of the blue (see :data:`MEMORY`, :data:`QUICK`) multiplies the factor by this."""
 MEMORY = 300.0
 """Seconds after a cut during which the other client is taken to be still there."""
 MEDIUM = 0.005
@@ -53,8 +58,9 @@ DEBOUNCE = 2.0
 HOLD = 2.0
 """Seconds every request waits after a cut, while the vendor's bucket refills."""
 FLOOR = 0.05
-QUICK = 4.0
 """The least share of its ticks a member uses."""
+QUICK = 4.0
+"""A 429 this soon after the end of the last cut's hold halves the factor again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +177,7 @@ class Estimating:
             return None
         estimate = self.factor(now)
         if now - self._cut.at >= MEMORY or now - self._cut.hold_until < QUICK:
+            # How much the other client takes is not known (new, or the last cut was not enough).
             factor = max(FLOOR, BLIND * estimate)
         else:
             factor = max(FLOOR, BETA * estimate)

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from random import Random
 
+from connector import logs
 from connector.adapt import Adaptation, Estimating, Halving
 from connector.fence import Fence
 from connector.fleetpace import FleetPace
@@ -170,9 +171,10 @@ def compare(
 
 
 def main() -> int:
-    print(f"{'':19} {'':16} {'429s per accepted':^23}   {'of what is left':^20}")
-    print(f"{'algorithm':<19} {'other client':>16} {'30 s':>7} {'90 s':>7} {'150 s':>7}   "
-          f"{'30 s':>6} {'90 s':>6} {'150 s':>6}  {'back to 95% once it left':>24}")  # fmt: skip
+    logs.configure("ERROR")
+    print(f"{'':33} {'':16} {'429s per accepted':^23}   {'of what is left':^20}")
+    print(f"{'algorithm':<10} {'members':>7} {'pace topic':>10}   {'other client':>16} {'30 s':>7} {'90 s':>7} "
+          f"{'150 s':>7}   {'30 s':>6} {'90 s':>6} {'150 s':>6}  {'back to 95% once it left':>24}")  # fmt: skip
     rows: list[tuple[Callable[[], Adaptation], bool]] = [
         (Halving, True),
         (Estimating, False),
@@ -185,9 +187,8 @@ def main() -> int:
                 back = compare(
                     make, members, share=share, seconds=600.0, leave_at=300.0, bursty=bursty, shared=shared
                 ).recovery_s
-                name = f"{r.algorithm}, {members}"
                 other = f"{share:.0%} {'at random' if bursty else 'evenly'}"
-                print(f"{name:<19} {other:>16} "
+                print(f"{make().name:<10} {members:>7} {'yes' if shared else 'no':>10}   {other:>16} "
                       + " ".join(f"{r.share_429(w):>7.1%}" for w in WINDOWS) + "   "
                       + " ".join(f"{r.of_available(w):>6.0%}" for w in WINDOWS)
                       + f"  {'-' if back is None else f'{back:.0f} s':>24}", flush=True)  # fmt: skip
