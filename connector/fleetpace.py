@@ -74,8 +74,9 @@ class PaceLog(Protocol):
         ...
 
     async def read(self) -> list[bytes]:
-        """The values of records not read yet, the first call from the topic's beginning; waits a
-        moment when there are none (returns an empty list then). Raises if the topic cannot be read."""
+        """The values of records not read yet. The first call returns at once what the topic holds
+        (from its beginning: perhaps nothing); a later one waits a moment when there is nothing new
+        (and returns an empty list then). Raises if the topic cannot be read."""
         ...
 
 
@@ -390,13 +391,17 @@ class KafkaPaceLog:
         await self._producer.send_and_wait(self.topic, value=value, key=key)
 
     async def read(self) -> list[bytes]:
-        """Fetch what was written since the last read (waits up to half a second)."""
+        """Fetch what was written since the last read (waits up to half a second; the first time,
+        not at all if the topic is empty)."""
         if not self._assigned:
             found = await topic_partitions(client_options(self._kafka), self.topic)
             parts = [KafkaTP(self.topic, p) for p in found]
             self._consumer.assign(parts)
             await self._consumer.seek_to_beginning(*parts)
             self._assigned = True
+            ends = await self._consumer.end_offsets(parts)
+            if not any(ends.values()):
+                return []
         batches = await self._consumer.getmany(timeout_ms=500)
         return [r.value for records in batches.values() for r in records if r.value is not None]
 

@@ -166,5 +166,5 @@ def test_the_pace_topic_defaults_after_the_first_topic_and_must_be_its_own(
     assert load_settings().pace_topic == "shared.pace"
     for taken in ("returns", "orders.dlq", "orders.parked"):
         monkeypatch.setenv("CONNECTOR_SINK__PACE_TOPIC", taken)
-        with pytest.raises(ConfigError, match="sink.pace_topic must be a topic of its own"):
+        with pytest.raises(ConfigError, match=r"sink\.pace_topic must be a topic of its own"):
             load_settings()

@@ -49,6 +49,7 @@ class MemoryPaceLog:
         self._topic = topic
         self._reachable = reachable
         self._position = 0
+        self._read = False
 
     async def __aenter__(self) -> Self:
         return self
@@ -69,7 +70,8 @@ class MemoryPaceLog:
 
     async def read(self) -> list[bytes]:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 0.5
+        deadline = loop.time() + (0.5 if self._read else 0.0)  # the first read does not wait
+        self._read = True
         while True:
             if not self._reachable():
                 await asyncio.sleep(0.002)
