@@ -112,7 +112,7 @@ def test_a_stream_of_429s_never_opens_the_circuit_nor_gives_an_event_up() -> Non
     assert [s for _, s in run.answers].count(429) == 40
     assert run.circuit == [], "the circuit never changed"
     assert [o.kind for o in run.outcomes] == [OutcomeKind.DELIVERED] * 3
-    assert run.metrics.rate_limited._value.get() == 40
+    assert run.metrics.registry.get_sample_value("connector_api_rate_limited_total") == 40
 
 
 def test_429s_slow_the_pace_and_hold_it_after_a_cut() -> None:
@@ -130,7 +130,7 @@ def test_a_retry_after_above_the_ceiling_opens_the_circuit_and_a_probe_closes_it
     is enough); the next probe, accepted, closes it, and the change is delivered."""
     run = deliver(lambda n: (429, {"Retry-After": "3600"}) if n == 0 else (200, {}), orders=1)
     assert [state for _, state in run.circuit] == [State.OPEN, State.CLOSED]
-    assert run.metrics.retry_after_exceeded._value.get() == 1
+    assert run.metrics.registry.get_sample_value("connector_retry_after_exceeded_total") == 1
     assert [o.kind for o in run.outcomes] == [OutcomeKind.DELIVERED]
 
 
