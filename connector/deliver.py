@@ -383,7 +383,13 @@ class Deliverer:
         return error
 
     def _track_circuit(self, error: BaseException | None) -> None:
+        if isinstance(error, RateLimited) and self._beyond_ceiling(error):
+            return  # an outage, but :meth:`_rate_limited` opens the circuit for it (trip)
         self._on_circuit(self.circuit.record(error, self._clock.monotonic()))
+
+    def _beyond_ceiling(self, error: RateLimited) -> bool:
+        """Whether the vendor asked for a longer wait than ``sink.max_retry_after_seconds``."""
+        return error.retry_after is not None and error.retry_after > self._max_retry_after
 
     def _on_circuit(self, changed: State | None) -> None:
         if changed is None or changed is State.HALF_OPEN:
@@ -453,7 +459,7 @@ class Deliverer:
         self._metrics.rate_limited.inc()
         self.rate_limited_count += 1
         wait = error.retry_after
-        if wait is not None and wait > self._max_retry_after:
+        if wait is not None and self._beyond_ceiling(error):
             self._metrics.retry_after_exceeded.inc()
             reason = (
                 f"the vendor asked to wait {wait:.0f}s (Retry-After), more than "
@@ -461,7 +467,9 @@ class Deliverer:
             )
             self._on_circuit(self.circuit.trip(reason, self._clock.monotonic()))
             wait = None
-        self.pacer.hold(wait if wait is not None else self._policy.backoff(job.attempts))
+        # The member waits the vendor's Retry-After, else a first attempt's backoff: the pace itself
+        # adapts (``pacer.observe``), and this job's own retry waits its own backoff.
+        self.pacer.hold(wait if wait is not None else self._policy.backoff(1))
 
     # -- revoke and shutdown ------------------------------------------------------------------
     async def drain(self, partitions: set[TopicPartition], timeout: float) -> None:

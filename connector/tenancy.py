@@ -183,6 +183,7 @@ class Tenancy(Reloads):
                 self._fence,
                 on_wait=self._metrics.limiter_wait.inc,
                 phase=phase_of(name) if name else 0.0,
+                name=name,
             )
             if self._layout:
                 pacer.set_layout(self._layout)

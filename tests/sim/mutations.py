@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from connector import errors
-from connector.circuit import State
+from connector.circuit import Circuit, State
 from connector.coalesce import Coalescer
 from connector.decode import decode as real_decode
 from connector.deliver import Deliverer
@@ -543,3 +543,22 @@ def an_unknown_outcome_keeps_the_digest() -> Iterator[None]:
 
 
 MUTATIONS[an_unknown_outcome_keeps_the_digest.__name__] = an_unknown_outcome_keeps_the_digest
+
+
+@contextlib.contextmanager
+def a_429_opens_the_circuit() -> Iterator[None]:
+    """Found on the real broker (issue 20): the circuit counted every retryable failure, 429s too, so a
+    stranger spending half a shop's key opened its outage circuit ("26 of the last 50 calls failed;
+    last: ... answered 429") and, in many-shop mode, parked the shop as if its API were down."""
+    real = Circuit.record
+
+    def record(self: Circuit, error: BaseException | None, now: float) -> State | None:
+        if isinstance(error, errors.RateLimited):
+            error = errors.ServerError(str(error), status=429)  # counted as a failure, as it was
+        return real(self, error, now)
+
+    with _patched(Circuit, "record", record):
+        yield
+
+
+MUTATIONS[a_429_opens_the_circuit.__name__] = a_429_opens_the_circuit

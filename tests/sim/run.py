@@ -228,6 +228,7 @@ class World:
             transport=self.vendor.transport(name),
             dead_letters=self.cluster.dead_letters_for(name),
             park_log=self.cluster.park_log_for(name),
+            pace_log=self.cluster.pace_log_for(name),
             source=source,
         )
         settings = self.settings
@@ -410,6 +411,10 @@ async def _run(s: Schedule) -> Result:
                 task.cancel()
         await world.vendor.settle()
         world.checker.final()
+        world.checker.check_circuits(
+            {n: p for n, p in world.pipelines.items() if p is not None},
+            world.settings.sink.max_retry_after_seconds,
+        )
     finally:
         for task in [*background, *world.tasks.values()]:
             task.cancel()

@@ -93,6 +93,7 @@ CAUGHT_WITH_TENANTS = {
     "parking_off_drops_parked_events": (32, "vendor holds None"),
     "rescan_starts_over": (418, "not converged"),
     "an_unknown_outcome_keeps_the_digest": (1237, "committed orders-3@9 past unresolved"),
+    "a_429_opens_the_circuit": (55, "had only another client on its key, yet"),
 }
 
 
