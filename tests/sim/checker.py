@@ -358,9 +358,12 @@ class Checker:
         another client on its key (asking for no wait above ``max_retry_after``) never had its outage
         circuit opened, on any member, so it was never parked for it either."""
         faults = self.schedule.faults
+        rotated = {o.tenant for o in self.schedule.tenant_ops if o.kind == "rotate"}  # 401s meanwhile
         for tenant in self.schedule.tenants or [""]:
             own = [f for f in faults if f.tenant in ("", tenant)]
             if not own or any(f.kind != "stranger" or (f.retry_after or 0.0) > max_retry_after for f in own):
+                continue
+            if tenant in rotated:
                 continue
             for name, pipeline in sorted(pipelines.items()):
                 served = pipeline.tenancy.served().get(tenant)  # type: ignore[attr-defined]
