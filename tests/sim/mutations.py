@@ -562,3 +562,17 @@ def a_429_opens_the_circuit() -> Iterator[None]:
 
 
 MUTATIONS[a_429_opens_the_circuit.__name__] = a_429_opens_the_circuit
+
+
+@contextlib.contextmanager
+def a_renamed_shop_paced_under_its_new_name() -> Iterator[None]:
+    """Found by the simulation (many-shop seed 374): a member started after a shop's rename paced it
+    under its new name (another grid of ticks, other 429 cuts) while a member started before paced it
+    under its old one: together they sent 6 requests in one second on a budget of 5."""
+    import connector.tenancy as tenancy_module
+
+    with _patched(tenancy_module, "budget_name", lambda name, tenant: name):
+        yield
+
+
+MUTATIONS[a_renamed_shop_paced_under_its_new_name.__name__] = a_renamed_shop_paced_under_its_new_name

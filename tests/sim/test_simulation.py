@@ -94,6 +94,7 @@ CAUGHT_WITH_TENANTS = {
     "rescan_starts_over": (418, "not converged"),
     "an_unknown_outcome_keeps_the_digest": (1237, "committed orders-3@9 past unresolved"),
     "a_429_opens_the_circuit": (55, "had only another client on its key, yet"),
+    "a_renamed_shop_paced_under_its_new_name": (374, "6 requests for shop0 in the second"),
 }
 
 
