@@ -756,6 +756,15 @@ def conditions() -> str:
     return f"nproc {cores}; uptime: {uptime}"
 
 
+def code() -> str:
+    """The commit the members run, and whether ``connector/`` differs from it."""
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True, check=False).stdout.strip()  # fmt: skip
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "connector"], capture_output=True,
+                           text=True, check=False).stdout.strip()  # fmt: skip
+    return f"code {head or 'unknown'}{' + uncommitted changes under connector/' if dirty else ''}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -774,7 +783,7 @@ def main() -> None:
     outcomes = []
     try:
         for number in range(1, args.runs + 1):
-            print(f"run {number} of {args.runs}: {conditions()}", flush=True)
+            print(f"run {number} of {args.runs}: {code()}; {conditions()}", flush=True)
             run = Run(bootstrap, args.seconds, number, overrides)
             shops = asyncio.run(run.scenario())
             outcome = asyncio.run(run.judge(shops))
@@ -785,7 +794,7 @@ def main() -> None:
                   f"{s['sink']['timeout_seconds']:g} s, settle {s['sink']['settle_seconds']:g} s, backoff cap "
                   f"{s['sink']['backoff_cap_seconds']:g} s, probe {s['sink']['probe_interval_seconds']:g} s, "
                   f"session {s['kafka']['session_timeout_ms'] / 1000:g} s, lease {s['kafka']['lease_seconds']:g} s: "
-                  f"bound {bound_of(s):.0f} s; after it: {conditions()}")  # fmt: skip
+                  f"bound {bound_of(s):.0f} s; after it: {code()}; {conditions()}")  # fmt: skip
             for line in outcome.table:
                 print(f"  {line}")
             for what, ok, detail in outcome.criteria:
