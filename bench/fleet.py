@@ -41,7 +41,8 @@ The members run with the product's defaults (``--set`` overrides any ``CONNECTOR
 ``--set TENANTS__PARK_AFTER_SECONDS=10``); the bound is computed from the effective settings
 (``connector config show``). One table per run and a verdict line; exit 1 if a criterion failed in
 any run. Run N's events come from seed 20 + N, so runs of one number are comparable. Each run's
-members' logs, the sandbox's log and a timeline stay in the folder printed.
+members' logs, the sandbox's log, its write and request logs per shop (``sandbox-{shop}.json``),
+the events produced (``produced.json``) and a timeline stay in the folder printed.
 """
 
 from __future__ import annotations
@@ -498,7 +499,7 @@ class Run:
                 self.timeline.note(f"every member stopped (SIGTERM): exits {self.exits}")
                 await self.quiet(url)
                 self.timeline.note("no request still being answered: quiescent")
-                return {
+                shops = {
                     shop: Shop(
                         shop,
                         await self.fetch(url, shop, "writes"),
@@ -511,6 +512,8 @@ class Run:
                     )
                     for shop in SHOPS
                 }
+                self.keep(shops)
+                return shops
             finally:
                 for proc in self.members:
                     proc.stop()
@@ -519,6 +522,17 @@ class Run:
                     other.wait(10)
                 await producer.stop()
                 await admin.close()
+
+    def keep(self, shops: dict[str, Shop]) -> None:
+        """The sandbox's logs and what was produced, as JSON in the run's folder, for a closer look."""
+        for name, shop in shops.items():
+            (self.folder / f"sandbox-{name}.json").write_text(
+                json.dumps({"writes": shop.writes, "requests": shop.requests})
+            )
+        produced = [
+            [s.shop, s.ext, s.rank if math.isfinite(s.rank) else "delete", s.at] for s in self.orders.sent
+        ]
+        (self.folder / "produced.json").write_text(json.dumps({"t0": self.timeline.t0, "events": produced}))
 
     async def quiet(self, url: str) -> None:
         """Wait (at most ``sink.settle_seconds``) until the sandbox answered every request it got: a
