@@ -576,3 +576,17 @@ def a_renamed_shop_paced_under_its_new_name() -> Iterator[None]:
 
 
 MUTATIONS[a_renamed_shop_paced_under_its_new_name.__name__] = a_renamed_shop_paced_under_its_new_name
+
+
+@contextlib.contextmanager
+def a_starved_shop_is_never_parked() -> Iterator[None]:
+    """Found by the simulation (many-shop seed 2879): once 429s no longer opened the circuit, a shop
+    whose key another client took almost whole was never parked (too few orders for
+    ``tenants.park_max_keys``), and its slow drain held back the commits of a healthy shop beside it."""
+    import connector.park._parking as parking_module
+
+    with _patched(parking_module, "_STARVED", 0.0):
+        yield
+
+
+MUTATIONS[a_starved_shop_is_never_parked.__name__] = a_starved_shop_is_never_parked

@@ -95,6 +95,7 @@ CAUGHT_WITH_TENANTS = {
     "an_unknown_outcome_keeps_the_digest": (1237, "committed orders-3@9 past unresolved"),
     "a_429_opens_the_circuit": (55, "had only another client on its key, yet"),
     "a_renamed_shop_paced_under_its_new_name": (374, "6 requests for shop0 in the second"),
+    "a_starved_shop_is_never_parked": (2879, "isolation: "),
 }
 
 
