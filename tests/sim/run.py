@@ -262,6 +262,11 @@ class World:
         if kind == "grow":
             self.cluster.add_partitions(index)
             return
+        if kind == "grow_park":
+            first = len(self.cluster.parked)
+            for q in range(first, first + index):
+                self.cluster.parked[q] = []
+            return
         if kind == "coordinator":
             self.cluster.coordinator_down = True
             self.loop.call_later(duration, setattr, self.cluster, "coordinator_down", False)

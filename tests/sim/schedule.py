@@ -35,7 +35,8 @@ class Event:
 class Op:
     """A change at ``at``: join | leave (SIGTERM) | kill (kill -9) | cut (from the broker), grow
     (``member`` partitions added to the topic: every member rejoins, new orders spread over them all),
-    or coordinator (commits fail for ``duration`` seconds while fetches go on)."""
+    coordinator (commits fail for ``duration`` seconds while fetches go on), or grow_park (``member``
+    partitions added to the parking topic: members started later see them)."""
 
     at: float
     kind: str
@@ -178,6 +179,8 @@ def _unkind(s: Schedule, rng: Random) -> None:
         s.ops.append(Op(rng.uniform(0, s.horizon), "grow", rng.randint(1, 2)))
     for _ in range(rng.choice((0, 0, 1, 3))):  # the group coordinator moves: commits fail for a while
         s.ops.append(Op(rng.uniform(0, s.horizon), "coordinator", 0, rng.uniform(1.0, 8.0)))
+    if s.tenants and rng.random() < 0.15:  # the parking topic grown, as the README allows
+        s.ops.append(Op(rng.uniform(0, s.horizon), "grow_park", rng.randint(1, 3)))
     s.ops.sort(key=lambda o: o.at)
 
 
