@@ -4,7 +4,8 @@ A value (or key) in the wire format is the magic byte ``0``, the schema id (4 by
 the Avro binary encoding of the datum. The schema is fetched once per id from
 ``GET {registry}/schemas/ids/{id}`` (Confluent Schema Registry, and registries serving its API:
 Apicurio Registry under ``/apis/ccompat/v7``, Karapace, Redpanda) and kept: a schema id never changes
-meaning. The datum becomes JSON-like values (decimals as text, bytes as text, timestamps as RFC 3339),
+meaning. The datum becomes JSON-like values (decimals as exact text, Debezium's variable-scale decimals too;
+bytes as text; timestamps as RFC 3339),
 so the rest of the pipeline reads it exactly as it reads JSON.
 
 The read path is synchronous, so the pipeline fetches the schemas a batch needs before handling it
@@ -26,6 +27,7 @@ from uuid import UUID
 
 import fastavro
 import httpx
+from fastavro.read import LOGICAL_READERS
 
 from connector.errors import DecodeError
 from connector.logs import get_logger
@@ -42,6 +44,42 @@ def schema_id(raw: bytes | None) -> int | None:
     return int(struct.unpack(">I", raw[1:_HEADER])[0])
 
 
+_VARIABLE_SCALE = "debezium-variable-scale-decimal"
+"""The logical type given to Debezium's ``io.debezium.data.VariableScaleDecimal`` records (a struct of
+``scale`` and ``value`` bytes, ``decimal.handling.mode=precise`` for a NUMERIC without a scale), so
+that fastavro reads them as one decimal."""
+
+
+def _variable_scale(datum: Any, _writer: Any, _reader: Any) -> Any:
+    value, scale = (datum.get("value"), datum.get("scale")) if isinstance(datum, dict) else (None, None)
+    if isinstance(value, bytes) and isinstance(scale, int):
+        return Decimal(f"{int.from_bytes(value, 'big', signed=True)}E{-scale}")
+    return datum
+
+
+LOGICAL_READERS[f"record-{_VARIABLE_SCALE}"] = _variable_scale
+
+
+def _tagged(schema: Any) -> Any:
+    """The writer's schema with Debezium's variable-scale decimal records given their logical type."""
+    if isinstance(schema, list):
+        return [_tagged(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    if out.get("type") == "record":
+        full = out.get("connect.name") or ".".join(p for p in (out.get("namespace"), out.get("name")) if p)
+        if full == "io.debezium.data.VariableScaleDecimal":
+            out["logicalType"] = _VARIABLE_SCALE
+        out["fields"] = [{**f, "type": _tagged(f.get("type"))} for f in out.get("fields") or ()]
+    for part in ("items", "values"):
+        if part in out:
+            out[part] = _tagged(out[part])
+    if isinstance(out.get("type"), dict | list):
+        out["type"] = _tagged(out["type"])
+    return out
+
+
 def jsonable(value: Any) -> Any:
     """An Avro datum as JSON would carry it: decimals and UUIDs as text, bytes as text (or base64
     when not UTF-8), dates and times as ISO 8601."""
@@ -49,7 +87,9 @@ def jsonable(value: Any) -> Any:
         return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, list):
         return [jsonable(v) for v in value]
-    if isinstance(value, Decimal | UUID):
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, UUID):
         return str(value)
     if isinstance(value, bytes):
         try:
@@ -82,7 +122,7 @@ class Registry:
         if kind != "AVRO":
             self._unknown[ident] = f"schema id {ident} is {kind}, not Avro"
             return
-        self._schemas[ident] = fastavro.parse_schema(json.loads(body["schema"]))
+        self._schemas[ident] = fastavro.parse_schema(_tagged(json.loads(body["schema"])))
 
     def known(self, ident: int) -> bool:
         """Whether ``ident`` was fetched (found or not)."""

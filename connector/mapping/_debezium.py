@@ -20,12 +20,22 @@ The mapping reads the row as Debezium's own ``ExtractNewRecordState`` transform 
   time of an event whose mapping gives no ``updated_at``, and a delete is ordered at the later of that
   and the row's ``updated_at``, so that it never sorts before the update it follows;
 - ``t`` (truncate) and ``m`` (a logical decoding message) change no row: dead-lettered, stage
-  ``decode``.
+  ``decode``;
+- decimals (``NUMERIC``, ``DECIMAL``) at Debezium's default ``decimal.handling.mode=precise`` are
+  Kafka Connect ``Decimal`` bytes (base64 in JSON: the unscaled integer, big-endian two's
+  complement) whose scale only the schema gives, or with ``variable_scale_decimal`` a struct
+  ``{"scale", "value"}``: with the schema (the JSON converter's ``{"schema", "payload"}``, or Avro),
+  both are read exactly into decimal text (``"411.17"``), as ``decimal.handling.mode=string`` would
+  send them. Without a schema the bytes cannot be read; ``minor_units`` then says which setting to
+  change.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from connector.errors import DecodeError
@@ -37,10 +47,58 @@ EVENT_TYPES = {"c": "order.created", "u": "order.updated", "r": "order.updated",
 META = ("__op", "__table", "__source_ts_ms", "__deleted")
 
 
+DECIMAL = "org.apache.kafka.connect.data.Decimal"
+VARIABLE_SCALE_DECIMAL = "io.debezium.data.VariableScaleDecimal"
+
+
+def decimal_text(unscaled: bytes, scale: int) -> str:
+    """Kafka Connect's decimal bytes (the unscaled integer, big-endian two's complement) at ``scale``,
+    exactly, as plain decimal text."""
+    number = int.from_bytes(unscaled, "big", signed=True)
+    return format(Decimal(f"{number}E{-scale}"), "f")
+
+
+def _unbase64(text: Any) -> bytes | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def with_schema(schema: Any, value: Any) -> Any:
+    """``value`` read with its Kafka Connect schema (the JSON converter's ``schema``): decimals, fixed
+    scale or variable, become decimal text; everything else is left as it is."""
+    if value is None or not isinstance(schema, dict):
+        return value
+    name, kind = schema.get("name"), schema.get("type")
+    if name == DECIMAL and kind == "bytes":
+        raw = _unbase64(value)
+        scale = (schema.get("parameters") or {}).get("scale")
+        if raw is not None and isinstance(scale, str | int) and str(scale).lstrip("-").isdigit():
+            return decimal_text(raw, int(scale))
+        return value
+    if name == VARIABLE_SCALE_DECIMAL and isinstance(value, dict):
+        raw, scale = _unbase64(value.get("value")), value.get("scale")
+        if raw is not None and isinstance(scale, int) and not isinstance(scale, bool):
+            return decimal_text(raw, scale)
+        return value
+    if kind == "struct" and isinstance(value, dict):
+        fields = {f.get("field"): f for f in schema.get("fields") or () if isinstance(f, dict)}
+        return {k: with_schema(fields.get(k), v) for k, v in value.items()}
+    if kind == "array" and isinstance(value, list):
+        return [with_schema(schema.get("items"), v) for v in value]
+    if kind == "map" and isinstance(value, dict):
+        return {k: with_schema(schema.get("values"), v) for k, v in value.items()}
+    return value
+
+
 def _payload(document: Any) -> Any:
-    """The payload of Kafka Connect's JSON converter with schemas (``{"schema", "payload"}``)."""
+    """The payload of Kafka Connect's JSON converter with schemas (``{"schema", "payload"}``), read
+    with its schema (:func:`with_schema`)."""
     if isinstance(document, dict) and document.keys() == {"schema", "payload"}:
-        return document["payload"]
+        return with_schema(document["schema"], document["payload"])
     return document
 
 
