@@ -56,6 +56,9 @@ async def serve(settings: Settings, stop: asyncio.Event, parts: Parts | None = N
     parts = parts or Parts()
     register_secret(settings.sink.api_key.get_secret_value())
     register_secret(settings.kafka.sasl_password.get_secret_value())
+    registry_password = httpx.URL(settings.mapping.registry_url or "http://-").password
+    register_secret(settings.mapping.registry_basic_auth_user_info.get_secret_value().partition(":")[2])
+    register_secret(registry_password or "")
     metrics = parts.metrics or Metrics()
     clock = parts.clock
     fence = Fence(clock, settings.kafka.lease_seconds, settings.sink.settle_seconds)

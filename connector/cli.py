@@ -167,9 +167,11 @@ def _config(args: argparse.Namespace) -> int:
     import json
 
     from connector.config import load_settings
+    from connector.logs import redact_url
 
     settings = load_settings(args.config)
-    print(json.dumps(settings.model_dump(mode="json"), indent=2))
+    shown = json.dumps(settings.model_dump(mode="json"), indent=2)
+    print(redact_url(shown))  # secrets are SecretStr (masked); a URL's userinfo too
     return 0
 
 

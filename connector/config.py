@@ -204,8 +204,15 @@ class MappingSettings(_Section):
     function: str = ""
     registry_url: str = ""
     """A Confluent-compatible schema registry: values and keys in the Confluent wire format (Avro)
-    are decoded with the schema it holds for their id."""
+    are decoded with the schema it holds for their id. Credentials in its userinfo are never
+    printed; ``registry_basic_auth_user_info`` is the place for them."""
     registry_timeout_seconds: float = Field(10.0, gt=0)
+    registry_basic_auth_user_info: SecretStr = SecretStr("")
+    """``user:password`` for the registry's HTTP basic auth (Confluent's ``basic.auth.user.info``)."""
+    registry_not_found_seconds: float = Field(30.0, ge=0)
+    """How long a schema id the registry answers 404 for is asked again (a follower catching up with
+    a schema registered a moment ago) before its records are dead-lettered; the answer is kept as
+    long, then the id is asked again."""
 
     @field_validator("function")
     @classmethod

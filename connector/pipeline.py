@@ -86,6 +86,7 @@ class Pipeline:
                 settings.mapping,
                 settings.kafka.max_message_bytes,
                 tenant_mapping=self.tenancy.mapping_of if self.tenancy.many else None,
+                metrics=metrics,
             )
         self.assignment = Assignment()
         self.park = Parking(

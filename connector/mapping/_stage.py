@@ -31,6 +31,7 @@ from connector.mapping._avro import MAGIC, Registry
 from connector.mapping._file import FileMapping
 from connector.mapping._function import FunctionMapping, check_result
 from connector.mapping._types import Event, Trace, record_key, text_headers
+from connector.metrics import Metrics
 from connector.models import parse_timestamp
 from connector.structs import OrderChange, Record
 from connector.vendors import vendor
@@ -95,12 +96,20 @@ class Mapper:
         *,
         tenant_mapping: TenantMapping | None = None,
         blocking: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.max_bytes = max_bytes
         self.mapping = compile_mapping(settings.file, settings.function)
         self.registry = (
-            Registry(settings.registry_url, settings.registry_timeout_seconds)
+            Registry(
+                settings.registry_url,
+                settings.registry_timeout_seconds,
+                user_info=settings.registry_basic_auth_user_info.get_secret_value(),
+                not_found_seconds=settings.registry_not_found_seconds,
+                waiting=metrics.registry_waiting if metrics is not None else None,
+                beat=metrics.beat if metrics is not None else None,
+            )
             if settings.registry_url
             else None
         )
