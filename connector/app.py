@@ -74,9 +74,17 @@ async def serve(settings: Settings, stop: asyncio.Event, parts: Parts | None = N
             await stack.enter_async_context(
                 MetricsServer(metrics, settings.metrics.host, settings.metrics.port)
             )
-        writer = await stack.enter_async_context(parts.dead_letters or KafkaDeadLetterWriter(settings.kafka))
+        dlq_bytes = settings.dlq.max_message_bytes
+        writer = await stack.enter_async_context(
+            parts.dead_letters or KafkaDeadLetterWriter(settings.kafka, dlq_bytes)
+        )
         dlq = DeadLetterPublisher(
-            settings.dlq.topic, writer, settings.dlq.body_max_chars, clock=clock, rng=parts.rng
+            settings.dlq.topic,
+            writer,
+            settings.dlq.body_max_chars,
+            clock=clock,
+            rng=parts.rng,
+            max_bytes=dlq_bytes,
         )
         dlq.on_failure = metrics.dead_letter_failures.inc
         park_log = None

@@ -92,6 +92,10 @@ class DlqSettings(_Section):
     topic: str = "orders.dlq"
     body_max_chars: int = Field(4096, ge=64)
     dead_letter_replaced: bool = False
+    max_message_bytes: int = Field(1024 * 1024, ge=16 * 1024)
+    """The dead-letter topic's ``max.message.bytes`` (the broker's default is 1 MiB and 12 bytes): a
+    dead letter larger than this, headers included, is written with its value cut to fit (or left
+    out), never retried as it is."""
 
 
 class SinkSettings(_Section):

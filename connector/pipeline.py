@@ -103,6 +103,7 @@ class Pipeline:
             warmed=self._warmed,
             peek=self._peek,
             prefetch=self._mapper.prefetch if self._mapper is not None else None,
+            dead_letter=self._dead_letter,
         )
         self.membership = Membership(
             settings,

@@ -22,6 +22,7 @@ from typing import Any, TextIO
 
 from aiokafka import AIOKafkaProducer
 
+from connector import constants as wire
 from connector._kafka import client_options, start_within
 from connector.clock import SYSTEM_CLOCK
 from connector.config import Settings
@@ -84,6 +85,13 @@ class _Targets:
         """Redrive one dead letter; an error message when it failed again, ``STALE`` when the API
         already holds a state at least as new."""
         topic, partition, offset = dl.origin
+        cut = dl.header(wire.H_VALUE_TRUNCATED)
+        if cut is not None:
+            return (
+                f"{topic}-{partition}@{offset}: its value of {dl.header(wire.H_VALUE_SIZE)} bytes was "
+                f"{'left out' if cut == '0' else f'cut to {cut} bytes'} (no topic could hold it): read it "
+                "from its source at that offset, or have the producer send it again"
+            )
         if self.to == "source":
             await self.producer.send_and_wait(
                 topic or "", value=dl.value, key=dl.key, headers=dl.original_headers()
