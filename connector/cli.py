@@ -442,7 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     red.add_argument(
         "--force",
         action="store_true",
-        help="--to api: send even when the API may hold a newer state (no updated_at to compare)",
+        help="--to api: send even when the API may hold a newer state (no updated_at to compare); "
+        "--to source: send even when a newer event of its order follows it in its source partition",
     )
 
     smp = sub.add_parser("samples", help="produce sample order events (with duplicates) to a topic")
