@@ -8,12 +8,13 @@ its order's newer events are no longer remembered: so each source partition is r
 event with another event of its order there that is not older (the same record key; after it, or with a
 newer ``updated_at``: ``Version.older_than``) is skipped as stale; only ``--force`` sends it anyway.
 Straight to the API, each order is first read back: an event is skipped when the API already holds a
-state at least as new (by ``updated_at``), so a redrive never moves an order back in time; an event without ``updated_at`` (or a vendor that keeps none of ours) is refused
-unless ``--force``. Calls go at ``--rate`` a second, every request counted (the fleet's 429 handling
-absorbs them; run it at a fraction of the budget). Progress is kept in a consumer group named after
-the filter, committed only up to the first record that failed again, so running the same redrive again
-retries what failed and sends nothing already sent (``--again`` starts over). Within one run a source
-record (topic, partition, offset) is sent once even if it was dead-lettered twice.
+state at least as new (by ``updated_at``), so a redrive never moves an order back in time; an event
+without ``updated_at`` (or a vendor that keeps none of ours) is refused unless ``--force``. Calls go at
+``--rate`` a second, every request counted (the fleet's 429 handling absorbs them; run it at a fraction
+of the budget). Progress is kept in a consumer group named after the filter, committed only up to the
+first record that failed again, so running the same redrive again retries what failed and sends nothing
+already sent (``--again`` starts over). Within one run a source record (topic, partition, offset) is
+sent once even if it was dead-lettered twice.
 """
 
 from __future__ import annotations
