@@ -175,12 +175,44 @@ class Checker:
 
     # -- after quiescence ---------------------------------------------------------------------
     def newest(self, key: str) -> Produced | None:
-        """The event of ``key`` that must win: latest by ``updated_at``, else by offset."""
+        """The event of ``key`` that must win: latest by ``updated_at``, else by offset. An event with
+        the payload of the newest so far is that state again: the state stands for both
+        (``Version.joined``), so a tombstone after a delete keeps the delete's time, and an update sent
+        again after both (Debezium after a restart) is older, not the newest. Leaves out a delete
+        naming no shop that could not be routed (:meth:`_unroutable`)."""
         best: Produced | None = None
+        stands: Version | None = None
         for p in sorted(self.by_key[key], key=lambda q: (q.record.tp, q.record.offset)):
-            if best is None or not p.version.older_than(best.version):
-                best = p
+            if self._unroutable(p):
+                continue
+            if best is None or stands is None:
+                best, stands = p, p.version
+            elif p.version.older_than(stands):
+                continue
+            elif _same_payload(p, best):
+                stands = stands.joined(p.version)
+            else:
+                best, stands = p, p.version
         return best
+
+    def _unroutable(self, p: Produced) -> bool:
+        """Whether ``p`` is a delete naming no shop (many shops) that was dead-lettered, stage route,
+        where that is the documented bound: its key's last shop is re-learnt only as far as the
+        warm-up re-reads (``kafka.warmup_records``), short in some schedules."""
+        if not p.event.shopless or self.schedule.knobs.warmup >= 10_000:
+            return False
+        end = self.cluster.dead_letters[-1].at if self.cluster.dead_letters else float("inf")
+        return self._dead_lettered(p, end) and self._stage(p) == "route"
+
+    def _stage(self, p: Produced) -> str:
+        for d in self.cluster.dead_letters:
+            h = dict(d.headers)
+            if (
+                h.get("__connect.errors.offset") == str(p.record.offset).encode()
+                and h.get("__connect.errors.partition") == str(p.record.partition).encode()
+            ):
+                return h.get("__connector.stage", b"").decode()
+        return ""
 
     def final(self) -> None:
         """Every check that needs the run to be over."""
@@ -202,7 +234,7 @@ class Checker:
                 dead = self._dead_lettered(p, end)
                 if p.event.kind == "invalid" and not dead:
                     self.fail(f"invalid event not dead-lettered: {p.describe()}")
-                if p.event.kind == "valid" and dead and not self._rejected(p):
+                if p.event.kind == "valid" and dead and not self._rejected(p) and not self._unroutable(p):
                     self.fail(f"valid event dead-lettered: {p.describe()}: {self._reason(p)}")
         self._check_writes()
         self._check_horizon()

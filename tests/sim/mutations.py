@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from connector import errors
+from connector._lastseen import LastSeen
 from connector.circuit import State
 from connector.coalesce import Coalescer
 from connector.decode import decode as real_decode
@@ -21,7 +22,7 @@ from connector.metadata import CommitMeta
 from connector.park import Parking
 from connector.park._replay import Replay
 from connector.sinks.loop import LoopSink
-from connector.structs import TopicPartition
+from connector.structs import TopicPartition, Version
 
 Mutation = Callable[[], contextlib.AbstractContextManager[None]]
 
@@ -525,3 +526,29 @@ def rescan_starts_over() -> Iterator[None]:
 
 
 MUTATIONS[rescan_starts_over.__name__] = rescan_starts_over
+
+
+@contextlib.contextmanager
+def tombstone_takes_the_deletes_time() -> Iterator[None]:
+    """Issue 21 (found with Debezium at its defaults, on the real chain too): a tombstone after a
+    delete, skipped as identical, left the delete's mark with its own version, an offset without
+    ``updated_at``; an update Debezium sent again after a restart was then newer by offset, upserted,
+    and the order came back until the re-sent delete deleted it a second time."""
+
+    def newer(self: Version, other: Version | None) -> Version:
+        return other if other is not None and self.older_than(other) else self
+
+    with _patched(Version, "joined", newer):
+        yield
+
+
+@contextlib.contextmanager
+def deletes_routed_by_their_fields_only() -> Iterator[None]:
+    """Issue 21: with many shops, a delete that names no shop (a tombstone, a Debezium delete at the
+    default replica identity) was dead-lettered, stage route: the order was never deleted."""
+    with _patched(LastSeen, "shop_of", lambda self, record: None):
+        yield
+
+
+MUTATIONS[tombstone_takes_the_deletes_time.__name__] = tombstone_takes_the_deletes_time
+MUTATIONS[deletes_routed_by_their_fields_only.__name__] = deletes_routed_by_their_fields_only
