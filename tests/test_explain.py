@@ -69,7 +69,7 @@ def test_map_prints_each_event_as_the_connectors_own_envelope(capsys: pytest.Cap
     assert native[5] == {
         "event_type": "order.deleted",
         "order": {"external_id": "pg-1002"},
-        "occurred_at": "2026-11-01T12:04:00.250Z",
+        "occurred_at": "2026-11-01T12:04:00.250000Z",
     }
     assert "line 10: map: " in captured.err
 

@@ -587,3 +587,20 @@ def test_a_money_object_whose_amount_gave_null_is_refused_not_sent_without_it(tm
     m = mapper(tmp_path, "native", fields)
     with pytest.raises(OrderValidationError, match=r"order\.total_price\.amount: Field required"):
         m.read(Record("t", 0, 0, None, b'{"id": 7}'), validate=True)
+
+
+def test_a_delete_committed_in_the_millisecond_of_the_update_before_it_still_sorts_after_it(
+    tmp_path: Path,
+) -> None:
+    """Found on the real chain: the row's updated_at (the database's clock, microseconds) fell in the
+    same millisecond as the delete's source.ts_ms, truncated, which sorted the delete before the
+    update (skipped as stale; the tombstone deleted the order, ordered by offset alone, and the update
+    Debezium sent again after a restart brought it back). source.ts_us orders it exactly."""
+    m = mapper(tmp_path, "debezium", PRECISE["mapping"])
+    update, delete = json.loads(json.dumps(PRECISE["update"])), json.loads(json.dumps(PRECISE["delete"]))
+    update["value"]["payload"]["after"]["updated_at"] = "2026-12-06T06:27:20.448455Z"
+    delete["value"]["payload"]["source"]["ts_us"] = 1796538440448600
+    first, second = m.read(record(update, 2)), m.read(record(delete, 3))
+    assert first.version.older_than(second.version)
+    assert second.updated_at is not None
+    assert second.updated_at.isoformat() == "2026-12-06T06:27:20.448600+00:00"

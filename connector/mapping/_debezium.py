@@ -16,9 +16,12 @@ The mapping reads the row as Debezium's own ``ExtractNewRecordState`` transform 
   from the key);
 - the tombstone Debezium writes after a delete (null value, same key) is a delete too, read from the
   key's columns: both end as one delete of that order (the second is identical, no second call);
-- ``source.ts_ms``, when the change was committed in the database, is the event's time: the ordering
-  time of an event whose mapping gives no ``updated_at``, and a delete is ordered at the later of that
-  and the row's ``updated_at``, so that it never sorts before the update it follows;
+- ``source.ts_ms`` (``source.ts_us`` where Debezium sends it: the same time in microseconds), when the
+  change was committed in the database, is the event's time: the ordering time of an event whose
+  mapping gives no ``updated_at``, and a delete is ordered at the later of that and the row's
+  ``updated_at``, so that it never sorts before the update it follows (at the default replica
+  identity the delete's row has no ``updated_at``: its commit time alone, to the microsecond, orders
+  it after an update whose ``updated_at`` the database's clock set);
 - ``t`` (truncate) and ``m`` (a logical decoding message) change no row: dead-lettered, stage
   ``decode``;
 - decimals (``NUMERIC``, ``DECIMAL``) at Debezium's default ``decimal.handling.mode=precise`` are
@@ -102,9 +105,24 @@ def _payload(document: Any) -> Any:
     return document
 
 
-def _millis(ms: Any) -> str | None:
-    if isinstance(ms, bool) or not isinstance(ms, int):
+def _whole(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _commit_time(source: dict[str, Any], change: dict[str, Any]) -> str | None:
+    """When the change was committed in the database, as precisely as the event says it: ``ts_us``
+    (Debezium 2.6 on: the database's microseconds) where it agrees with ``ts_ms``, else ``ts_ms``.
+    A row's ``updated_at`` set by the database clock has microseconds: a delete committed in the same
+    millisecond as the update before it must not sort before it (at the default replica identity the
+    delete is ordered by this time alone), which ``ts_ms``, truncated, would."""
+    ms = _whole(source.get("ts_ms", change.get("ts_ms")))
+    if ms is None:
         return None
+    us = _whole(source.get("ts_us"))
+    if us is not None and "ts_ms" in source and us // 1000 == ms:
+        seconds, micros = divmod(us, 1_000_000)
+        stamp = datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=micros)
+        return stamp.isoformat(timespec="microseconds").replace("+00:00", "Z")
     stamp = datetime.fromtimestamp(ms / 1000, tz=UTC)
     return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -145,7 +163,13 @@ def unwrap(record: Record, read: ReadBytes) -> Event:
     ms = source.get("ts_ms", change.get("ts_ms"))
     document = {**row, "__op": op, "__table": source.get("table"), "__source_ts_ms": ms, "__deleted": deleted}
     return Event(
-        document, _key_row(record, read), headers, record.topic, deleted, _millis(ms), EVENT_TYPES[op]
+        document,
+        _key_row(record, read),
+        headers,
+        record.topic,
+        deleted,
+        _commit_time(source, change),
+        EVENT_TYPES[op],
     )
 
 
