@@ -9,7 +9,8 @@ database's rows exactly (decimals in minor units), each deleted order deleted on
 written an older state after a newer one, nor written after its delete.
 
 Skipped, with the reason, only where the chain cannot run here (no Java, no Maven before the jars are
-cached, no PostgreSQL server).
+cached, no PostgreSQL server). The second test plays the same sequence as Debezium writes it (the
+fixture's events) on the real broker without Kafka Connect, so that it runs wherever the broker does.
 """
 
 from __future__ import annotations
@@ -33,7 +34,16 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from connector.config import MappingSettings, Settings, TenantsSettings
 from connector.localkafka import free_port
 from connector.sandbox import Sandbox
-from tests.helpers import end_offsets, read_topic, running, settings_for, wait_until
+from tests.helpers import (
+    committed_offsets,
+    create_topics,
+    end_offsets,
+    produce,
+    read_topic,
+    running,
+    settings_for,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -300,3 +310,98 @@ async def test_debezium_at_its_defaults_with_connect_killed_mid_stream_ends_exac
         deletes = Counter(r.external_id for r in one.store.requests if r.method == "DELETE")
         assert deletes == Counter({f"pg-{i}": 1 for i in deleted})
         print(json.dumps({"deleted": sorted(deleted), "left": sorted(rows)}))
+
+
+PRECISE = json.loads(
+    (Path(__file__).resolve().parents[1] / "fixtures" / "mapping" / "debezium-precise.json").read_text()
+)
+
+
+def _change(kind: str, shop: str, ts_us: int) -> tuple[bytes, bytes | None]:
+    """The fixture's Debezium record ``kind`` of row 1 (JSON converter with schemas), committed at
+    ``ts_us``, its row naming ``shop`` (a delete's before names none: the default replica identity)."""
+    fields = json.loads(json.dumps(PRECISE[kind]))
+    value = fields["value"]
+    if value is not None:
+        payload = value["payload"]
+        if payload["after"] is not None:
+            payload["after"]["shop"] = shop
+            payload["after"]["updated_at"] = f"2026-12-06T06:27:{ts_us % 60_000_000 / 1e6:09.6f}Z"
+        payload["source"].update(ts_ms=ts_us // 1000, ts_us=ts_us, ts_ns=ts_us * 1000)
+    return json.dumps(fields["key"]).encode(), json.dumps(value).encode() if value is not None else None
+
+
+async def test_the_debezium_delete_sequence_on_the_real_broker_deletes_once_and_never_brings_back(
+    kafka_bootstrap: str, topic_name: str, tmp_path: Path
+) -> None:
+    """Without Kafka Connect (this runs wherever the broker does): the sequence Debezium writes at its
+    defaults for a row updated then deleted, and after a restart of Connect sends again (update,
+    delete at the default replica identity, tombstone, the same three again), read by a one-shop and
+    a two-shop connector (field routing: the delete and tombstone name no shop). The order is deleted
+    once, never upserted after that, on both."""
+    base = 1796538440_000_000  # 2026-12-06T06:27:20Z, in microseconds
+    sequence = [
+        _change("create", "bolt", base + 1_000),
+        _change("update", "bolt", base + 2_000),
+        _change("delete", "bolt", base + 2_600),
+        _change("tombstone", "bolt", 0),
+    ]
+    await create_topics(
+        kafka_bootstrap, {topic_name: 1, f"{topic_name}.dlq": 1, f"{topic_name}.shops.dlq": 1}
+    )
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(MAPPING)
+    keys = {name: f"key-{name}" for name in SHOPS}
+    shops = {name: Sandbox(api_key=keys[name], rate_per_minute=60_000) for name in SHOPS}
+    tenants = tmp_path / "tenants.toml"
+    async with (
+        Sandbox(api_key="one-shop", rate_per_minute=60_000) as one,
+        Sandbox(api_key="not-a-tenant", tenants=shops),
+    ):
+        tenants.write_text(
+            "\n".join(
+                f'[{name}]\nkind = "loop"\nbase_url = "{box.url}"\napi_key = "{keys[name]}"\n'
+                for name, box in shops.items()
+            )
+        )
+        single = settings_for(kafka_bootstrap, topic_name, one.url, api_key="one-shop").model_copy(
+            update={"mapping": MappingSettings(envelope="debezium", file=str(mapping))}
+        )
+        many = Settings.model_validate(
+            {
+                **single.model_dump(),
+                "kafka": {**single.kafka.model_dump(), "group_id": f"{topic_name}-shops"},
+                "dlq": {"topic": f"{topic_name}.shops.dlq"},
+                "tenants": TenantsSettings(path=str(tenants), route="field:shop").model_dump(),
+                "metrics": {"host": "127.0.0.1", "port": free_port()},
+            }
+        )
+        async with running(single), running(many):
+            await produce(kafka_bootstrap, topic_name, sequence)
+
+            def deleted() -> bool:
+                return all(
+                    any(r.method == "DELETE" and r.external_id == "pg-1" for r in box.store.requests)
+                    for box in (one, shops["bolt"])
+                )
+
+            await wait_until(deleted, timeout=60)
+            await produce(kafka_bootstrap, topic_name, sequence[1:])  # Connect restarted: sent again
+            ends = await end_offsets(kafka_bootstrap, topic_name)
+
+            async def read_through() -> bool:
+                done = [
+                    await committed_offsets(kafka_bootstrap, s.kafka.group_id, topic_name) == ends
+                    for s in (single, many)
+                ]
+                return all(done)
+
+            await wait_until(read_through, timeout=60)
+        for box in (one, shops["bolt"]):
+            calls = [(r.method, r.status) for r in box.store.requests if r.external_id == "pg-1"]
+            assert box.store.get_external("pg-1") is None
+            assert [m for m, _ in calls].count("DELETE") == 1, calls
+            assert calls[-1][0] == "DELETE", f"written after its delete: {calls}"
+        assert shops["acme"].store.requests == []
+    for dlq in (f"{topic_name}.dlq", f"{topic_name}.shops.dlq"):
+        assert await read_topic(kafka_bootstrap, dlq, expect=1, timeout=3) == []
