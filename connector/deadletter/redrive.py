@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import TopicPartition as KafkaTP
 
 from connector import constants as wire
-from connector._kafka import client_options, start_within
+from connector._kafka import HEADERS_ROOM, client_options, start_within
 from connector.clock import SYSTEM_CLOCK
 from connector.config import Settings
 from connector.deadletter.reader import DeadLetter, DeadLetterReader, Filter
@@ -261,7 +261,12 @@ async def redrive(
     targets = _Targets(
         settings,
         to,
-        AIOKafkaProducer(enable_idempotence=True, acks="all", **client_options(settings.kafka)),
+        AIOKafkaProducer(
+            enable_idempotence=True,
+            acks="all",
+            max_request_size=settings.kafka.max_message_bytes + HEADERS_ROOM,  # what was read, back
+            **client_options(settings.kafka),
+        ),
         make_sink(s, pacer=Pacer.standalone(rate, SYSTEM_CLOCK)),
         RetryPolicy(s.backoff_base_seconds, s.backoff_cap_seconds, s.max_attempts),
         force,
