@@ -1,7 +1,8 @@
 """Composes the resources of `connector run` and closes them in reverse order.
 
-Order of opening: metrics server → dead-letter writer → parking topic (many tenants) → tenancy (per
-tenant: vendor sink, deliverer) → parking → source. The source closes first (leaving the group), so
+Order of opening: metrics server → dead-letter writer → parking topic (many tenants) → pace topic →
+tenancy (per tenant: vendor sink, deliverer; each tenant's pacer shares its cuts through the pace
+topic) → parking → source. The source closes first (leaving the group), so
 its last revoke callback still has every other resource. Everything the pipeline touches outside
 itself is a :class:`Parts` field: production uses the real clock, Kafka and HTTP; the simulation
 (``tests/sim``) passes virtual ones and runs the same code.
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import secrets
 import signal
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ from connector.config import Settings, SinkSettings
 from connector.deadletter import DeadLetterPublisher, DeadLetterWriter, KafkaDeadLetterWriter
 from connector.errors import ConfigError
 from connector.fence import Fence
+from connector.fleetpace import FleetPace, KafkaPaceLog, PaceLog
 from connector.logs import get_logger, register_secret
 from connector.metrics import Metrics, MetricsServer
 from connector.pacing import Pacer
@@ -47,6 +50,7 @@ class Parts:
     sink: Sink | None = None  # or the vendor at the Sink level (tests)
     dead_letters: AbstractAsyncContextManager[DeadLetterWriter] | None = None
     park_log: AbstractAsyncContextManager[ParkLog] | None = None  # the parking topic (many tenants)
+    pace_log: AbstractAsyncContextManager[PaceLog] | None = None  # the pace topic (cuts after 429s)
     source: SourceFactory | None = None
 
 
@@ -66,7 +70,11 @@ async def serve(settings: Settings, stop: asyncio.Event, parts: Parts | None = N
     if parts.sink is not None and settings.tenants.path:
         raise ConfigError("Parts.sink is one vendor client: it cannot serve tenants.path's tenants")
 
+    fleet: FleetPace | None = None
+
     def make(sink_settings: SinkSettings, pacer: Pacer) -> AbstractAsyncContextManager[Sink]:
+        if fleet is not None:
+            fleet.attach(pacer)
         return parts.sink or make_sink(sink_settings, parts.transport, pacer)
 
     async with AsyncExitStack() as stack:
@@ -92,6 +100,16 @@ async def serve(settings: Settings, stop: asyncio.Event, parts: Parts | None = N
             park_log = await stack.enter_async_context(
                 parts.park_log or KafkaParkLog(settings.kafka, settings.park_topic)
             )
+        fleet = await stack.enter_async_context(
+            FleetPace(
+                parts.pace_log or KafkaPaceLog(settings.kafka, settings.pace_topic),
+                group=settings.kafka.group_id,
+                member=f"{settings.kafka.client_id}-{os.getpid()}-{secrets.token_hex(4)}",
+                clock=clock,
+                topic=settings.pace_topic,
+                metrics=metrics,
+            )
+        )
         pipeline = Pipeline(
             settings, make, dlq, metrics, clock=clock, rng=parts.rng, fence=fence, park_log=park_log
         )

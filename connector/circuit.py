@@ -7,10 +7,14 @@
     HALF_OPEN ──(the vendor answered anything but an outage)──▶ CLOSED
     HALF_OPEN ──(outage again, or the probe was not sent)──▶ OPEN
 
-While the circuit is not closed, failures never count against an event's attempts: events caught in an
-outage wait, they are not dead-lettered. A probe is any call that is due; while events are unresolved
-there is always one, so the circuit cannot stay open without probing. Pure (the caller supplies the
-clock), so the policy is unit-tested without I/O.
+A 429 is a pacing signal (:mod:`connector.adapt`), never an outage: it is not counted, and a probe
+answered 429 shows the API up (it closes the circuit), unless the circuit opened on a 403 and the
+question is whether the key can read at all. A ``Retry-After`` longer than the connector waits in
+place opens it through :meth:`Circuit.trip`, not here. While the circuit is not closed, failures never
+count against an event's attempts: events caught in an outage wait, they are not dead-lettered. A
+probe is any call that is due; while events are unresolved there is always one, so the circuit cannot
+stay open without probing. Pure (the caller supplies the clock), so the policy is unit-tested without
+I/O.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 from collections import deque
 from enum import StrEnum
 
-from connector.errors import AuthError, ConnectorError, EndpointError
+from connector.errors import AuthError, ConnectorError, EndpointError, RateLimited
 
 
 class State(StrEnum):
@@ -58,6 +62,13 @@ class Circuit:
 
     def record(self, error: BaseException | None, now: float) -> State | None:
         """Note a call's outcome; returns the new state when it changed."""
+        if isinstance(error, RateLimited):
+            if self.state is State.CLOSED:
+                return None  # not counted, either way
+            if self.forbidden:  # a read probe answered 429: whether the key can read is not known yet
+                self.state, self._next_probe = State.OPEN, now + self.probe_interval
+                return None
+            error = None  # the vendor answered: the API is up
         failed = is_outage(error) or (isinstance(error, ConnectorError) and error.retryable)
         if self.state is not State.CLOSED:
             if failed:

@@ -192,13 +192,18 @@ class Coalescer:
         slot = self._slots.get(key)
         return slot is not None and slot.waiting is not None
 
-    def finish(self, key: str, delivered: bool) -> OrderChange | None:
-        """The current change's call ended for good (delivered, or given up). Returns the waiting
-        change, now current, when the key has more to send; else the slot is gone."""
+    def finish(self, key: str, delivered: bool, unknown: bool = False) -> OrderChange | None:
+        """The current change's call ended for good (delivered, or given up; ``unknown``: given up
+        after a request of the key whose outcome is unknown, which may still have landed, so what the
+        vendor holds is not known). Returns the waiting change, now current, when the key has more
+        to send; else the slot is gone."""
         slot = self._slots.get(key)
         if slot is None:
             return None
         self._mark(key, slot.current, delivered)
+        if unknown and not delivered:
+            mark = self._marks[key]
+            self._marks[key] = Mark(b"", mark.version, mark.deleted)  # nothing is skipped as identical to it
         if slot.waiting is None:
             del self._slots[key]
             if slot.seen is not None:

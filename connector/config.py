@@ -129,6 +129,7 @@ class SinkSettings(_Section):
     max_retry_after_seconds: float = Field(60.0, gt=0)
     linger_seconds: float = Field(5.0, ge=0)
     linger_lag_records: int = Field(5_000, ge=1)
+    pace_topic: str = ""  # "": "<first of kafka.topics>.pace" (the members' cuts after 429s)
 
     @field_validator("kind")
     @classmethod
@@ -269,12 +270,22 @@ class Settings(BaseSettings):
             raise ValueError("kafka.lease_seconds must be longer than kafka.commit_interval_seconds")
         if self.park_topic in self.kafka.topics or self.park_topic == self.dlq.topic:
             raise ValueError("tenants.park_topic must be a topic of its own (not read, not the DLQ)")
+        if self.pace_topic in {*self.kafka.topics, self.dlq.topic, self.park_topic}:
+            raise ValueError(
+                "sink.pace_topic must be a topic of its own (not read, not the DLQ, not parking)"
+            )
         return self
 
     @property
     def park_topic(self) -> str:
         """The parking topic: ``tenants.park_topic``, by default ``<first of kafka.topics>.parked``."""
         return self.tenants.park_topic or f"{self.kafka.topics[0]}.parked"
+
+    @property
+    def pace_topic(self) -> str:
+        """The pace topic (:mod:`connector.fleetpace`): ``sink.pace_topic``, by default
+        ``<first of kafka.topics>.pace``."""
+        return self.sink.pace_topic or f"{self.kafka.topics[0]}.pace"
 
     toml_file: ClassVar[str | None] = None
 

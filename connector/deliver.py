@@ -74,6 +74,7 @@ class Job:
     first_failure_ts: float = 0.0
     last_failure_ts: float = 0.0
     not_before: float = 0.0  # monotonic: an ambiguous request of this key may land until then
+    ambiguous: bool = False  # an attempt since the key's last delivery ended without a known outcome
     linger_until: float = 0.0  # monotonic: while its partition is far behind, wait until then
     forbidden_at: int = -1  # the circuit's closure count when this job last got a 403
     probe: bool = False  # this attempt is the circuit's probe
@@ -101,6 +102,7 @@ class Outcome:
     attempts: int = 0
     first_failure_ts: float = 0.0
     last_failure_ts: float = 0.0
+    ambiguous: bool = False  # FAILED: an attempt of its key since its last delivery may still land
 
 
 Claim = Callable[[str], OrderChange | None]
@@ -352,11 +354,13 @@ class Deliverer:
         self._metrics.latency.observe(self._clock.monotonic() - started)
         self._metrics.requests.labels(status_class(error)).inc()
         if isinstance(error, ConnectorError) and error.ambiguous:
+            job.ambiguous = True
             job.not_before = self._clock.monotonic() + self.fence.settle_seconds
             self.fence.note_ambiguous(job.tp, self._clock.wall())
         error = self._per_event_forbidden(job, change, error)
         self._track_circuit(error)
         if error is None:
+            job.ambiguous = False
             self._finish(job, Outcome(OutcomeKind.DELIVERED, job.key, change, attempts=job.attempts))
         else:
             self._failed(job, change, error)
@@ -379,7 +383,13 @@ class Deliverer:
         return error
 
     def _track_circuit(self, error: BaseException | None) -> None:
+        if isinstance(error, RateLimited) and self._beyond_ceiling(error):
+            return  # an outage, but :meth:`_rate_limited` opens the circuit for it (trip)
         self._on_circuit(self.circuit.record(error, self._clock.monotonic()))
+
+    def _beyond_ceiling(self, error: RateLimited) -> bool:
+        """Whether the vendor asked for a longer wait than ``sink.max_retry_after_seconds``."""
+        return error.retry_after is not None and error.retry_after > self._max_retry_after
 
     def _on_circuit(self, changed: State | None) -> None:
         if changed is None or changed is State.HALF_OPEN:
@@ -423,7 +433,14 @@ class Deliverer:
             delay = self._policy.delay(error, job.attempts, now - job.first_failure_ts)
         if delay is None:
             outcome = Outcome(
-                OutcomeKind.FAILED, job.key, change, error, job.attempts, job.first_failure_ts, now
+                OutcomeKind.FAILED,
+                job.key,
+                change,
+                error,
+                job.attempts,
+                job.first_failure_ts,
+                now,
+                job.ambiguous,
             )
             self._finish(job, outcome)
             return
@@ -442,7 +459,7 @@ class Deliverer:
         self._metrics.rate_limited.inc()
         self.rate_limited_count += 1
         wait = error.retry_after
-        if wait is not None and wait > self._max_retry_after:
+        if wait is not None and self._beyond_ceiling(error):
             self._metrics.retry_after_exceeded.inc()
             reason = (
                 f"the vendor asked to wait {wait:.0f}s (Retry-After), more than "
@@ -450,7 +467,9 @@ class Deliverer:
             )
             self._on_circuit(self.circuit.trip(reason, self._clock.monotonic()))
             wait = None
-        self.pacer.hold(wait if wait is not None else self._policy.backoff(job.attempts))
+        # The member waits the vendor's Retry-After, else a first attempt's backoff: the pace itself
+        # adapts (``pacer.observe``), and this job's own retry waits its own backoff.
+        self.pacer.hold(wait if wait is not None else self._policy.backoff(1))
 
     # -- revoke and shutdown ------------------------------------------------------------------
     async def drain(self, partitions: set[TopicPartition], timeout: float) -> None:

@@ -103,8 +103,16 @@ class Metrics:
         )
         self.available_estimate = Gauge(
             "connector_available_rate_estimate_requests_per_second",
-            "What the vendor was estimated to accept from this member at the last 429 (its share "
-            "while no 429 was seen): the budget others on the same key leave.",
+            "Requests a second this member's pace came to when the last 429 came, its own or one "
+            "another member told it of (its share while no 429 was seen): what others on the same key "
+            "leave is below it.",
+            registry=r,
+        )
+        self.pace_cuts = Counter(
+            "connector_pace_cuts",
+            "Cuts of the pace after a 429: made by this member (origin=429) or followed from another "
+            "member through the pace topic (origin=fleet).",
+            ["origin"],
             registry=r,
         )
         self.retry_after_exceeded = Counter(

@@ -14,9 +14,12 @@ are at least ``B`` ticks apart, ``1 + s`` seconds, minus at most ``LATE``. A mem
 sends nothing; a dead member's ticks go to the partitions' next owners once its lease has run out.
 
 When someone else spends the same key, the vendor answers 429: each request's outcome feeds the
-member's :class:`~connector.adapt.Adaptation`, which sets the share of its ticks it uses. A
-``Retry-After`` holds every request for that long (the deliverer caps it). Ticks are reserved one at a
-time and never reissued, so a change of rate never lets a burst through.
+member's :class:`~connector.adapt.Adaptation`, which sets the share of its ticks it uses. A cut it
+makes is told to the rest of the fleet (:class:`Sharing`, :mod:`connector.fleetpace`), and a cut
+another member made is followed (:meth:`Pacer.adopt`): the 429s may all fall on one member's requests,
+but every member slows. A cut, and a ``Retry-After`` (the deliverer caps it), hold every request for a
+while. Ticks are reserved one at a time and never reissued, so a change of rate never lets a burst
+through.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ import asyncio
 import math
 import zlib
 from collections.abc import Callable, Mapping
+from typing import Protocol
 
-from connector.adapt import Adaptation, Estimating
+from connector.adapt import Adaptation, Cut, Estimating
 from connector.clock import Clock
 from connector.fence import Fence
 from connector.structs import TopicPartition
@@ -47,6 +51,14 @@ def phase_of(name: str) -> float:
     return zlib.crc32(name.encode()) / 2**32
 
 
+class Sharing(Protocol):
+    """Where a pacer tells the fleet of the cuts it makes (:mod:`connector.fleetpace`)."""
+
+    def publish(self, budget: str, cut: Cut) -> None:
+        """Tell the other members that the pace of ``budget`` (a tenant's name) was cut."""
+        ...
+
+
 class Pacer:
     """The budget every request of this member waits on."""
 
@@ -59,7 +71,10 @@ class Pacer:
         adaptation: Adaptation | None = None,
         on_wait: Callable[[float], None] | None = None,
         phase: float = 0.0,
+        name: str = "",
     ) -> None:
+        self.name = name  # the budget's name (a tenant; "" for the one budget of a single shop)
+        self.sharing: Sharing | None = None  # set by the fleet's pace sharing, if any
         self.budget = budget_per_second
         self._spacing = (1.0 + SLACK) / budget_per_second
         self._phase = phase % 1.0  # ticks at (phase + k) * spacing: see phase_of
@@ -117,8 +132,22 @@ class Pacer:
         return max(0.0, self._hold_until - self._clock.wall())
 
     def observe(self, limited: bool) -> None:
-        """A request came back, answered 429 (``limited``) or not: adapts the share of ticks used."""
-        self.adaptation.observe(limited, self._clock.wall(), self.full_rate)
+        """A request came back, answered 429 (``limited``) or not: adapts the share of ticks used.
+        A cut holds every request a while, and is told to the fleet."""
+        cut = self.adaptation.observe(limited, self._clock.wall(), self.full_rate)
+        if cut is None:
+            return
+        self._hold_until = max(self._hold_until, cut.hold_until)
+        if self.sharing is not None:
+            self.sharing.publish(self.name, cut)
+
+    def adopt(self, cut: Cut) -> bool:
+        """Another member cut the pace of this budget: follow it if it is newer than the last cut
+        made or followed here (its factor from then on, and its hold). Returns whether it did."""
+        if not self.adaptation.adopt(cut):
+            return False
+        self._hold_until = max(self._hold_until, cut.hold_until)
+        return True
 
     def hold(self, seconds: float) -> None:
         """Send nothing for ``seconds`` (the vendor's ``Retry-After``, or a backoff after a 429)."""

@@ -15,6 +15,7 @@ import contextlib
 from collections import defaultdict
 from random import Random
 
+from connector import gauges
 from connector.clock import Clock
 from connector.coalesce import Coalescer, Resolution
 from connector.config import Settings
@@ -375,7 +376,7 @@ class Pipeline:
                 change.tenant or None,
             )
             self._dead_letter(change.record, failure)
-        return self.coalescer.finish(key, delivered=False) is not None
+        return self.coalescer.finish(key, delivered=False, unknown=outcome.ambiguous) is not None
 
     # -- dead letters -------------------------------------------------------------------------
     def _dead_letter(self, record: Record, failure: Failure) -> None:
@@ -453,31 +454,18 @@ class Pipeline:
                 if part.status is PartitionStatus.WARMING:
                     await self.membership.warm_done(part, self._handling)
             self.park.check()
-            self._gauges()
+            gauges.refresh(
+                self.metrics,
+                self.clock.wall(),
+                self.assignment,
+                self.coalescer,
+                self.tenancy,
+                self.park,
+                self._source,
+            )
             if self.clock.monotonic() - last_summary >= SUMMARY_INTERVAL_S:
                 last_summary = self.clock.monotonic()
                 self._summary()
-
-    def _gauges(self) -> None:
-        """Refresh the gauges an on-call person watches: oldest unsynced event, lag per partition."""
-        self.metrics.oldest_unsynced.set(self.assignment.oldest_unsynced_age(self.clock.wall()))
-        self.metrics.remembered_keys.set(self.coalescer.remembered)
-        tenancy = self.tenancy
-        if tenancy.many:
-            oldest = self.coalescer.oldest_by_tenant()
-            for tenant, stamp in self.park.oldest().items():
-                oldest[tenant] = min(stamp, oldest.get(tenant, stamp))
-            tenancy.refresh_metrics(oldest, self.park.tenants())
-        self.metrics.pace.set(tenancy.rate)
-        self.metrics.budget_share.set(tenancy.full_rate)
-        self.metrics.available_estimate.set(tenancy.available_estimate())
-        if self._source is None:
-            return
-        for part in self.assignment:
-            end = self._source.log_end(part.tp)
-            if end is not None and part.committed is not None:
-                tp = part.tp
-                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, end - part.committed))
 
     def _summary(self) -> None:
         counts, self._counts = dict(self._counts), defaultdict(int)

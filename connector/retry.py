@@ -2,8 +2,8 @@
 
 Retryable errors (``error.retryable``) are retried with exponential backoff and full jitter, honouring
 the vendor's ``retry_after``; others are given up at once. Outage-like errors (401/403, a wrong
-endpoint, an unwritable dead-letter topic) are retried without limit: they are never the event's fault,
-so never dead-lettered.
+endpoint, an unwritable dead-letter topic) and 429s (someone else spends the budget: the pace adapts)
+are retried without limit: they are never the event's fault, so never dead-lettered.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from connector.errors import AuthError, ConnectorError, DeadLetterError, EndpointError, RateLimited
 
-_UNLIMITED = (AuthError, DeadLetterError, EndpointError)
+_UNLIMITED = (AuthError, DeadLetterError, EndpointError, RateLimited)
 
 
 @dataclass(frozen=True, slots=True)

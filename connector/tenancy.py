@@ -64,6 +64,11 @@ SinkFactory = Callable[[SinkSettings, Pacer], AbstractAsyncContextManager[Sink]]
 """Makes a tenant's vendor client, whose every request waits on the tenant's pacer."""
 
 
+def budget_name(name: str, tenant: Tenant | None) -> str:
+    """The name a shop's budget goes by on every member: its first alias once renamed, else its name."""
+    return tenant.aliases[0] if tenant is not None and tenant.aliases else name
+
+
 class Tenancy(Reloads):
     """The tenants this member delivers for, each with its own deliverer."""
 
@@ -203,15 +208,20 @@ class Tenancy(Reloads):
         tenant: Tenant | None = None,
         mapping: FileMapping | FunctionMapping | None = None,
     ) -> Served:
-        """Start serving ``name``: its pacer, vendor client and deliverer, in a stack of its own."""
+        """Start serving ``name``: its pacer, vendor client and deliverer, in a stack of its own. The
+        budget is named by the shop's first name (its first alias once renamed): every member paces
+        the account on one grid of ticks, and shares its 429 cuts under one name, whichever name of
+        the shop it knows (a member started before a rename knows the old one)."""
         stack = AsyncExitStack()
+        account = budget_name(name, tenant)
         try:
             pacer = Pacer(
                 settings.rate_limit_per_second,
                 self._clock,
                 self._fence,
                 on_wait=self._metrics.limiter_wait.inc,
-                phase=phase_of(name) if name else 0.0,
+                phase=phase_of(account) if account else 0.0,
+                name=account,
             )
             if self._layout:
                 pacer.set_layout(self._layout)

@@ -41,18 +41,23 @@ def connector_env(bootstrap: str, topic: str, base_url: str, **settings: str | f
 
 
 class ConnectorProcess:
-    """``python -m connector run`` in a child process, its output in ``log``."""
+    """``python -m connector run`` in a child process, its output in ``log``; ``argv`` (and ``cwd``)
+    run another installation instead, e.g. a previous release's interpreter."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], log: Path, argv: list[str] | None = None, cwd: Path | None = None
+    ) -> None:
         self.env = env
         self.log = log
+        self.argv = argv or [sys.executable, "-m", "connector", "run"]
+        self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ConnectorProcess:
         """Start the process (output appended to the log file)."""
         handle = self.log.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "connector", "run"], env=self.env, stdout=handle,
-                                     stderr=subprocess.STDOUT)  # fmt: skip
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=handle, stderr=subprocess.STDOUT,
+                                     cwd=self.cwd)  # fmt: skip
         handle.close()
         return self
 

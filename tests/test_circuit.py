@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from connector.circuit import Circuit, State
-from connector.errors import AuthError, RejectedError, ServerError
+from connector.errors import AuthError, RateLimited, RejectedError, ServerError
 
 FAIL, OK = ServerError("503", status=503), None
 
@@ -34,6 +34,43 @@ def test_permanent_rejections_do_not_count_as_outage() -> None:
     for _ in range(20):
         c.record(RejectedError("422", status=422), 0.0)
     assert not c.is_open
+
+
+def test_429s_never_count_toward_the_failure_ratio() -> None:
+    """Found on the real broker (issue 20): another client on the key drew 429s that opened the
+    circuit. A 429 is a pacing signal: fifty in a row leave it closed, and mixed with 5xx they do not
+    count either way (4 failures among 10 other calls stay below the ratio)."""
+    c = Circuit(window=10, min_calls=5, failure_ratio=0.5)
+    for _ in range(50):
+        assert c.record(RateLimited("429"), 0.0) is None
+    assert not c.is_open
+    for e in [FAIL, RateLimited("429"), OK, RateLimited("429")] * 4 + [OK, OK]:
+        c.record(e, 0.0)
+    assert not c.is_open
+    assert any(c.record(FAIL, 0.0) is State.OPEN for _ in range(6)), "5xx still count"
+
+
+def test_a_probe_answered_429_closes_the_circuit() -> None:
+    """The API answered (it is up, only busy): the probe closes an outage opened by 5xx."""
+    c = Circuit(window=10, min_calls=5, probe_interval=1.0)
+    for _ in range(5):
+        c.record(FAIL, 0.0)
+    assert c.is_open
+    assert c.may_call(1.0)
+    assert c.record(RateLimited("429"), 1.1) is State.CLOSED
+
+
+def test_a_read_probe_answered_429_after_a_403_keeps_it_open() -> None:
+    """After a 403 the probe asks whether the key can read at all: a 429 does not say, so the circuit
+    stays open and probes again after the interval."""
+    c = Circuit(probe_interval=1.0)
+    c.record(AuthError("403", status=403), 0.0)
+    assert c.may_call(1.0)
+    assert c.record(RateLimited("429"), 1.1) is None
+    assert c.is_open
+    assert c.forbidden
+    assert not c.may_call(1.5)
+    assert c.may_call(2.2)
 
 
 def test_auth_failure_opens_at_once() -> None:

@@ -267,6 +267,26 @@ def test_an_event_skipped_as_identical_lends_its_version_to_the_change_it_copies
     assert c.take_tenant("", [TopicPartition("t", 0)]) == [(pending, newer.version)]
 
 
+def test_after_a_request_of_unknown_outcome_nothing_is_skipped_as_identical() -> None:
+    """Found by the simulation (many-shop seed 1237): a state was delivered, a newer one got a 500 the
+    vendor may have applied, and the newest was refused for good. What the vendor holds is not known:
+    an event equal to the state delivered first is sent, not skipped as identical to it."""
+    c = Coalescer()
+    delivered(c, change("a", 0, None, "s7"))
+    newest = change("a", 2, None, "poison")
+    c.offer(newest)
+    c.claim("a")
+    c.finish("a", delivered=False, unknown=True)
+    revert = change("a", 3, None, "s7")
+    assert c.offer(revert).start
+    known = Coalescer()
+    delivered(known, change("a", 0, None, "s7"))
+    known.offer(newest)
+    known.claim("a")
+    known.finish("a", delivered=False)
+    assert known.offer(change("a", 3, None, "s7")).resolved[0][1] is Resolution.IDENTICAL
+
+
 def deletion(key: str, offset: int, version: int | None) -> OrderChange:
     """A delete of ``key`` (every delete has the same payload), timed or, a tombstone, not."""
     updated = None if version is None else T0 + timedelta(seconds=version)

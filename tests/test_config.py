@@ -153,3 +153,18 @@ def test_without_a_mapping_section_nothing_changes() -> None:
 
     assert pipeline(Settings())._mapper is None
     assert pipeline(Settings(mapping=MappingSettings(envelope="cloudevents")))._mapper is not None
+
+
+def test_the_pace_topic_defaults_after_the_first_topic_and_must_be_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``sink.pace_topic`` (issue 20): ``<first topic>.pace`` unless set; never a topic read, the
+    dead-letter topic or the parking topic (the members would read each other's cuts as orders)."""
+    monkeypatch.setenv("CONNECTOR_KAFKA__TOPICS", "orders,returns")
+    assert load_settings().pace_topic == "orders.pace"
+    monkeypatch.setenv("CONNECTOR_SINK__PACE_TOPIC", "shared.pace")
+    assert load_settings().pace_topic == "shared.pace"
+    for taken in ("returns", "orders.dlq", "orders.parked"):
+        monkeypatch.setenv("CONNECTOR_SINK__PACE_TOPIC", taken)
+        with pytest.raises(ConfigError, match=r"sink\.pace_topic must be a topic of its own"):
+            load_settings()

@@ -54,9 +54,10 @@ def test_transient_errors_give_up_after_max_attempts() -> None:
     assert POLICY.delay(ServerError("x"), 5) is None
 
 
-@pytest.mark.parametrize("error", [AuthError("x", status=401), DeadLetterError("x")])
+@pytest.mark.parametrize("error", [AuthError("x", status=401), DeadLetterError("x"), RateLimited("x")])
 def test_outage_errors_are_retried_without_limit(error: Exception) -> None:
-    """401/403 and an unwritable DLQ are never the event's fault: never given up."""
+    """401/403, an unwritable DLQ and 429s (someone else spends the budget: issue 20) are never the
+    event's fault: never given up."""
     assert POLICY.delay(error, 1000) is not None
 
 

@@ -346,9 +346,13 @@ class Parking:
     # -- park decisions -----------------------------------------------------------------------
 
     def check(self) -> None:
-        """Park every tenant that cannot be served (circuit open ``tenants.park_after_seconds``, or
-        more than ``tenants.park_max_keys`` orders waiting for that long) on every partition it is
-        not parked on yet."""
+        """Park every tenant that cannot be served on every partition it is not parked on yet: its
+        circuit open ``tenants.park_after_seconds``, or orders of it waiting that long while it is
+        far behind them: more than ``tenants.park_max_keys`` of them, or, with its pace cut below a
+        quarter of its share (by 429s: another client spends nearly all its key), more than that
+        pace sends in ``tenants.park_after_seconds``. A 429 never opens the circuit, and a shop
+        sharing its key is not parked for it; one starved by it is parked as one far behind its
+        backlog is, so that it holds back no other shop."""
         if not self.may_park or not self._queues or self._stopping:
             return
         t = self._settings.tenants
@@ -360,7 +364,10 @@ class Parking:
             opened = served.deliverer.circuit.opened_at
             down = opened is not None and now - opened >= t.park_after_seconds
             count, oldest = load.get(name, (0, float("inf")))
-            behind = count > t.park_max_keys and wall - oldest >= t.park_after_seconds
+            pacer = served.pacer
+            factor = pacer.adaptation.factor(wall)
+            starved = factor < _STARVED and count > max(1.0, pacer.full_rate * factor * t.park_after_seconds)
+            behind = wall - oldest >= t.park_after_seconds and (count > t.park_max_keys or starved)
             if not (down or behind):
                 continue
             if self._room(name):
@@ -457,6 +464,10 @@ class Parking:
         return self.replay.oldest() if self.replay is not None else {}
 
 
+_STARVED = 0.25
+"""Below this share of its ticks (cut by 429s), a shop with orders waiting is judged by how long its
+pace takes to send them (found by many-shop seed 2879: a shop whose key another client took almost
+whole held back a healthy shop's commits for 80 s)."""
 _TOKENS_RESERVE = 24 * 8
 """Metadata bytes kept for the writer tokens 0.1.0 members read (eight of them)."""
 

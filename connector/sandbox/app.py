@@ -12,7 +12,8 @@ Vendor routes (``X-Authorization`` required, rate limited, faults applied), ``{v
     DELETE /api/{v}/orders/external/{externalId} delete by external id
 
 Control routes (no auth, no limit): ``GET /_sandbox/orders``, ``GET /_sandbox/requests``,
-``GET /_sandbox/stats``, ``GET|POST /_sandbox/faults``, ``POST /_sandbox/reset``, ``POST /_sandbox/config``.
+``GET /_sandbox/writes`` (every change applied, in order), ``GET /_sandbox/stats``,
+``GET|POST /_sandbox/faults``, ``POST /_sandbox/reset``, ``POST /_sandbox/config``.
 
 Shoplazza routes (``Access-Token`` required, see ``connector.sandbox.shoplazza``), ``{v}`` ``2025-06``::
 
@@ -44,6 +45,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict
 from types import TracebackType
 from typing import Any, Self
 
@@ -144,6 +146,7 @@ class Sandbox:
         app.router.add_get("/_sandbox/shoplazza/orders", self._ctl_shoplazza_orders)
         app.router.add_post("/_sandbox/shoplazza/orders", self._ctl_shoplazza_orders)
         app.router.add_get("/_sandbox/requests", self._ctl_requests)
+        app.router.add_get("/_sandbox/writes", self._ctl_writes)
         app.router.add_get("/_sandbox/stats", self._ctl_stats)
         app.router.add_get("/_sandbox/faults", self._ctl_faults)
         app.router.add_post("/_sandbox/faults", self._ctl_faults)
@@ -225,7 +228,10 @@ class Sandbox:
             status = self._rng.choice(f.error_statuses)
             return self._refuse(vendor, status, "Internal Server Error.", "UNEXPECTED_ERROR")
         if f.late_rate and self._rng.random() < f.late_rate:
-            await asyncio.sleep(f.late_seconds)  # the client has timed out; the write still lands
+            # The vendor has the whole request (read now: once the client gives up, the connection
+            # is gone and its body could no longer be read), and applies it after the client timed out.
+            await request.read()
+            await asyncio.sleep(f.late_seconds)
         if "order_id" in request.match_info:
             entry.external_id = request.match_info["order_id"]
         request[LOG_ENTRY] = entry
@@ -372,6 +378,9 @@ class Sandbox:
                 ]
             }
         )
+
+    async def _ctl_writes(self, _: web.Request) -> web.Response:
+        return web.json_response({"writes": [asdict(w) for w in self.store.writes]})
 
     def holds(self, latest: dict[str, dict[str, Any]]) -> bool:
         """Whether every order in ``latest`` (external_id -> body) is held at that body's updated_at."""

@@ -54,14 +54,36 @@ class LoggedRequest:
     done: float = 0.0  # when the answer was ready (the write applied, for a late write)
 
 
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One change applied to an order, in the order applied (late writes when they land): what a
+    judge of "never backwards" reads. ``updated_at`` is the body's (None for a delete: it has none)."""
+
+    ts: float
+    op: str  # "upsert", "create", "update" or "delete"
+    external_id: str | None
+    updated_at: str | None
+
+
 class Store:
-    """Orders by Loop id and by external id, and every request received."""
+    """Orders by Loop id and by external id, every request received, and every write applied."""
 
     def __init__(self) -> None:
         self.orders: dict[int, dict[str, Any]] = {}
         self.by_external: dict[str, int] = {}
         self.requests: list[LoggedRequest] = []
+        self.writes: list[Write] = []
         self._ids = itertools.count(1)
+
+    def _wrote(self, op: str, external_id: Any, updated_at: Any = None) -> None:
+        self.writes.append(
+            Write(
+                time.time(),
+                op,
+                external_id if isinstance(external_id, str) else None,
+                updated_at if isinstance(updated_at, str) else None,
+            )
+        )
 
     def upsert(self, body: dict[str, Any]) -> dict[str, Any]:
         """Create or replace the order with ``body['external_id']``; returns it with its id."""
@@ -71,6 +93,7 @@ class Store:
             order_id = next(self._ids)
             self.by_external[ext] = order_id
         self.orders[order_id] = {**body, "id": order_id}
+        self._wrote("upsert", ext, body.get("updated_at"))
         return self.orders[order_id]
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -79,6 +102,7 @@ class Store:
         if body.get("external_id"):
             self.by_external[body["external_id"]] = order_id
         self.orders[order_id] = {**body, "id": order_id}
+        self._wrote("create", body.get("external_id"), body.get("updated_at"))
         return self.orders[order_id]
 
     def update(self, order_id: int, body: dict[str, Any]) -> dict[str, Any] | None:
@@ -92,6 +116,7 @@ class Store:
                 self.by_external.pop(old_ext, None)
             self.by_external[new_ext] = order_id
         current.update(body)
+        self._wrote("update", current.get("external_id"), body.get("updated_at"))
         return current
 
     def get_external(self, external_id: str) -> dict[str, Any] | None:
@@ -104,6 +129,7 @@ class Store:
         order_id = self.by_external.pop(external_id, None)
         if order_id is not None:
             self.orders.pop(order_id, None)
+            self._wrote("delete", external_id)
         return order_id
 
     def reset(self) -> None:
@@ -111,3 +137,4 @@ class Store:
         self.orders.clear()
         self.by_external.clear()
         self.requests.clear()
+        self.writes.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -155,3 +156,27 @@ async def test_request_log_records_every_call(client: httpx.AsyncClient) -> None
     assert log[-1]["status"] == 200
     assert log[-1]["ts"] > 0
     assert (await client.post("/_sandbox/faults", json={"no_such_fault": 1})).status_code == 400
+
+
+async def test_a_late_write_lands_after_the_client_gave_up_and_the_write_log_shows_it(
+    sandbox: Sandbox,
+) -> None:
+    """The late_rate fault holds a write past the client's timeout and applies it afterwards: a
+    client that sends a newer state meanwhile without waiting sees the order moved backwards, and
+    GET /_sandbox/writes lists the writes in the order they were applied (the late one last)."""
+    sandbox.faults.update({"late_rate": 1.0, "late_seconds": 0.5})
+    async with httpx.AsyncClient(base_url=sandbox.url, headers=AUTH) as c:
+        with pytest.raises(httpx.TimeoutException):
+            await c.put("/api/v1/orders", json=order_body("W-1", 1), timeout=0.1)
+        sandbox.faults.update({"late_rate": 0.0})
+        assert (await c.put("/api/v1/orders", json=order_body("W-1", 2))).status_code == 200
+        assert sandbox.store.get_external("W-1")["updated_at"] == order_body("W-1", 2)["updated_at"]  # type: ignore[index]
+        await asyncio.sleep(0.8)
+        assert (await c.delete("/api/v1/orders/external/W-1")).status_code == 200
+        writes = (await c.get("/_sandbox/writes")).json()["writes"]
+    assert [(w["op"], w["external_id"], w["updated_at"]) for w in writes] == [
+        ("upsert", "W-1", order_body("W-1", 2)["updated_at"]),
+        ("upsert", "W-1", order_body("W-1", 1)["updated_at"]),
+        ("delete", "W-1", None),
+    ]
+    assert writes[1]["ts"] >= writes[0]["ts"]

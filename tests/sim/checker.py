@@ -391,6 +391,29 @@ class Checker:
                 f"{worst} requests{shop} in the second ending t={worst_at - _epoch():.3f}, budget {budget:g}"
             )
 
+    def check_circuits(self, pipelines: dict[str, object], max_retry_after: float) -> None:
+        """429s are a pacing signal only (``docs/design.md``, 4 and 5): a shop whose only fault was
+        another client on its key (asking for no wait above ``max_retry_after``) never had its outage
+        circuit opened, on any member, so it was never parked for it either."""
+        faults = self.schedule.faults
+        rotated = {o.tenant for o in self.schedule.tenant_ops if o.kind == "rotate"}  # 401s meanwhile
+        for tenant in self.schedule.tenants or [""]:
+            own = [f for f in faults if f.tenant in ("", tenant)]
+            if not own or any(f.kind != "stranger" or (f.retry_after or 0.0) > max_retry_after for f in own):
+                continue
+            if tenant in rotated:
+                continue
+            for name, pipeline in sorted(pipelines.items()):
+                served = pipeline.tenancy.served().get(tenant)  # type: ignore[attr-defined]
+                circuit = served.deliverer.circuit if served is not None else None
+                if circuit is not None and (circuit.closures or circuit.is_open):
+                    shop = f"shop {tenant}" if tenant else "the shop"
+                    self.fail(
+                        f"{shop} had only another client on its key, yet {name} opened its circuit "
+                        f"({circuit.reason or 'closed again since'})"
+                    )
+                    return
+
     def check_members(self, pipelines: dict[str, object]) -> None:
         """Memory: per-key state bounded by its setting, read-ahead by its bound."""
         k = self.schedule.knobs

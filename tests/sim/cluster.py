@@ -31,6 +31,7 @@ from typing import Self, TypeVar
 from connector.metadata import Origin, decode
 from connector.source import Committed, PartitionsCallback
 from connector.structs import Record, TopicPartition
+from tests.sim.pace import MemoryPaceLog, PaceTopic
 
 METADATA_MAX_BYTES = 4096
 """The broker's ``offset.metadata.max.bytes`` (its default)."""
@@ -219,6 +220,7 @@ class SimCluster:
         self.dlq_refusing = False  # the dead-letter and parking topics refuse writes
         self.parked: dict[int, list[Record]] = {p: [] for p in range(partitions)}  # the parking topic
         self.park_appends: list[ParkAppend] = []
+        self.pace = PaceTopic()  # the pace topic: every cut a member made after a 429
         self.members: dict[str, Member] = {}
         self.generation = 0
         self.epochs: dict[TopicPartition, int] = dict.fromkeys(self.logs, 0)
@@ -472,6 +474,15 @@ class SimCluster:
     def park_log_for(self, m_name: str) -> SimParkLog:
         """The parking topic as member ``m_name`` reaches it."""
         return SimParkLog(self, m_name)
+
+    def pace_log_for(self, m_name: str) -> MemoryPaceLog:
+        """The pace topic as member ``m_name`` reaches it (not while dead or cut off)."""
+
+        def reachable() -> bool:
+            m = self.members.get(m_name)
+            return m is None or (m.alive and m.connected)
+
+        return self.pace.log_for(reachable)
 
     def dead_letters_for(self, m_name: str) -> SimDeadLetters:
         """The dead-letter writer of member ``m_name``."""

@@ -11,7 +11,7 @@ from typing import Any
 
 from connector import errors
 from connector._lastseen import LastSeen
-from connector.circuit import State
+from connector.circuit import Circuit, State
 from connector.coalesce import Coalescer
 from connector.decode import decode as real_decode
 from connector.deliver import Deliverer
@@ -529,6 +529,71 @@ MUTATIONS[rescan_starts_over.__name__] = rescan_starts_over
 
 
 @contextlib.contextmanager
+def an_unknown_outcome_keeps_the_digest() -> Iterator[None]:
+    """Found by the simulation (many-shop seed 1237): an order's request ended ambiguously (a 500 the
+    vendor may have applied), its newer change was then refused for good; the order kept the digest of
+    the state delivered before, so a later event equal to that state was skipped as identical while the
+    vendor held the ambiguous one."""
+    real = Coalescer.finish
+
+    def finish(self: Coalescer, key: str, delivered: bool, unknown: bool = False) -> Any:
+        return real(self, key, delivered)
+
+    with _patched(Coalescer, "finish", finish):
+        yield
+
+
+MUTATIONS[an_unknown_outcome_keeps_the_digest.__name__] = an_unknown_outcome_keeps_the_digest
+
+
+@contextlib.contextmanager
+def a_429_opens_the_circuit() -> Iterator[None]:
+    """Found on the real broker (issue 20): the circuit counted every retryable failure, 429s too, so a
+    stranger spending half a shop's key opened its outage circuit ("26 of the last 50 calls failed;
+    last: ... answered 429") and, in many-shop mode, parked the shop as if its API were down."""
+    real = Circuit.record
+
+    def record(self: Circuit, error: BaseException | None, now: float) -> State | None:
+        if isinstance(error, errors.RateLimited):
+            error = errors.ServerError(str(error), status=429)  # counted as a failure, as it was
+        return real(self, error, now)
+
+    with _patched(Circuit, "record", record):
+        yield
+
+
+MUTATIONS[a_429_opens_the_circuit.__name__] = a_429_opens_the_circuit
+
+
+@contextlib.contextmanager
+def a_renamed_shop_paced_under_its_new_name() -> Iterator[None]:
+    """Found by the simulation (many-shop seed 374): a member started after a shop's rename paced it
+    under its new name (another grid of ticks, other 429 cuts) while a member started before paced it
+    under its old one: together they sent 6 requests in one second on a budget of 5."""
+    import connector.tenancy as tenancy_module
+
+    with _patched(tenancy_module, "budget_name", lambda name, tenant: name):
+        yield
+
+
+MUTATIONS[a_renamed_shop_paced_under_its_new_name.__name__] = a_renamed_shop_paced_under_its_new_name
+
+
+@contextlib.contextmanager
+def a_starved_shop_is_never_parked() -> Iterator[None]:
+    """Found by the simulation (many-shop seed 2879): once 429s no longer opened the circuit, a shop
+    whose key another client took almost whole was never parked (too few orders for
+    ``tenants.park_max_keys``), and its slow drain held back the commits of a healthy shop beside it."""
+    import connector.park._parking as parking_module
+
+    with _patched(parking_module, "_STARVED", 0.0):
+        yield
+
+
+MUTATIONS[a_starved_shop_is_never_parked.__name__] = a_starved_shop_is_never_parked
+
+
+@contextlib.contextmanager
 def tombstone_takes_the_deletes_time() -> Iterator[None]:
     """Issue 21 (found with Debezium at its defaults, on the real chain too): a tombstone after a
     delete, skipped as identical, left the delete's mark with its own version, an offset without
@@ -552,3 +617,4 @@ def deletes_routed_by_their_fields_only() -> Iterator[None]:
 
 MUTATIONS[tombstone_takes_the_deletes_time.__name__] = tombstone_takes_the_deletes_time
 MUTATIONS[deletes_routed_by_their_fields_only.__name__] = deletes_routed_by_their_fields_only
+

@@ -228,6 +228,7 @@ class World:
             transport=self.vendor.transport(name),
             dead_letters=self.cluster.dead_letters_for(name),
             park_log=self.cluster.park_log_for(name),
+            pace_log=self.cluster.pace_log_for(name),
             source=source,
         )
         settings = self.settings
@@ -344,19 +345,30 @@ class World:
             if done < len(log):
                 parts.append(f"{tp}: committed {done} of {len(log)}")
             meta = decode(metadata).meta
-            q = meta.park_partition if meta.park_partition is not None else tp.partition
+            q = meta.park_partition
+            if q is None:  # 0.1.0 did not record it: its index in the layout, modulo
+                q = tp.partition % len(self.cluster.parked)
             parked = self.cluster.parked.get(q, [])
             for tenant, start in meta.replay_starts.items():
-                if start < len(parked) and any(_parked_for(r, tp, tenant) for r in parked[start:]):
+                names = self.names_of(tenant)
+                if start < len(parked) and any(_parked_for(r, tp, names) for r in parked[start:]):
                     parts.append(f"{tp}: {tenant} parked, replayed to {start} of {len(parked)}")
         return "; ".join(parts)
 
+    def names_of(self, tenant: str) -> set[str]:
+        """Every name the shop called ``tenant`` (now or before) went by."""
+        for shop in self.shops:
+            names = {shop.name, shop.account, *shop.aliases}
+            if tenant in names:
+                return names
+        return {tenant}
 
-def _parked_for(record: Record, tp: TopicPartition, tenant: str) -> bool:
-    """Whether a parking record was parked from ``tp`` for ``tenant``."""
+
+def _parked_for(record: Record, tp: TopicPartition, names: set[str]) -> bool:
+    """Whether a parking record was parked from ``tp`` for a shop of one of ``names``."""
     headers = dict(record.headers)
     where = headers.get(H_PARKED_FROM, b"").decode().rsplit("/", 1)[0]
-    return where == f"{tp.topic}/{tp.partition}" and headers.get(H_TENANT) == tenant.encode()
+    return where == f"{tp.topic}/{tp.partition}" and headers.get(H_TENANT, b"").decode() in names
 
 
 def _where(task: asyncio.Task[Any]) -> str:
@@ -410,6 +422,10 @@ async def _run(s: Schedule) -> Result:
                 task.cancel()
         await world.vendor.settle()
         world.checker.final()
+        world.checker.check_circuits(
+            {n: p for n, p in world.pipelines.items() if p is not None},
+            world.settings.sink.max_retry_after_seconds,
+        )
     finally:
         for task in [*background, *world.tasks.values()]:
             task.cancel()

@@ -263,6 +263,34 @@ def _as_tenants(s: Schedule, rng: Random, scale: float) -> None:
     k.park_max_keys = rng.choice((2, 1_000))
     k.park_replay = rng.choice((1, 2, 50))
     k.linger = 0.0  # a linger delays a healthy shop on purpose: the isolation bound leaves it out
+    _hog(s, Random(s.seed * 7_919 + 29), scale)
+
+
+def _hog(s: Schedule, rng: Random, scale: float) -> None:
+    """Sometimes another client takes nearly all of one shop's key for a few seconds while the shop
+    has a backlog: nearly every call of the shop draws a 429 (drawn from a stream of its own, so
+    every schedule drawn before it existed is unchanged when it does not happen)."""
+    if rng.random() >= 0.35:
+        return
+    down = {f.tenant for f in s.faults if f.tenant and f.kind != "stranger"}
+    shops = [t for t in s.tenants if t not in down] or s.tenants
+    shop = rng.choice(shops)
+    start = rng.uniform(0, max(1.0, s.horizon * 0.5))
+    length = rng.uniform(5, 20) * scale
+    s.faults.append(
+        Fault("stranger", EPOCH + start, EPOCH + start + length, rng.uniform(0.9, 0.98), tenant=shop)
+    )
+    base = len({e.key for e in s.events})
+    for j in range(rng.randint(10, int(30 * scale))):
+        key = f"ord-{s.seed % 1000}-{base + 1000 + j}"
+        at = start + rng.uniform(0, 1.0)
+        updated_at = EPOCH + at - 50
+        value = _envelope("order.updated", _body(key, f"h{j}", updated_at), EPOCH + at)
+        s.events.append(Event(at, key, "valid", value, "upsert", f"h{j}", updated_at, tenant=shop))
+    s.events.sort(key=lambda e: e.at)
+    s.horizon = max(s.horizon, start + length)
+    # Stale events are recognised while every order's mark is remembered (see _schedule).
+    s.knobs.remember_keys = max(s.knobs.remember_keys, len({e.key for e in s.events}))
 
 
 def _tenant_ops(s: Schedule, rng: Random) -> None:

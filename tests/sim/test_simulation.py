@@ -82,25 +82,40 @@ CAUGHT = {
     "deletes_drop_updated_at": (0, "applied after newer"),
     "not_found_on_upsert_is_a_poison_event": (7, "committed orders-0@29 past unresolved"),
     "a_403_is_always_an_outage": (47, "not converged"),
-    "an_outage_pauses_consumption": (12, "not converged"),
-    "hand_over_forgets_the_inherited_hold": (560, "requests in the second"),
-    "no_hold_after_assignment": (49, "landed after one of epoch"),
-    "no_lease": (25, "landed after one of epoch"),
+    "an_outage_pauses_consumption": (3, "not converged"),
+    "hand_over_forgets_the_inherited_hold": (25, "landed after one of epoch"),
+    "no_hold_after_assignment": (25, "landed after one of epoch"),
+    "no_lease": (14, "landed after one of epoch"),
     "no_warm_up": (9, "vendor holds ('delete', None)"),
-    "fetched_while_assigning": (9, "vendor holds ('delete', None)"),
-    "read_ahead_resumes_an_assignment_being_warmed": (607, "vendor holds ('delete', None)"),
-    "a_failed_change_forgets_its_version": (682, "applied after newer"),
+    "fetched_while_assigning": (9, "committed orders-0@1 past unresolved"),
+    "a_failed_change_forgets_its_version": (9, "vendor holds ('delete', None)"),
+    "warm_up_trusts_digests": (28, "committed orders-0@56 past unresolved"),
+    "no_lookahead": (83, "applied after newer"),
+    "no_horizon": (36, "past its horizon"),
 }
+"""``read_ahead_resumes_an_assignment_being_warmed`` (soak seed 3576 once) is caught by
+``tests/test_membership.py``: in the simulation it needs the read-ahead to release within the
+milliseconds an assignment awaits the broker."""
 
 
-# The same for the parking stage, on the many-shop schedules (``run(seed, tenants=True)``).
+# The same for the many-shop schedules (``run(seed, tenants=True)``): parking, and what the many-shop
+# world adds (parking switched off on some members, operators editing the tenants file).
 CAUGHT_WITH_TENANTS = {
-    "no_parking": (21, "isolation: "),
-    "parked_resolved_before_it_is_written": (14, "committed orders-2@6 past unresolved"),
-    "warm_up_marks_parked_events_delivered": (7, "newest event is rejected by the vendor"),
-    "parked_change_forgets_what_it_stands_for": (226, "vendor holds ('delete', None)"),
-    "replay_goes_on_while_revoking": (807, "vendor holds ('upsert', 's10')"),
-    "warm_up_reads_the_parked_tenants_of_now": (618, "vendor holds ('upsert', 's33')"),
+    "no_parking": (130, "isolation: "),
+    "parked_resolved_before_it_is_written": (9, "committed orders-0@54 past unresolved"),
+    "warm_up_trusts_digests": (8, "vendor holds ('upsert', 's1')"),
+    "parked_change_forgets_what_it_stands_for": (356, "vendor holds None"),
+    "an_empty_read_is_caught_up": (24, "vendor holds ('upsert', 's21')"),
+    "one_replay_start_per_partition": (806, "not converged"),
+    "no_parking_lookahead": (732, "applied after newer"),
+    "lookahead_starts_over": (24, "not converged"),
+    "no_lookahead": (33, "applied after newer"),
+    "parking_off_drops_parked_events": (32, "vendor holds None"),
+    "rescan_starts_over": (418, "not converged"),
+    "an_unknown_outcome_keeps_the_digest": (1237, "committed orders-3@9 past unresolved"),
+    "a_429_opens_the_circuit": (55, "had only another client on its key, yet"),
+    "a_renamed_shop_paced_under_its_new_name": (374, "6 requests for shop0 in the second"),
+    "a_starved_shop_is_never_parked": (2879, "isolation: "),
 }
 
 
@@ -109,6 +124,10 @@ CAUGHT_WITH_DEBEZIUM = {
     ("tombstone_takes_the_deletes_time", False): (2, "dbz-2-1: orders-0@73 dbz-2-1 valid upsert"),
     ("tombstone_takes_the_deletes_time", True): (25, "applied after newer"),
     ("deletes_routed_by_their_fields_only", True): (0, "valid event dead-lettered: orders-1@17 dbz-0-1"),
+    ("the_tombstone_ahead_replaces_its_delete", False): (
+        260,
+        "committed orders-1@9 past unresolved orders-1@7",
+    ),
 }
 
 
