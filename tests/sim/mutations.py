@@ -617,4 +617,3 @@ def deletes_routed_by_their_fields_only() -> Iterator[None]:
 
 MUTATIONS[tombstone_takes_the_deletes_time.__name__] = tombstone_takes_the_deletes_time
 MUTATIONS[deletes_routed_by_their_fields_only.__name__] = deletes_routed_by_their_fields_only
-
