@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import struct
+import sys
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -238,13 +239,24 @@ async def test_basic_auth_credentials_are_sent_and_never_printed(
     assert "s3cret" not in str(caught.value)
 
 
-async def test_while_the_registry_is_down_the_process_is_alive_but_not_ready(
-    stub: Stub, capsys: pytest.CaptureFixture[str]
-) -> None:
+async def test_while_the_registry_is_down_the_process_is_alive_but_not_ready(stub: Stub) -> None:
     """Reading waits for the registry (an outage is not a poison event); meanwhile the loop beats
     (/healthz), /readyz is not ready, the gauge says so, and the outage is one log line (and one
     when it ends), its URL without credentials."""
-    logs.configure("INFO")
+    written = io.StringIO()
+    logs.configure("INFO", stream=written)
+    try:
+        await _registry_down(stub)
+    finally:
+        logs.configure("INFO", stream=sys.__stdout__)
+    out = written.getvalue()
+    assert out.count('"schema_registry_unavailable"') == 1
+    assert out.count('"schema_registry_available"') == 1
+    assert "s3cret" not in out
+    assert "://***@127.0.0.1" in out
+
+
+async def _registry_down(stub: Stub) -> None:
     stub.down = True
     metrics = Metrics()
     metrics.ready = True
@@ -262,11 +274,6 @@ async def test_while_the_registry_is_down_the_process_is_alive_but_not_ready(
     assert metrics.is_ready
     assert metrics.registry_unavailable._value.get() == 0  # type: ignore[attr-defined]
     assert metrics.registry_outages._value.get() == 1  # type: ignore[attr-defined]
-    out = capsys.readouterr().out
-    assert out.count('"schema_registry_unavailable"') == 1
-    assert out.count('"schema_registry_available"') == 1
-    assert "s3cret" not in out
-    assert "://***@127.0.0.1" in out
 
 
 def test_config_show_prints_the_registry_url_without_its_credentials(
