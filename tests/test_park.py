@@ -22,7 +22,7 @@ from connector.config import Settings, TenantsSettings
 from connector.fence import Fence
 from connector.metadata import CommitMeta
 from connector.metrics import Metrics
-from connector.ownership import Assignment
+from connector.ownership import Assignment, PartitionStatus
 from connector.park import Parking, ParkState, RecordsGone
 from connector.park._records import unpack as _unpack
 from connector.structs import Record, TopicPartition
@@ -62,6 +62,8 @@ async def _assigned(
     committed: int | None = 50,
     warmed: bool = False,
     metrics: Metrics | None = None,
+    assignment: Assignment | None = None,
+    dispatched: list[Record] | None = None,
     dead_letter: Any = None,
 ) -> AsyncIterator[tuple[Parking, ParkState | None]]:
     """A member's parking, entered (its loops running), with ``TP`` assigned from a commit at
@@ -74,7 +76,8 @@ async def _assigned(
         settings, _no_sink, _no_claim, _no_report, Metrics(), clock=SYSTEM_CLOCK, rng=Random(1), fence=fence,
         behind=lambda tp: False,
     )  # fmt: skip
-    assignment = Assignment()
+    assignment = assignment if assignment is not None else Assignment()
+    handed = dispatched if dispatched is not None else []
     parking = Parking(
         settings,
         log,
@@ -85,7 +88,7 @@ async def _assigned(
         clock=SYSTEM_CLOCK,
         rng=Random(1),
         resolved=lambda record: None,
-        dispatch=lambda record, hold, as_of: None,
+        dispatch=lambda record, hold, as_of: handed.append(record),
         warmed=_ready if warmed else _not_yet,
         peek=lambda record: None,
         dead_letter=dead_letter,
@@ -322,6 +325,35 @@ async def test_parked_records_deleted_by_retention_are_said_lost_not_skipped_sil
         assert part.position >= 2
         assert part.starts["acme"] >= 2
         assert metrics.park_records_lost._value.get() == 2  # type: ignore[attr-defined]
+
+
+async def test_nothing_parked_is_handed_over_while_its_partition_is_revoked(tmp_path: Path) -> None:
+    """Found by the simulation (many-shop seed 807, before partitions had one owner): parked events
+    were still handed over while their partition was being revoked, after its changes had been
+    dropped; assigned the partition again, the member found them in its coalescer and skipped their
+    replay as identical."""
+    log = _Log()
+    log.records[0].extend(_parked(i, "0000beef", at=i) for i in range(3))
+    dispatched: list[Record] = []
+    meta = CommitMeta(0.0, park_partition=0, parked=("acme",), replay_from=(("acme", 0),))
+    assignment = Assignment()
+    async with _assigned(tmp_path, log, meta, warmed=True, assignment=assignment, dispatched=dispatched) as (
+        parking,
+        part,
+    ):
+        owned = assignment.get(TP)
+        assert owned is not None
+        assert part is not None
+        owned.status = PartitionStatus.REVOKING  # as the membership sets it when the revoke starts
+        assert parking.replay.state(TP) is None
+        await asyncio.sleep(0.5)
+        assert dispatched == []
+        owned.status = PartitionStatus.OWNED
+        for _ in range(100):
+            if dispatched:
+                break
+            await asyncio.sleep(0.01)
+        assert dispatched, "handed over once owned again"
 
 
 class _SmallLog(_Log):

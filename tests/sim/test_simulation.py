@@ -89,28 +89,30 @@ CAUGHT = {
     "no_warm_up": (9, "vendor holds ('delete', None)"),
     "fetched_while_assigning": (9, "committed orders-0@1 past unresolved"),
     "a_failed_change_forgets_its_version": (9, "vendor holds ('delete', None)"),
-    "warm_up_trusts_digests": (28, "committed orders-0@56 past unresolved"),
+    "warm_up_trusts_digests": (28, "committed orders-0@52 past unresolved"),
     "no_lookahead": (83, "applied after newer"),
     "no_horizon": (36, "past its horizon"),
 }
 """``read_ahead_resumes_an_assignment_being_warmed`` (soak seed 3576 once) is caught by
-``tests/test_membership.py``: in the simulation it needs the read-ahead to release within the
-milliseconds an assignment awaits the broker."""
+``tests/test_membership.py``, ``replay_goes_on_while_revoking`` (many-shop seed 807 once) by
+``tests/test_park.py``: in today's schedules they need a release of the read-ahead, or a replay,
+within the milliseconds an assignment awaits the broker, or a revoke awaits its calls."""
 
 
 # The same for the many-shop schedules (``run(seed, tenants=True)``): parking, and what the many-shop
 # world adds (parking switched off on some members, operators editing the tenants file).
 CAUGHT_WITH_TENANTS = {
     "no_parking": (130, "isolation: "),
-    "parked_resolved_before_it_is_written": (9, "committed orders-0@54 past unresolved"),
+    "parked_resolved_before_it_is_written": (21, "committed orders-0@11 past unresolved"),
     "warm_up_trusts_digests": (8, "vendor holds ('upsert', 's1')"),
     "parked_change_forgets_what_it_stands_for": (356, "vendor holds None"),
     "an_empty_read_is_caught_up": (24, "vendor holds ('upsert', 's21')"),
     "one_replay_start_per_partition": (806, "not converged"),
-    "no_parking_lookahead": (732, "applied after newer"),
+    "no_parking_lookahead": (1481, "applied after newer"),
     "lookahead_starts_over": (24, "not converged"),
     "no_lookahead": (33, "applied after newer"),
-    "parking_off_drops_parked_events": (32, "vendor holds None"),
+    "parking_off_drops_parked_events": (328, "newest event is rejected by the vendor but not dead-lettered"),
+    "any_parked_record_counts": (1865, "committed orders-0@20 past unresolved"),
     "rescan_starts_over": (418, "not converged"),
     "an_unknown_outcome_keeps_the_digest": (1237, "committed orders-3@9 past unresolved"),
     "a_429_opens_the_circuit": (55, "had only another client on its key, yet"),
