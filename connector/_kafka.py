@@ -43,14 +43,22 @@ def client_options(settings: KafkaSettings) -> dict[str, Any]:
     return options
 
 
-def durable_producer(settings: KafkaSettings, role: str) -> AIOKafkaProducer:
+HEADERS_ROOM = 64 * 1024
+"""Bytes a parked record may take beyond ``kafka.max_message_bytes``: its key, its own headers and the
+parking headers (a value larger than the maximum is dead-lettered unparsed, never parked)."""
+
+
+def durable_producer(settings: KafkaSettings, role: str, max_bytes: int | None = None) -> AIOKafkaProducer:
     """A producer whose writes count once every in-sync replica has them (idempotent, ``acks=all``):
-    what an event may be resolved on (a dead letter, a parked event)."""
+    what an event may be resolved on (a dead letter, a parked event). It takes records up to
+    ``max_bytes`` (default: ``kafka.max_message_bytes`` and :data:`HEADERS_ROOM`), not aiokafka's
+    fixed 1 MiB, so what the settings let through can be written."""
     return AIOKafkaProducer(
         enable_idempotence=True,
         acks="all",
         request_timeout_ms=15_000,
         client_id=f"{settings.client_id}-{role}",
+        max_request_size=max_bytes or settings.max_message_bytes + HEADERS_ROOM,
         **client_options(settings),
     )
 

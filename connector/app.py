@@ -60,6 +60,9 @@ async def serve(settings: Settings, stop: asyncio.Event, parts: Parts | None = N
     parts = parts or Parts()
     register_secret(settings.sink.api_key.get_secret_value())
     register_secret(settings.kafka.sasl_password.get_secret_value())
+    registry_password = httpx.URL(settings.mapping.registry_url or "http://-").password
+    register_secret(settings.mapping.registry_basic_auth_user_info.get_secret_value().partition(":")[2])
+    register_secret(registry_password or "")
     metrics = parts.metrics or Metrics()
     clock = parts.clock
     fence = Fence(clock, settings.kafka.lease_seconds, settings.sink.settle_seconds)
@@ -79,9 +82,17 @@ async def serve(settings: Settings, stop: asyncio.Event, parts: Parts | None = N
             await stack.enter_async_context(
                 MetricsServer(metrics, settings.metrics.host, settings.metrics.port)
             )
-        writer = await stack.enter_async_context(parts.dead_letters or KafkaDeadLetterWriter(settings.kafka))
+        dlq_bytes = settings.dlq.max_message_bytes
+        writer = await stack.enter_async_context(
+            parts.dead_letters or KafkaDeadLetterWriter(settings.kafka, dlq_bytes)
+        )
         dlq = DeadLetterPublisher(
-            settings.dlq.topic, writer, settings.dlq.body_max_chars, clock=clock, rng=parts.rng
+            settings.dlq.topic,
+            writer,
+            settings.dlq.body_max_chars,
+            clock=clock,
+            rng=parts.rng,
+            max_bytes=dlq_bytes,
         )
         dlq.on_failure = metrics.dead_letter_failures.inc
         park_log = None

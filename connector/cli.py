@@ -167,9 +167,11 @@ def _config(args: argparse.Namespace) -> int:
     import json
 
     from connector.config import load_settings
+    from connector.logs import redact_url
 
     settings = load_settings(args.config)
-    print(json.dumps(settings.model_dump(mode="json"), indent=2))
+    shown = json.dumps(settings.model_dump(mode="json"), indent=2)
+    print(redact_url(shown))  # secrets are SecretStr (masked); a URL's userinfo too
     return 0
 
 
@@ -440,7 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     red.add_argument(
         "--force",
         action="store_true",
-        help="--to api: send even when the API may hold a newer state (no updated_at to compare)",
+        help="--to api: send even when the API may hold a newer state (no updated_at to compare); "
+        "--to source: send even when a newer event of its order follows it in its source partition",
     )
 
     smp = sub.add_parser("samples", help="produce sample order events (with duplicates) to a topic")

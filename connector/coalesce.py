@@ -5,7 +5,10 @@ and one ``waiting`` change. A newer change replaces the waiting one (the older i
 *replaced*); before each attempt the waiting change, if any, takes the current one's place, so a key
 costs one call however many events queued up behind it. A change older than the newest one accepted
 for its key (:meth:`Version.older_than`) is *stale*; one whose payload equals the newest accepted is
-*identical*. Both are resolved without a call.
+*identical*. Both are resolved without a call. The state an identical event was skipped for stands
+for it too (:meth:`Version.joined`): a tombstone after a delete keeps the delete's time, and a delete
+after a delete is the same state, also when it was only remembered (the warm-up), so that an update
+Debezium sends again after both is stale, not the order brought back.
 
 Per key a :class:`Mark` is remembered (no payload) in an LRU bounded by ``remember_keys``: the newest
 version accepted, delivered or not (an older event arriving later is stale even when the newest one
@@ -41,11 +44,6 @@ class _Slot:
     current: OrderChange
     waiting: OrderChange | None = None
     seen: Version | None = None  # the newest event skipped as identical to the slot's newest change
-
-
-def _newer(a: Version, b: Version | None) -> Version:
-    """The newer of two versions (``a`` when they cannot be told apart)."""
-    return b if b is not None and a.older_than(b) else a
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +116,8 @@ class Coalescer:
                 continue
             del self._slots[key]
             newest = slot.waiting or slot.current
-            as_of = slot.seen if slot.seen is not None and newest.version.older_than(slot.seen) else None
+            stands = newest.version.joined(slot.seen)
+            as_of = stands if newest.version.older_than(stands) else None
             if slot.waiting is not None:
                 taken.append((slot.current, None))
             taken.append((newest, as_of))
@@ -138,7 +137,7 @@ class Coalescer:
         slot = self._slots.get(key)
         if slot is not None:
             newest = slot.waiting or slot.current
-            return newest.digest, _newer(newest.version, slot.seen)
+            return newest.digest, newest.version.joined(slot.seen)
         mark = self._marks.get(key)
         return (mark.digest, mark.version) if mark is not None else None
 
@@ -166,11 +165,11 @@ class Coalescer:
         pending), so that an event older than it is stale."""
         slot = self._slots.get(key)
         if slot is not None:
-            slot.seen = _newer(version, slot.seen)
+            slot.seen = version.joined(slot.seen)
             return
         mark = self._marks.get(key)
-        if mark is not None and mark.version.older_than(version):
-            self._marks[key] = Mark(mark.digest, version)
+        if mark is not None:
+            self._marks[key] = Mark(mark.digest, mark.version.joined(version), mark.deleted)
 
     def claim(self, key: str) -> tuple[OrderChange | None, OrderChange | None]:
         """Before an attempt: the change to send (the newest of the key) and the one it replaced, if
@@ -204,7 +203,7 @@ class Coalescer:
         self._mark(key, slot.current, delivered)
         if unknown and not delivered:
             mark = self._marks[key]
-            self._marks[key] = Mark(b"", mark.version)  # nothing is skipped as identical to it
+            self._marks[key] = Mark(b"", mark.version, mark.deleted)  # nothing is skipped as identical to it
         if slot.waiting is None:
             del self._slots[key]
             if slot.seen is not None:
@@ -226,11 +225,13 @@ class Coalescer:
         """Remember the newest version accepted for ``key`` (events older than it are stale, even if it
         failed: it was the latest), and the digest of what the vendor last acknowledged (identical)."""
         mark = self._marks.get(key)
-        version = change.version
-        if mark is not None and version.older_than(mark.version):
-            version = mark.version
+        version, deleted = change.version, change.op == "delete"
+        if mark is not None and deleted and mark.deleted:
+            version = mark.version.joined(version)  # a delete after a delete: one state, one version
+        elif mark is not None and version.older_than(mark.version):
+            version, deleted = mark.version, mark.deleted
         digest = change.digest if delivered else (mark.digest if mark is not None else b"")
-        self._marks[key] = Mark(digest, version)
+        self._marks[key] = Mark(digest, version, deleted)
         self._marks.move_to_end(key)
         while len(self._marks) > self._remember:
             self._marks.popitem(last=False)

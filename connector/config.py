@@ -92,6 +92,10 @@ class DlqSettings(_Section):
     topic: str = "orders.dlq"
     body_max_chars: int = Field(4096, ge=64)
     dead_letter_replaced: bool = False
+    max_message_bytes: int = Field(1024 * 1024, ge=16 * 1024)
+    """The dead-letter topic's ``max.message.bytes`` (the broker's default is 1 MiB and 12 bytes): a
+    dead letter larger than this, headers included, is written with its value cut to fit (or left
+    out), never retried as it is."""
 
 
 class SinkSettings(_Section):
@@ -205,8 +209,15 @@ class MappingSettings(_Section):
     function: str = ""
     registry_url: str = ""
     """A Confluent-compatible schema registry: values and keys in the Confluent wire format (Avro)
-    are decoded with the schema it holds for their id."""
+    are decoded with the schema it holds for their id. Credentials in its userinfo are never
+    printed; ``registry_basic_auth_user_info`` is the place for them."""
     registry_timeout_seconds: float = Field(10.0, gt=0)
+    registry_basic_auth_user_info: SecretStr = SecretStr("")
+    """``user:password`` for the registry's HTTP basic auth (Confluent's ``basic.auth.user.info``)."""
+    registry_not_found_seconds: float = Field(30.0, ge=0)
+    """How long a schema id the registry answers 404 for is asked again (a follower catching up with
+    a schema registered a moment ago) before its records are dead-lettered; the answer is kept as
+    long, then the id is asked again."""
 
     @field_validator("function")
     @classmethod

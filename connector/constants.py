@@ -19,6 +19,13 @@ H_HTTP_BODY = "__connector.http.body"
 H_ATTEMPTS = "__connector.attempts"
 H_FIRST_FAILURE = "__connector.first_failure_ts"
 H_LAST_FAILURE = "__connector.last_failure_ts"
+# A dead letter too large for the topic is written smaller, saying what it lacks (publish.py).
+H_VALUE_SIZE = "__connector.value.size"  # the original value's size in bytes
+H_VALUE_SHA256 = "__connector.value.sha256"  # its SHA-256, hex
+H_VALUE_TRUNCATED = "__connector.value.truncated"  # bytes of it kept: 0 when left out
+H_HEADERS_DROPPED = "__connector.headers.dropped"  # original headers left out (the smallest form)
+H_KEY_SIZE = "__connector.key.size"  # a key cut to 1 KiB (the smallest form): its size
+H_KEY_SHA256 = "__connector.key.sha256"  # and its SHA-256
 ERROR_HEADER_PREFIXES = ("__connect.", "__connector.")
 
 
@@ -30,6 +37,7 @@ class Stage(StrEnum):
     MAP = "map"  # the mapping could not turn the event into an order change
     VALIDATE = "validate"
     DELIVER = "deliver"
+    PARK = "park"  # its shop was parked, and the parking topic refuses it for its size
 
 
 # Parked events (connector/park/): the original record, plus where it was read and who parked it.

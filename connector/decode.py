@@ -201,16 +201,26 @@ def decode_value(
     *,
     validate: bool = True,
     locate: Locate | None = None,
+    ordered_at: str | None = None,
 ) -> OrderChange:
     """Read ``data``, a record's parsed value, as :func:`decode` does: the one path every event takes,
-    the connector's own envelope as well as what a mapping (``connector/mapping/``) made of another."""
+    the connector's own envelope as well as what a mapping (``connector/mapping/``) made of another.
+    ``ordered_at`` (the mapping stage: the envelope's time, Debezium's ``source.ts_ms`` or a
+    CloudEvent's ``time``) orders an upsert whose order has no ``updated_at``, without being written
+    into the body that is sent."""
     if not isinstance(data, dict):
         raise DecodeError(f"value is JSON {type(data).__name__}, expected an object")
-    return _read(record, data, kind, api_version, validate, locate)
+    return _read(record, data, kind, api_version, validate, locate, ordered_at)
 
 
 def _read(
-    record: Record, data: dict[str, Any], kind: str, api_version: str, validate: bool, locate: Locate | None
+    record: Record,
+    data: dict[str, Any],
+    kind: str,
+    api_version: str,
+    validate: bool,
+    locate: Locate | None,
+    ordered_at: str | None = None,
 ) -> OrderChange:
     tenant = ""
     if locate is not None:
@@ -234,7 +244,10 @@ def _read(
     try:
         key = _record_key(record, kind) or _order_key(order, kind)
         stamp = order.get("updated_at")
-        updated_at = _timestamp("order.updated_at", stamp) if stamp is not None else None
+        if stamp is not None:
+            updated_at: datetime | None = _timestamp("order.updated_at", stamp)
+        else:
+            updated_at = _timestamp("occurred_at", ordered_at) if ordered_at is not None else None
     except OrderValidationError as cheap:
         # Rejected on the read path: say it as the full validation does (every problem, same words).
         check(OrderChange(record, "", "upsert", order), kind, api_version)

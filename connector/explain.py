@@ -5,6 +5,7 @@ model's verdict."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Iterable
@@ -14,6 +15,7 @@ from connector.config import MappingSettings
 from connector.decode import check
 from connector.errors import InputError
 from connector.mapping import NATIVE_STEP, Mapper, Trace
+from connector.mapping._types import text_headers
 from connector.structs import Record
 from connector.validate import read_lines, record_of
 
@@ -25,19 +27,17 @@ def _show(value: Any) -> str:
 
 
 def _record(record: Record) -> dict[str, Any]:
-    def text(raw: bytes | None) -> Any:
-        if raw is None:
-            return None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return raw.decode("utf-8", "replace")
+    """The record as read: the key and headers as text (as ``key`` and ``header()`` hand them to
+    the mapping: a header ``007`` stays ``"007"``), the value as JSON where it is."""
 
-    return {
-        "key": text(record.key),
-        "headers": {k: text(v) for k, v in record.headers},
-        "value": text(record.value),
-    }
+    def text(raw: bytes | None) -> str | None:
+        return None if raw is None else raw.decode("utf-8", "replace")
+
+    value: Any = text(record.value)
+    if record.value is not None:
+        with contextlib.suppress(ValueError):
+            value = json.loads(record.value)
+    return {"key": text(record.key), "headers": text_headers(record), "value": value}
 
 
 def explain(mapper: Mapper, record: Record, kind: str, api_version: str, out: TextIO) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
@@ -25,6 +26,15 @@ def redact(text: str) -> str:
         if secret in text:
             text = text.replace(secret, MASK)
     return text
+
+
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s?#]+@")
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the userinfo of every URL in it (``https://user:secret@host``) replaced by
+    ``***``: a URL is printed (logs, dead-letter headers, ``config show``) without its credentials."""
+    return _USERINFO.sub(lambda m: f"{m.group('scheme')}{MASK}@", text)
 
 
 def _redact_processor(

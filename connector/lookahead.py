@@ -11,6 +11,12 @@ it before it is resolved). The parking replay does the same over what it is abou
 
 The map is bounded (``sink.remember_keys`` orders): past the bound the orders not noted yet are not
 protected, which is counted and logged once.
+
+A delete is not replaced by a later delete of its order alone (a tombstone after it, a delete sent
+again): every delete is the same state, and the coalescer joins their versions, which keeps the
+delete's time (a tombstone has none); replaced, it would leave the tombstone ordered by offset only,
+and an older update sent again after it would bring the order back. It is replaced when an update
+newer than it lies ahead.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ class Lookahead:
         self.end = end
         self._max = max_keys
         self._newest: dict[str, Version] = {}
+        self._deleted: set[str] = set()  # orders whose newest noted event is a delete
+        self._upserts: dict[str, Version] = {}  # the newest update noted, of orders deleted last
         self.truncated = 0  # events of orders not noted: over the bound
 
     def __len__(self) -> int:
@@ -39,9 +47,18 @@ class Lookahead:
             if len(self._newest) >= self._max:
                 self.truncated += 1
                 return
-            self._newest[key] = seen
-        elif known.older_than(seen):
-            self._newest[key] = seen
+        elif not known.older_than(seen):
+            if change.op == "upsert" and not seen.older_than(self._upserts.get(key, seen)):
+                self._upserts[key] = seen
+            return
+        if change.op == "delete":
+            if known is not None and key not in self._deleted:
+                self._upserts[key] = known
+            self._deleted.add(key)
+        else:
+            self._deleted.discard(key)
+            self._upserts.pop(key, None)
+        self._newest[key] = seen
 
     def covers(self, offset: int) -> bool:
         """Whether ``offset`` lies in the range."""
@@ -53,7 +70,12 @@ class Lookahead:
         if not self.covers(offset):
             return False
         newest = self._newest.get(change.key)
-        return newest is not None and change.version.older_than(newest)
+        if newest is None or not change.version.older_than(newest):
+            return False
+        if change.op == "delete" and change.key in self._deleted:  # deletes only after it?
+            upsert = self._upserts.get(change.key)
+            return upsert is not None and change.version.older_than(upsert)
+        return True
 
 
 __all__ = ["Lookahead"]

@@ -205,16 +205,36 @@ class Metrics:
             "Appends to the parking topic that failed (tried again; the partition holds meanwhile).",
             registry=r,
         )
+        self.registry_unavailable = Gauge(
+            "connector_schema_registry_unavailable",
+            "1 while reading waits for the schema registry (unreachable, or refusing the credentials).",
+            registry=r,
+        )
+        self.registry_outages = Counter(
+            "connector_schema_registry_outages",
+            "Times reading began to wait for the schema registry.",
+            registry=r,
+        )
         self.tenants_state: Callable[[], list[dict[str, object]]] | None = None  # for /tenants
         self.last_progress = time.monotonic()
         self.ready = False  # connected to the group
         self.outage = False  # the circuit is not closed
+        self.registry_down = False  # reading waits for the schema registry
         self.port: int | None = None
 
     @property
     def is_ready(self) -> bool:
-        """What /readyz answers: in the group, and the API not down."""
-        return self.ready and not self.outage
+        """What /readyz answers: in the group, the API not down, reading not waiting for the schema
+        registry."""
+        return self.ready and not self.outage and not self.registry_down
+
+    def registry_waiting(self, waiting: bool) -> None:
+        """Reading began (True) or stopped (False) waiting for the schema registry: alive (it beats)
+        but not ready meanwhile."""
+        if waiting and not self.registry_down:
+            self.registry_outages.inc()
+        self.registry_down = waiting
+        self.registry_unavailable.set(1 if waiting else 0)
 
     def beat(self) -> None:
         """The consumer loop made progress (read /healthz)."""
@@ -247,7 +267,12 @@ class MetricsServer:
 
     async def _readyz(self, _: web.Request) -> web.Response:
         ok = self._metrics.is_ready
-        return web.json_response({"ready": ok, "outage": self._metrics.outage}, status=200 if ok else 503)
+        body = {
+            "ready": ok,
+            "outage": self._metrics.outage,
+            "registry_unavailable": self._metrics.registry_down,
+        }
+        return web.json_response(body, status=200 if ok else 503)
 
     async def _tenants(self, _: web.Request) -> web.Response:
         state = self._metrics.tenants_state

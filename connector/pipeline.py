@@ -87,6 +87,7 @@ class Pipeline:
                 settings.mapping,
                 settings.kafka.max_message_bytes,
                 tenant_mapping=self.tenancy.mapping_of if self.tenancy.many else None,
+                metrics=metrics,
             )
         self.assignment = Assignment()
         self.park = Parking(
@@ -103,6 +104,7 @@ class Pipeline:
             warmed=self._warmed,
             peek=self._peek,
             prefetch=self._mapper.prefetch if self._mapper is not None else None,
+            dead_letter=self._dead_letter,
         )
         self.membership = Membership(
             settings,

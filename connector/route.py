@@ -5,8 +5,10 @@
 - ``header:<name>``: a Kafka record header, UTF-8, for example ``header:x-shop``;
 - ``topic``: the topic the event was read from (one topic per shop).
 
-A tombstone (null value) has no fields: with ``field:`` routing it cannot be routed, and is
-dead-lettered with stage ``route``; route by header or topic where producers send tombstones.
+A tombstone (null value) has no fields, and a Debezium delete at the default replica identity holds
+only the key columns: neither names its shop here. :class:`connector.tenancy.Tenancy` then routes
+such a delete by the shop its record key's last event was routed to (``connector/_lastseen.py``);
+one whose key it has not seen is dead-lettered with stage ``route``.
 """
 
 from __future__ import annotations

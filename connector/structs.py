@@ -65,12 +65,29 @@ class Version:
     offset: int
 
     def older_than(self, other: Version) -> bool:
-        """True when this is an earlier state than ``other``: by ``updated_at`` when both have one,
-        else by offset within one partition (events of different partitions without ``updated_at``
-        are never older than each other)."""
-        if self.updated_at is not None and other.updated_at is not None:
+        """True when this is an earlier state than ``other``: by ``updated_at`` when both have one
+        (the same ``updated_at``: the earlier in the log, within one partition), else by offset
+        within one partition (events of different partitions without ``updated_at`` are never
+        older than each other)."""
+        if (
+            self.updated_at is not None
+            and other.updated_at is not None
+            and self.updated_at != other.updated_at
+        ):
             return self.updated_at < other.updated_at
         return self.tp == other.tp and self.offset < other.offset
+
+    def joined(self, other: Version | None) -> Version:
+        """The version of one state that stands for two events (an event skipped as identical to
+        it; or two deletes, every delete being the same state): the later ``updated_at`` of the two
+        and the later place in the log, so that an event older than either is older than it. A
+        tombstone (no ``updated_at``) after a delete so keeps the delete's time: an update re-sent
+        after both is stale, not the order brought back."""
+        if other is None:
+            return self
+        stamps = [s for s in (self.updated_at, other.updated_at) if s is not None]
+        place = other if other.tp == self.tp and other.offset > self.offset else self
+        return Version(max(stamps) if stamps else None, place.tp, place.offset)
 
 
 @dataclass(slots=True)
@@ -114,6 +131,9 @@ class Mark:
 
     digest: bytes
     version: Version
+    deleted: bool = False
+    """The newest version accepted is a delete: a later delete (a tombstone, a delete sent again)
+    is the same state and joins its version (:meth:`Version.joined`)."""
 
 
 __all__ = ["Mark", "OrderChange", "Record", "TopicPartition", "Version"]

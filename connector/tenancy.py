@@ -39,6 +39,7 @@ from random import Random
 from types import TracebackType
 from typing import Any, Self
 
+from connector._lastseen import LastSeen, is_delete
 from connector._reloads import Reloads
 from connector._served import Retirable, Served
 from connector.circuit import Circuit, State
@@ -106,6 +107,7 @@ class Tenancy(Reloads):
         self._directory: TenantDirectory | None = None
         self._reloader: asyncio.Task[None] | None = None
         self.route: Route | None = None
+        self._last_seen = LastSeen(settings.sink.remember_keys)
         if settings.tenants.path:
             self.route = Route.parse(settings.tenants.route)
 
@@ -128,10 +130,37 @@ class Tenancy(Reloads):
                 self._reloader = asyncio.create_task(self._reload_loop(), name="tenants-reload")
                 self._metrics.tenants_state = self.state
                 log.info("tenants_loaded", tenants=len(self._served), route=str(self.route))
+                self._warn_unroutable_deletes()
         except BaseException:
             await self._close_all()
             raise
         return self
+
+    def _warn_unroutable_deletes(self) -> None:
+        """Say at start when deletes naming no shop cannot be routed by their key's last shop
+        (``connector/_lastseen.py``): with ``field:`` or ``header:`` routing, tombstones and Debezium
+        deletes at the default replica identity name none."""
+        assert self.route is not None
+        if self.route.source == "topic" or self._settings.sink.on_delete == "ignore":
+            return
+        kafka, sink = self._settings.kafka, self._settings.sink
+        if sink.remember_keys == 0:
+            log.warning(
+                "route_deletes_unroutable",
+                route=str(self.route),
+                reason="sink.remember_keys = 0: no key's shop is remembered",
+                action="every tombstone, and every delete naming no shop, is dead-lettered (stage "
+                "route): raise sink.remember_keys, route by topic, or have deletes name their shop "
+                "(REPLICA IDENTITY FULL)",
+            )
+        elif kafka.warmup_records == 0:
+            log.warning(
+                "route_deletes_unroutable",
+                route=str(self.route),
+                reason="kafka.warmup_records = 0: what was read before a restart or rebalance is not re-read",
+                action="after a restart, a delete naming no shop whose order's last event lies before "
+                "the committed offset is dead-lettered (stage route): raise kafka.warmup_records",
+            )
 
     async def _first_load(self) -> TenantDirectory:
         """The tenants as this member starts with them. A file or directory that names no shop (one
@@ -281,7 +310,21 @@ class Tenancy(Reloads):
         kind and API version (many tenants); a RouteError when the record names none, or one this
         deployment does not serve."""
         assert self.route is not None
-        name = self.route.tenant_of(record, data)
+        try:
+            name = self.route.tenant_of(record, data)
+        except RouteError as exc:
+            # A delete naming no shop (a tombstone; at the default replica identity a Debezium
+            # delete's before holds the key only): its order's last routed event says whose it is.
+            seen = self._last_seen.shop_of(record) if is_delete(record, data) else None
+            if seen is None or seen not in self._served:
+                if is_delete(record, data):
+                    raise RouteError(
+                        f"{exc}; and no event of its key was routed within the last "
+                        "sink.remember_keys keys read (and the warm-up's kafka.warmup_records) "
+                        "to route this delete by"
+                    ) from None
+                raise
+            name = seen
         tenant = self._routes.get(name)
         if tenant is None:
             raise RouteError(
@@ -289,6 +332,7 @@ class Tenancy(Reloads):
                 f"`connector dlq redrive --tenant {name}` once it is",
                 tenant=name,
             )
+        self._last_seen.note(record, tenant)
         settings = self._served[tenant].settings
         return tenant, settings.kind, settings.api_version
 

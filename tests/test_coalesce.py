@@ -285,3 +285,93 @@ def test_after_a_request_of_unknown_outcome_nothing_is_skipped_as_identical() ->
     known.claim("a")
     known.finish("a", delivered=False)
     assert known.offer(change("a", 3, None, "s7")).resolved[0][1] is Resolution.IDENTICAL
+
+
+def deletion(key: str, offset: int, version: int | None) -> OrderChange:
+    """A delete of ``key`` (every delete has the same payload), timed or, a tombstone, not."""
+    updated = None if version is None else T0 + timedelta(seconds=version)
+    return OrderChange(Record("t", 0, offset, key.encode(), None), key, "delete", {}, updated, b"delete")
+
+
+def _debezium_resends(c: Coalescer) -> list[Resolution | str]:
+    """What becomes of what Debezium re-sends after a restart (its last update, the delete and the
+    tombstone again) once the delete and its tombstone are through."""
+    out: list[Resolution | str] = []
+    for ch in (change("a", 5, 6, "v6"), change("a", 6, 7, "v7"), deletion("a", 7, 9), deletion("a", 8, None)):
+        offer = c.offer(ch)
+        out.append("sent" if offer.start else offer.resolved[0][1])
+        if offer.start:
+            c.claim("a")
+            c.finish("a", delivered=True)
+    return out
+
+
+def test_a_delivered_delete_and_its_tombstone_keep_the_order_deleted_when_debezium_sends_again() -> None:
+    """Issue 21: the tombstone after a delete is identical (no call) and must not take the delete's
+    time away: the update Debezium sends again after a restart is stale, the delete and tombstone it
+    sends again are identical: no upsert bringing the order back, no second DELETE."""
+    c = Coalescer()
+    delivered(c, change("a", 1, 7, "v7"))
+    delivered(c, deletion("a", 3, 9))
+    tombstone = deletion("a", 4, None)
+    assert c.offer(tombstone).resolved == ((tombstone, Resolution.IDENTICAL),)
+    assert _debezium_resends(c) == [
+        Resolution.STALE,
+        Resolution.STALE,
+        Resolution.IDENTICAL,
+        Resolution.IDENTICAL,
+    ]
+
+
+def test_a_tombstone_arriving_while_its_delete_is_pending_lends_it_its_place_not_its_missing_time() -> None:
+    """The same with the tombstone read while the delete is still being sent."""
+    c = Coalescer()
+    delivered(c, change("a", 1, 7, "v7"))
+    c.offer(deletion("a", 3, 9))
+    c.claim("a")
+    tombstone = deletion("a", 4, None)
+    assert c.offer(tombstone).resolved == ((tombstone, Resolution.IDENTICAL),)
+    assert c.offer(late := change("a", 5, 6, "v6")).resolved == ((late, Resolution.STALE),)
+    assert c.finish("a", delivered=True) is None
+    assert _debezium_resends(c) == [
+        Resolution.STALE,
+        Resolution.STALE,
+        Resolution.IDENTICAL,
+        Resolution.IDENTICAL,
+    ]
+
+
+def test_a_delete_and_its_tombstone_re_read_by_the_warm_up_keep_the_deletes_time() -> None:
+    """After a rebalance the warm-up remembers versions only: a tombstone after a delete joins the
+    delete's version there too, so the update re-sent after them is stale."""
+    c = Coalescer()
+    for ch in (change("a", 1, 7, "v7"), deletion("a", 3, 9), deletion("a", 4, None)):
+        c.remember(ch, delivered=False)
+    resent = change("a", 5, 6, "v6")
+    assert c.offer(resent).resolved == ((resent, Resolution.STALE),)
+
+
+def test_a_tombstone_after_an_update_is_still_ordered_by_its_offset() -> None:
+    """A tombstone that follows an update (no delete before it) is a change of its own, ordered by
+    offset as the input contract says: a later event without a newer updated_at is not stale."""
+    c = Coalescer()
+    delivered(c, change("a", 1, 7, "v7"))
+    assert delivered(c, deletion("a", 2, None)) is None
+    later = change("a", 3, 5, "v5")
+    assert c.offer(later).start
+
+
+def test_a_parked_delete_carries_the_place_of_the_tombstone_skipped_after_it() -> None:
+    """Parking a shop hands over a pending delete with the version it stands for: its own time and the
+    tombstone's place, newer than the delete alone (the same time, later in the log), so the replay
+    takes it and an update re-sent after the tombstone stays stale."""
+    c = Coalescer()
+    pending = deletion("a", 3, 9)
+    c.offer(pending)
+    c.offer(deletion("a", 4, None))
+    [(taken, as_of)] = c.take_tenant("", [TopicPartition("t", 0)])
+    assert taken is pending
+    assert as_of is not None
+    assert (as_of.updated_at, as_of.offset) == (pending.version.updated_at, 4)
+    assert pending.version.older_than(as_of)
+    assert change("a", 5, 6, "v6").version.older_than(as_of)

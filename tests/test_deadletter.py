@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+
+from aiokafka.errors import MessageSizeTooLargeError
+
 from connector import logs
-from connector.deadletter import Failure, dead_letter_headers
+from connector.deadletter import DeadLetterPublisher, Failure, dead_letter_headers
+from connector.deadletter.publish import record_bytes
 from connector.errors import DecodeError, RejectedError
 from connector.structs import Record
 
@@ -48,3 +54,80 @@ def test_secrets_are_masked_in_headers() -> None:
     error = RejectedError("key top-secret-key-123 refused", status=400, body="top-secret-key-123")
     headers = dead_letter_headers(Record("t", 0, 0, None, b""), Failure(error, "deliver"))
     assert all(b"top-secret-key-123" not in v for _, v in headers)
+
+
+# -- what no topic can hold (issue 21) ---------------------------------------------------------------
+class _Topic:
+    """A dead-letter topic that refuses, as the broker does, a record over ``limit`` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.written: list[tuple[bytes | None, bytes | None, dict[str, bytes]]] = []
+        self.refused = 0
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        if record_bytes(key, value, headers) > self.limit:
+            self.refused += 1
+            raise MessageSizeTooLargeError("MESSAGE_SIZE_TOO_LARGE")
+        self.written.append((key, value, dict(headers)))
+
+
+def _publish(topic: _Topic, record: Record, max_bytes: int = 1024 * 1024) -> None:
+    publisher = DeadLetterPublisher("orders.dlq", topic, max_bytes=max_bytes)
+    asyncio.run(asyncio.wait_for(publisher.publish(record, Failure(DecodeError("too large"), "decode")), 5))
+
+
+def test_a_record_that_fits_is_written_whole_and_says_nothing_more() -> None:
+    topic = _Topic(1024 * 1024)
+    _publish(topic, Record("orders", 2, 7, b"A-1", b'{"x": 1}', (("trace", b"t1"),)))
+    [(key, value, headers)] = topic.written
+    assert (key, value, headers["trace"]) == (b"A-1", b'{"x": 1}', b"t1")
+    assert "__connector.value.size" not in headers
+
+
+def test_a_value_past_the_topics_limit_is_cut_to_fit_with_its_size_digest_and_origin() -> None:
+    """A 3 MiB value: written with its key and headers, the value cut to what fits the topic, and
+    headers giving the whole value's size and SHA-256 and where it was read; not retried as it was."""
+    value = bytes(range(256)) * (3 * 4096)
+    topic = _Topic(1024 * 1024)
+    _publish(topic, Record("orders", 2, 7, b"A-1", value, (("trace", b"t1"),)))
+    assert topic.refused == 0, "sized before it was sent: never refused"
+    [(key, cut, headers)] = topic.written
+    assert key == b"A-1"
+    assert headers["trace"] == b"t1"
+    assert cut is not None
+    assert value.startswith(cut)
+    assert 1024 * 1024 - 10_000 < len(cut) < 1024 * 1024
+    assert record_bytes(key, cut, list(headers.items())) <= 1024 * 1024
+    assert headers["__connector.value.size"] == str(len(value)).encode()
+    assert headers["__connector.value.sha256"] == hashlib.sha256(value).hexdigest().encode()
+    assert headers["__connector.value.truncated"] == str(len(cut)).encode()
+    assert (headers["__connect.errors.topic"], headers["__connect.errors.partition"]) == (b"orders", b"2")
+    assert headers["__connect.errors.offset"] == b"7"
+
+
+def test_a_topic_holding_less_than_the_setting_says_gets_the_value_left_out() -> None:
+    """The broker refuses the cut record too (the topic's max.message.bytes is below
+    dlq.max_message_bytes): the value is left out, and the partition goes on."""
+    topic = _Topic(20_000)
+    _publish(topic, Record("orders", 0, 3, b"A-2", b"x" * 200_000))
+    assert topic.refused == 1
+    [(key, value, headers)] = topic.written
+    assert (key, value) == (b"A-2", None)
+    assert headers["__connector.value.truncated"] == b"0"
+    assert headers["__connector.value.size"] == b"200000"
+
+
+def test_headers_no_topic_holds_are_dropped_last_and_counted() -> None:
+    """Original headers larger than the topic holds: the smallest form keeps the key, the error
+    headers and the digest, and says how many headers it dropped."""
+    huge = tuple((f"h{i}", b"y" * 100_000) for i in range(12))
+    topic = _Topic(1024 * 1024)
+    _publish(topic, Record("orders", 0, 4, b"A-3", b"{}", huge))
+    [(key, value, headers)] = topic.written
+    assert (key, value) == (b"A-3", None)
+    assert headers["__connector.headers.dropped"] == b"12"
+    assert headers["__connect.errors.offset"] == b"4"
+    assert not any(k.startswith("h") for k in headers)

@@ -69,7 +69,7 @@ def test_map_prints_each_event_as_the_connectors_own_envelope(capsys: pytest.Cap
     assert native[5] == {
         "event_type": "order.deleted",
         "order": {"external_id": "pg-1002"},
-        "occurred_at": "2026-11-01T12:04:00.250Z",
+        "occurred_at": "2026-11-01T12:04:00.250000Z",
     }
     assert "line 10: map: " in captured.err
 
@@ -95,3 +95,22 @@ def test_map_explain_shows_where_an_event_fails(capsys: pytest.CaptureFixture[st
     out = capsys.readouterr().out
     assert "dead-lettered, stage map" in out
     assert "minor_units: 'twelve' is not a decimal amount" in out
+
+
+def test_map_explain_shows_headers_and_the_key_as_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 21: headers reach the mapping as text (header('x-count') is "007", not 7), and the record's
+    key as its text; --explain shows them so, not parsed as JSON."""
+    mapping = tmp_path / "m.toml"
+    mapping.write_text('external_id = "str(id)"\norder = "{name: name, note: header(\'x-count\')}"\n')
+    events = tmp_path / "e.jsonl"
+    events.write_text(
+        json.dumps({"key": "00042", "headers": {"x-count": "007"}, "value": {"id": 1, "name": "#1"}})
+    )
+    assert main(["map", "--explain", "--line", "1", "--records", "--mapping", str(mapping), str(events)]) == 0
+    out = capsys.readouterr().out
+    record_step = out.split("2. envelope")[0]
+    assert '"x-count": "007"' in record_step
+    assert '"key": "00042"' in record_step
+    assert '"note": "007"' in out

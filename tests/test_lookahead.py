@@ -64,3 +64,31 @@ def test_past_its_bound_orders_are_counted_not_noted() -> None:
         ahead.note(_change(i, key))
     assert (len(ahead), ahead.truncated) == (2, 2)
     assert not ahead.superseded(_change(0, "c"), 0)
+
+
+def _delete(offset: int, key: str, updated_at: float | None = None) -> OrderChange:
+    change = _change(offset, key, updated_at)
+    change.op = "delete"
+    return change
+
+
+def test_a_delete_is_not_replaced_by_the_tombstone_after_it_but_by_a_newer_update() -> None:
+    """Found by the simulation (seed 260 with Debezium's rows): the tombstone ahead replaced the delete
+    before it, so only the tombstone reached the coalescer, ordered by offset alone, and the update
+    Debezium sent again after it (older than the delete) replaced it and was sent. A delete followed
+    only by deletes of its order is kept (the coalescer joins them, keeping its time); a newer update
+    ahead still replaces it, and an update older than a later delete is replaced as before."""
+    ahead = Lookahead(5, 20, 100)
+    delete, tombstone = _delete(7, "a", 19.0), _delete(8, "a")
+    for change in (delete, tombstone):
+        ahead.note(change)
+    assert not ahead.superseded(delete, 7)
+    assert not ahead.superseded(tombstone, 8)
+    assert ahead.superseded(_change(6, "a", 16.0), 6), "an update before the delete is replaced"
+    other = Lookahead(5, 20, 100)
+    first, update, last = _delete(7, "b", 19.0), _change(9, "b", 20.0), _delete(12, "b")
+    for change in (first, update, last):
+        other.note(change)
+    assert other.superseded(first, 7), "a newer update lies between it and the tombstone"
+    assert other.superseded(update, 9)
+    assert not other.superseded(last, 12)

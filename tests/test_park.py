@@ -11,6 +11,9 @@ from pathlib import Path
 from random import Random
 from typing import Any
 
+import pytest
+from aiokafka.errors import MessageSizeTooLargeError
+
 from connector import constants as wire
 from connector import metadata
 from connector.clock import SYSTEM_CLOCK
@@ -61,6 +64,7 @@ async def _assigned(
     metrics: Metrics | None = None,
     assignment: Assignment | None = None,
     dispatched: list[Record] | None = None,
+    dead_letter: Any = None,
 ) -> AsyncIterator[tuple[Parking, ParkState | None]]:
     """A member's parking, entered (its loops running), with ``TP`` assigned from a commit at
     ``committed`` carrying ``meta``; and the partition's parking state."""
@@ -87,6 +91,7 @@ async def _assigned(
         dispatch=lambda record, hold, as_of: handed.append(record),
         warmed=_ready if warmed else _not_yet,
         peek=lambda record: None,
+        dead_letter=dead_letter,
     )
     async with parking:
         parking.set_layout({"orders": 4})
@@ -349,3 +354,48 @@ async def test_nothing_parked_is_handed_over_while_its_partition_is_revoked(tmp_
                 break
             await asyncio.sleep(0.01)
         assert dispatched, "handed over once owned again"
+
+
+class _SmallLog(_Log):
+    """A parking topic that refuses a record over 1,000 bytes: at once (the producer's own check), or
+    once the broker answers (the topic's max.message.bytes)."""
+
+    def __init__(self, at_once: bool) -> None:
+        super().__init__()
+        self.at_once = at_once
+
+    async def append(self, partition: int, key: Any, value: Any, headers: Any, timestamp_ms: int) -> Any:
+        if len(value or b"") <= 1_000:
+            return await super().append(partition, key, value, headers, timestamp_ms)
+        if self.at_once:
+            raise MessageSizeTooLargeError("the message is larger than max_request_size")
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        done.set_exception(MessageSizeTooLargeError("MESSAGE_SIZE_TOO_LARGE"))
+        return done
+
+
+@pytest.mark.parametrize("at_once", [True, False], ids=["producer", "broker"])
+async def test_an_event_the_parking_topic_cannot_hold_is_dead_lettered_not_tried_for_ever(
+    tmp_path: Path, at_once: bool
+) -> None:
+    """Issue 21: an append refused for its size is never tried again as it is (its partition would
+    hold for good): the event is dead-lettered, stage park, and the events after it are parked."""
+    log = _SmallLog(at_once)
+    dead: list[tuple[Record, Any]] = []
+    async with _assigned(tmp_path, log, CommitMeta(1.0), dead_letter=lambda r, f: dead.append((r, f))) as (
+        parking,
+        state,
+    ):
+        assert state is not None
+        state.parked.add("acme")
+        big = Record("orders", 3, 60, b"A-1", b"x" * 5_000)
+        after = Record("orders", 3, 61, b"A-2", b'{"external_id": "A-2"}')
+        parking.park(big, "acme")
+        parking.park(after, "acme")
+        for _ in range(100):
+            if dead and log.records[state.q]:
+                break
+            await asyncio.sleep(0.01)
+        assert [(r.offset, f.stage, f.tenant) for r, f in dead] == [(60, "park", "acme")]
+        assert [r.value for r in log.records[state.q]] == [after.value]
+        assert state.writing["acme"] == 0

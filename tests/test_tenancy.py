@@ -647,3 +647,73 @@ async def test_a_member_started_with_no_shop_on_disk_waits_for_one(tmp_path: Pat
     assert served == [{"acme"}]
     done.set()
     await task
+
+
+# -- deletes that name no shop (issue 21) ------------------------------------------------------------
+PRECISE = json.loads((Path(__file__).parent / "fixtures" / "mapping" / "debezium-precise.json").read_text())
+
+
+def _debezium(kind: str, offset: int, shop: str | None = None) -> Record:
+    """The fixture's Debezium record ``kind`` (JSON converter with schemas), its row's shop set."""
+    fields = json.loads(json.dumps(PRECISE[kind]))
+    value = fields["value"]
+    if value is not None and value["payload"]["after"] is not None:
+        value["payload"]["after"]["shop"] = shop
+    key = json.dumps(fields["key"]).encode()
+    return Record(TOPIC, 0, offset, key, json.dumps(value).encode() if value is not None else None)
+
+
+async def test_a_debezium_delete_and_tombstone_naming_no_shop_go_to_the_shop_of_their_rows_last_event(
+    tmp_path: Path,
+) -> None:
+    """Issue 21: with field routing, the tombstone and a delete at the default replica identity
+    (before: the key only) are routed by the shop their key's last event was routed to, not
+    dead-lettered; an update naming no shop still is, and so is a delete whose key was never seen."""
+    from connector.config import MappingSettings
+    from connector.mapping import Mapper
+
+    shop_file(tmp_path, "acme")
+    shop_file(tmp_path, "bolt")
+    mapping = tmp_path / "m.toml"
+    mapping.write_text('external_id = "str(id)"\nupdated_at = "updated_at"\norder = "{name: note}"\n')
+    mapper = Mapper(MappingSettings(envelope="debezium", file=str(mapping)))
+    async with serving(settings_for(tmp_path), Vendors(), Desk()) as tenancy:
+        update = mapper.read(_debezium("update", 1, "bolt"), locate=tenancy.locate)
+        delete = mapper.read(_debezium("delete", 2), locate=tenancy.locate)
+        tombstone = mapper.read(_debezium("tombstone", 3), locate=tenancy.locate)
+        assert [c.tenant for c in (update, delete, tombstone)] == ["bolt", "bolt", "bolt"]
+        assert (delete.op, tombstone.op, delete.key) == ("delete", "delete", "bolt/1")
+        with pytest.raises(RouteError, match="field shop is missing"):
+            mapper.read(_debezium("update", 4), locate=tenancy.locate)  # an update names its shop
+        other = Record(TOPIC, 0, 5, b'{"payload": {"id": 2}}', None)
+        with pytest.raises(RouteError, match="no event of its key was routed"):
+            mapper.read(other, locate=tenancy.locate)
+
+
+async def test_the_shops_of_keys_are_remembered_within_remember_keys(tmp_path: Path) -> None:
+    """Native tombstones too; the memory is bounded by sink.remember_keys, least recent out."""
+    shop_file(tmp_path, "acme")
+    settings = settings_for(tmp_path)
+    settings.sink.remember_keys = 2
+    desk = Desk()
+    async with serving(settings, Vendors(), desk) as tenancy:
+        for order in ("A-1", "A-2", "A-3"):
+            desk.offer(tenancy, "acme", order)
+        assert decode(Record(TOPIC, 0, 9, b"A-3", None), locate=tenancy.locate).tenant == "acme"
+        with pytest.raises(RouteError, match="no event of its key was routed"):
+            decode(Record(TOPIC, 0, 10, b"A-1", None), locate=tenancy.locate)
+
+
+async def test_a_member_that_cannot_route_deletes_by_key_says_so_at_start(tmp_path: Path) -> None:
+    shop_file(tmp_path, "acme")
+    settings = settings_for(tmp_path)
+    settings.sink.remember_keys = 0
+    out = io.StringIO()
+    logs.configure("INFO", stream=out)
+    try:
+        async with serving(settings, Vendors(), Desk()):
+            pass
+    finally:
+        logs.configure("INFO")
+    assert '"route_deletes_unroutable"' in out.getvalue()
+    assert "sink.remember_keys = 0" in out.getvalue()

@@ -4,17 +4,29 @@ A dead-letter write is acknowledged by the broker (idempotent producer, ``acks=a
 offset may be resolved. If the topic cannot be written, :meth:`DeadLetterPublisher.publish` keeps trying
 (with backoff, saying so in the log) and never returns: the partition stops advancing, nothing is dropped.
 The producer is behind :class:`DeadLetterWriter`, so a simulation can refuse writes.
+
+A record no topic can hold (larger than ``dlq.max_message_bytes`` with its headers, or refused by the
+broker for its size) is never retried as it is: that would block its partition for good. It is
+written smaller instead, each step only if the one before cannot be (:func:`dead_letter_forms`): its
+value cut to what fits, then no value, then without the original headers; every smaller form says
+what it lacks (``__connector.value.size``, ``__connector.value.sha256``,
+``__connector.value.truncated``, ``__connector.headers.dropped``) beside where the record is
+(``__connect.errors.topic``, ``partition``, ``offset``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from random import Random
 from types import TracebackType
 from typing import Protocol, Self
+
+from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from connector import constants as wire
 from connector._kafka import durable_producer, start_within
@@ -76,6 +88,65 @@ def dead_letter_headers(
     return own + ours
 
 
+_KEY_KEPT = 1024
+"""The longest key the smallest form keeps whole (a longer one is cut, with its digest)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Form:
+    """One way of writing a dead letter: the key, value and headers, and what it lacks, in words."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    lacks: str = ""
+
+
+def record_bytes(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> int:
+    """What a record takes in a produce request, as the producer reckons it (a batch of one)."""
+    return int(DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers))
+
+
+def dead_letter_forms(record: Record, headers: list[tuple[str, bytes]], max_bytes: int) -> Iterator[Form]:
+    """The forms of a dead letter, from the whole record down to what any topic holds: the first
+    only if it fits ``max_bytes``; each smaller one with headers saying what it lacks."""
+    key, value = record.key, record.value
+    if record_bytes(key, value, headers) <= max_bytes:
+        yield Form(key, value, headers)
+    size = len(value or b"")
+    about = [
+        (wire.H_VALUE_SIZE, str(size).encode()),
+        (wire.H_VALUE_SHA256, hashlib.sha256(value or b"").hexdigest().encode()),
+    ]
+    if value:
+        marked = [*headers, *about, (wire.H_VALUE_TRUNCATED, b"0000000000")]
+        room = max_bytes - record_bytes(key, b"", marked) - 8  # the length's varint may grow
+        if 0 < room < size:
+            cut = value[:room]
+            kept = [*headers, *about, (wire.H_VALUE_TRUNCATED, str(len(cut)).encode())]
+            yield Form(key, cut, kept, f"value cut to {len(cut)} of {size} bytes")
+    yield Form(
+        key, None, [*headers, *about, (wire.H_VALUE_TRUNCATED, b"0")], f"value of {size} bytes left out"
+    )
+    own = [(k, v) for k, v in headers if k.startswith(wire.ERROR_HEADER_PREFIXES)]
+    dropped = len(headers) - len(own)
+    small_key = key
+    extra = [(wire.H_HEADERS_DROPPED, str(dropped).encode())]
+    if key is not None and len(key) > _KEY_KEPT:
+        small_key = key[:_KEY_KEPT]
+        extra += [
+            (wire.H_KEY_SIZE, str(len(key)).encode()),
+            (wire.H_KEY_SHA256, hashlib.sha256(key).hexdigest().encode()),
+        ]
+    minimal = [*own, *about, (wire.H_VALUE_TRUNCATED, b"0"), *extra]
+    yield Form(small_key, None, minimal, f"value left out, {dropped} original headers dropped")
+
+
+def too_large(exc: BaseException | None) -> bool:
+    """Whether ``exc`` refuses a record for its size (the producer's own check, or the broker's)."""
+    return isinstance(exc, MessageSizeTooLargeError | RecordListTooLargeError | RecordTooLargeError)
+
+
 class DeadLetterWriter(Protocol):
     """Writes one record to a topic; returns once the broker acknowledged it, or raises."""
 
@@ -85,11 +156,11 @@ class DeadLetterWriter(Protocol):
 
 
 class KafkaDeadLetterWriter:
-    """An idempotent, ``acks=all`` producer."""
+    """An idempotent, ``acks=all`` producer, taking records up to ``max_bytes``."""
 
-    def __init__(self, kafka: KafkaSettings) -> None:
+    def __init__(self, kafka: KafkaSettings, max_bytes: int = 1024 * 1024) -> None:
         self._kafka = kafka
-        self._producer = durable_producer(kafka, "dlq")
+        self._producer = durable_producer(kafka, "dlq", max_bytes)
 
     async def __aenter__(self) -> Self:
         await start_within(self._producer, self._kafka.bootstrap_servers, self._kafka.start_timeout_seconds)
@@ -118,27 +189,47 @@ class DeadLetterPublisher:
         retry_cap_seconds: float = 10.0,
         clock: Clock = SYSTEM_CLOCK,
         rng: Random | None = None,
+        max_bytes: int = 1024 * 1024,
     ) -> None:
         self.topic = topic
         self._writer = writer
         self._body_max = body_max
+        self._max_bytes = max_bytes
         self._retry_cap = retry_cap_seconds
         self._clock = clock
         self._rng = rng or Random()
         self.on_failure: Callable[[], None] | None = None
 
     async def publish(self, record: Record, failure: Failure) -> None:
-        """Write ``record`` to the dead-letter topic; return only once the broker acknowledged it."""
+        """Write ``record`` to the dead-letter topic; return only once the broker acknowledged it. A
+        record refused for its size is written smaller (:func:`dead_letter_forms`), never retried
+        as it is."""
         headers = dead_letter_headers(record, failure, self._body_max, self._clock.wall())
+        forms = dead_letter_forms(record, headers, self._max_bytes)
+        form = next(forms)
         attempt = 0
         while True:
             attempt += 1
             try:
-                await self._writer.send(self.topic, record.key, record.value, headers)
+                await self._writer.send(self.topic, form.key, form.value, form.headers)
+                if form.lacks:
+                    log.warning(
+                        "dead_letter_cut",
+                        dlq_topic=self.topic,
+                        lacks=form.lacks,
+                        max_bytes=self._max_bytes,
+                        topic=record.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                    )
                 return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any broker error: keep trying, never drop the event
+                smaller = next(forms, None) if too_large(exc) else None
+                if smaller is not None:
+                    form, attempt = smaller, 0
+                    continue
                 if self.on_failure is not None:
                     self.on_failure()
                 wait = self._rng.uniform(0, min(self._retry_cap, 0.1 * 2 ** min(attempt, 10)))
@@ -160,6 +251,10 @@ __all__ = [
     "DeadLetterPublisher",
     "DeadLetterWriter",
     "Failure",
+    "Form",
     "KafkaDeadLetterWriter",
+    "dead_letter_forms",
     "dead_letter_headers",
+    "record_bytes",
+    "too_large",
 ]

@@ -2,14 +2,19 @@
 
 The records matching a filter (stage, status, tenant, time range, external_id) go back to their source
 topic (original key, value and headers, without the error headers) or straight to the API (decoded and
-sent like the pipeline would). Straight to the API, each order is first read back: an event is skipped
-when the API already holds a state at least as new (by ``updated_at``), so a redrive never moves an
-order back in time; an event without ``updated_at`` (or a vendor that keeps none of ours) is refused
-unless ``--force``. Calls go at ``--rate`` a second, every request counted (the fleet's 429 handling
-absorbs them; run it at a fraction of the budget). Progress is kept in a consumer group named after
-the filter, committed only up to the first record that failed again, so running the same redrive again
-retries what failed and sends nothing already sent (``--again`` starts over). Within one run a source
-record (topic, partition, offset) is sent once even if it was dead-lettered twice.
+sent like the pipeline would). Back to the source, a record lands at the partition's end, where an event
+ordered by offset (no ``updated_at``) would read as the order's newest state, and a timed one as new once
+its order's newer events are no longer remembered: so each source partition is read first (once), and an
+event with another event of its order there that is not older (the same record key; after it, or with a
+newer ``updated_at``: ``Version.older_than``) is skipped as stale; only ``--force`` sends it anyway.
+Straight to the API, each order is first read back: an event is skipped when the API already holds a
+state at least as new (by ``updated_at``), so a redrive never moves an order back in time; an event
+without ``updated_at`` (or a vendor that keeps none of ours) is refused unless ``--force``. Calls go at
+``--rate`` a second, every request counted (the fleet's 429 handling absorbs them; run it at a fraction
+of the budget). Progress is kept in a consumer group named after the filter, committed only up to the
+first record that failed again, so running the same redrive again retries what failed and sends nothing
+already sent (``--again`` starts over). Within one run a source record (topic, partition, offset) is
+sent once even if it was dead-lettered twice.
 """
 
 from __future__ import annotations
@@ -17,12 +22,15 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import TopicPartition as KafkaTP
 
-from connector._kafka import client_options, start_within
+from connector import constants as wire
+from connector._kafka import HEADERS_ROOM, client_options, start_within
 from connector.clock import SYSTEM_CLOCK
 from connector.config import Settings
 from connector.deadletter.reader import DeadLetter, DeadLetterReader, Filter
@@ -32,7 +40,7 @@ from connector.mapping import Mapper
 from connector.pacing import Pacer
 from connector.retry import RetryPolicy
 from connector.sinks import make_sink
-from connector.structs import OrderChange, Record
+from connector.structs import OrderChange, Record, Version
 
 
 @dataclass
@@ -66,6 +74,70 @@ class _Progress:
         print(f"\r{line}", end="\n" if done else "", file=self._out, flush=True)
 
 
+class _SourceLog:
+    """Every event of the source partitions dead letters came from, by record key: read once per
+    partition, from its first offset to the end it had when first asked (what this redrive appends is
+    not read)."""
+
+    def __init__(self, settings: Settings, read: Callable[[Record], OrderChange]) -> None:
+        self._settings = settings
+        self._read = read
+        self._consumer: AIOKafkaConsumer | None = None
+        self._versions: dict[tuple[str, int], dict[bytes, list[Version]]] = {}
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def _reader(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            kafka = self._settings.kafka
+            self._consumer = AIOKafkaConsumer(
+                group_id=None,
+                enable_auto_commit=False,
+                max_partition_fetch_bytes=max(1024 * 1024, kafka.max_message_bytes + 1024),
+                **client_options(kafka),
+            )
+            await start_within(self._consumer, kafka.bootstrap_servers, kafka.start_timeout_seconds)
+        return self._consumer
+
+    def _version(self, record: Record) -> Version | None:
+        try:
+            return self._read(record).version
+        except InputError:
+            return None  # it does not decode: dead-lettered itself, no state of an order
+
+    async def _partition(self, topic: str, partition: int) -> dict[bytes, list[Version]]:
+        found = self._versions.get((topic, partition))
+        if found is not None:
+            return found
+        consumer = await self._reader()
+        tp = KafkaTP(topic, partition)
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        consumer.seek(tp, (await consumer.beginning_offsets([tp]))[tp])
+        versions: dict[bytes, list[Version]] = {}
+        while await consumer.position(tp) < end:
+            batches = await consumer.getmany(tp, timeout_ms=1000, max_records=500)
+            for r in batches.get(tp, ()):
+                if r.offset < end and r.key is not None:
+                    version = self._version(
+                        Record(topic, partition, r.offset, r.key, r.value, tuple(r.headers or ()))
+                    )
+                    if version is not None:
+                        versions.setdefault(r.key, []).append(version)
+        self._versions[(topic, partition)] = versions
+        return versions
+
+    async def newer(self, record: Record, change: OrderChange) -> bool:
+        """Whether ``record``'s source partition holds another event of its order (its record key) not
+        older than ``change``: after it, or before it with a newer ``updated_at``."""
+        if record.key is None:
+            return False
+        versions = (await self._partition(record.topic, record.partition)).get(record.key, ())
+        return any(v.offset != record.offset and not v.older_than(change.version) for v in versions)
+
+
 @dataclass
 class _Targets:
     settings: Settings
@@ -76,22 +148,49 @@ class _Targets:
     force: bool = False
     mapper: Mapper | None = None
 
+    tail: _SourceLog | None = None
+
     def __post_init__(self) -> None:
         if self.settings.mapping.active:  # read as the connector reads: through the mapping stage
             self.mapper = Mapper(self.settings.mapping, self.settings.kafka.max_message_bytes, blocking=True)
+        if self.to == "source" and not self.force:
+            self.tail = _SourceLog(self.settings, self._cheap)
+
+    def _cheap(self, record: Record) -> OrderChange:
+        """``record`` read as the pipeline's read path reads it (no vendor validation)."""
+        sink = self.settings.sink
+        if self.mapper is not None:
+            return self.mapper.read(record, sink.kind, sink.api_version, validate=False)
+        return decode(
+            record, self.settings.kafka.max_message_bytes, sink.kind, sink.api_version, validate=False
+        )
 
     async def send(self, dl: DeadLetter) -> str | None:
         """Redrive one dead letter; an error message when it failed again, ``STALE`` when the API
         already holds a state at least as new."""
         topic, partition, offset = dl.origin
+        cut = dl.header(wire.H_VALUE_TRUNCATED)
+        if cut is not None:
+            return (
+                f"{topic}-{partition}@{offset}: its value of {dl.header(wire.H_VALUE_SIZE)} bytes was "
+                f"{'left out' if cut == '0' else f'cut to {cut} bytes'} (no topic could hold it): read it "
+                "from its source at that offset, or have the producer send it again"
+            )
+        record = Record(
+            topic or "", int(partition or 0), int(offset or 0), dl.key, dl.value, tuple(dl.original_headers())
+        )
         if self.to == "source":
+            if self.tail is not None and offset is not None and partition is not None:
+                try:
+                    change: OrderChange | None = self._cheap(record)
+                except InputError:
+                    change = None  # it cannot be read yet: nothing to be stale against
+                if change is not None and await self.tail.newer(record, change):
+                    return STALE
             await self.producer.send_and_wait(
                 topic or "", value=dl.value, key=dl.key, headers=dl.original_headers()
             )
             return None
-        record = Record(
-            topic or "", int(partition or 0), int(offset or 0), dl.key, dl.value, tuple(dl.original_headers())
-        )
         sink = self.settings.sink
         try:
             if self.mapper is not None:
@@ -162,7 +261,12 @@ async def redrive(
     targets = _Targets(
         settings,
         to,
-        AIOKafkaProducer(enable_idempotence=True, acks="all", **client_options(settings.kafka)),
+        AIOKafkaProducer(
+            enable_idempotence=True,
+            acks="all",
+            max_request_size=settings.kafka.max_message_bytes + HEADERS_ROOM,  # what was read, back
+            **client_options(settings.kafka),
+        ),
         make_sink(s, pacer=Pacer.standalone(rate, SYSTEM_CLOCK)),
         RetryPolicy(s.backoff_base_seconds, s.backoff_cap_seconds, s.max_attempts),
         force,
@@ -189,7 +293,8 @@ async def redrive(
                 error = await targets.send(dl)
                 if error == STALE:
                     result.stale += 1
-                    print(f"skipped (the API holds a newer state): {_where(dl)}", file=out)
+                    held = "the API holds" if to == "api" else "its source partition holds, after it,"
+                    print(f"skipped ({held} a newer state): {_where(dl)}", file=out)
                 elif error:
                     result.failed.append(error)
                     reader.failed(dl)
@@ -202,6 +307,8 @@ async def redrive(
     finally:
         if not dry_run and to == "source":
             await targets.producer.stop()
+        if targets.tail is not None:
+            await targets.tail.close()
     progress.show(result, done=True)
     return result
 

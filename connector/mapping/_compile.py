@@ -17,6 +17,25 @@ import jmespath
 from jmespath import visitor
 
 Compiled = Callable[[Any], Any]
+PATH = "mapping_path"
+"""The attribute an exception raised inside a compiled expression carries: where in the value the
+expression builds it was raised (``[".line_items", "[1]", ".unit_price", ".amount"]``), so that an
+error names the failing place, not only the field whose expression it is. The exception itself is
+unchanged (class and message), as jmespath's interpreter would raise it."""
+
+
+def _at(exc: BaseException, part: str) -> None:
+    """Note that ``exc`` was raised under ``part`` (a key, or an index) of the value being built."""
+    path = getattr(exc, PATH, None)
+    if path is None:
+        path = []
+        try:
+            setattr(exc, PATH, path)
+        except AttributeError:  # an exception class with __slots__: no place to say it
+            return
+    path.insert(0, part)
+
+
 # jmespath's own helpers, so that comparisons behave exactly as the interpreter's (not in the stubs).
 _COMPARABLE: Callable[[Any], bool] = getattr(visitor, "_is_comparable")  # noqa: B009
 _EQUALS: Callable[[Any, Any], bool] = getattr(visitor, "_equals")  # noqa: B009
@@ -90,7 +109,14 @@ class Compiler:
             def multi_select_dict(value: Any) -> Any:
                 if value is None:
                     return None
-                return {key: get(value) for key, get in pairs}
+                out, key = {}, ""
+                try:
+                    for key, get in pairs:
+                        out[key] = get(value)
+                except Exception as exc:
+                    _at(exc, f".{key}")
+                    raise
+                return out
 
             return multi_select_dict
         if kind == "multi_select_list":
@@ -99,7 +125,14 @@ class Compiler:
             def multi_select_list(value: Any) -> Any:
                 if value is None:
                     return None
-                return [get(value) for get in items]
+                out, i = [], 0
+                try:
+                    for i, get in enumerate(items):  # noqa: B007 (read when one raises)
+                        out.append(get(value))
+                except Exception as exc:
+                    _at(exc, f"[{i}]")
+                    raise
+                return out
 
             return multi_select_list
         if kind == "function_expression" and not _has_expref(node):
@@ -135,7 +168,16 @@ class Compiler:
                         return None
                 elif not isinstance(over, list):
                     return None
-                return [r for r in (each(element) for element in over) if r is not None]
+                out, i = [], 0
+                try:
+                    for i, element in enumerate(over):  # noqa: B007 (read when one raises)
+                        result = each(element)
+                        if result is not None:
+                            out.append(result)
+                except Exception as exc:
+                    _at(exc, "[*]" if values else f"[{i}]")
+                    raise
+                return out
 
             return projection
         if kind == "index":

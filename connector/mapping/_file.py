@@ -33,7 +33,7 @@ import jmespath
 from jmespath.exceptions import JMESPathError
 
 from connector.errors import ConfigError, MappingError
-from connector.mapping._compile import Compiled, Compiler
+from connector.mapping._compile import PATH, Compiled, Compiler
 from connector.mapping._functions import CURRENT, FUNCTIONS
 from connector.mapping._types import MAPPED_FIELDS, Event
 
@@ -62,14 +62,17 @@ class Expression:
         try:
             return self.compiled(document)
         except (JMESPathError, ValueError, TypeError, ArithmeticError) as exc:
-            raise self.error(f"failed: {exc}") from None
+            inside = "".join(getattr(exc, PATH, ()))
+            where = f" at {self.field}{inside}" if inside else ""
+            raise self.error(f"failed{where}: {exc}", self.field + inside) from None
 
-    def error(self, problem: str) -> MappingError:
-        """A MappingError about this field's expression."""
+    def error(self, problem: str, path: str = "") -> MappingError:
+        """A MappingError about this field's expression (``path``: where in the value it builds, when
+        known: ``order.line_items[1].unit_price.amount``)."""
         return MappingError(
             f"mapping {self.where}: {self.field} = {_short(self.source)!r}: {problem}",
             mapping=f"{self.where}: {self.field} = {self.source}",
-            path=self.field,
+            path=path or self.field,
         )
 
 

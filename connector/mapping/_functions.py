@@ -20,6 +20,8 @@ Each returns null for a null argument, so that ``minor_units(missing)`` reads as
 
 from __future__ import annotations
 
+import base64
+import binascii
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -60,18 +62,23 @@ class ConnectorFunctions(functions.Functions):
         return str(value)
 
     # One variadic argument: JMESPath's variadic arguments need at least one value, so the optional
-    # ``digits`` is checked here.
-    @functions.signature({"types": ["string", "number", "null"], "variadic": True})
+    # ``digits`` is checked here. Objects are taken only to say what they are (Debezium's
+    # variable-scale decimal without its schema).
+    @functions.signature({"types": ["string", "number", "null", "object"], "variadic": True})
     def _func_minor_units(self, amount: Any, *digits: Any) -> int | None:
         if len(digits) > 1 or (digits and (isinstance(digits[0], bool) or not isinstance(digits[0], int))):
             raise ValueError("minor_units(amount) or minor_units(amount, digits), digits a whole number")
         if amount is None:
             return None
+        if isinstance(amount, dict):
+            hint = _VARIABLE_SCALE_HINT if amount.keys() == {"scale", "value"} else ""
+            raise ValueError(f"minor_units: {amount!r} is an object, not a decimal amount{hint}")
         places = int(digits[0]) if digits else 2
         try:
             exact = Decimal(str(amount)).scaleb(places)
         except InvalidOperation:
-            raise ValueError(f"minor_units: {amount!r} is not a decimal amount") from None
+            hint = _PRECISE_HINT if _base64(amount) else ""
+            raise ValueError(f"minor_units: {amount!r} is not a decimal amount{hint}") from None
         if exact != exact.to_integral_value():
             raise ValueError(f"minor_units: {amount!r} has more than {places} decimals")
         return int(exact)
@@ -96,6 +103,30 @@ class ConnectorFunctions(functions.Functions):
         if text is None:
             return None
         return [part.strip() for part in text.split(separator) if part.strip()]
+
+
+_PRECISE_HINT = (
+    " (it reads as base64: a Debezium NUMERIC column at decimal.handling.mode=precise, the default, "
+    "is sent as bytes whose scale only the schema gives; send the schema with it, "
+    "value.converter.schemas.enable=true or Avro with mapping.registry_url, or set the Debezium "
+    "connector's decimal.handling.mode=string)"
+)
+_VARIABLE_SCALE_HINT = (
+    " (Debezium's variable-scale decimal, {scale, value}, read without its schema: send the schema "
+    "with it, value.converter.schemas.enable=true or Avro with mapping.registry_url, or set the "
+    "Debezium connector's decimal.handling.mode=string)"
+)
+
+
+def _base64(text: Any) -> bool:
+    """Whether ``text`` is non-empty base64 (Kafka Connect's JSON form of bytes)."""
+    if not isinstance(text, str) or not text or len(text) % 4:
+        return False
+    try:
+        base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
 
 
 FUNCTIONS = ConnectorFunctions()

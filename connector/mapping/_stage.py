@@ -11,9 +11,11 @@
 The last step is what makes a mapped event read exactly as a native one: the result is rewritten
 into ``{"event_type", "occurred_at", "order"}`` (``external_id`` into the order's key field,
 ``updated_at`` into the order) and read by :func:`connector.decode.decode_value`, so the key,
-ordering, digest and, at send time, the vendor model's checks are the same code. A delete is ordered
-at the later of the mapping's ``updated_at`` and the envelope's time, so that a Debezium delete (whose
-row is the one before it) never sorts before the update it follows.
+ordering, digest and, at send time, the vendor model's checks are the same code. An event whose
+mapping gives no ``updated_at`` is ordered by the envelope's time (Debezium's ``source.ts_ms``, a
+CloudEvent's ``time``), which is not written into the body: nothing the producer did not send is
+forwarded. A delete is ordered at the later of the mapping's ``updated_at`` and the envelope's time,
+so that a Debezium delete (whose row is the one before it) never sorts before the update it follows.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from connector.mapping._avro import MAGIC, Registry
 from connector.mapping._file import FileMapping
 from connector.mapping._function import FunctionMapping, check_result
 from connector.mapping._types import Event, Trace, record_key, text_headers
+from connector.metrics import Metrics
 from connector.models import parse_timestamp
 from connector.structs import OrderChange, Record
 from connector.vendors import vendor
@@ -77,9 +80,10 @@ def to_native(mapped: dict[str, Any], event: Event, kind: str) -> dict[str, Any]
     order[key_field] = mapped["external_id"]
     if "updated_at" in mapped:
         order["updated_at"] = mapped["updated_at"]
-    elif "updated_at" not in order and event.time is not None:
-        order["updated_at"] = event.time
-    return {"event_type": event_type, "order": order}
+    native = {"event_type": event_type, "order": order}
+    if event.time is not None:
+        native["occurred_at"] = event.time  # orders it when the order has no updated_at: not sent
+    return native
 
 
 class Mapper:
@@ -92,12 +96,20 @@ class Mapper:
         *,
         tenant_mapping: TenantMapping | None = None,
         blocking: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.max_bytes = max_bytes
         self.mapping = compile_mapping(settings.file, settings.function)
         self.registry = (
-            Registry(settings.registry_url, settings.registry_timeout_seconds)
+            Registry(
+                settings.registry_url,
+                settings.registry_timeout_seconds,
+                user_info=settings.registry_basic_auth_user_info.get_secret_value(),
+                not_found_seconds=settings.registry_not_found_seconds,
+                waiting=metrics.registry_waiting if metrics is not None else None,
+                beat=metrics.beat if metrics is not None else None,
+            )
             if settings.registry_url
             else None
         )
@@ -199,6 +211,7 @@ class Mapper:
             api_version,
             validate=validate,
             locate=(lambda _r, _d: located) if locate is not None else None,
+            ordered_at=event.time if self.settings.envelope != "native" else None,
         )
 
 
@@ -207,5 +220,7 @@ def _shown(event: Event | None) -> Any:
         return "tombstone (null value): the record key is the order's external_id"
     shown: dict[str, Any] = {"value": event.value, "deleted": event.deleted, "time": event.time}
     if event.key is not None:
-        shown["key"] = event.key
+        shown["key"] = event.key  # as key() gives it
+    if event.headers:
+        shown["headers"] = event.headers  # as header(name) gives them: text
     return shown

@@ -13,12 +13,14 @@ from connector.structs import Record
 class Mapped(TypedDict):
     """What a mapping returns for one event.
 
-    ``external_id`` names the order (written into the order's key field, ``external_id`` for Loop,
-    ``id`` for Shoplazza); ``order`` is the vendor's request body (not needed for a delete);
-    ``updated_at`` (RFC 3339 with an offset) orders the events of one order, default the envelope's time
-    (Debezium's ``source.ts_ms``, CloudEvents' ``time``); ``event_type`` is one of ``order.created``,
-    ``order.updated``, ``order.cancelled``, ``order.deleted``, default from the envelope
-    (``order.updated``, or ``order.deleted`` for a Debezium delete or tombstone)."""
+    ``external_id`` (required: a non-empty string) names the order (written into the order's key
+    field, ``external_id`` for Loop, ``id`` for Shoplazza); ``order`` is the vendor's request body, a
+    dict (None or absent for a delete, which needs only the key); ``updated_at`` (RFC 3339 with an
+    offset) orders the events of one order and is written into the body, default the envelope's time
+    (Debezium's ``source.ts_us``/``ts_ms``, CloudEvents' ``time``), which orders the event without
+    being sent; ``event_type`` is one of ``order.created``, ``order.updated``, ``order.cancelled``,
+    ``order.deleted``, default from the envelope (``order.updated``, or ``order.deleted`` for a
+    Debezium delete or tombstone). No other keys; a None optional is as good as absent."""
 
     external_id: str
     order: NotRequired[dict[str, Any] | None]

@@ -16,6 +16,8 @@ from connector import metadata as wire
 from connector.clock import Clock
 from connector.coalesce import Coalescer
 from connector.config import Settings
+from connector.constants import Stage
+from connector.deadletter.publish import Failure, too_large
 from connector.logs import debug_enabled, get_logger
 from connector.metrics import Metrics
 from connector.ownership import Assignment, PartitionStatus
@@ -50,6 +52,7 @@ class Parking:
         warmed: Callable[[TopicPartition], Awaitable[bool]],
         peek: Peek,
         prefetch: Callable[[list[Record]], Awaitable[None]] | None = None,
+        dead_letter: Callable[[Record, Failure], None] | None = None,
     ) -> None:
         self._settings = settings
         self._log = park_log
@@ -60,6 +63,7 @@ class Parking:
         self._clock = clock
         self._rng = rng
         self._resolved = resolved
+        self._dead_letter = dead_letter
         # Parking state is honoured wherever there are tenants and a parking topic, also with
         # parking switched off (tenants.park_after_seconds = 0): only new parks are off then.
         self.available = park_log is not None and tenancy.many
@@ -279,6 +283,9 @@ class Parking:
                     part.begin(end)
                 return await self._log.append(part.q, record.key, record.value, headers, record.timestamp_ms)
             except Exception as exc:
+                if too_large(exc):
+                    self._too_large(record, tenant, part, exc)
+                    return None
                 attempt += 1
                 self._metrics.park_write_failures.inc()
                 log.error("park_write_failed", error=f"{type(exc).__name__}: {exc}", attempt=attempt)
@@ -289,6 +296,10 @@ class Parking:
         record, tenant, _, _, part = item
         self._pending.get(record.tp, set()).discard(done)
         if self._state(record.tp) is not part:  # revoked meanwhile: unresolved, read again
+            return
+        if not done.cancelled() and too_large(error := done.exception()):
+            assert error is not None
+            self._too_large(record, tenant, part, error)
             return
         if done.cancelled() or done.exception() is not None:
             self._metrics.park_write_failures.inc()
@@ -310,6 +321,27 @@ class Parking:
         self._resolved(record)
         if self.replay is not None:
             self.replay.wake()
+
+    def _too_large(self, record: Record, tenant: str, part: ParkState, error: BaseException) -> None:
+        """The parking topic refuses ``record`` for its size (the producer's limit, derived from
+        ``kafka.max_message_bytes``, or the topic's ``max.message.bytes``): it can never be parked, so
+        it is dead-lettered (stage ``park``) rather than tried again for ever, which would hold its
+        partition back for good."""
+        part.writing[tenant] -= 1
+        self._metrics.park_write_failures.inc()
+        log.error(
+            "park_refused_too_large",
+            tenant=tenant,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            size=record.size,
+            error=f"{type(error).__name__}: {error}",
+            action="dead-lettered (stage park): redrive it once the shop is served again",
+        )
+        if self._dead_letter is not None:
+            now = self._clock.wall()
+            self._dead_letter(record, Failure(error, Stage.PARK, None, 0, now, now, tenant))
 
     # -- park decisions -----------------------------------------------------------------------
 

@@ -7,9 +7,11 @@ import asyncio
 import io
 import json
 import time
+from typing import Any
 
 import pytest
 import structlog
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
@@ -364,3 +366,67 @@ async def test_wrong_sasl_password_is_refused(
     settings = settings.model_copy(update={"kafka": KafkaSettings(**{**settings.kafka.model_dump(), **auth})})
     with pytest.raises(BrokerUnavailable):
         await serve(settings, asyncio.Event())
+
+
+async def test_redrive_to_the_source_skips_an_event_a_newer_one_of_its_order_follows(
+    kafka_bootstrap: str, topic_name: str
+) -> None:
+    """Issue 21: redriven to its source, a record lands at the partition's end, where an event ordered
+    by offset (no updated_at) reads as its order's newest state. One whose source partition holds a
+    newer event of its order after it is skipped as stale, and so is a timed one with a newer
+    updated_at before it; the others are sent; --force sends them all."""
+    await create_topics(kafka_bootstrap, {topic_name: 1, f"{topic_name}.dlq": 1})
+    old = {"external_id": "A-1", "name": "old"}
+    placed = await produce(
+        kafka_bootstrap,
+        topic_name,
+        [
+            (b"A-1", json.dumps(old).encode()),  # 0: dead-lettered (say, stage route)
+            (b"B-1", json.dumps({"external_id": "B-1", "name": "only"}).encode()),  # 1: dead-lettered
+            (b"A-1", json.dumps({"external_id": "A-1", "name": "new"}).encode()),  # 2: delivered
+            (b"C-1", json.dumps({"external_id": "C-1", "updated_at": "2026-01-02T00:00:00Z"}).encode()),
+            (b"C-1", json.dumps({"external_id": "C-1", "updated_at": "2026-01-01T00:00:00Z"}).encode()),
+        ],
+    )
+    assert [o for _, o in placed] == [0, 1, 2, 3, 4]
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        for key, offset in ((b"A-1", 0), (b"B-1", 1), (b"C-1", 3), (b"C-1", 4)):
+            headers = [
+                ("__connect.errors.topic", topic_name.encode()),
+                ("__connect.errors.partition", b"0"),
+                ("__connect.errors.offset", str(offset).encode()),
+                ("__connector.stage", b"route"),
+            ]
+            value = (await read_source(kafka_bootstrap, topic_name, offset)).value
+            await producer.send_and_wait(f"{topic_name}.dlq", value=value, key=key, headers=headers)
+    finally:
+        await producer.stop()
+    settings = settings_for(kafka_bootstrap, topic_name, "http://127.0.0.1:1")
+    result = await redrive(
+        settings, f"{topic_name}.dlq", Filter(), to="source", out=io.StringIO(), err=io.StringIO()
+    )
+    assert (result.sent, result.stale) == (2, 2), "A-1@0 has a newer event after it, C-1@4 before it"
+    appended = await read_topic(kafka_bootstrap, topic_name, expect=7, timeout=5)
+    assert [(r.key, json.loads(r.value).get("updated_at")) for r in appended[5:]] == [
+        (b"B-1", None),
+        (b"C-1", "2026-01-02T00:00:00Z"),  # C-1@4 after it is older by updated_at: C-1@3 is the newest
+    ]
+    forced = await redrive(
+        settings,
+        f"{topic_name}.dlq",
+        Filter(),
+        to="source",
+        again=True,
+        force=True,
+        out=io.StringIO(),
+        err=io.StringIO(),
+    )
+    assert (forced.sent, forced.stale) == (4, 0)
+
+
+async def read_source(bootstrap: str, topic: str, offset: int) -> Any:
+    """The record at ``offset`` of partition 0 of ``topic``."""
+    records = await read_topic(bootstrap, topic, expect=offset + 1, timeout=5)
+    return records[offset]

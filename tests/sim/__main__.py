@@ -18,10 +18,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=None, help="schedule length and size factor")
     parser.add_argument("--log", default="ERROR", help="log level of the replayed run (DEBUG, INFO, ...)")
     parser.add_argument("--tenants", action="store_true", help="the many-shop schedules (parking)")
+    parser.add_argument(
+        "--debezium", action="store_true", help="with Debezium's rows besides: deletes, tombstones, re-sends"
+    )
     args = parser.parse_args(argv)
     scale = args.scale or (4.0 if args.soak else 1.0)
     if args.seed is not None:
-        result = run(args.seed, scale, args.log, args.tenants)
+        result = run(args.seed, scale, args.log, args.tenants, args.debezium)
         print(result.description)
         if args.log.upper() != "ERROR":
             print(result.stats.get("log", ""))
@@ -33,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     slowest = (0.0, -1)
     started = time.perf_counter()
     for seed in range(args.first, args.first + args.runs):
-        result = run(seed, scale, tenants=args.tenants)
+        result = run(seed, scale, tenants=args.tenants, debezium=args.debezium)
         slowest = max(slowest, (float(result.stats.get("converged_after_s", 0.0)), seed))
         if not result.ok:
             failed += 1
@@ -42,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"  replay: .venv/bin/python -m tests.sim --seed {seed}"
                 + (f" --scale {scale:g}" if scale != 1 else "")
                 + (" --tenants" if args.tenants else "")
+                + (" --debezium" if args.debezium else "")
             )
     took = time.perf_counter() - started
     print(

@@ -174,13 +174,47 @@ class Checker:
         return self._same_state(p, self._vendor_state_at(p.event.key, c.at))  # skipped as identical
 
     # -- after quiescence ---------------------------------------------------------------------
-    def newest(self, key: str) -> Produced | None:
-        """The event of ``key`` that must win: latest by ``updated_at``, else by offset."""
+    def newest(self, key: str, unroutable: bool = False) -> Produced | None:
+        """The event of ``key`` that must win: latest by ``updated_at``, else by offset. An event with
+        the payload of the newest so far is that state again: the state stands for both
+        (``Version.joined``), so a tombstone after a delete keeps the delete's time, and an update sent
+        again after both (Debezium after a restart) is older, not the newest. Leaves out a delete
+        naming no shop that could not be routed (:meth:`_unroutable`), unless ``unroutable``: a
+        member that could not route it dead-letters it, and the next owner of its partition, having
+        re-read its order's last event, may route it and deliver it too."""
         best: Produced | None = None
+        stands: Version | None = None
         for p in sorted(self.by_key[key], key=lambda q: (q.record.tp, q.record.offset)):
-            if best is None or not p.version.older_than(best.version):
-                best = p
+            if not unroutable and self._unroutable(p):
+                continue
+            if best is None or stands is None:
+                best, stands = p, p.version
+            elif p.version.older_than(stands):
+                continue
+            elif _same_payload(p, best):
+                stands = stands.joined(p.version)
+            else:
+                best, stands = p, p.version
         return best
+
+    def _unroutable(self, p: Produced) -> bool:
+        """Whether ``p`` is a delete naming no shop (many shops) that was dead-lettered, stage route,
+        where that is the documented bound: its key's last shop is re-learnt only as far as the
+        warm-up re-reads (``kafka.warmup_records``), short in some schedules."""
+        if not p.event.shopless or self.schedule.knobs.warmup >= 10_000:
+            return False
+        end = self.cluster.dead_letters[-1].at if self.cluster.dead_letters else float("inf")
+        return self._dead_lettered(p, end) and self._stage(p) == "route"
+
+    def _stage(self, p: Produced) -> str:
+        for d in self.cluster.dead_letters:
+            h = dict(d.headers)
+            if (
+                h.get("__connect.errors.offset") == str(p.record.offset).encode()
+                and h.get("__connect.errors.partition") == str(p.record.partition).encode()
+            ):
+                return h.get("__connector.stage", b"").decode()
+        return ""
 
     def final(self) -> None:
         """Every check that needs the run to be over."""
@@ -195,14 +229,18 @@ class Checker:
             if want.event.kind == "poison":
                 self.fail(f"newest event is rejected by the vendor but not dead-lettered: {want.describe()}")
                 continue
-            if not self._same_state(want, held) and not self._late_and_forgotten(want, held):
-                self.fail(f"vendor holds {held} for {key}, newest is {want.describe()}")
+            if self._same_state(want, held) or self._late_and_forgotten(want, held):
+                continue
+            routed = self.newest(key, unroutable=True)  # one that could not be routed by one member
+            if routed is not None and self._same_state(routed, held):  # may be by a later owner
+                continue
+            self.fail(f"vendor holds {held} for {key}, newest is {want.describe()}")
         for _, log in sorted(self.logs.items()):
             for p in log:
                 dead = self._dead_lettered(p, end)
                 if p.event.kind == "invalid" and not dead:
                     self.fail(f"invalid event not dead-lettered: {p.describe()}")
-                if p.event.kind == "valid" and dead and not self._rejected(p):
+                if p.event.kind == "valid" and dead and not self._rejected(p) and not self._unroutable(p):
                     self.fail(f"valid event dead-lettered: {p.describe()}: {self._reason(p)}")
         self._check_writes()
         self._check_horizon()

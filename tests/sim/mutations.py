@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from connector import errors
+from connector._lastseen import LastSeen
 from connector.circuit import Circuit, State
 from connector.coalesce import Coalescer
 from connector.decode import decode as real_decode
@@ -21,7 +22,7 @@ from connector.metadata import CommitMeta
 from connector.park import Parking
 from connector.park._replay import Replay
 from connector.sinks.loop import LoopSink
-from connector.structs import TopicPartition
+from connector.structs import TopicPartition, Version
 
 Mutation = Callable[[], contextlib.AbstractContextManager[None]]
 
@@ -590,3 +591,47 @@ def a_starved_shop_is_never_parked() -> Iterator[None]:
 
 
 MUTATIONS[a_starved_shop_is_never_parked.__name__] = a_starved_shop_is_never_parked
+
+
+@contextlib.contextmanager
+def tombstone_takes_the_deletes_time() -> Iterator[None]:
+    """Issue 21 (found with Debezium at its defaults, on the real chain too): a tombstone after a
+    delete, skipped as identical, left the delete's mark with its own version, an offset without
+    ``updated_at``; an update Debezium sent again after a restart was then newer by offset, upserted,
+    and the order came back until the re-sent delete deleted it a second time."""
+
+    def newer(self: Version, other: Version | None) -> Version:
+        return other if other is not None and self.older_than(other) else self
+
+    with _patched(Version, "joined", newer):
+        yield
+
+
+@contextlib.contextmanager
+def deletes_routed_by_their_fields_only() -> Iterator[None]:
+    """Issue 21: with many shops, a delete that names no shop (a tombstone, a Debezium delete at the
+    default replica identity) was dead-lettered, stage route: the order was never deleted."""
+    with _patched(LastSeen, "shop_of", lambda self, record: None):
+        yield
+
+
+MUTATIONS[tombstone_takes_the_deletes_time.__name__] = tombstone_takes_the_deletes_time
+MUTATIONS[deletes_routed_by_their_fields_only.__name__] = deletes_routed_by_their_fields_only
+
+
+@contextlib.contextmanager
+def the_tombstone_ahead_replaces_its_delete() -> Iterator[None]:
+    """Found by the simulation (seed 260 with Debezium's rows): a new owner's lookahead replaced a
+    delete by the tombstone after it, so the coalescer saw the tombstone alone, ordered by offset, and
+    the update Debezium sent again after it replaced it: the order was upserted, not deleted, until the
+    delete came again."""
+
+    def superseded(self: Lookahead, change: Any, offset: int) -> bool:
+        newest = self._newest.get(change.key) if self.covers(offset) else None
+        return newest is not None and change.version.older_than(newest)
+
+    with _patched(Lookahead, "superseded", superseded):
+        yield
+
+
+MUTATIONS[the_tombstone_ahead_replaces_its_delete.__name__] = the_tombstone_ahead_replaces_its_delete

@@ -290,7 +290,7 @@ class World:
             delay = EPOCH + event.at - self.clock.wall()
             if delay > 0:
                 await asyncio.sleep(delay)
-            headers = (("shop", event.tenant.encode()),) if event.tenant else ()
+            headers = (("shop", event.tenant.encode()),) if event.tenant and not event.shopless else ()
             partition = self.partition_of(event.key)
             record = self.cluster.produce(partition, event.key.encode(), event.value, headers)
             self.checker.produced(event, record)
@@ -466,9 +466,12 @@ def _virtual_time(_logger: Any, _name: str, event: Any) -> Any:
     return event
 
 
-def run(seed: int, scale: float = 1.0, log_level: str = "ERROR", tenants: bool = False) -> Result:
-    """Run the schedule of ``seed`` on a fresh virtual-time loop (``tenants``: as many shops)."""
-    schedule = make_schedule(seed, scale, tenants)
+def run(
+    seed: int, scale: float = 1.0, log_level: str = "ERROR", tenants: bool = False, debezium: bool = False
+) -> Result:
+    """Run the schedule of ``seed`` on a fresh virtual-time loop (``tenants``: as many shops;
+    ``debezium``: with orders whose events come from Debezium, re-sent after a restart, besides)."""
+    schedule = make_schedule(seed, scale, tenants, debezium)
     buffer = io.StringIO()
     logs.configure(log_level, stream=buffer)
     processors = structlog.get_config()["processors"]

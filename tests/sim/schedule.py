@@ -29,6 +29,7 @@ class Event:
     state: str | None = None
     updated_at: float | None = None
     tenant: str = ""  # many tenants: the shop it is for (a ``shop`` header)
+    shopless: bool = False  # a delete naming no shop (no header): routed by its key's last shop
 
 
 @dataclass
@@ -126,6 +127,11 @@ class Schedule:
             f"faults={','.join(kinds) or '-'} "
             f"ops={','.join(ops) or '-'} dlq_down={len(self.dlq_down)} horizon={self.horizon:.0f}s"
             + (
+                f" debezium_rows={len(rows)}"
+                if (rows := {e.key for e in self.events if e.key.startswith("dbz-")})
+                else ""
+            )
+            + (
                 f" tenants={len(self.tenants)} park_after={k.park_after:g}s park_max_keys={k.park_max_keys} "
                 f"park_replay={k.park_replay} tenant_faults="
                 + ",".join(f"{f.kind}@{f.tenant or '*'}" for f in self.faults)
@@ -154,14 +160,68 @@ def _envelope(event_type: str, order: dict[str, object], at: float) -> bytes:
     ).encode()
 
 
-def make_schedule(seed: int, scale: float = 1.0, tenants: bool = False) -> Schedule:
+def make_schedule(seed: int, scale: float = 1.0, tenants: bool = False, debezium: bool = False) -> Schedule:
     """The schedule of ``seed``; ``scale`` > 1 makes longer runs with more events (soak). With
-    ``tenants``, the same schedule served as several shops (see :func:`_as_tenants`)."""
+    ``tenants``, the same schedule served as several shops (see :func:`_as_tenants`); with
+    ``debezium``, the same schedule with orders whose events come from Debezium besides (see
+    :func:`_debezium`): a schedule without it is the one it always was."""
     s = _schedule(seed, scale)
     if tenants:
         _as_tenants(s, Random(seed * 104_729 + 31), scale)
     _unkind(s, Random(seed * 15_485_863 + 29))
+    if debezium:
+        _debezium(s, Random(seed * 2_654_435 + 61))
     return s
+
+
+def _debezium(s: Schedule, rng: Random) -> None:
+    """Orders whose events come as Debezium writes them at its defaults, once the
+    mapping stage has rewritten them as the connector's own envelope (what the pipeline reads): a row
+    updated a few times (ordered by ``source.ts_ms``), deleted (the delete ordered at its commit time;
+    at PostgreSQL's default replica identity its row holds the key only: no ``updated_at``, and no shop
+    to route by), its tombstone (no shop either), then, after a restart of Kafka Connect, a suffix of
+    all that sent again byte for byte; sometimes with ``REPLICA IDENTITY FULL`` (the delete keeps the
+    row's time and shop), without tombstones, or the row inserted again later. Drawn from a stream of
+    their own, on orders of their own, after every other draw."""
+    span = max(5.0, s.horizon * 0.7)
+    rows = rng.randint(1, 3)
+    for i in range(rows):
+        key = f"dbz-{s.seed % 1000}-{i}"
+        tenant = rng.choice(s.tenants) if s.tenants else ""
+        full, tombstones = rng.random() < 0.3, rng.random() < 0.85
+        t = rng.uniform(0, span * 0.6)
+        sequence: list[Event] = []
+        for n in range(rng.randint(1, 3)):
+            t += rng.uniform(0.05, 3.0)
+            state = f"{key}-v{n}"
+            value = _envelope("order.updated", _body(key, state, EPOCH + t), EPOCH + t)
+            sequence.append(Event(t, key, "valid", value, "upsert", state, EPOCH + t, tenant))
+        t += rng.uniform(0.05, 3.0)
+        # The mapping stage writes a delete as its key alone, at the later of the row's updated_at
+        # and the change's commit time (``to_native``): the same at either replica identity, which
+        # decides only whether the row names its shop.
+        deleted_at = EPOCH + t
+        value = _envelope("order.deleted", {"external_id": key}, deleted_at)
+        sequence.append(Event(t, key, "valid", value, "delete", None, deleted_at, tenant, shopless=not full))
+        if tombstones:
+            t += rng.uniform(0.0, 0.2)
+            sequence.append(Event(t, key, "valid", None, "delete", None, None, tenant, shopless=True))
+        t += rng.uniform(1.0, span * 0.3)  # Kafka Connect restarts: it sends again from its last flush
+        again = []
+        for e in sequence[rng.randrange(len(sequence)) :]:
+            t += rng.uniform(0.0, 0.5)
+            again.append(Event(t, e.key, e.kind, e.value, e.op, e.state, e.updated_at, e.tenant, e.shopless))
+        sequence += again
+        if rng.random() < 0.2:  # the row is inserted again, after all that
+            t += rng.uniform(0.5, 5.0)
+            state = f"{key}-again"
+            value = _envelope("order.created", _body(key, state, EPOCH + t), EPOCH + t)
+            sequence.append(Event(t, key, "valid", value, "upsert", state, EPOCH + t, tenant))
+        s.events += sequence
+        s.horizon = max(s.horizon, t + 1.0)
+    s.events.sort(key=lambda e: e.at)
+    if s.knobs.remember_keys < 100_000:  # the bound is every order's key: theirs too
+        s.knobs.remember_keys += rows
 
 
 def _unkind(s: Schedule, rng: Random) -> None:

@@ -21,8 +21,12 @@ SCHEDULES = int(os.environ.get("SIM_SCHEDULES", "2000"))
 CHUNKS = 20
 
 
-def _replay(seed: int, tenants: bool = False) -> str:
-    return f".venv/bin/python -m tests.sim --seed {seed}" + (" --tenants" if tenants else "")
+def _replay(seed: int, tenants: bool = False, debezium: bool = False) -> str:
+    return (
+        f".venv/bin/python -m tests.sim --seed {seed}"
+        + (" --tenants" if tenants else "")
+        + (" --debezium" if debezium else "")
+    )
 
 
 @pytest.mark.parametrize("chunk", range(CHUNKS))
@@ -32,12 +36,14 @@ def test_random_schedules_keep_every_invariant(chunk: int) -> None:
     _every_schedule_passes(range(chunk, SCHEDULES, CHUNKS), tenants=False)
 
 
-def _every_schedule_passes(seeds: range, tenants: bool) -> None:
+def _every_schedule_passes(seeds: range, tenants: bool, debezium: bool = False) -> None:
     failed = []
     for seed in seeds:
-        result = run(seed, tenants=tenants)
+        result = run(seed, tenants=tenants, debezium=debezium)
         if not result.ok:
-            failed.append(f"seed {seed}: {result.violations[0]}\n  replay: {_replay(seed, tenants)}")
+            failed.append(
+                f"seed {seed}: {result.violations[0]}\n  replay: {_replay(seed, tenants, debezium)}"
+            )
     assert not failed, f"{len(failed)} of {len(seeds)} schedules failed:\n" + "\n".join(failed)
 
 
@@ -51,6 +57,20 @@ def test_random_many_shop_schedules_keep_every_invariant(chunk: int) -> None:
     parked), plus isolation: a healthy shop's events are committed within a bound whatever another
     shop's API does."""
     _every_schedule_passes(range(chunk, TENANT_SCHEDULES, TENANT_CHUNKS), tenants=True)
+
+
+DEBEZIUM_SCHEDULES = int(os.environ.get("SIM_DEBEZIUM_SCHEDULES", "300"))
+DEBEZIUM_CHUNKS = 4
+
+
+@pytest.mark.parametrize("tenants", [False, True], ids=["one-shop", "many-shops"])
+@pytest.mark.parametrize("chunk", range(DEBEZIUM_CHUNKS))
+def test_random_schedules_with_debeziums_rows_keep_every_invariant(chunk: int, tenants: bool) -> None:
+    """The same schedules with orders whose events come from Debezium at its defaults besides (issue
+    21): updates, a delete (at the default replica identity naming no shop), its tombstone, and after
+    a restart of Kafka Connect a suffix of them sent again. Each delete is applied and nothing moved
+    back, on one shop and on many (where those deletes are routed by their key's last shop)."""
+    _every_schedule_passes(range(chunk, DEBEZIUM_SCHEDULES, DEBEZIUM_CHUNKS), tenants=tenants, debezium=True)
 
 
 # For each known defect put back on purpose (tests/sim/mutations.py): the first seed, searching from 0,
@@ -101,20 +121,37 @@ CAUGHT_WITH_TENANTS = {
 }
 
 
+# The same on the schedules with Debezium's rows (``run(seed, tenants=..., debezium=True)``).
+CAUGHT_WITH_DEBEZIUM = {
+    ("tombstone_takes_the_deletes_time", False): (2, "dbz-2-1: orders-0@73 dbz-2-1 valid upsert"),
+    ("tombstone_takes_the_deletes_time", True): (25, "applied after newer"),
+    ("deletes_routed_by_their_fields_only", True): (0, "valid event dead-lettered: orders-1@17 dbz-0-1"),
+    ("the_tombstone_ahead_replaces_its_delete", False): (
+        260,
+        "committed orders-1@9 past unresolved orders-1@7",
+    ),
+}
+
+
 @pytest.mark.parametrize(
-    ("defect", "tenants"),
-    [(d, False) for d in sorted(CAUGHT)] + [(d, True) for d in sorted(CAUGHT_WITH_TENANTS)],
+    ("defect", "tenants", "debezium"),
+    [(d, False, False) for d in sorted(CAUGHT)]
+    + [(d, True, False) for d in sorted(CAUGHT_WITH_TENANTS)]
+    + [(d, t, True) for d, t in sorted(CAUGHT_WITH_DEBEZIUM)],
 )
-def test_each_known_defect_is_caught_and_its_fix_holds(defect: str, tenants: bool) -> None:
+def test_each_known_defect_is_caught_and_its_fix_holds(defect: str, tenants: bool, debezium: bool) -> None:
     """With the defect put back, its seed breaks the invariant it breaks; with the code as it is, the
     same schedule passes."""
-    seed, broken_invariant = (CAUGHT_WITH_TENANTS if tenants else CAUGHT)[defect]
+    if debezium:
+        seed, broken_invariant = CAUGHT_WITH_DEBEZIUM[(defect, tenants)]
+    else:
+        seed, broken_invariant = (CAUGHT_WITH_TENANTS if tenants else CAUGHT)[defect]
     with MUTATIONS[defect]():
-        broken = run(seed, tenants=tenants)
+        broken = run(seed, tenants=tenants, debezium=debezium)
     assert not broken.ok, f"{defect}: seed {seed} no longer catches it; search seeds again"
     assert broken_invariant in broken.violations[0]
-    fixed = run(seed, tenants=tenants)
-    assert fixed.ok, f"seed {seed}: {fixed.violations[:3]}\n  replay: {_replay(seed, tenants)}"
+    fixed = run(seed, tenants=tenants, debezium=debezium)
+    assert fixed.ok, f"seed {seed}: {fixed.violations[:3]}\n  replay: {_replay(seed, tenants, debezium)}"
 
 
 def test_a_seed_replays_exactly_in_another_process() -> None:
