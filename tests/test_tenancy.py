@@ -33,7 +33,7 @@ from connector.fence import Fence
 from connector.mapping import Event
 from connector.metadata import CommitMeta
 from connector.metrics import Metrics
-from connector.ownership import Assignment
+from connector.ownership import Assignment, PartitionStatus
 from connector.pacing import Pacer
 from connector.park import Parking
 from connector.structs import OrderChange, Record, TopicPartition
@@ -717,3 +717,44 @@ async def test_a_member_that_cannot_route_deletes_by_key_says_so_at_start(tmp_pa
         logs.configure("INFO")
     assert '"route_deletes_unroutable"' in out.getvalue()
     assert "sink.remember_keys = 0" in out.getvalue()
+
+
+async def test_a_shop_parked_again_keeps_the_jobs_of_its_replayed_events(tmp_path: Path) -> None:
+    """Found in review (issue 20): parking a shop drains its deliverer on the partitions it parks on;
+    the changes it was replaying stay in the coalescer (they are on the parking topic already), and
+    their jobs, dropped by the drain, were never submitted again: the replay never finished."""
+    shop_file(tmp_path, "acme")
+    settings = settings_for(tmp_path, park_after_seconds=0.05)
+    vendors, desk = Vendors(), Desk()
+    async with serving(settings, vendors, desk) as tenancy:
+        assignment = Assignment()
+        assignment.add(TP).status = PartitionStatus.OWNED
+        parking = Parking(
+            settings,
+            _ParkingTopic(),
+            assignment,
+            desk.coalescer,
+            tenancy,
+            desk.metrics,
+            clock=SYSTEM_CLOCK,
+            rng=Random(1),
+            resolved=lambda record: None,
+            dispatch=lambda record, hold, as_of: None,
+            warmed=_warmed,
+            peek=lambda record: None,
+        )
+        async with parking:
+            parking.set_layout({TOPIC: 1})
+            assert await parking.assign(TP, CommitMeta(0.0), 10)
+            vendor = vendors.of("acme")
+            vendor.fail = AuthError("PUT /orders answered 401", status=401)
+            replayed = Record(TOPIC, 0, 3, b"A1", b'{"shop": "acme", "external_id": "A1"}', parked_at=7)
+            change = decode(replayed, validate=False, locate=tenancy.locate)
+            assert desk.coalescer.offer(change).start
+            tenancy.submit(change.key, change.tp, change.tenant)
+            await until(lambda: tenancy.served()["acme"].deliverer.circuit.is_open)
+            await asyncio.sleep(0.1)
+            parking.check()
+            await until(lambda: parking.parked(TP, "acme"))
+            vendor.fail = None
+            await until(lambda: "A1" in vendor.applied)
