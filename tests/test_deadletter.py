@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from random import Random
 
 from aiokafka.errors import MessageSizeTooLargeError
 
@@ -131,3 +132,24 @@ def test_headers_no_topic_holds_are_dropped_last_and_counted() -> None:
     assert headers["__connector.headers.dropped"] == b"12"
     assert headers["__connect.errors.offset"] == b"4"
     assert not any(k.startswith("h") for k in headers)
+
+
+def test_a_topic_that_holds_no_dead_letter_gets_the_record_whole_once_its_limit_is_raised() -> None:
+    """A topic set below even the smallest form refuses every form; that is the topic's fault, not
+    the record's. Once an operator raises its limit the record lands whole, value and headers."""
+    topic = _Topic(64)
+    publisher = DeadLetterPublisher("orders.dlq", topic, rng=Random(1))
+    failures: list[int] = []
+
+    def failed() -> None:
+        failures.append(topic.refused)
+        if len(failures) == 2:
+            topic.limit = 1024 * 1024
+
+    publisher.on_failure = failed
+    record = Record("orders", 0, 5, b"poison", b"not json", (("trace", b"t5"),))
+    asyncio.run(asyncio.wait_for(publisher.publish(record, Failure(DecodeError("bad"), "decode")), 5))
+    assert len(failures) == 2
+    [(key, value, headers)] = topic.written
+    assert (key, value, headers["trace"]) == (b"poison", b"not json", b"t5")
+    assert "__connector.value.truncated" not in headers

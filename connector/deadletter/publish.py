@@ -8,7 +8,10 @@ The producer is behind :class:`DeadLetterWriter`, so a simulation can refuse wri
 A record no topic can hold (larger than ``dlq.max_message_bytes`` with its headers, or refused by the
 broker for its size) is never retried as it is: that would block its partition for good. It is
 written smaller instead, each step only if the one before cannot be (:func:`dead_letter_forms`): its
-value cut to what fits, then no value, then without the original headers; every smaller form says
+value cut to what fits, then no value, then without the original headers. If not even the smallest
+form is taken (a topic whose ``max.message.bytes`` is set below any dead letter), that is the
+topic's fault, not the record's: the write is retried, each round from the whole record, so the
+operator who raises the limit gets the record whole. Every smaller form says
 what it lacks (``__connector.value.size``, ``__connector.value.sha256``,
 ``__connector.value.truncated``, ``__connector.headers.dropped``) beside where the record is
 (``__connect.errors.topic``, ``partition``, ``offset``).
@@ -205,13 +208,19 @@ class DeadLetterPublisher:
         record refused for its size is written smaller (:func:`dead_letter_forms`), never retried
         as it is."""
         headers = dead_letter_headers(record, failure, self._body_max, self._clock.wall())
-        forms = dead_letter_forms(record, headers, self._max_bytes)
-        form = next(forms)
-        attempt = 0
+        rounds = 0
         while True:
-            attempt += 1
-            try:
-                await self._writer.send(self.topic, form.key, form.value, form.headers)
+            error: Exception | None = None
+            for form in dead_letter_forms(record, headers, self._max_bytes):
+                try:
+                    await self._writer.send(self.topic, form.key, form.value, form.headers)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # any broker error: keep trying, never drop the event
+                    error = exc
+                    if too_large(exc):
+                        continue  # the next, smaller form
+                    break
                 if form.lacks:
                     log.warning(
                         "dead_letter_cut",
@@ -223,27 +232,24 @@ class DeadLetterPublisher:
                         offset=record.offset,
                     )
                 return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # any broker error: keep trying, never drop the event
-                smaller = next(forms, None) if too_large(exc) else None
-                if smaller is not None:
-                    form, attempt = smaller, 0
-                    continue
-                if self.on_failure is not None:
-                    self.on_failure()
-                wait = self._rng.uniform(0, min(self._retry_cap, 0.1 * 2 ** min(attempt, 10)))
-                log.error(
-                    "dead_letter_write_failed",
-                    dlq_topic=self.topic,
-                    attempt=attempt,
-                    error=f"{type(exc).__name__}: {exc}",
-                    retry_in_s=round(wait, 2),
-                    topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                )
-                await asyncio.sleep(wait)
+            # Not even the smallest form was taken, or the broker failed: the next round starts
+            # again from the whole record, so a topic whose limit an operator raises meanwhile gets
+            # the record whole, not the form the limit forced before.
+            rounds += 1
+            if self.on_failure is not None:
+                self.on_failure()
+            wait = self._rng.uniform(0, min(self._retry_cap, 0.1 * 2 ** min(rounds, 10)))
+            log.error(
+                "dead_letter_write_failed",
+                dlq_topic=self.topic,
+                attempt=rounds,
+                error=f"{type(error).__name__}: {error}",
+                retry_in_s=round(wait, 2),
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+            )
+            await asyncio.sleep(wait)
 
 
 __all__ = [
