@@ -258,7 +258,7 @@ def effective_settings(env: dict[str, str]) -> dict[str, Any]:
 
 
 def bound_of(settings: dict[str, Any]) -> float:
-    """The README's isolation bound ("Bound", under "Many shops")."""
+    """The README's isolation bound (its "Guarantees", 11)."""
     sink, tenants = settings["sink"], settings["tenants"]
     return float(
         tenants["park_after_seconds"]

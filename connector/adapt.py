@@ -12,7 +12,7 @@ member would, whichever member's requests the vendor's 429s happened to fall on.
 a cut made elsewhere learns of the other client without drawing a 429 of its own.
 
 Two adaptations, compared on a simulated key shared with another client (``python -m tests.sim.sharing``,
-figures in the README):
+figures in ``docs/benchmarks.md``):
 
 - :class:`Halving`, plain AIMD as TCP Reno does it: halve on a 429, add a tenth of the share a second.
   It oscillates around what is left, and every climb back ends in a 429.

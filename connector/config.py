@@ -1,6 +1,6 @@
 """Settings: environment variables (prefix ``CONNECTOR_``, nested with ``__``) over an optional TOML file.
 
-The environment names below are the public contract (see the README's configuration table). Unknown keys are
+The environment names below are the public contract (see ``docs/configuration.md``). Unknown keys are
 errors, in the environment as in the file, so that a typo never silently falls back to a default.
 """
 

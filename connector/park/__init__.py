@@ -28,12 +28,9 @@ member that never committed past it (it crashed, or was expelled) is ignored: it
 from the partition itself. A new owner re-reading the partition for its warm-up skips the events of
 parked tenants, which were parked, not delivered.
 
-Invariants (checked by the simulation and the real-broker tests): an event is resolved as parked only
-once the parking topic holds it; everything parked is replayed until resolved, across crashes and
-owners; per order nothing older is sent after something newer; a parked tenant's events never hold
-back the commit or the read-ahead of a partition it shares; at most ``tenants.max_parked`` tenants are
-parked per partition (the commit metadata must fit in the broker's 4 KB), beyond which a failing tenant
-holds the partition back as before.
+What this keeps is the README's guarantees 1, 3 and 11, and how: ``docs/design.md``, "Many shops:
+parking". At most ``tenants.max_parked`` tenants are parked per partition (the commit metadata must fit
+in the broker's 4 KB), beyond which a failing tenant holds the partition back as before.
 """
 
 from connector.park._parking import Parking

@@ -1,4 +1,4 @@
-"""DESIGN.md's invariants under load, crashes, rebalances and shutdown, on the real broker.
+"""The invariants (the README's "Guarantees") under load, crashes, rebalances and shutdown, on the real broker.
 
 Each scenario runs real connector processes (or the in-process app where no process boundary matters)
 against the sandbox, and checks the sandbox's final state against the latest event of every key.

@@ -1,4 +1,4 @@
-"""The invariants of ``docs/design.md``, checked on one simulated run.
+"""The invariants (the README's "Guarantees", by their numbers there), checked on one simulated run.
 
 Online, as things happen: every commit is checked against what the vendor and the dead-letter topic
 held at that moment (no committed offset passes an event that is not resolved). After quiescence (every
@@ -121,7 +121,7 @@ class Checker:
 
     # -- online: commits ----------------------------------------------------------------------
     def on_commit(self, c: CommitEvent) -> None:
-        """No committed offset passes an event that is not resolved (``docs/design.md`` 1, 2)."""
+        """No committed offset passes an event that is not resolved (guarantees 1, 2)."""
         start = self._checked.get(c.tp, 0)
         if c.offset <= start:
             self._checked[c.tp] = max(start, 0)
@@ -266,7 +266,7 @@ class Checker:
         )
 
     def _check_isolation(self) -> None:
-        """Many shops (``docs/design.md`` 11): an event of a shop whose API never failed is committed
+        """Many shops (guarantee 11): an event of a shop whose API never failed is committed
         within :meth:`isolation_bound` of being produced, whatever the other shops' APIs do, unless
         something every shop shares was disrupted meanwhile (a member joining, leaving, dying or cut
         off; the dead-letter topic down; a fault of every shop's API)."""
@@ -392,7 +392,7 @@ class Checker:
             )
 
     def check_circuits(self, pipelines: dict[str, object], max_retry_after: float) -> None:
-        """429s are a pacing signal only (``docs/design.md``, 4 and 5): a shop whose only fault was
+        """429s are a pacing signal only (guarantees 4 and 5): a shop whose only fault was
         another client on its key (asking for no wait above ``max_retry_after``) never had its outage
         circuit opened, on any member, so it was never parked for it either."""
         faults = self.schedule.faults

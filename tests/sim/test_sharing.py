@@ -41,7 +41,7 @@ def test_one_member_alone_on_a_shared_key_stays_under_3_in_100_in_its_first_30_s
 
 
 def test_plain_halving_draws_several_times_more() -> None:
-    """The alternative the adaptation was chosen against (README): AIMD halving, shared as well."""
+    """The alternative the adaptation was chosen against (``docs/benchmarks.md``): AIMD halving, shared as well."""
     chosen, plain = compare(Estimating, 3, share=0.5), compare(Halving, 3, share=0.5)
     assert plain.share_429(150) > 3 * chosen.share_429(150)
 

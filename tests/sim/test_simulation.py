@@ -31,7 +31,7 @@ def _replay(seed: int, tenants: bool = False, debezium: bool = False) -> str:
 
 @pytest.mark.parametrize("chunk", range(CHUNKS))
 def test_random_schedules_keep_every_invariant(chunk: int) -> None:
-    """Every schedule of this chunk of seeds: no invariant of ``docs/design.md`` broken (final state,
+    """Every schedule of this chunk of seeds: no invariant (the README's "Guarantees") broken (final state,
     commits, per-key order and concurrency, budget, dead letters, liveness, memory, secrets)."""
     _every_schedule_passes(range(chunk, SCHEDULES, CHUNKS), tenants=False)
 
