@@ -23,18 +23,25 @@ from random import Random
 import httpx
 
 from connector.clock import SYSTEM_CLOCK, Clock
+from connector.coalesce import Coalescer
 from connector.config import Settings, SinkSettings
 from connector.deadletter import DeadLetterPublisher, DeadLetterWriter, KafkaDeadLetterWriter
 from connector.errors import ConfigError
 from connector.fence import Fence
 from connector.fleetpace import FleetPace, KafkaPaceLog, PaceLog
+from connector.gauges import Gauges
+from connector.ledger import Ledger
 from connector.logs import get_logger, register_secret
+from connector.membership import Membership
 from connector.metrics import Metrics, MetricsServer
+from connector.ownership import Assignment
 from connector.pacing import Pacer
-from connector.park import KafkaParkLog, ParkLog
+from connector.park import KafkaParkLog, Parking, ParkLog
 from connector.pipeline import Pipeline
+from connector.reader import Reader, mapper_for
 from connector.sinks import Sink, make_sink
 from connector.source import KafkaSource, SourceFactory
+from connector.tenancy import Tenancy
 
 log = get_logger("connector.app")
 
@@ -110,12 +117,58 @@ async def serve(settings: Settings, stop: asyncio.Event, parts: Parts | None = N
                 metrics=metrics,
             )
         )
-        pipeline = Pipeline(
-            settings, make, dlq, metrics, clock=clock, rng=parts.rng, fence=fence, park_log=park_log
+        # The parts of one member, each built once, here. The record path is a loop (what is
+        # offered is delivered and reported back; parked records come back as replays), so the two
+        # parts at its turns, tenancy and parking, are connected once the rest is built.
+        assignment = Assignment()
+        coalescer = Coalescer(settings.sink.remember_keys)
+        tenancy = Tenancy(settings, make, metrics, clock=clock, rng=parts.rng, fence=fence)
+        park = Parking(
+            settings, park_log, assignment, coalescer, tenancy, metrics, clock=clock, rng=parts.rng
         )
-        await stack.enter_async_context(pipeline.tenancy)
-        await stack.enter_async_context(pipeline.park)
-        membership = pipeline.membership
+        membership = Membership(
+            settings,
+            metrics,
+            assignment,
+            clock=clock,
+            fence=fence,
+            coalescer=coalescer,
+            tenancy=tenancy,
+            park=park,
+        )
+        ledger = Ledger(
+            settings,
+            coalescer,
+            assignment,
+            dlq,
+            metrics,
+            clock=clock,
+            dispatch=tenancy,
+            parked=park,
+            leases=membership,
+        )
+        mapper = mapper_for(settings, metrics, tenancy.mapping_of if tenancy.many else None)
+        reader = Reader(
+            settings, mapper, ledger, clock=clock, locate=tenancy.locate if tenancy.many else None
+        )
+        tenancy.connect(work=ledger, linger=membership)
+        park.connect(ledger=ledger, reader=reader, warmth=membership)
+        gauges = Gauges(metrics, assignment, coalescer, tenancy, park)
+        pipeline = Pipeline(
+            settings,
+            reader,
+            ledger,
+            membership,
+            park,
+            assignment,
+            coalescer,
+            gauges,
+            metrics,
+            clock=clock,
+            drain=tenancy,
+        )
+        await stack.enter_async_context(tenancy)
+        await stack.enter_async_context(park)
         make_source = parts.source or (
             lambda revoked, assigned: KafkaSource(settings.kafka, revoked, assigned)
         )
@@ -127,7 +180,7 @@ async def serve(settings: Settings, stop: asyncio.Event, parts: Parts | None = N
             sink=settings.sink.kind,
             rate_limit_per_second=settings.sink.rate_limit_per_second,
             max_in_flight=settings.sink.max_in_flight,
-            tenants=len(pipeline.tenancy.served()) if pipeline.tenancy.many else None,
+            tenants=len(tenancy.served()) if tenancy.many else None,
             pid=os.getpid(),
         )
         await pipeline.run(source, stop)

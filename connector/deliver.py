@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from random import Random
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 import structlog
 
@@ -105,12 +105,24 @@ class Outcome:
     ambiguous: bool = False  # FAILED: an attempt of its key since its last delivery may still land
 
 
-Claim = Callable[[str], OrderChange | None]
-"""The newest change of a key, taken just before it is sent (None: the key has nothing to send)."""
-Report = Callable[[Outcome], bool]
-"""Hand an outcome to the pipeline; True when the key has more to send (the job goes on)."""
-Behind = Callable[[TopicPartition], bool]
-"""Whether a partition is still far behind its log end (its newer events are yet to be read)."""
+class WorkSource(Protocol):
+    """Where a deliverer takes the changes it sends and tells how each delivery ended
+    (``connector.ledger.Ledger``)."""
+
+    def claim(self, key: str) -> OrderChange | None:
+        """The newest change of ``key``, taken just before it is sent (None: nothing to send)."""
+        ...
+
+    def report(self, outcome: Outcome) -> bool:
+        """How a change's delivery ended; True when the key has more to send (the job goes on)."""
+        ...
+
+
+class Linger(Protocol):
+    """Whether a partition's newer events are likely yet to be read (``connector.membership``)."""
+
+    def behind(self, tp: TopicPartition) -> bool: ...
+
 
 _LINGER_POLL_S = 0.1
 
@@ -133,8 +145,7 @@ class Deliverer:
     def __init__(
         self,
         sink: Sink,
-        claim: Claim,
-        report: Report,
+        work: WorkSource,
         metrics: Metrics,
         *,
         clock: Clock,
@@ -144,14 +155,13 @@ class Deliverer:
         policy: RetryPolicy,
         max_in_flight: int,
         max_retry_after: float = 60.0,
-        behind: Behind | None = None,
+        linger: Linger | None = None,
         linger_seconds: float = 0.0,
         tenant: str = "",
         on_circuit: Callable[[str, State], None] | None = None,
     ) -> None:
         self._sink = sink
-        self._claim = claim
-        self._report = report
+        self._work_source = work
         self._metrics = metrics
         self._clock = clock
         self._rng = rng
@@ -160,12 +170,12 @@ class Deliverer:
         self.circuit = circuit
         self._policy = policy
         self._max_retry_after = max_retry_after
-        self._behind = behind
+        self._linger = linger
         self.tenant = tenant
         self._bound = {"tenant": tenant} if tenant else {}
         self.rate_limited_count = 0  # 429s seen (per-tenant metrics read it)
         self._on_circuit_change = on_circuit
-        self._linger_s = linger_seconds if behind is not None else 0.0
+        self._linger_s = linger_seconds if linger is not None else 0.0
         self._workers_n = max_in_flight
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
         self._pending: dict[TopicPartition, dict[Job, None]] = {}
@@ -229,7 +239,7 @@ class Deliverer:
             job.timer.cancel()
             job.timer = None
         self._forget(job)
-        self._report(Outcome(OutcomeKind.ABANDONED, job.key, job.change, attempts=job.attempts))
+        self._work_source.report(Outcome(OutcomeKind.ABANDONED, job.key, job.change, attempts=job.attempts))
 
     def _requeue(self, job: Job) -> None:
         job.timer = None
@@ -250,7 +260,7 @@ class Deliverer:
             job.state = JobState.GATED
             if not await self._gate(job):
                 continue
-            change = self._claim(job.key)
+            change = self._work_source.claim(job.key)
             if change is None:
                 job.state = JobState.DONE
                 self._forget(job)
@@ -273,7 +283,7 @@ class Deliverer:
             if job.not_before > now:
                 await asyncio.sleep(job.not_before - now)
                 continue
-            if job.linger_until > now and self._behind is not None and self._behind(job.tp):
+            if job.linger_until > now and self._linger is not None and self._linger.behind(job.tp):
                 await asyncio.sleep(min(_LINGER_POLL_S, job.linger_until - now))
                 continue
             if not self.fence.may_send(job.tp):
@@ -412,7 +422,7 @@ class Deliverer:
             self._metrics.circuit_open.set(1 if changed is State.OPEN else 0)
 
     def _finish(self, job: Job, outcome: Outcome) -> None:
-        if self._report(outcome):
+        if self._work_source.report(outcome):
             job.linger_until = self._clock.monotonic() + self._linger_s
             self._requeue(job)
         else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterator
 from enum import StrEnum
 
 from connector import metadata as wire
@@ -65,6 +66,7 @@ class Membership:
         self._paused: set[PauseReason] = set()
         self._commit_lock = asyncio.Lock()
         self._held_logged: set[TopicPartition] = set()
+        self._handling = False  # a fetched batch is being handled (positions are ahead of it)
 
     def attach(self, source: Source) -> None:
         """The group member this membership is of (it calls back :meth:`on_assigned` etc.)."""
@@ -314,6 +316,23 @@ class Membership:
             self.source.pause({part.tp})
         self.commit_soon.set()
 
+    def behind(self, tp: TopicPartition) -> bool:
+        """Whether ``tp`` is still more than ``sink.linger_lag_records`` records behind its log end
+        while reading goes on: a job of ``tp`` lingers then, as newer events of its key are likely yet
+        to be read. Never while reading is paused (the read-ahead bound, stopping), so a lingering job
+        can never be what holds reading back."""
+        part = self.assignment.get(tp)
+        if self._paused or self.source is None or part is None or not part.sending:
+            return False
+        end, read = self.source.log_end(tp), part.offsets.next_offset
+        return end is not None and read is not None and end - read > self.settings.sink.linger_lag_records
+
+    def need_lease(self, tp: TopicPartition) -> None:
+        """``tp`` has an order to send: when it has no send lease yet (a previous owner's requests
+        may still land), commit soon, as the commit takes the lease."""
+        if not self.fence.may_send(tp) and self.fence.window(tp) is not None:
+            self.commit_soon.set()
+
     def paused_for(self, reason: PauseReason) -> bool:
         """Whether consumption is paused for ``reason``."""
         return reason in self._paused
@@ -366,14 +385,30 @@ class Membership:
             self._apply_pauses()
         await self.commit()
 
-    async def warm_done(self, part: OwnedPartition, handling: bool) -> bool:
+    @contextlib.contextmanager
+    def handling(self) -> Iterator[None]:
+        """A fetched batch is being handled: the consumer's positions are ahead of what was handled,
+        so they say nothing yet about a warm-up being over."""
+        self._handling = True
+        try:
+            yield
+        finally:
+            self._handling = False
+
+    async def warm_over(self, tp: TopicPartition) -> bool:
+        """Whether the re-read of ``tp`` is over (what it remembers decides whether a replayed event
+        is stale)."""
+        part = self.assignment.get(tp)
+        return part is not None and await self.warm_done(part)
+
+    async def warm_done(self, part: OwnedPartition) -> bool:
         """Whether the re-read of ``part`` is over: its last record was handled, or (its records gone
         by retention, or fewer than announced) the consumer's position passed its end with no batch
         in hand."""
         if part.status is not PartitionStatus.WARMING:
             return part.status is PartitionStatus.OWNED
         until = part.warm_until
-        if handling or self.source is None or until is None:
+        if self._handling or self.source is None or until is None:
             return False
         position = await self.source.position(part.tp)
         if part.warm_until != until:  # handled meanwhile

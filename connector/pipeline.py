@@ -12,28 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
-from random import Random
+from typing import Protocol
 
-from connector import gauges
 from connector.clock import Clock
 from connector.coalesce import Coalescer, Resolution
 from connector.config import Settings
-from connector.constants import Stage
-from connector.deadletter import DeadLetterPublisher, Failure
-from connector.decode import check, decode
-from connector.deliver import Outcome, OutcomeKind
-from connector.errors import InputError, RouteError
-from connector.fence import Fence
+from connector.gauges import Gauges
+from connector.ledger import Ledger
 from connector.logs import debug_enabled, get_logger
-from connector.mapping import Mapper
 from connector.membership import Membership, PauseReason
 from connector.metrics import Metrics
 from connector.ownership import Assignment, OwnedPartition, PartitionStatus
-from connector.park import Parking, ParkLog
+from connector.park import Parking
+from connector.reader import Reader
 from connector.source import Source
-from connector.structs import OrderChange, Record, TopicPartition, Version
-from connector.tenancy import SinkFactory, Tenancy
+from connector.structs import Record, TopicPartition
 
 log = get_logger("connector.pipeline")
 _HANDLE_CHUNK = 16
@@ -45,90 +38,46 @@ of the read-ahead's refill cost 60 to 130 ticks (bench/cost.py M: 97.9%)."""
 SUMMARY_INTERVAL_S = 10.0
 
 
-def _where(record: Record) -> dict[str, object]:
-    return {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+class Drain(Protocol):
+    """Stops every delivery of some partitions (``connector.tenancy.Tenancy``: every shop's)."""
+
+    async def drain(self, partitions: set[TopicPartition], timeout: float) -> None: ...
 
 
 class Pipeline:
-    """One consumer-group member's record path: read, decode, coalesce, resolve; and its loops."""
+    """One consumer-group member's record path: fetch, decode, track, coalesce; and its loops (the
+    commit loop, the drain on stop). What becomes of each record is the ledger's."""
 
     def __init__(
         self,
         settings: Settings,
-        make_sink: SinkFactory,
-        dlq: DeadLetterPublisher,
+        reader: Reader,
+        ledger: Ledger,
+        membership: Membership,
+        park: Parking,
+        assignment: Assignment,
+        coalescer: Coalescer,
+        gauges: Gauges,
         metrics: Metrics,
         *,
         clock: Clock,
-        rng: Random,
-        fence: Fence,
-        park_log: ParkLog | None = None,
+        drain: Drain,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.clock = clock
-        self.coalescer = Coalescer(settings.sink.remember_keys)
-        self.fence = fence
-        self.tenancy = Tenancy(
-            settings,
-            make_sink,
-            self.claim,
-            self.report,
-            metrics,
-            clock=clock,
-            rng=rng,
-            fence=fence,
-            behind=self.behind,
-        )
-        self._locate = self.tenancy.locate if self.tenancy.many else None
-        self._mapper: Mapper | None = None
-        if settings.mapping.active or self.tenancy.many:  # else: decode, exactly as before mappings
-            self._mapper = Mapper(
-                settings.mapping,
-                settings.kafka.max_message_bytes,
-                tenant_mapping=self.tenancy.mapping_of if self.tenancy.many else None,
-                metrics=metrics,
-            )
-        self.assignment = Assignment()
-        self.park = Parking(
-            settings,
-            park_log,
-            self.assignment,
-            self.coalescer,
-            self.tenancy,
-            metrics,
-            clock=clock,
-            rng=rng,
-            resolved=lambda record: self._resolve(record, Resolution.PARKED),
-            dispatch=self._replay,
-            warmed=self._warmed,
-            peek=self._peek,
-            prefetch=self._mapper.prefetch if self._mapper is not None else None,
-            dead_letter=self._dead_letter,
-        )
-        self.membership = Membership(
-            settings,
-            metrics,
-            self.assignment,
-            clock=clock,
-            fence=fence,
-            coalescer=self.coalescer,
-            tenancy=self.tenancy,
-            park=self.park,
-        )
-        self._dlq = dlq
+        self._reader = reader
+        self._ledger = ledger
+        self.membership = membership
+        self.park = park
+        self.assignment = assignment
+        self._coalescer = coalescer
+        self._gauges = gauges
+        self._drainer = drain
         self._source: Source | None = None
-        self._handling = False  # a fetched batch is being handled (positions are ahead of it)
         self._reseek: set[TopicPartition] = set()  # sought back during this batch: its rest is stale
-        self._counts: defaultdict[str, int] = defaultdict(int)
+        self._consumed = 0
         self._consumed_unreported = 0
-        self._unknown_seen: set[str] = set()
-        self._resolved_counters = {why: self.metrics.resolved.labels(why.value) for why in Resolution}
-
-    @property
-    def tracker(self) -> Assignment:
-        """The offsets of every owned partition, with their totals (the read-ahead bounds)."""
-        return self.assignment
 
     # -- records in ---------------------------------------------------------------------------
     def handle(self, record: Record) -> None:
@@ -143,18 +92,18 @@ class Pipeline:
         offsets = part.offsets
         if not offsets.follows(record.offset):
             log.warning(
-                "record_out_of_order", note="already read in this assignment: skipped", **_where(record)
+                "record_out_of_order", note="already read in this assignment: skipped", **record.where()
             )
             return
         if record.offset >= self.membership.horizon(part):
             self._push_back(part, record)
             return
         offsets.track(record.offset, record.size, record.timestamp_ms / 1000.0)
-        self._counts["consumed"] += 1
+        self._consumed += 1
         self._consumed_unreported += 1  # connector_events_consumed_total: added once per batch
         if self.membership.near_horizon(part, record.offset):
             self.membership.commit_soon.set()
-        change = self._accept(record)
+        change = self._reader.accept(record)
         if change is None:
             return
         ahead = part.lookahead
@@ -163,13 +112,13 @@ class Pipeline:
                 part.lookahead = None
             elif ahead.superseded(change, record.offset):
                 if debug_enabled():
-                    log.debug("superseded_ahead", external_id=change.external_id, **_where(record))
-                self._resolve(record, Resolution.REPLACED)  # a newer event of its order follows
+                    log.debug("superseded_ahead", external_id=change.external_id, **record.where())
+                self._ledger.resolve(record, Resolution.REPLACED)  # a newer event of its order follows
                 return
         if change.tenant and self.park.parked(tp, change.tenant):
             self.park.park(record, change.tenant)  # resolved once the parking topic has it
             return
-        self._offer(change)
+        self._ledger.offer(change)
 
     def _push_back(self, part: OwnedPartition, record: Record) -> None:
         """``record`` lies past what this member's last commit announced it may read: read it again
@@ -179,99 +128,22 @@ class Pipeline:
         self._reseek.add(part.tp)
         self.membership.at_horizon(part)
 
-    def _offer(self, change: OrderChange, hold: float = 0.0) -> None:
-        """Coalesce a change; start its key's delivery when it has none."""
-        offer = self.coalescer.offer(change)
-        for resolved, why in offer.resolved:
-            self._resolve(resolved.record, why)
-        if offer.start:
-            tp = change.tp
-            self.tenancy.submit(change.key, tp, change.tenant, hold)
-            if not self.fence.may_send(tp) and self.fence.window(tp) is not None:
-                self.membership.commit_soon.set()  # a lease is needed before ``tp`` can be sent for
-
-    def _replay(self, record: Record, hold: float, as_of: Version | None) -> None:
-        """An event read back from the parking topic, at its original place: decoded, coalesced and
-        delivered as any other (``hold``: seconds before its order may be sent; ``as_of``: a newer
-        event it stands for, skipped as identical to it before it was parked)."""
-        change = self._accept(record)
-        if change is None:
-            return
-        if as_of is not None and change.version.older_than(as_of):
-            change._version = as_of
-        if self.park.superseded(change, record):
-            self._resolve(record, Resolution.REPLACED)  # a newer parked event of its order follows
-            return
-        self._offer(change, hold)
-
-    def _accept(self, record: Record) -> OrderChange | None:
-        """Decode ``record`` (the read path's cheap decode); None when it was resolved instead:
-        dead-lettered (it can never be sent) or ignored (a delete, with ``sink.on_delete=ignore``)."""
-        try:
-            change = self._read(record)
-        except InputError as exc:
-            now = self.clock.wall()
-            tenant = exc.tenant if isinstance(exc, RouteError) else None
-            self._dead_letter(record, Failure(exc, exc.stage, exc.external_id, 0, now, now, tenant))
-            return None
-        except Exception as exc:  # a bug must not stop the loop: the event is kept on the DLQ
-            log.exception("decode_crashed", **_where(record))
-            now = self.clock.wall()
-            self._dead_letter(record, Failure(exc, Stage.DECODE, None, 0, now, now))
-            return None
-        if debug_enabled():
-            log.debug("event_accepted", external_id=change.external_id, op=change.op, **_where(record))
-        if change.op == "delete" and self.settings.sink.on_delete == "ignore":
-            self._resolve(record, Resolution.IGNORED)
-            return None
-        return change
-
     async def _handle_all(self, records: list[Record]) -> None:
         """Handle a fetched batch, yielding to the event loop every :data:`_HANDLE_CHUNK` records so
         that due budget ticks are used on time. A rebalance may run during a yield: records of a
         partition revoked meanwhile are left for its next owner (they are not committed)."""
-        self._handling = True
         self._reseek.clear()
         try:
-            if self._mapper is not None:
-                await self._mapper.prefetch(records)  # Avro schemas from the registry, once per id
-            for start in range(0, len(records), _HANDLE_CHUNK):
-                if start:
-                    await asyncio.sleep(0)
-                for record in records[start : start + _HANDLE_CHUNK]:
-                    self.handle(record)
+            with self.membership.handling():
+                await self._reader.prefetch(records)  # Avro schemas from the registry, once per id
+                for start in range(0, len(records), _HANDLE_CHUNK):
+                    if start:
+                        await asyncio.sleep(0)
+                    for record in records[start : start + _HANDLE_CHUNK]:
+                        self.handle(record)
         finally:
-            self._handling = False
             self.metrics.consumed.inc(self._consumed_unreported)
             self._consumed_unreported = 0
-
-    def _read(self, record: Record) -> OrderChange:
-        """The read path's cheap decode (full validation waits for :meth:`claim`), through the mapping
-        stage when one is configured, routed to its tenant when there are many."""
-        sink = self.settings.sink
-        if self._mapper is not None:
-            return self._mapper.read(record, sink.kind, sink.api_version, validate=False, locate=self._locate)
-        return decode(
-            record,
-            self.settings.kafka.max_message_bytes,
-            sink.kind,
-            sink.api_version,
-            validate=False,
-            locate=self._locate,
-        )
-
-    def _peek(self, record: Record) -> OrderChange | None:
-        """What ``record`` stands for, without acting on it (None: it does not decode)."""
-        try:
-            return self._read(record)
-        except Exception:
-            return None
-
-    async def _warmed(self, tp: TopicPartition) -> bool:
-        """Whether the re-read of ``tp`` is over (what it remembers decides whether a replayed event
-        is stale)."""
-        part = self.assignment.get(tp)
-        return part is not None and await self.membership.warm_done(part, self._handling)
 
     def _warm(self, part: OwnedPartition, record: Record) -> None:
         """A record of the re-read after an assignment. Below the committed offset it was resolved by a
@@ -286,9 +158,8 @@ class Pipeline:
             self._reseek.add(part.tp)
         if record.offset >= until:
             return
-        try:
-            change = self._read(record)
-        except Exception:  # it was, or will be, dead-lettered when read for real
+        change = self._reader.peek(record)
+        if change is None:  # it was, or will be, dead-lettered when read for real
             return
         if record.offset >= start:
             if part.lookahead is not None:
@@ -298,108 +169,7 @@ class Pipeline:
         # being delivered (replaced, stale, dead-lettered, parked), so what the vendor holds is not
         # known, and no later event is skipped as identical to it; but it, or a newer state, was
         # the order's latest, so an older event is stale.
-        self.coalescer.remember(change, delivered=False)
-
-    def _unknown_field(self, field: str, change: OrderChange) -> None:
-        self.metrics.unknown_fields.labels(field).inc()
-        if field not in self._unknown_seen:
-            self._unknown_seen.add(field)
-            log.warning(
-                "unknown_field_forwarded",
-                field=field,
-                external_id=change.external_id,
-                note="not in the vendor model; sent as received (logged once per field)",
-                **_where(change.record),
-            )
-
-    def _resolve(self, record: Record, why: Resolution) -> None:
-        if record.parked_at >= 0:
-            done = self.park.resolve(record)
-        else:
-            done = self.assignment.resolve(record.tp, record.offset)
-        if done:
-            self._resolved_counters[why].inc()
-            self._counts[why.value] += 1
-
-    # -- delivery outcomes --------------------------------------------------------------------
-    def claim(self, key: str) -> OrderChange | None:
-        """The key's newest change, about to be sent, checked against the vendor model now (a change
-        replaced before it is sent is never validated); the change it replaces is resolved. An invalid
-        change is dead-lettered (stage ``validate``) and the key's next change, if any, is claimed."""
-        while True:
-            change, replaced = self.coalescer.claim(key)
-            if replaced is not None:
-                self._resolve(replaced.record, Resolution.REPLACED)
-            if change is None:
-                return None
-            try:
-                check(change, *self.tenancy.vendor_of(change.tenant))
-            except InputError as exc:
-                now = self.clock.wall()
-                failure = Failure(exc, exc.stage, change.external_id, 0, now, now, change.tenant or None)
-                self._dead_letter(change.record, failure)
-                if self.coalescer.finish(key, delivered=False) is None:
-                    return None
-                continue
-            for field in change.unknown:
-                self._unknown_field(field, change)
-            return change
-
-    def report(self, outcome: Outcome) -> bool:
-        """Resolve what ``outcome`` ended; True when the key has a newer change to send."""
-        change = outcome.change
-        if outcome.kind is OutcomeKind.ABANDONED or change is None:
-            return False  # unresolved: the partition's next owner reads it again
-        key = outcome.key
-        if outcome.kind is OutcomeKind.DELIVERED:
-            if debug_enabled():
-                log.debug("delivered", external_id=change.external_id, op=change.op, **_where(change.record))
-            self._resolve(change.record, Resolution.DELIVERED)
-            return self.coalescer.finish(key, delivered=True) is not None
-        error = outcome.error or RuntimeError("failed")
-        if self.coalescer.has_waiting(key) and not self.settings.dlq.dead_letter_replaced:
-            log.warning(
-                "failed_event_replaced",
-                error=str(error)[:300],
-                external_id=change.external_id,
-                **_where(change.record),
-            )
-            self._resolve(change.record, Resolution.REPLACED)
-        else:
-            failure = Failure(
-                error,
-                Stage.DELIVER,
-                change.external_id,
-                outcome.attempts,
-                outcome.first_failure_ts,
-                outcome.last_failure_ts,
-                change.tenant or None,
-            )
-            self._dead_letter(change.record, failure)
-        return self.coalescer.finish(key, delivered=False, unknown=outcome.ambiguous) is not None
-
-    # -- dead letters -------------------------------------------------------------------------
-    def _dead_letter(self, record: Record, failure: Failure) -> None:
-        log.error(
-            "event_rejected",
-            stage=failure.stage,
-            reason=str(failure.error)[:1000],
-            error_class=type(failure.error).__name__,
-            external_id=failure.external_id,
-            attempts=failure.attempts,
-            **_where(record),
-        )
-        task = asyncio.create_task(self._write_dead_letter(record, failure))
-        part = self.assignment.get(record.tp)
-        if part is not None:  # its partition waits for it on revoke, and cancels it on stop
-            tasks = part.dead_letters
-            tasks[task] = None
-            task.add_done_callback(lambda t: tasks.pop(t, None))
-
-    async def _write_dead_letter(self, record: Record, failure: Failure) -> None:
-        await self._dlq.publish(record, failure)
-        self.metrics.dead_lettered.labels(failure.stage).inc()
-        self._resolve(record, Resolution.DEAD_LETTERED)
+        self._coalescer.remember(change, delivered=False)
 
     def _backpressure(self) -> None:
         k = self.settings.kafka
@@ -421,17 +191,6 @@ class Pipeline:
             log.info("read_ahead_resumed", unresolved=unresolved, unresolved_bytes=size, held=held)
             self.membership.set_paused(PauseReason.READ_AHEAD, False)
 
-    def behind(self, tp: TopicPartition) -> bool:
-        """Whether ``tp`` is still more than ``sink.linger_lag_records`` records behind its log end
-        while reading goes on: a job of ``tp`` lingers then, as newer events of its key are likely yet
-        to be read. Never while reading is paused (the read-ahead bound, stopping), so a lingering job
-        can never be what holds reading back."""
-        part = self.assignment.get(tp)
-        if self.membership.paused or self._source is None or part is None or not part.sending:
-            return False
-        end, read = self._source.log_end(tp), part.offsets.next_offset
-        return end is not None and read is not None and end - read > self.settings.sink.linger_lag_records
-
     @property
     def paused(self) -> bool:
         """Consumption is paused (read-ahead bound reached, or stopping)."""
@@ -452,29 +211,24 @@ class Pipeline:
             await self.membership.tick()
             for part in list(self.assignment):
                 if part.status is PartitionStatus.WARMING:
-                    await self.membership.warm_done(part, self._handling)
+                    await self.membership.warm_done(part)
             self.park.check()
-            gauges.refresh(
-                self.metrics,
-                self.clock.wall(),
-                self.assignment,
-                self.coalescer,
-                self.tenancy,
-                self.park,
-                self._source,
-            )
+            self._gauges.refresh(self.clock.wall(), self._source)
             if self.clock.monotonic() - last_summary >= SUMMARY_INTERVAL_S:
                 last_summary = self.clock.monotonic()
                 self._summary()
 
     def _summary(self) -> None:
-        counts, self._counts = dict(self._counts), defaultdict(int)
+        counts = self._ledger.take_counts()
+        if self._consumed:
+            counts = {"consumed": self._consumed, **counts}
+            self._consumed = 0
         if counts:
             log.info(
                 "progress",
                 **counts,
                 unresolved=self.assignment.unresolved,
-                active_keys=self.coalescer.active,
+                active_keys=self._coalescer.active,
             )
 
     # -- the loop -----------------------------------------------------------------------------
@@ -520,4 +274,4 @@ class Pipeline:
             await asyncio.sleep(0.05)
             self.metrics.beat()
         owned = self.membership.stop_all()
-        await self.tenancy.drain(owned, timeout=0.0)
+        await self._drainer.drain(owned, timeout=0.0)

@@ -45,6 +45,10 @@ class Record:
             tp = _PARTITIONS[where] = TopicPartition(self.topic, self.partition)
         object.__setattr__(self, "tp", tp)
 
+    def where(self) -> dict[str, object]:
+        """The record's place (topic, partition, offset), as every log line about it names it."""
+        return {"topic": self.topic, "partition": self.partition, "offset": self.offset}
+
     @property
     def size(self) -> int:
         """Bytes held in memory for this record (key + value + headers)."""

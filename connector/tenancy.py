@@ -45,13 +45,14 @@ from connector._served import Retirable, Served
 from connector.circuit import Circuit, State
 from connector.clock import Clock
 from connector.config import Settings, SinkSettings
-from connector.deliver import Behind, Claim, Deliverer, Outcome, OutcomeKind, Report
+from connector.deliver import Deliverer, Linger, Outcome, OutcomeKind, WorkSource
 from connector.errors import RouteError
 from connector.fence import Fence
 from connector.logs import get_logger
 from connector.mapping import FileMapping, FunctionMapping
 from connector.metrics import Metrics
 from connector.pacing import Pacer, phase_of
+from connector.park import ShopHealth
 from connector.retry import RetryPolicy
 from connector.route import Route
 from connector.sinks import Sink
@@ -76,24 +77,20 @@ class Tenancy(Reloads):
         self,
         settings: Settings,
         make_sink: SinkFactory,
-        claim: Claim,
-        report: Report,
         metrics: Metrics,
         *,
         clock: Clock,
         rng: Random,
         fence: Fence,
-        behind: Behind,
     ) -> None:
         self._settings = settings
         self._make_sink = make_sink
-        self._claim = claim
-        self._report = report
+        self._work: WorkSource | None = None
+        self._linger: Linger | None = None
         self._metrics = metrics
         self._clock = clock
         self._rng = rng
         self._fence = fence
-        self._behind = behind
         self._served: dict[str, Served] = {}
         self._open: set[str] = set()
         self._labels: dict[str, str] = {}
@@ -110,6 +107,11 @@ class Tenancy(Reloads):
         self._last_seen = LastSeen(settings.sink.remember_keys)
         if settings.tenants.path:
             self.route = Route.parse(settings.tenants.route)
+
+    def connect(self, work: WorkSource, linger: Linger) -> None:
+        """Where every tenant's deliverer takes its work and learns whether to linger (the ledger and
+        the membership, built after this; connected before this is entered)."""
+        self._work, self._linger = work, linger
 
     @property
     def many(self) -> bool:
@@ -226,10 +228,10 @@ class Tenancy(Reloads):
             if self._layout:
                 pacer.set_layout(self._layout)
             sink = Retirable(await stack.enter_async_context(self._make_sink(settings, pacer)))
+            assert self._work is not None, "Tenancy.connect() before it is entered"
             deliverer = Deliverer(
                 sink,
-                self._claim,
-                self._report,
+                self._work,
                 self._metrics,
                 clock=self._clock,
                 rng=self._rng,
@@ -249,7 +251,7 @@ class Tenancy(Reloads):
                 ),
                 max_in_flight=settings.max_in_flight,
                 max_retry_after=settings.max_retry_after_seconds,
-                behind=self._behind,
+                linger=self._linger,
                 linger_seconds=settings.linger_seconds,
                 tenant=name,
                 on_circuit=self._circuit_changed,
@@ -372,9 +374,44 @@ class Tenancy(Reloads):
             tenant=tenant,
         )
         now = self._clock.wall()
-        while (change := self._claim(key)) is not None:
-            if not self._report(Outcome(OutcomeKind.FAILED, key, change, error, 0, now, now)):
+        assert self._work is not None
+        while (change := self._work.claim(key)) is not None:
+            if not self._work.report(Outcome(OutcomeKind.FAILED, key, change, error, 0, now, now)):
                 return
+
+    # -- one shop's health and quiescence (what parking asks) ----------------------------------
+    def names(self) -> list[str]:
+        """Every shop served, by the name its events route to."""
+        return list(self._served)
+
+    def health(self, tenant: str) -> ShopHealth | None:
+        """``tenant``'s circuit and pace now; None when it is not served."""
+        served = self._served.get(tenant)
+        if served is None:
+            return None
+        circuit, pacer = served.deliverer.circuit, served.pacer
+        return ShopHealth(
+            open_since=circuit.opened_at,
+            closed=circuit.state is State.CLOSED,
+            full_rate=pacer.full_rate,
+            pace_factor=pacer.adaptation.factor(self._clock.wall()),
+        )
+
+    async def quiesce(self, tenant: str, partitions: set[TopicPartition], timeout: float) -> bool:
+        """``tenant`` takes no job of ``partitions`` until :meth:`resume`; its calls in flight for
+        them finish (bounded by ``timeout``). False when it is not served."""
+        served = self._served.get(tenant)
+        if served is None:
+            return False
+        await served.deliverer.drain(partitions, timeout)
+        return True
+
+    def resume(self, tenant: str, partitions: set[TopicPartition]) -> None:
+        """``tenant`` takes jobs of ``partitions`` again (those every tenant is draining, being
+        revoked, stay drained)."""
+        served = self._served.get(tenant)
+        if served is not None:
+            served.deliverer.undrain(partitions - self._draining)
 
     async def drain(self, partitions: set[TopicPartition], timeout: float) -> None:
         """Every tenant's deliverer stops delivering ``partitions`` (see :meth:`Deliverer.drain`)."""

@@ -138,21 +138,13 @@ def test_mapping_section_from_the_environment_and_toml(
 
 
 def test_without_a_mapping_section_nothing_changes() -> None:
-    """The default reads today's envelope: the pipeline bypasses the mapping stage entirely (it calls
-    decode as it did before mappings); a mapping section puts the stage in."""
-    from random import Random
-
-    from connector.clock import SystemClock
-    from connector.fence import Fence
+    """The default reads today's envelope: the read path bypasses the mapping stage entirely (it
+    calls decode as it did before mappings); a mapping section, or many tenants, puts the stage in."""
     from connector.metrics import Metrics
-    from connector.pipeline import Pipeline
+    from connector.reader import mapper_for
 
-    def pipeline(settings: Settings) -> Pipeline:
-        fence = Fence(SystemClock(), 10, 20)
-        return Pipeline(settings, None, None, Metrics(), clock=SystemClock(), rng=Random(1), fence=fence)  # type: ignore[arg-type]
-
-    assert pipeline(Settings())._mapper is None
-    assert pipeline(Settings(mapping=MappingSettings(envelope="cloudevents")))._mapper is not None
+    assert mapper_for(Settings(), Metrics()) is None
+    assert mapper_for(Settings(mapping=MappingSettings(envelope="cloudevents")), Metrics()) is not None
 
 
 def test_the_pace_topic_defaults_after_the_first_topic_and_must_be_its_own(

@@ -67,11 +67,17 @@ def deliver(
             for i in range(orders)
         }
 
-        def report(outcome: Outcome) -> bool:
-            run.outcomes.append(outcome)
-            if outcome.kind is not OutcomeKind.ABANDONED:
-                pending.pop(outcome.key, None)
-            return False
+        class Work:
+            """Each order's one change, until its delivery ends (``connector.deliver.WorkSource``)."""
+
+            def claim(self, key: str) -> OrderChange | None:
+                return pending.get(key)
+
+            def report(self, outcome: Outcome) -> bool:
+                run.outcomes.append(outcome)
+                if outcome.kind is not OutcomeKind.ABANDONED:
+                    pending.pop(outcome.key, None)
+                return False
 
         def circuit_changed(tenant: str, state: State) -> None:
             run.circuit.append((loop.time() - START, state))
@@ -79,8 +85,7 @@ def deliver(
         sink = make_sink(settings, httpx.MockTransport(vendor), pacer)
         deliverer = Deliverer(
             sink,
-            pending.get,
-            report,
+            Work(),
             run.metrics,
             clock=clock,
             rng=Random(1),

@@ -91,28 +91,12 @@ def membership(**kafka: object) -> tuple[Membership, Fence, Metrics]:
     tenancy = Tenancy(
         settings,
         no_sink,  # type: ignore[arg-type]
-        lambda key: None,
-        lambda outcome: False,
         metrics,
         clock=SYSTEM_CLOCK,
         rng=Random(1),
         fence=fence,
-        behind=lambda tp: False,
     )
-    park = Parking(
-        settings,
-        None,
-        assignment,
-        coalescer,
-        tenancy,
-        metrics,
-        clock=SYSTEM_CLOCK,
-        rng=Random(1),
-        resolved=lambda record: None,
-        dispatch=lambda record, hold, as_of: None,
-        warmed=_warm,
-        peek=lambda record: None,
-    )
+    park = Parking(settings, None, assignment, coalescer, tenancy, metrics, clock=SYSTEM_CLOCK, rng=Random(1))
     member = Membership(
         settings,
         metrics,
@@ -124,10 +108,6 @@ def membership(**kafka: object) -> tuple[Membership, Fence, Metrics]:
         park=park,
     )
     return member, fence, metrics
-
-
-async def _warm(tp: TopicPartition) -> bool:
-    return True
 
 
 async def assigned(m: Membership, source: Member, partitions: set[TopicPartition]) -> None:

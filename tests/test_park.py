@@ -27,6 +27,7 @@ from connector.park import Parking, ParkState, RecordsGone
 from connector.park._records import unpack as _unpack
 from connector.structs import Record, TopicPartition
 from connector.tenancy import Tenancy
+from tests.fakes import ParkPorts
 
 TP = TopicPartition("orders", 3)
 
@@ -63,8 +64,7 @@ async def _assigned(
     warmed: bool = False,
     metrics: Metrics | None = None,
     assignment: Assignment | None = None,
-    dispatched: list[Record] | None = None,
-    dead_letter: Any = None,
+    ports: ParkPorts | None = None,
 ) -> AsyncIterator[tuple[Parking, ParkState | None]]:
     """A member's parking, entered (its loops running), with ``TP`` assigned from a commit at
     ``committed`` carrying ``meta``; and the partition's parking state."""
@@ -72,12 +72,10 @@ async def _assigned(
     tenants.write_text('[acme]\nkind = "loop"\nbase_url = "http://acme"\napi_key = "k"\n')
     settings = Settings(tenants=TenantsSettings(path=str(tenants)))
     fence = Fence(SYSTEM_CLOCK, 10.0, 1.0)
-    tenancy = Tenancy(
-        settings, _no_sink, _no_claim, _no_report, Metrics(), clock=SYSTEM_CLOCK, rng=Random(1), fence=fence,
-        behind=lambda tp: False,
-    )  # fmt: skip
+    tenancy = Tenancy(settings, _no_sink, Metrics(), clock=SYSTEM_CLOCK, rng=Random(1), fence=fence)
     assignment = assignment if assignment is not None else Assignment()
-    handed = dispatched if dispatched is not None else []
+    ports = ports if ports is not None else ParkPorts()
+    ports.warm = warmed  # else the warm-up is never over: nothing is replayed while a test looks
     parking = Parking(
         settings,
         log,
@@ -87,12 +85,8 @@ async def _assigned(
         metrics or Metrics(),
         clock=SYSTEM_CLOCK,
         rng=Random(1),
-        resolved=lambda record: None,
-        dispatch=lambda record, hold, as_of: handed.append(record),
-        warmed=_ready if warmed else _not_yet,
-        peek=lambda record: None,
-        dead_letter=dead_letter,
     )
+    ports.connect(parking)
     async with parking:
         parking.set_layout({"orders": 4})
         assignment.add(TP)
@@ -103,22 +97,6 @@ async def _assigned(
 
 def _no_sink(*_: Any) -> Any:
     raise AssertionError("no vendor in these tests")
-
-
-def _no_claim(key: str) -> None:
-    return None
-
-
-def _no_report(outcome: Any) -> bool:
-    return False
-
-
-async def _ready(tp: TopicPartition) -> bool:
-    return True
-
-
-async def _not_yet(tp: TopicPartition) -> bool:
-    return False  # the warm-up is never over: nothing is replayed while a test looks
 
 
 def _parked(
@@ -245,15 +223,13 @@ async def test_parking_state_waits_for_a_parking_topic_that_is_not_there(tmp_pat
     tenants.write_text('[acme]\nkind = "loop"\nbase_url = "http://acme"\napi_key = "k"\n')
     settings = Settings(tenants=TenantsSettings(path=str(tenants)))
     tenancy = Tenancy(
-        settings, _no_sink, _no_claim, _no_report, Metrics(), clock=SYSTEM_CLOCK, rng=Random(1),
-        fence=Fence(SYSTEM_CLOCK, 10.0, 1.0), behind=lambda tp: False,
-    )  # fmt: skip
+        settings, _no_sink, Metrics(), clock=SYSTEM_CLOCK, rng=Random(1), fence=Fence(SYSTEM_CLOCK, 10.0, 1.0)
+    )
     assignment = Assignment()
     parking = Parking(
-        settings, _Missing(), assignment, Coalescer(), tenancy, Metrics(), clock=SYSTEM_CLOCK, rng=Random(1),
-        resolved=lambda record: None, dispatch=lambda record, hold, as_of: None, warmed=_not_yet,
-        peek=lambda record: None,
-    )  # fmt: skip
+        settings, _Missing(), assignment, Coalescer(), tenancy, Metrics(), clock=SYSTEM_CLOCK, rng=Random(1)
+    )
+    ParkPorts(warm=False).connect(parking)
     async with parking:
         assignment.add(TP)
         stated = CommitMeta(0.0, park_partition=0, parked=("acme",), replay_from=(("acme", 0),))
@@ -334,10 +310,11 @@ async def test_nothing_parked_is_handed_over_while_its_partition_is_revoked(tmp_
     replay as identical."""
     log = _Log()
     log.records[0].extend(_parked(i, "0000beef", at=i) for i in range(3))
-    dispatched: list[Record] = []
+    ports = ParkPorts()
+    dispatched = ports.handed
     meta = CommitMeta(0.0, park_partition=0, parked=("acme",), replay_from=(("acme", 0),))
     assignment = Assignment()
-    async with _assigned(tmp_path, log, meta, warmed=True, assignment=assignment, dispatched=dispatched) as (
+    async with _assigned(tmp_path, log, meta, warmed=True, assignment=assignment, ports=ports) as (
         parking,
         part,
     ):
@@ -381,8 +358,9 @@ async def test_an_event_the_parking_topic_cannot_hold_is_dead_lettered_not_tried
     """Issue 21: an append refused for its size is never tried again as it is (its partition would
     hold for good): the event is dead-lettered, stage park, and the events after it are parked."""
     log = _SmallLog(at_once)
-    dead: list[tuple[Record, Any]] = []
-    async with _assigned(tmp_path, log, CommitMeta(1.0), dead_letter=lambda r, f: dead.append((r, f))) as (
+    ports = ParkPorts()
+    dead = ports.dead
+    async with _assigned(tmp_path, log, CommitMeta(1.0), ports=ports) as (
         parking,
         state,
     ):

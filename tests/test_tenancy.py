@@ -38,6 +38,7 @@ from connector.pacing import Pacer
 from connector.park import Parking
 from connector.structs import OrderChange, Record, TopicPartition
 from connector.tenancy import Tenancy
+from tests.fakes import NoLinger, ParkPorts
 
 TOPIC = "orders"
 TP = TopicPartition(TOPIC, 0)
@@ -180,17 +181,8 @@ async def serving(settings: Settings, vendors: Vendors, desk: Desk) -> AsyncIter
     fence = Fence(SYSTEM_CLOCK, lease_seconds=float("inf"), settle_seconds=0.0)
     fence.assign(TP, 0.0)
     fence.renew(TP, float("inf"))
-    tenancy = Tenancy(
-        settings,
-        vendors,
-        desk.claim,
-        desk.report,
-        desk.metrics,
-        clock=SYSTEM_CLOCK,
-        rng=Random(1),
-        fence=fence,
-        behind=lambda tp: False,
-    )
+    tenancy = Tenancy(settings, vendors, desk.metrics, clock=SYSTEM_CLOCK, rng=Random(1), fence=fence)
+    tenancy.connect(work=desk, linger=NoLinger())
     async with tenancy:
         tenancy.set_layout({TOPIC: 1})
         yield tenancy
@@ -449,6 +441,7 @@ async def test_a_member_started_after_a_rename_takes_over_what_was_parked_under_
     shop_file(tmp_path, "acme-eu", aliases=["acme"])
     settings = settings_for(tmp_path)
     vendors, desk = Vendors(), Desk()
+    ports = ParkPorts()
     async with serving(settings, vendors, desk) as tenancy:
         assignment = Assignment()
         parking = Parking(
@@ -460,11 +453,8 @@ async def test_a_member_started_after_a_rename_takes_over_what_was_parked_under_
             desk.metrics,
             clock=SYSTEM_CLOCK,
             rng=Random(1),
-            resolved=lambda record: None,
-            dispatch=lambda record, hold, as_of: None,
-            warmed=_warmed,
-            peek=lambda record: None,
         )
+        ports.connect(parking)
         async with parking:
             parking.set_layout({TOPIC: 1})
             assignment.add(TP)
@@ -502,7 +492,8 @@ async def test_what_was_parked_under_the_old_name_keeps_the_renamed_shop_parked_
             ),
         )
     )
-    replayed: list[Record] = []
+    ports = ParkPorts()
+    replayed = ports.handed
     async with serving(settings, vendors, desk) as tenancy:
         assignment = Assignment()
         parking = Parking(
@@ -514,11 +505,8 @@ async def test_what_was_parked_under_the_old_name_keeps_the_renamed_shop_parked_
             desk.metrics,
             clock=SYSTEM_CLOCK,
             rng=Random(1),
-            resolved=lambda record: None,
-            dispatch=lambda record, hold, as_of: replayed.append(record),
-            warmed=_warmed,
-            peek=lambda record: None,
         )
+        ports.connect(parking)
         async with parking:
             parking.set_layout({TOPIC: 1})
             assignment.add(TP)
@@ -552,10 +540,6 @@ class _ParkingTopic:
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         done.set_result(len(self.records) - 1)
         return done
-
-
-async def _warmed(tp: TopicPartition) -> bool:
-    return True
 
 
 # -- mappings ---------------------------------------------------------------------------------------
@@ -726,6 +710,7 @@ async def test_a_shop_parked_again_keeps_the_jobs_of_its_replayed_events(tmp_pat
     shop_file(tmp_path, "acme")
     settings = settings_for(tmp_path, park_after_seconds=0.05)
     vendors, desk = Vendors(), Desk()
+    ports = ParkPorts()
     async with serving(settings, vendors, desk) as tenancy:
         assignment = Assignment()
         assignment.add(TP).status = PartitionStatus.OWNED
@@ -738,11 +723,8 @@ async def test_a_shop_parked_again_keeps_the_jobs_of_its_replayed_events(tmp_pat
             desk.metrics,
             clock=SYSTEM_CLOCK,
             rng=Random(1),
-            resolved=lambda record: None,
-            dispatch=lambda record, hold, as_of: None,
-            warmed=_warmed,
-            peek=lambda record: None,
         )
+        ports.connect(parking)
         async with parking:
             parking.set_layout({TOPIC: 1})
             assert await parking.assign(TP, CommitMeta(0.0), 10)

@@ -11,7 +11,7 @@ stage ``map`` (:class:`~connector.errors.MappingError`), the expression or funct
 from connector.mapping._avro import Registry, schema_id
 from connector.mapping._file import FileMapping
 from connector.mapping._function import FunctionMapping, load_function
-from connector.mapping._stage import NATIVE_STEP, Mapper, compile_mapping, to_native
+from connector.mapping._stage import NATIVE_STEP, Mapper, TenantMapping, compile_mapping, to_native
 from connector.mapping._types import Event, Mapped, MappingFunction, Trace
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "Mapper",
     "MappingFunction",
     "Registry",
+    "TenantMapping",
     "Trace",
     "compile_mapping",
     "load_function",

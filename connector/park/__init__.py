@@ -34,7 +34,19 @@ in the broker's 4 KB), beyond which a failing tenant holds the partition back as
 """
 
 from connector.park._parking import Parking
+from connector.park._ports import ParkLedger, ParkReader, ShopHealth, Shops, Warmth
 from connector.park._records import ParkState
 from connector.park.log import KafkaParkLog, ParkLog, RecordsGone
 
-__all__ = ["KafkaParkLog", "ParkLog", "ParkState", "Parking", "RecordsGone"]
+__all__ = [
+    "KafkaParkLog",
+    "ParkLedger",
+    "ParkLog",
+    "ParkReader",
+    "ParkState",
+    "Parking",
+    "RecordsGone",
+    "ShopHealth",
+    "Shops",
+    "Warmth",
+]

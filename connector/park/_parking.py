@@ -7,25 +7,25 @@ import asyncio
 import contextlib
 import functools
 import zlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from random import Random
 from types import TracebackType
 from typing import Self
 
 from connector import metadata as wire
 from connector.clock import Clock
-from connector.coalesce import Coalescer
+from connector.coalesce import Coalescer, Resolution
 from connector.config import Settings
 from connector.constants import Stage
 from connector.deadletter.publish import Failure, too_large
 from connector.logs import debug_enabled, get_logger
 from connector.metrics import Metrics
 from connector.ownership import Assignment, PartitionStatus
+from connector.park._ports import ParkLedger, ParkReader, Shops, Warmth
 from connector.park._records import ParkState, park_headers
-from connector.park._replay import Dispatch, Peek, Replay
+from connector.park._replay import Replay
 from connector.park.log import ParkLog
 from connector.structs import OrderChange, Record, TopicPartition, Version
-from connector.tenancy import Tenancy
 
 log = get_logger("connector.park")
 
@@ -42,47 +42,27 @@ class Parking:
         park_log: ParkLog | None,
         assignment: Assignment,
         coalescer: Coalescer,
-        tenancy: Tenancy,
+        shops: Shops,
         metrics: Metrics,
         *,
         clock: Clock,
         rng: Random,
-        resolved: Callable[[Record], None],
-        dispatch: Dispatch,
-        warmed: Callable[[TopicPartition], Awaitable[bool]],
-        peek: Peek,
-        prefetch: Callable[[list[Record]], Awaitable[None]] | None = None,
-        dead_letter: Callable[[Record, Failure], None] | None = None,
     ) -> None:
         self._settings = settings
         self._log = park_log
         self._assignment = assignment
         self._coalescer = coalescer
-        self._tenancy = tenancy
+        self._shops = shops
         self._metrics = metrics
         self._clock = clock
         self._rng = rng
-        self._resolved = resolved
-        self._dead_letter = dead_letter
+        self._ledger: ParkLedger | None = None
         # Parking state is honoured wherever there are tenants and a parking topic, also with
         # parking switched off (tenants.park_after_seconds = 0): only new parks are off then.
-        self.available = park_log is not None and tenancy.many
+        self.available = park_log is not None and shops.many
         self.may_park = self.available and settings.tenants.park_after_seconds > 0
         self.replay = (
-            Replay(
-                settings,
-                park_log,
-                assignment,
-                tenancy,
-                metrics,
-                clock,
-                dispatch=dispatch,
-                warmed=warmed,
-                peek=peek,
-                prefetch=prefetch,
-            )
-            if park_log is not None
-            else None
+            Replay(settings, park_log, assignment, shops, metrics, clock) if park_log is not None else None
         )
         self._index: dict[TopicPartition, int] = {}
         self._queues = 0
@@ -91,6 +71,14 @@ class Parking:
         self._parking: dict[str, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+
+    def connect(self, ledger: ParkLedger, reader: ParkReader, warmth: Warmth) -> None:
+        """Where parked records are resolved and replayed ones go (the ledger), how they are read
+        (the read path), and when a partition's replay may start (the membership, once its warm-up
+        is over). These are built after parking; connected before it is entered."""
+        self._ledger = ledger
+        if self.replay is not None:
+            self.replay.connect(ledger, reader, warmth)
 
     async def __aenter__(self) -> Self:
         if self.available and self.replay is not None:
@@ -173,7 +161,7 @@ class Parking:
             )
             return False
         state = ParkState(q, f"{self._rng.getrandbits(32):08x}", committed)
-        canonical = self._tenancy.canonical  # a shop renamed since: as it is known now
+        canonical = self._shops.canonical  # a shop renamed since: as it is known now
         state.parked = {canonical(name) for name in meta.parked}
         for name, start in meta.replay_starts.items():
             state.starts[canonical(name)] = min(start, state.starts.get(canonical(name), start))
@@ -318,7 +306,8 @@ class Parking:
             )
         part.last_written = max(part.last_written, offset)
         self._metrics.parked_events.inc()
-        self._resolved(record)
+        assert self._ledger is not None
+        self._ledger.resolve(record, Resolution.PARKED)
         if self.replay is not None:
             self.replay.wake()
 
@@ -339,9 +328,9 @@ class Parking:
             error=f"{type(error).__name__}: {error}",
             action="dead-lettered (stage park): redrive it once the shop is served again",
         )
-        if self._dead_letter is not None:
-            now = self._clock.wall()
-            self._dead_letter(record, Failure(error, Stage.PARK, None, 0, now, now, tenant))
+        assert self._ledger is not None
+        now = self._clock.wall()
+        self._ledger.dead_letter(record, Failure(error, Stage.PARK, None, 0, now, now, tenant))
 
     # -- park decisions -----------------------------------------------------------------------
 
@@ -358,15 +347,15 @@ class Parking:
         t = self._settings.tenants
         now, wall = self._clock.monotonic(), self._clock.wall()
         load = self._coalescer.load_by_tenant()
-        for name, served in self._tenancy.served().items():
-            if name in self._parking:
+        for name in list(self._shops.names()):
+            health = self._shops.health(name)
+            if name in self._parking or health is None:
                 continue
-            opened = served.deliverer.circuit.opened_at
+            opened = health.open_since
             down = opened is not None and now - opened >= t.park_after_seconds
             count, oldest = load.get(name, (0, float("inf")))
-            pacer = served.pacer
-            factor = pacer.adaptation.factor(wall)
-            starved = factor < _STARVED and count > max(1.0, pacer.full_rate * factor * t.park_after_seconds)
+            factor = health.pace_factor
+            starved = factor < _STARVED and count > max(1.0, health.full_rate * factor * t.park_after_seconds)
             behind = wall - oldest >= t.park_after_seconds and (count > t.park_max_keys or starved)
             if not (down or behind):
                 continue
@@ -419,14 +408,13 @@ class Parking:
                 await task
 
     async def _park_now(self, tenant: str, why: str) -> None:
-        served = self._tenancy.served().get(tenant)
         room = self._room(tenant)
-        if served is None or not room or self._stopping:
+        if self._shops.health(tenant) is None or not room or self._stopping:
             return
-        deliverer = served.deliverer
         changes: list[tuple[OrderChange, Version | None]] = []
         # Its calls in flight finish (bounded); what is queued or retrying stays in the coalescer.
-        await deliverer.drain(room, timeout=self._settings.sink.timeout_seconds + 1.0)
+        if not await self._shops.quiesce(tenant, room, timeout=self._settings.sink.timeout_seconds + 1.0):
+            return
         try:
             room = {tp for tp in room if self._state(tp) is not None}
             for tp in room:
@@ -439,11 +427,11 @@ class Parking:
             for change, as_of in changes:
                 self.park(change.record, tenant, hold, as_of)
         finally:
-            deliverer.undrain(room)
+            self._shops.resume(tenant, room)
             # Replayed changes stay in the coalescer (they are on the parking topic already); their
             # jobs were dropped by the drain: they need one again.
             for key, change in self._coalescer.slots_of(tenant, room):
-                self._tenancy.submit(key, change.tp, tenant)
+                self._shops.submit(key, change.tp, tenant)
         log.warning(
             "tenant_parked",
             tenant=tenant,

@@ -7,19 +7,18 @@ import asyncio
 import contextlib
 import dataclasses
 from collections import Counter
-from collections.abc import Awaitable, Callable
 
-from connector.circuit import State
 from connector.clock import Clock
+from connector.coalesce import Resolution
 from connector.config import Settings
 from connector.logs import debug_enabled, get_logger
 from connector.lookahead import Lookahead
 from connector.metrics import Metrics
 from connector.ownership import Assignment, PartitionStatus
+from connector.park._ports import ParkLedger, ParkReader, Shops, Warmth
 from connector.park._records import Parked, ParkState, unpack
 from connector.park.log import ParkLog, RecordsGone
 from connector.structs import OrderChange, Record, TopicPartition, Version
-from connector.tenancy import Tenancy
 
 log = get_logger("connector.park")
 
@@ -29,11 +28,6 @@ _IDLE_S = 0.2
 _EMPTY_READS = 3
 """Empty reads in a row before a scan gives up until its next round (the records are there: a read
 right after a seek returns nothing when the fetch takes longer than its wait)."""
-
-Dispatch = Callable[[Record, float, Version | None], None]
-"""Hand a parked record to the pipeline: the record, seconds to hold its order, the version it stands for."""
-Peek = Callable[[Record], OrderChange | None]
-"""The change a record stands for, without acting on it (None: it does not decode)."""
 
 
 class Replay:
@@ -45,28 +39,26 @@ class Replay:
         settings: Settings,
         park_log: ParkLog,
         assignment: Assignment,
-        tenancy: Tenancy,
+        shops: Shops,
         metrics: Metrics,
         clock: Clock,
-        *,
-        dispatch: Dispatch,
-        warmed: Callable[[TopicPartition], Awaitable[bool]],
-        peek: Peek,
-        prefetch: Callable[[list[Record]], Awaitable[None]] | None,
     ) -> None:
         self._settings = settings
         self._log = park_log
         self._assignment = assignment
-        self._tenancy = tenancy
+        self._shops = shops
         self._metrics = metrics
         self._clock = clock
-        self._dispatch = dispatch
-        self._warmed = warmed
-        self._peek = peek
-        self._prefetch = prefetch  # what reading a batch needs first (Avro schemas from the registry)
+        self._ledger: ParkLedger | None = None
+        self._reader: ParkReader | None = None
+        self._warmth: Warmth | None = None
         self._out: Counter[str] = Counter()  # replayed records in the coalescer, per tenant
         self._wake = asyncio.Event()
         self.stopping = False
+
+    def connect(self, ledger: ParkLedger, reader: ParkReader, warmth: Warmth) -> None:
+        """Where replayed records go (see :meth:`Parking.connect`)."""
+        self._ledger, self._reader, self._warmth = ledger, reader, warmth
 
     def state(self, tp: TopicPartition) -> ParkState | None:
         """The parking state of ``tp`` while it is owned and not being revoked."""
@@ -107,17 +99,17 @@ class Replay:
         """The parked record behind ``r``, its tenant named as this member knows it (a shop renamed
         since it was parked keeps what it parked: ``Tenancy.canonical``)."""
         parked = unpack(r)
-        if parked is None or (tenant := self._tenancy.canonical(parked.tenant)) == parked.tenant:
+        if parked is None or (tenant := self._shops.canonical(parked.tenant)) == parked.tenant:
             return parked
         return dataclasses.replace(parked, tenant=tenant)
 
     def _allowance(self, tenant: str) -> int:
         """How many more of ``tenant``'s parked events the coalescer may take now: one while its
         circuit is open (the probe), ``tenants.park_replay_events`` once it is closed."""
-        served = self._tenancy.served().get(tenant)
-        if served is None:  # no longer served: its events go to the DLQ (stage route)
+        health = self._shops.health(tenant)
+        if health is None:  # no longer served: its events go to the DLQ (stage route)
             return 1 << 30
-        closed = served.deliverer.circuit.state is State.CLOSED
+        closed = health.closed
         return (self._settings.tenants.park_replay_events if closed else 1) - self._out[tenant]
 
     def valid(self, part: ParkState, tp: TopicPartition, parked: Parked, at: int) -> bool:
@@ -150,6 +142,22 @@ class Replay:
         self._metrics.replayed_events.inc()
         hold = max(0.0, parked.hold_until - self._clock.wall())
         self._dispatch(parked.record, hold, parked.as_of)
+
+    def _dispatch(self, record: Record, hold: float, as_of: Version | None) -> None:
+        """A parked event, at its original place: decoded, coalesced and delivered as any other
+        (``hold``: seconds before its order may be sent; ``as_of``: a newer event it stands for,
+        skipped as identical to it before it was parked)."""
+        assert self._ledger is not None
+        assert self._reader is not None
+        change = self._reader.accept(record)
+        if change is None:
+            return
+        if as_of is not None and change.version.older_than(as_of):
+            change._version = as_of
+        if self.superseded(change, record):
+            self._ledger.resolve(record, Resolution.REPLACED)  # a newer parked event of its order follows
+            return
+        self._ledger.offer(change, hold)
 
     async def run(self) -> None:
         """The replay loop: every owned partition in turn, when woken or every 200 ms."""
@@ -203,7 +211,8 @@ class Replay:
         if part.position is None:
             self._unpark(tp, part)  # parked, but nothing was written yet
             return
-        if not await self._warmed(tp):
+        assert self._warmth is not None
+        if not await self._warmth.warm_over(tp):
             return  # what the warm-up remembers decides whether a replayed event is stale
         if not part.looked_ahead:
             await self._look_ahead(tp, part)
@@ -256,7 +265,8 @@ class Replay:
                 parked = self._unpack(r)
                 if parked is None or not self.valid(part, tp, parked, r.offset):
                     continue
-                change = self._peek(parked.record)
+                assert self._reader is not None
+                change = self._reader.peek(parked.record)
                 if change is not None:
                     ahead.note(change, parked.as_of)
             await asyncio.sleep(0)
@@ -266,8 +276,8 @@ class Replay:
         """The parked records of ``tp``'s parking partition from ``at`` on, what reading them needs
         fetched first; None when ``tp`` was revoked meanwhile."""
         batch = [r for r in await self._log.read(part.q, at, _READ_BATCH) if r.offset >= at]
-        if batch and self._prefetch is not None:  # a parked record holds the original key and value
-            await self._prefetch(batch)
+        if batch and self._reader is not None:  # a parked record holds the original key and value
+            await self._reader.prefetch(batch)
         return batch if self._live(tp, part) else None
 
     async def _rescan(self, tp: TopicPartition, part: ParkState, tenant: str) -> None:
@@ -312,8 +322,8 @@ class Replay:
         end = max(part.end_at_assign, part.last_written + 1)
         unread = part.position is not None and part.position < end
         for tenant in sorted(part.parked | part.starts.keys()):
-            served = self._tenancy.served().get(tenant)
-            if served is not None and served.deliverer.circuit.state is not State.CLOSED:
+            health = self._shops.health(tenant)
+            if health is not None and not health.closed:
                 continue
             scan = part.scans.get(tenant)
             busy = (
@@ -350,4 +360,4 @@ class Replay:
         )
 
 
-__all__ = ["Dispatch", "Peek", "Replay"]
+__all__ = ["Replay"]

@@ -12,7 +12,7 @@ from typing import Any
 from connector import errors
 from connector._lastseen import LastSeen
 from connector.circuit import Circuit, State
-from connector.coalesce import Coalescer
+from connector.coalesce import Coalescer, Resolution
 from connector.decode import decode as real_decode
 from connector.deliver import Deliverer
 from connector.fence import Fence
@@ -94,9 +94,9 @@ def deletes_drop_updated_at() -> Iterator[None]:
             change.updated_at = None
         return change
 
-    import connector.pipeline as pipeline_module
+    import connector.reader as reader_module
 
-    with _patched(pipeline_module, "decode", decode):
+    with _patched(reader_module, "decode", decode):
         yield
 
 
@@ -132,9 +132,9 @@ def an_outage_pauses_consumption() -> Iterator[None]:
 
     def on_circuit(self: Deliverer, changed: State | None) -> None:
         real(self, changed)
-        pipeline = self._report.__self__  # type: ignore[attr-defined]
-        if changed is not None:
-            pipeline.membership.set_paused("outage", changed is State.OPEN)
+        membership = self._linger  # the member's Membership (``connector.deliver.Linger``)
+        if changed is not None and membership is not None:
+            membership.set_paused("outage", changed is State.OPEN)  # type: ignore[attr-defined]
 
     with _patched(Deliverer, "_on_circuit", on_circuit):
         yield
@@ -290,7 +290,7 @@ def parked_resolved_before_it_is_written() -> Iterator[None]:
 
     def park(self: Parking, record: Any, tenant: str, hold_until: float = 0.0, as_of: Any = None) -> None:
         real(self, record, tenant, hold_until, as_of)
-        self._resolved(record)
+        self._ledger.resolve(record, Resolution.PARKED)
 
     with _patched(Parking, "park", park):
         yield

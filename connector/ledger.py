@@ -1,0 +1,206 @@
+"""The ledger: what became of every record read, and the one place a record is resolved.
+
+A record is offered here once it is read and decoded (:meth:`Ledger.offer`), coalesced with the
+other changes of its order, and resolved exactly once: delivered, replaced by a newer event of its
+order, skipped (stale, identical, ignored), parked, or acknowledged on the dead-letter topic. The
+deliverer takes its work from here (:class:`~connector.deliver.WorkSource`: :meth:`Ledger.claim`
+just before a call, :meth:`Ledger.report` when the call's story ended), so the change sent is always
+the newest one read, checked against the vendor model at the last moment.
+
+A resolution moves its partition's watermark (:class:`~connector.ownership.Assignment`), or, for
+a record replayed from the parking topic, its parking scan (:class:`Parked`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import Protocol
+
+from connector.clock import Clock
+from connector.coalesce import Coalescer, Resolution
+from connector.config import Settings
+from connector.constants import Stage
+from connector.deadletter import DeadLetterPublisher, Failure
+from connector.decode import check
+from connector.deliver import Outcome, OutcomeKind
+from connector.errors import InputError
+from connector.logs import debug_enabled, get_logger
+from connector.metrics import Metrics
+from connector.ownership import Assignment
+from connector.structs import OrderChange, Record, TopicPartition
+
+log = get_logger("connector.ledger")
+
+
+class Dispatch(Protocol):
+    """Where an order with a change to send gets its job (one per order at a time)."""
+
+    def submit(self, key: str, tp: TopicPartition, tenant: str, hold: float = 0.0) -> None: ...
+
+    def vendor_of(self, tenant: str) -> tuple[str, str]: ...
+
+
+class Parked(Protocol):
+    """Resolves records replayed from the parking topic (their offsets are the parking scan's)."""
+
+    def resolve(self, record: Record) -> bool: ...
+
+
+class Leases(Protocol):
+    """Asks for a commit soon when a partition has work but no lease to send it under yet."""
+
+    def need_lease(self, tp: TopicPartition) -> None: ...
+
+
+class Ledger:
+    """Coalesces what was read, hands each order's newest change out, and resolves every record."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        coalescer: Coalescer,
+        assignment: Assignment,
+        dlq: DeadLetterPublisher,
+        metrics: Metrics,
+        *,
+        clock: Clock,
+        dispatch: Dispatch,
+        parked: Parked,
+        leases: Leases,
+    ) -> None:
+        self._settings = settings
+        self._coalescer = coalescer
+        self._assignment = assignment
+        self._dlq = dlq
+        self._metrics = metrics
+        self._clock = clock
+        self._dispatch = dispatch
+        self._parked = parked
+        self._leases = leases
+        self._counts: defaultdict[str, int] = defaultdict(int)
+        self._unknown_seen: set[str] = set()
+        self._resolved_counters = {why: metrics.resolved.labels(why.value) for why in Resolution}
+
+    # -- in -----------------------------------------------------------------------------------
+    def offer(self, change: OrderChange, hold: float = 0.0) -> None:
+        """Coalesce a change; start its order's delivery when it has none (``hold``: seconds
+        before its order may be sent)."""
+        offer = self._coalescer.offer(change)
+        for resolved, why in offer.resolved:
+            self.resolve(resolved.record, why)
+        if offer.start:
+            self._dispatch.submit(change.key, change.tp, change.tenant, hold)
+            self._leases.need_lease(change.tp)
+
+    def resolve(self, record: Record, why: Resolution) -> None:
+        """``record`` is done with (``why``): its offset may be committed past."""
+        if record.parked_at >= 0:
+            done = self._parked.resolve(record)
+        else:
+            done = self._assignment.resolve(record.tp, record.offset)
+        if done:
+            self._resolved_counters[why].inc()
+            self._counts[why.value] += 1
+
+    def dead_letter(self, record: Record, failure: Failure) -> None:
+        """Log ``record``'s failure and write it to the dead-letter topic; it is resolved once the
+        broker acknowledged it (its partition waits for it on revoke, and cancels it on stop)."""
+        log.error(
+            "event_rejected",
+            stage=failure.stage,
+            reason=str(failure.error)[:1000],
+            error_class=type(failure.error).__name__,
+            external_id=failure.external_id,
+            attempts=failure.attempts,
+            **record.where(),
+        )
+        task = asyncio.create_task(self._write_dead_letter(record, failure))
+        part = self._assignment.get(record.tp)
+        if part is not None:
+            tasks = part.dead_letters
+            tasks[task] = None
+            task.add_done_callback(lambda t: tasks.pop(t, None))
+
+    async def _write_dead_letter(self, record: Record, failure: Failure) -> None:
+        await self._dlq.publish(record, failure)
+        self._metrics.dead_lettered.labels(failure.stage).inc()
+        self.resolve(record, Resolution.DEAD_LETTERED)
+
+    # -- out (the deliverer's work source) -----------------------------------------------------
+    def claim(self, key: str) -> OrderChange | None:
+        """The key's newest change, about to be sent, checked against the vendor model now (a change
+        replaced before it is sent is never validated); the change it replaces is resolved. An invalid
+        change is dead-lettered (stage ``validate``) and the key's next change, if any, is claimed."""
+        while True:
+            change, replaced = self._coalescer.claim(key)
+            if replaced is not None:
+                self.resolve(replaced.record, Resolution.REPLACED)
+            if change is None:
+                return None
+            try:
+                check(change, *self._dispatch.vendor_of(change.tenant))
+            except InputError as exc:
+                now = self._clock.wall()
+                failure = Failure(exc, exc.stage, change.external_id, 0, now, now, change.tenant or None)
+                self.dead_letter(change.record, failure)
+                if self._coalescer.finish(key, delivered=False) is None:
+                    return None
+                continue
+            for field in change.unknown:
+                self._unknown_field(field, change)
+            return change
+
+    def report(self, outcome: Outcome) -> bool:
+        """Resolve what ``outcome`` ended; True when the key has a newer change to send."""
+        change = outcome.change
+        if outcome.kind is OutcomeKind.ABANDONED or change is None:
+            return False  # unresolved: the partition's next owner reads it again
+        key = outcome.key
+        if outcome.kind is OutcomeKind.DELIVERED:
+            if debug_enabled():
+                log.debug("delivered", external_id=change.external_id, op=change.op, **change.record.where())
+            self.resolve(change.record, Resolution.DELIVERED)
+            return self._coalescer.finish(key, delivered=True) is not None
+        error = outcome.error or RuntimeError("failed")
+        if self._coalescer.has_waiting(key) and not self._settings.dlq.dead_letter_replaced:
+            log.warning(
+                "failed_event_replaced",
+                error=str(error)[:300],
+                external_id=change.external_id,
+                **change.record.where(),
+            )
+            self.resolve(change.record, Resolution.REPLACED)
+        else:
+            failure = Failure(
+                error,
+                Stage.DELIVER,
+                change.external_id,
+                outcome.attempts,
+                outcome.first_failure_ts,
+                outcome.last_failure_ts,
+                change.tenant or None,
+            )
+            self.dead_letter(change.record, failure)
+        return self._coalescer.finish(key, delivered=False, unknown=outcome.ambiguous) is not None
+
+    def _unknown_field(self, field: str, change: OrderChange) -> None:
+        self._metrics.unknown_fields.labels(field).inc()
+        if field not in self._unknown_seen:
+            self._unknown_seen.add(field)
+            log.warning(
+                "unknown_field_forwarded",
+                field=field,
+                external_id=change.external_id,
+                note="not in the vendor model; sent as received (logged once per field)",
+                **change.record.where(),
+            )
+
+    # -- figures ------------------------------------------------------------------------------
+    def take_counts(self) -> dict[str, int]:
+        """Records resolved since the last call, by resolution (the periodic ``progress`` line)."""
+        counts, self._counts = dict(self._counts), defaultdict(int)
+        return counts
+
+
+__all__ = ["Dispatch", "Leases", "Ledger", "Parked"]
