@@ -26,14 +26,16 @@ from connector.clock import SYSTEM_CLOCK, Clock
 from connector.coalesce import Coalescer
 from connector.config import Settings, SinkSettings
 from connector.deadletter import DeadLetterPublisher, DeadLetterWriter, KafkaDeadLetterWriter
+from connector.endpoints import MetricsServer
 from connector.errors import ConfigError
 from connector.fence import Fence
 from connector.fleetpace import FleetPace, KafkaPaceLog, PaceLog
 from connector.gauges import Gauges
+from connector.health import Health
 from connector.ledger import Ledger
 from connector.logs import get_logger, register_secret
 from connector.membership import Membership
-from connector.metrics import Metrics, MetricsServer
+from connector.metrics import Metrics
 from connector.ownership import Assignment
 from connector.pacing import Pacer
 from connector.park import KafkaParkLog, Parking, ParkLog
@@ -53,6 +55,7 @@ class Parts:
     clock: Clock = SYSTEM_CLOCK
     rng: Random = field(default_factory=Random)
     metrics: Metrics | None = None
+    health: Health | None = None
     transport: httpx.AsyncBaseTransport | None = None  # the vendor, at the HTTP level
     sink: Sink | None = None  # or the vendor at the Sink level (tests)
     dead_letters: AbstractAsyncContextManager[DeadLetterWriter] | None = None
@@ -71,6 +74,7 @@ async def serve(settings: Settings, stop: asyncio.Event, parts: Parts | None = N
     register_secret(settings.mapping.registry_basic_auth_user_info.get_secret_value().partition(":")[2])
     register_secret(registry_password or "")
     metrics = parts.metrics or Metrics()
+    health = parts.health or Health(metrics)
     clock = parts.clock
     fence = Fence(clock, settings.kafka.lease_seconds, settings.sink.settle_seconds)
 
@@ -87,7 +91,7 @@ async def serve(settings: Settings, stop: asyncio.Event, parts: Parts | None = N
     async with AsyncExitStack() as stack:
         if settings.metrics.port:
             await stack.enter_async_context(
-                MetricsServer(metrics, settings.metrics.host, settings.metrics.port)
+                MetricsServer(metrics, health, settings.metrics.host, settings.metrics.port)
             )
         dlq_bytes = settings.dlq.max_message_bytes
         writer = await stack.enter_async_context(
@@ -147,7 +151,7 @@ async def serve(settings: Settings, stop: asyncio.Event, parts: Parts | None = N
             parked=park,
             leases=membership,
         )
-        mapper = mapper_for(settings, metrics, tenancy.mapping_of if tenancy.many else None)
+        mapper = mapper_for(settings, metrics, health, tenancy.mapping_of if tenancy.many else None)
         reader = Reader(
             settings, mapper, ledger, clock=clock, locate=tenancy.locate if tenancy.many else None
         )
@@ -164,9 +168,11 @@ async def serve(settings: Settings, stop: asyncio.Event, parts: Parts | None = N
             coalescer,
             gauges,
             metrics,
+            health,
             clock=clock,
             drain=tenancy,
         )
+        health.watch(tenancy)
         await stack.enter_async_context(tenancy)
         await stack.enter_async_context(park)
         make_source = parts.source or (

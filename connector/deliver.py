@@ -418,7 +418,6 @@ class Deliverer:
         if self._on_circuit_change is not None:
             self._on_circuit_change(self.tenant, changed)
         else:
-            self._metrics.outage = changed is State.OPEN
             self._metrics.circuit_open.set(1 if changed is State.OPEN else 0)
 
     def _finish(self, job: Job, outcome: Outcome) -> None:

@@ -170,7 +170,6 @@ class Membership:
         self.park.set_layout(layout)
         await self._read_metadata(partitions)
         self._apply_pauses()
-        self.metrics.ready = True
         self.commit_soon.set()
         now = self.clock.wall()
         held = {

@@ -1,4 +1,4 @@
-"""Prometheus metrics and the /metrics, /healthz, /readyz and /tenants endpoints.
+"""Prometheus metrics (served by ``endpoints.py``).
 
 Each :class:`Metrics` owns its registry, so several pipelines can run in one process (the tests do).
 Labels are low-cardinality: never an external_id, never an offset.
@@ -6,14 +6,7 @@ Labels are low-cardinality: never an external_id, never an offset.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from types import TracebackType
-from typing import Self
-
-from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class Metrics:
@@ -215,80 +208,4 @@ class Metrics:
             "Times reading began to wait for the schema registry.",
             registry=r,
         )
-        self.tenants_state: Callable[[], list[dict[str, object]]] | None = None  # for /tenants
-        self.last_progress = time.monotonic()
-        self.ready = False  # connected to the group
-        self.outage = False  # the circuit is not closed
-        self.registry_down = False  # reading waits for the schema registry
         self.port: int | None = None
-
-    @property
-    def is_ready(self) -> bool:
-        """What /readyz answers: in the group, the API not down, reading not waiting for the schema
-        registry."""
-        return self.ready and not self.outage and not self.registry_down
-
-    def registry_waiting(self, waiting: bool) -> None:
-        """Reading began (True) or stopped (False) waiting for the schema registry: alive (it beats)
-        but not ready meanwhile."""
-        if waiting and not self.registry_down:
-            self.registry_outages.inc()
-        self.registry_down = waiting
-        self.registry_unavailable.set(1 if waiting else 0)
-
-    def beat(self) -> None:
-        """The consumer loop made progress (read /healthz)."""
-        self.last_progress = time.monotonic()
-
-
-class MetricsServer:
-    """Serves the metrics and health endpoints on ``host:port`` (port 0: an ephemeral port)."""
-
-    def __init__(self, metrics: Metrics, host: str, port: int, stale_after_s: float = 60.0) -> None:
-        self._metrics = metrics
-        self._host, self._port = host, port
-        self._stale_after = stale_after_s
-        app = web.Application()
-        app.router.add_get("/metrics", self._serve_metrics)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/tenants", self._tenants)
-        self._runner = web.AppRunner(app, access_log=None)
-        self.port = port
-
-    async def _serve_metrics(self, _: web.Request) -> web.Response:
-        body = generate_latest(self._metrics.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def _healthz(self, _: web.Request) -> web.Response:
-        age = time.monotonic() - self._metrics.last_progress
-        ok = age < self._stale_after
-        return web.json_response({"ok": ok, "last_progress_s": round(age, 1)}, status=200 if ok else 503)
-
-    async def _readyz(self, _: web.Request) -> web.Response:
-        ok = self._metrics.is_ready
-        body = {
-            "ready": ok,
-            "outage": self._metrics.outage,
-            "registry_unavailable": self._metrics.registry_down,
-        }
-        return web.json_response(body, status=200 if ok else 503)
-
-    async def _tenants(self, _: web.Request) -> web.Response:
-        state = self._metrics.tenants_state
-        return web.json_response({"tenants": state() if state is not None else []})
-
-    async def __aenter__(self) -> Self:
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
-        server = getattr(site, "_server", None)
-        if server is not None and server.sockets:
-            self.port = server.sockets[0].getsockname()[1]
-        self._metrics.port = self.port
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self._runner.cleanup()

@@ -18,6 +18,7 @@ from connector.clock import Clock
 from connector.coalesce import Coalescer, Resolution
 from connector.config import Settings
 from connector.gauges import Gauges
+from connector.health import Health
 from connector.ledger import Ledger
 from connector.logs import debug_enabled, get_logger
 from connector.membership import Membership, PauseReason
@@ -59,10 +60,12 @@ class Pipeline:
         coalescer: Coalescer,
         gauges: Gauges,
         metrics: Metrics,
+        health: Health,
         *,
         clock: Clock,
         drain: Drain,
     ) -> None:
+        self._health = health
         self.settings = settings
         self.metrics = metrics
         self.clock = clock
@@ -236,12 +239,12 @@ class Pipeline:
         """Consume until ``stop`` is set, then drain within the grace period and commit."""
         self._source = source
         self.membership.attach(source)
-        self.metrics.ready = True  # connected; assigned or waiting for an assignment
+        self._health.join()  # connected; assigned or waiting for an assignment
         committer = asyncio.create_task(self._commit_loop(), name="commit-loop")
         try:
             while not stop.is_set():
                 records = await source.fetch(self.settings.kafka.poll_timeout_ms)
-                self.metrics.beat()
+                self._health.beat()
                 await self._handle_all(records)
                 self._backpressure()
             await self._drain()
@@ -272,6 +275,6 @@ class Pipeline:
         log.info("draining", unresolved=self.assignment.unresolved, grace_s=grace)
         while self.assignment.unresolved and self.clock.monotonic() < deadline:
             await asyncio.sleep(0.05)
-            self.metrics.beat()
+            self._health.beat()
         owned = self.membership.stop_all()
         await self._drainer.drain(owned, timeout=0.0)

@@ -17,6 +17,7 @@ from connector.constants import Stage
 from connector.deadletter import Failure
 from connector.decode import Locate, decode
 from connector.errors import InputError, RouteError
+from connector.health import Health
 from connector.logs import debug_enabled, get_logger
 from connector.mapping import Mapper, TenantMapping
 from connector.metrics import Metrics
@@ -26,7 +27,10 @@ log = get_logger("connector.reader")
 
 
 def mapper_for(
-    settings: Settings, metrics: Metrics, tenant_mapping: TenantMapping | None = None
+    settings: Settings,
+    metrics: Metrics,
+    health: Health | None = None,
+    tenant_mapping: TenantMapping | None = None,
 ) -> Mapper | None:
     """The mapping stage records are read through, or None: without a ``mapping`` section and with
     one shop, records are decoded exactly as before mappings existed. ``tenant_mapping``: each
@@ -34,7 +38,11 @@ def mapper_for(
     if not settings.mapping.active and tenant_mapping is None:
         return None
     return Mapper(
-        settings.mapping, settings.kafka.max_message_bytes, tenant_mapping=tenant_mapping, metrics=metrics
+        settings.mapping,
+        settings.kafka.max_message_bytes,
+        tenant_mapping=tenant_mapping,
+        metrics=metrics,
+        health=health,
     )
 
 

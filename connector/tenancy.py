@@ -130,7 +130,6 @@ class Tenancy(Reloads):
                     settings = tenant.sink_settings(self._settings.sink)
                     await self._start(name, settings, tenant, mappings.get(name))
                 self._reloader = asyncio.create_task(self._reload_loop(), name="tenants-reload")
-                self._metrics.tenants_state = self.state
                 log.info("tenants_loaded", tenants=len(self._served), route=str(self.route))
                 self._warn_unroutable_deletes()
         except BaseException:
@@ -304,7 +303,12 @@ class Tenancy(Reloads):
         else:
             self._open.discard(tenant)
         self._metrics.circuit_open.set(len(self._open))
-        self._metrics.outage = bool(self._open) and self._open.issuperset(self._served)
+
+    @property
+    def all_down(self) -> bool:
+        """Every shop served has its outage circuit open: the member is in an outage (``/readyz``
+        503)."""
+        return bool(self._open) and self._open.issuperset(self._served)
 
     # -- routing ------------------------------------------------------------------------------
     def locate(self, record: Record, data: Any) -> tuple[str, str, str]:
@@ -507,7 +511,10 @@ class Tenancy(Reloads):
     def state(self) -> list[dict[str, object]]:
         """Every tenant's state, for ``/tenants`` and ``connector tenants``: its vendor, address and
         budget, its aliases, whether it is routed (a removed one is not, until it is closed), its
-        circuit, pace, 429s and oldest event not yet delivered."""
+        circuit, pace, 429s and oldest event not yet delivered (none with one shop: ``tenants.path``
+        unset)."""
+        if not self.many:
+            return []
         now = self._clock.wall()
         rows: list[dict[str, object]] = []
         for served in sorted(self._served.values(), key=lambda s: (s.shown, s.name)):

@@ -16,6 +16,7 @@ from connector import app
 from connector._kafka import topic_partitions
 from connector.config import DlqSettings, KafkaSettings, MetricsSettings, Settings, SinkSettings
 from connector.demo import create_topics, produce, read_topic, stop_quietly
+from connector.health import Health
 from connector.localkafka import free_port
 from connector.metrics import Metrics
 from connector.pipeline import Pipeline
@@ -65,11 +66,13 @@ def settings_for(
 
 
 @asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Metrics]:
-    """Run the connector in this event loop; stop it (SIGTERM path) on exit."""
+async def running(settings: Settings, health: Health | None = None) -> AsyncIterator[Metrics]:
+    """Run the connector in this event loop; stop it (SIGTERM path) on exit. ``health``: the member's
+    health, for a test that asks whether it is ready."""
     metrics = Metrics()
     stop = asyncio.Event()
-    task: asyncio.Task[Pipeline] = asyncio.create_task(app.serve(settings, stop, app.Parts(metrics=metrics)))
+    parts = app.Parts(metrics=metrics, health=health)
+    task: asyncio.Task[Pipeline] = asyncio.create_task(app.serve(settings, stop, parts))
     try:
         yield metrics
     finally:

@@ -22,6 +22,7 @@ from connector import logs
 from connector.cli import main
 from connector.config import MappingSettings
 from connector.errors import DecodeError
+from connector.health import Health
 from connector.localkafka import free_port
 from connector.mapping import Mapper, Registry, schema_id
 from connector.metrics import Metrics
@@ -259,19 +260,20 @@ async def test_while_the_registry_is_down_the_process_is_alive_but_not_ready(stu
 async def _registry_down(stub: Stub) -> None:
     stub.down = True
     metrics = Metrics()
-    metrics.ready = True
+    health = Health(metrics)
+    health.join()
     url = stub.url.replace("://", "://reader:s3cret-pw@")
-    m = Mapper(MappingSettings(registry_url=url), metrics=metrics)
+    m = Mapper(MappingSettings(registry_url=url), metrics=metrics, health=health)
     record = Record("t", 0, 0, None, wire(7, ORDER_SCHEMA, DATUM))
     waiting = asyncio.create_task(m.prefetch([record]))
     await asyncio.sleep(2.5)
     assert not waiting.done()
-    assert not metrics.is_ready
+    assert not health.ready
     assert metrics.registry_unavailable._value.get() == 1  # type: ignore[attr-defined]
-    assert time.monotonic() - metrics.last_progress < 1.5, "the read loop is alive while it waits"
+    assert health.age() < 1.5, "the read loop is alive while it waits"
     stub.down = False
     await asyncio.wait_for(waiting, 5)
-    assert metrics.is_ready
+    assert health.ready
     assert metrics.registry_unavailable._value.get() == 0  # type: ignore[attr-defined]
     assert metrics.registry_outages._value.get() == 1  # type: ignore[attr-defined]
 

@@ -21,11 +21,10 @@ import io
 import json
 import struct
 import time
-from collections.abc import Callable
 from datetime import date, datetime
 from datetime import time as daytime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import fastavro
@@ -106,6 +105,14 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+class RegistryWatch(Protocol):
+    """Told when reading waits for the registry, and beaten meanwhile (``connector.health.Health``)."""
+
+    def registry_waiting(self, waiting: bool) -> None: ...
+
+    def beat(self) -> None: ...
+
+
 class Registry:
     """Schemas by id from a Confluent-compatible registry, fetched once each.
 
@@ -115,8 +122,8 @@ class Registry:
     life of the process. Credentials go in ``user_info`` (``user:password``, Confluent's
     ``basic.auth.user.info``) or the URL's userinfo; neither is ever printed (:attr:`shown`). While the
     registry cannot be reached (or refuses the credentials) reading waits, saying so once per outage
-    and calling ``waiting(True)`` then ``waiting(False)``, and ``beat`` every second meanwhile: the
-    process is alive, only not ready."""
+    and telling its ``watch`` (``registry_waiting(True)``, then ``False``; a ``beat`` every second
+    meanwhile): the process is alive, only not ready."""
 
     def __init__(
         self,
@@ -125,8 +132,7 @@ class Registry:
         *,
         user_info: str = "",
         not_found_seconds: float = 30.0,
-        waiting: Callable[[bool], None] | None = None,
-        beat: Callable[[], None] | None = None,
+        watch: RegistryWatch | None = None,
     ) -> None:
         parts = httpx.URL(url.rstrip("/"))
         user, password = parts.username, parts.password
@@ -137,8 +143,7 @@ class Registry:
         self.timeout = timeout
         self._auth = httpx.BasicAuth(user, password) if user or password else None
         self._not_found_s = not_found_seconds
-        self._waiting = waiting
-        self._beat = beat
+        self._watch = watch
         self._schemas: dict[int, Any] = {}
         self._unknown: dict[int, tuple[str, float]] = {}  # id -> (why, when it was given up)
 
@@ -173,8 +178,8 @@ class Registry:
         """Wait, beating every second (the read loop is alive while it waits)."""
         end = time.monotonic() + seconds
         while (left := end - time.monotonic()) > 0:
-            if self._beat is not None:
-                self._beat()
+            if self._watch is not None:
+                self._watch.beat()
             await asyncio.sleep(min(1.0, left))
 
     async def prefetch(self, raws: list[bytes | None]) -> None:
@@ -199,8 +204,8 @@ class Registry:
                 except (httpx.HTTPError, ValueError, KeyError) as exc:
                     if down_since is None:
                         down_since = time.monotonic()
-                        if self._waiting is not None:
-                            self._waiting(True)
+                        if self._watch is not None:
+                            self._watch.registry_waiting(True)
                         log.error(
                             "schema_registry_unavailable",
                             url=self.shown,
@@ -217,8 +222,8 @@ class Registry:
                         waited_s=round(time.monotonic() - down_since, 1),
                     )
                     down_since = None
-                    if self._waiting is not None:
-                        self._waiting(False)
+                    if self._watch is not None:
+                        self._watch.registry_waiting(False)
                 if found:
                     return
                 now = time.monotonic()
@@ -235,8 +240,8 @@ class Registry:
                 await self._pause(min(wait_404, self._not_found_s - (now - first_404)))
                 wait_404 = min(wait_404 * 2, 5.0)
         finally:
-            if down_since is not None and self._waiting is not None:
-                self._waiting(False)  # cancelled while waiting (a stop): no longer waiting
+            if down_since is not None and self._watch is not None:
+                self._watch.registry_waiting(False)  # cancelled while waiting (a stop): no longer waiting
 
     def fetch(self, ident: int) -> None:
         """Fetch one schema, blocking (the offline commands); DecodeError when it cannot be had."""

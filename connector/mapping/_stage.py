@@ -26,6 +26,7 @@ from typing import Any
 from connector.config import MappingSettings
 from connector.decode import Locate, decode_tombstone, decode_value, parse_value
 from connector.errors import DecodeError, MappingError
+from connector.health import Health
 from connector.mapping import _cloudevents, _debezium
 from connector.mapping._avro import MAGIC, Registry
 from connector.mapping._file import FileMapping
@@ -97,6 +98,7 @@ class Mapper:
         tenant_mapping: TenantMapping | None = None,
         blocking: bool = False,
         metrics: Metrics | None = None,
+        health: Health | None = None,
     ) -> None:
         self.settings = settings
         self.max_bytes = max_bytes
@@ -107,8 +109,7 @@ class Mapper:
                 settings.registry_timeout_seconds,
                 user_info=settings.registry_basic_auth_user_info.get_secret_value(),
                 not_found_seconds=settings.registry_not_found_seconds,
-                waiting=metrics.registry_waiting if metrics is not None else None,
-                beat=metrics.beat if metrics is not None else None,
+                watch=health,
             )
             if settings.registry_url
             else None

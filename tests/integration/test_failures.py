@@ -17,6 +17,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from connector.config import KafkaSettings
 from connector.deadletter import Filter, RedriveResult, inspect, redrive
+from connector.health import Health
 from connector.localkafka import LocalKafka
 from connector.samples import make_stream
 from connector.sandbox import Faults, Sandbox
@@ -73,19 +74,19 @@ async def test_outage_pauses_reports_not_ready_dead_letters_nothing_and_catches_
     await produce(kafka_bootstrap, topic_name, stream.events[:50])
     async with Sandbox(api_key="test-key", rate_per_minute=60_000) as sandbox:
         settings = settings_for(kafka_bootstrap, topic_name, sandbox.url, probe_interval_seconds=2.0)
-        async with running(settings) as metrics:
+        async with running(settings, health := Health()) as metrics:
             await wait_until(lambda: len(sandbox.store.orders) >= 25, timeout=30)
             sandbox.faults.update({"outage_seconds": 15})
             await produce(kafka_bootstrap, topic_name, stream.events[50:])
             await wait_until(lambda: metrics.circuit_open._value.get() == 1, timeout=30)
-            assert not metrics.is_ready
+            assert not health.ready
             await asyncio.sleep(1.0)  # calls already in flight when it opened come back
             calls_in_outage = len(sandbox.store.requests)
             await asyncio.sleep(10)
             probes = len(sandbox.store.requests) - calls_in_outage
             assert probes <= 6, "while open, one probe per 2 s interval goes out"
             await wait_until(lambda: sandbox.holds(stream.latest), timeout=120)
-            assert metrics.is_ready
+            assert health.ready
             assert metrics.circuit_open._value.get() == 0
         assert sandbox.holds(stream.latest), "judged again once the connector stopped"
     assert await read_topic(kafka_bootstrap, f"{topic_name}.dlq", expect=1, timeout=3) == []
@@ -107,10 +108,10 @@ async def test_a_retry_after_beyond_the_ceiling_is_an_outage_not_an_hour_of_sile
             kafka_bootstrap, topic_name, sandbox.url, rate_limit_per_second=5.0, probe_interval_seconds=2.0
         )
         with structlog.testing.capture_logs() as logged:
-            async with running(settings) as metrics:
+            async with running(settings, health := Health()) as metrics:
                 await wait_until(lambda: any(r.status == 429 for r in sandbox.store.requests), timeout=30)
                 first_429 = min(r.ts for r in sandbox.store.requests if r.status == 429)
-                await wait_until(lambda: not metrics.is_ready, timeout=2.0)
+                await wait_until(lambda: not health.ready, timeout=2.0)
                 not_ready_after = time.time() - first_429
                 assert metrics.retry_after_exceeded._value.get() >= 1
                 sandbox.faults.update({"retry_after": None})
@@ -136,10 +137,10 @@ async def test_wrong_api_key_dead_letters_and_commits_nothing_and_restart_delive
     wrong = settings_for(
         kafka_bootstrap, topic_name, sandbox.url, api_key="not-the-key", probe_interval_seconds=1.0
     )
-    async with running(wrong) as metrics:
+    async with running(wrong, health := Health()) as metrics:
         await wait_until(lambda: metrics.circuit_open._value.get() == 1, timeout=30)
         await asyncio.sleep(3)
-        assert not metrics.is_ready
+        assert not health.ready
     assert {r.status for r in sandbox.store.requests} == {401}
     committed = await committed_offsets(kafka_bootstrap, wrong.kafka.group_id, topic_name)
     # Older events replaced by newer ones of their key may be committed past; no key's latest may.
