@@ -33,8 +33,9 @@ from connector.metrics import Metrics, MetricsServer
 from connector.pacing import Pacer
 from connector.park import KafkaParkLog, ParkLog
 from connector.pipeline import Pipeline
-from connector.sinks import Sink, make_sink
+from connector.sinks import Sink
 from connector.source import KafkaSource, SourceFactory
+from connector.vendors import make_sink
 
 log = get_logger("connector.app")
 

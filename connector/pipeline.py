@@ -34,6 +34,7 @@ from connector.park import Parking, ParkLog
 from connector.source import Source
 from connector.structs import OrderChange, Record, TopicPartition, Version
 from connector.tenancy import SinkFactory, Tenancy
+from connector.vendors import target
 
 log = get_logger("connector.pipeline")
 _HANDLE_CHUNK = 16
@@ -249,13 +250,13 @@ class Pipeline:
         """The read path's cheap decode (full validation waits for :meth:`claim`), through the mapping
         stage when one is configured, routed to its tenant when there are many."""
         sink = self.settings.sink
+        to = target(sink.kind, sink.api_version)
         if self._mapper is not None:
-            return self._mapper.read(record, sink.kind, sink.api_version, validate=False, locate=self._locate)
+            return self._mapper.read(record, to, validate=False, locate=self._locate)
         return decode(
             record,
             self.settings.kafka.max_message_bytes,
-            sink.kind,
-            sink.api_version,
+            to,
             validate=False,
             locate=self._locate,
         )
@@ -333,7 +334,7 @@ class Pipeline:
             if change is None:
                 return None
             try:
-                check(change, *self.tenancy.vendor_of(change.tenant))
+                check(change, self.tenancy.vendor_of(change.tenant))
             except InputError as exc:
                 now = self.clock.wall()
                 failure = Failure(exc, exc.stage, change.external_id, 0, now, now, change.tenant or None)

@@ -17,8 +17,8 @@ from connector.deliver import Deliverer, Outcome, OutcomeKind
 from connector.metrics import Metrics
 from connector.pacing import Pacer
 from connector.retry import RetryPolicy
-from connector.sinks import make_sink
 from connector.structs import OrderChange, Record
+from connector.vendors import make_sink
 from tests.sim.loop import VirtualTimeLoop
 
 START = 1_800_000_000.0
