@@ -41,9 +41,10 @@ from connector.pacing import Pacer
 from connector.park import KafkaParkLog, Parking, ParkLog
 from connector.pipeline import Pipeline
 from connector.reader import Reader, mapper_for
-from connector.sinks import Sink, make_sink
+from connector.sinks import Sink
 from connector.source import KafkaSource, SourceFactory
 from connector.tenancy import Tenancy
+from connector.vendors import make_sink
 
 log = get_logger("connector.app")
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from connector import __version__
 from connector.constants import Stage
 from connector.errors import BrokerUnavailable, ConfigError
-from connector.vendors import VENDORS
+from connector.vendors import VENDORS, target
 
 if TYPE_CHECKING:
     from connector.config import MappingSettings
@@ -117,9 +117,8 @@ def _validate(args: argparse.Namespace) -> int:
     try:
         return run(
             args.file,
-            args.kind,
+            target(args.kind, args.api_version),
             args.max_message_bytes,
-            args.api_version,
             mapping=mapping,
             records=args.records,
         )
@@ -134,12 +133,13 @@ def _map(args: argparse.Namespace) -> int:
     mapping = _mapping_settings(args, always=True)
     assert mapping is not None
     line = args.line if args.explain else None
+    to = target(args.kind, args.api_version)
     try:
         if args.file == "-":
-            return run(sys.stdin.buffer, mapping, args.kind, args.api_version, args.max_message_bytes,
+            return run(sys.stdin.buffer, mapping, to, args.max_message_bytes,
                        sys.stdout, records=args.records, explain_line=line)  # fmt: skip
         with open(args.file, "rb") as handle:
-            return run(handle, mapping, args.kind, args.api_version, args.max_message_bytes,
+            return run(handle, mapping, to, args.max_message_bytes,
                        sys.stdout, records=args.records, explain_line=line)  # fmt: skip
     except OSError as exc:
         print(f"connector: cannot read {args.file}: {exc.strerror}", file=sys.stderr)

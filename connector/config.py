@@ -32,7 +32,7 @@ from pydantic_settings import (
 )
 
 from connector.errors import ConfigError
-from connector.vendors import VENDORS
+from connector.vendors import VENDORS, Mode
 
 ENV_PREFIX = "CONNECTOR_"
 
@@ -110,7 +110,7 @@ class SinkSettings(_Section):
     base_url: str = "http://127.0.0.1:8080"
     api_key: SecretStr = SecretStr("")
     api_version: str = ""
-    mode: Literal["upsert", "create_update"] = "upsert"
+    mode: Mode = "upsert"
     on_delete: Literal["delete", "ignore"] = "delete"
     rate_limit_per_second: float = Field(0.0, ge=0)
     max_in_flight: int = Field(0, ge=0)

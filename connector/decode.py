@@ -27,11 +27,11 @@ from pydantic import ValidationError
 from connector.errors import DecodeError, OrderValidationError
 from connector.models import parse_timestamp, unknown_fields
 from connector.structs import OrderChange, Record
-from connector.vendors import vendor
+from connector.vendors import DEFAULT_TARGET, Target, Vendor
 
-Locate = Callable[[Record, Any], tuple[str, str, str]]
+Locate = Callable[[Record, Any], tuple[str, Target]]
 """The tenant a record (and its parsed value, None for a tombstone) belongs to, with that tenant's
-vendor kind and API version; raises RouteError when it names none the deployment serves."""
+vendor and API version; raises RouteError when it names none the deployment serves."""
 
 EVENT_TYPES = ("order.created", "order.updated", "order.cancelled", "order.deleted")
 _VALUE_PREVIEW = 80
@@ -109,9 +109,9 @@ def _invalid_event(field: str, rule: str, value: Any) -> OrderValidationError:
     return OrderValidationError(f"invalid event: {field}: {rule} (value: {shown})", [(field, rule, shown)])
 
 
-def _record_key(record: Record, kind: str) -> str | None:
+def _record_key(record: Record, entry: Vendor) -> str | None:
     """The Kafka record key, for a vendor whose orders are coalesced by it when there is one."""
-    if not vendor(kind).keyed_by_record or not record.key:
+    if not entry.keyed_by_record or not record.key:
         return None
     try:
         return record.key.decode("utf-8")
@@ -119,9 +119,8 @@ def _record_key(record: Record, kind: str) -> str | None:
         return None
 
 
-def _order_key(order: dict[str, Any], kind: str) -> str:
+def _order_key(order: dict[str, Any], entry: Vendor) -> str:
     """The key the vendor's rule reads from ``order``, or an OrderValidationError naming the rule."""
-    entry = vendor(kind)
     key = entry.order_key(order)
     if key is None:
         value = order.get(entry.key_field.removeprefix("order."))
@@ -167,22 +166,19 @@ def _timestamp(field: str, value: Any) -> datetime:
 def decode(
     record: Record,
     max_bytes: int = 1024 * 1024,
-    kind: str = "loop",
-    api_version: str = "",
+    target: Target = DEFAULT_TARGET,
     *,
     validate: bool = True,
     locate: Locate | None = None,
 ) -> OrderChange:
-    """Read one record for the sink ``kind`` and ``api_version``; raise DecodeError or
+    """Read one record for the vendor and API version ``target``; raise DecodeError or
     OrderValidationError naming what is wrong (field path, rule, offending value). Without
     ``validate``, only what coalescing needs is checked: :func:`check` does the rest at send time.
     With ``locate`` (many tenants), the record's tenant decides the vendor and version instead, and
     the change carries the tenant; a record naming no known tenant raises RouteError."""
     if record.value is None:
         return decode_tombstone(record, locate)
-    return decode_value(
-        record, parse_value(record, max_bytes), kind, api_version, validate=validate, locate=locate
-    )
+    return decode_value(record, parse_value(record, max_bytes), target, validate=validate, locate=locate)
 
 
 def decode_tombstone(record: Record, locate: Locate | None = None) -> OrderChange:
@@ -196,8 +192,7 @@ def decode_tombstone(record: Record, locate: Locate | None = None) -> OrderChang
 def decode_value(
     record: Record,
     data: Any,
-    kind: str = "loop",
-    api_version: str = "",
+    target: Target = DEFAULT_TARGET,
     *,
     validate: bool = True,
     locate: Locate | None = None,
@@ -210,21 +205,20 @@ def decode_value(
     into the body that is sent."""
     if not isinstance(data, dict):
         raise DecodeError(f"value is JSON {type(data).__name__}, expected an object")
-    return _read(record, data, kind, api_version, validate, locate, ordered_at)
+    return _read(record, data, target, validate, locate, ordered_at)
 
 
 def _read(
     record: Record,
     data: dict[str, Any],
-    kind: str,
-    api_version: str,
+    target: Target,
     validate: bool,
     locate: Locate | None,
     ordered_at: str | None = None,
 ) -> OrderChange:
     tenant = ""
     if locate is not None:
-        tenant, kind, api_version = locate(record, data)
+        tenant, target = locate(record, data)
     event_type = "order.updated"
     order: Any = data
     if "order" in data and ("event_type" in data or "event_id" in data):
@@ -234,15 +228,16 @@ def _read(
         order = data["order"]
         if not isinstance(order, dict):
             raise _invalid_event("order", "must be an object", order)
+    entry = target.vendor
     if event_type == "order.deleted":
-        key = _record_key(record, kind) or _order_key(order, kind)
+        key = _record_key(record, entry) or _order_key(order, entry)
         deleted_at = _deletion_time(order, data)
         change = OrderChange(record, key, "delete", order, deleted_at, _digest("delete", {}))
         change.validated = True
         change.tenant = tenant
         return change
     try:
-        key = _record_key(record, kind) or _order_key(order, kind)
+        key = _record_key(record, entry) or _order_key(order, entry)
         stamp = order.get("updated_at")
         if stamp is not None:
             updated_at: datetime | None = _timestamp("order.updated_at", stamp)
@@ -250,21 +245,21 @@ def _read(
             updated_at = _timestamp("occurred_at", ordered_at) if ordered_at is not None else None
     except OrderValidationError as cheap:
         # Rejected on the read path: say it as the full validation does (every problem, same words).
-        check(OrderChange(record, "", "upsert", order), kind, api_version)
+        check(OrderChange(record, "", "upsert", order), target)
         raise cheap from None
     change = OrderChange(record, key, "upsert", order, updated_at, _digest("upsert", order), tenant=tenant)
     if validate:
-        check(change, kind, api_version)
+        check(change, target)
     return change
 
 
-def check(change: OrderChange, kind: str, api_version: str = "") -> None:
-    """Validate ``change``'s body against the vendor model for ``kind`` and ``api_version`` (just
+def check(change: OrderChange, target: Target) -> None:
+    """Validate ``change``'s body against the vendor model of ``target`` (just
     before it is sent); note its unknown fields. Raises OrderValidationError naming every problem."""
     if change.validated:
         return
     try:
-        model = vendor(kind).model(api_version).model_validate(change.body)
+        model = target.model().model_validate(change.body)
     except ValidationError as exc:
         error = describe_validation(exc, "order")
         error.external_id = change.external_id

@@ -39,7 +39,16 @@ import structlog
 
 from connector.circuit import Circuit, State
 from connector.clock import Clock
-from connector.errors import AuthError, ConnectorError, Forbidden, RateLimited, SinkError
+from connector.errors import (
+    AuthError,
+    ConnectorError,
+    Forbidden,
+    RateLimited,
+    SinkConnectError,
+    SinkCutOff,
+    SinkError,
+    SinkTimeout,
+)
 from connector.logs import get_logger
 from connector.metrics import Metrics
 from connector.pacing import Pacer
@@ -133,10 +142,11 @@ def status_class(error: BaseException | None) -> str:
         return "2xx"
     if isinstance(error, SinkError) and error.status is not None:
         return "429" if error.status == 429 else f"{error.status // 100}xx"
-    name = type(error).__name__
-    return {"SinkTimeout": "timeout", "SinkConnectError": "connect", "SinkCutOff": "connect"}.get(
-        name, "other"
-    )
+    if isinstance(error, SinkTimeout):
+        return "timeout"
+    if isinstance(error, SinkConnectError | SinkCutOff):
+        return "connect"
+    return "other"
 
 
 class Deliverer:

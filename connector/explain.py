@@ -18,6 +18,7 @@ from connector.mapping import NATIVE_STEP, Mapper, Trace
 from connector.mapping._types import text_headers
 from connector.structs import Record
 from connector.validate import read_lines, record_of
+from connector.vendors import Target
 
 
 def _show(value: Any) -> str:
@@ -40,12 +41,12 @@ def _record(record: Record) -> dict[str, Any]:
     return {"key": text(record.key), "headers": text_headers(record), "value": value}
 
 
-def explain(mapper: Mapper, record: Record, kind: str, api_version: str, out: TextIO) -> bool:
+def explain(mapper: Mapper, record: Record, target: Target, out: TextIO) -> bool:
     """Print each step of reading ``record``; True when it ends valid."""
     trace: Trace = [("record", _record(record))]
     ok = False
     try:
-        change = mapper.read(record, kind, api_version, validate=False, trace=trace)
+        change = mapper.read(record, target, validate=False, trace=trace)
         trace.append(
             (
                 "read path (what coalescing keys and orders by)",
@@ -57,10 +58,10 @@ def explain(mapper: Mapper, record: Record, kind: str, api_version: str, out: Te
                 },
             )
         )
-        check(change, kind, api_version)
+        check(change, target)
         trace.append(
             (
-                f"vendor validation ({kind})",
+                f"vendor validation ({target.kind})",
                 "ok: this body would be sent" if change.op == "upsert" else "ok: a delete of this order",
             )
         )
@@ -77,8 +78,7 @@ def explain(mapper: Mapper, record: Record, kind: str, api_version: str, out: Te
 def run(
     lines: Iterable[bytes],
     mapping: MappingSettings,
-    kind: str,
-    api_version: str,
+    target: Target,
     max_bytes: int,
     out: TextIO,
     *,
@@ -98,10 +98,10 @@ def run(
             failed += 1
             continue
         if explain_line is not None:
-            return 0 if explain(mapper, record, kind, api_version, out) else 1
+            return 0 if explain(mapper, record, target, out) else 1
         try:
             trace: Trace = []
-            mapper.read(record, kind, api_version, validate=False, trace=trace)
+            mapper.read(record, target, validate=False, trace=trace)
         except InputError as exc:
             print(f"line {number}: {exc.stage}: {exc}", file=sys.stderr)
             failed += 1

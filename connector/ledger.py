@@ -29,6 +29,7 @@ from connector.logs import debug_enabled, get_logger
 from connector.metrics import Metrics
 from connector.ownership import Assignment
 from connector.structs import OrderChange, Record, TopicPartition
+from connector.vendors import Target
 
 log = get_logger("connector.ledger")
 
@@ -38,7 +39,7 @@ class Dispatch(Protocol):
 
     def submit(self, key: str, tp: TopicPartition, tenant: str, hold: float = 0.0) -> None: ...
 
-    def vendor_of(self, tenant: str) -> tuple[str, str]: ...
+    def vendor_of(self, tenant: str) -> Target: ...
 
 
 class Parked(Protocol):
@@ -139,7 +140,7 @@ class Ledger:
             if change is None:
                 return None
             try:
-                check(change, *self._dispatch.vendor_of(change.tenant))
+                check(change, self._dispatch.vendor_of(change.tenant))
             except InputError as exc:
                 now = self._clock.wall()
                 failure = Failure(exc, exc.stage, change.external_id, 0, now, now, change.tenant or None)

@@ -40,7 +40,7 @@ from connector.offsets import PartitionOffsets
 from connector.structs import TopicPartition
 
 if TYPE_CHECKING:
-    from connector.park import ParkState
+    from connector.parked import ParkState
 
 
 class PartitionStatus(StrEnum):

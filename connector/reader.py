@@ -22,6 +22,7 @@ from connector.logs import debug_enabled, get_logger
 from connector.mapping import Mapper, TenantMapping
 from connector.metrics import Metrics
 from connector.structs import OrderChange, Record
+from connector.vendors import target
 
 log = get_logger("connector.reader")
 
@@ -71,17 +72,16 @@ class Reader:
         self._mapper = mapper
         self._resolver = resolver
         self._locate = locate
+        self._target = target(settings.sink.kind, settings.sink.api_version)
 
     def read(self, record: Record) -> OrderChange:
         """The change ``record`` stands for (raises what decoding raises)."""
-        sink = self._settings.sink
         if self._mapper is not None:
-            return self._mapper.read(record, sink.kind, sink.api_version, validate=False, locate=self._locate)
+            return self._mapper.read(record, self._target, validate=False, locate=self._locate)
         return decode(
             record,
             self._settings.kafka.max_message_bytes,
-            sink.kind,
-            sink.api_version,
+            self._target,
             validate=False,
             locate=self._locate,
         )

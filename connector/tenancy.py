@@ -58,6 +58,7 @@ from connector.route import Route
 from connector.sinks import Sink
 from connector.structs import Record, TopicPartition
 from connector.tenants import Tenant, TenantDirectory
+from connector.vendors import Target, target
 
 log = get_logger("connector.tenancy")
 
@@ -311,9 +312,9 @@ class Tenancy(Reloads):
         return bool(self._open) and self._open.issuperset(self._served)
 
     # -- routing ------------------------------------------------------------------------------
-    def locate(self, record: Record, data: Any) -> tuple[str, str, str]:
+    def locate(self, record: Record, data: Any) -> tuple[str, Target]:
         """The tenant ``record`` belongs to (the one its name, or an alias, is of), and its vendor
-        kind and API version (many tenants); a RouteError when the record names none, or one this
+        and API version (many tenants); a RouteError when the record names none, or one this
         deployment does not serve."""
         assert self.route is not None
         try:
@@ -340,7 +341,7 @@ class Tenancy(Reloads):
             )
         self._last_seen.note(record, tenant)
         settings = self._served[tenant].settings
-        return tenant, settings.kind, settings.api_version
+        return tenant, target(settings.kind, settings.api_version)
 
     def canonical(self, name: str) -> str:
         """The tenant a name written earlier (a parked record's tenant, a commit's parked shops) is
@@ -353,11 +354,11 @@ class Tenancy(Reloads):
         served = self._served.get(tenant)
         return served.mapping if served is not None else None
 
-    def vendor_of(self, tenant: str) -> tuple[str, str]:
-        """The vendor kind and API version changes of ``tenant`` are checked against."""
+    def vendor_of(self, tenant: str) -> Target:
+        """The vendor and API version changes of ``tenant`` are checked against."""
         served = self._served.get(tenant)
         settings = served.settings if served is not None else self._settings.sink
-        return settings.kind, settings.api_version
+        return target(settings.kind, settings.api_version)
 
     def served(self) -> Mapping[str, Served]:
         """Every tenant being served (removed ones until they are closed), by name."""

@@ -48,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from connector.config import MappingSettings, Settings, SinkSettings
 from connector.errors import ConfigError
-from connector.vendors import VENDORS
+from connector.vendors import VENDORS, Mode, shop_kinds, vendor
 
 if TYPE_CHECKING:
     from connector.mapping import FileMapping, FunctionMapping
@@ -57,7 +57,6 @@ DEFAULT_TENANT = "default"
 """The one tenant of a deployment without ``tenants.path``: the ``sink`` section itself."""
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_SHOP = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
 class TenantMapping(BaseModel):
@@ -91,7 +90,7 @@ class Tenant(BaseModel):
     rate_limit_per_second: float = Field(0.0, ge=0)
     max_in_flight: int = Field(0, ge=0)
     api_version: str = ""
-    mode: Literal["upsert", "create_update"] = "upsert"
+    mode: Mode = "upsert"
     mapping: TenantMapping | None = None
     aliases: tuple[str, ...] = ()
     """Names this tenant was known by: events, parked records and dead letters naming one are its."""
@@ -110,23 +109,24 @@ class Tenant(BaseModel):
             raise ValueError(f"kind: must be one of {', '.join(sorted(VENDORS))}")
         if not self.api_key.get_secret_value():
             raise ValueError("api_key: must not be empty")
+        by_shop = " or ".join(shop_kinds())
         if self.shop:
-            if self.kind != "shoplazza":
-                raise ValueError("shop: only for kind shoplazza (give base_url for other vendors)")
+            shop_rule = vendor(self.kind).shop
+            if shop_rule is None:
+                only = f"only for kind {by_shop}" if by_shop else "no vendor has stores named so"
+                raise ValueError(f"shop: {only} (give base_url for other vendors)")
             if self.base_url:
                 raise ValueError("give shop or base_url, not both")
-            if not _SHOP.fullmatch(self.shop.removesuffix(".myshoplaza.com")):
-                raise ValueError(f"shop {self.shop!r}: a Shoplazza store name such as 'acme'")
+            shop_rule.check(self.shop)
         elif not self.base_url:
-            raise ValueError("base_url: required (or shop, for kind shoplazza)")
+            raise ValueError("base_url: required" + (f" (or shop, for kind {by_shop})" if by_shop else ""))
         return self
 
     @property
     def url(self) -> str:
         """The API root this tenant's requests go to."""
-        if self.shop:
-            return f"https://{self.shop.removesuffix('.myshoplaza.com')}.myshoplaza.com"
-        return self.base_url
+        rule = vendor(self.kind).shop if self.shop else None
+        return rule.url(self.shop) if rule is not None else self.base_url
 
     def sink_settings(self, base: SinkSettings) -> SinkSettings:
         """The deployment's ``sink`` section with this tenant's vendor, address, key, budget, version

@@ -20,6 +20,7 @@ from connector.decode import decode
 from connector.errors import DecodeError, InputError
 from connector.mapping import Mapper
 from connector.structs import OrderChange, Record
+from connector.vendors import Target
 
 
 def _raw(value: Any) -> bytes | None:
@@ -56,21 +57,18 @@ def read_lines(lines: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
             yield number, line
 
 
-def read_with(
-    mapper: Mapper | None, record: Record, kind: str, max_bytes: int, api_version: str
-) -> OrderChange:
+def read_with(mapper: Mapper | None, record: Record, target: Target, max_bytes: int) -> OrderChange:
     """``record`` decoded, mapped when ``mapper`` is given, and checked against the vendor model."""
     if mapper is None:
-        return decode(record, max_bytes, kind, api_version)
-    return mapper.read(record, kind, api_version, validate=True)
+        return decode(record, max_bytes, target)
+    return mapper.read(record, target, validate=True)
 
 
 def validate_lines(
     lines: Iterable[bytes],
-    kind: str,
+    target: Target,
     max_bytes: int,
     out: TextIO,
-    api_version: str = "",
     *,
     mapping: MappingSettings | None = None,
     records: bool = False,
@@ -81,7 +79,7 @@ def validate_lines(
     valid = invalid = 0
     for number, line in read_lines(lines):
         try:
-            change = read_with(mapper, record_of(line, number, records), kind, max_bytes, api_version)
+            change = read_with(mapper, record_of(line, number, records), target, max_bytes)
         except InputError as exc:
             invalid += 1
             print(f"line {number}: {exc.stage}: {exc}", file=out)
@@ -97,9 +95,8 @@ def validate_lines(
 
 def run(
     path: str,
-    kind: str,
+    target: Target,
     max_bytes: int,
-    api_version: str = "",
     *,
     mapping: MappingSettings | None = None,
     records: bool = False,
@@ -107,12 +104,12 @@ def run(
     """Validate ``path`` (``-``: standard input); exit code 1 when any event is invalid."""
     if path == "-":
         valid, invalid = validate_lines(
-            sys.stdin.buffer, kind, max_bytes, sys.stdout, api_version, mapping=mapping, records=records
+            sys.stdin.buffer, target, max_bytes, sys.stdout, mapping=mapping, records=records
         )
     else:
         with open(path, "rb") as handle:
             valid, invalid = validate_lines(
-                handle, kind, max_bytes, sys.stdout, api_version, mapping=mapping, records=records
+                handle, target, max_bytes, sys.stdout, mapping=mapping, records=records
             )
     print(f"{valid} valid, {invalid} invalid", file=sys.stdout)
     return 1 if invalid else 0

@@ -15,7 +15,7 @@ from connector.errors import DecodeError, InputError, OrderValidationError
 from connector.models import parse_timestamp
 from connector.samples import envelope, order_body
 from connector.structs import Record
-from connector.vendors import vendor
+from connector.vendors import target, vendor
 
 
 def rec(value: bytes | None, key: bytes | None = b"k") -> Record:
@@ -130,7 +130,7 @@ KINDS = st.sampled_from(["loop", "shoplazza"])
 def ends_well(record: Record, kind: str) -> None:
     """An input ends as a valid change with a key, or as an InputError with a reason and a stage."""
     try:
-        change = decode(record, 64 * 1024, kind)
+        change = decode(record, 64 * 1024, target(kind))
     except InputError as exc:
         error: InputError | None = exc
     else:
@@ -189,7 +189,7 @@ def test_shoplazza_events_of_one_order_share_a_key_whether_named_by_id_or_number
     by_number = Record("t", 0, 2, b"ord-7", b'{"number": "1007", "note": "b"}')
     tombstone = Record("t", 0, 3, b"ord-7", None)
     keys = {
-        decode(r, kind="shoplazza", api_version="2025-06").external_id for r in (by_id, by_number, tombstone)
+        decode(r, target=target("shoplazza", "2025-06")).external_id for r in (by_id, by_number, tombstone)
     }
     assert keys == {"ord-7"}
 
@@ -222,12 +222,12 @@ def _cheap_agrees_with_the_model(order: dict[str, object], kind: str) -> None:
         model: Any = vendor(kind).model("").model_validate(order)
     except (ValidationError, RecursionError):
         with pytest.raises(InputError):
-            check(decode(record, 64 * 1024, kind, validate=False), kind)
+            check(decode(record, 64 * 1024, target(kind), validate=False), target(kind))
         return
-    change = decode(record, 64 * 1024, kind, validate=False)
+    change = decode(record, 64 * 1024, target(kind), validate=False)
     assert change.external_id == model.sync_key()
     assert change.updated_at == (parse_timestamp(model.updated_at) if model.updated_at else None)
-    check(change, kind)
+    check(change, target(kind))
     assert change.validated
 
 
@@ -251,7 +251,7 @@ def test_the_cheap_read_leaves_the_body_unchecked_until_check() -> None:
     assert change.external_id == "x"
     assert not change.validated
     with pytest.raises(OrderValidationError, match=r"line_items\[0\]\.quantity"):
-        check(change, "loop")
+        check(change, target("loop"))
     with pytest.raises(OrderValidationError, match=r"line_items\[0\]\.quantity"):
         decode(bad)
 

@@ -10,15 +10,17 @@ from dataclasses import dataclass, field
 from random import Random
 
 import httpx
+import pytest
 
+from connector import errors
 from connector.circuit import Circuit, State
 from connector.config import SinkSettings
-from connector.deliver import Deliverer, Outcome, OutcomeKind
+from connector.deliver import Deliverer, Outcome, OutcomeKind, status_class
 from connector.metrics import Metrics
 from connector.pacing import Pacer
 from connector.retry import RetryPolicy
-from connector.sinks import make_sink
 from connector.structs import OrderChange, Record
+from connector.vendors import make_sink
 from tests.sim.loop import VirtualTimeLoop
 
 START = 1_800_000_000.0
@@ -145,3 +147,32 @@ def test_a_retry_after_within_the_ceiling_waits_in_place() -> None:
     assert run.circuit == []
     assert run.answers[1][0] - run.answers[0][0] >= 3.0
     assert [o.kind for o in run.outcomes] == [OutcomeKind.DELIVERED] * 2
+
+
+class _SlowerTimeout(errors.SinkTimeout):
+    """A subclass the label table never named."""
+
+
+class SinkTimeout(Exception):
+    """Not the connector's SinkTimeout, only named like it."""
+
+
+@pytest.mark.parametrize(
+    ("error", "label"),
+    [
+        (None, "2xx"),
+        (errors.RateLimited("x"), "429"),
+        (errors.ServerError("x", status=502), "5xx"),
+        (errors.RejectedError("x", status=422), "4xx"),
+        (errors.SinkTimeout("x"), "timeout"),
+        (_SlowerTimeout("x"), "timeout"),
+        (errors.SinkConnectError("x"), "connect"),
+        (errors.SinkCutOff("x"), "connect"),
+        (SinkTimeout("x"), "other"),
+        (RuntimeError("x"), "other"),
+    ],
+)
+def test_a_calls_label_is_read_from_its_class_not_its_name(error: BaseException | None, label: str) -> None:
+    """``connector_api_requests_total{status_class}``: the error's class (or its status) decides,
+    subclasses included; an unrelated class with the same name is ``other``."""
+    assert status_class(error) == label

@@ -60,15 +60,16 @@ async def test_the_endpoints_answer_from_health_and_metrics() -> None:
     metrics, shops, clock = Metrics(), _Shops(), _Clock()
     health = Health(metrics, monotonic=clock)
     health.watch(shops)
-    async with MetricsServer(metrics, health, "127.0.0.1", 0, stale_after_s=60.0) as server:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
-            assert (await client.get("/readyz")).status_code == 503
-            health.join()
-            ready = await client.get("/readyz")
-            assert ready.status_code == 200
-            assert ready.json() == {"ready": True, "outage": False, "registry_unavailable": False}
-            assert (await client.get("/healthz")).status_code == 200
-            clock.now += 61.0
-            assert (await client.get("/healthz")).status_code == 503, "the loop stopped beating"
-            assert (await client.get("/tenants")).json() == {"tenants": [{"tenant": "acme"}]}
-            assert "connector_events_consumed" in (await client.get("/metrics")).text
+    server = MetricsServer(metrics, health, "127.0.0.1", 0, stale_after_s=60.0)
+    async with server, httpx.AsyncClient() as client:
+        url = f"http://127.0.0.1:{server.port}"
+        assert (await client.get(url + "/readyz")).status_code == 503
+        health.join()
+        ready = await client.get(url + "/readyz")
+        assert ready.status_code == 200
+        assert ready.json() == {"ready": True, "outage": False, "registry_unavailable": False}
+        assert (await client.get(url + "/healthz")).status_code == 200
+        clock.now += 61.0
+        assert (await client.get(url + "/healthz")).status_code == 503, "the loop stopped beating"
+        assert (await client.get(url + "/tenants")).json() == {"tenants": [{"tenant": "acme"}]}
+        assert "connector_events_consumed" in (await client.get(url + "/metrics")).text

@@ -19,7 +19,7 @@ from connector.errors import ConfigError, DecodeError, InputError, MappingError,
 from connector.mapping import Event, Mapped, Mapper, compile_mapping
 from connector.structs import OrderChange, Record
 from connector.validate import read_lines, record_of
-from connector.vendors import vendor
+from connector.vendors import Target, target, vendor
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "mapping"
@@ -402,8 +402,8 @@ def test_whatever_a_mapping_emits_is_validated_exactly_as_a_native_event(
     if "updated_at" in mapped:
         order["updated_at"] = mapped["updated_at"]
     native = json.dumps({"event_type": mapped.get("event_type", "order.updated"), "order": order}).encode()
-    got = _outcome(lambda: via_mapping.read(Record("t", 0, 5, None, value), kind, validate=True))
-    want = _outcome(lambda: decode(Record("t", 0, 5, None, native), kind=kind, validate=True))
+    got = _outcome(lambda: via_mapping.read(Record("t", 0, 5, None, value), target(kind), validate=True))
+    want = _outcome(lambda: decode(Record("t", 0, 5, None, native), target=target(kind), validate=True))
     assert got == want
 
 
@@ -439,9 +439,9 @@ def test_each_tenant_reads_with_its_own_mapping_else_the_deployments(tmp_path: P
     deployment = mapping_file(tmp_path, {"external_id": "str(id)", "order": "{name: name}"}, "all.toml")
     located: list[str] = []
 
-    def locate(record: Record, data: Any) -> tuple[str, str, str]:
+    def locate(record: Record, data: Any) -> tuple[str, Target]:
         located.append(data["shop"])
-        return data["shop"], "loop", "v1"
+        return data["shop"], target("loop", "v1")
 
     m = Mapper(
         MappingSettings(file=deployment),
@@ -498,10 +498,10 @@ def test_with_many_tenants_and_no_mapping_a_native_event_reads_as_before() -> No
     """Many tenants put every record through the stage: without a mapping, a value that is not an
     object is still a decode error before routing, and an event reads as decode reads it."""
 
-    def locate(record: Record, data: Any) -> tuple[str, str, str]:
+    def locate(record: Record, data: Any) -> tuple[str, Target]:
         if not isinstance(data, dict):
             raise AssertionError("routed before the value was checked")
-        return "acme", "loop", "v1"
+        return "acme", target("loop", "v1")
 
     m = Mapper(MappingSettings(), tenant_mapping=lambda tenant: None)
     with pytest.raises(DecodeError, match="value is JSON list, expected an object"):

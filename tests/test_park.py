@@ -24,7 +24,7 @@ from connector.metadata import CommitMeta
 from connector.metrics import Metrics
 from connector.ownership import Assignment, PartitionStatus
 from connector.park import Parking, ParkState, RecordsGone
-from connector.park._records import unpack as _unpack
+from connector.parked import unpack as _unpack
 from connector.structs import Record, TopicPartition
 from connector.tenancy import Tenancy
 from tests.fakes import ParkPorts

@@ -12,6 +12,7 @@ from connector.errors import RouteError
 from connector.route import Route
 from connector.samples import envelope, order_body
 from connector.structs import Record
+from connector.vendors import Target, target
 
 
 def _record(
@@ -54,8 +55,8 @@ def test_two_tenants_with_the_same_order_id_are_two_keys() -> None:
     and is coalesced by (tenant, external_id)."""
     route = Route.parse("field:shop")
 
-    def locate(record: Record, data: Any) -> tuple[str, str, str]:
-        return route.tenant_of(record, data), "loop", "v1"
+    def locate(record: Record, data: Any) -> tuple[str, Target]:
+        return route.tenant_of(record, data), target("loop", "v1")
 
     a = decode(_record(_event(shop="acme")), locate=locate)
     b = decode(_record(_event(shop="bolt")), locate=locate)

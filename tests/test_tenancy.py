@@ -38,6 +38,7 @@ from connector.pacing import Pacer
 from connector.park import Parking
 from connector.structs import OrderChange, Record, TopicPartition
 from connector.tenancy import Tenancy
+from connector.vendors import target
 from tests.fakes import NoLinger, ParkPorts
 
 TOPIC = "orders"
@@ -329,7 +330,7 @@ async def test_a_change_for_a_shop_no_longer_served_is_refused_not_lost(tmp_path
     shop_file(tmp_path, "acme")
     vendors, desk = Vendors(), Desk()
     async with serving(settings_for(tmp_path), vendors, desk) as tenancy:
-        desk.offer(tenancy, "ghost", "G1", locate=lambda record, data: ("ghost", "loop", "v1"))
+        desk.offer(tenancy, "ghost", "G1", locate=lambda record, data: ("ghost", target("loop", "v1")))
         [(key, error)] = desk.failed
         assert key == "ghost/G1"
         assert isinstance(error, RouteError)

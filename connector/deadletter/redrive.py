@@ -39,8 +39,8 @@ from connector.errors import ConnectorError, InputError
 from connector.mapping import Mapper
 from connector.pacing import Pacer
 from connector.retry import RetryPolicy
-from connector.sinks import make_sink
 from connector.structs import OrderChange, Record, Version
+from connector.vendors import make_sink, target
 
 
 @dataclass
@@ -160,9 +160,9 @@ class _Targets:
         """``record`` read as the pipeline's read path reads it (no vendor validation)."""
         sink = self.settings.sink
         if self.mapper is not None:
-            return self.mapper.read(record, sink.kind, sink.api_version, validate=False)
+            return self.mapper.read(record, target(sink.kind, sink.api_version), validate=False)
         return decode(
-            record, self.settings.kafka.max_message_bytes, sink.kind, sink.api_version, validate=False
+            record, self.settings.kafka.max_message_bytes, target(sink.kind, sink.api_version), validate=False
         )
 
     async def send(self, dl: DeadLetter) -> str | None:
@@ -192,11 +192,12 @@ class _Targets:
             )
             return None
         sink = self.settings.sink
+        to = target(sink.kind, sink.api_version)
         try:
             if self.mapper is not None:
-                change = self.mapper.read(record, sink.kind, sink.api_version, validate=True)
+                change = self.mapper.read(record, to, validate=True)
             else:
-                change = decode(record, self.settings.kafka.max_message_bytes, sink.kind, sink.api_version)
+                change = decode(record, self.settings.kafka.max_message_bytes, to)
         except InputError as exc:
             return f"{topic}-{partition}@{offset}: still invalid: {exc}"
         where = f"{topic}-{partition}@{offset} external_id={change.external_id}"

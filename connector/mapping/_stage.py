@@ -35,7 +35,7 @@ from connector.mapping._types import Event, Trace, record_key, text_headers
 from connector.metrics import Metrics
 from connector.models import parse_timestamp
 from connector.structs import OrderChange, Record
-from connector.vendors import vendor
+from connector.vendors import DEFAULT_TARGET, Target
 
 Mapping = FileMapping | FunctionMapping
 NATIVE_STEP = "as the connector's own envelope"
@@ -66,10 +66,10 @@ def _later(first: Any, second: str | None) -> Any:
         return first
 
 
-def to_native(mapped: dict[str, Any], event: Event, kind: str) -> dict[str, Any]:
+def to_native(mapped: dict[str, Any], event: Event, target: Target) -> dict[str, Any]:
     """``mapped`` (``{external_id, updated_at, event_type, order}``) as the connector's own envelope
-    for the vendor ``kind``: the value a producer of native events would have written."""
-    key_field = vendor(kind).key_field.removeprefix("order.")
+    for the vendor of ``target``: the value a producer of native events would have written."""
+    key_field = target.vendor.key_field.removeprefix("order.")
     event_type = mapped.get("event_type") or event.event_type
     if event.deleted or event_type == "order.deleted":
         native: dict[str, Any] = {"event_type": "order.deleted", "order": {key_field: mapped["external_id"]}}
@@ -152,7 +152,7 @@ class Mapper:
         own = self._tenant_mapping(tenant) if self._tenant_mapping is not None and tenant else None
         return own if own is not None else self.mapping
 
-    def _default(self, event: Event, kind: str) -> Any:
+    def _default(self, event: Event, target: Target) -> Any:
         """What an event reads as without a mapping: the native value, a CloudEvent's data, or a
         Debezium row as the order (named by its key field's column)."""
         if self.settings.envelope == "cloudevents":
@@ -160,16 +160,15 @@ class Mapper:
         if self.settings.envelope != "debezium":
             return event.value
         row = _debezium.row_of(event)
-        key_field = vendor(kind).key_field.removeprefix("order.")
+        key_field = target.vendor.key_field.removeprefix("order.")
         where = "debezium row without a mapping"
         mapped = {"external_id": row.get(key_field), "order": row}
-        return to_native(check_result(mapped, where, "(none)", event.deleted), event, kind)
+        return to_native(check_result(mapped, where, "(none)", event.deleted), event, target)
 
     def read(
         self,
         record: Record,
-        kind: str = "loop",
-        api_version: str = "",
+        target: Target = DEFAULT_TARGET,
         *,
         validate: bool = False,
         locate: Locate | None = None,
@@ -186,12 +185,14 @@ class Mapper:
             raise DecodeError(f"value is JSON {type(event.value).__name__}, expected an object")  # as decode
         tenant = ""
         if locate is not None:
-            tenant, kind, api_version = locate(record, event.value)
+            tenant, target = locate(record, event.value)
             if trace is not None:
-                trace.append(("tenant", {"tenant": tenant, "kind": kind, "api_version": api_version}))
+                trace.append(
+                    ("tenant", {"tenant": tenant, "kind": target.kind, "api_version": target.api_version})
+                )
         mapping = self.mapping_for(tenant)
         if mapping is None:
-            native = self._default(event, kind)
+            native = self._default(event, target)
         else:
             try:
                 mapped = mapping.apply(event)
@@ -201,15 +202,14 @@ class Mapper:
                 raise
             if trace is not None:
                 trace.append((str(mapping), mapped))
-            native = to_native(mapped, event, kind)
+            native = to_native(mapped, event, target)
         if trace is not None:
             trace.append((NATIVE_STEP, native))
-        located = (tenant, kind, api_version)
+        located = (tenant, target)
         return decode_value(
             record,
             native,
-            kind,
-            api_version,
+            target,
             validate=validate,
             locate=(lambda _r, _d: located) if locate is not None else None,
             ordered_at=event.time if self.settings.envelope != "native" else None,

@@ -35,8 +35,8 @@ in the broker's 4 KB), beyond which a failing tenant holds the partition back as
 
 from connector.park._parking import Parking
 from connector.park._ports import ParkLedger, ParkReader, ShopHealth, Shops, Warmth
-from connector.park._records import ParkState
 from connector.park.log import KafkaParkLog, ParkLog, RecordsGone
+from connector.parked import ParkState
 
 __all__ = [
     "KafkaParkLog",

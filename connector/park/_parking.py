@@ -22,9 +22,9 @@ from connector.logs import debug_enabled, get_logger
 from connector.metrics import Metrics
 from connector.ownership import Assignment, PartitionStatus
 from connector.park._ports import ParkLedger, ParkReader, Shops, Warmth
-from connector.park._records import ParkState, park_headers
 from connector.park._replay import Replay
 from connector.park.log import ParkLog
+from connector.parked import ParkState, park_headers
 from connector.structs import OrderChange, Record, TopicPartition, Version
 
 log = get_logger("connector.park")

@@ -16,8 +16,8 @@ from connector.lookahead import Lookahead
 from connector.metrics import Metrics
 from connector.ownership import Assignment, PartitionStatus
 from connector.park._ports import ParkLedger, ParkReader, Shops, Warmth
-from connector.park._records import Parked, ParkState, unpack
 from connector.park.log import ParkLog, RecordsGone
+from connector.parked import Parked, ParkState, unpack
 from connector.structs import OrderChange, Record, TopicPartition, Version
 
 log = get_logger("connector.park")

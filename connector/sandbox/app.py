@@ -56,10 +56,13 @@ from connector.sandbox.shoplazza import ShoplazzaStore, shoplazza_error
 from connector.sandbox.shoplazza import routes as shoplazza_routes
 from connector.sandbox.state import Faults, LoggedRequest, Store
 from connector.sandbox.validate import validate_order
+from connector.vendors import VENDORS
 
-VERSIONS = {"loop": {"v1", "2026-07", "2026-10", "unstable"}, "shoplazza": {"2025-06", "2026-01"}}
-VENDOR_PREFIXES = {"api": "loop", "openapi": "shoplazza"}
-AUTH_HEADERS = {"loop": "X-Authorization", "shoplazza": "Access-Token"}
+# What the vendors' entries say of their APIs: the versions each serves, the first segment of their
+# paths, the header carrying the key. (The order rules are the sandbox's own: ``validate.py``.)
+VERSIONS = {kind: {*entry.api_versions, *entry.other_versions} for kind, entry in VENDORS.items()}
+VENDOR_PREFIXES = {entry.prefix: kind for kind, entry in VENDORS.items()}
+AUTH_HEADERS = {kind: entry.auth_header for kind, entry in VENDORS.items()}
 LOG_ENTRY = web.RequestKey("log_entry", LoggedRequest)
 CREDENTIALS = web.RequestKey("credentials", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -1,34 +1,25 @@
-"""Vendor clients behind one interface (:class:`Sink`); a new vendor is one new module here."""
+"""The vendor-client interface (:class:`Sink`) and the HTTP plumbing every vendor's client shares.
 
-from typing import Any
+The clients themselves live with their vendors (``connector/vendors/``); :func:`connector.vendors.make_sink`
+makes the one a deployment's settings name. This package imports no vendor.
+"""
 
-import httpx
-
-from connector.config import SinkSettings
-from connector.pacing import Pacer
-from connector.sinks._base import PREPAID, HttpSink, Sink, parse_retry_after, raise_for_status
-from connector.sinks.loop import LoopSink
-from connector.sinks.shoplazza import ShoplazzaSink
-from connector.vendors import vendor
-
-
-def make_sink(
-    settings: SinkSettings, transport: httpx.AsyncBaseTransport | None = None, pacer: Pacer | None = None
-) -> Sink:
-    """The vendor client named by ``settings.kind`` (its entry in :data:`connector.vendors.VENDORS`);
-    every request it sends waits on ``pacer``."""
-    cls: Any = vendor(settings.kind).sink_class()
-    sink: Sink = cls(settings, transport, pacer)
-    return sink
-
+from connector.sinks._base import (
+    PREPAID,
+    BoundedCache,
+    HttpSink,
+    Sink,
+    SinkOptions,
+    parse_retry_after,
+    raise_for_status,
+)
 
 __all__ = [
     "PREPAID",
+    "BoundedCache",
     "HttpSink",
-    "LoopSink",
-    "ShoplazzaSink",
     "Sink",
-    "make_sink",
+    "SinkOptions",
     "parse_retry_after",
     "raise_for_status",
 ]

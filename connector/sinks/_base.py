@@ -18,14 +18,11 @@ from collections import OrderedDict
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, Self, TypeVar
 
-import aiohttp
 import certifi
 import httpx
 import orjson
-from httpx_aiohttp import AiohttpTransport
 from pydantic import SecretStr
 
-from connector.config import SinkSettings
 from connector.errors import (
     AuthError,
     ConflictError,
@@ -51,6 +48,28 @@ _log = get_logger("connector.sinks")
 USER_AGENT = "orders-connector/0.1"
 PREPAID: contextvars.ContextVar[float | None] = contextvars.ContextVar("connector_prepaid_tick", default=None)
 """In an ``apply`` whose first request already holds a budget tick: the tick's time."""
+
+
+class SinkOptions(Protocol):
+    """What a vendor client reads of its settings: :class:`connector.config.SinkSettings` is one
+    (the vendors' modules sit below ``config``, which checks settings against them)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def base_url(self) -> str: ...
+    @property
+    def api_key(self) -> SecretStr: ...
+    @property
+    def api_version(self) -> str: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def timeout_seconds(self) -> float: ...
+    @property
+    def max_in_flight(self) -> int: ...
+    @property
+    def cache_size(self) -> int: ...
 
 
 class Sink(Protocol):
@@ -166,8 +185,21 @@ def default_transport(connections: int) -> httpx.AsyncBaseTransport:
     httpcore's shared pool 550 to 610, raw aiohttp 3,270 to 3,400. It is the closest to raw aiohttp
     that keeps httpx's request, response and error types.
     """
+    from httpx_aiohttp import AiohttpTransport  # imports aiohttp: see _unmapped
+
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     return AiohttpTransport(verify=_tls_context(), limits=limits, trust_env=False)
+
+
+def _unmapped() -> type[Exception]:
+    """aiohttp's errors, which the transport does not map to httpx's when the answer is malformed.
+
+    aiohttp is imported where it is used, not with this module: the vendors' modules import this one,
+    and ``config``, ``connector --help`` and ``connector validate`` read the vendors' registry without
+    sending anything (aiohttp takes about 0.3 s to import)."""
+    from aiohttp import ClientError
+
+    return ClientError
 
 
 def _never_sent(exc: httpx.TransportError) -> bool:
@@ -177,6 +209,8 @@ def _never_sent(exc: httpx.TransportError) -> bool:
     hangs up after reading the request included, so its class alone would call an ambiguous outcome
     "never sent"; the aiohttp error it wraps (``__cause__``) says which it was.
     """
+    import aiohttp  # see _unmapped
+
     cause = exc.__cause__
     if isinstance(cause, aiohttp.ClientError):
         return isinstance(
@@ -206,7 +240,7 @@ class HttpSink:
 
     def __init__(
         self,
-        settings: SinkSettings,
+        settings: SinkOptions,
         path: str,
         auth_header: str,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -272,7 +306,7 @@ class HttpSink:
                 if isinstance(exc.__cause__ or exc, httpx.TimeoutException | TimeoutError):
                     raise SinkTimeout(f"{method} {url}: no answer in time ({what})") from None
                 raise SinkCutOff(f"{method} {url}: {what}") from None
-            except aiohttp.ClientError as exc:  # one the transport does not map (a malformed answer)
+            except _unmapped() as exc:  # evaluated only when an error got this far
                 raise SinkCutOff(f"{method} {url}: {type(exc).__name__}: {redact(str(exc))}") from None
         if self._pacer is not None:
             self._pacer.observe(response.status_code == 429)
@@ -301,6 +335,7 @@ __all__ = [
     "HttpSink",
     "Sink",
     "SinkError",
+    "SinkOptions",
     "default_transport",
     "parse_retry_after",
     "raise_for_status",

@@ -21,8 +21,8 @@ from connector.membership import Membership
 from connector.metadata import CommitMeta
 from connector.park import Parking
 from connector.park._replay import Replay
-from connector.sinks.loop import LoopSink
 from connector.structs import TopicPartition, Version
+from connector.vendors.loop import LoopSink
 
 Mutation = Callable[[], contextlib.AbstractContextManager[None]]
 

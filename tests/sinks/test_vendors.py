@@ -7,8 +7,9 @@ import pytest
 from connector.config import SinkSettings
 from connector.errors import AuthError, RejectedError
 from connector.sandbox import Sandbox
-from connector.sinks import LoopSink, ShoplazzaSink
 from connector.structs import OrderChange, Record
+from connector.vendors.loop import LoopSink
+from connector.vendors.shoplazza import ShoplazzaSink
 
 
 def change(key: str, body: dict[str, object], op: str = "upsert") -> OrderChange:

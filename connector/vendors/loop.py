@@ -1,4 +1,5 @@
-"""Loop Returns Orders API (``/api/{version}/orders``), auth header ``X-Authorization``.
+"""Loop Returns: its registry entry and its client. Orders API ``/api/{version}/orders``, auth header
+``X-Authorization``, 300 requests a minute per key; an order is named by ``external_id``.
 
 Modes:
 - ``upsert`` (default): ``PUT /orders`` upserts by ``external_id``; one call per change.
@@ -13,18 +14,20 @@ URL or a retired API version, an outage (:class:`EndpointError`), not a dead let
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from connector.config import SinkSettings
 from connector.errors import EndpointError, NotFoundError, RejectedError
 from connector.models import parse_timestamp
+from connector.models.loop import LoopOrder, LoopOrder202610
 from connector.pacing import Pacer
-from connector.sinks._base import BoundedCache, HttpSink
+from connector.sinks import BoundedCache, HttpSink, SinkOptions
 from connector.structs import OrderChange
-from connector.vendors import VENDORS
+from connector.vendors._registry import Vendor, register
 
 
 class LoopSink(HttpSink):
@@ -34,12 +37,11 @@ class LoopSink(HttpSink):
 
     def __init__(
         self,
-        settings: SinkSettings,
+        settings: SinkOptions,
         transport: httpx.AsyncBaseTransport | None = None,
         pacer: Pacer | None = None,
     ) -> None:
-        entry = VENDORS["loop"]
-        super().__init__(settings, entry.base_path(settings.api_version), entry.auth_header, transport, pacer)
+        super().__init__(settings, LOOP.base_path(settings.api_version), LOOP.auth_header, transport, pacer)
         self._mode = settings.mode
         self._ids: BoundedCache[str, int] = BoundedCache(settings.cache_size)
 
@@ -126,3 +128,27 @@ class LoopSink(HttpSink):
         except NotFoundError:
             self._ids.pop(change.external_id, None)
             raise
+
+
+def _order_key(order: Mapping[str, Any]) -> str | None:
+    ext = order.get("external_id")
+    return ext if isinstance(ext, str) and 1 <= len(ext) <= 64 else None
+
+
+LOOP = register(
+    Vendor(
+        kind="loop",
+        api_versions=("v1", "2026-07", "2026-10"),
+        default_rate_per_second=5.0,  # 300 requests a minute per key
+        auth_header="X-Authorization",
+        path="/api/{version}",
+        models={"": LoopOrder, "2026-10": LoopOrder202610},
+        order_key=_order_key,
+        key_field="order.external_id",
+        key_rule="required, a string of 1 to 64 characters",
+        keyed_by_record=False,
+        sink=LoopSink,
+        modes=("upsert", "create_update"),
+        other_versions=("unstable",),
+    )
+)

@@ -1,4 +1,6 @@
-"""Shoplazza OpenAPI 2025-06: ``PUT /openapi/2025-06/orders/{order_id}`` with ``{"order": {...}}``.
+"""Shoplazza: its registry entry and its client. OpenAPI 2025-06: ``PUT /openapi/2025-06/orders/{order_id}``
+with ``{"order": {...}}``; a leaky bucket of 40 draining 2 a second per store. A tenant may name its
+store (``shop = "acme"``) instead of a base URL: ``https://acme.myshoplaza.com``.
 
 Auth header ``Access-Token``. The order is named by ``id`` in the event, or by ``number``, resolved once
 with ``GET /orders/number/{number}`` and cached. Responses are ``{code, message, data}``; errors come as
@@ -9,19 +11,20 @@ Deletion uses ``DELETE /orders/{order_id}`` (documented in Shoplazza's 2026-01 C
 from __future__ import annotations
 
 import contextlib
+import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from connector.config import SinkSettings
 from connector.errors import NotFoundError, RejectedError
-from connector.models import shoplazza_update_body
+from connector.models.shoplazza import ShoplazzaOrder, shoplazza_update_body
 from connector.pacing import Pacer
-from connector.sinks._base import BoundedCache, HttpSink
+from connector.sinks import BoundedCache, HttpSink, SinkOptions
 from connector.structs import OrderChange
-from connector.vendors import VENDORS
+from connector.vendors._registry import ShopRule, Vendor, register
 
 
 class ShoplazzaSink(HttpSink):
@@ -31,12 +34,13 @@ class ShoplazzaSink(HttpSink):
 
     def __init__(
         self,
-        settings: SinkSettings,
+        settings: SinkOptions,
         transport: httpx.AsyncBaseTransport | None = None,
         pacer: Pacer | None = None,
     ) -> None:
-        entry = VENDORS["shoplazza"]
-        super().__init__(settings, entry.base_path(settings.api_version), entry.auth_header, transport, pacer)
+        super().__init__(
+            settings, SHOPLAZZA.base_path(settings.api_version), SHOPLAZZA.auth_header, transport, pacer
+        )
         self._ids: BoundedCache[str, str] = BoundedCache(settings.cache_size)  # number -> order id
         self._keys: BoundedCache[str, str] = BoundedCache(settings.cache_size)  # record key -> order id
         self.lookups = 0
@@ -122,3 +126,31 @@ def _data(response: httpx.Response) -> dict[str, Any]:
         )
     data = body.get("data")
     return data if isinstance(data, dict) else {}
+
+
+def _order_key(order: Mapping[str, Any]) -> str | None:
+    named = order.get("id") or (f"number:{order['number']}" if order.get("number") else None)
+    return named if isinstance(named, str) and named else None
+
+
+SHOPLAZZA = register(
+    Vendor(
+        kind="shoplazza",
+        api_versions=("2025-06",),
+        default_rate_per_second=2.0,  # a leaky bucket of 40 draining 2 a second per store
+        auth_header="Access-Token",
+        path="/openapi/{version}",
+        models={"": ShoplazzaOrder},
+        order_key=_order_key,
+        key_field="order.id",
+        key_rule="id (the order_id) or number is required to find the order",
+        keyed_by_record=True,
+        sink=ShoplazzaSink,
+        shop=ShopRule(
+            domain="myshoplaza.com",
+            pattern=re.compile(r"[a-z0-9][a-z0-9-]{0,62}"),
+            hint="a Shoplazza store name such as 'acme'",
+        ),
+        other_versions=("2026-01",),
+    )
+)
