@@ -26,7 +26,7 @@ from connector.deliver import Deliverer
 from connector.errors import RouteError
 from connector.mapping import FileMapping, FunctionMapping
 from connector.pacing import Pacer
-from connector.sinks import Sink
+from connector.sinks import Prepaid, Sink
 from connector.structs import OrderChange
 
 RETIRED_BUDGET = 1000.0
@@ -51,16 +51,16 @@ class Retirable:
         """Send again (the tenant was added back before it was closed)."""
         self.refusal = ""
 
-    async def apply(self, change: OrderChange) -> None:
+    async def apply(self, change: OrderChange, prepaid: Prepaid | None = None) -> None:
         """Upsert or delete the order through the vendor's client, or refuse it (see :meth:`refuse`)."""
         if self.refusal:
             raise RouteError(self.refusal, tenant=change.tenant or None)
-        await self._inner.apply(change)
+        await self._inner.apply(change, prepaid)
 
-    async def probe(self) -> None:
+    async def probe(self, prepaid: Prepaid | None = None) -> None:
         """The vendor's probe; nothing to ask while refusing (the circuit then lets the refusals go)."""
         if not self.refusal:
-            await self._inner.probe()
+            await self._inner.probe(prepaid)
 
     async def held_version(self, change: OrderChange) -> tuple[bool, datetime | None]:
         """What the vendor holds for ``change``'s order (see :meth:`Sink.held_version`)."""

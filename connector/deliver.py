@@ -53,7 +53,7 @@ from connector.logs import get_logger
 from connector.metrics import Metrics
 from connector.pacing import Pacer
 from connector.retry import RetryPolicy
-from connector.sinks import PREPAID, Sink
+from connector.sinks import Prepaid, Sink
 from connector.structs import OrderChange, TopicPartition
 
 log = get_logger("connector.deliver")
@@ -319,9 +319,7 @@ class Deliverer:
     async def _read_probe(self, tick: float | None) -> None:
         """The circuit opened on a 403: ask with a read whether the key works at all. If it does, the
         circuit closes, and a 403 the job then gets again is about its operation (``Forbidden``)."""
-        context = contextvars.copy_context()
-        context.run(PREPAID.set, tick)
-        probe = asyncio.get_running_loop().create_task(self._sink.probe(), context=context)
+        probe = asyncio.get_running_loop().create_task(self._sink.probe(Prepaid(tick)))
         await asyncio.wait({probe})
         error = probe.exception() if not probe.cancelled() else None
         self._metrics.requests.labels(status_class(error)).inc()
@@ -340,8 +338,7 @@ class Deliverer:
     async def _call(self, job: Job, change: OrderChange) -> None:
         job.attempts += 1
         job.state = JobState.IN_FLIGHT
-        context = contextvars.copy_context()
-        context.run(PREPAID.set, job.tick)  # this attempt's first request uses the tick just granted
+        context = contextvars.copy_context()  # the log lines of this call name its record
         record = change.record
         context.run(
             structlog.contextvars.bind_contextvars,
@@ -352,7 +349,10 @@ class Deliverer:
             **self._bound,
         )
         started = self._clock.monotonic()
-        job.call = asyncio.get_running_loop().create_task(self._sink.apply(change), context=context)
+        job.call = asyncio.get_running_loop().create_task(
+            self._sink.apply(change, Prepaid(job.tick)),  # its first request uses the tick just granted
+            context=context,
+        )
         self._metrics.in_flight.inc()
         try:
             await asyncio.wait({job.call})

@@ -36,6 +36,7 @@ from connector.metrics import Metrics
 from connector.ownership import Assignment, PartitionStatus
 from connector.pacing import Pacer
 from connector.park import Parking
+from connector.sinks import Prepaid
 from connector.structs import OrderChange, Record, TopicPartition
 from connector.tenancy import Tenancy
 from connector.vendors import target
@@ -61,14 +62,14 @@ class Vendor:
         self.gate.set()
         self.closed = False
 
-    async def apply(self, change: OrderChange) -> None:
+    async def apply(self, change: OrderChange, prepaid: Prepaid | None = None) -> None:
         self.calls += 1
         await self.gate.wait()
         if self.fail is not None:
             raise self.fail
         self.applied.append(change.external_id)
 
-    async def probe(self) -> None:
+    async def probe(self, prepaid: Prepaid | None = None) -> None:
         if self.fail is not None:
             raise self.fail
 

@@ -23,7 +23,7 @@ from connector.errors import ConfigError, OrderValidationError
 from connector.mapping import Mapper
 from connector.pacing import Pacer
 from connector.sandbox.app import AUTH_HEADERS, VENDOR_PREFIXES, VERSIONS
-from connector.sinks import HttpSink, SinkOptions
+from connector.sinks import HttpSink, Prepaid, SinkOptions
 from connector.structs import OrderChange, Record
 from connector.tenants import Tenant, load_tenants
 from connector.vendors import (
@@ -146,13 +146,13 @@ class AcmeSink(HttpSink):
         super().__init__(settings, ACME.base_path(settings.api_version), ACME.auth_header, transport, pacer)
         self.mode = settings.mode
 
-    async def apply(self, change: OrderChange) -> None:
+    async def apply(self, change: OrderChange, prepaid: Prepaid | None = None) -> None:
         method = "DELETE" if change.op == "delete" else "PUT"
         await self.request(
             method, f"/orders/{change.external_id}", json=change.body if method == "PUT" else None
         )
 
-    async def probe(self) -> None:
+    async def probe(self, prepaid: Prepaid | None = None) -> None:
         await self.request("GET", "/orders")
 
     async def held_version(self, change: OrderChange) -> tuple[bool, datetime | None]:

@@ -5,9 +5,9 @@ makes the one a deployment's settings name. This package imports no vendor.
 """
 
 from connector.sinks._base import (
-    PREPAID,
     BoundedCache,
     HttpSink,
+    Prepaid,
     Sink,
     SinkOptions,
     parse_retry_after,
@@ -15,9 +15,9 @@ from connector.sinks._base import (
 )
 
 __all__ = [
-    "PREPAID",
     "BoundedCache",
     "HttpSink",
+    "Prepaid",
     "Sink",
     "SinkOptions",
     "parse_retry_after",

@@ -3,13 +3,12 @@
 Every HTTP request waits for a tick of the member's :class:`~connector.pacing.Pacer`, lookups and
 reads included, so an ``apply`` that needs several requests costs several ticks. The deliverer takes
 the tick for an attempt's first request itself (so that it claims the newest change only once the tick
-is granted) and marks it in :data:`PREPAID`.
+is granted) and hands it to ``apply`` as a :class:`Prepaid`, which the first request uses.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import email.utils
 import functools
 import ssl
@@ -46,8 +45,22 @@ if TYPE_CHECKING:
 
 _log = get_logger("connector.sinks")
 USER_AGENT = "orders-connector/0.1"
-PREPAID: contextvars.ContextVar[float | None] = contextvars.ContextVar("connector_prepaid_tick", default=None)
-"""In an ``apply`` whose first request already holds a budget tick: the tick's time."""
+
+
+class Prepaid:
+    """A budget tick the deliverer already took for one attempt: the attempt's first request uses it
+    (if still fresh), every later one waits for a tick of its own. Passed to ``apply`` and on to
+    each request it makes."""
+
+    __slots__ = ("_tick",)
+
+    def __init__(self, tick: float | None = None) -> None:
+        self._tick = tick
+
+    def take(self) -> float | None:
+        """The tick, once; None after that (and when there was none)."""
+        tick, self._tick = self._tick, None
+        return tick
 
 
 class SinkOptions(Protocol):
@@ -77,11 +90,12 @@ class Sink(Protocol):
 
     name: str
 
-    async def apply(self, change: OrderChange) -> None:
-        """Upsert or delete the order, as ``change.op`` says."""
+    async def apply(self, change: OrderChange, prepaid: Prepaid | None = None) -> None:
+        """Upsert or delete the order, as ``change.op`` says (``prepaid``: the tick its first
+        request uses)."""
         ...
 
-    async def probe(self) -> None:
+    async def probe(self, prepaid: Prepaid | None = None) -> None:
         """One cheap read: returns when the API and the key work at all (a 404 counts), else raises.
         Tells a key that lost every right from a 403 for one operation."""
         ...
@@ -276,9 +290,12 @@ class HttpSink:
     ) -> None:
         await self._transport.aclose()
 
-    async def request(self, method: str, url: str, json: object | None = None) -> httpx.Response:
-        """Send one request when the budget allows; raise the SinkError matching the failure:
-        not connected (never sent), timed out or cut off (ambiguous), or the status's class."""
+    async def request(
+        self, method: str, url: str, json: object | None = None, prepaid: Prepaid | None = None
+    ) -> httpx.Response:
+        """Send one request when the budget allows (``prepaid``: a tick already taken for it); raise
+        the SinkError matching the failure: not connected (never sent), timed out or cut off
+        (ambiguous), or the status's class."""
         headers, content = self._headers, None
         if json is not None:
             content = orjson.dumps(json)
@@ -292,7 +309,8 @@ class HttpSink:
         )
         async with self._slots:
             try:
-                await self._take_tick()  # nothing awaits between the tick and the request's first bytes
+                # nothing awaits between the tick and the request's first bytes
+                await self._take_tick(prepaid)
                 response = await self._transport.handle_async_request(request)
                 response.request = request
                 try:
@@ -313,11 +331,9 @@ class HttpSink:
         raise_for_status(response, detail=self.error_detail(response))
         return response
 
-    async def _take_tick(self) -> None:
+    async def _take_tick(self, prepaid: Prepaid | None) -> None:
         """Use the tick the deliverer took for this attempt, if still fresh; else wait for one."""
-        tick = PREPAID.get()
-        if tick is not None:
-            PREPAID.set(None)
+        tick = prepaid.take() if prepaid is not None else None
         if self._pacer is not None and (tick is None or not self._pacer.fresh(tick)):
             tick = await self._pacer.acquire()
         if tick is not None and self._pacer is not None and debug_enabled():
@@ -331,8 +347,8 @@ class HttpSink:
 
 
 __all__ = [
-    "PREPAID",
     "HttpSink",
+    "Prepaid",
     "Sink",
     "SinkError",
     "SinkOptions",

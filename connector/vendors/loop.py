@@ -25,7 +25,7 @@ from connector.errors import EndpointError, NotFoundError, RejectedError
 from connector.models import parse_timestamp
 from connector.models.loop import LoopOrder, LoopOrder202610
 from connector.pacing import Pacer
-from connector.sinks import BoundedCache, HttpSink, SinkOptions
+from connector.sinks import BoundedCache, HttpSink, Prepaid, SinkOptions
 from connector.structs import OrderChange
 from connector.vendors._registry import Vendor, register
 
@@ -59,10 +59,10 @@ class LoopSink(HttpSink):
             parts += [f"{field}: {'; '.join(map(str, msgs))}" for field, msgs in errors.items()]
         return " ".join(p for p in parts if p) or None
 
-    async def probe(self) -> None:
+    async def probe(self, prepaid: Prepaid | None = None) -> None:
         """``GET /orders/external/{a name no order has}``: 404 means reachable and authenticated."""
         with contextlib.suppress(NotFoundError):
-            await self.request("GET", "/orders/external/connector-probe")
+            await self.request("GET", "/orders/external/connector-probe", prepaid=prepaid)
 
     async def held_version(self, change: OrderChange) -> tuple[bool, datetime | None]:
         """``GET /orders/external/{id}``: whether Loop holds the order, and the ``updated_at`` it was
@@ -77,19 +77,19 @@ class LoopSink(HttpSink):
         except ValueError:
             return True, None
 
-    async def apply(self, change: OrderChange) -> None:
+    async def apply(self, change: OrderChange, prepaid: Prepaid | None = None) -> None:
         """Make Loop hold ``change``: upsert, create/update, or delete."""
         path = f"/orders/external/{quote(change.external_id, safe='')}"
         if change.op == "delete":
             self._ids.pop(change.external_id, None)
             try:
-                await self.request("DELETE", path)
+                await self.request("DELETE", path, prepaid=prepaid)
             except NotFoundError:
                 return
             return
         if self._mode == "upsert":
             try:
-                await self.request("PUT", "/orders", json=change.body)
+                await self.request("PUT", "/orders", json=change.body, prepaid=prepaid)
             except NotFoundError as exc:
                 raise EndpointError(
                     f"{exc} (PUT /orders names no order: check sink.base_url and sink.api_version)",
@@ -97,34 +97,36 @@ class LoopSink(HttpSink):
                     body=exc.body,
                 ) from None
             return
-        await self._create_or_update(change, path)
+        await self._create_or_update(change, path, prepaid)
 
-    async def _create_or_update(self, change: OrderChange, path: str) -> None:
+    async def _create_or_update(self, change: OrderChange, path: str, prepaid: Prepaid | None) -> None:
         try:
-            await self._create_or_update_once(change, path)
+            await self._create_or_update_once(change, path, prepaid)
         except NotFoundError:  # the cached id is gone (deleted elsewhere): look up or create again
-            await self._create_or_update_once(change, path)
+            await self._create_or_update_once(change, path, prepaid)
 
-    async def _create_or_update_once(self, change: OrderChange, path: str) -> None:
+    async def _create_or_update_once(self, change: OrderChange, path: str, prepaid: Prepaid | None) -> None:
         loop_id = self._ids.get(change.external_id)
         if loop_id is None:
             try:
-                found = await self.request("GET", path)
+                found = await self.request("GET", path, prepaid=prepaid)
                 loop_id = int(found.json()["order"]["id"])
             except NotFoundError:
                 try:
-                    created = await self.request("POST", "/orders", json=change.body)
+                    created = await self.request("POST", "/orders", json=change.body, prepaid=prepaid)
                 except RejectedError as exc:
                     if "already been taken" not in exc.body:
                         raise
-                    found = await self.request("GET", path)  # created by an earlier, unanswered call
+                    found = await self.request(
+                        "GET", path, prepaid=prepaid
+                    )  # created by an earlier, unanswered call
                     loop_id = int(found.json()["order"]["id"])
                 else:
                     self._ids.remember(change.external_id, int(created.json()["order"]["id"]))
                     return
         self._ids.remember(change.external_id, loop_id)
         try:
-            await self.request("PUT", f"/orders/{loop_id}", json=change.body)
+            await self.request("PUT", f"/orders/{loop_id}", json=change.body, prepaid=prepaid)
         except NotFoundError:
             self._ids.pop(change.external_id, None)
             raise

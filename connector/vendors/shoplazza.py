@@ -22,7 +22,7 @@ import httpx
 from connector.errors import NotFoundError, RejectedError
 from connector.models.shoplazza import ShoplazzaOrder, shoplazza_update_body
 from connector.pacing import Pacer
-from connector.sinks import BoundedCache, HttpSink, SinkOptions
+from connector.sinks import BoundedCache, HttpSink, Prepaid, SinkOptions
 from connector.structs import OrderChange
 from connector.vendors._registry import ShopRule, Vendor, register
 
@@ -61,7 +61,7 @@ class ShoplazzaSink(HttpSink):
         text = str(said) if said else response.text[:300]
         return f"{text} (Request-Id {request_id})" if request_id else text
 
-    async def _order_id(self, change: OrderChange) -> str:
+    async def _order_id(self, change: OrderChange, prepaid: Prepaid | None = None) -> str:
         """The order id: the event's ``id``, its ``number`` resolved, what its key resolved to before,
         or the key itself (``number:N`` resolved; else the key is the order id)."""
         order_id = change.body.get("id")
@@ -77,34 +77,37 @@ class ShoplazzaSink(HttpSink):
         if cached is not None:
             return cached
         self.lookups += 1
-        response = await self.request("GET", f"/orders/number/{quote(number, safe='')}")
+        response = await self.request("GET", f"/orders/number/{quote(number, safe='')}", prepaid=prepaid)
         found = _data(response).get("order", {}).get("id")
         if not isinstance(found, str | int) or found == "":
             raise RejectedError(f"order number {number}: no order id in the answer", status=200)
         self._ids.remember(number, str(found))
         return str(found)
 
-    async def probe(self) -> None:
+    async def probe(self, prepaid: Prepaid | None = None) -> None:
         """``GET /orders/number/0``: 404 (no such order) means reachable and authenticated."""
         with contextlib.suppress(NotFoundError):
-            await self.request("GET", "/orders/number/0")
+            await self.request("GET", "/orders/number/0", prepaid=prepaid)
 
     async def held_version(self, change: OrderChange) -> tuple[bool, datetime | None]:
         """Shoplazza keeps its own ``updated_at``, not the event's: nothing to compare with."""
         raise NotImplementedError("Shoplazza keeps no timestamp of ours: cannot tell a stale event")
 
-    async def apply(self, change: OrderChange) -> None:
+    async def apply(self, change: OrderChange, prepaid: Prepaid | None = None) -> None:
         """Update the order, or delete it."""
-        order_id = await self._order_id(change)
+        order_id = await self._order_id(change, prepaid)
         self._keys.remember(change.external_id, order_id)
         if change.op == "delete":
             try:
-                await self.request("DELETE", f"/orders/{quote(order_id, safe='')}")
+                await self.request("DELETE", f"/orders/{quote(order_id, safe='')}", prepaid=prepaid)
             except NotFoundError:
                 return  # already gone
             return
         response = await self.request(
-            "PUT", f"/orders/{quote(order_id, safe='')}", json=shoplazza_update_body(change.body)
+            "PUT",
+            f"/orders/{quote(order_id, safe='')}",
+            json=shoplazza_update_body(change.body),
+            prepaid=prepaid,
         )
         _data(response)
 

@@ -106,9 +106,9 @@ def not_found_on_upsert_is_a_poison_event() -> Iterator[None]:
     turn instead of being an outage."""
     real = LoopSink.apply
 
-    async def apply(self: LoopSink, change: Any) -> None:
+    async def apply(self: LoopSink, change: Any, prepaid: Any = None) -> None:
         try:
-            await real(self, change)
+            await real(self, change, prepaid)
         except errors.EndpointError as exc:
             raise errors.NotFoundError(str(exc), status=exc.status, body=exc.body) from None
 

@@ -7,6 +7,8 @@ import email.utils
 import httpx
 import pytest
 
+from connector.clock import SYSTEM_CLOCK
+from connector.config import SinkSettings
 from connector.errors import (
     AuthError,
     ConflictError,
@@ -16,7 +18,10 @@ from connector.errors import (
     ServerError,
     SinkError,
 )
-from connector.sinks import parse_retry_after, raise_for_status
+from connector.pacing import Pacer
+from connector.sinks import Prepaid, parse_retry_after, raise_for_status
+from connector.structs import OrderChange, Record
+from connector.vendors import make_sink
 
 
 def _response(status: int, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -73,3 +78,36 @@ def test_429_carries_retry_after() -> None:
     with pytest.raises(RateLimited) as caught:
         raise_for_status(_response(429, {"Retry-After": "3"}))
     assert caught.value.retry_after == 3.0
+
+
+class _CountingPacer(Pacer):
+    """A pacer that counts the ticks asked of it."""
+
+    asked = 0
+
+    async def acquire(self) -> float:
+        self.asked += 1
+        return await super().acquire()
+
+
+@pytest.mark.parametrize(("prepaid", "asked"), [(True, 1), (False, 2)])
+async def test_an_applys_first_request_uses_the_tick_the_deliverer_took_and_the_rest_wait_their_own(
+    prepaid: bool, asked: int
+) -> None:
+    """Loop's create/update mode: a lookup (404), then the create. With the tick the deliverer took
+    for the attempt, the lookup uses it and only the create asks the pacer; without, both ask."""
+
+    def vendor(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(404, json={"message": "not found"})
+        return httpx.Response(201, json={"order": {"id": 7, "external_id": "A-1"}})
+
+    pacer = _CountingPacer.standalone(1000.0, SYSTEM_CLOCK)
+    assert isinstance(pacer, _CountingPacer)
+    settings = SinkSettings(base_url="http://loop", api_key="k", mode="create_update")
+    change = OrderChange(Record("orders", 0, 1, b"A-1", b"{}"), "A-1", "upsert", {"external_id": "A-1"})
+    async with make_sink(settings, httpx.MockTransport(vendor), pacer) as sink:
+        tick = await pacer.acquire() if prepaid else None
+        pacer.asked = 0
+        await sink.apply(change, Prepaid(tick))
+    assert pacer.asked == asked
