@@ -65,7 +65,7 @@ async def serve(settings: Settings, stop: asyncio.Event, parts: Parts | None = N
     register_secret(registry_password or "")
     metrics = parts.metrics or Metrics()
     clock = parts.clock
-    fence = Fence(clock, settings.kafka.lease_seconds, settings.sink.settle_seconds)
+    fence = Fence(clock, settings.kafka.lease_seconds, settings.kafka.settle_seconds)
 
     if parts.sink is not None and settings.tenants.path:
         raise ConfigError("Parts.sink is one vendor client: it cannot serve tenants.path's tenants")

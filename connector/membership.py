@@ -265,7 +265,7 @@ class Membership:
             until = min(until, end)
         first = max(0, offset - k.warmup_records)
         if until > offset:
-            part.lookahead = Lookahead(offset, until, self.settings.sink.remember_keys or 1)
+            part.lookahead = Lookahead(offset, until, self.settings.kafka.remember_keys or 1)
         if until <= first:
             return
         part.status = PartitionStatus.WARMING
@@ -287,7 +287,7 @@ class Membership:
                 partition=str(part.tp),
                 orders=len(part.lookahead),
                 events_not_noted=part.lookahead.truncated,
-                action="raise sink.remember_keys: orders past it may be sent an older state first",
+                action="raise kafka.remember_keys: orders past it may be sent an older state first",
             )
 
     # -- the horizon: how far ahead of its last commit a member reads ---------------------------

@@ -67,7 +67,7 @@ class Pipeline:
         self.settings = settings
         self.metrics = metrics
         self.clock = clock
-        self.coalescer = Coalescer(settings.sink.remember_keys)
+        self.coalescer = Coalescer(settings.kafka.remember_keys)
         self.fence = fence
         self.tenancy = Tenancy(
             settings,
@@ -206,7 +206,7 @@ class Pipeline:
 
     def _accept(self, record: Record) -> OrderChange | None:
         """Decode ``record`` (the read path's cheap decode); None when it was resolved instead:
-        dead-lettered (it can never be sent) or ignored (a delete, with ``sink.on_delete=ignore``)."""
+        dead-lettered (it can never be sent) or ignored (a delete, with ``delivery.on_delete=ignore``)."""
         try:
             change = self._read(record)
         except InputError as exc:
@@ -221,7 +221,7 @@ class Pipeline:
             return None
         if debug_enabled():
             log.debug("event_accepted", external_id=change.external_id, op=change.op, **_where(record))
-        if change.op == "delete" and self.settings.sink.on_delete == "ignore":
+        if change.op == "delete" and self.settings.delivery.on_delete == "ignore":
             self._resolve(record, Resolution.IGNORED)
             return None
         return change
@@ -422,7 +422,7 @@ class Pipeline:
             self.membership.set_paused(PauseReason.READ_AHEAD, False)
 
     def behind(self, tp: TopicPartition) -> bool:
-        """Whether ``tp`` is still more than ``sink.linger_lag_records`` records behind its log end
+        """Whether ``tp`` is still more than ``delivery.linger_lag_records`` records behind its log end
         while reading goes on: a job of ``tp`` lingers then, as newer events of its key are likely yet
         to be read. Never while reading is paused (the read-ahead bound, stopping), so a lingering job
         can never be what holds reading back."""
@@ -430,7 +430,7 @@ class Pipeline:
         if self.membership.paused or self._source is None or part is None or not part.sending:
             return False
         end, read = self._source.log_end(tp), part.offsets.next_offset
-        return end is not None and read is not None and end - read > self.settings.sink.linger_lag_records
+        return end is not None and read is not None and end - read > self.settings.delivery.linger_lag_records
 
     @property
     def paused(self) -> bool:
