@@ -473,8 +473,8 @@ def log_renamed(settings: Settings) -> None:
 
 
 def known_env_names() -> set[str]:
-    """Every CONNECTOR_* environment variable name the settings accept (old names of settings that
-    moved aside: see :data:`RENAMED`)."""
+    """Every current CONNECTOR_* environment variable name (the old names of settings that moved,
+    :data:`RENAMED`, are still accepted for one release, but are not among these)."""
     names: set[str] = set()
     for name, field in Settings.model_fields.items():
         annotation = field.annotation
