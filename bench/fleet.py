@@ -30,8 +30,8 @@ request log and the dead-letter topic:
 - no dead letter (every event is valid);
 - the healthy shops (``d``, ``e``, ``f``): the worst "produced -> its state, or a newer one, written at
   the sandbox" latency of every event within the README's isolation bound,
-  ``tenants.park_after_seconds`` + 2 x ``sink.timeout_seconds`` + ``sink.settle_seconds`` +
-  ``sink.backoff_cap_seconds`` + ``sink.probe_interval_seconds`` + 10 s (worst and p99 printed);
+  ``tenants.park_after_seconds`` + 2 x ``sink.timeout_seconds`` + ``kafka.settle_seconds`` +
+  ``delivery.backoff_cap_seconds`` + ``delivery.probe_interval_seconds`` + 10 s (worst and p99 printed);
 - 429s: none for a shop whose key no one else uses; for ``c`` at most 3 per 100 accepted calls over
   the first 90 s of the other client and over the whole run. Also printed, not judged: ``c``'s
   accepted calls over what the other client left (5/s x the time, less what it got accepted);
@@ -259,13 +259,13 @@ def effective_settings(env: dict[str, str]) -> dict[str, Any]:
 
 def bound_of(settings: dict[str, Any]) -> float:
     """The README's isolation bound (its "Guarantees", 11)."""
-    sink, tenants = settings["sink"], settings["tenants"]
+    sink, delivery, tenants = settings["sink"], settings["delivery"], settings["tenants"]
     return float(
         tenants["park_after_seconds"]
         + 2 * sink["timeout_seconds"]
-        + sink["settle_seconds"]
-        + sink["backoff_cap_seconds"]
-        + sink["probe_interval_seconds"]
+        + settings["kafka"]["settle_seconds"]
+        + delivery["backoff_cap_seconds"]
+        + delivery["probe_interval_seconds"]
         + 10
     )
 
@@ -535,9 +535,9 @@ class Run:
         (self.folder / "produced.json").write_text(json.dumps({"t0": self.timeline.t0, "events": produced}))
 
     async def quiet(self, url: str) -> None:
-        """Wait (at most ``sink.settle_seconds``) until the sandbox answered every request it got: a
+        """Wait (at most ``kafka.settle_seconds``) until the sandbox answered every request it got: a
         write still being applied lands before the verdict."""
-        deadline = time.monotonic() + float(self.settings["sink"]["settle_seconds"])
+        deadline = time.monotonic() + float(self.settings["kafka"]["settle_seconds"])
         while time.monotonic() < deadline:
             pending = [r for shop in SHOPS for r in await self.fetch(url, shop, "requests") if not r["done"]]
             if not pending:
@@ -805,8 +805,8 @@ def main() -> None:
             s = run.settings
             print(f"\nrun {number}: {MEMBERS} members, {PARTITIONS} partitions, {len(SHOPS)} Loop shops at "
                   f"{BUDGET:g}/s; park_after {s['tenants']['park_after_seconds']:g} s, timeout "
-                  f"{s['sink']['timeout_seconds']:g} s, settle {s['sink']['settle_seconds']:g} s, backoff cap "
-                  f"{s['sink']['backoff_cap_seconds']:g} s, probe {s['sink']['probe_interval_seconds']:g} s, "
+                  f"{s['sink']['timeout_seconds']:g} s, settle {s['kafka']['settle_seconds']:g} s, backoff cap "
+                  f"{s['delivery']['backoff_cap_seconds']:g} s, probe {s['delivery']['probe_interval_seconds']:g} s, "
                   f"session {s['kafka']['session_timeout_ms'] / 1000:g} s, lease {s['kafka']['lease_seconds']:g} s: "
                   f"bound {bound_of(s):.0f} s; after it: {code()}; {conditions()}")  # fmt: skip
             for line in outcome.table:

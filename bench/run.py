@@ -438,7 +438,7 @@ def h_retry_after(bootstrap: str) -> tuple[str, str, str]:
     topic = asyncio.run(topic_with(bootstrap, f"bench-h-{time.time_ns()}", data))
     with sandbox(60) as url:
         httpx.post(f"{url}/_sandbox/faults", json={"retry_after": 3600}).raise_for_status()
-        env = {"SINK__RATE_LIMIT_PER_SECOND": 5, "SINK__PROBE_INTERVAL_SECONDS": 5, "LOG_LEVEL": "INFO"}
+        env = {"SINK__RATE_LIMIT_PER_SECOND": 5, "DELIVERY__PROBE_INTERVAL_SECONDS": 5, "LOG_LEVEL": "INFO"}
         log_path = Path(f"/tmp/bench-h-{os.getpid()}.log")
         with log_path.open("wb") as handle:
             proc, port = start_connector(bootstrap, topic, url, **env, stdout=handle)

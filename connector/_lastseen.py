@@ -5,7 +5,7 @@ IDENTITY`` carries the key columns only: with ``tenants.route = field:<name>`` (
 put there by a transform of the row) neither names its shop. Every event that is routed leaves its
 shop here under its record key (topic and key bytes: the same for every event of one row), so that a
 delete or tombstone naming no shop is routed to the shop of its order's last event. Bounded by
-``sink.remember_keys`` (least recently routed first out), it is filled by every read: the warm-up
+``kafka.remember_keys`` (least recently routed first out), it is filled by every read: the warm-up
 re-read after an assignment (``kafka.warmup_records`` before the committed offset) and the
 lookahead, so it survives a restart or a rebalance as far as they reach. A delete whose key was never
 seen within them is dead-lettered, stage ``route``, as before (``connector dlq redrive --stage route``

@@ -1,8 +1,9 @@
 """Reloads of the tenants: what a change of ``tenants.path`` does to the tenants being served.
 
-Kept apart from routing and delivery (``tenancy.py``) so that each reads on its own;
-:class:`~connector.tenancy.Tenancy` is the one class built from both, and these methods use its state
-(declared below). Every ``tenants.reload_seconds``:
+A :class:`Reloader` owns the tenants as read from ``tenants.path`` (a
+:class:`~connector.tenants.TenantDirectory`) and the loop that reads them again; it changes the shops a
+member serves through a small :class:`Host` protocol (open a shop, close one, route anew), which
+:class:`~connector.tenancy.Tenancy`, its owner, implements. Every ``tenants.reload_seconds``:
 
 - **removed tenants are closed**: a removed tenant is *retiring* (routed no more; its later events are
   dead-lettered, stage ``route``). What it has in hand is still delivered for
@@ -18,19 +19,23 @@ Kept apart from routing and delivery (``tenancy.py``) so that each reads on its 
   by the same deliverer, budget and circuit, under the name it had (``Served``); what it had in hand
   or parked is delivered, never dead-lettered;
 - **an added tenant** starts (deliverer, client, pacer) before its first event is routed;
-- **a changed tenant** gets its new key, budget, aliases and mapping at once, whatever else changed;
-  a change of vendor, address, API version or mode is logged and needs a restart (the orders already
-  synced were synced with the old ones).
+- **a changed tenant** gets at once, whatever else changed, its new aliases and mapping, and each field
+  of its vendor account declared :attr:`Reload.IN_PLACE <connector.config.Reload.IN_PLACE>` on
+  :class:`~connector.config.VendorAccount` (its key and budget), each the way :data:`APPLY` says; a
+  change of the others (vendor, address, API version, mode) is logged and needs a restart (the orders
+  already synced were synced with the old ones).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from connector._served import RETIRED_BUDGET, Served
 from connector.clock import Clock
-from connector.config import Settings, SinkSettings
+from connector.config import Reload, Settings, SinkSettings, VendorAccount, reload_of
 from connector.errors import ConfigError
 from connector.logs import get_logger
 from connector.mapping import FileMapping, FunctionMapping
@@ -39,33 +44,111 @@ from connector.tenants import Tenant, TenantChange, TenantDirectory
 
 log = get_logger("connector.tenancy")
 
-_IN_PLACE = frozenset({"api_key", "rate_limit_per_second"})
 _AnyMapping = FileMapping | FunctionMapping
 
 
-class Reloads:
-    """What a reload of the tenants does (see the module docstring)."""
+def _set_key(served: Served, account: VendorAccount) -> None:
+    served.sink.set_api_key(account.api_key)
 
-    _settings: Settings
-    _metrics: Metrics
-    _clock: Clock
-    _served: dict[str, Served]
-    _directory: TenantDirectory | None
 
-    async def _start(
+def _set_budget(served: Served, account: VendorAccount) -> None:
+    if not served.sink.refusal:  # a client refusing what a removal left keeps its own pace
+        served.pacer.set_budget(account.rate_limit_per_second)
+
+
+APPLY: Mapping[str, Callable[[Served, VendorAccount], None]] = {
+    "api_key": _set_key,
+    "rate_limit_per_second": _set_budget,
+}
+"""How a change of each vendor-account field declared :attr:`Reload.IN_PLACE` reaches a shop being
+served (``tests/test_tenancy.py`` checks that each such field has its way here)."""
+
+_POLICY = reload_of(VendorAccount)
+
+
+class Host(Protocol):
+    """What a reload changes: the shops a member serves (:class:`~connector.tenancy.Tenancy`)."""
+
+    def served(self) -> Mapping[str, Served]:
+        """Every shop being served (removed ones until they are closed), by the name it is known by."""
+        ...
+
+    async def open_tenant(
         self,
         name: str,
         settings: SinkSettings,
         tenant: Tenant | None = None,
         mapping: _AnyMapping | None = None,
     ) -> Served:
-        raise NotImplementedError
+        """Start serving ``name`` with its own vendor client, pacer and deliverer."""
+        ...
 
-    async def _close(self, served: Served) -> None:
-        raise NotImplementedError
+    async def close_tenant(self, served: Served) -> None:
+        """Stop serving ``served``: forget it, stop its workers, close its client."""
+        ...
 
-    def _reindex(self) -> None:
-        raise NotImplementedError
+    def reindex(self) -> None:
+        """Route events by the served shops' names and aliases as they now are."""
+        ...
+
+
+class Reloader:
+    """The tenants of ``tenants.path``, read again every ``tenants.reload_seconds``, and what each
+    change does to the shops ``host`` serves (module docstring)."""
+
+    def __init__(self, host: Host, settings: Settings, metrics: Metrics, clock: Clock) -> None:
+        self._host = host
+        self._settings = settings
+        self._metrics = metrics
+        self._clock = clock
+        self._directory: TenantDirectory | None = None
+        self._loop: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        """Serve the tenants as this member starts with them (waiting for the first, see
+        :meth:`_first_load`), then read them again every ``tenants.reload_seconds``."""
+        self._directory = await self._first_load()
+        self._report_invalid(self._directory.invalid)
+        mappings = self._directory.mappings
+        for name, tenant in sorted(self._directory.tenants.items()):
+            await self._host.open_tenant(name, self._client(tenant), tenant, mappings.get(name))
+        self._loop = asyncio.create_task(self._reload_loop(), name="tenants-reload")
+
+    async def close(self) -> None:
+        """Stop reading the tenants again."""
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+            self._loop = None
+
+    def _client(self, tenant: Tenant) -> SinkSettings:
+        """What ``tenant``'s vendor client runs with: its account, called as the ``sink`` section
+        says. Raises ConfigError naming the tenant when its account is invalid."""
+        return self._settings.sink.calling(tenant.account())
+
+    async def _first_load(self) -> TenantDirectory:
+        """The tenants as this member starts with them. A file or directory that names no shop (one
+        being written, a Secret not mounted yet) is waited for, read again every
+        ``tenants.reload_seconds``: starting without a shop would dead-letter every event (stage
+        ``route``), and the member joins the group only once it serves some."""
+        t = self._settings.tenants
+        waited = False
+        while True:
+            directory = TenantDirectory(t.path, t.max_removed_share)
+            if directory.tenants or directory.invalid:
+                if waited:
+                    log.info("tenants_found", tenants=len(directory.tenants), path=t.path)
+                return directory
+            if not waited:
+                log.error(
+                    "tenants_empty_at_start",
+                    path=t.path,
+                    action="not joining the group until tenants.path names a shop; read again every "
+                    "tenants.reload_seconds",
+                )
+                waited = True
+            await asyncio.sleep(t.reload_seconds)
 
     async def _reload_loop(self) -> None:
         while True:
@@ -93,7 +176,7 @@ class Reloads:
             self._rename(served, tenants[name], mappings.get(name))
         for name in sorted(change.removed - was):
             self._retire(name)
-        self._reindex()  # routed as it now is before anything below waits
+        self._host.reindex()  # routed as it now is before anything below waits
         for name in sorted(change.added - renamed.keys()):
             await self._add(name, tenants[name], mappings.get(name))
         for name in sorted(change.changed):
@@ -102,7 +185,7 @@ class Reloads:
                 await self._add(name, tenants[name], mappings.get(name))
             else:
                 self._change(current, tenants[name], mappings.get(name))
-        self._reindex()
+        self._host.reindex()
 
     def _refused(self, change: TenantChange) -> None:
         if not change.refused:
@@ -141,7 +224,7 @@ class Reloads:
 
     def _by_name(self, name: str) -> Served | None:
         """The tenant served as ``name`` in the tenants file (a routed one rather than a removed one)."""
-        found = [s for s in self._served.values() if s.shown == name]
+        found = [s for s in self._host.served().values() if s.shown == name]
         return min(found, key=lambda s: s.retiring) if found else None
 
     def _renames(self, change: TenantChange, tenants: Mapping[str, Tenant]) -> dict[str, Served]:
@@ -195,11 +278,11 @@ class Reloads:
 
     async def _add(self, name: str, tenant: Tenant, mapping: _AnyMapping | None) -> None:
         try:
-            settings = tenant.sink_settings(self._settings.sink)
+            settings = self._client(tenant)
         except ConfigError as exc:
             log.error("tenant_invalid", tenant=name, error=str(exc))
             return
-        existing = self._served.get(name)
+        existing = self._host.served().get(name)
         if existing is not None and existing.shown != name:
             log.error(
                 "tenant_name_in_use",
@@ -214,7 +297,7 @@ class Reloads:
             self._change(existing, tenant, mapping)
         else:
             try:
-                await self._start(name, settings, tenant, mapping)
+                await self._host.open_tenant(name, settings, tenant, mapping)
             except Exception:
                 log.exception(
                     "tenant_start_failed", tenant=name, action="not served; retried at its next change"
@@ -223,35 +306,34 @@ class Reloads:
         log.info("tenant_added", tenant=name, kind=settings.kind, rate=settings.rate_limit_per_second)
 
     def _change(self, served: Served, tenant: Tenant, mapping: _AnyMapping | None) -> None:
-        """Apply what can change in place (key, budget, aliases, mapping) at once; log the rest."""
+        """Apply what can change in place at once (the account's fields declared
+        :attr:`Reload.IN_PLACE`, aliases, mapping); log the fields that need a restart."""
         try:
-            fresh = tenant.sink_settings(self._settings.sink)
+            fresh = tenant.account()
         except ConfigError as exc:
             log.error("tenant_invalid", tenant=tenant.name, error=str(exc))
             return
-        old, new = served.settings.model_dump(), fresh.model_dump()
-        differ = {k for k in new if new[k] != old[k]} - {"max_in_flight"}
-        if served.settings.api_key.get_secret_value() != fresh.api_key.get_secret_value():
-            differ.add("api_key")
-        applied = differ & _IN_PLACE
-        if "api_key" in differ:
-            served.sink.set_api_key(fresh.api_key)
-        if "rate_limit_per_second" in differ and not served.sink.refusal:
-            served.pacer.set_budget(fresh.rate_limit_per_second)
-        served.settings = served.settings.model_copy(
-            update={"api_key": fresh.api_key, "rate_limit_per_second": fresh.rate_limit_per_second}
-        )
+        differ = {
+            name
+            for name, how in _POLICY.items()
+            if how is not Reload.DERIVED and getattr(fresh, name) != getattr(served.settings, name)
+        }
+        applied = {name for name in differ if _POLICY[name] is Reload.IN_PLACE}
+        for name in sorted(applied):
+            APPLY[name](served, fresh)
+        in_place = [name for name, how in _POLICY.items() if how is Reload.IN_PLACE]
+        served.settings = served.settings.model_copy(update={name: getattr(fresh, name) for name in in_place})
         if frozenset(tenant.aliases) != served.aliases:
             served.aliases = frozenset(tenant.aliases)
             applied.add("aliases")
         if mapping is not served.mapping:
             served.mapping = mapping
             applied.add("mapping")
-        if differ - _IN_PLACE:
+        if differ - applied:
             log.error(
                 "tenant_change_needs_restart",
                 tenant=tenant.name,
-                fields=sorted(differ - _IN_PLACE),
+                fields=sorted(differ - applied),
                 applied=sorted(applied),
                 action="those fields are kept as they were: restart the members to apply them",
             )
@@ -263,11 +345,11 @@ class Reloads:
         still hold (module docstring)."""
         grace = self._settings.shutdown_grace_seconds
         now = self._clock.monotonic()
-        for served in list(self._served.values()):
+        for served in list(self._host.served().values()):
             if served.removed_at is None:
                 continue
             if served.deliverer.pending == 0:
-                await self._close(served)
+                await self._host.close_tenant(served)
                 log.info("tenant_closed", tenant=served.shown, action="workers stopped, client closed")
             elif not served.sink.refusal and now - served.removed_at >= grace:
                 served.sink.refuse(
@@ -284,4 +366,4 @@ class Reloads:
                 )
 
 
-__all__ = ["Reloads"]
+__all__ = ["APPLY", "Host", "Reloader"]

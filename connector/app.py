@@ -77,7 +77,7 @@ async def serve(settings: Settings, stop: asyncio.Event, parts: Parts | None = N
     metrics = parts.metrics or Metrics()
     health = parts.health or Health(metrics)
     clock = parts.clock
-    fence = Fence(clock, settings.kafka.lease_seconds, settings.sink.settle_seconds)
+    fence = Fence(clock, settings.kafka.lease_seconds, settings.kafka.settle_seconds)
 
     if parts.sink is not None and settings.tenants.path:
         raise ConfigError("Parts.sink is one vendor client: it cannot serve tenants.path's tenants")
@@ -126,7 +126,7 @@ async def serve(settings: Settings, stop: asyncio.Event, parts: Parts | None = N
         # offered is delivered and reported back; parked records come back as replays), so the two
         # parts at its turns, tenancy and parking, are connected once the rest is built.
         assignment = Assignment()
-        coalescer = Coalescer(settings.sink.remember_keys)
+        coalescer = Coalescer(settings.kafka.remember_keys)
         tenancy = Tenancy(settings, make, metrics, clock=clock, rng=parts.rng, fence=fence)
         park = Parking(
             settings, park_log, assignment, coalescer, tenancy, metrics, clock=clock, rng=parts.rng

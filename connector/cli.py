@@ -15,19 +15,33 @@ from connector.errors import BrokerUnavailable, ConfigError
 from connector.vendors import VENDORS, target
 
 if TYPE_CHECKING:
-    from connector.config import MappingSettings
+    from connector.config import MappingSettings, Settings
 
 
 def _run(args: argparse.Namespace) -> int:
     from connector import app, logs
-    from connector.config import load_settings
+    from connector.config import load_settings, log_renamed
 
     settings = load_settings(args.config)
     logs.configure(settings.log_level)
+    log_renamed(settings)
     logs.register_secret(settings.sink.api_key.get_secret_value())
     logs.register_secret(settings.kafka.sasl_password.get_secret_value())
     asyncio.run(app.main(settings))
     return 0
+
+
+def _load_settings(config: str | None) -> Settings:
+    """The settings of a command whose output is its answer: a setting given by its old name is
+    logged on stderr (``setting_renamed``), out of the answer's way."""
+    from connector import logs
+    from connector.config import load_settings, log_renamed
+
+    settings = load_settings(config)
+    if settings.renamed:
+        logs.configure("WARNING", sys.stderr)
+        log_renamed(settings)
+    return settings
 
 
 def _sandbox(args: argparse.Namespace) -> int:
@@ -149,9 +163,7 @@ def _map(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     import urllib.request
 
-    from connector.config import load_settings
-
-    settings = load_settings(args.config)
+    settings = _load_settings(args.config)
     path = "/readyz" if args.ready else "/healthz"
     url = f"http://127.0.0.1:{settings.metrics.port}{path}"
     try:
@@ -166,10 +178,9 @@ def _check(args: argparse.Namespace) -> int:
 def _config(args: argparse.Namespace) -> int:
     import json
 
-    from connector.config import load_settings
     from connector.logs import redact_url
 
-    settings = load_settings(args.config)
+    settings = _load_settings(args.config)
     shown = json.dumps(settings.model_dump(mode="json"), indent=2)
     print(redact_url(shown))  # secrets are SecretStr (masked); a URL's userinfo too
     return 0
@@ -204,10 +215,11 @@ def _iso_ms(text: str | None) -> int | None:
 def _dlq(args: argparse.Namespace) -> int:
     from connector import deadletter as dlq
     from connector import logs
-    from connector.config import load_settings
+    from connector.config import load_settings, log_renamed
 
     settings = load_settings(args.config)
     logs.configure("WARNING")
+    log_renamed(settings)
     logs.register_secret(settings.sink.api_key.get_secret_value())
     logs.register_secret(settings.kafka.sasl_password.get_secret_value())
     topic = args.topic or settings.dlq.topic
@@ -247,10 +259,9 @@ def _dlq(args: argparse.Namespace) -> int:
 def _tenants(args: argparse.Namespace) -> int:
     import json
 
-    from connector.config import load_settings
     from connector.tenants import COLUMNS, listing
 
-    settings = load_settings(args.config)
+    settings = _load_settings(args.config)
     rows, note = listing(settings, args.url or f"http://127.0.0.1:{settings.metrics.port}")
     if args.json:
         print(json.dumps({"tenants": rows, "note": note}))

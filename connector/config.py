@@ -2,6 +2,21 @@
 
 The environment names below are the public contract (see ``docs/configuration.md``). Unknown keys are
 errors, in the environment as in the file, so that a typo never silently falls back to a default.
+
+The sections follow the modules that read them:
+
+- ``kafka``: reading (the source, the read-ahead and warm-up bounds, what the coalescer remembers:
+  ``remember_keys``) and the partition fence (``lease_seconds``, ``settle_seconds``);
+- ``sink``: the vendor account (:class:`VendorAccount`: kind, address, key, budget, API version, mode:
+  everything a tenant of ``tenants.path`` has of its own) and how every vendor client calls
+  (``timeout_seconds``, ``cache_size``);
+- ``delivery``: the delivery policy every shop is delivered by (retries, the outage circuit, 429s,
+  linger, deletes, the pace topic);
+- ``dlq``, ``tenants``, ``mapping``, ``metrics``.
+
+Which fields of a vendor account a reload of the tenants applies to a shop being served is declared on
+the field (:class:`Reload`). Settings that moved keep their old names for one release
+(:data:`RENAMED`): read as the new ones, with a ``setting_renamed`` log line naming both.
 """
 
 from __future__ import annotations
@@ -11,18 +26,22 @@ import json
 import math
 import os
 import re
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -32,6 +51,7 @@ from pydantic_settings import (
 )
 
 from connector.errors import ConfigError
+from connector.logs import get_logger
 from connector.vendors import VENDORS, Mode
 
 ENV_PREFIX = "CONNECTOR_"
@@ -42,7 +62,10 @@ class _Section(BaseModel):
 
 
 class KafkaSettings(_Section):
-    """Where to read events from, how to authenticate, and how much to read ahead."""
+    """Where to read events from, how to authenticate, how much to read ahead and to remember, and
+    the partition fence (``connector/fence.py``): how long a member may send for a partition after its
+    last commit (``lease_seconds``), and how long after it was sent the vendor may still apply a
+    request (``settle_seconds``, at least ``sink.timeout_seconds``)."""
 
     bootstrap_servers: str = "127.0.0.1:9092"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -72,8 +95,12 @@ class KafkaSettings(_Section):
     rebalance_timeout_ms: int = Field(60_000, ge=1000)
     warmup_records: int = Field(10_000, ge=0)
     lookahead_records: int = Field(10_000, ge=1)
+    remember_keys: int = Field(100_000, ge=0)
+    """Orders whose newest version (and last delivered digest) is remembered (``connector/coalesce.py``):
+    also the bound of a lookahead, and of the shops remembered for deletes naming none."""
     metadata_max_bytes: int = Field(4096, ge=512)
     lease_seconds: float = Field(10.0, gt=0)
+    settle_seconds: float = Field(20.0, ge=0)
 
     @field_validator("topics", mode="before")
     @classmethod
@@ -98,38 +125,46 @@ class DlqSettings(_Section):
     out), never retried as it is."""
 
 
-class SinkSettings(_Section):
-    """The vendor API: which, where, with which key, and at what budget.
+class Reload(Enum):
+    """What a reload of the tenants (``connector/_reloads.py``) does with a changed field of a shop
+    being served. Declared on the field, ``Annotated[float, Reload.IN_PLACE]``, and read by
+    :func:`reload_of`; a field that declares nothing is :attr:`RESTART`."""
+
+    RESTART = "restart"
+    """Kept as it was, and logged (``tenant_change_needs_restart``): the members apply it when they
+    start again (the orders already synced were synced with the old value)."""
+    IN_PLACE = "in_place"
+    """Applied to the running shop at once, whatever else changed."""
+    DERIVED = "derived"
+    """Its default follows other fields (``max_in_flight``, from the budget), so a difference is
+    theirs: neither applied nor reported; the members apply it when they start again."""
+
+
+def reload_of(model: type[BaseModel]) -> dict[str, Reload]:
+    """Each field of ``model`` with what a reload does with a change of it (:class:`Reload`)."""
+    return {
+        name: next((m for m in field.metadata if isinstance(m, Reload)), Reload.RESTART)
+        for name, field in model.model_fields.items()
+    }
+
+
+class VendorAccount(_Section):
+    """A vendor account: which vendor, where, with which key, at what budget, in which API version and
+    mode. What a tenant of ``tenants.path`` has of its own (:meth:`connector.tenants.Tenant.account`);
+    without ``tenants.path``, the ``sink`` section is the only one.
 
     ``kind`` names an entry of :data:`connector.vendors.VENDORS`; ``api_version`` and
     ``rate_limit_per_second`` default per vendor: Loop ``v1`` at 5/s (300 per minute), Shoplazza
-    ``2025-06`` at 2/s.
+    ``2025-06`` at 2/s; ``max_in_flight`` from the budget.
     """
 
     kind: str = "loop"
     base_url: str = "http://127.0.0.1:8080"
-    api_key: SecretStr = SecretStr("")
+    api_key: Annotated[SecretStr, Reload.IN_PLACE] = SecretStr("")
     api_version: str = ""
     mode: Mode = "upsert"
-    on_delete: Literal["delete", "ignore"] = "delete"
-    rate_limit_per_second: float = Field(0.0, ge=0)
-    max_in_flight: int = Field(0, ge=0)
-    timeout_seconds: float = Field(10.0, gt=0)
-    max_attempts: int = Field(20, ge=1)
-    backoff_base_seconds: float = Field(0.2, gt=0)
-    backoff_cap_seconds: float = Field(30.0, gt=0)
-    max_elapsed_seconds: float = Field(0.0, ge=0)
-    circuit_window: int = Field(50, ge=1)
-    circuit_min_calls: int = Field(20, ge=1)
-    circuit_failure_ratio: float = Field(0.5, gt=0, le=1)
-    probe_interval_seconds: float = Field(5.0, gt=0)
-    cache_size: int = Field(100_000, ge=1)
-    remember_keys: int = Field(100_000, ge=0)
-    settle_seconds: float = Field(20.0, ge=0)
-    max_retry_after_seconds: float = Field(60.0, gt=0)
-    linger_seconds: float = Field(5.0, ge=0)
-    linger_lag_records: int = Field(5_000, ge=1)
-    pace_topic: str = ""  # "": "<first of kafka.topics>.pace" (the members' cuts after 429s)
+    rate_limit_per_second: Annotated[float, Field(ge=0), Reload.IN_PLACE] = 0.0
+    max_in_flight: Annotated[int, Field(ge=0), Reload.DERIVED] = 0
 
     @field_validator("kind")
     @classmethod
@@ -139,7 +174,7 @@ class SinkSettings(_Section):
         return kind
 
     @model_validator(mode="after")
-    def _vendor_defaults(self) -> SinkSettings:
+    def _vendor_defaults(self) -> Self:
         entry = VENDORS[self.kind]
         versions = entry.api_versions
         if not self.api_version:
@@ -155,12 +190,41 @@ class SinkSettings(_Section):
             raise ValueError(
                 f"mode {self.mode} does not exist for kind {self.kind}: {', '.join(entry.modes)}"
             )
-        if self.settle_seconds < self.timeout_seconds:
-            raise ValueError(
-                "settle_seconds (how long the vendor may still apply a request) must be at least "
-                "timeout_seconds"
-            )
         return self
+
+
+class SinkSettings(VendorAccount):
+    """The ``sink`` section: the deployment's vendor account (its only shop without
+    ``tenants.path``), and how every shop's vendor client calls: ``timeout_seconds`` per request,
+    ``cache_size`` vendor ids remembered (Loop's order ids, Shoplazza's)."""
+
+    timeout_seconds: float = Field(10.0, gt=0)
+    cache_size: int = Field(100_000, ge=1)
+
+    def calling(self, account: VendorAccount) -> SinkSettings:
+        """A shop's vendor client: ``account`` (already checked), called as this section says."""
+        return self.model_copy(update={name: getattr(account, name) for name in VendorAccount.model_fields})
+
+
+class DeliverySettings(_Section):
+    """The delivery policy (``connector/deliver.py``), the same for every shop: how long a call may be
+    retried, when an outage opens the circuit and how it is probed, how long a vendor may ask to wait,
+    how a backlog lingers to coalesce, what becomes of deletes, and where the members share the pace
+    429s made them cut to (``pace_topic``, :mod:`connector.fleetpace`)."""
+
+    on_delete: Literal["delete", "ignore"] = "delete"
+    max_attempts: int = Field(20, ge=1)
+    backoff_base_seconds: float = Field(0.2, gt=0)
+    backoff_cap_seconds: float = Field(30.0, gt=0)
+    max_elapsed_seconds: float = Field(0.0, ge=0)
+    circuit_window: int = Field(50, ge=1)
+    circuit_min_calls: int = Field(20, ge=1)
+    circuit_failure_ratio: float = Field(0.5, gt=0, le=1)
+    probe_interval_seconds: float = Field(5.0, gt=0)
+    max_retry_after_seconds: float = Field(60.0, gt=0)
+    linger_seconds: float = Field(5.0, ge=0)
+    linger_lag_records: int = Field(5_000, ge=1)
+    pace_topic: str = ""  # "": "<first of kafka.topics>.pace" (the members' cuts after 429s)
 
 
 _ROUTE = re.compile(r"(field|header):[^\s]+|topic")
@@ -258,6 +322,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     dlq: DlqSettings = Field(default_factory=DlqSettings)
     sink: SinkSettings = Field(default_factory=SinkSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     tenants: TenantsSettings = Field(default_factory=TenantsSettings)
     mapping: MappingSettings = Field(default_factory=MappingSettings)
@@ -268,11 +333,16 @@ class Settings(BaseSettings):
     def _lease_fits(self) -> Settings:
         if self.kafka.lease_seconds <= self.kafka.commit_interval_seconds:
             raise ValueError("kafka.lease_seconds must be longer than kafka.commit_interval_seconds")
+        if self.kafka.settle_seconds < self.sink.timeout_seconds:
+            raise ValueError(
+                "kafka.settle_seconds (how long the vendor may still apply a request) must be at "
+                "least sink.timeout_seconds"
+            )
         if self.park_topic in self.kafka.topics or self.park_topic == self.dlq.topic:
             raise ValueError("tenants.park_topic must be a topic of its own (not read, not the DLQ)")
         if self.pace_topic in {*self.kafka.topics, self.dlq.topic, self.park_topic}:
             raise ValueError(
-                "sink.pace_topic must be a topic of its own (not read, not the DLQ, not parking)"
+                "delivery.pace_topic must be a topic of its own (not read, not the DLQ, not parking)"
             )
         return self
 
@@ -283,11 +353,19 @@ class Settings(BaseSettings):
 
     @property
     def pace_topic(self) -> str:
-        """The pace topic (:mod:`connector.fleetpace`): ``sink.pace_topic``, by default
+        """The pace topic (:mod:`connector.fleetpace`): ``delivery.pace_topic``, by default
         ``<first of kafka.topics>.pace``."""
-        return self.sink.pace_topic or f"{self.kafka.topics[0]}.pace"
+        return self.delivery.pace_topic or f"{self.kafka.topics[0]}.pace"
 
     toml_file: ClassVar[str | None] = None
+    renames_found: ClassVar[list[Renamed] | None] = None
+    """Where the sources note each setting given by its old name (:func:`load_settings` sets it)."""
+    _renamed: tuple[Renamed, ...] = PrivateAttr(default=())
+
+    @property
+    def renamed(self) -> tuple[Renamed, ...]:
+        """The settings given by their old names (:data:`RENAMED`) when these were loaded."""
+        return self._renamed
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -303,14 +381,100 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        found = cls.renames_found
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            _Moved(env_settings, "environment", found),
+        ]
         if cls.toml_file:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls.toml_file))
+            toml = TomlConfigSettingsSource(settings_cls, toml_file=cls.toml_file)
+            sources.append(_Moved(toml, cls.toml_file, found))
         return tuple(sources)
 
 
+RENAMED: dict[str, str] = {
+    "sink.remember_keys": "kafka.remember_keys",
+    "sink.settle_seconds": "kafka.settle_seconds",
+    **{f"sink.{name}": f"delivery.{name}" for name in DeliverySettings.model_fields},
+}
+"""Settings that moved (issue 22: settings by module), old place -> new. For one release the old names
+are still read, in the environment (``CONNECTOR_SINK__SETTLE_SECONDS``) as in a TOML file
+(``[sink] settle_seconds``), as the new ones, each with a ``setting_renamed`` log line
+(:func:`log_renamed`); both names set to different values is an error. The release after drops them."""
+
+
+@dataclass(frozen=True, slots=True)
+class Renamed:
+    """A setting given by its old name: as given (``old``), as it is now spelled (``new``), and where
+    (``environment``, or the TOML file)."""
+
+    old: str
+    new: str
+    where: str
+
+
+def _env_name(path: str) -> str:
+    return ENV_PREFIX + path.replace(".", "__").upper()
+
+
+class _Moved(PydanticBaseSettingsSource):
+    """A source (the environment, a TOML file) whose settings given by their old names
+    (:data:`RENAMED`) are read as the new ones, each noted in ``found``. Renamed within the source,
+    before the sources are merged, so that the environment still wins over the file whichever name
+    each uses."""
+
+    def __init__(self, inner: PydanticBaseSettingsSource, where: str, found: list[Renamed] | None) -> None:
+        super().__init__(inner.settings_cls)
+        self._inner = inner
+        self._where = where
+        self._found = found
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._inner.get_field_value(field, field_name)
+
+    def _spelled(self, path: str) -> str:
+        return _env_name(path) if self._where == "environment" else path
+
+    def __call__(self) -> dict[str, Any]:
+        data = {k: dict(v) if isinstance(v, dict) else v for k, v in self._inner().items()}
+        for old, new in RENAMED.items():
+            old_section, old_key = old.split(".")
+            new_section, new_key = new.split(".")
+            given = data.get(old_section)
+            if not isinstance(given, dict) or old_key not in given:
+                continue
+            value = given.pop(old_key)
+            target = data.setdefault(new_section, {})
+            if not isinstance(target, dict):
+                continue  # not a table: reported by the validation
+            if target.setdefault(new_key, value) != value:
+                where = "" if self._where == "environment" else f" in {self._where}"
+                raise ValueError(
+                    f"{self._spelled(old)} and {self._spelled(new)} are both set{where}, to different "
+                    f"values: {self._spelled(old)} is the old name of {self._spelled(new)}, remove it"
+                )
+            if self._found is not None:
+                self._found.append(Renamed(self._spelled(old), self._spelled(new), self._where))
+        return data
+
+
+def log_renamed(settings: Settings) -> None:
+    """One ``setting_renamed`` warning per setting ``settings`` were given by its old name (once the
+    logs are configured)."""
+    log = get_logger("connector.config")
+    for renamed in settings.renamed:
+        log.warning(
+            "setting_renamed",
+            old=renamed.old,
+            new=renamed.new,
+            where=renamed.where,
+            action=f"read as {renamed.new}; rename it: the next release reads {renamed.old} no more",
+        )
+
+
 def known_env_names() -> set[str]:
-    """Every CONNECTOR_* environment variable name the settings accept."""
+    """Every current CONNECTOR_* environment variable name (the old names of settings that moved,
+    :data:`RENAMED`, are still accepted for one release, but are not among these)."""
     names: set[str] = set()
     for name, field in Settings.model_fields.items():
         annotation = field.annotation
@@ -323,18 +487,24 @@ def known_env_names() -> set[str]:
 
 def _check_env_names(environ: dict[str, str]) -> None:
     known = known_env_names()
+    now = {_env_name(old): _env_name(new) for old, new in RENAMED.items()}  # old name -> new
     for key in sorted(environ):
         upper = key.upper()
-        if upper.startswith(ENV_PREFIX) and upper not in known:
-            hint = difflib.get_close_matches(upper, known, n=1)
-            suffix = f" (did you mean {hint[0]}?)" if hint else ""
+        if upper.startswith(ENV_PREFIX) and upper not in known and upper not in now:
+            hint = difflib.get_close_matches(upper, known | now.keys(), n=1)
+            suffix = f" (did you mean {now.get(hint[0], hint[0])}?)" if hint else ""
             raise ConfigError(f"unknown setting {key}{suffix}")
 
 
 def _describe(error: ValidationError, toml_file: str | None) -> str:
     first = error.errors()[0]
+    if not first["loc"]:  # a rule across sections: it names its settings
+        return f"invalid configuration: {str(first['msg']).removeprefix('Value error, ')}"
     path = ".".join(str(p) for p in first["loc"])
     env_name = ENV_PREFIX + "__".join(str(p) for p in first["loc"]).upper()
+    formerly = {new: old for old, new in RENAMED.items()}.get(path)
+    if formerly:  # perhaps given by its old name
+        env_name += f", formerly {_env_name(formerly)}"
     where = f"{path} ({env_name}" + (f" or {toml_file}" if toml_file else "") + ")"
     if first["type"] == "extra_forbidden":
         return f"unknown setting {where}"
@@ -354,13 +524,18 @@ def load_settings(toml_file: str | Path | None = None) -> Settings:
     if path and not Path(path).is_file():
         raise ConfigError(f"config file not found: {path}")
 
+    found: list[Renamed] = []
+
     class _Loaded(Settings):
         toml_file = path
+        renames_found = found
 
     try:
         loaded = _Loaded()
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from None
-    except (ValueError, OSError) as exc:  # malformed TOML, undecodable JSON list
+    except (ValueError, OSError) as exc:  # malformed TOML, undecodable JSON list, old and new names
         raise ConfigError(f"invalid configuration: {str(exc).splitlines()[0]}") from None
-    return Settings.model_validate(loaded.model_dump())
+    settings = Settings.model_validate(loaded.model_dump())
+    settings._renamed = tuple(found)
+    return settings

@@ -3,8 +3,8 @@
 One *job* per key with work. A fixed pool of ``max_in_flight`` workers takes jobs from one FIFO queue
 (keys are served in the order they became ready, so the commit watermark keeps moving). Before each
 attempt a worker waits for the job's order to settle, for its partition to catch up (a *linger*: while
-the partition is more than ``sink.linger_lag_records`` behind its log end and reading is not paused, a
-new job waits up to ``sink.linger_seconds``, so that a backlog is read and coalesced before it is
+the partition is more than ``delivery.linger_lag_records`` behind its log end and reading is not paused, a
+new job waits up to ``delivery.linger_seconds``, so that a backlog is read and coalesced before it is
 sent), for its partition's fence, for the outage :class:`~connector.circuit.Circuit` and for a tick of
 the :class:`~connector.pacing.Pacer`; only then does it *claim* the key's newest change, so a key costs
 one call however many events queued up behind it. A retry waits on a timer, not in a worker. Each
@@ -408,7 +408,7 @@ class Deliverer:
         self._on_circuit(self.circuit.record(error, self._clock.monotonic()))
 
     def _beyond_ceiling(self, error: RateLimited) -> bool:
-        """Whether the vendor asked for a longer wait than ``sink.max_retry_after_seconds``."""
+        """Whether the vendor asked for a longer wait than ``delivery.max_retry_after_seconds``."""
         return error.retry_after is not None and error.retry_after > self._max_retry_after
 
     def _on_circuit(self, changed: State | None) -> None:
@@ -482,7 +482,7 @@ class Deliverer:
             self._metrics.retry_after_exceeded.inc()
             reason = (
                 f"the vendor asked to wait {wait:.0f}s (Retry-After), more than "
-                f"sink.max_retry_after_seconds={self._max_retry_after:g}: treated as an outage"
+                f"delivery.max_retry_after_seconds={self._max_retry_after:g}: treated as an outage"
             )
             self._on_circuit(self.circuit.trip(reason, self._clock.monotonic()))
             wait = None

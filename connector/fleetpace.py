@@ -2,7 +2,7 @@
 
 The vendor's 429s fall on whichever member's request found its bucket empty, often on one member for
 many seconds while the others see none. Each cut a member makes (:class:`~connector.adapt.Cut`) is
-therefore published on a small compacted topic, the *pace topic* (``sink.pace_topic``, by default
+therefore published on a small compacted topic, the *pace topic* (``delivery.pace_topic``, by default
 ``<first of kafka.topics>.pace``), and every other member of the group follows the newest cut of the
 budget: the whole fleet slows at once, and a member that starts reads the cuts in force before it
 sends (:mod:`connector.adapt` explains why a cut is all there is to share).

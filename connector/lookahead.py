@@ -9,7 +9,7 @@ order's newest version in it; read again for real, an event older than the newes
 range is *replaced* (that newer event follows in the same log, and the offset cannot be committed past
 it before it is resolved). The parking replay does the same over what it is about to replay.
 
-The map is bounded (``sink.remember_keys`` orders): past the bound the orders not noted yet are not
+The map is bounded (``kafka.remember_keys`` orders): past the bound the orders not noted yet are not
 protected, which is counted and logged once.
 
 A delete is not replaced by a later delete of its order alone (a tombstone after it, a delete sent

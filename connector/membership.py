@@ -266,7 +266,7 @@ class Membership:
             until = min(until, end)
         first = max(0, offset - k.warmup_records)
         if until > offset:
-            part.lookahead = Lookahead(offset, until, self.settings.sink.remember_keys or 1)
+            part.lookahead = Lookahead(offset, until, self.settings.kafka.remember_keys or 1)
         if until <= first:
             return
         part.status = PartitionStatus.WARMING
@@ -288,7 +288,7 @@ class Membership:
                 partition=str(part.tp),
                 orders=len(part.lookahead),
                 events_not_noted=part.lookahead.truncated,
-                action="raise sink.remember_keys: orders past it may be sent an older state first",
+                action="raise kafka.remember_keys: orders past it may be sent an older state first",
             )
 
     # -- the horizon: how far ahead of its last commit a member reads ---------------------------
@@ -316,7 +316,7 @@ class Membership:
         self.commit_soon.set()
 
     def behind(self, tp: TopicPartition) -> bool:
-        """Whether ``tp`` is still more than ``sink.linger_lag_records`` records behind its log end
+        """Whether ``tp`` is still more than ``delivery.linger_lag_records`` records behind its log end
         while reading goes on: a job of ``tp`` lingers then, as newer events of its key are likely yet
         to be read. Never while reading is paused (the read-ahead bound, stopping), so a lingering job
         can never be what holds reading back."""
@@ -324,7 +324,7 @@ class Membership:
         if self._paused or self.source is None or part is None or not part.sending:
             return False
         end, read = self.source.log_end(tp), part.offsets.next_offset
-        return end is not None and read is not None and end - read > self.settings.sink.linger_lag_records
+        return end is not None and read is not None and end - read > self.settings.delivery.linger_lag_records
 
     def need_lease(self, tp: TopicPartition) -> None:
         """``tp`` has an order to send: when it has no send lease yet (a previous owner's requests

@@ -110,7 +110,7 @@ class Metrics:
         )
         self.retry_after_exceeded = Counter(
             "connector_retry_after_exceeded",
-            "429s whose Retry-After exceeded sink.max_retry_after_seconds (treated as an outage).",
+            "429s whose Retry-After exceeded delivery.max_retry_after_seconds (treated as an outage).",
             registry=r,
         )
         # Many tenants: one series per tenant up to tenants.metrics_limit, the rest under "_other".
@@ -184,7 +184,7 @@ class Metrics:
         )
         self.lookahead_truncated = Counter(
             "connector_lookahead_truncated_events",
-            "Events not noted by a lookahead past its bound (sink.remember_keys orders).",
+            "Events not noted by a lookahead past its bound (kafka.remember_keys orders).",
             registry=r,
         )
         self.partitions_held = Gauge(

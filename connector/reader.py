@@ -100,7 +100,7 @@ class Reader:
 
     def accept(self, record: Record) -> OrderChange | None:
         """The change ``record`` stands for; None when it was resolved instead: dead-lettered (it can
-        never be sent) or ignored (a delete, with ``sink.on_delete=ignore``)."""
+        never be sent) or ignored (a delete, with ``delivery.on_delete=ignore``)."""
         try:
             change = self.read(record)
         except InputError as exc:
@@ -120,7 +120,7 @@ class Reader:
                 op=change.op,
                 **record.where(),
             )
-        if change.op == "delete" and self._settings.sink.on_delete == "ignore":
+        if change.op == "delete" and self._settings.delivery.on_delete == "ignore":
             self._resolver.resolve(record, Resolution.IGNORED)
             return None
         return change

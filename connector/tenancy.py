@@ -13,7 +13,8 @@ single-shop deployment, unchanged. With it, :meth:`Tenancy.locate` names each re
 ``tenants.route``, by its name or one of its ``aliases`` (a RouteError for a tenant not served: the
 event is dead-lettered with stage ``route``); a tenant's own mapping is the object compiled when its
 definition loaded (:meth:`Tenancy.mapping_of`); and the tenants file or directory is read again every
-``tenants.reload_seconds`` (``_reloads.py``):
+``tenants.reload_seconds`` by the tenancy's :class:`~connector._reloads.Reloader` (``_reloads.py``),
+which opens and closes shops through the tenancy's :class:`~connector._reloads.Host` surface:
 
 - an added tenant starts (its deliverer, sink and pacer) before its first event is routed;
 - a removed tenant is routed no more (its later events are dead-lettered, stage ``route``); what it
@@ -21,7 +22,8 @@ definition loaded (:meth:`Tenancy.mapping_of`); and the tenants file or director
   dead-lettered); once it holds nothing, its workers stop, its client closes, its series go;
 - a renamed tenant (its old name in ``aliases``) is served on as it was: nothing in hand or parked is
   lost or dead-lettered;
-- a new key, budget, aliases or mapping takes effect at once, whatever else changed; a change of vendor,
+- a new key, budget, aliases or mapping takes effect at once, whatever else changed (which fields of
+  the vendor account do is declared on :class:`~connector.config.VendorAccount`); a change of vendor,
   address, API version or mode is logged and needs a restart (the orders already synced were synced
   with the old ones);
 - a tenant that does not load is logged with its file and field and kept as it was; a change that does
@@ -40,7 +42,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from connector._lastseen import LastSeen, is_delete
-from connector._reloads import Reloads
+from connector._reloads import Reloader
 from connector._served import Retirable, Served
 from connector.circuit import Circuit, State
 from connector.clock import Clock
@@ -57,7 +59,7 @@ from connector.retry import RetryPolicy
 from connector.route import Route
 from connector.sinks import Sink
 from connector.structs import Record, TopicPartition
-from connector.tenants import Tenant, TenantDirectory
+from connector.tenants import Tenant
 from connector.vendors import Target, target
 
 log = get_logger("connector.tenancy")
@@ -71,7 +73,7 @@ def budget_name(name: str, tenant: Tenant | None) -> str:
     return tenant.aliases[0] if tenant is not None and tenant.aliases else name
 
 
-class Tenancy(Reloads):
+class Tenancy:
     """The tenants this member delivers for, each with its own deliverer."""
 
     def __init__(
@@ -102,10 +104,9 @@ class Tenancy(Reloads):
         self._canonical: dict[str, str] = {}  # any name of a served tenant -> the tenant
         self._layout: dict[str, int] = {}
         self._draining: set[TopicPartition] = set()
-        self._directory: TenantDirectory | None = None
-        self._reloader: asyncio.Task[None] | None = None
+        self._reloader: Reloader | None = None
         self.route: Route | None = None
-        self._last_seen = LastSeen(settings.sink.remember_keys)
+        self._last_seen = LastSeen(settings.kafka.remember_keys)
         if settings.tenants.path:
             self.route = Route.parse(settings.tenants.route)
 
@@ -122,37 +123,40 @@ class Tenancy(Reloads):
     async def __aenter__(self) -> Self:
         try:
             if self.route is None:
-                await self._start("", self._settings.sink)
+                await self.open_tenant("", self._settings.sink)
             else:
-                self._directory = await self._first_load()
-                self._report_invalid(self._directory.invalid)
-                mappings = self._directory.mappings
-                for name, tenant in sorted(self._directory.tenants.items()):
-                    settings = tenant.sink_settings(self._settings.sink)
-                    await self._start(name, settings, tenant, mappings.get(name))
-                self._reloader = asyncio.create_task(self._reload_loop(), name="tenants-reload")
+                self._reloader = Reloader(self, self._settings, self._metrics, self._clock)
+                await self._reloader.open()
                 log.info("tenants_loaded", tenants=len(self._served), route=str(self.route))
                 self._warn_unroutable_deletes()
         except BaseException:
+            if self._reloader is not None:
+                await self._reloader.close()
             await self._close_all()
             raise
         return self
+
+    async def reload(self) -> None:
+        """Read the tenants again now, and apply what changed (many tenants; the reloader does it
+        every ``tenants.reload_seconds``)."""
+        assert self._reloader is not None, "one tenant: nothing to reload"
+        await self._reloader.reload()
 
     def _warn_unroutable_deletes(self) -> None:
         """Say at start when deletes naming no shop cannot be routed by their key's last shop
         (``connector/_lastseen.py``): with ``field:`` or ``header:`` routing, tombstones and Debezium
         deletes at the default replica identity name none."""
         assert self.route is not None
-        if self.route.source == "topic" or self._settings.sink.on_delete == "ignore":
+        if self.route.source == "topic" or self._settings.delivery.on_delete == "ignore":
             return
-        kafka, sink = self._settings.kafka, self._settings.sink
-        if sink.remember_keys == 0:
+        kafka = self._settings.kafka
+        if kafka.remember_keys == 0:
             log.warning(
                 "route_deletes_unroutable",
                 route=str(self.route),
-                reason="sink.remember_keys = 0: no key's shop is remembered",
+                reason="kafka.remember_keys = 0: no key's shop is remembered",
                 action="every tombstone, and every delete naming no shop, is dead-lettered (stage "
-                "route): raise sink.remember_keys, route by topic, or have deletes name their shop "
+                "route): raise kafka.remember_keys, route by topic, or have deletes name their shop "
                 "(REPLICA IDENTITY FULL)",
             )
         elif kafka.warmup_records == 0:
@@ -164,36 +168,11 @@ class Tenancy(Reloads):
                 "the committed offset is dead-lettered (stage route): raise kafka.warmup_records",
             )
 
-    async def _first_load(self) -> TenantDirectory:
-        """The tenants as this member starts with them. A file or directory that names no shop (one
-        being written, a Secret not mounted yet) is waited for, read again every
-        ``tenants.reload_seconds``: starting without a shop would dead-letter every event (stage
-        ``route``), and the member joins the group only once it serves some."""
-        t = self._settings.tenants
-        waited = False
-        while True:
-            directory = TenantDirectory(t.path, self._settings.sink, t.max_removed_share)
-            if directory.tenants or directory.invalid:
-                if waited:
-                    log.info("tenants_found", tenants=len(directory.tenants), path=t.path)
-                return directory
-            if not waited:
-                log.error(
-                    "tenants_empty_at_start",
-                    path=t.path,
-                    action="not joining the group until tenants.path names a shop; read again every "
-                    "tenants.reload_seconds",
-                )
-                waited = True
-            await asyncio.sleep(t.reload_seconds)
-
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._reloader is not None:
-            self._reloader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reloader
+            await self._reloader.close()
         await self._close_all()
 
     async def _close_all(self) -> None:
@@ -203,17 +182,20 @@ class Tenancy(Reloads):
             except Exception:  # the others are closed all the same
                 log.exception("tenant_close_failed", tenant=served.shown)
 
-    async def _start(
+    # -- the shops served (the reloader's Host surface) -------------------------------------------
+    async def open_tenant(
         self,
         name: str,
         settings: SinkSettings,
         tenant: Tenant | None = None,
         mapping: FileMapping | FunctionMapping | None = None,
     ) -> Served:
-        """Start serving ``name``: its pacer, vendor client and deliverer, in a stack of its own. The
+        """Start serving ``name``: its pacer, vendor client (``settings``: its account, called as the
+        ``sink`` section says) and deliverer (by the ``delivery`` policy), in a stack of its own. The
         budget is named by the shop's first name (its first alias once renamed): every member paces
         the account on one grid of ticks, and shares its 429 cuts under one name, whichever name of
         the shop it knows (a member started before a rename knows the old one)."""
+        policy = self._settings.delivery
         stack = AsyncExitStack()
         account = budget_name(name, tenant)
         try:
@@ -237,22 +219,22 @@ class Tenancy(Reloads):
                 rng=self._rng,
                 pacer=pacer,
                 circuit=Circuit(
-                    settings.circuit_window,
-                    settings.circuit_min_calls,
-                    settings.circuit_failure_ratio,
-                    settings.probe_interval_seconds,
+                    policy.circuit_window,
+                    policy.circuit_min_calls,
+                    policy.circuit_failure_ratio,
+                    policy.probe_interval_seconds,
                 ),
                 policy=RetryPolicy(
-                    settings.backoff_base_seconds,
-                    settings.backoff_cap_seconds,
-                    settings.max_attempts,
-                    settings.max_elapsed_seconds,
+                    policy.backoff_base_seconds,
+                    policy.backoff_cap_seconds,
+                    policy.max_attempts,
+                    policy.max_elapsed_seconds,
                     self._rng,
                 ),
                 max_in_flight=settings.max_in_flight,
-                max_retry_after=settings.max_retry_after_seconds,
+                max_retry_after=policy.max_retry_after_seconds,
                 linger=self._linger,
-                linger_seconds=settings.linger_seconds,
+                linger_seconds=policy.linger_seconds,
                 tenant=name,
                 on_circuit=self._circuit_changed,
             )
@@ -265,24 +247,24 @@ class Tenancy(Reloads):
         aliases = frozenset(tenant.aliases) if tenant is not None else frozenset()
         served = Served(name, settings, pacer, sink, deliverer, stack, name, aliases, mapping)
         self._served[name] = served
-        self._reindex()
+        self.reindex()
         return served
 
-    async def _close(self, served: Served) -> None:
+    async def close_tenant(self, served: Served) -> None:
         """Stop serving ``served``: forget it, stop its workers, close its vendor client and remove
         its metric series."""
         if self._served.get(served.name) is served:
             del self._served[served.name]
         self._open.discard(served.name)
         self._metrics.circuit_open.set(len(self._open))
-        self._reindex()
+        self.reindex()
         try:
             await served.close()
         except Exception:  # it is forgotten all the same
             log.exception("tenant_close_failed", tenant=served.shown)
         self._prune_series(self._label_set())
 
-    def _reindex(self) -> None:
+    def reindex(self) -> None:
         """Which names route to which tenant: a routed tenant's name and aliases; for parked records
         and commit metadata (:meth:`canonical`), a removed one's too, and every tenant's own name."""
         self._routes, self._canonical = {}, {}
@@ -327,7 +309,7 @@ class Tenancy(Reloads):
                 if is_delete(record, data):
                     raise RouteError(
                         f"{exc}; and no event of its key was routed within the last "
-                        "sink.remember_keys keys read (and the warm-up's kafka.warmup_records) "
+                        "kafka.remember_keys keys read (and the warm-up's kafka.warmup_records) "
                         "to route this delete by"
                     ) from None
                 raise

@@ -1,8 +1,9 @@
 """Tenants: the shops one deployment serves, each with its own vendor, address, secret and budget.
 
-A *tenant* is a vendor kind, a base URL (or, for Shoplazza, a shop domain), an API key and a budget,
-plus an optional API version and mode: everything of ``sink`` that differs per shop. Every other sink
-setting (timeouts, retries, circuit, linger) is the deployment's, from the ``sink`` section.
+A *tenant* is a vendor account (:class:`~connector.config.VendorAccount`): a vendor kind, a base URL
+(or, for Shoplazza, a shop domain), an API key and a budget, plus an optional API version, mode and
+``max_in_flight``. How its client calls (``sink.timeout_seconds``, ``sink.cache_size``) and how its
+changes are delivered (the ``delivery`` section: retries, circuit, linger) are the deployment's.
 
 Where tenants come from (``tenants.path``):
 
@@ -30,7 +31,7 @@ remove more than ``tenants.max_removed_share`` of the tenants, or all of them, i
 directory or a half-written file is not an intent. A tenant's mapping is compiled when it loads, and
 that object is used until the mapping (or its file) changes. Keys are :class:`~pydantic.SecretStr`:
 never logged, masked when shown. Without ``tenants.path`` the deployment has one tenant,
-:data:`DEFAULT_TENANT`, made of the ``sink`` section: single-shop settings work as before.
+:data:`DEFAULT_TENANT`, the ``sink`` section's account: single-shop settings work as before.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from connector.config import MappingSettings, Settings, SinkSettings
+from connector.config import MappingSettings, Settings, VendorAccount
 from connector.errors import ConfigError
 from connector.vendors import VENDORS, Mode, shop_kinds, vendor
 
@@ -128,22 +129,20 @@ class Tenant(BaseModel):
         rule = vendor(self.kind).shop if self.shop else None
         return rule.url(self.shop) if rule is not None else self.base_url
 
-    def sink_settings(self, base: SinkSettings) -> SinkSettings:
-        """The deployment's ``sink`` section with this tenant's vendor, address, key, budget, version
-        and mode: what this tenant's sink, pacer and circuit run with. Raises ConfigError naming the
-        tenant when the combination is invalid (an API version the vendor does not have, say)."""
-        data = base.model_dump()
-        data.update(
-            kind=self.kind,
-            base_url=self.url,
-            api_key=self.api_key,
-            rate_limit_per_second=self.rate_limit_per_second,
-            max_in_flight=self.max_in_flight,
-            api_version=self.api_version,
-            mode=self.mode,
-        )
+    def account(self) -> VendorAccount:
+        """This tenant's vendor account: its vendor, address, key, budget, version and mode, with the
+        vendor's defaults for what it leaves out. Raises ConfigError naming the tenant when the
+        combination is invalid (an API version the vendor does not have, say)."""
         try:
-            return SinkSettings.model_validate(data)
+            return VendorAccount(
+                kind=self.kind,
+                base_url=self.url,
+                api_key=self.api_key,
+                rate_limit_per_second=self.rate_limit_per_second,
+                max_in_flight=self.max_in_flight,
+                api_version=self.api_version,
+                mode=self.mode,
+            )
         except ValidationError as exc:
             raise ConfigError(f"tenant {self.name}: {_first_problem(exc)}") from None
 
@@ -178,8 +177,8 @@ def _stamp(file: str) -> Stamp:
     return stat.st_mtime_ns, stat.st_size
 
 
-def _tenant(name: str, fields: Any, where: str, base: SinkSettings | None) -> Tenant:
-    """One tenant's definition checked (with ``base``: as the sink settings it makes, too)."""
+def _tenant(name: str, fields: Any, where: str, check: bool) -> Tenant:
+    """One tenant's definition checked (with ``check``: as the vendor account it makes, too)."""
     if not isinstance(fields, dict):
         raise ConfigError(f"{where}: tenant {name}: expected a table of settings")
     if "name" in fields and fields["name"] != name:
@@ -188,9 +187,9 @@ def _tenant(name: str, fields: Any, where: str, base: SinkSettings | None) -> Te
         tenant = Tenant.model_validate({**fields, "name": name})
     except ValidationError as exc:
         raise ConfigError(f"{where}: tenant {name}: {_first_problem(exc)}") from None
-    if base is not None:
+    if check:
         try:
-            tenant.sink_settings(base)
+            tenant.account()
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
     return tenant
@@ -278,14 +277,15 @@ class _Load:
     watched: tuple[str, ...]  # mapping files named, whether their tenant loaded or not
 
 
-def _load(root: Path, base: SinkSettings | None, mappings: _Mappings | None) -> _Load:
-    """Every tenant under ``root`` that loads, each on its own (``mappings``: compile theirs)."""
+def _load(root: Path, check: bool, mappings: _Mappings | None) -> _Load:
+    """Every tenant under ``root`` that loads, each on its own (``check``: its vendor account too;
+    ``mappings``: compile theirs)."""
     loaded = _Load({}, {}, {}, {}, ())
     watched: set[str] = set()
     for name, (fields, where) in _definitions(root).items():
         loaded.where[name] = where
         try:
-            tenant = _tenant(name, fields, where, base)
+            tenant = _tenant(name, fields, where, check)
             if tenant.mapping is not None and tenant.mapping.file:
                 watched.add(tenant.mapping.file)
             if tenant.mapping is not None and mappings is not None:
@@ -301,11 +301,11 @@ def _load(root: Path, base: SinkSettings | None, mappings: _Mappings | None) -> 
     return loaded
 
 
-def load_tenants(path: str | Path, base: SinkSettings | None = None) -> dict[str, Tenant]:
+def load_tenants(path: str | Path) -> dict[str, Tenant]:
     """Every tenant under ``path`` (a file of tables, or a directory of one file per tenant), by
-    name, mappings checked. Raises ConfigError naming the file, the tenant and the field that is
-    wrong, for the first tenant (by name) that does not load."""
-    loaded = _load(Path(path), base, _Mappings())
+    name, vendor accounts and mappings checked. Raises ConfigError naming the file, the tenant and
+    the field that is wrong, for the first tenant (by name) that does not load."""
+    loaded = _load(Path(path), True, _Mappings())
     if loaded.invalid:
         raise ConfigError(loaded.invalid[min(loaded.invalid)])
     _unique(loaded.tenants, loaded.where)
@@ -315,7 +315,7 @@ def load_tenants(path: str | Path, base: SinkSettings | None = None) -> dict[str
 def with_aliases(path: str | Path, names: Iterable[str]) -> set[str]:
     """``names`` and every name the tenants they name go by (its name and aliases): what a dead
     letter of one of them may carry in ``__connector.tenant``. Names of no tenant stay as given."""
-    tenants = _load(Path(path), None, None).tenants
+    tenants = _load(Path(path), False, None).tenants
     owner = {n: t for t in tenants.values() for n in (t.name, *t.aliases)}
     out: set[str] = set()
     for name in names:
@@ -343,17 +343,14 @@ class TenantChange:
 
 class TenantDirectory:
     """The tenants of ``path``, read again by :meth:`refresh` when any file under it, or a mapping
-    file one names, changed. ``base``: the deployment's sink settings, each tenant checked against
-    them; ``max_removed_share``: ``tenants.max_removed_share``."""
+    file one names, changed; each tenant's vendor account checked. ``max_removed_share``:
+    ``tenants.max_removed_share``."""
 
-    def __init__(
-        self, path: str | Path, base: SinkSettings | None = None, max_removed_share: float = 0.5
-    ) -> None:
+    def __init__(self, path: str | Path, max_removed_share: float = 0.5) -> None:
         self.path = Path(path)
-        self._base = base
         self._share = max_removed_share
         self._mappings = _Mappings()
-        loaded = _load(self.path, base, self._mappings)
+        loaded = _load(self.path, True, self._mappings)
         _unique(loaded.tenants, loaded.where)
         self.tenants: dict[str, Tenant] = loaded.tenants
         self.mappings: dict[str, FileMapping | FunctionMapping] = loaded.mappings
@@ -391,7 +388,7 @@ class TenantDirectory:
             return TenantChange()
         self._seen = seen  # reported once per change, not on every poll
         try:
-            loaded = _load(self.path, self._base, self._mappings)
+            loaded = _load(self.path, True, self._mappings)
         except (ConfigError, OSError) as exc:
             return self._refuse("load", str(exc))
         fresh, mappings = loaded.tenants, loaded.mappings
@@ -449,12 +446,9 @@ def listing(settings: Settings, url: str, timeout: float = 3.0) -> tuple[list[di
     """``connector tenants``: every configured tenant (keys never shown), with the live state a
     running member at ``url`` reports on ``/tenants`` (circuit, parked, pace, 429s, jobs, oldest event
     not yet delivered); and a note saying where the state came from."""
+    configured: dict[str, VendorAccount] = {DEFAULT_TENANT: settings.sink}
     if settings.tenants.path:
-        configured = {
-            n: t.sink_settings(settings.sink) for n, t in load_tenants(settings.tenants.path).items()
-        }
-    else:
-        configured = {DEFAULT_TENANT: settings.sink}
+        configured = {n: t.account() for n, t in load_tenants(settings.tenants.path).items()}
     try:
         reply = httpx.get(f"{url.rstrip('/')}/tenants", timeout=timeout)
         reply.raise_for_status()
@@ -463,12 +457,12 @@ def listing(settings: Settings, url: str, timeout: float = 3.0) -> tuple[list[di
     except (httpx.HTTPError, ValueError, KeyError) as exc:
         live, note = {}, f"no member answered at {url} ({type(exc).__name__}): configuration only"
     rows: list[dict[str, object]] = []
-    for name, sink in sorted(configured.items()):
+    for name, account in sorted(configured.items()):
         row: dict[str, object] = {
             "tenant": name,
-            "kind": sink.kind,
-            "base_url": sink.base_url,
-            "budget_per_second": sink.rate_limit_per_second,
+            "kind": account.kind,
+            "base_url": account.base_url,
+            "budget_per_second": account.rate_limit_per_second,
         }
         state = live.get(name, {})
         for column in COLUMNS[4:]:

@@ -14,7 +14,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from connector import app
 from connector._kafka import topic_partitions
-from connector.config import DlqSettings, KafkaSettings, MetricsSettings, Settings, SinkSettings
+from connector.config import (
+    DeliverySettings,
+    DlqSettings,
+    KafkaSettings,
+    MetricsSettings,
+    Settings,
+    SinkSettings,
+)
 from connector.demo import create_topics, produce, read_topic, stop_quietly
 from connector.health import Health
 from connector.localkafka import free_port
@@ -37,7 +44,9 @@ def settings_for(
     bootstrap: str, topic: str, base_url: str, kafka: dict[str, Any] | None = None, **sink: Any
 ) -> Settings:
     """Settings reading ``topic`` into the sandbox at ``base_url``, DLQ ``<topic>.dlq``; ``sink``
-    and ``kafka`` override those sections."""
+    and ``kafka`` override those sections (``sink`` also names settings of ``delivery``, and the
+    fence's ``settle_seconds``, as they were named before they moved)."""
+    delivery = {name: sink.pop(name) for name in list(sink) if name in DeliverySettings.model_fields}
     return Settings(
         kafka=KafkaSettings(
             bootstrap_servers=bootstrap,
@@ -46,7 +55,7 @@ def settings_for(
             commit_interval_seconds=0.2,
             start_timeout_seconds=10,
             lease_seconds=3,
-            **(kafka or {}),
+            **{"settle_seconds": sink.pop("settle_seconds", 3.0), **(kafka or {})},
         ),
         dlq=DlqSettings(topic=f"{topic}.dlq"),
         sink=SinkSettings(
@@ -56,10 +65,10 @@ def settings_for(
                 "rate_limit_per_second": 200.0,
                 "max_in_flight": 8,
                 "timeout_seconds": 2.0,
-                "settle_seconds": 3.0,
                 **sink,
             },
         ),
+        delivery=DeliverySettings(**delivery),
         metrics=MetricsSettings(host="127.0.0.1", port=free_port()),
         shutdown_grace_seconds=10,
     )

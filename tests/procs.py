@@ -29,6 +29,8 @@ def connector_env(bootstrap: str, topic: str, base_url: str, **settings: str | f
         "CONNECTOR_KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
         "CONNECTOR_KAFKA__LEASE_SECONDS": "3",
         "CONNECTOR_SINK__TIMEOUT_SECONDS": "2",
+        # kafka.settle_seconds by its old name, which both this release and the previous one read
+        # (tests/integration/test_upgrade.py starts both with this environment)
         "CONNECTOR_SINK__SETTLE_SECONDS": "3",
         "CONNECTOR_DLQ__TOPIC": f"{topic}.dlq",
         "CONNECTOR_SINK__BASE_URL": base_url,

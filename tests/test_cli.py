@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -70,6 +71,38 @@ def test_unreachable_broker_exits_3_after_a_bounded_wait() -> None:
         == f"connector: Kafka broker 127.0.0.1:{port} unreachable after 2s ({lines[-1].split('(', 1)[1]}"
     )
     assert "Traceback" not in result.stderr
+
+
+def test_a_setting_given_by_its_old_name_is_read_and_logged() -> None:
+    """``connector run`` logs ``setting_renamed`` (JSON, on stdout with its other lines) before it
+    starts; ``connector config show`` keeps its answer clean and says it on stderr."""
+    old = {"CONNECTOR_SINK__SETTLE_SECONDS": "25", "CONNECTOR_SINK__LINGER_SECONDS": "1"}
+    result = run(
+        {
+            **old,
+            "CONNECTOR_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "CONNECTOR_KAFKA__START_TIMEOUT_SECONDS": "1",
+            "CONNECTOR_METRICS__PORT": "0",
+        }
+    )
+    assert result.returncode == 3
+    renamed = [json.loads(line) for line in result.stdout.splitlines() if "setting_renamed" in line]
+    assert {(line["old"], line["new"]) for line in renamed} == {
+        ("CONNECTOR_SINK__SETTLE_SECONDS", "CONNECTOR_KAFKA__SETTLE_SECONDS"),
+        ("CONNECTOR_SINK__LINGER_SECONDS", "CONNECTOR_DELIVERY__LINGER_SECONDS"),
+    }
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("CONNECTOR_")}
+    shown = subprocess.run(
+        [sys.executable, "-m", "connector", "config", "show"],
+        env={**clean, **old},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    settings = json.loads(shown.stdout)
+    assert (settings["kafka"]["settle_seconds"], settings["delivery"]["linger_seconds"]) == (25, 1)
+    assert shown.stderr.count("setting_renamed") == 2
 
 
 def test_validate_prints_each_error_and_exits_1(tmp_path: Path) -> None:

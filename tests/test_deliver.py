@@ -133,7 +133,7 @@ def test_429s_slow_the_pace_and_hold_it_after_a_cut() -> None:
 
 
 def test_a_retry_after_above_the_ceiling_opens_the_circuit_and_a_probe_closes_it() -> None:
-    """``Retry-After: 3600`` with ``sink.max_retry_after_seconds = 60``: an outage, at once (one 429
+    """``Retry-After: 3600`` with ``delivery.max_retry_after_seconds = 60``: an outage, at once (one 429
     is enough); the next probe, accepted, closes it, and the change is delivered."""
     run = deliver(lambda n: (429, {"Retry-After": "3600"}) if n == 0 else (200, {}), orders=1)
     assert [state for _, state in run.circuit] == [State.OPEN, State.CLOSED]

@@ -23,9 +23,18 @@ from pydantic import SecretStr
 
 from connector import constants as wire
 from connector import logs
+from connector._reloads import APPLY
 from connector.clock import SYSTEM_CLOCK
 from connector.coalesce import Coalescer
-from connector.config import Settings, SinkSettings, TenantsSettings
+from connector.config import (
+    DeliverySettings,
+    Reload,
+    Settings,
+    SinkSettings,
+    TenantsSettings,
+    VendorAccount,
+    reload_of,
+)
 from connector.decode import decode
 from connector.deliver import Outcome, OutcomeKind
 from connector.errors import AuthError, RouteError
@@ -167,8 +176,8 @@ def touch(path: Path, text: str) -> Path:
 def settings_for(path: Path, **tenants: Any) -> Settings:
     return Settings(
         tenants=TenantsSettings(path=str(path), route="field:shop", reload_seconds=3600, **tenants),
-        sink=SinkSettings(
-            api_key="deployment-key",
+        sink=SinkSettings(api_key="deployment-key"),
+        delivery=DeliverySettings(
             probe_interval_seconds=0.05,
             backoff_base_seconds=0.01,
             backoff_cap_seconds=0.05,
@@ -402,6 +411,37 @@ async def test_a_rotated_key_applies_even_when_another_field_needs_a_restart(
     [*_, restart] = [line for line in log_lines() if line["event"] == "tenant_change_needs_restart"]
     assert (restart["fields"], restart["applied"]) == (["base_url"], ["api_key"])
     assert not any("secret" in json.dumps(line) for line in log_lines())
+
+
+async def test_what_applies_in_place_is_what_the_account_declares(
+    tmp_path: Path, log_lines: Callable[[], list[dict[str, Any]]]
+) -> None:
+    """A new budget paces the running shop at once (``rate_limit_per_second``, declared in place); a
+    new ``max_in_flight`` (derived from the budget by default) is neither applied nor reported; a new
+    mode is reported as needing a restart."""
+    shop_file(tmp_path, "acme")
+    vendors, desk = Vendors(), Desk()
+    async with serving(settings_for(tmp_path), vendors, desk) as tenancy:
+        served = tenancy.served()["acme"]
+        workers = served.settings.max_in_flight
+        shop_file(tmp_path, "acme", max_in_flight=workers * 2, mode="create_update")
+        await tenancy.reload()
+        assert served.settings.max_in_flight == workers
+        assert served.settings.mode == "upsert"
+        path = tmp_path / "acme.toml"
+        touch(path, path.read_text().replace("rate_limit_per_second = 200", "rate_limit_per_second = 50"))
+        await tenancy.reload()
+        assert (served.pacer.budget, rows(tenancy)["acme"]["budget_per_second"]) == (50.0, 50.0)
+        assert tenancy.served()["acme"] is served
+    restarts = [line for line in log_lines() if line["event"] == "tenant_change_needs_restart"]
+    assert [line["fields"] for line in restarts] == [["mode"], ["mode"]]
+    assert [line["applied"] for line in restarts] == [[], ["rate_limit_per_second"]]
+
+
+def test_every_field_declared_in_place_has_its_way_to_a_running_shop() -> None:
+    """The reloader applies each vendor-account field declared ``Reload.IN_PLACE`` its own way."""
+    declared = {name for name, how in reload_of(VendorAccount).items() if how is Reload.IN_PLACE}
+    assert set(APPLY) == declared == {"api_key", "rate_limit_per_second"}
 
 
 async def test_a_renamed_shop_keeps_its_deliverer_and_both_names_reach_it(tmp_path: Path) -> None:
@@ -677,10 +717,10 @@ async def test_a_debezium_delete_and_tombstone_naming_no_shop_go_to_the_shop_of_
 
 
 async def test_the_shops_of_keys_are_remembered_within_remember_keys(tmp_path: Path) -> None:
-    """Native tombstones too; the memory is bounded by sink.remember_keys, least recent out."""
+    """Native tombstones too; the memory is bounded by kafka.remember_keys, least recent out."""
     shop_file(tmp_path, "acme")
     settings = settings_for(tmp_path)
-    settings.sink.remember_keys = 2
+    settings.kafka.remember_keys = 2
     desk = Desk()
     async with serving(settings, Vendors(), desk) as tenancy:
         for order in ("A-1", "A-2", "A-3"):
@@ -693,7 +733,7 @@ async def test_the_shops_of_keys_are_remembered_within_remember_keys(tmp_path: P
 async def test_a_member_that_cannot_route_deletes_by_key_says_so_at_start(tmp_path: Path) -> None:
     shop_file(tmp_path, "acme")
     settings = settings_for(tmp_path)
-    settings.sink.remember_keys = 0
+    settings.kafka.remember_keys = 0
     out = io.StringIO()
     logs.configure("INFO", stream=out)
     try:
@@ -702,7 +742,7 @@ async def test_a_member_that_cannot_route_deletes_by_key_says_so_at_start(tmp_pa
     finally:
         logs.configure("INFO")
     assert '"route_deletes_unroutable"' in out.getvalue()
-    assert "sink.remember_keys = 0" in out.getvalue()
+    assert "kafka.remember_keys = 0" in out.getvalue()
 
 
 async def test_a_shop_parked_again_keeps_the_jobs_of_its_replayed_events(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Tenants: loading a file or a directory of them, what each becomes as sink settings, and reloads."""
+"""Tenants: loading a file or a directory of them, the vendor account each is, and reloads."""
 
 from __future__ import annotations
 
@@ -31,13 +31,13 @@ mode = "create_update"
 
 def test_a_file_holds_one_table_per_tenant_and_each_gets_its_vendor_defaults(tmp_path: Path) -> None:
     """Table names are tenant names; a Shoplazza shop becomes its store's domain; an unset budget and
-    API version are the vendor's defaults; the deployment's other sink settings are kept."""
+    API version are the vendor's defaults; its client is called as the deployment's sink section says."""
     path = tmp_path / "tenants.toml"
     path.write_text(FILE)
     tenants = load_tenants(path)
     assert sorted(tenants) == ["acme", "bolt"]
-    base = SinkSettings(timeout_seconds=3.0, settle_seconds=9.0)
-    acme = tenants["acme"].sink_settings(base)
+    base = SinkSettings(timeout_seconds=3.0, cache_size=9)
+    acme = base.calling(tenants["acme"].account())
     assert (acme.kind, acme.base_url, acme.rate_limit_per_second, acme.api_version) == (
         "shoplazza",
         "https://acme.myshoplaza.com",
@@ -45,8 +45,9 @@ def test_a_file_holds_one_table_per_tenant_and_each_gets_its_vendor_defaults(tmp
         "2025-06",
     )
     assert acme.api_key.get_secret_value() == "acme-token"
-    assert (acme.timeout_seconds, acme.settle_seconds) == (3.0, 9.0)
-    bolt = tenants["bolt"].sink_settings(base)
+    assert (acme.timeout_seconds, acme.cache_size) == (3.0, 9)
+    assert base.kind == "loop", "the deployment's own account is left as it was"
+    bolt = tenants["bolt"].account()
     assert (bolt.kind, bolt.rate_limit_per_second, bolt.mode, bolt.api_version) == (
         "loop",
         1.5,
@@ -95,7 +96,7 @@ def test_a_wrong_tenant_names_its_file_tenant_and_field(
 def test_an_api_version_the_vendor_lacks_is_reported_for_that_tenant() -> None:
     tenant = Tenant(name="acme", base_url="http://x", api_key="k", api_version="1999-01")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"^tenant acme: api_version for loop must be one of"):
-        tenant.sink_settings(SinkSettings())
+        tenant.account()
 
 
 def test_a_tenant_name_is_checked() -> None:
@@ -230,11 +231,11 @@ def test_with_aliases_gives_every_name_a_shop_goes_by(tmp_path: Path) -> None:
 # -- one tenant at a time ---------------------------------------------------------------------------
 def test_a_tenant_that_does_not_load_is_kept_as_it_was_and_the_others_change(tmp_path: Path) -> None:
     """At start, a tenant that does not load (here an API version its vendor lacks, checked against
-    the deployment's sink settings) is left out and named; the others load. Later, an edit that
+    its vendor account) is left out and named; the others load. Later, an edit that
     breaks a loaded tenant keeps that one as it was while the others' changes apply."""
     (tmp_path / "acme.toml").write_text('base_url = "http://a"\napi_key = "k1"\n')
     (tmp_path / "bolt.toml").write_text('base_url = "http://b"\napi_key = "k2"\napi_version = "1999-01"\n')
-    directory = TenantDirectory(tmp_path, SinkSettings())
+    directory = TenantDirectory(tmp_path)
     assert sorted(directory.tenants) == ["acme"]
     assert directory.invalid["bolt"].startswith(f"{tmp_path / 'bolt.toml'}: tenant bolt: api_version")
 

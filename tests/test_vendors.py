@@ -219,8 +219,8 @@ def test_a_third_vendor_is_one_registration_for_settings_and_tenants(
         'kind = "acme"\nshop = "corner"\napi_key = "c"\napi_version = "v2"\n'
     )
     (tmp_path / "bolt.toml").write_text('kind = "shoplazza"\nshop = "bolt"\napi_key = "b"\n')
-    tenants = load_tenants(tmp_path, SinkSettings())
-    corner = tenants["corner"].sink_settings(SinkSettings())
+    tenants = load_tenants(tmp_path)
+    corner = SinkSettings().calling(tenants["corner"].account())
     assert (corner.kind, corner.base_url, corner.api_version) == ("acme", "https://corner.acme.test", "v2")
     assert tenants["bolt"].url == "https://bolt.myshoplaza.com"
     with pytest.raises(ValidationError, match="an Acme store name such as 'corner'"):
@@ -260,7 +260,7 @@ async def test_a_third_vendor_is_one_registration_for_its_client(acme: Vendor) -
 
     tenant = Tenant(name="corner", kind="acme", shop="corner", api_key="c", api_version="v2")
     change = decode(Record("orders", 0, 1, None, b'{"ref": "R-1", "total": 12}'), target=target("acme"))
-    async with make_sink(tenant.sink_settings(SinkSettings()), httpx.MockTransport(acme_api)) as sink:
+    async with make_sink(SinkSettings().calling(tenant.account()), httpx.MockTransport(acme_api)) as sink:
         assert isinstance(sink, AcmeSink)
         await sink.apply(change)
     [request] = sent

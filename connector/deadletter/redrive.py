@@ -218,7 +218,7 @@ class _Targets:
                 return None
             except ConnectorError as exc:
                 delay = self.policy.delay(exc, attempt)
-                if delay is None or attempt >= sink.max_attempts:
+                if delay is None or attempt >= self.settings.delivery.max_attempts:
                     return f"{where}: {exc}"
                 await asyncio.sleep(delay)
 
@@ -258,7 +258,7 @@ async def redrive(
     API (``to="api"``); record progress under a group named after the filter unless ``dry_run``."""
     result, progress = RedriveResult(), _Progress(err)
     seen: set[tuple[str | None, str | None, str | None]] = set()
-    s = settings.sink
+    s, d = settings.sink, settings.delivery
     targets = _Targets(
         settings,
         to,
@@ -269,7 +269,7 @@ async def redrive(
             **client_options(settings.kafka),
         ),
         make_sink(s, pacer=Pacer.standalone(rate, SYSTEM_CLOCK)),
-        RetryPolicy(s.backoff_base_seconds, s.backoff_cap_seconds, s.max_attempts),
+        RetryPolicy(d.backoff_base_seconds, d.backoff_cap_seconds, d.max_attempts),
         force,
     )
     if not dry_run and to == "source":

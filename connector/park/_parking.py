@@ -422,7 +422,7 @@ class Parking:
                 assert state is not None
                 state.parked.add(tenant)
             # A request of these orders may still land for settle_seconds: their replay waits for it.
-            hold = self._clock.wall() + self._settings.sink.settle_seconds
+            hold = self._clock.wall() + self._settings.kafka.settle_seconds
             changes = self._coalescer.take_tenant(tenant, room)
             for change, as_of in changes:
                 self.park(change.record, tenant, hold, as_of)

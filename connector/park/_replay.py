@@ -252,7 +252,7 @@ class Replay:
         read comes back empty."""
         assert part.position is not None
         if part.lookahead is None:
-            bound = self._settings.sink.remember_keys or 1
+            bound = self._settings.kafka.remember_keys or 1
             part.lookahead = Lookahead(part.position, part.end_at_assign, bound)
             part.ahead_at = part.position
         ahead = part.lookahead

@@ -96,7 +96,7 @@ async def test_a_retry_after_beyond_the_ceiling_is_an_outage_not_an_hour_of_sile
     kafka_bootstrap: str, topic_name: str
 ) -> None:
     """Found by review (Retry-After: 3600 stopped every call for an hour, /readyz still ready, no
-    metric): beyond sink.max_retry_after_seconds the circuit opens at once, /readyz says not ready
+    metric): beyond delivery.max_retry_after_seconds the circuit opens at once, /readyz says not ready
     within one probe interval, a metric counts it and one api_outage line says why; nothing is
     dead-lettered, and once the vendor accepts again every order arrives."""
     stream = make_stream(60, 30, seed=59)

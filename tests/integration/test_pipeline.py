@@ -149,7 +149,7 @@ async def test_an_invalid_event_replaced_before_it_is_sent_costs_nothing(
 async def test_a_backlog_is_read_before_it_is_sent(
     kafka_bootstrap: str, topic_name: str, sandbox: Sandbox
 ) -> None:
-    """While a partition is more than ``sink.linger_lag_records`` behind its log end, a new job
+    """While a partition is more than ``delivery.linger_lag_records`` behind its log end, a new job
     lingers: a backlog of 20,000 events over 50 orders costs at most two calls an order (one when
     reading comes within the lag bound, one for what the last records changed; 50 to 72 measured),
     however many events each order had, and ends at the latest state."""

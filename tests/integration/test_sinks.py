@@ -89,7 +89,7 @@ async def test_shoplazza_sink_end_to_end(kafka_bootstrap: str, topic_name: str, 
 async def test_deletes_can_be_ignored_and_counted(
     kafka_bootstrap: str, topic_name: str, sandbox: Sandbox
 ) -> None:
-    """sink.on_delete=ignore: a tombstone costs no call and is counted as ignored."""
+    """delivery.on_delete=ignore: a tombstone costs no call and is counted as ignored."""
     await create_topics(kafka_bootstrap, {topic_name: 1, f"{topic_name}.dlq": 1})
     await produce(
         kafka_bootstrap, topic_name, [(b"keep-me", _env({"external_id": "keep-me"})), (b"keep-me", None)]

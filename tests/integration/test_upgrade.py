@@ -11,7 +11,7 @@ the run that starts from this one):
 
 - three members of the release it starts from, in one group, on six partitions; a steady stream of
   order events (several versions an order, duplicates, some deletes); the vendor (the sandbox)
-  applies 5% of writes late: after the member's call timed out, within ``sink.settle_seconds`` of it
+  applies 5% of writes late: after the member's call timed out, within ``kafka.settle_seconds`` of it
   being sent;
 - *up*: one shop's API is down (503) until it is parked (many shops; one shop: down for 6 s), then
   each member of the previous release in turn is replaced by one of this release: stopped (SIGTERM)

@@ -26,6 +26,7 @@ import structlog
 from connector import logs
 from connector.app import Parts, serve
 from connector.config import (
+    DeliverySettings,
     DlqSettings,
     KafkaSettings,
     MetricsSettings,
@@ -132,6 +133,8 @@ def settings_for(s: Schedule, tenants_path: Path | None = None) -> Settings:
             max_held_offsets=k.max_held,
             warmup_records=k.warmup,
             lookahead_records=k.lookahead,
+            remember_keys=k.remember_keys,
+            settle_seconds=k.settle,
             poll_timeout_ms=1000,  # the simulated fetch returns as soon as there is data
         ),
         dlq=DlqSettings(topic=f"{TOPIC}.dlq", dead_letter_replaced=k.dead_letter_replaced),
@@ -141,13 +144,13 @@ def settings_for(s: Schedule, tenants_path: Path | None = None) -> Settings:
             rate_limit_per_second=k.budget,
             max_in_flight=k.max_in_flight,
             timeout_seconds=k.timeout,
-            settle_seconds=k.settle,
+        ),
+        delivery=DeliverySettings(
             backoff_base_seconds=0.1,
             backoff_cap_seconds=5.0,
             circuit_window=10,
             circuit_min_calls=5,
             probe_interval_seconds=k.probe_interval,
-            remember_keys=k.remember_keys,
             max_retry_after_seconds=10.0,
             linger_seconds=k.linger,
             linger_lag_records=k.linger_lag,
@@ -429,7 +432,7 @@ async def _run(s: Schedule) -> Result:
         world.checker.final()
         world.checker.check_circuits(
             {n: p for n, p in world.pipelines.items() if p is not None},
-            world.settings.sink.max_retry_after_seconds,
+            world.settings.delivery.max_retry_after_seconds,
         )
     finally:
         for task in [*background, *world.tasks.values()]:

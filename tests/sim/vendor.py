@@ -5,7 +5,7 @@ budget bucket shared with another client, random 5xx, per-event rejection), the 
 a processing time, and a delay out. The client's timeout is the transport's own: when it expires the
 client sees ``ReadTimeout`` while the vendor carries on, so the write lands late: the ambiguous outcome
 every HTTP client must live with. A request's life at the vendor (arrival to write) is at most
-``max_life`` seconds after it was sent, the documented assumption (``sink.settle_seconds``).
+``max_life`` seconds after it was sent, the documented assumption (``kafka.settle_seconds``).
 
 Everything the vendor sees is recorded for the checker: sends (for the budget), arrivals and writes
 per order (for concurrency and order), and which member, partition epoch and event each came from.

@@ -44,7 +44,7 @@ async def server(handler: Handler) -> AsyncIterator[str]:
 
 
 async def _put(base_url: str, timeout: float = 0.5) -> None:
-    settings = SinkSettings(base_url=base_url, api_key="k", timeout_seconds=timeout, settle_seconds=timeout)
+    settings = SinkSettings(base_url=base_url, api_key="k", timeout_seconds=timeout)
     async with HttpSink(settings, "/api/v1", "X-Authorization") as sink:
         await sink.request("PUT", "/orders", json={"external_id": "x"})
 
