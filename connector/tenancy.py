@@ -6,7 +6,9 @@ workers: a 401 for one shop opens that shop's circuit only, and one shop's 429s 
 Every tenant's pacer shares the member's :class:`~connector.fence.Fence`, so each tenant's budget is
 dealt out over the fleet by partition exactly as a single budget is, and never exceeded in any second.
 Each tenant's parts live in a stack of their own (``_served.py``): one can be closed while the others
-go on.
+go on. Which shop a record is for is the tenancy's :class:`~connector._router.Router` (``_router.py``);
+how each shop looks from outside (its series, its ``/tenants`` row, its circuit, its health) is its
+:class:`~connector._tenantview.TenantView` (``_tenantview.py``).
 
 Without ``tenants.path`` there is one tenant, named ``""``, made of the ``sink`` section: the
 single-shop deployment, unchanged. With it, :meth:`Tenancy.locate` names each record's tenant from
@@ -34,17 +36,17 @@ which opens and closes shops through the tenancy's :class:`~connector._reloads.H
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from random import Random
 from types import TracebackType
 from typing import Any, Self
 
-from connector._lastseen import LastSeen, is_delete
 from connector._reloads import Reloader
+from connector._router import Router
 from connector._served import Retirable, Served
-from connector.circuit import Circuit, State
+from connector._tenantview import TenantView
+from connector.circuit import Circuit
 from connector.clock import Clock
 from connector.config import Settings, SinkSettings
 from connector.deliver import Deliverer, Linger, Outcome, OutcomeKind, WorkSource
@@ -95,20 +97,14 @@ class Tenancy:
         self._rng = rng
         self._fence = fence
         self._served: dict[str, Served] = {}
-        self._open: set[str] = set()
-        self._labels: dict[str, str] = {}
-        self._series: set[str] = set()  # labels of the per-tenant series written
-        self._oldest: dict[str, float] = {}
-        self._parked: set[str] = set()
-        self._routes: dict[str, str] = {}  # a name events may give -> the routed tenant it is
-        self._canonical: dict[str, str] = {}  # any name of a served tenant -> the tenant
         self._layout: dict[str, int] = {}
         self._draining: set[TopicPartition] = set()
         self._reloader: Reloader | None = None
-        self.route: Route | None = None
-        self._last_seen = LastSeen(settings.kafka.remember_keys)
-        if settings.tenants.path:
-            self.route = Route.parse(settings.tenants.route)
+        route = Route.parse(settings.tenants.route) if settings.tenants.path else None
+        self._router = Router(route, settings.kafka.remember_keys)
+        self._view = TenantView(
+            metrics, clock, many=route is not None, metrics_limit=settings.tenants.metrics_limit
+        )
 
     def connect(self, work: WorkSource, linger: Linger) -> None:
         """Where every tenant's deliverer takes its work and learns whether to linger (the ledger and
@@ -118,17 +114,17 @@ class Tenancy:
     @property
     def many(self) -> bool:
         """Whether tenants come from ``tenants.path`` (else the ``sink`` section is the only one)."""
-        return self.route is not None
+        return self._router.route is not None
 
     async def __aenter__(self) -> Self:
         try:
-            if self.route is None:
+            if self._router.route is None:
                 await self.open_tenant("", self._settings.sink)
             else:
                 self._reloader = Reloader(self, self._settings, self._metrics, self._clock)
                 await self._reloader.open()
-                log.info("tenants_loaded", tenants=len(self._served), route=str(self.route))
-                self._warn_unroutable_deletes()
+                log.info("tenants_loaded", tenants=len(self._served), route=str(self._router.route))
+                self._router.warn_unroutable_deletes(self._settings)
         except BaseException:
             if self._reloader is not None:
                 await self._reloader.close()
@@ -141,32 +137,6 @@ class Tenancy:
         every ``tenants.reload_seconds``)."""
         assert self._reloader is not None, "one tenant: nothing to reload"
         await self._reloader.reload()
-
-    def _warn_unroutable_deletes(self) -> None:
-        """Say at start when deletes naming no shop cannot be routed by their key's last shop
-        (``connector/_lastseen.py``): with ``field:`` or ``header:`` routing, tombstones and Debezium
-        deletes at the default replica identity name none."""
-        assert self.route is not None
-        if self.route.source == "topic" or self._settings.delivery.on_delete == "ignore":
-            return
-        kafka = self._settings.kafka
-        if kafka.remember_keys == 0:
-            log.warning(
-                "route_deletes_unroutable",
-                route=str(self.route),
-                reason="kafka.remember_keys = 0: no key's shop is remembered",
-                action="every tombstone, and every delete naming no shop, is dead-lettered (stage "
-                "route): raise kafka.remember_keys, route by topic, or have deletes name their shop "
-                "(REPLICA IDENTITY FULL)",
-            )
-        elif kafka.warmup_records == 0:
-            log.warning(
-                "route_deletes_unroutable",
-                route=str(self.route),
-                reason="kafka.warmup_records = 0: what was read before a restart or rebalance is not re-read",
-                action="after a restart, a delete naming no shop whose order's last event lies before "
-                "the committed offset is dead-lettered (stage route): raise kafka.warmup_records",
-            )
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
@@ -236,7 +206,7 @@ class Tenancy:
                 linger=self._linger,
                 linger_seconds=policy.linger_seconds,
                 tenant=name,
-                on_circuit=self._circuit_changed,
+                on_circuit=self._view.circuit_changed,
             )
             await stack.enter_async_context(deliverer)
             if self._draining:
@@ -255,80 +225,35 @@ class Tenancy:
         its metric series."""
         if self._served.get(served.name) is served:
             del self._served[served.name]
-        self._open.discard(served.name)
-        self._metrics.circuit_open.set(len(self._open))
+        self._view.forget_circuit(served.name)
         self.reindex()
         try:
             await served.close()
         except Exception:  # it is forgotten all the same
             log.exception("tenant_close_failed", tenant=served.shown)
-        self._prune_series(self._label_set())
+        self._view.prune(self._served)
 
     def reindex(self) -> None:
-        """Which names route to which tenant: a routed tenant's name and aliases; for parked records
-        and commit metadata (:meth:`canonical`), a removed one's too, and every tenant's own name."""
-        self._routes, self._canonical = {}, {}
-        for served in sorted(self._served.values(), key=lambda s: not s.retiring):  # routed ones last
-            for name in served.names:
-                self._canonical[name] = served.name
-            if not served.retiring:
-                for name in (served.shown, *served.aliases):
-                    self._routes[name] = served.name
-        for served in self._served.values():
-            self._canonical[served.name] = served.name
-        self._labels = {}
-
-    def _circuit_changed(self, tenant: str, state: State) -> None:
-        """``connector_circuit_open`` counts the tenants whose circuit is open; the member is in an
-        outage (``/readyz`` 503) only when every tenant it serves is."""
-        if state is State.OPEN:
-            self._open.add(tenant)
-        else:
-            self._open.discard(tenant)
-        self._metrics.circuit_open.set(len(self._open))
+        """Route events by the served shops' names and aliases as they now are (:class:`Router`), and
+        rank their metrics labels again."""
+        self._router.reindex(self._served)
+        self._view.forget_labels()
 
     @property
     def all_down(self) -> bool:
         """Every shop served has its outage circuit open: the member is in an outage (``/readyz``
         503)."""
-        return bool(self._open) and self._open.issuperset(self._served)
+        return self._view.all_down(self._served)
 
     # -- routing ------------------------------------------------------------------------------
     def locate(self, record: Record, data: Any) -> tuple[str, Target]:
-        """The tenant ``record`` belongs to (the one its name, or an alias, is of), and its vendor
-        and API version (many tenants); a RouteError when the record names none, or one this
-        deployment does not serve."""
-        assert self.route is not None
-        try:
-            name = self.route.tenant_of(record, data)
-        except RouteError as exc:
-            # A delete naming no shop (a tombstone; at the default replica identity a Debezium
-            # delete's before holds the key only): its order's last routed event says whose it is.
-            seen = self._last_seen.shop_of(record) if is_delete(record, data) else None
-            if seen is None or seen not in self._served:
-                if is_delete(record, data):
-                    raise RouteError(
-                        f"{exc}; and no event of its key was routed within the last "
-                        "kafka.remember_keys keys read (and the warm-up's kafka.warmup_records) "
-                        "to route this delete by"
-                    ) from None
-                raise
-            name = seen
-        tenant = self._routes.get(name)
-        if tenant is None:
-            raise RouteError(
-                f"tenant {name!r} is not served by this deployment (tenants.path); replay with "
-                f"`connector dlq redrive --tenant {name}` once it is",
-                tenant=name,
-            )
-        self._last_seen.note(record, tenant)
-        settings = self._served[tenant].settings
-        return tenant, target(settings.kind, settings.api_version)
+        """The tenant ``record`` belongs to, and its vendor and API version (many tenants; see
+        :meth:`Router.locate`): a RouteError when it names none, or one not served."""
+        return self._router.locate(record, data)
 
     def canonical(self, name: str) -> str:
-        """The tenant a name written earlier (a parked record's tenant, a commit's parked shops) is
-        now: itself, or the tenant that has it as an alias (renamed since). Unknown names as given."""
-        return self._canonical.get(name, name)
+        """The tenant a name written earlier is now (see :meth:`Router.canonical`)."""
+        return self._router.canonical(name)
 
     def mapping_of(self, tenant: str) -> FileMapping | FunctionMapping | None:
         """The tenant's own mapping, as compiled when its definition loaded; None: the deployment's
@@ -374,15 +299,7 @@ class Tenancy:
     def health(self, tenant: str) -> ShopHealth | None:
         """``tenant``'s circuit and pace now; None when it is not served."""
         served = self._served.get(tenant)
-        if served is None:
-            return None
-        circuit, pacer = served.deliverer.circuit, served.pacer
-        return ShopHealth(
-            open_since=circuit.opened_at,
-            closed=circuit.state is State.CLOSED,
-            full_rate=pacer.full_rate,
-            pace_factor=pacer.adaptation.factor(self._clock.wall()),
-        )
+        return self._view.health(served) if served is not None else None
 
     async def quiesce(self, tenant: str, partitions: set[TopicPartition], timeout: float) -> bool:
         """``tenant`` takes no job of ``partitions`` until :meth:`resume`; its calls in flight for
@@ -437,88 +354,16 @@ class Tenancy:
         return sum(s.pacer.full_rate * s.pacer.adaptation.estimate(now) for s in self._sending())
 
     # -- observability ------------------------------------------------------------------------
-    def _label(self, tenant: str) -> str:
-        """A tenant's metrics label: its name for the first ``tenants.metrics_limit`` tenants in name
-        order (the same on every member), ``_other`` for the rest, so that series stay bounded."""
-        if tenant not in self._labels:
-            ranked = sorted(self._served.values(), key=lambda s: (s.shown, s.name))
-            limit = self._settings.tenants.metrics_limit
-            self._labels = {s.name: (s.shown if i < limit else "_other") for i, s in enumerate(ranked)}
-        return self._labels[tenant]
-
-    def _label_set(self) -> set[str]:
-        return {self._label(name) for name in self._served}
-
-    def _prune_series(self, used: set[str]) -> None:
-        """Remove the per-tenant series of labels no tenant has any more (removed, or now summed
-        under ``_other``, or ``_other`` itself), so that series do not grow with churn."""
-        m = self._metrics
-        metrics = (m.tenant_pace, m.tenant_circuit_open, m.tenant_parked, m.tenant_oldest_unsynced)
-        for label in sorted(self._series - used):
-            for metric in (*metrics, m.tenant_rate_limited):
-                with contextlib.suppress(KeyError):
-                    metric.remove(label)
-        self._series = set(used) if self.many else set()
-
     def refresh_metrics(self, oldest: Mapping[str, float], parked: set[str] | None = None) -> None:
-        """Per-tenant gauges and counters (many tenants only): pace, circuit, parked, 429s and the
-        age of the oldest event not yet delivered (``oldest``: its record time per tenant); tenants
-        past the label limit are summed (ages: the oldest) under ``_other``."""
-        if not self.many:
-            return
-        now = self._clock.wall()
-        self._parked = set(parked or ())
-        pace: dict[str, float] = {}
-        down: dict[str, int] = {}
-        held: dict[str, int] = {}
-        age: dict[str, float] = {}
-        for name, served in self._served.items():
-            label = self._label(name)
-            pace[label] = pace.get(label, 0.0) + (0.0 if served.sink.refusal else served.pacer.rate)
-            down[label] = down.get(label, 0) + (name in self._open)
-            held[label] = held.get(label, 0) + (name in self._parked)
-            stamp = oldest.get(name)
-            age[label] = max(age.get(label, 0.0), now - stamp if stamp else 0.0)
-            seen = served.deliverer.rate_limited_count
-            if seen > served.reported_429_before:
-                self._metrics.tenant_rate_limited.labels(label).inc(seen - served.reported_429_before)
-            served.reported_429_before = seen
-        for label, value in pace.items():
-            self._metrics.tenant_pace.labels(label).set(value)
-            self._metrics.tenant_circuit_open.labels(label).set(down[label])
-            self._metrics.tenant_parked.labels(label).set(held[label])
-            self._metrics.tenant_oldest_unsynced.labels(label).set(max(0.0, age[label]))
-        self._prune_series(set(pace))
-        self._oldest = dict(oldest)
+        """Per-tenant gauges and counters (many tenants only; see :meth:`TenantView.refresh`):
+        ``oldest``: the record time of each tenant's oldest event not yet delivered; ``parked``: the
+        tenants parked."""
+        self._view.refresh(self._served, oldest, parked)
 
     def state(self) -> list[dict[str, object]]:
-        """Every tenant's state, for ``/tenants`` and ``connector tenants``: its vendor, address and
-        budget, its aliases, whether it is routed (a removed one is not, until it is closed), its
-        circuit, pace, 429s and oldest event not yet delivered (none with one shop: ``tenants.path``
-        unset)."""
-        if not self.many:
-            return []
-        now = self._clock.wall()
-        rows: list[dict[str, object]] = []
-        for served in sorted(self._served.values(), key=lambda s: (s.shown, s.name)):
-            stamp = self._oldest.get(served.name)
-            rows.append(
-                {
-                    "tenant": served.shown,
-                    "kind": served.settings.kind,
-                    "base_url": served.settings.base_url,
-                    "budget_per_second": served.settings.rate_limit_per_second,
-                    "aliases": sorted(served.aliases),
-                    "routed": not served.retiring,
-                    "circuit": served.deliverer.circuit.state.value,
-                    "parked": served.name in self._parked,
-                    "pace_per_second": round(served.pacer.rate, 3),
-                    "rate_limited": served.deliverer.rate_limited_count,
-                    "jobs": served.deliverer.pending,
-                    "oldest_unsynced_s": round(now - stamp, 1) if stamp else 0.0,
-                }
-            )
-        return rows
+        """Every tenant's state, for ``/tenants`` and ``connector tenants`` (none with one shop; see
+        :meth:`TenantView.rows`)."""
+        return self._view.rows(self._served)
 
 
 __all__ = ["Served", "SinkFactory", "Tenancy"]
