@@ -1,12 +1,11 @@
-"""Parking: the decisions (which tenant, when), the appends, and the state each partition's commit
-carries; the replay is a part of its own (``_replay.py``). See the package docstring."""
+"""Parking: the decisions (which tenant, when) and the state each partition's commit carries. Its
+parts: the replay (``_replay.py``), the appends to the parking topic (``_writer.py``) and the parking
+topic's layout (``_layout.py``). See the package docstring."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import zlib
 from collections.abc import Mapping
 from random import Random
 from types import TracebackType
@@ -14,23 +13,20 @@ from typing import Self
 
 from connector import metadata as wire
 from connector.clock import Clock
-from connector.coalesce import Coalescer, Resolution
+from connector.coalesce import Coalescer
 from connector.config import Settings
-from connector.constants import Stage
-from connector.deadletter.publish import Failure, too_large
-from connector.logs import debug_enabled, get_logger
+from connector.logs import get_logger
 from connector.metrics import Metrics
 from connector.ownership import Assignment, PartitionStatus
+from connector.park._layout import ParkLayout
 from connector.park._ports import ParkLedger, ParkReader, Shops, Warmth
 from connector.park._replay import Replay
+from connector.park._writer import ParkWriter
 from connector.park.log import ParkLog
-from connector.parked import ParkState, park_headers
+from connector.parked import ParkState
 from connector.structs import OrderChange, Record, TopicPartition, Version
 
 log = get_logger("connector.park")
-
-_TOPIC_RETRY_S = 5.0
-_Item = tuple[Record, str, float, Version | None, ParkState]
 
 
 class Parking:
@@ -56,7 +52,6 @@ class Parking:
         self._metrics = metrics
         self._clock = clock
         self._rng = rng
-        self._ledger: ParkLedger | None = None
         # Parking state is honoured wherever there are tenants and a parking topic, also with
         # parking switched off (tenants.park_after_seconds = 0): only new parks are off then.
         self.available = park_log is not None and shops.many
@@ -64,10 +59,8 @@ class Parking:
         self.replay = (
             Replay(settings, park_log, assignment, shops, metrics, clock) if park_log is not None else None
         )
-        self._index: dict[TopicPartition, int] = {}
-        self._queues = 0
-        self._writes: asyncio.Queue[_Item] = asyncio.Queue()
-        self._pending: dict[TopicPartition, set[asyncio.Future[int]]] = {}
+        self._layout = ParkLayout(park_log, settings.park_topic, self.may_park)
+        self._writer = ParkWriter(park_log, assignment, metrics, clock, self.replay)
         self._parking: dict[str, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -76,19 +69,19 @@ class Parking:
         """Where parked records are resolved and replayed ones go (the ledger), how they are read
         (the read path), and when a partition's replay may start (the membership, once its warm-up
         is over). These are built after parking; connected before it is entered."""
-        self._ledger = ledger
+        self._writer.connect(ledger)
         if self.replay is not None:
             self.replay.connect(ledger, reader, warmth)
 
     async def __aenter__(self) -> Self:
         if self.available and self.replay is not None:
-            await self._find_topic()
+            await self._layout.find()
             self._tasks = [
-                asyncio.create_task(self._write_loop(), name="park-writer"),
+                asyncio.create_task(self._writer.run(), name="park-writer"),
                 asyncio.create_task(self.replay.run(), name="park-replay"),
             ]
-            if not self._queues:
-                self._tasks.append(asyncio.create_task(self._topic_loop(), name="park-topic"))
+            if not self._layout.partitions:
+                self._tasks.append(asyncio.create_task(self._layout.watch(), name="park-topic"))
         return self
 
     async def __aexit__(
@@ -99,26 +92,6 @@ class Parking:
         for task in [*self._tasks, *self._parking.values()]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-    async def _find_topic(self) -> None:
-        assert self._log is not None
-        self._queues = await self._log.partitions()
-        if not self._queues and self.may_park:
-            log.error(
-                "park_topic_missing",
-                topic=self._settings.park_topic,
-                action="no shop is parked (a failing shop holds back the partitions it shares), and "
-                "partitions whose last commit has parking state wait, until the topic exists: create "
-                "it (as many partitions as the sources have, retention.ms=-1)",
-            )
-
-    async def _topic_loop(self) -> None:
-        """The parking topic was not there (or not reachable) at start: look again until it is."""
-        while not self._queues:
-            await asyncio.sleep(_TOPIC_RETRY_S)
-            with contextlib.suppress(Exception):
-                await self._find_topic()
-        log.info("park_topic_found", topic=self._settings.park_topic, partitions=self._queues)
 
     @property
     def stopping(self) -> bool:
@@ -137,11 +110,7 @@ class Parking:
         """Every source partition's place in the layout (the same on every member): its index
         modulo the parking topic's partitions is the parking partition of a source partition that
         never parked anything (once something was, its commit records which one)."""
-        ordered = [TopicPartition(t, p) for t in sorted(partitions) for p in range(partitions[t])]
-        self._index = {tp: i for i, tp in enumerate(ordered)}
-
-    def _queue_of(self, tp: TopicPartition) -> int:
-        return self._index.get(tp, zlib.crc32(str(tp).encode())) % max(1, self._queues)
+        self._layout.set_layout(partitions)
 
     async def assign(self, tp: TopicPartition, meta: wire.CommitMeta, committed: int | None) -> bool:
         """``tp`` is ours: carry on its parking state from the last commit. False when that state
@@ -151,14 +120,13 @@ class Parking:
         if part is None or not self.available:
             return True  # single shop: whatever the commit carries is carried forward unchanged
         inherited = bool(meta.replay_starts or meta.parked)
-        if not self._queues:
+        queues = self._layout.partitions
+        if not queues:
             return not inherited
         assert self._log is not None
-        q = meta.park_partition if meta.park_partition is not None else self._queue_of(tp)
-        if q >= self._queues:
-            log.error(
-                "park_partition_missing", partition=str(tp), parking_partition=q, partitions=self._queues
-            )
+        q = meta.park_partition if meta.park_partition is not None else self._layout.queue_of(tp)
+        if q >= queues:
+            log.error("park_partition_missing", partition=str(tp), parking_partition=q, partitions=queues)
             return False
         state = ParkState(q, f"{self._rng.getrandbits(32):08x}", committed)
         canonical = self._shops.canonical  # a shop renamed since: as it is known now
@@ -191,15 +159,13 @@ class Parking:
 
     async def flush(self, tp: TopicPartition, timeout: float) -> None:
         """Wait (bounded) for the appends of ``tp`` still on their way: a hand-over commits them."""
-        pending = self._pending.get(tp)
-        if pending:
-            await asyncio.wait(set(pending), timeout=timeout)
+        await self._writer.flush(tp, timeout)
 
     def revoke(self, tp: TopicPartition, state: ParkState | None) -> None:
         """``tp`` is no longer ours: its replayed changes went with it."""
         if state is not None and self.replay is not None:
             self.replay.forget(state)
-        self._pending.pop(tp, None)
+        self._writer.forget(tp)
 
     def commit_state(self, partitions: set[TopicPartition]) -> dict[TopicPartition, wire.CommitMeta]:
         """The parking part of a commit of each of ``partitions`` parking knows (the others carry
@@ -231,8 +197,7 @@ class Parking:
         that was skipped as identical to it (its replay stands for that one)."""
         part = self._state(record.tp)
         assert part is not None
-        part.writing[tenant] += 1
-        self._writes.put_nowait((record, tenant, hold_until, as_of, part))
+        self._writer.put(record, tenant, hold_until, as_of, part)
 
     def resolve(self, record: Record) -> bool:
         """A replayed record is resolved (delivered, replaced, skipped, dead-lettered)."""
@@ -241,96 +206,6 @@ class Parking:
     def superseded(self, change: OrderChange, record: Record) -> bool:
         """Whether a replayed ``change`` is older than a later parked event of its order."""
         return self.replay is not None and self.replay.superseded(change, record)
-
-    # -- appends ------------------------------------------------------------------------------
-
-    async def _write_loop(self) -> None:
-        while True:
-            record, tenant, hold, as_of, part = item = await self._writes.get()
-            if self._state(record.tp) is not part:  # revoked meanwhile: the next owner reads it
-                continue
-            headers = park_headers(record, tenant, part.token, hold, as_of)
-            landed = await self._append(record, tenant, headers, part)
-            if landed is None:
-                continue
-            self._pending.setdefault(record.tp, set()).add(landed)
-            landed.add_done_callback(functools.partial(self._landed, item=item))
-
-    async def _append(
-        self, record: Record, tenant: str, headers: list[tuple[str, bytes]], part: ParkState
-    ) -> asyncio.Future[int] | None:
-        """Queue one append, trying again until the topic takes it (never dropped: the partition
-        holds until it is written); None when the partition was revoked meanwhile."""
-        assert self._log is not None
-        attempt = 0
-        while self._state(record.tp) is part:
-            try:
-                if tenant not in part.starts:  # its first append: its replay starts where it lands
-                    end = await self._log.end(part.q)
-                    part.starts[tenant] = end
-                    part.begin(end)
-                return await self._log.append(part.q, record.key, record.value, headers, record.timestamp_ms)
-            except Exception as exc:
-                if too_large(exc):
-                    self._too_large(record, tenant, part, exc)
-                    return None
-                attempt += 1
-                self._metrics.park_write_failures.inc()
-                log.error("park_write_failed", error=f"{type(exc).__name__}: {exc}", attempt=attempt)
-                await asyncio.sleep(min(5.0, 0.1 * 2**attempt))
-        return None
-
-    def _landed(self, done: asyncio.Future[int], item: _Item) -> None:
-        record, tenant, _, _, part = item
-        self._pending.get(record.tp, set()).discard(done)
-        if self._state(record.tp) is not part:  # revoked meanwhile: unresolved, read again
-            return
-        if not done.cancelled() and too_large(error := done.exception()):
-            assert error is not None
-            self._too_large(record, tenant, part, error)
-            return
-        if done.cancelled() or done.exception() is not None:
-            self._metrics.park_write_failures.inc()
-            self._writes.put_nowait(item)  # again: the replay orders it by its offset
-            return
-        part.writing[tenant] -= 1
-        offset = done.result()
-        if debug_enabled():
-            log.debug(
-                "parked",
-                tenant=tenant,
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                parked_at=offset,
-            )
-        part.last_written = max(part.last_written, offset)
-        self._metrics.parked_events.inc()
-        assert self._ledger is not None
-        self._ledger.resolve(record, Resolution.PARKED)
-        if self.replay is not None:
-            self.replay.wake()
-
-    def _too_large(self, record: Record, tenant: str, part: ParkState, error: BaseException) -> None:
-        """The parking topic refuses ``record`` for its size (the producer's limit, derived from
-        ``kafka.max_message_bytes``, or the topic's ``max.message.bytes``): it can never be parked, so
-        it is dead-lettered (stage ``park``) rather than tried again for ever, which would hold its
-        partition back for good."""
-        part.writing[tenant] -= 1
-        self._metrics.park_write_failures.inc()
-        log.error(
-            "park_refused_too_large",
-            tenant=tenant,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            size=record.size,
-            error=f"{type(error).__name__}: {error}",
-            action="dead-lettered (stage park): redrive it once the shop is served again",
-        )
-        assert self._ledger is not None
-        now = self._clock.wall()
-        self._ledger.dead_letter(record, Failure(error, Stage.PARK, None, 0, now, now, tenant))
 
     # -- park decisions -----------------------------------------------------------------------
 
@@ -342,7 +217,7 @@ class Parking:
         pace sends in ``tenants.park_after_seconds``. A 429 never opens the circuit, and a shop
         sharing its key is not parked for it; one starved by it is parked as one far behind its
         backlog is, so that it holds back no other shop."""
-        if not self.may_park or not self._queues or self._stopping:
+        if not self.may_park or not self._layout.partitions or self._stopping:
             return
         t = self._settings.tenants
         now, wall = self._clock.monotonic(), self._clock.wall()

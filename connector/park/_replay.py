@@ -1,24 +1,25 @@
-"""Replay: the owner of a partition reads back what was parked from it and hands it to the pipeline
-(see the package docstring)."""
+"""Replay: the owner of a partition reads back what was parked from it (its lookahead over what was
+inherited, its scans, rescans of what a tenant could not take yet, and unparking); handing what it
+read to the pipeline, at each tenant's pace, is a part of its own (``_handover.py``). See the package
+docstring."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import dataclasses
-from collections import Counter
 
 from connector.clock import Clock
-from connector.coalesce import Resolution
 from connector.config import Settings
-from connector.logs import debug_enabled, get_logger
+from connector.logs import get_logger
 from connector.lookahead import Lookahead
 from connector.metrics import Metrics
 from connector.ownership import Assignment, PartitionStatus
+from connector.park._handover import Handover
 from connector.park._ports import ParkLedger, ParkReader, Shops, Warmth
 from connector.park.log import ParkLog, RecordsGone
 from connector.parked import Parked, ParkState, unpack
-from connector.structs import OrderChange, Record, TopicPartition, Version
+from connector.structs import OrderChange, Record, TopicPartition
 
 log = get_logger("connector.park")
 
@@ -48,17 +49,16 @@ class Replay:
         self._assignment = assignment
         self._shops = shops
         self._metrics = metrics
-        self._clock = clock
-        self._ledger: ParkLedger | None = None
         self._reader: ParkReader | None = None
         self._warmth: Warmth | None = None
-        self._out: Counter[str] = Counter()  # replayed records in the coalescer, per tenant
+        self._handover = Handover(settings, shops, metrics, clock, self)
         self._wake = asyncio.Event()
         self.stopping = False
 
     def connect(self, ledger: ParkLedger, reader: ParkReader, warmth: Warmth) -> None:
         """Where replayed records go (see :meth:`Parking.connect`)."""
-        self._ledger, self._reader, self._warmth = ledger, reader, warmth
+        self._reader, self._warmth = reader, warmth
+        self._handover.connect(ledger, reader)
 
     def state(self, tp: TopicPartition) -> ParkState | None:
         """The parking state of ``tp`` while it is owned and not being revoked."""
@@ -73,8 +73,7 @@ class Replay:
 
     def forget(self, state: ParkState) -> None:
         """``state``'s partition is no longer ours: its replayed changes went with it."""
-        for tenant in state.dispatched.values():
-            self._out[tenant] -= 1
+        self._handover.forget(state)
 
     def resolve(self, record: Record) -> bool:
         """A replayed record is resolved (delivered, replaced, skipped, dead-lettered)."""
@@ -84,7 +83,7 @@ class Replay:
         tenant = part.dispatched.pop(record.parked_at, None)
         if tenant is None:
             return False
-        self._out[tenant] -= 1
+        self._handover.returned(tenant)
         self._wake.set()
         return part.scan(tenant).resolve(record.parked_at)
 
@@ -103,15 +102,6 @@ class Replay:
             return parked
         return dataclasses.replace(parked, tenant=tenant)
 
-    def _allowance(self, tenant: str) -> int:
-        """How many more of ``tenant``'s parked events the coalescer may take now: one while its
-        circuit is open (the probe), ``tenants.park_replay_events`` once it is closed."""
-        health = self._shops.health(tenant)
-        if health is None:  # no longer served: its events go to the DLQ (stage route)
-            return 1 << 30
-        closed = health.closed
-        return (self._settings.tenants.park_replay_events if closed else 1) - self._out[tenant]
-
     def valid(self, part: ParkState, tp: TopicPartition, parked: Parked, at: int) -> bool:
         """Whether the parking record at ``at`` is one to replay for ``tp``: parked from it, for a
         tenant whose replay starts at or before it, by this member, or by an earlier one whose commit
@@ -125,39 +115,6 @@ class Replay:
         if parked.token == part.token:
             return True
         return part.start is not None and parked.record.offset < part.start
-
-    def _hand_over(self, part: ParkState, parked: Parked) -> None:
-        if debug_enabled():
-            r = parked.record
-            log.debug(
-                "park_replay",
-                tenant=parked.tenant,
-                topic=r.topic,
-                partition=r.partition,
-                offset=r.offset,
-                parked_at=r.parked_at,
-            )
-        part.dispatched[parked.record.parked_at] = parked.tenant
-        self._out[parked.tenant] += 1
-        self._metrics.replayed_events.inc()
-        hold = max(0.0, parked.hold_until - self._clock.wall())
-        self._dispatch(parked.record, hold, parked.as_of)
-
-    def _dispatch(self, record: Record, hold: float, as_of: Version | None) -> None:
-        """A parked event, at its original place: decoded, coalesced and delivered as any other
-        (``hold``: seconds before its order may be sent; ``as_of``: a newer event it stands for,
-        skipped as identical to it before it was parked)."""
-        assert self._ledger is not None
-        assert self._reader is not None
-        change = self._reader.accept(record)
-        if change is None:
-            return
-        if as_of is not None and change.version.older_than(as_of):
-            change._version = as_of
-        if self.superseded(change, record):
-            self._ledger.resolve(record, Resolution.REPLACED)  # a newer parked event of its order follows
-            return
-        self._ledger.offer(change, hold)
 
     async def run(self) -> None:
         """The replay loop: every owned partition in turn, when woken or every 200 ms."""
@@ -219,7 +176,7 @@ class Replay:
             if not part.looked_ahead or not self._live(tp, part):
                 return
         for tenant in sorted(part.held_from):
-            if self._allowance(tenant) > 0:
+            if self._handover.allowance(tenant) > 0:
                 await self._rescan(tp, part, tenant)
         bound = self._settings.kafka.max_held_offsets
         for _ in range(_READS_PER_ROUND):
@@ -237,11 +194,11 @@ class Replay:
                     continue
                 tenant = parked.tenant
                 part.scan(tenant).track(r.offset, 0, r.timestamp_ms / 1000.0)
-                if tenant in part.held_from or self._allowance(tenant) <= 0:
+                if tenant in part.held_from or self._handover.allowance(tenant) <= 0:
                     part.held_from.setdefault(tenant, r.offset)
                     part.held_ts.setdefault(tenant, r.timestamp_ms / 1000.0)
                     continue
-                self._hand_over(part, parked)
+                self._handover.hand_over(part, parked)
             await asyncio.sleep(0)
         self._unpark(tp, part)
 
@@ -304,11 +261,11 @@ class Replay:
                 parked = self._unpack(r)
                 if parked is None or parked.tenant != tenant or not self.valid(part, tp, parked, r.offset):
                     continue
-                if self._allowance(tenant) <= 0:
+                if self._handover.allowance(tenant) <= 0:
                     part.held_from[tenant] = r.offset
                     part.held_ts[tenant] = r.timestamp_ms / 1000.0
                     return
-                self._hand_over(part, parked)
+                self._handover.hand_over(part, parked)
             await asyncio.sleep(0)
         del part.held_from[tenant]
         part.held_ts.pop(tenant, None)

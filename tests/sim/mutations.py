@@ -21,6 +21,7 @@ from connector.membership import Membership
 from connector.metadata import CommitMeta
 from connector.park import Parking
 from connector.park._replay import Replay
+from connector.park._writer import ParkWriter
 from connector.structs import TopicPartition, Version
 from connector.vendors.loop import LoopSink
 
@@ -286,13 +287,13 @@ def no_parking() -> Iterator[None]:
 def parked_resolved_before_it_is_written() -> Iterator[None]:
     """An event handed to the parking writer is resolved at once, not when the parking topic
     acknowledged it: with the topic refusing writes and the member then dying, it is lost."""
-    real = Parking.park
+    real = ParkWriter.put
 
-    def park(self: Parking, record: Any, tenant: str, hold_until: float = 0.0, as_of: Any = None) -> None:
-        real(self, record, tenant, hold_until, as_of)
+    def put(self: ParkWriter, record: Any, tenant: str, hold_until: float, as_of: Any, part: Any) -> None:
+        real(self, record, tenant, hold_until, as_of, part)
         self._ledger.resolve(record, Resolution.PARKED)
 
-    with _patched(Parking, "park", park):
+    with _patched(ParkWriter, "put", put):
         yield
 
 
