@@ -3,12 +3,69 @@ that part declares (``connector.deliver.WorkSource``, ``connector.park.Shops``' 
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+from pydantic import SecretStr
 
 from connector.coalesce import Resolution
 from connector.deadletter import Failure
 from connector.deliver import Outcome
 from connector.structs import OrderChange, Record, TopicPartition
+
+
+class Vendor:
+    """A vendor's client of our own (``connector.sinks.Sink``): every change it accepted, in order. It
+    holds every call while ``gate`` is closed, never answers those of the orders in ``hang``, and
+    raises ``fail`` (or, for one order, the error ``refuse`` gives its external id) instead of
+    accepting."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.applied: list[OrderChange] = []
+        self.calls = 0
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.fail: BaseException | None = None
+        self.refuse: dict[str, BaseException] = {}
+        self.hang: set[str] = set()
+        self.keys: list[str] = []
+        self.closed = False
+
+    async def apply(self, change: OrderChange) -> None:
+        self.calls += 1
+        await self.gate.wait()
+        if change.external_id in self.hang:
+            await asyncio.Event().wait()  # until cancelled
+        error = self.refuse.get(change.external_id, self.fail)
+        if error is not None:
+            raise error
+        self.applied.append(change)
+
+    async def probe(self) -> None:
+        if self.fail is not None:
+            raise self.fail
+
+    async def held_version(self, change: OrderChange) -> tuple[bool, datetime | None]:
+        raise NotImplementedError
+
+    def set_api_key(self, api_key: SecretStr) -> None:
+        self.keys.append(api_key.get_secret_value())
+
+    def sent(self) -> list[tuple[str, str]]:
+        """What it accepted: each change's key and its body's ``status``."""
+        return [(c.key, str(c.body.get("status"))) for c in self.applied]
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.closed = True
 
 
 class NoWork:
@@ -69,4 +126,4 @@ class ParkPorts:
         parking.connect(ledger=self, reader=self, warmth=self)
 
 
-__all__ = ["NoLinger", "NoWork", "ParkPorts"]
+__all__ = ["NoLinger", "NoWork", "ParkPorts", "Vendor"]
