@@ -459,6 +459,7 @@ async def test_nothing_parked_is_handed_over_while_its_partition_is_revoked() ->
         assert owned is not None
         assert part is not None
         owned.status = PartitionStatus.REVOKING  # as the membership sets it when the revoke starts
+        assert parking.replay is not None
         assert parking.replay.state(TP) is None
         await asyncio.sleep(0.5)
         assert dispatched == []
