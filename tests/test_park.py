@@ -9,6 +9,7 @@ tests/integration/test_tenants.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -28,6 +29,7 @@ from connector.metadata import CommitMeta
 from connector.metrics import Metrics
 from connector.ownership import Assignment, PartitionStatus
 from connector.park import Parking, ParkState, RecordsGone, ShopHealth
+from connector.park._replay import Replay
 from connector.structs import Record, TopicPartition
 from tests.fakes import ParkPorts
 
@@ -511,3 +513,42 @@ async def test_an_event_the_parking_topic_cannot_hold_is_dead_lettered_not_tried
         assert [(r.offset, f.stage, f.tenant) for r, f in dead] == [(60, "park", "acme")]
         assert [r.value for r in log.records[state.q]] == [after.value]
         assert state.writing["acme"] == 0
+
+
+async def test_a_parked_shop_gets_one_event_while_its_circuit_is_open_then_park_replay_events() -> None:
+    """The replay on its own: while the shop's circuit is open it is handed one parked event at a
+    time (its probe), the rest held back (and said to be, by their age); closed, up to
+    ``tenants.park_replay_events`` (3) at once; each one resolved makes room for the next."""
+    log, ports, shops = _Log(), ParkPorts(warm=True), Shops("acme")
+    log.records[0] += [_parked(i, "0badcafe", at=i) for i in range(6)]  # parked below offset 50
+    assignment = Assignment()
+    part = assignment.add(TP)
+    part.status = PartitionStatus.OWNED
+    state = ParkState(0, "0000beef", start=50)
+    state.parked, state.starts, state.end_at_assign = {"acme"}, {"acme": 0}, 6
+    state.begin(0)
+    part.park = state  # what Parking.assign takes up from the partition's last commit
+    shops.down("acme", 60.0)
+    settings = Settings(tenants=TenantsSettings(park_replay_events=3))
+    replay = Replay(settings, log, assignment, shops, Metrics(), SYSTEM_CLOCK)
+    replay.connect(ports, ports, ports)
+    running = asyncio.create_task(replay.run())
+    try:
+        await until(lambda: ports.handed)
+        await asyncio.sleep(0.3)
+        assert [r.offset for r in ports.handed] == [0]
+        assert replay.tenants() == {"acme"}
+        assert replay.oldest() == {"acme": 1.234}, "the record time of the first one held back"
+        shops.healths["acme"] = HEALTHY
+        replay.wake()
+        await until(lambda: len(ports.handed) == 3)
+        await asyncio.sleep(0.3)
+        assert len(ports.handed) == 3
+        assert replay.resolve(ports.handed[0])
+        assert not replay.resolve(ports.handed[0]), "resolved once"
+        await until(lambda: len(ports.handed) == 4)
+        assert [r.parked_at for r in ports.handed] == [0, 1, 2, 3]
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
