@@ -636,12 +636,3 @@ def test_the_shopify_examples_mapping_file_and_function_map_every_event_alike() 
         outcomes.append(by_file if by_file is MappingError else by_file["event_type"])
     assert outcomes.count(MappingError) == 1, "the example's one unreadable amount"
     assert "order.deleted" in outcomes
-
-
-def test_a_mapping_function_that_raises_is_a_mapping_error_naming_it_and_the_key() -> None:
-    function = FunctionMapping("examples.shopify.mapping:to_loop")
-    with pytest.raises(
-        MappingError, match=r"mapping function examples\.shopify\.mapping:to_loop raised KeyError"
-    ) as raised:
-        function.apply(Event(value={"no": "id"}))
-    assert raised.value.path == "'id'"
