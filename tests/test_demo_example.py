@@ -38,5 +38,5 @@ def test_the_shopify_example_read_from_a_folder_by_its_path() -> None:
 
 
 def test_an_unknown_example_is_a_config_error_naming_where_it_looked() -> None:
-    with pytest.raises(ConfigError, match="no folder with connector.toml and events.jsonl"):
+    with pytest.raises(ConfigError, match=r"no folder with connector\.toml and events\.jsonl"):
         find_example("no-such-example")
