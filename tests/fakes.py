@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from connector.coalesce import Resolution
 from connector.deadletter import Failure
 from connector.deliver import Outcome
+from connector.source import Committed
 from connector.structs import OrderChange, Record, TopicPartition
 
 
@@ -66,6 +67,61 @@ class Vendor:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.closed = True
+
+
+class Member:
+    """A group member of our own (``connector.source.Source``), as a membership drives it: committed offsets, pauses, seeks; commits of a partition
+    in ``refuses`` are refused, with every partition in the same request (as the broker does)."""
+
+    def __init__(
+        self, committed: Committed | None = None, ends: dict[TopicPartition, int] | None = None
+    ) -> None:
+        self.stored: Committed = dict(committed or {})
+        self.ends = ends or {}
+        self.owned: set[TopicPartition] = set()
+        self.paused: set[TopicPartition] = set()
+        self.sought: dict[TopicPartition, int] = {}
+        self.refuses: set[TopicPartition] = set()
+        self.lookups_fail = False
+        self.lookup_gate: asyncio.Event | None = None
+        self.positions: dict[TopicPartition, int] = {}
+
+    async def fetch(self, timeout_ms: int) -> list[Record]:
+        return []
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.owned)
+
+    def log_end(self, tp: TopicPartition) -> int | None:
+        return self.ends.get(tp)
+
+    def partition_counts(self) -> dict[str, int]:
+        return {"orders": 2}
+
+    def pause(self, partitions: set[TopicPartition]) -> None:
+        self.paused |= partitions
+
+    def resume(self, partitions: set[TopicPartition]) -> None:
+        self.paused -= partitions
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.sought[tp] = offset
+
+    async def commit(self, offsets: Committed) -> bool:
+        if offsets.keys() & self.refuses:
+            return False
+        self.stored.update(offsets)
+        return True
+
+    async def committed(self, partitions: set[TopicPartition]) -> Committed:
+        if self.lookup_gate is not None:
+            await self.lookup_gate.wait()
+        if self.lookups_fail:
+            raise ConnectionError("broker unreachable")
+        return {tp: self.stored[tp] for tp in partitions if tp in self.stored}
+
+    async def position(self, tp: TopicPartition) -> int | None:
+        return self.positions.get(tp, 0)
 
 
 class NoWork:
@@ -126,4 +182,4 @@ class ParkPorts:
         parking.connect(ledger=self, reader=self, warmth=self)
 
 
-__all__ = ["NoLinger", "NoWork", "ParkPorts", "Vendor"]
+__all__ = ["Member", "NoLinger", "NoWork", "ParkPorts", "Vendor"]

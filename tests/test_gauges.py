@@ -22,20 +22,9 @@ from connector.pacing import Pacer
 from connector.park import Parking
 from connector.structs import OrderChange, Record, TopicPartition
 from connector.tenancy import Tenancy
-from tests.fakes import NoLinger, NoWork, Vendor
+from tests.fakes import Member, NoLinger, NoWork, Vendor
 
 TP = TopicPartition("orders", 0)
-
-
-class Ends:
-    """What the gauges ask the consumer: each partition's log end (``connector.source.Source``, the
-    part of it they read)."""
-
-    def __init__(self, ends: dict[TopicPartition, int]) -> None:
-        self.ends = ends
-
-    def log_end(self, tp: TopicPartition) -> int | None:
-        return self.ends.get(tp)
 
 
 @asynccontextmanager
@@ -77,7 +66,7 @@ async def test_every_gauge_is_set_from_the_parts_it_reads() -> None:
         assert sample("connector_consumer_lag", {"topic": "orders", "partition": "0"}) is None, (
             "no consumer yet"
         )
-        g.refresh(1_030.0, Ends({TP: 100}))
+        g.refresh(1_030.0, Member(ends={TP: 100}))
         assert sample("connector_consumer_lag", {"topic": "orders", "partition": "0"}) == 60
 
 

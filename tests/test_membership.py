@@ -19,68 +19,12 @@ from connector.metrics import Metrics
 from connector.ownership import Assignment, PartitionStatus
 from connector.pacing import Pacer
 from connector.park import Parking
-from connector.source import Committed
-from connector.structs import Record, TopicPartition
+from connector.structs import TopicPartition
 from connector.tenancy import Tenancy
-from tests.fakes import Vendor
+from tests.fakes import Member, Vendor
 
 TP0 = TopicPartition("orders", 0)
 TP1 = TopicPartition("orders", 1)
-
-
-class Member:
-    """The group member a membership drives: committed offsets, pauses, seeks; commits of a partition
-    in ``refuses`` are refused, with every partition in the same request (as the broker does)."""
-
-    def __init__(
-        self, committed: Committed | None = None, ends: dict[TopicPartition, int] | None = None
-    ) -> None:
-        self.stored: Committed = dict(committed or {})
-        self.ends = ends or {}
-        self.owned: set[TopicPartition] = set()
-        self.paused: set[TopicPartition] = set()
-        self.sought: dict[TopicPartition, int] = {}
-        self.refuses: set[TopicPartition] = set()
-        self.lookups_fail = False
-        self.lookup_gate: asyncio.Event | None = None
-        self.positions: dict[TopicPartition, int] = {}
-
-    async def fetch(self, timeout_ms: int) -> list[Record]:
-        return []
-
-    def assignment(self) -> set[TopicPartition]:
-        return set(self.owned)
-
-    def log_end(self, tp: TopicPartition) -> int | None:
-        return self.ends.get(tp)
-
-    def partition_counts(self) -> dict[str, int]:
-        return {"orders": 2}
-
-    def pause(self, partitions: set[TopicPartition]) -> None:
-        self.paused |= partitions
-
-    def resume(self, partitions: set[TopicPartition]) -> None:
-        self.paused -= partitions
-
-    def seek(self, tp: TopicPartition, offset: int) -> None:
-        self.sought[tp] = offset
-
-    async def commit(self, offsets: Committed) -> bool:
-        if offsets.keys() & self.refuses:
-            return False
-        self.stored.update(offsets)
-        return True
-
-    async def committed(self, partitions: set[TopicPartition]) -> Committed:
-        if self.lookup_gate is not None:
-            await self.lookup_gate.wait()
-        if self.lookups_fail:
-            raise ConnectionError("broker unreachable")
-        return {tp: self.stored[tp] for tp in partitions if tp in self.stored}
-
-    async def position(self, tp: TopicPartition) -> int | None:
-        return self.positions.get(tp, 0)
 
 
 def membership(**kafka: Any) -> tuple[Membership, Fence, Metrics]:
