@@ -1,5 +1,7 @@
 """Small stand-ins for the parts around the one a unit test drives, each implementing the protocol
-that part declares (``connector.deliver.WorkSource``, ``connector.park.Shops``' peers …)."""
+that part declares: a vendor client (``connector.sinks.Sink``), a group member
+(``connector.source.Source``), work sources and lingers (``connector.deliver``), and what parking
+talks to besides the shops (``connector.park``)."""
 
 from __future__ import annotations
 
