@@ -112,9 +112,10 @@ async def test_an_unknown_schema_id_is_a_decode_error(registry_stub: tuple[str, 
         m.read(record)
 
 
-def test_bytes_that_are_not_the_datum_are_a_decode_error() -> None:
-    registry = Registry("http://127.0.0.1:1")
-    registry._schemas[7] = fastavro.parse_schema(ORDER_SCHEMA)
+async def test_bytes_that_are_not_the_datum_are_a_decode_error(registry_stub: tuple[str, list[int]]) -> None:
+    url, _ = registry_stub
+    registry = Registry(url)
+    await registry.prefetch([wire(7, ORDER_SCHEMA, DATUM)])
     with pytest.raises(DecodeError, match="not Avro of schema id 7"):
         registry.decode(b"\0\0\0\0\7\xff", "value")
 
@@ -269,13 +270,13 @@ async def _registry_down(stub: Stub) -> None:
     await asyncio.sleep(2.5)
     assert not waiting.done()
     assert not health.ready
-    assert metrics.registry_unavailable._value.get() == 1  # type: ignore[attr-defined]
+    assert metrics.registry.get_sample_value("connector_schema_registry_unavailable") == 1
     assert health.age() < 1.5, "the read loop is alive while it waits"
     stub.down = False
     await asyncio.wait_for(waiting, 5)
     assert health.ready
-    assert metrics.registry_unavailable._value.get() == 0  # type: ignore[attr-defined]
-    assert metrics.registry_outages._value.get() == 1  # type: ignore[attr-defined]
+    assert metrics.registry.get_sample_value("connector_schema_registry_unavailable") == 0
+    assert metrics.registry.get_sample_value("connector_schema_registry_outages_total") == 1
 
 
 def test_config_show_prints_the_registry_url_without_its_credentials(

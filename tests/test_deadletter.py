@@ -1,4 +1,5 @@
-"""Dead-letter headers: the Kafka Connect set, ours, the record's own, and no secrets."""
+"""Dead-letter headers: the Kafka Connect set, ours, the record's own, and no secrets; dead letters read
+back, and the filters a redrive selects them by."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from random import Random
 from aiokafka.errors import MessageSizeTooLargeError
 
 from connector import logs
-from connector.deadletter import DeadLetterPublisher, Failure, dead_letter_headers
+from connector.deadletter import DeadLetter, DeadLetterPublisher, Failure, Filter, dead_letter_headers
 from connector.deadletter.publish import record_bytes
 from connector.errors import DecodeError, RejectedError
 from connector.structs import Record
@@ -153,3 +154,46 @@ def test_a_topic_that_holds_no_dead_letter_gets_the_record_whole_once_its_limit_
     [(key, value, headers)] = topic.written
     assert (key, value, headers["trace"]) == (b"poison", b"not json", b"t5")
     assert "__connector.value.truncated" not in headers
+
+
+# -- dead letters read back, and filtered -------------------------------------------------------------
+def _dead_letter(failure: Failure, timestamp_ms: int = 5_000, offset: int = 42) -> DeadLetter:
+    record = Record("orders", 3, offset, b"A-1", b"{}", (("trace", b"t1"),))
+    return DeadLetter(
+        0, 7, timestamp_ms, record.key, record.value, tuple(dead_letter_headers(record, failure))
+    )
+
+
+def test_a_dead_letter_read_back_says_where_it_came_from_and_keeps_its_own_headers() -> None:
+    dl = _dead_letter(Failure(RejectedError("422", status=422), "deliver", "A-1"))
+    assert dl.origin == ("orders", "3", "42")
+    assert dl.original_headers() == [("trace", b"t1")]
+    assert dl.header("__connector.stage") == "deliver"
+    assert dl.header("no-such-header") is None
+
+
+def test_a_filter_matches_every_criterion_given_and_everything_without_one() -> None:
+    rejected = _dead_letter(Failure(RejectedError("422", status=422), "deliver", "A-1", tenant="acme"), 5_000)
+    unreadable = _dead_letter(Failure(DecodeError("bad"), "decode"), 9_000)
+    both = [rejected, unreadable]
+    assert [Filter().matches(dl) for dl in both] == [True, True]
+    assert [Filter(stages={"decode"}).matches(dl) for dl in both] == [False, True]
+    assert [Filter(statuses={"422"}).matches(dl) for dl in both] == [True, False]
+    assert [Filter(statuses={"none"}).matches(dl) for dl in both] == [False, True], "no HTTP status"
+    assert [Filter(external_ids={"A-1"}).matches(dl) for dl in both] == [True, False]
+    assert [Filter(tenants={"acme"}).matches(dl) for dl in both] == [True, False]
+    assert [Filter(since_ms=5_001).matches(dl) for dl in both] == [False, True]
+    assert [Filter(until_ms=9_000).matches(dl) for dl in both] == [True, False], "until is exclusive"
+    assert [Filter(stages={"deliver"}, tenants={"bolt"}).matches(dl) for dl in both] == [False, False]
+
+
+def test_a_filters_fingerprint_is_stable_across_releases() -> None:
+    """It names the redrive's consumer group: a changed fingerprint would redrive everything again.
+    A filter without tenants keeps the fingerprint it had before tenants existed."""
+    assert Filter().fingerprint() == "28ff5a877a3a"
+    assert Filter(stages={"deliver"}, statuses={"422"}).fingerprint() == "273960b413b9"
+    assert Filter(tenants={"acme"}).fingerprint() == "f31931474db5"
+    assert (
+        Filter(stages={"deliver", "decode"}).fingerprint()
+        == Filter(stages={"decode", "deliver"}).fingerprint()
+    )

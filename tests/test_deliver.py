@@ -1,13 +1,17 @@
-"""The deliverer with the real Loop client against a scripted vendor, on virtual time: a 429 is a pacing
-signal, never an outage, and never the event's fault; a Retry-After longer than the connector waits
-is an outage."""
+"""The deliverer, on virtual time. With the real Loop client against a scripted vendor: a 429 is a
+pacing signal, never an outage, and never the event's fault; a Retry-After longer than the connector
+waits is an outage. With a vendor client and a work source of our own (``WorkSource``, ``Linger``): a
+job claims its order's newest change only once it may send, goes on while its order has more, holds
+its order ``settle_seconds`` after an ambiguous failure, retries by the error's class, lingers while
+its partition is behind, and is abandoned (reported, unresolved) by a drain or a close."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from random import Random
+from typing import Any
 
 import httpx
 import pytest
@@ -16,11 +20,14 @@ from connector import errors
 from connector.circuit import Circuit, State
 from connector.config import SinkSettings
 from connector.deliver import Deliverer, Outcome, OutcomeKind, status_class
+from connector.errors import RejectedError, ServerError, SinkTimeout
+from connector.fence import Fence
 from connector.metrics import Metrics
 from connector.pacing import Pacer
 from connector.retry import RetryPolicy
-from connector.structs import OrderChange, Record
+from connector.structs import OrderChange, Record, TopicPartition
 from connector.vendors import make_sink
+from tests.fakes import Vendor
 from tests.sim.loop import VirtualTimeLoop
 
 START = 1_800_000_000.0
@@ -153,8 +160,8 @@ class _SlowerTimeout(errors.SinkTimeout):
     """A subclass the label table never named."""
 
 
-class SinkTimeout(Exception):
-    """Not the connector's SinkTimeout, only named like it."""
+NAMED_LIKE_A_TIMEOUT: type[Exception] = type("SinkTimeout", (Exception,), {})
+"""Not the connector's SinkTimeout, only named like it."""
 
 
 @pytest.mark.parametrize(
@@ -168,7 +175,7 @@ class SinkTimeout(Exception):
         (_SlowerTimeout("x"), "timeout"),
         (errors.SinkConnectError("x"), "connect"),
         (errors.SinkCutOff("x"), "connect"),
-        (SinkTimeout("x"), "other"),
+        (NAMED_LIKE_A_TIMEOUT("x"), "other"),
         (RuntimeError("x"), "other"),
     ],
 )
@@ -176,3 +183,261 @@ def test_a_calls_label_is_read_from_its_class_not_its_name(error: BaseException 
     """``connector_api_requests_total{status_class}``: the error's class (or its status) decides,
     subclasses included; an unrelated class with the same name is ``other``."""
     assert status_class(error) == label
+
+
+# -- the deliverer's life of a job, with a vendor client and a work source of our own -----------------
+TP = TopicPartition("orders", 0)
+
+
+class Orders:
+    """A work source of our own (``connector.deliver.WorkSource``): each key's changes in the order
+    they came; a claim takes the newest (the older ones are noted as replaced, never sent)."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, list[OrderChange]] = {}
+        self.claims: list[tuple[float, str]] = []  # (virtual time, key)
+        self.replaced: list[OrderChange] = []
+        self.outcomes: list[Outcome] = []
+
+    def add(self, key: str, offset: int, status: str = "active") -> OrderChange:
+        record = Record(TP.topic, TP.partition, offset, key.encode(), b"{}")
+        change = OrderChange(record, key, "upsert", {"external_id": key, "status": status})
+        self.pending.setdefault(key, []).append(change)
+        return change
+
+    def claim(self, key: str) -> OrderChange | None:
+        self.claims.append((asyncio.get_running_loop().time() - START, key))
+        changes = self.pending.get(key)
+        if not changes:
+            return None
+        self.replaced += changes[:-1]
+        del changes[:-1]
+        return changes[0]
+
+    def report(self, outcome: Outcome) -> bool:
+        self.outcomes.append(outcome)
+        if outcome.kind is OutcomeKind.ABANDONED:
+            return False
+        changes = self.pending.get(outcome.key, [])
+        if changes and changes[0] is outcome.change:
+            changes.pop(0)
+        return bool(changes)
+
+    def kinds(self) -> list[tuple[str, OutcomeKind]]:
+        return [(o.key, o.kind) for o in self.outcomes]
+
+
+class Behind:
+    """Whether partitions are behind their log end (``connector.deliver.Linger``)."""
+
+    def __init__(self, behind: bool) -> None:
+        self.now = behind
+
+    def behind(self, tp: TopicPartition) -> bool:
+        return self.now
+
+
+@dataclass
+class Desk:
+    """One deliverer over partition ``TP`` (fenced for us for ever), its vendor and its work."""
+
+    vendor: Vendor
+    orders: Orders
+    deliverer: Deliverer
+    fence: Fence
+    metrics: Metrics
+
+
+def desk(
+    max_in_flight: int = 2, settle: float = 2.0, linger: Behind | None = None, linger_seconds: float = 0.0
+) -> Desk:
+    clock = Clock()
+    fence = Fence(clock, lease_seconds=float("inf"), settle_seconds=settle)
+    fence.assign(TP, 0.0)
+    fence.renew(TP, float("inf"))
+    pacer = Pacer(100.0, clock, fence)
+    pacer.set_layout({TP.topic: 1})
+    vendor, orders, metrics = Vendor(), Orders(), Metrics()
+    deliverer = Deliverer(
+        vendor,
+        orders,
+        metrics,
+        clock=clock,
+        rng=Random(1),
+        pacer=pacer,
+        circuit=Circuit(window=10, min_calls=5, failure_ratio=0.5, probe_interval=1.0),
+        policy=RetryPolicy(base_seconds=0.1, cap_seconds=0.5, max_attempts=3, rng=Random(2)),
+        max_in_flight=max_in_flight,
+        linger=linger,
+        linger_seconds=linger_seconds,
+    )
+    return Desk(vendor, orders, deliverer, fence, metrics)
+
+
+def on_virtual_time(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    with asyncio.Runner(loop_factory=lambda: VirtualTimeLoop(START)) as runner:
+        runner.run(scenario())
+
+
+async def until(condition: Callable[[], object], within: float = 60.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {within}s")
+        await asyncio.sleep(0.01)
+
+
+def test_a_job_claims_its_orders_newest_change_only_once_it_may_send() -> None:
+    """Submitted with a hold of two seconds, A1's job claims when the hold is over: the changes that
+    came meanwhile are one call, the newest; the older ones are never sent."""
+
+    async def scenario() -> None:
+        d = desk()
+        async with d.deliverer:
+            d.orders.add("A1", 0, "active")
+            d.deliverer.submit("A1", TP, hold=2.0)
+            await asyncio.sleep(1.0)
+            d.orders.add("A1", 1, "archived")
+            newest = d.orders.add("A1", 2, "cancelled")
+            await until(lambda: d.orders.outcomes)
+            assert [t for t, _ in d.orders.claims] == [pytest.approx(2.0, abs=0.05)]
+            assert d.vendor.applied == [newest]
+            assert [c.record.offset for c in d.orders.replaced] == [0, 1]
+            assert d.orders.kinds() == [("A1", OutcomeKind.DELIVERED)]
+
+    on_virtual_time(scenario)
+
+
+def test_a_job_goes_on_while_its_order_has_more_to_send_then_ends() -> None:
+    async def scenario() -> None:
+        d = desk(max_in_flight=1)
+        async with d.deliverer:
+            d.vendor.gate.clear()
+            d.orders.add("A1", 0, "active")
+            d.deliverer.submit("A1", TP)
+            await until(lambda: d.vendor.calls == 1)
+            d.orders.add("A1", 1, "archived")
+            d.vendor.gate.set()
+            await until(lambda: len(d.orders.outcomes) == 2)
+            assert d.vendor.sent() == [("A1", "active"), ("A1", "archived")]
+            assert d.deliverer.pending == 0
+            await asyncio.sleep(1.0)
+            assert len(d.orders.claims) == 2, "its job ended: no claim more"
+
+    on_virtual_time(scenario)
+
+
+def test_after_an_ambiguous_failure_its_order_waits_settle_seconds_and_the_fence_knows() -> None:
+    """A timeout: the request may still land. Its order is sent again only ``settle_seconds`` (2 s)
+    later, and the partition's commits announce that late writes may land until then."""
+
+    async def scenario() -> None:
+        d = desk(settle=2.0)
+        async with d.deliverer:
+            d.vendor.refuse["A1"] = SinkTimeout("no answer in time")
+            d.orders.add("A1", 0)
+            d.deliverer.submit("A1", TP)
+            await until(lambda: d.vendor.calls == 1)
+            first = d.orders.claims[0][0]
+            assert d.fence.settle_by(TP, None) >= START + first + 2.0
+            del d.vendor.refuse["A1"]
+            await until(lambda: d.orders.outcomes)
+            assert d.vendor.calls == 2
+            [outcome] = d.orders.outcomes
+            assert (outcome.kind, outcome.attempts) == (OutcomeKind.DELIVERED, 2)
+            assert len(d.orders.claims) == 2
+            assert d.orders.claims[1][0] >= first + 2.0
+
+    on_virtual_time(scenario)
+
+
+def test_a_refused_change_is_reported_at_once_and_a_failing_one_after_max_attempts() -> None:
+    """A 422 is the event's fault: failed for good, one attempt. A 500 may pass later: retried, then
+    failed after ``max_attempts`` (3), its error and attempts in the outcome."""
+
+    async def scenario() -> None:
+        d = desk()
+        async with d.deliverer:
+            d.vendor.refuse = {"A1": RejectedError("422", status=422), "B1": ServerError("500", status=500)}
+            d.orders.add("A1", 0)
+            d.orders.add("B1", 1)
+            d.deliverer.submit("A1", TP)
+            d.deliverer.submit("B1", TP)
+            await until(lambda: len(d.orders.outcomes) == 2)
+            by_key = {o.key: o for o in d.orders.outcomes}
+            assert (by_key["A1"].kind, by_key["A1"].attempts) == (OutcomeKind.FAILED, 1)
+            assert (by_key["B1"].kind, by_key["B1"].attempts) == (OutcomeKind.FAILED, 3)
+            assert isinstance(by_key["B1"].error, ServerError)
+            assert by_key["B1"].ambiguous, "a 500 may have been applied"
+            assert d.metrics.registry.get_sample_value("connector_api_retries_total") == 2
+
+    on_virtual_time(scenario)
+
+
+def test_a_drain_abandons_what_waits_and_cancels_what_is_in_flight_after_its_timeout() -> None:
+    """Revoked: the queued job is abandoned at once; the call in flight gets the timeout (1 s), then
+    is cancelled and abandoned too, and counts as ambiguous for the fence. A job submitted while the
+    partition is drained is abandoned; once it is owned again, jobs are taken."""
+
+    async def scenario() -> None:
+        d = desk(max_in_flight=1, settle=2.0)
+        loop = asyncio.get_running_loop()
+        async with d.deliverer:
+            d.vendor.hang.add("A1")
+            d.orders.add("A1", 0)
+            d.orders.add("B1", 1)
+            d.deliverer.submit("A1", TP)
+            d.deliverer.submit("B1", TP)
+            await until(lambda: d.vendor.calls == 1)
+            started = loop.time()
+            await d.deliverer.drain({TP}, timeout=1.0)
+            assert loop.time() - started == pytest.approx(1.0, abs=0.05)
+            assert sorted(d.orders.kinds()) == [("A1", OutcomeKind.ABANDONED), ("B1", OutcomeKind.ABANDONED)]
+            assert d.fence.settle_by(TP, None) >= started + 1.0 + 2.0
+            assert d.deliverer.pending == 0
+            d.deliverer.submit("B1", TP)
+            assert d.orders.kinds()[-1] == ("B1", OutcomeKind.ABANDONED)
+            d.deliverer.undrain({TP})
+            d.deliverer.submit("B1", TP)
+            await until(lambda: d.orders.kinds()[-1] == ("B1", OutcomeKind.DELIVERED))
+            assert d.vendor.sent() == [("B1", "active")]
+
+    on_virtual_time(scenario)
+
+
+def test_a_job_lingers_while_its_partition_is_far_behind_its_log_end() -> None:
+    """Newer events of its order are likely yet to be read: the first attempt waits up to
+    ``linger_seconds`` (3 s) while the partition is behind, not at all once it has caught up."""
+
+    async def scenario() -> None:
+        behind = Behind(True)
+        d = desk(linger=behind, linger_seconds=3.0)
+        async with d.deliverer:
+            d.orders.add("A1", 0)
+            d.deliverer.submit("A1", TP)
+            await until(lambda: d.orders.outcomes)
+            assert d.orders.claims[0][0] == pytest.approx(3.0, abs=0.15)
+            behind.now = False
+            d.orders.add("B1", 1)
+            d.deliverer.submit("B1", TP)
+            await until(lambda: len(d.orders.outcomes) == 2)
+            assert d.orders.claims[1][0] - d.orders.claims[0][0] < 0.1
+
+    on_virtual_time(scenario)
+
+
+def test_closing_the_deliverer_abandons_every_job_it_holds() -> None:
+    async def scenario() -> None:
+        d = desk(max_in_flight=1)
+        async with d.deliverer:
+            d.vendor.hang.add("A1")
+            d.orders.add("A1", 0)
+            d.orders.add("B1", 1)
+            d.deliverer.submit("A1", TP)
+            d.deliverer.submit("B1", TP)
+            await until(lambda: d.vendor.calls == 1)
+        assert sorted(d.orders.kinds()) == [("A1", OutcomeKind.ABANDONED), ("B1", OutcomeKind.ABANDONED)]
+        assert d.deliverer.pending == 0
+
+    on_virtual_time(scenario)

@@ -39,12 +39,12 @@ def test_ready_once_joined_and_not_while_every_api_is_down_or_the_registry_is_aw
     shops.all_down = False
     health.registry_waiting(True)
     assert not health.ready
-    assert metrics.registry_unavailable._value.get() == 1  # type: ignore[attr-defined]
+    assert metrics.registry.get_sample_value("connector_schema_registry_unavailable") == 1
     health.registry_waiting(True)  # the same outage: counted once
     health.registry_waiting(False)
     assert health.ready
-    assert metrics.registry_outages._value.get() == 1  # type: ignore[attr-defined]
-    assert metrics.registry_unavailable._value.get() == 0  # type: ignore[attr-defined]
+    assert metrics.registry.get_sample_value("connector_schema_registry_outages_total") == 1
+    assert metrics.registry.get_sample_value("connector_schema_registry_unavailable") == 0
 
 
 def test_alive_is_the_time_since_the_last_beat() -> None:

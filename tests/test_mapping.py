@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from connector.config import MappingSettings
 from connector.decode import decode
 from connector.errors import ConfigError, DecodeError, InputError, MappingError, OrderValidationError
-from connector.mapping import Event, Mapped, Mapper, compile_mapping
+from connector.mapping import Event, FileMapping, FunctionMapping, Mapped, Mapper, compile_mapping
 from connector.structs import OrderChange, Record
 from connector.validate import read_lines, record_of
 from connector.vendors import Target, target, vendor
@@ -604,3 +604,35 @@ def test_a_delete_committed_in_the_millisecond_of_the_update_before_it_still_sor
     assert first.version.older_than(second.version)
     assert second.updated_at is not None
     assert second.updated_at.isoformat() == "2026-12-06T06:27:20.448600+00:00"
+
+
+# -- the two kinds of mapping, side by side -----------------------------------------------------------
+def _shopify_events() -> list[Event]:
+    lines = (ROOT / "examples" / "shopify" / "events.jsonl").read_text().splitlines()
+    return [
+        Event(value=fields["value"], key=fields["key"], headers=fields["headers"], topic="shopify.orders")
+        for fields in map(json.loads, lines)
+    ]
+
+
+def test_the_shopify_examples_mapping_file_and_function_map_every_event_alike() -> None:
+    """``examples/shopify`` ships one mapping twice, as JMESPath (``mapping.toml``) and as Python
+    (``mapping.py``): each event maps to the same result, or fails in both."""
+    file = FileMapping(ROOT / "examples" / "shopify" / "mapping.toml")
+    function = FunctionMapping("examples.shopify.mapping:to_loop")
+    assert str(file).startswith("mapping file ")
+    assert str(function) == "mapping function examples.shopify.mapping:to_loop"
+    outcomes = []
+    for event in _shopify_events():
+        try:
+            by_file: Any = file.apply(event)
+        except MappingError:
+            by_file = MappingError
+        try:
+            by_function: Any = function.apply(event)
+        except MappingError:
+            by_function = MappingError
+        assert by_file == by_function, event.value.get("id")
+        outcomes.append(by_file if by_file is MappingError else by_file["event_type"])
+    assert outcomes.count(MappingError) == 1, "the example's one unreadable amount"
+    assert "order.deleted" in outcomes

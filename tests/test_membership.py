@@ -1,101 +1,43 @@
 """Membership, driven through its callbacks and commits with a group member of our own: how a partition's
 last commit decides what happens to it (held, waiting, warmed up and looked ahead), what a refused
-commit costs, and that a partition being assigned is never read before its re-read is set up."""
+commit costs, that a partition being assigned is never read before its re-read is set up, how a
+revoke hands a partition over, when a partition's jobs linger, and the horizon a member reads to."""
 
 from __future__ import annotations
 
 import asyncio
 from random import Random
+from typing import Any
 
 from connector.clock import SYSTEM_CLOCK
 from connector.coalesce import Coalescer
-from connector.config import KafkaSettings, Settings
+from connector.config import KafkaSettings, Settings, SinkSettings
 from connector.fence import Fence
 from connector.membership import Membership, PauseReason
-from connector.metadata import CommitMeta, encode
+from connector.metadata import CommitMeta, decode, encode
 from connector.metrics import Metrics
 from connector.ownership import Assignment, PartitionStatus
+from connector.pacing import Pacer
 from connector.park import Parking
-from connector.source import Committed
-from connector.structs import Record, TopicPartition
+from connector.structs import TopicPartition
 from connector.tenancy import Tenancy
+from tests.fakes import Member, Vendor
 
 TP0 = TopicPartition("orders", 0)
 TP1 = TopicPartition("orders", 1)
 
 
-class Member:
-    """The group member a membership drives: committed offsets, pauses, seeks; commits of a partition
-    in ``refuses`` are refused, with every partition in the same request (as the broker does)."""
-
-    def __init__(
-        self, committed: Committed | None = None, ends: dict[TopicPartition, int] | None = None
-    ) -> None:
-        self.stored: Committed = dict(committed or {})
-        self.ends = ends or {}
-        self.owned: set[TopicPartition] = set()
-        self.paused: set[TopicPartition] = set()
-        self.sought: dict[TopicPartition, int] = {}
-        self.refuses: set[TopicPartition] = set()
-        self.lookups_fail = False
-        self.lookup_gate: asyncio.Event | None = None
-
-    async def fetch(self, timeout_ms: int) -> list[Record]:
-        return []
-
-    def assignment(self) -> set[TopicPartition]:
-        return set(self.owned)
-
-    def log_end(self, tp: TopicPartition) -> int | None:
-        return self.ends.get(tp)
-
-    def partition_counts(self) -> dict[str, int]:
-        return {"orders": 2}
-
-    def pause(self, partitions: set[TopicPartition]) -> None:
-        self.paused |= partitions
-
-    def resume(self, partitions: set[TopicPartition]) -> None:
-        self.paused -= partitions
-
-    def seek(self, tp: TopicPartition, offset: int) -> None:
-        self.sought[tp] = offset
-
-    async def commit(self, offsets: Committed) -> bool:
-        if offsets.keys() & self.refuses:
-            return False
-        self.stored.update(offsets)
-        return True
-
-    async def committed(self, partitions: set[TopicPartition]) -> Committed:
-        if self.lookup_gate is not None:
-            await self.lookup_gate.wait()
-        if self.lookups_fail:
-            raise ConnectionError("broker unreachable")
-        return {tp: self.stored[tp] for tp in partitions if tp in self.stored}
-
-    async def position(self, tp: TopicPartition) -> int | None:
-        return 0
-
-
-def membership(**kafka: object) -> tuple[Membership, Fence, Metrics]:
-    settings = Settings(kafka=KafkaSettings(**kafka))  # type: ignore[arg-type]
+def membership(**kafka: Any) -> tuple[Membership, Fence, Metrics]:
+    settings = Settings(kafka=KafkaSettings(**kafka))
     metrics = Metrics()
     fence = Fence(SYSTEM_CLOCK, lease_seconds=10.0, settle_seconds=0.0)
     coalescer = Coalescer()
     assignment = Assignment()
 
-    def no_sink(*_: object) -> object:
-        raise AssertionError("no vendor here")
+    def vendor(settings: SinkSettings, pacer: Pacer) -> Vendor:
+        return Vendor()
 
-    tenancy = Tenancy(
-        settings,
-        no_sink,  # type: ignore[arg-type]
-        metrics,
-        clock=SYSTEM_CLOCK,
-        rng=Random(1),
-        fence=fence,
-    )
+    tenancy = Tenancy(settings, vendor, metrics, clock=SYSTEM_CLOCK, rng=Random(1), fence=fence)
     park = Parking(settings, None, assignment, coalescer, tenancy, metrics, clock=SYSTEM_CLOCK, rng=Random(1))
     member = Membership(
         settings,
@@ -145,7 +87,7 @@ async def test_metadata_of_a_newer_release_holds_the_partition_and_is_never_over
     await m.commit()
     assert source.stored[TP0] == (40, newer)
     assert not fence.may_send(TP0)
-    assert metrics.partitions_held._value.get() == 1  # type: ignore[attr-defined]
+    assert metrics.registry.get_sample_value("connector_partitions_held") == 1
 
 
 async def test_a_partition_whose_last_commit_cannot_be_read_waits_and_is_asked_again() -> None:
@@ -219,3 +161,95 @@ async def test_a_member_reads_no_further_than_its_last_commit_allows() -> None:
     m.commit_soon.clear()
     assert not m.near_horizon(part, 19)
     assert m.near_horizon(part, 20)
+
+
+async def test_a_revoke_hands_the_partition_over_and_forgets_it() -> None:
+    """Revoked, a partition is committed once more as a hand-over (no lease: its settle-by says when
+    our requests for it can no longer land, not a lease ahead), then forgotten: no longer sent for, no
+    longer committed. The partition kept is not touched."""
+    m, fence, _ = membership()
+    source = Member({TP0: (5, encode(CommitMeta(1.0))), TP1: (7, encode(CommitMeta(1.0)))})
+    await assigned(m, source, {TP0, TP1})
+    await m.commit()
+    assert decode(source.stored[TP0][1]).meta.settle_by > SYSTEM_CLOCK.wall(), "a lease ahead"
+    await m.on_revoked({TP0})
+    assert decode(source.stored[TP0][1]).meta.settle_by < SYSTEM_CLOCK.wall(), "handed over"
+    assert source.stored[TP0][0] == 5
+    assert m.assignment.partitions() == {TP1}
+    assert not fence.may_send(TP0)
+    assert fence.may_send(TP1)
+    source.stored[TP0] = (0, "someone else's")
+    await m.commit()
+    assert source.stored[TP0] == (0, "someone else's"), "not committed once revoked"
+
+
+async def test_on_stop_every_partition_is_handed_over_except_a_held_one() -> None:
+    m, _, _ = membership()
+    newer = "settle_by=1.000;v=3;!fence=epoch:4"
+    source = Member({TP0: (40, newer), TP1: (7, encode(CommitMeta(1.0)))})
+    await assigned(m, source, {TP0, TP1})
+    assert m.stop_all() == {TP0, TP1}
+    held, stopping = m.assignment.get(TP0), m.assignment.get(TP1)
+    assert held is not None
+    assert stopping is not None
+    assert (held.status, stopping.status) == (PartitionStatus.HELD, PartitionStatus.REVOKING)
+    await m.commit(handover=True)
+    assert source.stored[TP0] == (40, newer)
+    assert decode(source.stored[TP1][1]).meta.settle_by < SYSTEM_CLOCK.wall()
+
+
+async def test_a_partition_far_behind_its_log_end_makes_its_jobs_linger_unless_reading_is_paused() -> None:
+    """More than ``sink.linger_lag_records`` (5,000) records behind while reading goes on: newer
+    events of its orders are likely yet to be read, its jobs linger. Never while reading is paused
+    (a lingering job must never be what holds reading back), nor for a partition not owned."""
+    m, _, _ = membership(warmup_records=0)
+    source = Member({TP0: (10, encode(CommitMeta(1.0)))}, ends={TP0: 10})
+    await assigned(m, source, {TP0})
+    assert not m.behind(TP0), "caught up"
+    source.ends[TP0] = 5_011
+    assert m.behind(TP0)
+    source.ends[TP0] = 5_010
+    assert not m.behind(TP0), "5,000 behind: not more"
+    source.ends[TP0] = 20_000
+    m.set_paused(PauseReason.READ_AHEAD, True)
+    assert not m.behind(TP0)
+    m.set_paused(PauseReason.READ_AHEAD, False)
+    assert m.behind(TP0)
+    assert not m.behind(TP1)
+
+
+async def test_a_warm_up_whose_records_are_gone_ends_once_the_consumer_passed_its_end() -> None:
+    """Retention deleted what the warm-up was to re-read: once the consumer's position passed the
+    warm-up's end, with no fetched batch in hand, it is over, and reading goes back to the committed
+    offset, for real."""
+    m, _, _ = membership(warmup_records=100, lookahead_records=50)
+    source = Member({TP0: (1_000, encode(CommitMeta(1.0, read_to=1_000)))}, ends={TP0: 5_000})
+    await assigned(m, source, {TP0})
+    part = m.assignment.get(TP0)
+    assert part is not None
+    assert (part.status, part.warm_until) == (PartitionStatus.WARMING, 1_050)
+    source.positions[TP0] = 1_049
+    assert not await m.warm_done(part)
+    source.positions[TP0] = 1_050
+    with m.handling():
+        assert not await m.warm_done(part), "a batch in hand: positions are ahead of what was handled"
+    assert await m.warm_done(part)
+    assert part.status is PartitionStatus.OWNED
+    assert source.sought[TP0] == 1_000
+
+
+async def test_a_member_at_its_horizon_pauses_the_partition_until_its_next_commit() -> None:
+    m, _, _ = membership(lookahead_records=20, warmup_records=0)
+    source = Member({TP0: (10, encode(CommitMeta(1.0)))}, ends={TP0: 10})
+    await assigned(m, source, {TP0})
+    await m.commit()
+    part = m.assignment.get(TP0)
+    assert part is not None
+    m.commit_soon.clear()
+    m.at_horizon(part)
+    assert TP0 in source.paused
+    assert m.commit_soon.is_set()
+    m.set_paused(PauseReason.READ_AHEAD, False)
+    assert TP0 in source.paused, "not resumed by another pause ending"
+    await m.commit()
+    assert TP0 not in source.paused

@@ -115,3 +115,36 @@ def test_totals_count_every_owned_partition_and_forget_a_dropped_one() -> None:
     owned.drop(TP)
     assert (owned.unresolved, owned.held, owned.unresolved_bytes) == (0, 0, 0)
     assert owned.commit_plan({}).offsets == {}
+
+
+def test_the_oldest_unsynced_event_is_the_oldest_unresolved_of_any_partition() -> None:
+    owned = Assignment()
+    _owned(owned, TP, 0)
+    _owned(owned, OTHER, 0)
+    first, other = owned.get(TP), owned.get(OTHER)
+    assert first is not None
+    assert other is not None
+    assert owned.oldest_unsynced_age(1_000.0) == 0.0, "nothing unresolved"
+    first.offsets.track(0, timestamp=900.0)
+    first.offsets.track(1, timestamp=950.0)
+    other.offsets.track(0, timestamp=920.0)
+    assert owned.oldest_unsynced_age(1_000.0) == 100.0
+    owned.resolve(TP, 0)
+    assert owned.oldest_unsynced_age(1_000.0) == 80.0
+
+
+def test_what_a_partition_does_follows_its_status() -> None:
+    """Read in the warm-up and once owned; sent for only once owned; committed from the warm-up on,
+    to the hand-over; a partition assigning or held is none of these."""
+    part = Assignment().add(TP)
+    seen = {}
+    for status in PartitionStatus:
+        part.status = status
+        seen[status] = (part.reading, part.sending, part.committable)
+    assert seen == {
+        PartitionStatus.ASSIGNING: (False, False, False),
+        PartitionStatus.HELD: (False, False, False),
+        PartitionStatus.WARMING: (True, False, True),
+        PartitionStatus.OWNED: (True, True, True),
+        PartitionStatus.REVOKING: (False, False, True),
+    }

@@ -1,13 +1,18 @@
-"""Parking's bookkeeping: which parking records are replayed for a partition, what its commits carry
-so that the next owner replays exactly those, and how a partition's parking state is taken up from
-its last commit (the flows themselves: the many-shop simulation and tests/integration/test_tenants.py)."""
+"""Parking, driven through its public surface with the parts around it simulated: the shops
+(``connector.park.Shops``: their health, quiescing a shop's partitions), the ledger, read path and
+membership (``tests.fakes.ParkPorts``) and the parking topic, in memory. Its decisions (which shop,
+when), its appends and their replay, and its bookkeeping: which parking records are replayed for a
+partition, what its commits carry so that the next owner replays exactly those, and how a partition's
+parking state is taken up from its last commit (the flows themselves: the many-shop simulation and
+tests/integration/test_tenants.py)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from random import Random
 from typing import Any
 
@@ -17,19 +22,59 @@ from aiokafka.errors import MessageSizeTooLargeError
 from connector import constants as wire
 from connector import metadata
 from connector.clock import SYSTEM_CLOCK
-from connector.coalesce import Coalescer
+from connector.coalesce import Coalescer, Resolution
 from connector.config import Settings, TenantsSettings
-from connector.fence import Fence
+from connector.decode import decode
 from connector.metadata import CommitMeta
 from connector.metrics import Metrics
 from connector.ownership import Assignment, PartitionStatus
-from connector.park import Parking, ParkState, RecordsGone
-from connector.parked import unpack as _unpack
+from connector.park import Parking, ParkState, RecordsGone, ShopHealth
+from connector.park._replay import Replay
 from connector.structs import Record, TopicPartition
-from connector.tenancy import Tenancy
 from tests.fakes import ParkPorts
 
 TP = TopicPartition("orders", 3)
+HEALTHY = ShopHealth(open_since=None, closed=True, full_rate=10.0, pace_factor=1.0)
+
+
+class Shops:
+    """The shops this member serves (``connector.park.Shops``), as parking sees them: each one's
+    health, as a test sets it; which were quiesced and resumed, on which partitions; jobs submitted."""
+
+    many = True
+
+    def __init__(self, *names: str) -> None:
+        self.healths: dict[str, ShopHealth] = dict.fromkeys(names, HEALTHY)
+        self.aliases: dict[str, str] = {}  # an old name -> the shop it is now
+        self.quiesced: list[tuple[str, set[TopicPartition]]] = []
+        self.resumed: list[tuple[str, set[TopicPartition]]] = []
+        self.submitted: list[tuple[str, TopicPartition, str]] = []
+
+    def down(self, tenant: str, for_seconds: float) -> None:
+        """``tenant``'s circuit opened ``for_seconds`` ago."""
+        since = SYSTEM_CLOCK.monotonic() - for_seconds
+        self.healths[tenant] = ShopHealth(open_since=since, closed=False, full_rate=10.0, pace_factor=1.0)
+
+    def names(self) -> list[str]:
+        return list(self.healths)
+
+    def health(self, tenant: str) -> ShopHealth | None:
+        return self.healths.get(tenant)
+
+    def canonical(self, name: str) -> str:
+        return self.aliases.get(name, name)
+
+    async def quiesce(self, tenant: str, partitions: set[TopicPartition], timeout: float) -> bool:
+        if tenant not in self.healths:
+            return False
+        self.quiesced.append((tenant, set(partitions)))
+        return True
+
+    def resume(self, tenant: str, partitions: set[TopicPartition]) -> None:
+        self.resumed.append((tenant, set(partitions)))
+
+    def submit(self, key: str, tp: TopicPartition, tenant: str, hold: float = 0.0) -> None:
+        self.submitted.append((key, tp, tenant))
 
 
 class _Log:
@@ -57,7 +102,6 @@ class _Log:
 
 @asynccontextmanager
 async def _assigned(
-    tmp_path: Path,
     log: _Log,
     meta: CommitMeta,
     committed: int | None = 50,
@@ -65,14 +109,14 @@ async def _assigned(
     metrics: Metrics | None = None,
     assignment: Assignment | None = None,
     ports: ParkPorts | None = None,
+    shops: Shops | None = None,
+    coalescer: Coalescer | None = None,
+    **tenants: Any,
 ) -> AsyncIterator[tuple[Parking, ParkState | None]]:
     """A member's parking, entered (its loops running), with ``TP`` assigned from a commit at
-    ``committed`` carrying ``meta``; and the partition's parking state."""
-    tenants = tmp_path / "tenants.toml"
-    tenants.write_text('[acme]\nkind = "loop"\nbase_url = "http://acme"\napi_key = "k"\n')
-    settings = Settings(tenants=TenantsSettings(path=str(tenants)))
-    fence = Fence(SYSTEM_CLOCK, 10.0, 1.0)
-    tenancy = Tenancy(settings, _no_sink, Metrics(), clock=SYSTEM_CLOCK, rng=Random(1), fence=fence)
+    ``committed`` carrying ``meta`` and started (owned, as the membership then makes it); and the
+    partition's parking state."""
+    settings = Settings(tenants=TenantsSettings(**tenants))
     assignment = assignment if assignment is not None else Assignment()
     ports = ports if ports is not None else ParkPorts()
     ports.warm = warmed  # else the warm-up is never over: nothing is replayed while a test looks
@@ -80,8 +124,8 @@ async def _assigned(
         settings,
         log,
         assignment,
-        Coalescer(),
-        tenancy,
+        coalescer or Coalescer(),
+        shops or Shops("acme"),
         metrics or Metrics(),
         clock=SYSTEM_CLOCK,
         rng=Random(1),
@@ -89,14 +133,25 @@ async def _assigned(
     ports.connect(parking)
     async with parking:
         parking.set_layout({"orders": 4})
-        assignment.add(TP)
+        part = assignment.add(TP)
         assert await parking.assign(TP, meta, committed)
-        part = assignment.get(TP)
-        yield parking, part.park if part is not None else None
+        part.status = PartitionStatus.OWNED
+        yield parking, part.park
 
 
-def _no_sink(*_: Any) -> Any:
-    raise AssertionError("no vendor in these tests")
+async def until(condition: Callable[[], object], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("timed out waiting")
+        await asyncio.sleep(0.01)
+
+
+async def _park(parking: Parking, shops: Shops, tenant: str = "acme") -> None:
+    """Park ``tenant`` as parking decides it: its circuit open for an hour."""
+    shops.down(tenant, 3600.0)
+    parking.check()
+    await until(lambda: parking.parked(TP, tenant))
 
 
 def _parked(
@@ -111,54 +166,139 @@ def _parked(
     return Record("orders.parked", 0, at, b"k", b"{}", headers, 1234)
 
 
-def test_a_parking_record_gives_back_the_original_at_its_place() -> None:
-    """Replayed, the event is the one read from its partition: same topic, partition and offset (so it
-    is ordered, fenced and paced as its partition's), its own headers only, and where it was parked."""
-    parked = _unpack(_parked(41, "aaaa0001", at=7))
-    assert parked is not None
-    assert (parked.tenant, parked.token, parked.hold_until) == ("acme", "aaaa0001", 0.0)
-    r = parked.record
-    assert (r.tp, r.offset, r.parked_at, r.headers, r.timestamp_ms) == (
-        TP,
-        41,
-        7,
-        (("x-trace", b"abc"),),
-        1234,
-    )
-    assert _unpack(Record("orders.parked", 0, 3, b"k", b"{}")) is None, "not one of ours"
+def _change(key: str, offset: int, tenant: str = "acme", age: float = 0.0) -> Any:
+    """An event of ``tenant``'s order ``key`` read from ``TP`` at ``offset``, produced ``age`` seconds
+    ago."""
+    value = json.dumps({"external_id": key, "updated_at": "2026-01-01T00:00:00Z"}).encode()
+    stamp = int((SYSTEM_CLOCK.wall() - age) * 1000)
+    record = Record(TP.topic, TP.partition, offset, key.encode(), value, (("x-trace", b"t"),), stamp)
+    change = decode(record, validate=False)
+    change.tenant = tenant
+    return change
 
 
-async def test_records_parked_below_the_committed_offset_from_the_shops_replay_start_count(
-    tmp_path: Path,
+# -- decisions: which shop is parked, when ------------------------------------------------------------
+async def test_a_shop_whose_circuit_stays_open_is_parked_and_what_it_has_in_hand_goes_to_the_topic() -> None:
+    """Its circuit open longer than ``tenants.park_after_seconds``: its calls for the partition are
+    quiesced, every event of it in hand is appended (with a hold: a request may still land) and
+    resolved as parked once the topic acknowledged it, and the shop takes jobs again; a healthy shop
+    on the same partition is left alone."""
+    log, shops, coalescer, ports = _Log(), Shops("acme", "bolt"), Coalescer(), ParkPorts()
+    for offset, (key, tenant) in enumerate([("A1", "acme"), ("B1", "bolt"), ("A2", "acme")], start=60):
+        assert coalescer.offer(_change(key, offset, tenant)).start
+    async with _assigned(log, CommitMeta(1.0), shops=shops, coalescer=coalescer, ports=ports) as (
+        parking,
+        state,
+    ):
+        assert state is not None
+        shops.down("acme", 29.0)
+        parking.check()
+        await asyncio.sleep(0.05)
+        assert not parking.parked(TP, "acme"), "not open long enough"
+        await _park(parking, shops)
+        await until(lambda: len(ports.resolved) == 2)
+        assert shops.quiesced == [("acme", {TP})]
+        assert shops.resumed == [("acme", {TP})]
+        assert [(r.offset, why) for r, why in ports.resolved] == [
+            (60, Resolution.PARKED),
+            (62, Resolution.PARKED),
+        ]
+        appended = log.records[state.q]
+        assert [dict(r.headers)[wire.H_PARKED_FROM] for r in appended] == [b"orders/3/60", b"orders/3/62"]
+        assert all(wire.H_PARKED_HOLD in dict(r.headers) for r in appended)
+        assert coalescer.current("bolt/B1") is not None
+        assert coalescer.current("acme/A1") is None, "taken out: on the parking topic now"
+        assert not parking.parked(TP, "bolt")
+        assert parking.tenants() == {"acme"}
+
+
+async def test_a_shop_far_behind_its_orders_is_parked() -> None:
+    """More than ``tenants.park_max_keys`` of its orders waiting longer than
+    ``tenants.park_after_seconds``: parked, though its circuit is closed."""
+    shops, coalescer = Shops("acme"), Coalescer()
+    for offset, key in enumerate(["A1", "A2", "A3"], start=60):
+        coalescer.offer(_change(key, offset, age=120.0))
+    async with _assigned(
+        _Log(), CommitMeta(1.0), shops=shops, coalescer=coalescer, park_max_keys=2, park_after_seconds=60.0
+    ) as (parking, _):
+        parking.check()
+        await until(lambda: parking.parked(TP, "acme"))
+
+
+@pytest.mark.parametrize("park_after_seconds", [0.0, 60.0], ids=["parking-off", "on"])
+async def test_a_shop_with_few_orders_waiting_or_with_parking_off_is_not_parked(
+    park_after_seconds: float,
 ) -> None:
-    """This assignment's own records count; another writer's only below the committed offset (above
-    it the event is read again from the partition, and that copy counts), and only from where its
-    shop's replay starts (before it, everything of the shop was resolved); another partition's never."""
+    shops, coalescer = Shops("acme"), Coalescer()
+    for offset, key in enumerate(["A1", "A2"], start=60):
+        coalescer.offer(_change(key, offset, age=120.0))
+    async with _assigned(
+        _Log(), CommitMeta(1.0), shops=shops, coalescer=coalescer, park_max_keys=2,
+        park_after_seconds=park_after_seconds,
+    ) as (parking, _):  # fmt: skip
+        if not park_after_seconds:
+            shops.down("acme", 3600.0)
+        parking.check()
+        await asyncio.sleep(0.05)
+        assert not parking.parked(TP, "acme")
+        assert shops.quiesced == []
+
+
+# -- appends and replay -------------------------------------------------------------------------------
+async def test_a_parked_event_comes_back_as_the_one_read_from_its_partition() -> None:
+    """Appended, then replayed: the event is the one read from its partition, same topic, partition,
+    offset and time (so it is ordered, fenced and paced as its partition's), its own headers only,
+    and where it was parked; its offset was resolved as parked once the topic had it."""
+    log, shops, ports = _Log(), Shops("acme"), ParkPorts()
+    async with _assigned(log, CommitMeta(1.0), warmed=True, shops=shops, ports=ports) as (parking, state):
+        assert state is not None
+        await _park(parking, shops)
+        event = Record(
+            TP.topic, TP.partition, 60, b"A1", b'{"external_id": "A1"}', (("x-trace", b"abc"),), 1234
+        )
+        parking.park(event, "acme")
+        await until(lambda: ports.handed)
+        assert ports.resolved == [(event, Resolution.PARKED)]
+        [back] = ports.handed
+        assert (back.tp, back.offset, back.key, back.value, back.timestamp_ms) == (
+            TP,
+            60,
+            b"A1",
+            event.value,
+            1234,
+        )
+        assert back.headers == (("x-trace", b"abc"),)
+        assert back.parked_at == 0
+        assert log.records[state.q][0].offset == 0
+
+
+async def test_records_parked_below_the_committed_offset_from_the_shops_replay_start_are_replayed() -> None:
+    """This assignment's own records are replayed; another writer's only below the committed offset
+    (above it the event is read again from the partition, and that copy counts), and only from where
+    its shop's replay starts (before it, everything of the shop was resolved); another partition's
+    never."""
+    log, ports = _Log(), ParkPorts()
+    q = log.records[1]
+    q += [_parked(1, "other", at=i) for i in range(3)]
+    q += [
+        _parked(48, "aaaa0001", at=3),  # before acme's replay start (4): resolved already
+        _parked(49, "aaaa0001", at=4),  # below the committed offset (50): replayed
+        _parked(50, "aaaa0001", at=5),  # parked, then its member died before committing past it
+        _parked(20, "aaaa0001", TopicPartition("orders", 1), at=6),  # another partition's
+        _parked(10, "aaaa0001", at=7, tenant=b"cask"),  # a shop with nothing to replay
+        _parked(30, "aaaa0001", at=8, tenant=b"bolt"),  # before bolt's replay start (9)
+        _parked(31, "aaaa0001", at=9, tenant=b"bolt"),  # replayed
+    ]
     meta = CommitMeta(0.0, park_partition=1, parked=("acme",), replay_from=(("acme", 4), ("bolt", 9)))
-    async with _assigned(tmp_path, _Log(), meta, committed=50) as (parking, part):
-        assert part is not None
-        own = part.token
-        replay = parking.replay
-        assert replay is not None
-
-        def valid(
-            offset: int, token: str, at: int, tenant: bytes = b"acme", origin: TopicPartition = TP
-        ) -> bool:
-            parked = _unpack(_parked(offset, token, origin, at, tenant))
-            assert parked is not None
-            return replay.valid(part, TP, parked, at)
-
-        assert valid(49, "aaaa0001", at=4)
-        assert not valid(50, "aaaa0001", at=4), "parked, then its member died before committing past it"
-        assert not valid(49, "aaaa0001", at=3), "before the shop's replay start: resolved already"
-        assert valid(49, "aaaa0001", at=9, tenant=b"bolt")
-        assert not valid(49, "aaaa0001", at=8, tenant=b"bolt")
-        assert not valid(10, "aaaa0001", at=20, tenant=b"cask"), "a shop with nothing to replay"
-        assert valid(900, own, at=30)
-        assert not valid(10, own, at=30, origin=TopicPartition("orders", 1))
+    async with _assigned(log, meta, committed=50, warmed=True, ports=ports) as (_, state):
+        assert state is not None
+        q.append(_parked(900, state.token, at=10))  # this member's own: replayed
+        await until(lambda: len(ports.handed) == 3)
+        await asyncio.sleep(0.3)
+        assert [(r.offset, r.parked_at) for r in ports.handed] == [(49, 4), (31, 9), (900, 10)]
 
 
-async def test_a_commit_says_where_each_shops_replay_resumes(tmp_path: Path) -> None:
+async def test_a_commit_says_where_each_shops_replay_resumes() -> None:
     """Each shop's replay resumes at its own first unresolved parked record, or where reading goes
     on; ``park_from`` (read by 0.1.0 members) is the earliest of them; the writer tokens (0.1.0's
     rule) end with this member's, up to the offset committed."""
@@ -169,7 +309,7 @@ async def test_a_commit_says_where_each_shops_replay_resumes(tmp_path: Path) -> 
         0.0, park_partition=1, parked=("acme", "bolt"), replay_from=(("acme", 2), ("bolt", 5)),
         tokens=(("aaaa0001", 20),),
     )  # fmt: skip
-    async with _assigned(tmp_path, log, meta) as (_, part):
+    async with _assigned(log, meta) as (_, part):
         assert part is not None
         assert (part.q, part.end_at_assign, part.position) == (1, 12, 2)
         first = part.commit_meta(30)
@@ -186,32 +326,30 @@ async def test_a_commit_says_where_each_shops_replay_resumes(tmp_path: Path) -> 
         assert later.park_from == 3
 
 
-async def test_v1_state_replays_every_parked_shop_from_park_from_on_its_recomputed_partition(
-    tmp_path: Path,
-) -> None:
+async def test_v1_state_replays_every_parked_shop_from_park_from_on_its_recomputed_partition() -> None:
     """A commit of 0.1.0 names one replay start for all parked shops, and no parking partition: the
     partition is the one 0.1.0 computes (its index in the layout modulo the parking topic's)."""
     log = _Log()
     log.records[1].extend(_parked(1, "other") for _ in range(3))
     v1 = CommitMeta(0.0, version=1, park_from=1, parked=("acme", "bolt"), tokens=(("aaaa0001", 20),))
-    async with _assigned(tmp_path, log, v1) as (_, part):
+    async with _assigned(log, v1) as (_, part):
         assert part is not None
         assert part.q == 1, "partition 3 of 4, two parking partitions"
         assert part.starts == {"acme": 1, "bolt": 1}
 
 
-async def test_a_recorded_parking_partition_is_kept_whatever_the_layout_says(tmp_path: Path) -> None:
+async def test_a_recorded_parking_partition_is_kept_whatever_the_layout_says() -> None:
     """Once something was parked, the commit records the parking partition: partitions added to the
     source topic (or the parking topic grown) must not move it."""
     log = _Log()
     log.records[0].extend(_parked(1, "other") for _ in range(3))
     meta = CommitMeta(0.0, park_partition=0, parked=("acme",), replay_from=(("acme", 0),))
-    async with _assigned(tmp_path, log, meta) as (_, part):
+    async with _assigned(log, meta) as (_, part):
         assert part is not None
         assert part.q == 0
 
 
-async def test_parking_state_waits_for_a_parking_topic_that_is_not_there(tmp_path: Path) -> None:
+async def test_parking_state_waits_for_a_parking_topic_that_is_not_there() -> None:
     """With parking state in its last commit, a partition cannot be taken up until the parking topic
     can be read (its replays would be lost); without it, it can."""
 
@@ -219,15 +357,16 @@ async def test_parking_state_waits_for_a_parking_topic_that_is_not_there(tmp_pat
         async def partitions(self) -> int:
             return 0
 
-    tenants = tmp_path / "tenants.toml"
-    tenants.write_text('[acme]\nkind = "loop"\nbase_url = "http://acme"\napi_key = "k"\n')
-    settings = Settings(tenants=TenantsSettings(path=str(tenants)))
-    tenancy = Tenancy(
-        settings, _no_sink, Metrics(), clock=SYSTEM_CLOCK, rng=Random(1), fence=Fence(SYSTEM_CLOCK, 10.0, 1.0)
-    )
     assignment = Assignment()
     parking = Parking(
-        settings, _Missing(), assignment, Coalescer(), tenancy, Metrics(), clock=SYSTEM_CLOCK, rng=Random(1)
+        Settings(),
+        _Missing(),
+        assignment,
+        Coalescer(),
+        Shops("acme"),
+        Metrics(),
+        clock=SYSTEM_CLOCK,
+        rng=Random(1),
     )
     ParkPorts(warm=False).connect(parking)
     async with parking:
@@ -276,7 +415,7 @@ def test_a_shop_is_parked_on_a_partition_only_while_its_metadata_fits() -> None:
     assert len(metadata.encode(state.commit_meta(10**15)).encode()) <= metadata.MAX_BYTES
 
 
-async def test_parked_records_deleted_by_retention_are_said_lost_not_skipped_silently(tmp_path: Path) -> None:
+async def test_parked_records_deleted_by_retention_are_said_lost_not_skipped_silently() -> None:
     """The parking reader used to reset to the log end when its offset was gone (aiokafka's default
     ``latest``), skipping parked events without a word. Now the loss is counted and logged, and the
     replay goes on from what is left."""
@@ -291,7 +430,7 @@ async def test_parked_records_deleted_by_retention_are_said_lost_not_skipped_sil
     log.records[0].extend(_parked(1, "other", at=i) for i in range(4))
     meta = CommitMeta(0.0, park_partition=0, parked=("acme",), replay_from=(("acme", 0),))
     metrics = Metrics()
-    async with _assigned(tmp_path, log, meta, warmed=True, metrics=metrics) as (_, part):
+    async with _assigned(log, meta, warmed=True, metrics=metrics) as (_, part):
         assert part is not None
         for _ in range(100):
             if part.position is not None and part.position >= 2:
@@ -300,10 +439,10 @@ async def test_parked_records_deleted_by_retention_are_said_lost_not_skipped_sil
         assert part.position is not None
         assert part.position >= 2
         assert part.starts["acme"] >= 2
-        assert metrics.park_records_lost._value.get() == 2  # type: ignore[attr-defined]
+        assert metrics.registry.get_sample_value("connector_park_records_lost_total") == 2
 
 
-async def test_nothing_parked_is_handed_over_while_its_partition_is_revoked(tmp_path: Path) -> None:
+async def test_nothing_parked_is_handed_over_while_its_partition_is_revoked() -> None:
     """Found by the simulation (many-shop seed 807, before partitions had one owner): parked events
     were still handed over while their partition was being revoked, after its changes had been
     dropped; assigned the partition again, the member found them in its coalescer and skipped their
@@ -314,7 +453,7 @@ async def test_nothing_parked_is_handed_over_while_its_partition_is_revoked(tmp_
     dispatched = ports.handed
     meta = CommitMeta(0.0, park_partition=0, parked=("acme",), replay_from=(("acme", 0),))
     assignment = Assignment()
-    async with _assigned(tmp_path, log, meta, warmed=True, assignment=assignment, ports=ports) as (
+    async with _assigned(log, meta, warmed=True, assignment=assignment, ports=ports) as (
         parking,
         part,
     ):
@@ -322,6 +461,7 @@ async def test_nothing_parked_is_handed_over_while_its_partition_is_revoked(tmp_
         assert owned is not None
         assert part is not None
         owned.status = PartitionStatus.REVOKING  # as the membership sets it when the revoke starts
+        assert parking.replay is not None
         assert parking.replay.state(TP) is None
         await asyncio.sleep(0.5)
         assert dispatched == []
@@ -353,19 +493,15 @@ class _SmallLog(_Log):
 
 @pytest.mark.parametrize("at_once", [True, False], ids=["producer", "broker"])
 async def test_an_event_the_parking_topic_cannot_hold_is_dead_lettered_not_tried_for_ever(
-    tmp_path: Path, at_once: bool
+    at_once: bool,
 ) -> None:
     """Issue 21: an append refused for its size is never tried again as it is (its partition would
     hold for good): the event is dead-lettered, stage park, and the events after it are parked."""
-    log = _SmallLog(at_once)
-    ports = ParkPorts()
+    log, ports, shops = _SmallLog(at_once), ParkPorts(), Shops("acme")
     dead = ports.dead
-    async with _assigned(tmp_path, log, CommitMeta(1.0), ports=ports) as (
-        parking,
-        state,
-    ):
+    async with _assigned(log, CommitMeta(1.0), ports=ports, shops=shops) as (parking, state):
         assert state is not None
-        state.parked.add("acme")
+        await _park(parking, shops)
         big = Record("orders", 3, 60, b"A-1", b"x" * 5_000)
         after = Record("orders", 3, 61, b"A-2", b'{"external_id": "A-2"}')
         parking.park(big, "acme")
@@ -377,3 +513,42 @@ async def test_an_event_the_parking_topic_cannot_hold_is_dead_lettered_not_tried
         assert [(r.offset, f.stage, f.tenant) for r, f in dead] == [(60, "park", "acme")]
         assert [r.value for r in log.records[state.q]] == [after.value]
         assert state.writing["acme"] == 0
+
+
+async def test_a_parked_shop_gets_one_event_while_its_circuit_is_open_then_park_replay_events() -> None:
+    """The replay on its own: while the shop's circuit is open it is handed one parked event at a
+    time (its probe), the rest held back (and said to be, by their age); closed, up to
+    ``tenants.park_replay_events`` (3) at once; each one resolved makes room for the next."""
+    log, ports, shops = _Log(), ParkPorts(warm=True), Shops("acme")
+    log.records[0] += [_parked(i, "0badcafe", at=i) for i in range(6)]  # parked below offset 50
+    assignment = Assignment()
+    part = assignment.add(TP)
+    part.status = PartitionStatus.OWNED
+    state = ParkState(0, "0000beef", start=50)
+    state.parked, state.starts, state.end_at_assign = {"acme"}, {"acme": 0}, 6
+    state.begin(0)
+    part.park = state  # what Parking.assign takes up from the partition's last commit
+    shops.down("acme", 60.0)
+    settings = Settings(tenants=TenantsSettings(park_replay_events=3))
+    replay = Replay(settings, log, assignment, shops, Metrics(), SYSTEM_CLOCK)
+    replay.connect(ports, ports, ports)
+    running = asyncio.create_task(replay.run())
+    try:
+        await until(lambda: ports.handed)
+        await asyncio.sleep(0.3)
+        assert [r.offset for r in ports.handed] == [0]
+        assert replay.tenants() == {"acme"}
+        assert replay.oldest() == {"acme": 1.234}, "the record time of the first one held back"
+        shops.healths["acme"] = HEALTHY
+        replay.wake()
+        await until(lambda: len(ports.handed) == 3)
+        await asyncio.sleep(0.3)
+        assert len(ports.handed) == 3
+        assert replay.resolve(ports.handed[0])
+        assert not replay.resolve(ports.handed[0]), "resolved once"
+        await until(lambda: len(ports.handed) == 4)
+        assert [r.parked_at for r in ports.handed] == [0, 1, 2, 3]
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running

@@ -1,6 +1,8 @@
 """Tenancy: one deliverer per shop, and what reloads of the tenants do to the shops being served:
-removed ones closed, mass removals refused, keys rotated, renames, mappings loaded once. Driven
-through its public methods, with vendor clients of our own and the coalescer the pipeline uses."""
+removed ones closed, mass removals refused, keys rotated, renames, mappings loaded once; what parking
+asks of a shop (its health, quiescing and resuming it on some partitions), drains, each shop's vendor,
+and the single shop of a deployment without tenants. Driven through its public methods, with vendor
+clients of our own and the coalescer the pipeline uses."""
 
 from __future__ import annotations
 
@@ -782,3 +784,84 @@ async def test_a_shop_parked_again_keeps_the_jobs_of_its_replayed_events(tmp_pat
             await until(lambda: parking.parked(TP, "acme"))
             vendor.fail = None
             await until(lambda: "A1" in vendor.applied)
+
+
+# -- one shop's health and quiescence (what parking asks), drains and vendors --------------------
+async def test_a_shops_health_is_its_own_circuit_and_a_shop_not_served_has_none(tmp_path: Path) -> None:
+    """What parking judges a shop by: its circuit (open since when) and its pace; one shop whose key
+    is refused has its circuit open, the other's stays closed."""
+    for shop in ("acme", "bolt"):
+        shop_file(tmp_path, shop)
+    vendors, desk = Vendors(), Desk()
+    async with serving(settings_for(tmp_path), vendors, desk) as tenancy:
+        healthy = tenancy.health("acme")
+        assert healthy is not None
+        assert (healthy.open_since, healthy.closed, healthy.pace_factor) == (None, True, 1.0)
+        assert healthy.full_rate > 0
+        assert tenancy.health("ghost") is None
+        vendors.of("bolt").fail = AuthError("401 Unauthorized", status=401)
+        desk.offer(tenancy, "bolt", "B1")
+        await until(lambda: (h := tenancy.health("bolt")) is not None and h.open_since is not None)
+        down = tenancy.health("bolt")
+        assert down is not None
+        assert not down.closed
+        assert tenancy.health("acme") == healthy
+
+
+async def test_a_quiesced_shop_takes_no_job_of_those_partitions_until_resumed(tmp_path: Path) -> None:
+    """Parking quiesces one shop on the partitions it parks it on: that shop's jobs there are dropped
+    (reported abandoned, nothing sent), the other shop's go on; resumed, it takes jobs again."""
+    for shop in ("acme", "bolt"):
+        shop_file(tmp_path, shop)
+    vendors, desk = Vendors(), Desk()
+    async with serving(settings_for(tmp_path), vendors, desk) as tenancy:
+        assert await tenancy.quiesce("acme", {TP}, timeout=1.0)
+        assert not await tenancy.quiesce("ghost", {TP}, timeout=1.0)
+        desk.offer(tenancy, "acme", "A1")
+        desk.offer(tenancy, "bolt", "B1")
+        await until(lambda: "bolt/B1" in desk.delivered)
+        assert vendors.of("acme").calls == 0
+        assert rows(tenancy)["acme"]["jobs"] == 0
+        tenancy.resume("acme", {TP})
+        tenancy.submit("acme/A1", TP, "acme")
+        await until(lambda: "acme/A1" in desk.delivered)
+        assert vendors.of("acme").applied == ["A1"]
+
+
+async def test_a_partition_being_revoked_stays_drained_when_parking_resumes_a_shop(tmp_path: Path) -> None:
+    """Every shop drains a partition being revoked; a park ending meanwhile resumes its shop on it, but
+    not on what every shop drains: only the next assignment (undrain) lets jobs of it in again."""
+    shop_file(tmp_path, "acme")
+    vendors, desk = Vendors(), Desk()
+    async with serving(settings_for(tmp_path), vendors, desk) as tenancy:
+        await tenancy.drain({TP}, timeout=0.1)
+        tenancy.resume("acme", {TP})
+        desk.offer(tenancy, "acme", "A1")
+        await asyncio.sleep(0.1)
+        assert vendors.of("acme").calls == 0
+        tenancy.undrain({TP})
+        tenancy.submit("acme/A1", TP, "acme")
+        await until(lambda: "acme/A1" in desk.delivered)
+
+
+async def test_changes_are_checked_against_their_shops_vendor_and_version(tmp_path: Path) -> None:
+    shop_file(tmp_path, "acme", api_version="2026-10")
+    shop_file(tmp_path, "bolt")
+    async with serving(settings_for(tmp_path), Vendors(), Desk()) as tenancy:
+        assert tenancy.vendor_of("acme") == target("loop", "2026-10")
+        assert tenancy.vendor_of("bolt") == target("loop", "v1")
+        assert tenancy.vendor_of("ghost") == target("loop", "v1"), "not served: the deployment's sink section"
+        assert sorted(tenancy.names()) == ["acme", "bolt"]
+
+
+async def test_without_tenants_path_the_sink_section_is_the_one_shop() -> None:
+    """The single-shop deployment: one shop named "", made of the ``sink`` section, nothing routed."""
+    settings = Settings(sink=SinkSettings(base_url="http://solo", api_key="solo-key"))
+    vendors, desk = Vendors(), Desk()
+    async with serving(settings, vendors, desk) as tenancy:
+        assert not tenancy.many
+        assert tenancy.names() == [""]
+        desk.offer(tenancy, "", "A1", locate=lambda record, data: ("", target("loop", "v1")))
+        await until(lambda: "A1" in desk.delivered)
+        assert vendors.of("solo").applied == ["A1"]
+        assert vendors.of("solo").keys == ["solo-key"]
