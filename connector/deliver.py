@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from random import Random
 from types import TracebackType
@@ -40,17 +40,17 @@ import structlog
 from connector.circuit import Circuit, State
 from connector.clock import Clock
 from connector.errors import (
-    AuthError,
     ConnectorError,
-    Forbidden,
     RateLimited,
     SinkConnectError,
     SinkCutOff,
     SinkError,
     SinkTimeout,
 )
+from connector.jobs import Job, JobBook, JobState
 from connector.logs import get_logger
 from connector.metrics import Metrics
+from connector.outages import Outages
 from connector.pacing import Pacer
 from connector.retry import RetryPolicy
 from connector.sinks import Prepaid, Sink
@@ -58,38 +58,16 @@ from connector.structs import OrderChange, TopicPartition
 
 log = get_logger("connector.deliver")
 
-
-class JobState(StrEnum):
-    """Where a job is in its life (see the module docstring)."""
-
-    QUEUED = "queued"
-    GATED = "gated"
-    IN_FLIGHT = "in_flight"
-    BACKOFF = "backoff"
-    SETTLING = "settling"
-    DONE = "done"
-    ABANDONED = "abandoned"
-
-
-@dataclass(eq=False, slots=True)
-class Job:
-    """The delivery of one key's changes, with the failure history of its current change."""
-
-    key: str
-    tp: TopicPartition
-    state: JobState = JobState.QUEUED
-    change: OrderChange | None = None
-    attempts: int = 0
-    first_failure_ts: float = 0.0
-    last_failure_ts: float = 0.0
-    not_before: float = 0.0  # monotonic: an ambiguous request of this key may land until then
-    ambiguous: bool = False  # an attempt since the key's last delivery ended without a known outcome
-    linger_until: float = 0.0  # monotonic: while its partition is far behind, wait until then
-    forbidden_at: int = -1  # the circuit's closure count when this job last got a 403
-    probe: bool = False  # this attempt is the circuit's probe
-    tick: float | None = None  # the budget tick granted for this attempt's first request
-    timer: asyncio.TimerHandle | None = field(default=None, repr=False)
-    call: asyncio.Task[None] | None = field(default=None, repr=False)
+__all__ = [
+    "Deliverer",
+    "Job",  # defined in ``connector.jobs``, with the book of unfinished jobs
+    "JobState",
+    "Linger",
+    "Outcome",
+    "OutcomeKind",
+    "WorkSource",
+    "status_class",
+]
 
 
 class OutcomeKind(StrEnum):
@@ -149,8 +127,25 @@ def status_class(error: BaseException | None) -> str:
     return "other"
 
 
+def _log_context(change: OrderChange, bound: dict[str, str]) -> contextvars.Context:
+    """A copy of the current context in which log lines name ``change``'s record (a call runs in it)."""
+    context = contextvars.copy_context()
+    record = change.record
+    context.run(
+        structlog.contextvars.bind_contextvars,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        external_id=change.external_id,
+        **bound,
+    )
+    return context
+
+
 class Deliverer:
-    """Workers, gates (settle, fence, circuit, budget) and retry timers for the vendor calls."""
+    """Workers, gates (settle, fence, circuit, budget) and retry timers for the vendor calls. Its
+    unfinished jobs are kept in a :class:`~connector.jobs.JobBook`, what it does with its circuit
+    besides asking it by an :class:`~connector.outages.Outages`."""
 
     def __init__(
         self,
@@ -178,21 +173,26 @@ class Deliverer:
         self.pacer = pacer
         self.fence = pacer.fence
         self.circuit = circuit
+        self.outages = Outages(  # the circuit's outcomes in, its changes out
+            circuit,
+            sink,
+            metrics,
+            clock,
+            max_retry_after=max_retry_after,
+            tenant=tenant,
+            on_change=on_circuit,
+        )
         self._policy = policy
-        self._max_retry_after = max_retry_after
         self._linger = linger
         self.tenant = tenant
         self._bound = {"tenant": tenant} if tenant else {}
         self.rate_limited_count = 0  # 429s seen (per-tenant metrics read it)
-        self._on_circuit_change = on_circuit
         self._linger_s = linger_seconds if linger is not None else 0.0
         self._workers_n = max_in_flight
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
-        self._pending: dict[TopicPartition, dict[Job, None]] = {}
-        self._draining: set[TopicPartition] = set()
+        self._jobs = JobBook()
         self._workers: list[asyncio.Task[None]] = []
         self._closed = False
-        self._forbidden_ops: set[str] = set()
 
     async def __aenter__(self) -> Self:
         self._workers = [
@@ -207,55 +207,41 @@ class Deliverer:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._closed = True
-        for tp in sorted(self._pending):
-            for job in list(self._pending.get(tp, ())):
-                if job.call is not None:
-                    job.call.cancel()
-                self._abandon(job)
+        for job in self._jobs.each(self._jobs.partitions()):
+            if job.call is not None:
+                job.call.cancel()
+            self._abandon(job)
 
     # -- the queue ----------------------------------------------------------------------------
     @property
     def pending(self) -> int:
         """Jobs not finished (queued, waiting, in flight or retrying)."""
-        return sum(len(jobs) for jobs in self._pending.values())
+        return len(self._jobs)
 
     def submit(self, key: str, tp: TopicPartition, hold: float = 0.0) -> None:
         """Start delivering ``key`` (it has a change and no job); nothing is sent for it during the
         first ``hold`` seconds (a request of an earlier attempt may still land until then)."""
         now = self._clock.monotonic()
         job = Job(key, tp, not_before=now + hold, linger_until=now + self._linger_s)
-        if tp in self._draining:
+        if self._jobs.draining(tp):
             self._abandon(job)
             return
-        self._pending.setdefault(tp, {})[job] = None
+        self._jobs.add(job)
         self._queue.put_nowait(job)
-
-    def _move(self, job: Job, tp: TopicPartition) -> None:
-        if tp != job.tp:
-            self._forget(job)
-            job.tp = tp
-            self._pending.setdefault(tp, {})[job] = None
-
-    def _forget(self, job: Job) -> None:
-        jobs = self._pending.get(job.tp)
-        if jobs is not None:
-            jobs.pop(job, None)
-            if not jobs:
-                del self._pending[job.tp]
 
     def _abandon(self, job: Job) -> None:
         job.state = JobState.ABANDONED
         if job.timer:
             job.timer.cancel()
             job.timer = None
-        self._forget(job)
+        self._jobs.forget(job)
         self._work_source.report(Outcome(OutcomeKind.ABANDONED, job.key, job.change, attempts=job.attempts))
 
     def _requeue(self, job: Job) -> None:
         job.timer = None
         if job.state is JobState.ABANDONED:
             return
-        if job.tp in self._draining:
+        if self._jobs.draining(job.tp):
             self._abandon(job)
             return
         job.state = JobState.QUEUED
@@ -273,14 +259,14 @@ class Deliverer:
             change = self._work_source.claim(job.key)
             if change is None:
                 job.state = JobState.DONE
-                self._forget(job)
+                self._jobs.forget(job)
                 continue
             if change is not job.change:
                 job.change = change
                 job.attempts = 0
                 job.first_failure_ts = job.last_failure_ts = 0.0
                 job.forbidden_at = -1
-                self._move(job, change.tp)
+                self._jobs.move(job, change.tp)
             await self._call(job, change)
 
     async def _gate(self, job: Job) -> bool:
@@ -312,18 +298,11 @@ class Deliverer:
                 continue
             if job.probe and self.circuit.forbidden:
                 job.probe = False
-                await self._read_probe(job.tick)  # a read, then this job goes through the gate again
+                # A read (is it the key, or the operation?), then this job goes through the gate again.
+                error = await self.outages.read_probe(job.tick)
+                self._metrics.requests.labels(status_class(error)).inc()
                 continue
             return True
-
-    async def _read_probe(self, tick: float | None) -> None:
-        """The circuit opened on a 403: ask with a read whether the key works at all. If it does, the
-        circuit closes, and a 403 the job then gets again is about its operation (``Forbidden``)."""
-        probe = asyncio.get_running_loop().create_task(self._sink.probe(Prepaid(tick)))
-        await asyncio.wait({probe})
-        error = probe.exception() if not probe.cancelled() else None
-        self._metrics.requests.labels(status_class(error)).inc()
-        self._track_circuit(error)
 
     @staticmethod
     def _abandoned(job: Job) -> bool:
@@ -338,16 +317,7 @@ class Deliverer:
     async def _call(self, job: Job, change: OrderChange) -> None:
         job.attempts += 1
         job.state = JobState.IN_FLIGHT
-        context = contextvars.copy_context()  # the log lines of this call name its record
-        record = change.record
-        context.run(
-            structlog.contextvars.bind_contextvars,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            external_id=change.external_id,
-            **self._bound,
-        )
+        context = _log_context(change, self._bound)
         started = self._clock.monotonic()
         job.call = asyncio.get_running_loop().create_task(
             self._sink.apply(change, Prepaid(job.tick)),  # its first request uses the tick just granted
@@ -377,58 +347,13 @@ class Deliverer:
             job.ambiguous = True
             job.not_before = self._clock.monotonic() + self.fence.settle_seconds
             self.fence.note_ambiguous(job.tp, self._clock.wall())
-        error = self._per_event_forbidden(job, change, error)
-        self._track_circuit(error)
+        error = self.outages.per_operation(job, change.op, error)
+        self.outages.record(error)
         if error is None:
             job.ambiguous = False
             self._finish(job, Outcome(OutcomeKind.DELIVERED, job.key, change, attempts=job.attempts))
         else:
             self._failed(job, change, error)
-
-    def _per_event_forbidden(
-        self, job: Job, change: OrderChange, error: BaseException | None
-    ) -> BaseException | None:
-        """A 403 opens the circuit (the key may have lost its scopes). If the circuit closed since
-        (other calls or a read succeed) and this event gets 403 again, the 403 is about this operation
-        (a missing scope), and from then on so is a 403 for the same kind of operation."""
-        if error is None:
-            self._forbidden_ops.discard(change.op)
-            return None
-        if not isinstance(error, AuthError) or error.status != 403:
-            return error
-        if change.op in self._forbidden_ops or 0 <= job.forbidden_at < self.circuit.closures:
-            self._forbidden_ops.add(change.op)
-            return Forbidden(str(error), status=403, body=error.body)
-        job.forbidden_at = self.circuit.closures
-        return error
-
-    def _track_circuit(self, error: BaseException | None) -> None:
-        if isinstance(error, RateLimited) and self._beyond_ceiling(error):
-            return  # an outage, but :meth:`_rate_limited` opens the circuit for it (trip)
-        self._on_circuit(self.circuit.record(error, self._clock.monotonic()))
-
-    def _beyond_ceiling(self, error: RateLimited) -> bool:
-        """Whether the vendor asked for a longer wait than ``delivery.max_retry_after_seconds``."""
-        return error.retry_after is not None and error.retry_after > self._max_retry_after
-
-    def _on_circuit(self, changed: State | None) -> None:
-        if changed is None or changed is State.HALF_OPEN:
-            return
-        tenant = {"tenant": self.tenant} if self.tenant else {}
-        if changed is State.OPEN:
-            log.error(
-                "api_outage",
-                reason=self.circuit.reason[:500],
-                action="calls stopped; nothing is dead-lettered; one probe per interval",
-                probe_interval_s=self.circuit.probe_interval,
-                **tenant,
-            )
-        else:
-            log.warning("api_recovered", action="calls resumed", **tenant)
-        if self._on_circuit_change is not None:
-            self._on_circuit_change(self.tenant, changed)
-        else:
-            self._metrics.circuit_open.set(1 if changed is State.OPEN else 0)
 
     def _finish(self, job: Job, outcome: Outcome) -> None:
         if self._work_source.report(outcome):
@@ -436,7 +361,7 @@ class Deliverer:
             self._requeue(job)
         else:
             job.state = JobState.DONE
-            self._forget(job)
+            self._jobs.forget(job)
 
     def _failed(self, job: Job, change: OrderChange, error: BaseException) -> None:
         job.linger_until = 0.0  # a retry does not wait for the backlog
@@ -477,15 +402,7 @@ class Deliverer:
     def _rate_limited(self, job: Job, error: RateLimited) -> None:
         self._metrics.rate_limited.inc()
         self.rate_limited_count += 1
-        wait = error.retry_after
-        if wait is not None and self._beyond_ceiling(error):
-            self._metrics.retry_after_exceeded.inc()
-            reason = (
-                f"the vendor asked to wait {wait:.0f}s (Retry-After), more than "
-                f"delivery.max_retry_after_seconds={self._max_retry_after:g}: treated as an outage"
-            )
-            self._on_circuit(self.circuit.trip(reason, self._clock.monotonic()))
-            wait = None
+        wait = None if self.outages.trip_on_long_wait(error) else error.retry_after
         # The member waits the vendor's Retry-After, else a first attempt's backoff: the pace itself
         # adapts (``pacer.observe``), and this job's own retry waits its own backoff.
         self.pacer.hold(wait if wait is not None else self._policy.backoff(1))
@@ -495,29 +412,23 @@ class Deliverer:
         """Stop delivering ``partitions``: drop queued and retrying jobs, let calls in flight finish
         within ``timeout``, then cancel them (their requests count as ambiguous for the fence).
         Every dropped job is reported as abandoned."""
-        self._draining |= partitions
+        self._jobs.drain(partitions)
         if self._closed:
             return
-
-        def in_flight() -> list[asyncio.Task[None]]:
-            return [j.call for tp in sorted(partitions) for j in self._pending.get(tp, ()) if j.call]
-
-        for tp in sorted(partitions):
-            for job in list(self._pending.get(tp, ())):
-                if job.call is None:
-                    self._abandon(job)
-        calls = in_flight()
+        for job in self._jobs.each(partitions):
+            if job.call is None:
+                self._abandon(job)
+        calls = self._jobs.calls(partitions)
         if calls:
             await asyncio.wait(calls, timeout=timeout)
-        for call in in_flight():
+        for call in self._jobs.calls(partitions):
             call.cancel()
-        while any(tp in self._pending for tp in partitions):
-            for tp in sorted(partitions):
-                for job in list(self._pending.get(tp, ())):
-                    if job.call is None and job.state is not JobState.IN_FLIGHT:
-                        self._abandon(job)
+        while self._jobs.any_of(partitions):
+            for job in self._jobs.each(partitions):
+                if job.call is None and job.state is not JobState.IN_FLIGHT:
+                    self._abandon(job)
             await asyncio.sleep(0.01)
 
     def undrain(self, partitions: set[TopicPartition]) -> None:
         """``partitions`` are owned again: accept their jobs."""
-        self._draining -= partitions
+        self._jobs.undrain(partitions)

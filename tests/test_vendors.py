@@ -22,7 +22,7 @@ from connector.decode import check, decode
 from connector.errors import ConfigError, OrderValidationError
 from connector.mapping import Mapper
 from connector.pacing import Pacer
-from connector.sandbox.app import AUTH_HEADERS, VENDOR_PREFIXES, VERSIONS
+from connector.sandbox.guard import AUTH_HEADERS, VENDOR_PREFIXES, VERSIONS
 from connector.sinks import HttpSink, Prepaid, SinkOptions
 from connector.structs import OrderChange, Record
 from connector.tenants import Tenant, load_tenants

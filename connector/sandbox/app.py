@@ -34,49 +34,29 @@ Rate limit (Loop): a token bucket per API key, ``rate_per_minute / 60`` tokens a
 (default: one second's worth). That is stricter than Loop's documented "300 requests per minute", so a
 client that is never refused here is never refused there. Like Loop, a 429 carries no ``Retry-After``
 unless the ``retry_after`` fault asks for one.
+
+The server holds the stores and the control routes; Loop's routes are ``loop.py``, Shoplazza's
+``shoplazza.py``, and what runs before every vendor route (version, key, rate limit, faults) is the
+:class:`~connector.sandbox.guard.Guard` it owns.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from types import TracebackType
 from typing import Any, Self
 
 from aiohttp import web
 
-from connector.sandbox._ratelimit import TokenBucket
-from connector.sandbox.shoplazza import ShoplazzaStore, shoplazza_error
+from connector.sandbox import loop
+from connector.sandbox.guard import VENDOR_PREFIXES, Guard, Handler
+from connector.sandbox.shoplazza import ShoplazzaStore
 from connector.sandbox.shoplazza import routes as shoplazza_routes
 from connector.sandbox.state import Faults, LoggedRequest, Store
-from connector.sandbox.validate import validate_order
-from connector.vendors import VENDORS
-
-# What the vendors' entries say of their APIs: the versions each serves, the first segment of their
-# paths, the header carrying the key. (The order rules are the sandbox's own: ``validate.py``.)
-VERSIONS = {kind: {*entry.api_versions, *entry.other_versions} for kind, entry in VENDORS.items()}
-VENDOR_PREFIXES = {entry.prefix: kind for kind, entry in VENDORS.items()}
-AUTH_HEADERS = {kind: entry.auth_header for kind, entry in VENDORS.items()}
-LOG_ENTRY = web.RequestKey("log_entry", LoggedRequest)
-CREDENTIALS = web.RequestKey("credentials", str)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _error(status: int, message: str, code: str, errors: dict[str, list[str]] | None = None) -> web.Response:
-    body: dict[str, Any] = {"message": message, "code": code}
-    if errors:
-        body["errors"] = errors
-    return web.json_response(body, status=status)
-
-
-def _invalid(errors: dict[str, list[str]]) -> web.Response:
-    return _error(422, "The given data was invalid.", "UNPROCESSABLE_ENTITY", errors)
 
 
 class Sandbox:
@@ -99,17 +79,19 @@ class Sandbox:
     ) -> None:
         self.api_key = api_key
         self.prefix = ""  # "/t/{name}" when this sandbox is a tenant of another
-        self._clock = clock
-        self._rng = random.Random(seed)
         self.host, self.port = host, port
         self.store = Store()
         self.faults = faults or Faults()
-        self.rate_per_minute = rate_per_minute
-        self.burst = burst
         self.shoplazza = ShoplazzaStore()
-        self.shoplazza_rate_per_second = shoplazza_rate_per_second
-        self.shoplazza_burst = shoplazza_burst
-        self._buckets: dict[tuple[str, str], TokenBucket] = {}
+        self._guard = Guard(  # the version, the key, the rate limit and the faults, before every route
+            self,
+            rate_per_minute=rate_per_minute,
+            burst=burst,
+            shoplazza_rate_per_second=shoplazza_rate_per_second,
+            shoplazza_burst=shoplazza_burst,
+            seed=seed,
+            clock=clock,
+        )
         self._app = web.Application(middlewares=[self._vendor_middleware], client_max_size=16 * 1024 * 1024)
         self._routes(self._app)
         self.tenants = dict(tenants or {})
@@ -124,26 +106,18 @@ class Sandbox:
         ``CONNECTOR_SINK__BASE_URL`` or a tenant's ``base_url``."""
         return f"http://{self.host}:{self.port}{self.prefix}"
 
-    def _bucket(self, vendor: str, key: str) -> TokenBucket:
-        bucket = self._buckets.get((vendor, key))
-        if bucket is None:
-            if vendor == "shoplazza":
-                bucket = TokenBucket(self.shoplazza_rate_per_second, self.shoplazza_burst, self._clock)
-            else:
-                rate = self.rate_per_minute / 60.0
-                bucket = TokenBucket(rate, self.burst or max(1.0, rate), self._clock)
-            self._buckets[(vendor, key)] = bucket
-        return bucket
+    @property
+    def rate_per_minute(self) -> float:
+        """Loop's budget per key (``POST /_sandbox/config`` changes it)."""
+        return self._guard.rate_per_minute
+
+    @property
+    def burst(self) -> float | None:
+        """Loop's bucket per key (None: one second's worth)."""
+        return self._guard.burst
 
     def _routes(self, app: web.Application) -> None:
-        api = "/api/{version}"
-        app.router.add_put(f"{api}/orders", self._upsert)
-        app.router.add_post(f"{api}/orders", self._create)
-        app.router.add_get(f"{api}/orders", self._list)
-        app.router.add_get(f"{api}/orders/external/{{external_id}}", self._get_external)
-        app.router.add_delete(f"{api}/orders/external/{{external_id}}", self._delete_external)
-        app.router.add_get(f"{api}/orders/{{order_id}}", self._get)
-        app.router.add_put(f"{api}/orders/{{order_id}}", self._update)
+        app.router.add_routes(loop.routes(self.store, self))
         app.router.add_routes(shoplazza_routes(self.shoplazza))
         app.router.add_get("/_sandbox/orders", self._ctl_orders)
         app.router.add_get("/_sandbox/shoplazza/orders", self._ctl_shoplazza_orders)
@@ -181,176 +155,12 @@ class Sandbox:
             return await handler(request)
         entry = LoggedRequest(time.time(), request.method, request.path, 0)
         self.store.requests.append(entry)
-        response = await self._guarded(request, handler, entry, vendor)
+        response = await self._guard.admit(request, handler, entry, vendor)
         entry.status = response.status
         entry.done = time.time()
         if vendor == "shoplazza":
             response.headers["Request-Id"] = uuid.uuid4().hex
         return response
-
-    def _refuse(self, vendor: str, status: int, message: str, code: str) -> web.Response:
-        if vendor == "shoplazza":
-            return (
-                shoplazza_error(status, error=message)
-                if status == 401
-                else shoplazza_error(status, [message])
-            )
-        return _error(status, message, code)
-
-    async def _guarded(
-        self, request: web.Request, handler: Handler, entry: LoggedRequest, vendor: str
-    ) -> web.StreamResponse:
-        if request.match_info.get("version") not in VERSIONS[vendor]:
-            return self._refuse(vendor, 404, "Not Found.", "NOT_FOUND")
-        key = request.headers.get(AUTH_HEADERS[vendor], "")
-        request[CREDENTIALS] = key
-        if key != self.api_key:
-            message = "store is not active" if vendor == "shoplazza" else "Unauthorized."
-            if self.faults.echo_credentials:
-                message += f" Received {AUTH_HEADERS[vendor]}: {key}"
-            return self._refuse(vendor, 401, message, "NOT_AUTHORIZED")
-        if not self._bucket(vendor, key).take():
-            headers = {}
-            if self.faults.retry_after is not None:
-                headers["Retry-After"] = f"{self.faults.retry_after:g}"
-            body: dict[str, Any] = (
-                {"errors": ["Exceeded 2 calls per second for api client. Reduce request rates."]}
-                if vendor == "shoplazza"
-                else {"message": "Too Many Attempts."}
-            )
-            return web.json_response(body, status=429, headers=headers)
-        f = self.faults
-        if f.latency_ms or f.latency_jitter_ms:
-            await asyncio.sleep((f.latency_ms + self._rng.uniform(0, f.latency_jitter_ms)) / 1000.0)
-        if time.time() < f.outage_until:
-            return self._refuse(vendor, f.outage_status, "Service Unavailable.", "UNEXPECTED_ERROR")
-        if f.timeout_rate and self._rng.random() < f.timeout_rate:
-            await asyncio.sleep(f.hang_seconds)
-            return self._refuse(vendor, 504, "Gateway Timeout.", "UNEXPECTED_ERROR")
-        if f.error_rate and self._rng.random() < f.error_rate:
-            status = self._rng.choice(f.error_statuses)
-            return self._refuse(vendor, status, "Internal Server Error.", "UNEXPECTED_ERROR")
-        if f.late_rate and self._rng.random() < f.late_rate:
-            # The vendor has the whole request (read now: once the client gives up, the connection
-            # is gone and its body could no longer be read), and applies it after the client timed out.
-            await request.read()
-            await asyncio.sleep(f.late_seconds)
-        if "order_id" in request.match_info:
-            entry.external_id = request.match_info["order_id"]
-        request[LOG_ENTRY] = entry
-        return await handler(request)
-
-    async def _body(self, request: web.Request) -> Any:
-        try:
-            return json.loads(await request.read())
-        except (ValueError, UnicodeDecodeError):
-            raise web.HTTPBadRequest(
-                text=json.dumps({"message": "The request body is not valid JSON.", "code": "BAD_REQUEST"}),
-                content_type="application/json",
-            ) from None
-
-    def _note(self, request: web.Request, body: Any) -> None:
-        entry = request.get(LOG_ENTRY)
-        if entry is not None and isinstance(body, dict):
-            ext, upd = body.get("external_id"), body.get("updated_at")
-            entry.external_id = ext if isinstance(ext, str) else None
-            entry.updated_at = upd if isinstance(upd, str) else None
-
-    def _forced(self, body: Any, request: web.Request | None = None) -> web.Response | None:
-        ext = body.get("external_id") if isinstance(body, dict) else None
-        status = self.faults.reject_external_ids.get(ext) if isinstance(ext, str) else None
-        if status is None:
-            return None
-        echo = (
-            f" (key {request.get(CREDENTIALS)})"
-            if request is not None and self.faults.echo_credentials
-            else ""
-        )
-        return _error(
-            status,
-            f"Rejected by sandbox fault for external_id {ext}{echo}.",
-            "UNPROCESSABLE_ENTITY",
-            {"external_id": ["Rejected by the sandbox's reject_external_ids fault."]},
-        )
-
-    # -- vendor routes -------------------------------------------------------------------------
-    async def _upsert(self, request: web.Request) -> web.Response:
-        body = await self._body(request)
-        self._note(request, body)
-        errors = validate_order(body, operation="upsert", version=request.match_info["version"])
-        if errors:
-            return _invalid(errors)
-        forced = self._forced(body, request)
-        return forced or web.json_response({"order": self.store.upsert(body)})
-
-    async def _create(self, request: web.Request) -> web.Response:
-        body = await self._body(request)
-        self._note(request, body)
-        errors = validate_order(body, operation="create", version=request.match_info["version"])
-        if not errors and body.get("external_id") and self.store.get_external(body["external_id"]):
-            errors = {"external_id": ["The external_id has already been taken."]}
-        if errors:
-            return _invalid(errors)
-        forced = self._forced(body, request)
-        return forced or web.json_response({"order": self.store.create(body)})
-
-    async def _list(self, _: web.Request) -> web.Response:
-        return web.json_response(
-            {"orders": list(self.store.orders.values()), "next_page_url": None, "previous_page_url": None}
-        )
-
-    def _order_id(self, request: web.Request) -> int | None:
-        try:
-            value = int(request.match_info["order_id"])
-        except ValueError:
-            return None
-        return value if value >= 1 else None
-
-    async def _get(self, request: web.Request) -> web.Response:
-        order_id = self._order_id(request)
-        order = self.store.orders.get(order_id) if order_id else None
-        if order is None:
-            return _error(404, "Order not found.", "ORDER_NOT_FOUND")
-        return web.json_response({"order": order})
-
-    async def _update(self, request: web.Request) -> web.Response:
-        order_id = self._order_id(request)
-        body = await self._body(request)
-        self._note(request, body)
-        errors = validate_order(body, operation="update", version=request.match_info["version"])
-        if errors:
-            return _invalid(errors)
-        order = self.store.update(order_id, body) if order_id else None
-        if order is None:
-            return _error(404, "Order not found.", "ORDER_NOT_FOUND")
-        return web.json_response({"order": order})
-
-    def _external_id(self, request: web.Request) -> tuple[str, web.Response | None]:
-        ext = request.match_info["external_id"]
-        entry = request.get(LOG_ENTRY)
-        if entry is not None:
-            entry.external_id = ext
-        if len(ext) > 64:
-            return ext, _invalid({"externalId": ["The externalId may not be greater than 64 characters."]})
-        return ext, None
-
-    async def _get_external(self, request: web.Request) -> web.Response:
-        ext, bad = self._external_id(request)
-        if bad:
-            return bad
-        order = self.store.get_external(ext)
-        if order is None:
-            return _error(404, "Order not found.", "ORDER_NOT_FOUND")
-        return web.json_response({"order": order})
-
-    async def _delete_external(self, request: web.Request) -> web.Response:
-        ext, bad = self._external_id(request)
-        if bad:
-            return bad
-        order_id = self.store.delete_external(ext)
-        if order_id is None:
-            return _error(404, "Order not found.", "ORDER_NOT_FOUND")
-        return web.json_response({"id": order_id, "success": True})
 
     # -- control routes ------------------------------------------------------------------------
     async def _ctl_orders(self, _: web.Request) -> web.Response:
@@ -429,7 +239,6 @@ class Sandbox:
         if "api_key" in values:
             self.api_key = str(values["api_key"])
         if "rate_per_minute" in values or "burst" in values:
-            self.rate_per_minute = float(values.get("rate_per_minute", self.rate_per_minute))
-            self.burst = values.get("burst", self.burst)
-            self._buckets.clear()
+            rate = float(values.get("rate_per_minute", self.rate_per_minute))
+            self._guard.configure(rate, values.get("burst", self.burst))
         return web.json_response({"rate_per_minute": self.rate_per_minute, "burst": self.burst})

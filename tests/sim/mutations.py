@@ -19,6 +19,7 @@ from connector.fence import Fence
 from connector.lookahead import Lookahead
 from connector.membership import Membership
 from connector.metadata import CommitMeta
+from connector.outages import Outages
 from connector.park import Parking
 from connector.park._replay import Replay
 from connector.park._writer import ParkWriter
@@ -121,7 +122,7 @@ def not_found_on_upsert_is_a_poison_event() -> Iterator[None]:
 def a_403_is_always_an_outage() -> Iterator[None]:
     """A 403 that applies to one operation only flips the circuit open and closed for ever and its
     event never resolves."""
-    with _patched(Deliverer, "_per_event_forbidden", lambda self, job, change, error: error):
+    with _patched(Outages, "per_operation", lambda self, job, op, error: error):
         yield
 
 
@@ -129,15 +130,18 @@ def a_403_is_always_an_outage() -> Iterator[None]:
 def an_outage_pauses_consumption() -> Iterator[None]:
     """The circuit pauses every partition while open (and only a queued job can probe): after a
     rebalance during an outage no job is left, nothing probes, and nothing resumes."""
-    real = Deliverer._on_circuit
+    real = Deliverer.__init__
 
-    def on_circuit(self: Deliverer, changed: State | None) -> None:
-        real(self, changed)
-        membership = self._linger  # the member's Membership (``connector.deliver.Linger``)
-        if changed is not None and membership is not None:
-            membership.set_paused("outage", changed is State.OPEN)  # type: ignore[attr-defined]
+    def init(self: Deliverer, *args: Any, linger: Any = None, on_circuit: Any = None, **kwargs: Any) -> None:
+        def changed(tenant: str, state: State) -> None:  # every change the circuit announces
+            if on_circuit is not None:
+                on_circuit(tenant, state)
+            if linger is not None:  # the member's Membership (``connector.deliver.Linger``)
+                linger.set_paused("outage", state is State.OPEN)
 
-    with _patched(Deliverer, "_on_circuit", on_circuit):
+        real(self, *args, linger=linger, on_circuit=changed, **kwargs)
+
+    with _patched(Deliverer, "__init__", init):
         yield
 
 

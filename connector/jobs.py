@@ -1,0 +1,115 @@
+"""The deliverer's jobs: one per key with work (:class:`Job`, its life in ``connector.deliver``), and
+the book of those not finished (:class:`JobBook`).
+
+The book is kept by partition because a partition is what a revoke takes away: when one is drained,
+its queued and retrying jobs are dropped and its calls in flight are waited for, and while it is
+being drained no job of it is accepted. Split out of the deliverer so that its workers, gates and
+timers read apart from this bookkeeping; the deliverer owns one book and is the only one to write it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from connector.structs import OrderChange, TopicPartition
+
+
+class JobState(StrEnum):
+    """Where a job is in its life (see ``connector.deliver``'s module docstring)."""
+
+    QUEUED = "queued"
+    GATED = "gated"
+    IN_FLIGHT = "in_flight"
+    BACKOFF = "backoff"
+    SETTLING = "settling"
+    DONE = "done"
+    ABANDONED = "abandoned"
+
+
+@dataclass(eq=False, slots=True)
+class Job:
+    """The delivery of one key's changes, with the failure history of its current change."""
+
+    key: str
+    tp: TopicPartition
+    state: JobState = JobState.QUEUED
+    change: OrderChange | None = None
+    attempts: int = 0
+    first_failure_ts: float = 0.0
+    last_failure_ts: float = 0.0
+    not_before: float = 0.0  # monotonic: an ambiguous request of this key may land until then
+    ambiguous: bool = False  # an attempt since the key's last delivery ended without a known outcome
+    linger_until: float = 0.0  # monotonic: while its partition is far behind, wait until then
+    forbidden_at: int = -1  # the circuit's closure count when this job last got a 403
+    probe: bool = False  # this attempt is the circuit's probe
+    tick: float | None = None  # the budget tick granted for this attempt's first request
+    timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+    call: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class JobBook:
+    """The jobs not finished (queued, waiting, in flight or retrying), by the partition of the change
+    each one sends, and the partitions being drained (their jobs are not accepted)."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[TopicPartition, dict[Job, None]] = {}  # insertion-ordered sets
+        self._draining: set[TopicPartition] = set()
+
+    def __len__(self) -> int:
+        return sum(len(jobs) for jobs in self._jobs.values())
+
+    def add(self, job: Job) -> None:
+        """``job`` is not finished (under its partition)."""
+        self._jobs.setdefault(job.tp, {})[job] = None
+
+    def move(self, job: Job, tp: TopicPartition) -> None:
+        """``job`` now sends a change of ``tp`` (a key's newer change may come from another one)."""
+        if tp != job.tp:
+            self.forget(job)
+            job.tp = tp
+            self.add(job)
+
+    def forget(self, job: Job) -> None:
+        """``job`` is finished (done or abandoned)."""
+        jobs = self._jobs.get(job.tp)
+        if jobs is not None:
+            jobs.pop(job, None)
+            if not jobs:
+                del self._jobs[job.tp]
+
+    def partitions(self) -> list[TopicPartition]:
+        """The partitions with unfinished jobs, in order."""
+        return sorted(self._jobs)
+
+    def of(self, tp: TopicPartition) -> list[Job]:
+        """The unfinished jobs of ``tp`` now, oldest first (a copy: the caller may finish them)."""
+        return list(self._jobs.get(tp, ()))
+
+    def each(self, partitions: Iterable[TopicPartition]) -> Iterator[Job]:
+        """The unfinished jobs of ``partitions``, partition by partition in order, each partition's
+        taken when it is reached (the caller may finish them as it goes)."""
+        for tp in sorted(partitions):
+            yield from self.of(tp)
+
+    def calls(self, partitions: Iterable[TopicPartition]) -> list[asyncio.Task[None]]:
+        """The calls in flight of ``partitions``' jobs."""
+        return [job.call for job in self.each(partitions) if job.call]
+
+    def any_of(self, partitions: Iterable[TopicPartition]) -> bool:
+        """Whether a job of ``partitions`` is not finished."""
+        return any(tp in self._jobs for tp in partitions)
+
+    def draining(self, tp: TopicPartition) -> bool:
+        """Whether ``tp`` is being drained (its jobs are abandoned, not accepted)."""
+        return tp in self._draining
+
+    def drain(self, partitions: set[TopicPartition]) -> None:
+        """``partitions`` are being drained (revoked, or their shop quiesced)."""
+        self._draining |= partitions
+
+    def undrain(self, partitions: set[TopicPartition]) -> None:
+        """``partitions`` take jobs again."""
+        self._draining -= partitions

@@ -1,0 +1,79 @@
+"""The book of a deliverer's unfinished jobs: kept by partition, what a drain walks and waits for."""
+
+from __future__ import annotations
+
+import asyncio
+
+from connector.jobs import Job, JobBook, JobState
+from connector.structs import TopicPartition
+
+A, B, C = TopicPartition("orders", 0), TopicPartition("orders", 1), TopicPartition("orders", 2)
+
+
+def test_jobs_are_counted_and_listed_by_partition_in_order() -> None:
+    book = JobBook()
+    first, second, third = Job("k1", B), Job("k2", A), Job("k3", B)
+    for job in (first, second, third):
+        book.add(job)
+    assert len(book) == 3
+    assert book.partitions() == [A, B]
+    assert book.of(B) == [first, third], "oldest first"
+    assert list(book.each({B, A})) == [second, first, third], "partition by partition, in order"
+    assert book.any_of({C, A})
+    assert not book.any_of({C})
+
+
+def test_a_job_moves_to_the_partition_of_its_newer_change_and_is_forgotten_when_finished() -> None:
+    book = JobBook()
+    job = Job("k1", A)
+    book.add(job)
+    book.move(job, B)
+    assert job.tp == B
+    assert book.partitions() == [B]
+    assert book.of(A) == []
+    book.forget(job)
+    assert len(book) == 0
+    assert book.partitions() == []
+    book.forget(job)  # twice is harmless
+    assert len(book) == 0
+
+
+def test_walking_a_partition_may_finish_its_jobs_as_it_goes() -> None:
+    """What a drain does: each job abandoned (forgotten) while the walk goes on."""
+    book = JobBook()
+    jobs = [Job(f"k{i}", A if i % 2 else B) for i in range(6)]
+    for job in jobs:
+        book.add(job)
+    walked = []
+    for job in book.each({A, B}):
+        job.state = JobState.ABANDONED
+        book.forget(job)
+        walked.append(job)
+    assert sorted(j.key for j in walked) == [f"k{i}" for i in range(6)]
+    assert len(book) == 0
+
+
+def test_calls_in_flight_are_those_of_the_partitions_asked() -> None:
+    async def main() -> None:
+        book = JobBook()
+        idle, sending, other = Job("k1", A), Job("k2", A), Job("k3", B)
+        sending.call = asyncio.create_task(asyncio.sleep(0))
+        other.call = asyncio.create_task(asyncio.sleep(0))
+        for job in (idle, sending, other):
+            book.add(job)
+        assert book.calls({A}) == [sending.call]
+        assert book.calls({A, B}) == [sending.call, other.call]
+        await asyncio.gather(sending.call, other.call)
+
+    asyncio.run(main())
+
+
+def test_draining_partitions_until_undrained() -> None:
+    book = JobBook()
+    book.drain({A, B})
+    assert book.draining(A)
+    assert book.draining(B)
+    assert not book.draining(C)
+    book.undrain({A})
+    assert not book.draining(A)
+    assert book.draining(B)
