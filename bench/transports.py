@@ -14,7 +14,7 @@ serialising it, sending, reading the whole response and releasing the connection
 
 Cases (all 8 workers; each pool or slot set holds at most 8 connections, kept alive):
 
-httpcore-slots           what ``connector.sinks._base.HttpSink`` did until it moved to httpx-aiohttp: 8
+httpcore-slots           what ``connector.sinks._base.HttpClient`` did until it moved to httpx-aiohttp: 8
                          ``httpx.AsyncHTTPTransport``
                          with one connection each in a queue of free slots, ``httpx.Request`` sent
                          with ``handle_async_request``, then ``aread`` and ``aclose``; orjson body
@@ -23,7 +23,7 @@ httpcore-pool            one ``httpx.AsyncClient`` (httpcore pool of 8), ``clien
 httpx-aiohttp-client     ``httpx_aiohttp.HttpxAiohttpClient`` (aiohttp session, limit 8), ``client.put``
 httpx-aiohttp-transport  one ``httpx_aiohttp.AiohttpTransport`` (limit 8) used as in httpcore-slots
 httpx-aiohttp-transport-json  the same with ``json.dumps(...).encode()``
-connector-httpsink       ``HttpSink.request`` as the connector calls it (httpx-aiohttp transport, URL
+connector-httpsink       ``HttpClient.request`` as the connector calls it (httpx-aiohttp transport, URL
                          and headers built once, the slot semaphore, the error mapping), no pacer
 raw-aiohttp              one ``aiohttp.ClientSession`` (TCPConnector limit 8), ``session.put``, ``read``
 
@@ -53,7 +53,7 @@ from bench.cost import cpu_seconds
 from bench.run import ROOT, wait_port
 from connector.config import SinkSettings
 from connector.localkafka import free_port
-from connector.sinks import HttpSink
+from connector.sinks import HttpClient
 
 WORKERS = 8
 PATH = "/api/v1/orders"
@@ -214,11 +214,11 @@ def raw_aiohttp(url: str, encode: Encode) -> Built:
 
 
 def connector_sink(url: str, encode: Encode) -> Built:
-    """The connector's own call path: ``HttpSink.request`` on its default transport, no pacer."""
-    del encode  # HttpSink serialises the body itself (orjson)
+    """The connector's own call path: ``HttpClient.request`` on its default transport, no pacer."""
+    del encode  # HttpClient serialises the body itself (orjson)
     base, path = url.split("/api/", 1)
     settings = SinkSettings(base_url=base, api_key="bench-key", max_in_flight=WORKERS)
-    sink = HttpSink(settings, "/api/" + path.rsplit("/", 1)[0], "X-Api-Key")
+    sink = HttpClient(settings, "/api/" + path.rsplit("/", 1)[0], "X-Api-Key")
     body = order(0)
 
     async def send(content: bytes) -> int:

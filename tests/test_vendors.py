@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from connector.cli import build_parser
 from connector.config import MappingSettings, SinkSettings, load_settings
@@ -23,7 +23,7 @@ from connector.errors import ConfigError, OrderValidationError
 from connector.mapping import Mapper
 from connector.pacing import Pacer
 from connector.sandbox.guard import AUTH_HEADERS, VENDOR_PREFIXES, VERSIONS
-from connector.sinks import HttpSink, Prepaid, SinkOptions
+from connector.sinks import HttpClient, Prepaid, SinkOptions
 from connector.structs import OrderChange, Record
 from connector.tenants import Tenant, load_tenants
 from connector.vendors import (
@@ -132,7 +132,7 @@ class AcmeOrder(BaseModel):
     total: int = 0
 
 
-class AcmeSink(HttpSink):
+class AcmeSink:
     """The fake vendor's client: ``PUT /acme/{version}/orders/{ref}``, ``DELETE`` the same."""
 
     name = "acme"
@@ -143,17 +143,27 @@ class AcmeSink(HttpSink):
         transport: httpx.AsyncBaseTransport | None = None,
         pacer: Pacer | None = None,
     ) -> None:
-        super().__init__(settings, ACME.base_path(settings.api_version), ACME.auth_header, transport, pacer)
+        path, header = ACME.base_path(settings.api_version), ACME.auth_header
+        self._http = HttpClient(settings, path, header, transport, pacer)
         self.mode = settings.mode
+
+    async def __aenter__(self) -> AcmeSink:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._http.aclose()
+
+    def set_api_key(self, api_key: SecretStr) -> None:
+        self._http.set_api_key(api_key)
 
     async def apply(self, change: OrderChange, prepaid: Prepaid | None = None) -> None:
         method = "DELETE" if change.op == "delete" else "PUT"
-        await self.request(
+        await self._http.request(
             method, f"/orders/{change.external_id}", json=change.body if method == "PUT" else None
         )
 
     async def probe(self, prepaid: Prepaid | None = None) -> None:
-        await self.request("GET", "/orders")
+        await self._http.request("GET", "/orders")
 
     async def held_version(self, change: OrderChange) -> tuple[bool, datetime | None]:
         raise NotImplementedError("acme keeps no timestamp of ours")

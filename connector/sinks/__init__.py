@@ -6,7 +6,8 @@ makes the one a deployment's settings name. This package imports no vendor.
 
 from connector.sinks._base import (
     BoundedCache,
-    HttpSink,
+    ErrorDetail,
+    HttpClient,
     Prepaid,
     Sink,
     SinkOptions,
@@ -16,7 +17,8 @@ from connector.sinks._base import (
 
 __all__ = [
     "BoundedCache",
-    "HttpSink",
+    "ErrorDetail",
+    "HttpClient",
     "Prepaid",
     "Sink",
     "SinkOptions",

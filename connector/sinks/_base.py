@@ -14,6 +14,7 @@ import functools
 import ssl
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, Self, TypeVar
 
@@ -239,9 +240,18 @@ def _never_sent(exc: httpx.TransportError) -> bool:
     )
 
 
-class HttpSink:
+ErrorDetail = Callable[[httpx.Response], "str | None"]
+"""A vendor's own words for a failed response (its error body's shape); None: the body itself."""
+
+
+def no_detail(response: httpx.Response) -> str | None:
+    """No vendor-specific reading of error bodies."""
+    return None
+
+
+class HttpClient:
     """Keep-alive HTTP connections, ``max_in_flight`` at most, with transport errors mapped to
-    SinkError classes.
+    SinkError classes: what every vendor's client sends its requests through (it owns one).
 
     A request takes one of ``max_in_flight`` slots before its budget tick, so the connection pool
     (as large as the slots) never makes a request wait after its tick. Requests go to the transport as
@@ -250,8 +260,6 @@ class HttpSink:
     must not be followed anyway (it is an :class:`EndpointError`).
     """
 
-    name = "http"
-
     def __init__(
         self,
         settings: SinkOptions,
@@ -259,8 +267,10 @@ class HttpSink:
         auth_header: str,
         transport: httpx.AsyncBaseTransport | None = None,
         pacer: Pacer | None = None,
+        error_detail: ErrorDetail = no_detail,
     ) -> None:
         self._pacer = pacer
+        self._error_detail = error_detail
         self._base = f"{settings.base_url.rstrip('/')}{path}"
         self._auth_header = auth_header
         self.set_api_key(settings.api_key)
@@ -288,6 +298,10 @@ class HttpSink:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections."""
         await self._transport.aclose()
 
     async def request(
@@ -328,7 +342,7 @@ class HttpSink:
                 raise SinkCutOff(f"{method} {url}: {type(exc).__name__}: {redact(str(exc))}") from None
         if self._pacer is not None:
             self._pacer.observe(response.status_code == 429)
-        raise_for_status(response, detail=self.error_detail(response))
+        raise_for_status(response, detail=self._error_detail(response))
         return response
 
     async def _take_tick(self, prepaid: Prepaid | None) -> None:
@@ -341,13 +355,10 @@ class HttpSink:
                 "api_request_tick", tick=round(tick, 4), late_ms=round(self._pacer.late(tick) * 1000, 1)
             )
 
-    def error_detail(self, response: httpx.Response) -> str | None:
-        """The vendor's own words for a failed response (overridden per vendor); None: the body."""
-        return None
-
 
 __all__ = [
-    "HttpSink",
+    "ErrorDetail",
+    "HttpClient",
     "Prepaid",
     "Sink",
     "SinkError",

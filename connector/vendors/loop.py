@@ -16,22 +16,39 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 from urllib.parse import quote
 
 import httpx
+from pydantic import SecretStr
 
 from connector.errors import EndpointError, NotFoundError, RejectedError
 from connector.models import parse_timestamp
 from connector.models.loop import LoopOrder, LoopOrder202610
 from connector.pacing import Pacer
-from connector.sinks import BoundedCache, HttpSink, Prepaid, SinkOptions
+from connector.sinks import BoundedCache, HttpClient, Prepaid, SinkOptions
 from connector.structs import OrderChange
 from connector.vendors._registry import Vendor, register
 
 
-class LoopSink(HttpSink):
-    """Upserts (or creates and updates) and deletes orders on Loop."""
+def loop_error_detail(response: httpx.Response) -> str | None:
+    """Loop answers ``{"message", "code", "errors": {field: [messages]}}``."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    parts = [str(body.get("message") or body.get("code") or "")]
+    errors = body.get("errors")
+    if isinstance(errors, dict):
+        parts += [f"{field}: {'; '.join(map(str, msgs))}" for field, msgs in errors.items()]
+    return " ".join(p for p in parts if p) or None
+
+
+class LoopSink:
+    """Upserts (or creates and updates) and deletes orders on Loop, through its own HTTP client."""
 
     name = "loop"
 
@@ -41,34 +58,33 @@ class LoopSink(HttpSink):
         transport: httpx.AsyncBaseTransport | None = None,
         pacer: Pacer | None = None,
     ) -> None:
-        super().__init__(settings, LOOP.base_path(settings.api_version), LOOP.auth_header, transport, pacer)
+        path, header = LOOP.base_path(settings.api_version), LOOP.auth_header
+        self._http = HttpClient(settings, path, header, transport, pacer, loop_error_detail)
         self._mode = settings.mode
         self._ids: BoundedCache[str, int] = BoundedCache(settings.cache_size)
 
-    def error_detail(self, response: httpx.Response) -> str | None:
-        """Loop answers ``{"message", "code", "errors": {field: [messages]}}``."""
-        try:
-            body = response.json()
-        except ValueError:
-            return None
-        if not isinstance(body, dict):
-            return None
-        parts = [str(body.get("message") or body.get("code") or "")]
-        errors = body.get("errors")
-        if isinstance(errors, dict):
-            parts += [f"{field}: {'; '.join(map(str, msgs))}" for field, msgs in errors.items()]
-        return " ".join(p for p in parts if p) or None
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._http.aclose()
+
+    def set_api_key(self, api_key: SecretStr) -> None:
+        """Send ``api_key`` from the next request on (a key rotated without a restart)."""
+        self._http.set_api_key(api_key)
 
     async def probe(self, prepaid: Prepaid | None = None) -> None:
         """``GET /orders/external/{a name no order has}``: 404 means reachable and authenticated."""
         with contextlib.suppress(NotFoundError):
-            await self.request("GET", "/orders/external/connector-probe", prepaid=prepaid)
+            await self._http.request("GET", "/orders/external/connector-probe", prepaid=prepaid)
 
     async def held_version(self, change: OrderChange) -> tuple[bool, datetime | None]:
         """``GET /orders/external/{id}``: whether Loop holds the order, and the ``updated_at`` it was
         last sent with (Loop keeps the field as sent)."""
         try:
-            found = await self.request("GET", f"/orders/external/{quote(change.external_id, safe='')}")
+            found = await self._http.request("GET", f"/orders/external/{quote(change.external_id, safe='')}")
         except NotFoundError:
             return False, None
         stamp = found.json().get("order", {}).get("updated_at")
@@ -83,13 +99,13 @@ class LoopSink(HttpSink):
         if change.op == "delete":
             self._ids.pop(change.external_id, None)
             try:
-                await self.request("DELETE", path, prepaid=prepaid)
+                await self._http.request("DELETE", path, prepaid=prepaid)
             except NotFoundError:
                 return
             return
         if self._mode == "upsert":
             try:
-                await self.request("PUT", "/orders", json=change.body, prepaid=prepaid)
+                await self._http.request("PUT", "/orders", json=change.body, prepaid=prepaid)
             except NotFoundError as exc:
                 raise EndpointError(
                     f"{exc} (PUT /orders names no order: check sink.base_url and sink.api_version)",
@@ -109,15 +125,15 @@ class LoopSink(HttpSink):
         loop_id = self._ids.get(change.external_id)
         if loop_id is None:
             try:
-                found = await self.request("GET", path, prepaid=prepaid)
+                found = await self._http.request("GET", path, prepaid=prepaid)
                 loop_id = int(found.json()["order"]["id"])
             except NotFoundError:
                 try:
-                    created = await self.request("POST", "/orders", json=change.body, prepaid=prepaid)
+                    created = await self._http.request("POST", "/orders", json=change.body, prepaid=prepaid)
                 except RejectedError as exc:
                     if "already been taken" not in exc.body:
                         raise
-                    found = await self.request(
+                    found = await self._http.request(
                         "GET", path, prepaid=prepaid
                     )  # created by an earlier, unanswered call
                     loop_id = int(found.json()["order"]["id"])
@@ -126,7 +142,7 @@ class LoopSink(HttpSink):
                     return
         self._ids.remember(change.external_id, loop_id)
         try:
-            await self.request("PUT", f"/orders/{loop_id}", json=change.body, prepaid=prepaid)
+            await self._http.request("PUT", f"/orders/{loop_id}", json=change.body, prepaid=prepaid)
         except NotFoundError:
             self._ids.pop(change.external_id, None)
             raise

@@ -14,21 +14,40 @@ import contextlib
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 from urllib.parse import quote
 
 import httpx
+from pydantic import SecretStr
 
 from connector.errors import NotFoundError, RejectedError
 from connector.models.shoplazza import ShoplazzaOrder, shoplazza_update_body
 from connector.pacing import Pacer
-from connector.sinks import BoundedCache, HttpSink, Prepaid, SinkOptions
+from connector.sinks import BoundedCache, HttpClient, Prepaid, SinkOptions
 from connector.structs import OrderChange
 from connector.vendors._registry import ShopRule, Vendor, register
 
 
-class ShoplazzaSink(HttpSink):
-    """Updates and deletes orders on a Shoplazza store."""
+def shoplazza_error_detail(response: httpx.Response) -> str | None:
+    """``{"error": ...}``, ``{"errors": [...]}`` or ``{code, message}``, with the Request-Id."""
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = None
+    said = None
+    if isinstance(body, dict):
+        if isinstance(body.get("errors"), list):
+            said = "; ".join(map(str, body["errors"]))
+        else:
+            said = body.get("error") or body.get("message") or body.get("code")
+    request_id = response.headers.get("Request-Id")
+    text = str(said) if said else response.text[:300]
+    return f"{text} (Request-Id {request_id})" if request_id else text
+
+
+class ShoplazzaSink:
+    """Updates and deletes orders on a Shoplazza store, through its own HTTP client."""
 
     name = "shoplazza"
 
@@ -38,28 +57,23 @@ class ShoplazzaSink(HttpSink):
         transport: httpx.AsyncBaseTransport | None = None,
         pacer: Pacer | None = None,
     ) -> None:
-        super().__init__(
-            settings, SHOPLAZZA.base_path(settings.api_version), SHOPLAZZA.auth_header, transport, pacer
-        )
+        path, header = SHOPLAZZA.base_path(settings.api_version), SHOPLAZZA.auth_header
+        self._http = HttpClient(settings, path, header, transport, pacer, shoplazza_error_detail)
         self._ids: BoundedCache[str, str] = BoundedCache(settings.cache_size)  # number -> order id
         self._keys: BoundedCache[str, str] = BoundedCache(settings.cache_size)  # record key -> order id
         self.lookups = 0
 
-    def error_detail(self, response: httpx.Response) -> str | None:
-        """``{"error": ...}``, ``{"errors": [...]}`` or ``{code, message}``, with the Request-Id."""
-        try:
-            body: Any = response.json()
-        except ValueError:
-            body = None
-        said = None
-        if isinstance(body, dict):
-            if isinstance(body.get("errors"), list):
-                said = "; ".join(map(str, body["errors"]))
-            else:
-                said = body.get("error") or body.get("message") or body.get("code")
-        request_id = response.headers.get("Request-Id")
-        text = str(said) if said else response.text[:300]
-        return f"{text} (Request-Id {request_id})" if request_id else text
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._http.aclose()
+
+    def set_api_key(self, api_key: SecretStr) -> None:
+        """Send ``api_key`` from the next request on (a key rotated without a restart)."""
+        self._http.set_api_key(api_key)
 
     async def _order_id(self, change: OrderChange, prepaid: Prepaid | None = None) -> str:
         """The order id: the event's ``id``, its ``number`` resolved, what its key resolved to before,
@@ -77,7 +91,9 @@ class ShoplazzaSink(HttpSink):
         if cached is not None:
             return cached
         self.lookups += 1
-        response = await self.request("GET", f"/orders/number/{quote(number, safe='')}", prepaid=prepaid)
+        response = await self._http.request(
+            "GET", f"/orders/number/{quote(number, safe='')}", prepaid=prepaid
+        )
         found = _data(response).get("order", {}).get("id")
         if not isinstance(found, str | int) or found == "":
             raise RejectedError(f"order number {number}: no order id in the answer", status=200)
@@ -87,7 +103,7 @@ class ShoplazzaSink(HttpSink):
     async def probe(self, prepaid: Prepaid | None = None) -> None:
         """``GET /orders/number/0``: 404 (no such order) means reachable and authenticated."""
         with contextlib.suppress(NotFoundError):
-            await self.request("GET", "/orders/number/0", prepaid=prepaid)
+            await self._http.request("GET", "/orders/number/0", prepaid=prepaid)
 
     async def held_version(self, change: OrderChange) -> tuple[bool, datetime | None]:
         """Shoplazza keeps its own ``updated_at``, not the event's: nothing to compare with."""
@@ -99,11 +115,11 @@ class ShoplazzaSink(HttpSink):
         self._keys.remember(change.external_id, order_id)
         if change.op == "delete":
             try:
-                await self.request("DELETE", f"/orders/{quote(order_id, safe='')}", prepaid=prepaid)
+                await self._http.request("DELETE", f"/orders/{quote(order_id, safe='')}", prepaid=prepaid)
             except NotFoundError:
                 return  # already gone
             return
-        response = await self.request(
+        response = await self._http.request(
             "PUT",
             f"/orders/{quote(order_id, safe='')}",
             json=shoplazza_update_body(change.body),

@@ -14,7 +14,7 @@ import pytest
 from connector.config import SinkSettings
 from connector.errors import EndpointError, SinkConnectError, SinkCutOff, SinkError, SinkTimeout
 from connector.localkafka import free_port
-from connector.sinks import HttpSink
+from connector.sinks import HttpClient
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
@@ -45,7 +45,7 @@ async def server(handler: Handler) -> AsyncIterator[str]:
 
 async def _put(base_url: str, timeout: float = 0.5) -> None:
     settings = SinkSettings(base_url=base_url, api_key="k", timeout_seconds=timeout)
-    async with HttpSink(settings, "/api/v1", "X-Authorization") as sink:
+    async with HttpClient(settings, "/api/v1", "X-Authorization") as sink:
         await sink.request("PUT", "/orders", json={"external_id": "x"})
 
 
@@ -136,7 +136,7 @@ async def test_keep_alive_connections_are_reused() -> None:
 
     async with server(serve) as url:
         settings = SinkSettings(base_url=url, api_key="k")
-        async with HttpSink(settings, "/api/v1", "X-Authorization") as sink:
+        async with HttpClient(settings, "/api/v1", "X-Authorization") as sink:
             for _ in range(20):
                 await sink.request("PUT", "/orders", json={"external_id": "x"})
     assert connections == 1
