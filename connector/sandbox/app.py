@@ -116,6 +116,10 @@ class Sandbox:
         """Loop's bucket per key (None: one second's worth)."""
         return self._guard.burst
 
+    def set_rate(self, rate_per_minute: float, burst: float | None = None) -> None:
+        """Loop's budget per key from now on, every bucket full again (as ``POST /_sandbox/config``)."""
+        self._guard.configure(rate_per_minute, burst)
+
     def _routes(self, app: web.Application) -> None:
         app.router.add_routes(loop.routes(self.store, self))
         app.router.add_routes(shoplazza_routes(self.shoplazza))

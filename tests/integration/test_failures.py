@@ -115,8 +115,7 @@ async def test_a_retry_after_beyond_the_ceiling_is_an_outage_not_an_hour_of_sile
                 not_ready_after = time.time() - first_429
                 assert metrics.retry_after_exceeded._value.get() >= 1
                 sandbox.faults.update({"retry_after": None})
-                sandbox.rate_per_minute = 60_000
-                sandbox._buckets.clear()
+                sandbox.set_rate(60_000)
                 await wait_until(lambda: sandbox.holds(stream.latest), timeout=60)
         assert sandbox.holds(stream.latest), "judged again once the connector stopped"
     assert not_ready_after < 2.0
