@@ -37,9 +37,9 @@ from connector._served import RETIRED_BUDGET, Served
 from connector.clock import Clock
 from connector.config import Reload, Settings, SinkSettings, VendorAccount, reload_of
 from connector.errors import ConfigError
+from connector.instruments import InvalidTenants, TenantHooks, TenantsReloaded
 from connector.logs import get_logger
 from connector.mapping import FileMapping, FunctionMapping
-from connector.metrics import Metrics
 from connector.tenants import Tenant, TenantChange, TenantDirectory
 
 log = get_logger("connector.tenancy")
@@ -96,10 +96,10 @@ class Reloader:
     """The tenants of ``tenants.path``, read again every ``tenants.reload_seconds``, and what each
     change does to the shops ``host`` serves (module docstring)."""
 
-    def __init__(self, host: Host, settings: Settings, metrics: Metrics, clock: Clock) -> None:
+    def __init__(self, host: Host, settings: Settings, hooks: TenantHooks, clock: Clock) -> None:
         self._host = host
         self._settings = settings
-        self._metrics = metrics
+        self._hooks = hooks
         self._clock = clock
         self._directory: TenantDirectory | None = None
         self._loop: asyncio.Task[None] | None = None
@@ -165,7 +165,8 @@ class Reloader:
         await self._sweep()
         change = self._directory.refresh()
         self._refused(change)
-        self._metrics.tenants_reload_refused.set(1 if self._directory.refused_for else 0)
+        standing = bool(self._directory.refused_for)
+        self._hooks.tenants_reloaded(TenantsReloaded(change.refused_for if change.refused else "", standing))
         self._report_invalid(change.invalid)
         if not change:
             return
@@ -190,7 +191,6 @@ class Reloader:
     def _refused(self, change: TenantChange) -> None:
         if not change.refused:
             return
-        self._metrics.tenants_reloads_refused.labels(change.refused_for).inc()
         if change.refused_for == "removal":
             log.error(
                 "tenants_reload_refused",
@@ -220,7 +220,7 @@ class Reloader:
                     else "not served until it loads: its events are dead-lettered (stage route)"
                 ),
             )
-        self._metrics.tenants_invalid.set(len(self._directory.invalid))
+        self._hooks.invalid_tenants_counted(InvalidTenants(len(self._directory.invalid)))
 
     def _by_name(self, name: str) -> Served | None:
         """The tenant served as ``name`` in the tenants file (a routed one rather than a removed one)."""

@@ -3,24 +3,24 @@
 :class:`TenantView` is the per-shop observability of :class:`~connector.tenancy.Tenancy`, kept apart
 from the shops' lifecycle because it has state of its own that only it needs: each shop's metrics
 label (its name for the first ``tenants.metrics_limit`` shops in name order, ``_other`` for the rest,
-so that series stay bounded), the labels it has written series for (removed when no shop has them any
-more, so that series do not grow with churn), and the oldest-unsynced times and parked shops it was
+so that series stay bounded), the labels it has reported figures for (dropped when no shop has them
+any more, so that series do not grow with churn), and the oldest-unsynced times and parked shops it was
 last told of (for the rows of ``/tenants`` and ``connector tenants``). The tenancy hands it the shops
-served on every call; it reads them (and notes on each the 429s it has counted). It also counts the
-shops whose outage circuit is open (``connector_circuit_open``; every one open: ``/readyz`` 503) and
-tells a shop's health as parking asks it. With one shop (``tenants.path`` unset) it writes no per-shop
-series and has no rows.
+served on every call; it reads them (and notes on each the 429s it has counted), and reports the
+figures to the hooks (:mod:`connector.instruments`). It also counts the shops whose outage circuit
+is open (``connector_circuit_open``; every one open: ``/readyz`` 503) and tells a shop's health as
+parking asks it. With one shop (``tenants.path`` unset) it reports no per-shop figures and has no
+rows.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 
 from connector._served import Served
 from connector.circuit import State
 from connector.clock import Clock
-from connector.metrics import Metrics
+from connector.instruments import Hooks, OpenCircuits, TenantFigures, TenantsState
 from connector.park import ShopHealth
 
 
@@ -28,8 +28,8 @@ class TenantView:
     """Per-shop series (pace, circuit, parked, 429s, oldest unsynced), ``/tenants`` rows, the shops
     whose circuit is open and a shop's health."""
 
-    def __init__(self, metrics: Metrics, clock: Clock, *, many: bool, metrics_limit: int) -> None:
-        self._metrics = metrics
+    def __init__(self, hooks: Hooks, clock: Clock, *, many: bool, metrics_limit: int) -> None:
+        self._hooks = hooks
         self._clock = clock
         self._many = many
         self._limit = metrics_limit
@@ -46,12 +46,12 @@ class TenantView:
             self._open.add(tenant)
         else:
             self._open.discard(tenant)
-        self._metrics.circuit_open.set(len(self._open))
+        self._hooks.circuits_counted(OpenCircuits(len(self._open)))
 
     def forget_circuit(self, tenant: str) -> None:
         """``tenant`` is served no more: its circuit counts no more."""
         self._open.discard(tenant)
-        self._metrics.circuit_open.set(len(self._open))
+        self._hooks.circuits_counted(OpenCircuits(len(self._open)))
 
     def all_down(self, served: Mapping[str, Served]) -> bool:
         """Every shop of ``served`` has its outage circuit open: the member is in an outage."""
@@ -81,18 +81,16 @@ class TenantView:
 
     def prune(self, served: Mapping[str, Served]) -> None:
         """Remove the series of labels none of ``served`` has any more (a shop closed)."""
-        self._prune_series({self._label(served, name) for name in served})
+        dropped = self._drop({self._label(served, name) for name in served})
+        if dropped:
+            self._hooks.tenants_sampled(TenantsState(dropped=dropped))
 
-    def _prune_series(self, used: set[str]) -> None:
-        """Remove the per-tenant series of labels no tenant has any more (removed, or now summed
-        under ``_other``, or ``_other`` itself), so that series do not grow with churn."""
-        m = self._metrics
-        metrics = (m.tenant_pace, m.tenant_circuit_open, m.tenant_parked, m.tenant_oldest_unsynced)
-        for label in sorted(self._series - used):
-            for metric in (*metrics, m.tenant_rate_limited):
-                with contextlib.suppress(KeyError):
-                    metric.remove(label)
+    def _drop(self, used: set[str]) -> tuple[str, ...]:
+        """The labels series were reported for that no tenant has any more (removed, or now summed
+        under ``_other``, or ``_other`` itself): dropped, so that series do not grow with churn."""
+        dropped = tuple(sorted(self._series - used))
         self._series = set(used) if self._many else set()
+        return dropped
 
     def refresh(
         self,
@@ -111,6 +109,7 @@ class TenantView:
         down: dict[str, int] = {}
         held: dict[str, int] = {}
         age: dict[str, float] = {}
+        throttled: dict[str, int] = {}
         for name, shop in served.items():
             label = self._label(served, name)
             pace[label] = pace.get(label, 0.0) + (0.0 if shop.sink.refusal else shop.pacer.rate)
@@ -119,15 +118,13 @@ class TenantView:
             stamp = oldest.get(name)
             age[label] = max(age.get(label, 0.0), now - stamp if stamp else 0.0)
             seen = shop.deliverer.rate_limited_count
-            if seen > shop.reported_429_before:
-                self._metrics.tenant_rate_limited.labels(label).inc(seen - shop.reported_429_before)
+            throttled[label] = throttled.get(label, 0) + max(0, seen - shop.reported_429_before)
             shop.reported_429_before = seen
-        for label, value in pace.items():
-            self._metrics.tenant_pace.labels(label).set(value)
-            self._metrics.tenant_circuit_open.labels(label).set(down[label])
-            self._metrics.tenant_parked.labels(label).set(held[label])
-            self._metrics.tenant_oldest_unsynced.labels(label).set(max(0.0, age[label]))
-        self._prune_series(set(pace))
+        figures = tuple(
+            TenantFigures(label, value, down[label], held[label], max(0.0, age[label]), throttled[label])
+            for label, value in pace.items()
+        )
+        self._hooks.tenants_sampled(TenantsState(figures, self._drop(set(pace))))
         self._oldest = dict(oldest)
 
     def rows(self, served: Mapping[str, Served]) -> list[dict[str, object]]:

@@ -32,6 +32,7 @@ from connector.fence import Fence
 from connector.fleetpace import FleetPace, KafkaPaceLog, PaceLog
 from connector.gauges import Gauges
 from connector.health import Health
+from connector.instruments import DeadLetterFailed
 from connector.ledger import Ledger
 from connector.logs import get_logger, register_secret
 from connector.membership import Membership
@@ -106,7 +107,7 @@ async def serve(settings: Settings, stop: asyncio.Event, parts: Parts | None = N
             rng=parts.rng,
             max_bytes=dlq_bytes,
         )
-        dlq.on_failure = metrics.dead_letter_failures.inc
+        dlq.on_failure = lambda: metrics.dead_letter_failed(DeadLetterFailed())
         park_log = None
         if settings.tenants.path:  # also with parking off: parked events are still replayed
             park_log = await stack.enter_async_context(
@@ -119,7 +120,7 @@ async def serve(settings: Settings, stop: asyncio.Event, parts: Parts | None = N
                 member=f"{settings.kafka.client_id}-{os.getpid()}-{secrets.token_hex(4)}",
                 clock=clock,
                 topic=settings.pace_topic,
-                metrics=metrics,
+                hooks=metrics,
             )
         )
         # The parts of one member, each built once, here. The record path is a loop (what is
@@ -152,7 +153,7 @@ async def serve(settings: Settings, stop: asyncio.Event, parts: Parts | None = N
             parked=park,
             leases=membership,
         )
-        mapper = mapper_for(settings, metrics, health, tenancy.mapping_of if tenancy.many else None)
+        mapper = mapper_for(settings, health, tenancy.mapping_of if tenancy.many else None)
         reader = Reader(
             settings, mapper, ledger, clock=clock, locate=tenancy.locate if tenancy.many else None
         )

@@ -19,8 +19,8 @@ from connector import metadata as wire
 from connector.clock import Clock
 from connector.config import Settings
 from connector.fence import Fence
+from connector.instruments import OffsetCommitted, PartitionHooks
 from connector.logs import get_logger
-from connector.metrics import Metrics
 from connector.ownership import Assignment
 from connector.park import Parking
 from connector.source import Committed, Source
@@ -35,7 +35,7 @@ class Committer:
     def __init__(
         self,
         settings: Settings,
-        metrics: Metrics,
+        hooks: PartitionHooks,
         assignment: Assignment,
         *,
         clock: Clock,
@@ -43,7 +43,7 @@ class Committer:
         park: Parking,
     ) -> None:
         self.settings = settings
-        self.metrics = metrics
+        self._hooks = hooks
         self.assignment = assignment
         self.clock = clock
         self.fence = fence
@@ -91,7 +91,7 @@ class Committer:
             return False
         part.committed = offset
         part.announced = meta.read_to
-        self.metrics.committed.labels(tp.topic, str(tp.partition)).set(offset)
+        self._hooks.offset_committed(OffsetCommitted(tp.topic, tp.partition, offset))
         if lease_until is not None:
             self.fence.renew(tp, lease_until)
         if part.at_horizon:

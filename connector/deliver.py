@@ -47,9 +47,9 @@ from connector.errors import (
     SinkError,
     SinkTimeout,
 )
+from connector.instruments import CallEnded, CallHooks, CallSent, ProbeAnswered, RetryScheduled, Throttled
 from connector.jobs import Job, JobBook, JobState
 from connector.logs import get_logger
-from connector.metrics import Metrics
 from connector.outages import Outages
 from connector.pacing import Pacer
 from connector.retry import RetryPolicy
@@ -151,7 +151,7 @@ class Deliverer:
         self,
         sink: Sink,
         work: WorkSource,
-        metrics: Metrics,
+        hooks: CallHooks,
         *,
         clock: Clock,
         rng: Random,
@@ -167,7 +167,7 @@ class Deliverer:
     ) -> None:
         self._sink = sink
         self._work_source = work
-        self._metrics = metrics
+        self._hooks = hooks
         self._clock = clock
         self._rng = rng
         self.pacer = pacer
@@ -176,7 +176,7 @@ class Deliverer:
         self.outages = Outages(  # the circuit's outcomes in, its changes out
             circuit,
             sink,
-            metrics,
+            hooks,
             clock,
             max_retry_after=max_retry_after,
             tenant=tenant,
@@ -300,7 +300,7 @@ class Deliverer:
                 job.probe = False
                 # A read (is it the key, or the operation?), then this job goes through the gate again.
                 error = await self.outages.read_probe(job.tick)
-                self._metrics.requests.labels(status_class(error)).inc()
+                self._hooks.probe_answered(ProbeAnswered(self.tenant, status_class(error)))
                 continue
             return True
 
@@ -319,19 +319,22 @@ class Deliverer:
         job.state = JobState.IN_FLIGHT
         context = _log_context(change, self._bound)
         started = self._clock.monotonic()
-        job.call = asyncio.get_running_loop().create_task(
+        call = job.call = asyncio.get_running_loop().create_task(
             self._sink.apply(change, Prepaid(job.tick)),  # its first request uses the tick just granted
             context=context,
         )
-        self._metrics.in_flight.inc()
+        self._hooks.call_sent(CallSent(self.tenant))
+        answer: str | None = None  # its status class, once it was answered (not cancelled)
         try:
-            await asyncio.wait({job.call})
+            await asyncio.wait({call})
+            if not call.cancelled():
+                answer = status_class(call.exception())
         except asyncio.CancelledError:
-            job.call.cancel()
+            call.cancel()
             raise
         finally:
-            self._metrics.in_flight.dec()
-        call, job.call = job.call, None
+            self._hooks.call_ended(CallEnded(self.tenant, answer, self._clock.monotonic() - started))
+        job.call = None
         # An ambiguous request was sent at some time before now (an apply may send several): it can
         # land until ``settle_seconds`` after now, counted from now to be safe.
         if call.cancelled():  # the partition is being revoked: the request may still land
@@ -341,8 +344,6 @@ class Deliverer:
             return
         job.probe = False
         error = call.exception()
-        self._metrics.latency.observe(self._clock.monotonic() - started)
-        self._metrics.requests.labels(status_class(error)).inc()
         if isinstance(error, ConnectorError) and error.ambiguous:
             job.ambiguous = True
             job.not_before = self._clock.monotonic() + self.fence.settle_seconds
@@ -388,7 +389,7 @@ class Deliverer:
             )
             self._finish(job, outcome)
             return
-        self._metrics.retries.inc()
+        self._hooks.retry_scheduled(RetryScheduled(self.tenant))
         settle = job.not_before - self._clock.monotonic()
         job.state = JobState.SETTLING if settle > delay else JobState.BACKOFF
         record = change.record
@@ -400,7 +401,7 @@ class Deliverer:
         job.timer = asyncio.get_running_loop().call_later(delay, self._requeue, job)
 
     def _rate_limited(self, job: Job, error: RateLimited) -> None:
-        self._metrics.rate_limited.inc()
+        self._hooks.throttled(Throttled(self.tenant))
         self.rate_limited_count += 1
         wait = None if self.outages.trip_on_long_wait(error) else error.retry_after
         # The member waits the vendor's Retry-After, else a first attempt's backoff: the pace itself

@@ -46,11 +46,13 @@ from connector._kafka import client_options, topic_partitions
 from connector.adapt import Cut
 from connector.clock import Clock
 from connector.config import KafkaSettings
+from connector.instruments import NO_HOOKS, PaceCut, PaceHooks
 from connector.logs import get_logger
-from connector.metrics import Metrics
 from connector.pacing import Pacer
 
 log = get_logger("connector.fleetpace")
+
+_CUT_HERE, _CUT_FOLLOWED = PaceCut("429"), PaceCut("fleet")
 
 VERSION = 1
 """The version of the records this member writes, and the only one it reads."""
@@ -156,14 +158,14 @@ class FleetPace:
         member: str,
         clock: Clock,
         topic: str = "",
-        metrics: Metrics | None = None,
+        hooks: PaceHooks = NO_HOOKS,
     ) -> None:
         self.group = group
         self.member = member
         self._opener = pace_log
         self._clock = clock
         self._topic = topic
-        self._metrics = metrics
+        self._hooks = hooks
         self._log: PaceLog | None = None
         self._pacers: dict[str, Pacer] = {}
         self._latest: dict[str, Cut] = {}  # the newest cut read per budget, for pacers attached later
@@ -246,8 +248,7 @@ class FleetPace:
 
     def publish(self, budget: str, cut: Cut) -> None:
         """Queue ``cut`` of ``budget`` for the topic (only the newest of a budget is written)."""
-        if self._metrics is not None:
-            self._metrics.pace_cuts.labels("429").inc()
+        self._hooks.pace_cut(_CUT_HERE)
         if self._log is None:
             return
         self._outbox[budget] = cut
@@ -330,8 +331,7 @@ class FleetPace:
         pacer = self._pacers.get(tenant)
         if pacer is not None and pacer.adopt(cut):
             self.followed += 1
-            if self._metrics is not None:
-                self._metrics.pace_cuts.labels("fleet").inc()
+            self._hooks.pace_cut(_CUT_FOLLOWED)
             log.debug(
                 "pace_cut_followed",
                 tenant=tenant,

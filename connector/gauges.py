@@ -1,11 +1,11 @@
 """The gauges an on-call person watches, refreshed on every turn of the commit loop: the oldest event
 not yet synced (per shop too), the keys remembered, the pace and budget share, and the lag of every
-owned partition behind its log end."""
+owned partition behind its log end, reported to the hooks as snapshots (:mod:`connector.instruments`)."""
 
 from __future__ import annotations
 
 from connector.coalesce import Coalescer
-from connector.metrics import Metrics
+from connector.instruments import Hooks, Lag, Pace, Progress
 from connector.ownership import Assignment
 from connector.park import Parking
 from connector.source import Source
@@ -13,12 +13,12 @@ from connector.tenancy import Tenancy
 
 
 class Gauges:
-    """Sets every gauge from the state of the parts it reads (it writes none of them)."""
+    """Reports every gauge's figure from the state of the parts it reads (it writes none of them)."""
 
     def __init__(
-        self, metrics: Metrics, assignment: Assignment, coalescer: Coalescer, tenancy: Tenancy, park: Parking
+        self, hooks: Hooks, assignment: Assignment, coalescer: Coalescer, tenancy: Tenancy, park: Parking
     ) -> None:
-        self._metrics = metrics
+        self._hooks = hooks
         self._assignment = assignment
         self._coalescer = coalescer
         self._tenancy = tenancy
@@ -26,24 +26,25 @@ class Gauges:
 
     def refresh(self, now: float, source: Source | None) -> None:
         """Every gauge, now (``now``: the wall clock; ``source``: for the lag, once there is one)."""
-        metrics, coalescer, tenancy, park = self._metrics, self._coalescer, self._tenancy, self._park
-        metrics.oldest_unsynced.set(self._assignment.oldest_unsynced_age(now))
-        metrics.remembered_keys.set(coalescer.remembered)
+        coalescer, tenancy, park = self._coalescer, self._tenancy, self._park
+        lags = self._lags(source) if source is not None else ()
+        age = self._assignment.oldest_unsynced_age(now)
+        self._hooks.progress_sampled(Progress(age, coalescer.remembered, lags))
         if tenancy.many:
             oldest = coalescer.oldest_by_tenant()
             for tenant, stamp in park.oldest().items():
                 oldest[tenant] = min(stamp, oldest.get(tenant, stamp))
             tenancy.refresh_metrics(oldest, park.tenants())
-        metrics.pace.set(tenancy.rate)
-        metrics.budget_share.set(tenancy.full_rate)
-        metrics.available_estimate.set(tenancy.available_estimate())
-        if source is None:
-            return
+        self._hooks.pace_sampled(Pace(tenancy.rate, tenancy.full_rate, tenancy.available_estimate()))
+
+    def _lags(self, source: Source) -> tuple[Lag, ...]:
+        """Each owned partition's lag behind its log end (those whose end and commit are known)."""
+        lags = []
         for part in self._assignment:
             end = source.log_end(part.tp)
             if end is not None and part.committed is not None:
-                tp = part.tp
-                metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, end - part.committed))
+                lags.append(Lag(part.tp.topic, part.tp.partition, max(0, end - part.committed)))
+        return tuple(lags)
 
 
 __all__ = ["Gauges"]

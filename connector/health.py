@@ -1,7 +1,8 @@
 """What the process says of itself on ``/healthz`` and ``/readyz``: alive (the consumer loop beats),
 and ready (in the group, the API not down for every shop, reading not waiting for the schema
 registry). One owner for that state; the parts tell it what changed, and the metrics server reads
-it. Metrics are a separate, write-only instrument: nothing reads health back from them."""
+it. Metrics are a separate, write-only instrument (``connector.instruments``): nothing reads
+health back from them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from connector.metrics import Metrics
+from connector.instruments import NO_HOOKS, ReadHooks, RegistryWait
 
 
 class Shops(Protocol):
@@ -25,10 +26,8 @@ class Shops(Protocol):
 class Health:
     """Liveness and readiness of this member."""
 
-    def __init__(
-        self, metrics: Metrics | None = None, monotonic: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._metrics = metrics  # the registry's gauge and counter follow its outages
+    def __init__(self, hooks: ReadHooks = NO_HOOKS, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._hooks = hooks  # told of the registry's outages
         self._monotonic = monotonic
         self.last_progress = monotonic()
         self.joined = False
@@ -46,10 +45,7 @@ class Health:
     def registry_waiting(self, waiting: bool) -> None:
         """Reading began (True) or stopped (False) waiting for the schema registry: alive (it beats)
         but not ready meanwhile."""
-        if self._metrics is not None:
-            if waiting and not self.registry_down:
-                self._metrics.registry_outages.inc()
-            self._metrics.registry_unavailable.set(1 if waiting else 0)
+        self._hooks.registry_wait_changed(RegistryWait(waiting, began=waiting and not self.registry_down))
         self.registry_down = waiting
 
     def watch(self, shops: Shops) -> None:

@@ -25,8 +25,8 @@ from connector.deadletter import DeadLetterPublisher, Failure
 from connector.decode import check
 from connector.deliver import Outcome, OutcomeKind
 from connector.errors import InputError
+from connector.instruments import DeadLettered, DeadLetterHooks, ReadHooks, Resolved, UnknownField
 from connector.logs import debug_enabled, get_logger
-from connector.metrics import Metrics
 from connector.ownership import Assignment
 from connector.structs import OrderChange, Record, TopicPartition
 from connector.vendors import Target
@@ -54,6 +54,10 @@ class Leases(Protocol):
     def need_lease(self, tp: TopicPartition) -> None: ...
 
 
+class LedgerHooks(ReadHooks, DeadLetterHooks, Protocol):
+    """What the ledger reports: records resolved, unknown fields forwarded, dead letters written."""
+
+
 class Ledger:
     """Coalesces what was read, hands each order's newest change out, and resolves every record."""
 
@@ -63,7 +67,7 @@ class Ledger:
         coalescer: Coalescer,
         assignment: Assignment,
         dlq: DeadLetterPublisher,
-        metrics: Metrics,
+        hooks: LedgerHooks,
         *,
         clock: Clock,
         dispatch: Dispatch,
@@ -74,14 +78,14 @@ class Ledger:
         self._coalescer = coalescer
         self._assignment = assignment
         self._dlq = dlq
-        self._metrics = metrics
+        self._hooks = hooks
         self._clock = clock
         self._dispatch = dispatch
         self._parked = parked
         self._leases = leases
         self._counts: defaultdict[str, int] = defaultdict(int)
         self._unknown_seen: set[str] = set()
-        self._resolved_counters = {why: metrics.resolved.labels(why.value) for why in Resolution}
+        self._resolved = {why: Resolved(why.value) for why in Resolution}  # one payload each, reused
 
     # -- in -----------------------------------------------------------------------------------
     def offer(self, change: OrderChange, hold: float = 0.0) -> None:
@@ -101,7 +105,7 @@ class Ledger:
         else:
             done = self._assignment.resolve(record.tp, record.offset)
         if done:
-            self._resolved_counters[why].inc()
+            self._hooks.record_resolved(self._resolved[why])
             self._counts[why.value] += 1
 
     def dead_letter(self, record: Record, failure: Failure) -> None:
@@ -125,7 +129,7 @@ class Ledger:
 
     async def _write_dead_letter(self, record: Record, failure: Failure) -> None:
         await self._dlq.publish(record, failure)
-        self._metrics.dead_lettered.labels(failure.stage).inc()
+        self._hooks.dead_letter_written(DeadLettered(failure.stage))
         self.resolve(record, Resolution.DEAD_LETTERED)
 
     # -- out (the deliverer's work source) -----------------------------------------------------
@@ -186,7 +190,7 @@ class Ledger:
         return self._coalescer.finish(key, delivered=False, unknown=outcome.ambiguous) is not None
 
     def _unknown_field(self, field: str, change: OrderChange) -> None:
-        self._metrics.unknown_fields.labels(field).inc()
+        self._hooks.unknown_field_forwarded(UnknownField(field))
         if field not in self._unknown_seen:
             self._unknown_seen.add(field)
             log.warning(
@@ -204,4 +208,4 @@ class Ledger:
         return counts
 
 
-__all__ = ["Dispatch", "Leases", "Ledger", "Parked"]
+__all__ = ["Dispatch", "Leases", "Ledger", "LedgerHooks", "Parked"]

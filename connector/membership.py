@@ -20,8 +20,8 @@ from connector.coalesce import Coalescer
 from connector.committer import Committer
 from connector.config import Settings
 from connector.fence import Fence
+from connector.instruments import PartitionHooks, PartitionsPaused, Released
 from connector.logs import get_logger
-from connector.metrics import Metrics
 from connector.ownership import Assignment, OwnedPartition, PartitionStatus
 from connector.park import Parking
 from connector.source import Source
@@ -45,7 +45,7 @@ class Membership:
     def __init__(
         self,
         settings: Settings,
-        metrics: Metrics,
+        hooks: PartitionHooks,
         assignment: Assignment,
         *,
         clock: Clock,
@@ -55,7 +55,7 @@ class Membership:
         park: Parking,
     ) -> None:
         self.settings = settings
-        self.metrics = metrics
+        self._hooks = hooks
         self.clock = clock
         self.fence = fence
         self.coalescer = coalescer
@@ -65,8 +65,8 @@ class Membership:
         self.source: Source | None = None
         self.commit_soon = asyncio.Event()
         self._paused: set[PauseReason] = set()
-        self.takeover = Takeover(settings, metrics, assignment, clock=clock, fence=fence, park=park)
-        self.committer = Committer(settings, metrics, assignment, clock=clock, fence=fence, park=park)
+        self.takeover = Takeover(settings, hooks, assignment, clock=clock, fence=fence, park=park)
+        self.committer = Committer(settings, hooks, assignment, clock=clock, fence=fence, park=park)
 
     def attach(self, source: Source) -> None:
         """The group member this membership is of (it calls back :meth:`on_assigned` etc.)."""
@@ -96,11 +96,11 @@ class Membership:
         reading = {p.tp for p in self.assignment if p.reading and not p.at_horizon}
         if self._paused:
             self.source.pause(owned)
-            self.metrics.paused.set(len(owned))
+            self._hooks.reading_paused(PartitionsPaused(len(owned)))
         else:
             self.source.pause(owned - reading)
             self.source.resume(reading)
-            self.metrics.paused.set(len(owned - reading))
+            self._hooks.reading_paused(PartitionsPaused(len(owned - reading)))
 
     # -- rebalance ----------------------------------------------------------------------------
     @property
@@ -145,9 +145,7 @@ class Membership:
                 self.fence.drop(tp)
                 self.park.revoke(tp, gone.park if gone is not None else None)
                 self.takeover.forget(tp)
-                for gauge in (self.metrics.lag, self.metrics.committed):
-                    with contextlib.suppress(KeyError):
-                        gauge.remove(tp.topic, str(tp.partition))
+                self._hooks.partition_released(Released(tp.topic, tp.partition))
             self.takeover.count_held()
         log.info(
             "partitions_revoked",

@@ -1,16 +1,59 @@
-"""Prometheus metrics (served by ``endpoints.py``).
+"""Prometheus metrics (served by ``endpoints.py``): the Prometheus implementation of the hooks.
 
-Each :class:`Metrics` owns its registry, so several pipelines can run in one process (the tests do).
-Labels are low-cardinality: never an external_id, never an offset.
+The core reports what happened to the hooks of :mod:`connector.instruments`, with frozen payloads;
+:class:`Metrics` turns each payload into its series. This is the one module that imports
+``prometheus_client`` (with the endpoints, which serve the registry), and only the composition root
+(``app.py``) builds it. Each :class:`Metrics` owns its registry, so several pipelines can run in one
+process (the tests do). Labels are low-cardinality: never an external_id, never an offset.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from connector.coalesce import Resolution
+from connector.instruments import (
+    Backlog,
+    BudgetWaited,
+    CallEnded,
+    CallSent,
+    DeadLettered,
+    DeadLetterFailed,
+    InvalidTenants,
+    LookaheadTruncated,
+    OffsetCommitted,
+    OpenCircuits,
+    Pace,
+    PaceCut,
+    ParkAppended,
+    ParkingState,
+    ParkRecordsLost,
+    ParkRefused,
+    ParkReplayed,
+    ParkWriteFailed,
+    PartitionsHeld,
+    PartitionsPaused,
+    ProbeAnswered,
+    Progress,
+    RecordsRead,
+    RegistryWait,
+    Released,
+    Resolved,
+    RetryAfterTooLong,
+    RetryScheduled,
+    TenantsReloaded,
+    TenantsState,
+    Throttled,
+    UnknownField,
+)
 
 
 class Metrics:
-    """The connector's metrics, registered in a registry of their own."""
+    """The connector's metrics, registered in a registry of their own, and the hooks
+    (:class:`~connector.instruments.Hooks`) that write them. The series are public attributes, for
+    the tests and the simulation to read."""
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
@@ -18,6 +61,8 @@ class Metrics:
         self.resolved = Counter(
             "connector_events_resolved", "Events resolved, by how.", ["resolution"], registry=r
         )
+        # Every resolution's series from the start (at 0), its child kept: one is resolved per record.
+        self._resolved = {why.value: self.resolved.labels(why.value) for why in Resolution}
         self.dead_lettered = Counter(
             "connector_events_dead_lettered",
             "Events written to the dead-letter topic.",
@@ -209,3 +254,146 @@ class Metrics:
             registry=r,
         )
         self.port: int | None = None
+
+    # -- reading and resolution ------------------------------------------------------------------
+    def records_read(self, event: RecordsRead) -> None:
+        self.consumed.inc(event.records)
+
+    def record_resolved(self, event: Resolved) -> None:
+        child = self._resolved.get(event.resolution)
+        if child is None:
+            child = self._resolved[event.resolution] = self.resolved.labels(event.resolution)
+        child.inc()
+
+    def unknown_field_forwarded(self, event: UnknownField) -> None:
+        self.unknown_fields.labels(event.field).inc()
+
+    def backlog_measured(self, event: Backlog) -> None:
+        self.unresolved.set(event.unresolved)
+        self.unresolved_bytes.set(event.unresolved_bytes)
+        self.held_offsets.set(event.held_offsets)
+
+    def registry_wait_changed(self, event: RegistryWait) -> None:
+        if event.began:
+            self.registry_outages.inc()
+        self.registry_unavailable.set(1 if event.waiting else 0)
+
+    def progress_sampled(self, event: Progress) -> None:
+        self.oldest_unsynced.set(event.oldest_unsynced_age)
+        self.remembered_keys.set(event.remembered_keys)
+        for lag in event.lags:
+            self.lag.labels(lag.topic, str(lag.partition)).set(lag.lag)
+
+    # -- partitions ------------------------------------------------------------------------------
+    def reading_paused(self, event: PartitionsPaused) -> None:
+        self.paused.set(event.partitions)
+
+    def offset_committed(self, event: OffsetCommitted) -> None:
+        self.committed.labels(event.topic, str(event.partition)).set(event.offset)
+
+    def partition_released(self, event: Released) -> None:
+        for gauge in (self.lag, self.committed):
+            with contextlib.suppress(KeyError):
+                gauge.remove(event.topic, str(event.partition))
+
+    def lookahead_overflowed(self, event: LookaheadTruncated) -> None:
+        self.lookahead_truncated.inc(event.events)
+
+    def held_partitions_counted(self, event: PartitionsHeld) -> None:
+        self.partitions_held.set(event.partitions)
+
+    # -- dead letters ----------------------------------------------------------------------------
+    def dead_letter_written(self, event: DeadLettered) -> None:
+        self.dead_lettered.labels(event.stage).inc()
+
+    def dead_letter_failed(self, event: DeadLetterFailed) -> None:
+        self.dead_letter_failures.inc()
+
+    # -- calls to the vendor ---------------------------------------------------------------------
+    def call_sent(self, event: CallSent) -> None:
+        self.in_flight.inc()
+
+    def call_ended(self, event: CallEnded) -> None:
+        self.in_flight.dec()
+        if event.status_class is not None:
+            self.latency.observe(event.seconds)
+            self.requests.labels(event.status_class).inc()
+
+    def probe_answered(self, event: ProbeAnswered) -> None:
+        self.requests.labels(event.status_class).inc()
+
+    def retry_scheduled(self, event: RetryScheduled) -> None:
+        self.retries.inc()
+
+    def throttled(self, event: Throttled) -> None:
+        self.rate_limited.inc()
+
+    def retry_after_too_long(self, event: RetryAfterTooLong) -> None:
+        self.retry_after_exceeded.inc()
+
+    def circuits_counted(self, event: OpenCircuits) -> None:
+        self.circuit_open.set(event.count)
+
+    # -- budget and pace -------------------------------------------------------------------------
+    def budget_waited(self, event: BudgetWaited) -> None:
+        self.limiter_wait.inc(event.seconds)
+
+    def pace_cut(self, event: PaceCut) -> None:
+        self.pace_cuts.labels(event.origin).inc()
+
+    def pace_sampled(self, event: Pace) -> None:
+        self.pace.set(event.rate)
+        self.budget_share.set(event.share)
+        self.available_estimate.set(event.available_estimate)
+
+    # -- parking ---------------------------------------------------------------------------------
+    def event_parked(self, event: ParkAppended) -> None:
+        self.parked_events.inc()
+
+    def event_replayed(self, event: ParkReplayed) -> None:
+        self.replayed_events.inc()
+
+    def park_write_failed(self, event: ParkWriteFailed) -> None:
+        self.park_write_failures.inc()
+
+    def parking_refused(self, event: ParkRefused) -> None:
+        self.park_refused.inc()
+
+    def parked_records_lost(self, event: ParkRecordsLost) -> None:
+        self.park_records_lost.inc(event.records)
+
+    def parking_sampled(self, event: ParkingState) -> None:
+        self.parked_tenants.set(event.tenants)
+        self.parked_unresolved.set(event.unresolved)
+
+    # -- tenants ---------------------------------------------------------------------------------
+    def tenants_reloaded(self, event: TenantsReloaded) -> None:
+        if event.refused_for:
+            self.tenants_reloads_refused.labels(event.refused_for).inc()
+        self.tenants_reload_refused.set(1 if event.standing else 0)
+
+    def invalid_tenants_counted(self, event: InvalidTenants) -> None:
+        self.tenants_invalid.set(event.count)
+
+    def tenants_sampled(self, event: TenantsState) -> None:
+        for f in event.figures:
+            if f.throttled > 0:
+                self.tenant_rate_limited.labels(f.label).inc(f.throttled)
+            self.tenant_pace.labels(f.label).set(f.pace)
+            self.tenant_circuit_open.labels(f.label).set(f.circuits_open)
+            self.tenant_parked.labels(f.label).set(f.parked)
+            self.tenant_oldest_unsynced.labels(f.label).set(f.oldest_unsynced_age)
+        per_tenant = (
+            self.tenant_pace,
+            self.tenant_circuit_open,
+            self.tenant_parked,
+            self.tenant_oldest_unsynced,
+            self.tenant_rate_limited,
+        )
+        for label in event.dropped:
+            for metric in per_tenant:
+                with contextlib.suppress(KeyError):
+                    metric.remove(label)
+
+
+__all__ = ["Metrics"]

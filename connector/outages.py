@@ -17,8 +17,8 @@ from typing import Protocol
 from connector.circuit import Circuit, State
 from connector.clock import Clock
 from connector.errors import AuthError, Forbidden, RateLimited
+from connector.instruments import CallHooks, OpenCircuits, RetryAfterTooLong
 from connector.logs import get_logger
-from connector.metrics import Metrics
 from connector.sinks import Prepaid
 
 log = get_logger("connector.deliver")  # the deliverer's log lines, as they were before the split
@@ -43,7 +43,7 @@ class Outages:
         self,
         circuit: Circuit,
         sink: Prober,
-        metrics: Metrics,
+        hooks: CallHooks,
         clock: Clock,
         *,
         max_retry_after: float = 60.0,
@@ -52,7 +52,7 @@ class Outages:
     ) -> None:
         self.circuit = circuit
         self._sink = sink
-        self._metrics = metrics
+        self._hooks = hooks
         self._clock = clock
         self._max_retry_after = max_retry_after
         self._tenant = tenant
@@ -74,7 +74,8 @@ class Outages:
         (the member then does not wait it in place)."""
         if not self.beyond_ceiling(error):
             return False
-        self._metrics.retry_after_exceeded.inc()
+        assert error.retry_after is not None
+        self._hooks.retry_after_too_long(RetryAfterTooLong(self._tenant, error.retry_after))
         reason = (
             f"the vendor asked to wait {error.retry_after:.0f}s (Retry-After), more than "
             f"delivery.max_retry_after_seconds={self._max_retry_after:g}: treated as an outage"
@@ -125,4 +126,4 @@ class Outages:
         if self._on_change is not None:
             self._on_change(self._tenant, changed)
         else:
-            self._metrics.circuit_open.set(1 if changed is State.OPEN else 0)
+            self._hooks.circuits_counted(OpenCircuits(1 if changed is State.OPEN else 0))

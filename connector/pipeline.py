@@ -19,10 +19,10 @@ from connector.coalesce import Coalescer, Resolution
 from connector.config import Settings
 from connector.gauges import Gauges
 from connector.health import Health
+from connector.instruments import Backlog, ReadHooks, RecordsRead
 from connector.ledger import Ledger
 from connector.logs import debug_enabled, get_logger
 from connector.membership import Membership, PauseReason
-from connector.metrics import Metrics
 from connector.ownership import Assignment, OwnedPartition, PartitionStatus
 from connector.park import Parking
 from connector.reader import Reader
@@ -59,7 +59,7 @@ class Pipeline:
         assignment: Assignment,
         coalescer: Coalescer,
         gauges: Gauges,
-        metrics: Metrics,
+        hooks: ReadHooks,
         health: Health,
         *,
         clock: Clock,
@@ -67,7 +67,7 @@ class Pipeline:
     ) -> None:
         self._health = health
         self.settings = settings
-        self.metrics = metrics
+        self._hooks = hooks
         self.clock = clock
         self._reader = reader
         self._ledger = ledger
@@ -145,7 +145,7 @@ class Pipeline:
                     for record in records[start : start + _HANDLE_CHUNK]:
                         self.handle(record)
         finally:
-            self.metrics.consumed.inc(self._consumed_unreported)
+            self._hooks.records_read(RecordsRead(self._consumed_unreported))
             self._consumed_unreported = 0
 
     def _warm(self, part: OwnedPartition, record: Record) -> None:
@@ -178,9 +178,7 @@ class Pipeline:
         k = self.settings.kafka
         owned = self.assignment
         held, size, unresolved = owned.held, owned.unresolved_bytes, owned.unresolved
-        self.metrics.unresolved.set(unresolved)
-        self.metrics.unresolved_bytes.set(size)
-        self.metrics.held_offsets.set(held)
+        self._hooks.backlog_measured(Backlog(unresolved, size, held))
         over = self.membership.paused_for(PauseReason.READ_AHEAD)
         bounds = (
             (unresolved, k.max_unresolved_events),

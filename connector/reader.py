@@ -20,7 +20,6 @@ from connector.errors import InputError, RouteError
 from connector.health import Health
 from connector.logs import debug_enabled, get_logger
 from connector.mapping import Mapper, TenantMapping
-from connector.metrics import Metrics
 from connector.structs import OrderChange, Record
 from connector.vendors import target
 
@@ -29,7 +28,6 @@ log = get_logger("connector.reader")
 
 def mapper_for(
     settings: Settings,
-    metrics: Metrics,
     health: Health | None = None,
     tenant_mapping: TenantMapping | None = None,
 ) -> Mapper | None:
@@ -42,7 +40,6 @@ def mapper_for(
         settings.mapping,
         settings.kafka.max_message_bytes,
         tenant_mapping=tenant_mapping,
-        metrics=metrics,
         health=health,
     )
 

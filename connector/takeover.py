@@ -23,9 +23,9 @@ from connector import metadata as wire
 from connector.clock import Clock
 from connector.config import Settings
 from connector.fence import Fence
+from connector.instruments import LookaheadTruncated, PartitionHooks, PartitionsHeld
 from connector.logs import get_logger
 from connector.lookahead import Lookahead
-from connector.metrics import Metrics
 from connector.ownership import Assignment, OwnedPartition, PartitionStatus
 from connector.park import Parking
 from connector.source import Source
@@ -40,7 +40,7 @@ class Takeover:
     def __init__(
         self,
         settings: Settings,
-        metrics: Metrics,
+        hooks: PartitionHooks,
         assignment: Assignment,
         *,
         clock: Clock,
@@ -48,7 +48,7 @@ class Takeover:
         park: Parking,
     ) -> None:
         self.settings = settings
-        self.metrics = metrics
+        self._hooks = hooks
         self.assignment = assignment
         self.clock = clock
         self.fence = fence
@@ -159,7 +159,7 @@ class Takeover:
         if part.start is not None:
             self.source.seek(part.tp, part.start)
         if part.lookahead is not None and part.lookahead.truncated:
-            self.metrics.lookahead_truncated.inc(part.lookahead.truncated)
+            self._hooks.lookahead_overflowed(LookaheadTruncated(part.lookahead.truncated))
             log.warning(
                 "lookahead_truncated",
                 partition=str(part.tp),
@@ -202,7 +202,8 @@ class Takeover:
 
     def count_held(self) -> None:
         """Set the gauge of partitions held (their last commit unreadable to this release)."""
-        self.metrics.partitions_held.set(len(self.assignment.partitions(PartitionStatus.HELD)))
+        held = len(self.assignment.partitions(PartitionStatus.HELD))
+        self._hooks.held_partitions_counted(PartitionsHeld(held))
 
     @contextlib.contextmanager
     def handling(self) -> Iterator[None]:

@@ -52,9 +52,9 @@ from connector.config import Settings, SinkSettings
 from connector.deliver import Deliverer, Linger, Outcome, OutcomeKind, WorkSource
 from connector.errors import RouteError
 from connector.fence import Fence
+from connector.instruments import BudgetWaited, Hooks
 from connector.logs import get_logger
 from connector.mapping import FileMapping, FunctionMapping
-from connector.metrics import Metrics
 from connector.pacing import Pacer, phase_of
 from connector.park import ShopHealth
 from connector.retry import RetryPolicy
@@ -82,7 +82,7 @@ class Tenancy:
         self,
         settings: Settings,
         make_sink: SinkFactory,
-        metrics: Metrics,
+        hooks: Hooks,
         *,
         clock: Clock,
         rng: Random,
@@ -92,7 +92,7 @@ class Tenancy:
         self._make_sink = make_sink
         self._work: WorkSource | None = None
         self._linger: Linger | None = None
-        self._metrics = metrics
+        self._hooks = hooks
         self._clock = clock
         self._rng = rng
         self._fence = fence
@@ -103,7 +103,7 @@ class Tenancy:
         route = Route.parse(settings.tenants.route) if settings.tenants.path else None
         self._router = Router(route, settings.kafka.remember_keys)
         self._view = TenantView(
-            metrics, clock, many=route is not None, metrics_limit=settings.tenants.metrics_limit
+            hooks, clock, many=route is not None, metrics_limit=settings.tenants.metrics_limit
         )
 
     def connect(self, work: WorkSource, linger: Linger) -> None:
@@ -121,7 +121,7 @@ class Tenancy:
             if self._router.route is None:
                 await self.open_tenant("", self._settings.sink)
             else:
-                self._reloader = Reloader(self, self._settings, self._metrics, self._clock)
+                self._reloader = Reloader(self, self._settings, self._hooks, self._clock)
                 await self._reloader.open()
                 log.info("tenants_loaded", tenants=len(self._served), route=str(self._router.route))
                 self._router.warn_unroutable_deletes(self._settings)
@@ -173,7 +173,7 @@ class Tenancy:
                 settings.rate_limit_per_second,
                 self._clock,
                 self._fence,
-                on_wait=self._metrics.limiter_wait.inc,
+                on_wait=self._waited,
                 phase=phase_of(account) if account else 0.0,
                 name=account,
             )
@@ -184,7 +184,7 @@ class Tenancy:
             deliverer = Deliverer(
                 sink,
                 self._work,
-                self._metrics,
+                self._hooks,
                 clock=self._clock,
                 rng=self._rng,
                 pacer=pacer,
@@ -354,6 +354,9 @@ class Tenancy:
         return sum(s.pacer.full_rate * s.pacer.adaptation.estimate(now) for s in self._sending())
 
     # -- observability ------------------------------------------------------------------------
+    def _waited(self, seconds: float) -> None:
+        self._hooks.budget_waited(BudgetWaited(seconds))
+
     def refresh_metrics(self, oldest: Mapping[str, float], parked: set[str] | None = None) -> None:
         """Per-tenant gauges and counters (many tenants only; see :meth:`TenantView.refresh`):
         ``oldest``: the record time of each tenant's oldest event not yet delivered; ``parked``: the

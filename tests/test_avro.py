@@ -264,7 +264,7 @@ async def _registry_down(stub: Stub) -> None:
     health = Health(metrics)
     health.join()
     url = stub.url.replace("://", "://reader:s3cret-pw@")
-    m = Mapper(MappingSettings(registry_url=url), metrics=metrics, health=health)
+    m = Mapper(MappingSettings(registry_url=url), health=health)
     record = Record("t", 0, 0, None, wire(7, ORDER_SCHEMA, DATUM))
     waiting = asyncio.create_task(m.prefetch([record]))
     await asyncio.sleep(2.5)

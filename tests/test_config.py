@@ -155,11 +155,10 @@ def test_mapping_section_from_the_environment_and_toml(
 def test_without_a_mapping_section_nothing_changes() -> None:
     """The default reads today's envelope: the read path bypasses the mapping stage entirely (it
     calls decode as it did before mappings); a mapping section, or many tenants, puts the stage in."""
-    from connector.metrics import Metrics
     from connector.reader import mapper_for
 
-    assert mapper_for(Settings(), Metrics()) is None
-    assert mapper_for(Settings(mapping=MappingSettings(envelope="cloudevents")), Metrics()) is not None
+    assert mapper_for(Settings()) is None
+    assert mapper_for(Settings(mapping=MappingSettings(envelope="cloudevents"))) is not None
 
 
 def test_the_pace_topic_defaults_after_the_first_topic_and_must_be_its_own(

@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 from connector.adapt import Cut, Estimating
 from connector.fence import Fence
 from connector.fleetpace import VERSION, FleetPace, PaceLog, Unreadable, decode, encode
+from connector.instruments import NO_HOOKS
 from connector.metrics import Metrics
 from connector.pacing import Pacer
 from connector.structs import TopicPartition
@@ -57,7 +58,9 @@ def member(
     group: str = "g",
     metrics: Metrics | None = None,
 ) -> FleetPace:
-    return FleetPace(log, group=group, member=name, clock=Clock(), topic="orders.pace", metrics=metrics)
+    return FleetPace(
+        log, group=group, member=name, clock=Clock(), topic="orders.pace", hooks=metrics or NO_HOOKS
+    )
 
 
 def cuts(metrics: Metrics, origin: str) -> float | None:

@@ -197,3 +197,66 @@ def test_imports_of_every_form_are_edges(tmp_path: Path) -> None:
     assert graph["pkg.sub.sibling"] == {"pkg.top"}
     assert graph["pkg.top"] == {"pkg.sub.leaf", "pkg.sub"}
     assert cycles(graph) == [["pkg.sub", "pkg.sub.leaf", "pkg.sub.sibling", "pkg.top", "pkg.sub"]]
+
+
+INSTRUMENTED = {
+    # The modules that may import Prometheus (``prometheus_client``) or its implementation of the
+    # hooks (``connector.metrics``), and why; every other module reports to ``connector.instruments``.
+    "connector.metrics": "the Prometheus implementation of the hooks",
+    "connector.endpoints": "serves the registry on /metrics",
+    "connector.app": "the composition root builds the Prometheus implementation and passes it on",
+}
+
+
+def prometheus_users(root: Path = ROOT) -> dict[str, set[str]]:
+    """Each module of the package ``root`` that imports ``prometheus_client`` or the package's
+    ``metrics`` module (at module level, inside functions or under TYPE_CHECKING), with which."""
+    known = _modules(root)
+    metrics = f"{root.name}.metrics"
+    graph = import_graph(root)
+    found: dict[str, set[str]] = {}
+    for module, path in known.items():
+        names = {metrics} & graph[module]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Import):
+                tops = {alias.name.partition(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                tops = {(node.module or "").partition(".")[0]}
+            else:
+                continue
+            names |= tops & {"prometheus_client"}
+        if names:
+            found[module] = names
+    return found
+
+
+def test_only_the_prometheus_implementation_imports_prometheus() -> None:
+    """The core reports to the hooks of ``connector.instruments`` and never imports Prometheus nor
+    its implementation of them: only the modules of ``INSTRUMENTED`` do."""
+    users = prometheus_users()
+    stray = {module: sorted(names) for module, names in users.items() if module not in INSTRUMENTED}
+    assert stray == {}, f"report to connector.instruments instead: {stray}"
+    assert users["connector.metrics"] == {"prometheus_client"}
+    assert set(INSTRUMENTED) <= set(users), "remove from INSTRUMENTED: " + ", ".join(
+        set(INSTRUMENTED) - set(users)
+    )
+
+
+def test_an_import_of_prometheus_is_seen_in_every_form(tmp_path: Path) -> None:
+    """The check itself can fail: ``import prometheus_client``, ``from prometheus_client.x import
+    y``, a deferred import and an import of the package's ``metrics`` module are all seen."""
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "metrics.py").write_text("from prometheus_client import Counter\n")
+    (pkg / "plain.py").write_text("import prometheus_client.exposition\n")
+    (pkg / "late.py").write_text("def f():\n    from prometheus_client.core import Metric\n")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "user.py").write_text("from pkg import metrics\n")
+    (pkg / "clean.py").write_text("import prometheus_clients\nfrom pkg import sub\n")
+    assert prometheus_users(pkg) == {
+        "pkg.metrics": {"prometheus_client"},
+        "pkg.plain": {"prometheus_client"},
+        "pkg.late": {"prometheus_client"},
+        "pkg.sub.user": {"pkg.metrics"},
+    }

@@ -14,7 +14,6 @@ from connector.coalesce import Resolution
 from connector.config import DeliverySettings, KafkaSettings, MappingSettings, Settings
 from connector.deadletter import Failure
 from connector.errors import DecodeError, RouteError
-from connector.metrics import Metrics
 from connector.reader import Reader, mapper_for
 from connector.structs import Record
 from connector.vendors import Target, target
@@ -54,7 +53,7 @@ def record(value: Any, headers: dict[str, str] | None = None, key: bytes | None 
 
 def reader(desk: Desk, settings: Settings | None = None, **kwargs: Any) -> Reader:
     settings = settings or Settings()
-    return Reader(settings, mapper_for(settings, Metrics()), desk, clock=Clock(), **kwargs)
+    return Reader(settings, mapper_for(settings), desk, clock=Clock(), **kwargs)
 
 
 def test_a_record_is_read_as_its_change_without_being_judged_against_the_vendor_model() -> None:
@@ -167,11 +166,9 @@ def test_peek_reads_without_acting_and_read_raises() -> None:
 
 
 def test_without_a_mapping_section_and_with_one_shop_there_is_no_mapping_stage() -> None:
-    assert mapper_for(Settings(), Metrics()) is None
-    assert mapper_for(Settings(mapping=MappingSettings(envelope="cloudevents")), Metrics()) is not None
-    assert mapper_for(Settings(), Metrics(), tenant_mapping=lambda tenant: None) is not None, (
-        "many shops: each may map"
-    )
+    assert mapper_for(Settings()) is None
+    assert mapper_for(Settings(mapping=MappingSettings(envelope="cloudevents"))) is not None
+    assert mapper_for(Settings(), tenant_mapping=lambda tenant: None) is not None, "many shops: each may map"
 
 
 async def test_a_record_is_read_through_the_mapping_stage_when_there_is_one() -> None:

@@ -32,7 +32,6 @@ from connector.mapping._avro import MAGIC, Registry
 from connector.mapping._file import FileMapping
 from connector.mapping._function import FunctionMapping, check_result
 from connector.mapping._types import Event, Trace, record_key, text_headers
-from connector.metrics import Metrics
 from connector.models import parse_timestamp
 from connector.structs import OrderChange, Record
 from connector.vendors import DEFAULT_TARGET, Target
@@ -97,7 +96,6 @@ class Mapper:
         *,
         tenant_mapping: TenantMapping | None = None,
         blocking: bool = False,
-        metrics: Metrics | None = None,
         health: Health | None = None,
     ) -> None:
         self.settings = settings

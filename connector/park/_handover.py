@@ -15,8 +15,8 @@ from typing import Protocol
 from connector.clock import Clock
 from connector.coalesce import Resolution
 from connector.config import Settings
+from connector.instruments import ParkHooks, ParkReplayed
 from connector.logs import debug_enabled, get_logger
-from connector.metrics import Metrics
 from connector.park._ports import ParkLedger, ParkReader, Shops
 from connector.parked import Parked, ParkState
 from connector.structs import OrderChange, Record, Version
@@ -35,11 +35,11 @@ class Handover:
     """Hands parked records to the pipeline within each tenant's allowance, and counts those out."""
 
     def __init__(
-        self, settings: Settings, shops: Shops, metrics: Metrics, clock: Clock, ahead: Supersedes
+        self, settings: Settings, shops: Shops, hooks: ParkHooks, clock: Clock, ahead: Supersedes
     ) -> None:
         self._settings = settings
         self._shops = shops
-        self._metrics = metrics
+        self._hooks = hooks
         self._clock = clock
         self._ahead = ahead
         self._ledger: ParkLedger | None = None
@@ -74,7 +74,7 @@ class Handover:
             )
         part.dispatched[parked.record.parked_at] = parked.tenant
         self._out[parked.tenant] += 1
-        self._metrics.replayed_events.inc()
+        self._hooks.event_replayed(ParkReplayed(parked.tenant))
         hold = max(0.0, parked.hold_until - self._clock.wall())
         self._dispatch(parked.record, hold, parked.as_of)
 

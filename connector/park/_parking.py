@@ -15,8 +15,8 @@ from connector import metadata as wire
 from connector.clock import Clock
 from connector.coalesce import Coalescer
 from connector.config import Settings
+from connector.instruments import ParkHooks, ParkRefused
 from connector.logs import get_logger
-from connector.metrics import Metrics
 from connector.ownership import Assignment, PartitionStatus
 from connector.park._layout import ParkLayout
 from connector.park._ports import ParkLedger, ParkReader, Shops, Warmth
@@ -39,7 +39,7 @@ class Parking:
         assignment: Assignment,
         coalescer: Coalescer,
         shops: Shops,
-        metrics: Metrics,
+        hooks: ParkHooks,
         *,
         clock: Clock,
         rng: Random,
@@ -49,7 +49,7 @@ class Parking:
         self._assignment = assignment
         self._coalescer = coalescer
         self._shops = shops
-        self._metrics = metrics
+        self._hooks = hooks
         self._clock = clock
         self._rng = rng
         # Parking state is honoured wherever there are tenants and a parking topic, also with
@@ -57,10 +57,10 @@ class Parking:
         self.available = park_log is not None and shops.many
         self.may_park = self.available and settings.tenants.park_after_seconds > 0
         self.replay = (
-            Replay(settings, park_log, assignment, shops, metrics, clock) if park_log is not None else None
+            Replay(settings, park_log, assignment, shops, hooks, clock) if park_log is not None else None
         )
         self._layout = ParkLayout(park_log, settings.park_topic, self.may_park)
-        self._writer = ParkWriter(park_log, assignment, metrics, clock, self.replay)
+        self._writer = ParkWriter(park_log, assignment, hooks, clock, self.replay)
         self._parking: dict[str, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -252,7 +252,7 @@ class Parking:
             if tenant in state.parked or len(state.parked) >= cap:
                 continue
             if not state.fits_with(tenant, budget):
-                self._metrics.park_refused.inc()
+                self._hooks.parking_refused(ParkRefused(tenant, str(part.tp)))
                 log.warning(
                     "park_refused_metadata_full",
                     tenant=tenant,

@@ -11,9 +11,9 @@ import dataclasses
 
 from connector.clock import Clock
 from connector.config import Settings
+from connector.instruments import ParkHooks, ParkingState, ParkRecordsLost
 from connector.logs import get_logger
 from connector.lookahead import Lookahead
-from connector.metrics import Metrics
 from connector.ownership import Assignment, PartitionStatus
 from connector.park._handover import Handover
 from connector.park._ports import ParkLedger, ParkReader, Shops, Warmth
@@ -41,17 +41,17 @@ class Replay:
         park_log: ParkLog,
         assignment: Assignment,
         shops: Shops,
-        metrics: Metrics,
+        hooks: ParkHooks,
         clock: Clock,
     ) -> None:
         self._settings = settings
         self._log = park_log
         self._assignment = assignment
         self._shops = shops
-        self._metrics = metrics
+        self._hooks = hooks
         self._reader: ParkReader | None = None
         self._warmth: Warmth | None = None
-        self._handover = Handover(settings, shops, metrics, clock, self)
+        self._handover = Handover(settings, shops, hooks, clock, self)
         self._wake = asyncio.Event()
         self.stopping = False
 
@@ -143,7 +143,7 @@ class Replay:
         if part is None or part.position is None:
             return
         lost = exc.start - part.position
-        self._metrics.park_records_lost.inc(max(0, lost))
+        self._hooks.parked_records_lost(ParkRecordsLost(max(0, lost)))
         log.error(
             "parked_records_deleted",
             partition=str(tp),
@@ -311,10 +311,8 @@ class Replay:
         return out
 
     def _gauges(self) -> None:
-        self._metrics.parked_tenants.set(len(self.tenants()))
-        self._metrics.parked_unresolved.set(
-            sum(p.park.unresolved for p in self._assignment if p.park is not None)
-        )
+        unresolved = sum(p.park.unresolved for p in self._assignment if p.park is not None)
+        self._hooks.parking_sampled(ParkingState(len(self.tenants()), unresolved))
 
 
 __all__ = ["Replay"]

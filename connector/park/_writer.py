@@ -17,8 +17,8 @@ from connector.clock import Clock
 from connector.coalesce import Resolution
 from connector.constants import Stage
 from connector.deadletter.publish import Failure, too_large
+from connector.instruments import ParkAppended, ParkHooks, ParkWriteFailed
 from connector.logs import debug_enabled, get_logger
-from connector.metrics import Metrics
 from connector.ownership import Assignment, PartitionStatus
 from connector.park._ports import ParkLedger
 from connector.park.log import ParkLog
@@ -44,13 +44,13 @@ class ParkWriter:
         self,
         park_log: ParkLog | None,
         assignment: Assignment,
-        metrics: Metrics,
+        hooks: ParkHooks,
         clock: Clock,
         landed: Wakes | None,
     ) -> None:
         self._log = park_log
         self._assignment = assignment
-        self._metrics = metrics
+        self._hooks = hooks
         self._clock = clock
         self._wakes = landed
         self._ledger: ParkLedger | None = None
@@ -115,7 +115,7 @@ class ParkWriter:
                     self._too_large(record, tenant, part, exc)
                     return None
                 attempt += 1
-                self._metrics.park_write_failures.inc()
+                self._hooks.park_write_failed(ParkWriteFailed(tenant))
                 log.error("park_write_failed", error=f"{type(exc).__name__}: {exc}", attempt=attempt)
                 await asyncio.sleep(min(5.0, 0.1 * 2**attempt))
         return None
@@ -130,7 +130,7 @@ class ParkWriter:
             self._too_large(record, tenant, part, error)
             return
         if done.cancelled() or done.exception() is not None:
-            self._metrics.park_write_failures.inc()
+            self._hooks.park_write_failed(ParkWriteFailed(tenant))
             self._writes.put_nowait(item)  # again: the replay orders it by its offset
             return
         part.writing[tenant] -= 1
@@ -145,7 +145,7 @@ class ParkWriter:
                 parked_at=offset,
             )
         part.last_written = max(part.last_written, offset)
-        self._metrics.parked_events.inc()
+        self._hooks.event_parked(ParkAppended(tenant))
         assert self._ledger is not None
         self._ledger.resolve(record, Resolution.PARKED)
         if self._wakes is not None:
@@ -157,7 +157,7 @@ class ParkWriter:
         it is dead-lettered (stage ``park``) rather than tried again for ever, which would hold its
         partition back for good."""
         part.writing[tenant] -= 1
-        self._metrics.park_write_failures.inc()
+        self._hooks.park_write_failed(ParkWriteFailed(tenant))
         log.error(
             "park_refused_too_large",
             tenant=tenant,
