@@ -8,9 +8,9 @@ may name its store instead of a base URL, and its client class. A :class:`Target
 API version) is what an order is checked against and sent to.
 
 Adding a vendor: write its model (``connector/models/<vendor>.py``) and its module here (the client
-class (owning an ``HttpClient``), and ``register(Vendor(...))``), and import the module below. Settings, tenants,
-the read path, the mapping stage, the sandbox's routing and ``connector validate --kind`` take it from
-the registry.
+class, which owns an ``HttpClient``, and ``register(Vendor(...))``), and import the module below.
+Settings, tenants, the read path, the mapping stage, the sandbox's routing and ``connector validate
+--kind`` take it from the registry.
 """
 
 from connector.vendors import loop, shoplazza
