@@ -1,4 +1,5 @@
-"""The ``connector`` command: run, sandbox, demo."""
+"""The ``connector`` command: run, sandbox, demo (the handlers of ``dlq`` and ``tenants``:
+``connector/_cli_ops.py``)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from connector import __version__
+from connector._cli_ops import dlq_command, settings_for_answer, tenants_command
 from connector.constants import Stage
 from connector.errors import BrokerUnavailable, ConfigError
 from connector.vendors import VENDORS, target
 
 if TYPE_CHECKING:
-    from connector.config import MappingSettings, Settings
+    from connector.config import MappingSettings
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -29,19 +31,6 @@ def _run(args: argparse.Namespace) -> int:
     logs.register_secret(settings.kafka.sasl_password.get_secret_value())
     asyncio.run(app.main(settings))
     return 0
-
-
-def _load_settings(config: str | None) -> Settings:
-    """The settings of a command whose output is its answer: a setting given by its old name is
-    logged on stderr (``setting_renamed``), out of the answer's way."""
-    from connector import logs
-    from connector.config import load_settings, log_renamed
-
-    settings = load_settings(config)
-    if settings.renamed:
-        logs.configure("WARNING", sys.stderr)
-        log_renamed(settings)
-    return settings
 
 
 def _sandbox(args: argparse.Namespace) -> int:
@@ -163,7 +152,7 @@ def _map(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     import urllib.request
 
-    settings = _load_settings(args.config)
+    settings = settings_for_answer(args.config)
     path = "/readyz" if args.ready else "/healthz"
     url = f"http://127.0.0.1:{settings.metrics.port}{path}"
     try:
@@ -180,7 +169,7 @@ def _config(args: argparse.Namespace) -> int:
 
     from connector.logs import redact_url
 
-    settings = _load_settings(args.config)
+    settings = settings_for_answer(args.config)
     shown = json.dumps(settings.model_dump(mode="json"), indent=2)
     print(redact_url(shown))  # secrets are SecretStr (masked); a URL's userinfo too
     return 0
@@ -198,79 +187,6 @@ def _samples(args: argparse.Namespace) -> int:
         print(f"produced {len(stream.events)} events for {len(stream.latest)} orders to {args.topic}")
 
     asyncio.run(go())
-    return 0
-
-
-def _iso_ms(text: str | None) -> int | None:
-    if not text:
-        return None
-    from datetime import datetime
-
-    try:
-        return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
-    except ValueError:
-        raise ConfigError(f"not an ISO timestamp: {text!r}") from None
-
-
-def _dlq(args: argparse.Namespace) -> int:
-    from connector import deadletter as dlq
-    from connector import logs
-    from connector.config import load_settings, log_renamed
-
-    settings = load_settings(args.config)
-    logs.configure("WARNING")
-    log_renamed(settings)
-    logs.register_secret(settings.sink.api_key.get_secret_value())
-    logs.register_secret(settings.kafka.sasl_password.get_secret_value())
-    topic = args.topic or settings.dlq.topic
-    if args.dlq_command == "inspect":
-        asyncio.run(dlq.inspect(settings, topic, samples=args.samples, as_json=args.json))
-        return 0
-    if args.to == "api" and settings.tenants.path:
-        raise ConfigError(
-            "dlq redrive --to api sends with the sink section's key: with tenants.path set, redrive "
-            "--to source (the connector routes each event to its tenant again)"
-        )
-    tenants = set(args.tenant)
-    if tenants and settings.tenants.path:  # a shop's dead letters may carry a name it had before
-        from connector.tenants import with_aliases
-
-        named = with_aliases(settings.tenants.path, tenants)
-        if named != tenants:
-            print(
-                f"--tenant: also the names these shops had: {', '.join(sorted(named - tenants))}",
-                file=sys.stderr,
-            )
-        tenants = named
-    flt = dlq.Filter(
-        set(args.stage),
-        set(args.status),
-        set(args.external_id),
-        _iso_ms(args.since),
-        _iso_ms(args.until),
-        tenants,
-    )
-    result = asyncio.run(
-        dlq.redrive(settings, topic, flt, args.to, args.dry_run, args.again, rate=args.rate, force=args.force)
-    )
-    return 1 if result.failed else 0
-
-
-def _tenants(args: argparse.Namespace) -> int:
-    import json
-
-    from connector.tenants import COLUMNS, listing
-
-    settings = _load_settings(args.config)
-    rows, note = listing(settings, args.url or f"http://127.0.0.1:{settings.metrics.port}")
-    if args.json:
-        print(json.dumps({"tenants": rows, "note": note}))
-        return 0
-    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in COLUMNS]
-    print("  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True)))
-    for row in rows:
-        print("  ".join(str(row[c]).ljust(w) for c, w in zip(COLUMNS, widths, strict=True)))
-    print(f"({len(rows)} tenants; {note})")
     return 0
 
 
@@ -428,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (ins, red):
         p.add_argument("--config", help="TOML settings (broker, security, sink); environment overrides")
         p.add_argument("--topic", help="the dead-letter topic (default: dlq.topic)")
-        p.set_defaults(func=_dlq)
+        p.set_defaults(func=dlq_command)
     ins.add_argument("--samples", type=int, default=5, help="external_ids shown per group")
     ins.add_argument("--json", action="store_true", help="machine-readable output")
     red.add_argument("--to", choices=["source", "api"], default="source")
@@ -470,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     ten.add_argument("--config", help="TOML settings (tenants.path, metrics.port); environment overrides")
     ten.add_argument("--url", help="a member's metrics address (default: 127.0.0.1 at metrics.port)")
     ten.add_argument("--json", action="store_true", help="machine-readable output")
-    ten.set_defaults(func=_tenants)
+    ten.set_defaults(func=tenants_command)
 
     demo = sub.add_parser("demo", help="local broker + sandbox + connector + sample events, end to end")
     demo.add_argument("--events", type=int, default=400)

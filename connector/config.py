@@ -16,17 +16,16 @@ The sections follow the modules that read them:
 
 Which fields of a vendor account a reload of the tenants applies to a shop being served is declared on
 the field (:class:`Reload`). Settings that moved keep their old names for one release
-(:data:`RENAMED`): read as the new ones, with a ``setting_renamed`` log line naming both.
+(:data:`RENAMED`): read as the new ones, with a ``setting_renamed`` log line naming both
+(``connector/_renamed.py``).
 """
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import os
 import re
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
@@ -41,7 +40,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -50,11 +48,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from connector._renamed import ENV_PREFIX as ENV_PREFIX
+from connector._renamed import RENAMED as RENAMED
+from connector._renamed import Moved, check_env_names, env_name
+from connector._renamed import Renamed as Renamed
+from connector._renamed import log_renamed as log_renamed
 from connector.errors import ConfigError
-from connector.logs import get_logger
 from connector.vendors import VENDORS, Mode
-
-ENV_PREFIX = "CONNECTOR_"
 
 
 class _Section(BaseModel):
@@ -384,92 +384,12 @@ class Settings(BaseSettings):
         found = cls.renames_found
         sources: list[PydanticBaseSettingsSource] = [
             init_settings,
-            _Moved(env_settings, "environment", found),
+            Moved(env_settings, "environment", found),
         ]
         if cls.toml_file:
             toml = TomlConfigSettingsSource(settings_cls, toml_file=cls.toml_file)
-            sources.append(_Moved(toml, cls.toml_file, found))
+            sources.append(Moved(toml, cls.toml_file, found))
         return tuple(sources)
-
-
-RENAMED: dict[str, str] = {
-    "sink.remember_keys": "kafka.remember_keys",
-    "sink.settle_seconds": "kafka.settle_seconds",
-    **{f"sink.{name}": f"delivery.{name}" for name in DeliverySettings.model_fields},
-}
-"""Settings that moved (issue 22: settings by module), old place -> new. For one release the old names
-are still read, in the environment (``CONNECTOR_SINK__SETTLE_SECONDS``) as in a TOML file
-(``[sink] settle_seconds``), as the new ones, each with a ``setting_renamed`` log line
-(:func:`log_renamed`); both names set to different values is an error. The release after drops them."""
-
-
-@dataclass(frozen=True, slots=True)
-class Renamed:
-    """A setting given by its old name: as given (``old``), as it is now spelled (``new``), and where
-    (``environment``, or the TOML file)."""
-
-    old: str
-    new: str
-    where: str
-
-
-def _env_name(path: str) -> str:
-    return ENV_PREFIX + path.replace(".", "__").upper()
-
-
-class _Moved(PydanticBaseSettingsSource):
-    """A source (the environment, a TOML file) whose settings given by their old names
-    (:data:`RENAMED`) are read as the new ones, each noted in ``found``. Renamed within the source,
-    before the sources are merged, so that the environment still wins over the file whichever name
-    each uses."""
-
-    def __init__(self, inner: PydanticBaseSettingsSource, where: str, found: list[Renamed] | None) -> None:
-        super().__init__(inner.settings_cls)
-        self._inner = inner
-        self._where = where
-        self._found = found
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return self._inner.get_field_value(field, field_name)
-
-    def _spelled(self, path: str) -> str:
-        return _env_name(path) if self._where == "environment" else path
-
-    def __call__(self) -> dict[str, Any]:
-        data = {k: dict(v) if isinstance(v, dict) else v for k, v in self._inner().items()}
-        for old, new in RENAMED.items():
-            old_section, old_key = old.split(".")
-            new_section, new_key = new.split(".")
-            given = data.get(old_section)
-            if not isinstance(given, dict) or old_key not in given:
-                continue
-            value = given.pop(old_key)
-            target = data.setdefault(new_section, {})
-            if not isinstance(target, dict):
-                continue  # not a table: reported by the validation
-            if target.setdefault(new_key, value) != value:
-                where = "" if self._where == "environment" else f" in {self._where}"
-                raise ValueError(
-                    f"{self._spelled(old)} and {self._spelled(new)} are both set{where}, to different "
-                    f"values: {self._spelled(old)} is the old name of {self._spelled(new)}, remove it"
-                )
-            if self._found is not None:
-                self._found.append(Renamed(self._spelled(old), self._spelled(new), self._where))
-        return data
-
-
-def log_renamed(settings: Settings) -> None:
-    """One ``setting_renamed`` warning per setting ``settings`` were given by its old name (once the
-    logs are configured)."""
-    log = get_logger("connector.config")
-    for renamed in settings.renamed:
-        log.warning(
-            "setting_renamed",
-            old=renamed.old,
-            new=renamed.new,
-            where=renamed.where,
-            action=f"read as {renamed.new}; rename it: the next release reads {renamed.old} no more",
-        )
 
 
 def known_env_names() -> set[str]:
@@ -485,27 +405,16 @@ def known_env_names() -> set[str]:
     return names
 
 
-def _check_env_names(environ: dict[str, str]) -> None:
-    known = known_env_names()
-    now = {_env_name(old): _env_name(new) for old, new in RENAMED.items()}  # old name -> new
-    for key in sorted(environ):
-        upper = key.upper()
-        if upper.startswith(ENV_PREFIX) and upper not in known and upper not in now:
-            hint = difflib.get_close_matches(upper, known | now.keys(), n=1)
-            suffix = f" (did you mean {now.get(hint[0], hint[0])}?)" if hint else ""
-            raise ConfigError(f"unknown setting {key}{suffix}")
-
-
 def _describe(error: ValidationError, toml_file: str | None) -> str:
     first = error.errors()[0]
     if not first["loc"]:  # a rule across sections: it names its settings
         return f"invalid configuration: {str(first['msg']).removeprefix('Value error, ')}"
     path = ".".join(str(p) for p in first["loc"])
-    env_name = ENV_PREFIX + "__".join(str(p) for p in first["loc"]).upper()
+    spelled = ENV_PREFIX + "__".join(str(p) for p in first["loc"]).upper()
     formerly = {new: old for old, new in RENAMED.items()}.get(path)
     if formerly:  # perhaps given by its old name
-        env_name += f", formerly {_env_name(formerly)}"
-    where = f"{path} ({env_name}" + (f" or {toml_file}" if toml_file else "") + ")"
+        spelled += f", formerly {env_name(formerly)}"
+    where = f"{path} ({spelled}" + (f" or {toml_file}" if toml_file else "") + ")"
     if first["type"] == "extra_forbidden":
         return f"unknown setting {where}"
     value = first.get("input")
@@ -519,7 +428,7 @@ def load_settings(toml_file: str | Path | None = None) -> Settings:
 
     The error is one line naming the setting, its environment variable and the rule it broke.
     """
-    _check_env_names(dict(os.environ))
+    check_env_names(os.environ, known_env_names())
     path = str(toml_file) if toml_file else None
     if path and not Path(path).is_file():
         raise ConfigError(f"config file not found: {path}")

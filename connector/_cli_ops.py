@@ -1,0 +1,104 @@
+"""The handlers of ``connector dlq`` (inspect, redrive) and ``connector tenants``, and how a command
+whose output is its answer reads its settings (:func:`settings_for_answer`); the parser and the other
+subcommands are ``connector/cli.py``'s."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import TYPE_CHECKING
+
+from connector.errors import ConfigError
+
+if TYPE_CHECKING:
+    from connector.config import Settings
+
+
+def settings_for_answer(config: str | None) -> Settings:
+    """The settings of a command whose output is its answer: a setting given by its old name is
+    logged on stderr (``setting_renamed``), out of the answer's way."""
+    from connector import logs
+    from connector.config import load_settings, log_renamed
+
+    settings = load_settings(config)
+    if settings.renamed:
+        logs.configure("WARNING", sys.stderr)
+        log_renamed(settings)
+    return settings
+
+
+def iso_ms(text: str | None) -> int | None:
+    """``--since``/``--until``: an ISO time as milliseconds since the epoch (None when not given)."""
+    if not text:
+        return None
+    from datetime import datetime
+
+    try:
+        return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+    except ValueError:
+        raise ConfigError(f"not an ISO timestamp: {text!r}") from None
+
+
+def dlq_command(args: argparse.Namespace) -> int:
+    """``connector dlq inspect`` and ``connector dlq redrive``."""
+    from connector import deadletter as dlq
+    from connector import logs
+    from connector.config import load_settings, log_renamed
+
+    settings = load_settings(args.config)
+    logs.configure("WARNING")
+    log_renamed(settings)
+    logs.register_secret(settings.sink.api_key.get_secret_value())
+    logs.register_secret(settings.kafka.sasl_password.get_secret_value())
+    topic = args.topic or settings.dlq.topic
+    if args.dlq_command == "inspect":
+        asyncio.run(dlq.inspect(settings, topic, samples=args.samples, as_json=args.json))
+        return 0
+    if args.to == "api" and settings.tenants.path:
+        raise ConfigError(
+            "dlq redrive --to api sends with the sink section's key: with tenants.path set, redrive "
+            "--to source (the connector routes each event to its tenant again)"
+        )
+    tenants = set(args.tenant)
+    if tenants and settings.tenants.path:  # a shop's dead letters may carry a name it had before
+        from connector.tenants import with_aliases
+
+        named = with_aliases(settings.tenants.path, tenants)
+        if named != tenants:
+            print(
+                f"--tenant: also the names these shops had: {', '.join(sorted(named - tenants))}",
+                file=sys.stderr,
+            )
+        tenants = named
+    flt = dlq.Filter(
+        set(args.stage),
+        set(args.status),
+        set(args.external_id),
+        iso_ms(args.since),
+        iso_ms(args.until),
+        tenants,
+    )
+    result = asyncio.run(
+        dlq.redrive(settings, topic, flt, args.to, args.dry_run, args.again, rate=args.rate, force=args.force)
+    )
+    return 1 if result.failed else 0
+
+
+def tenants_command(args: argparse.Namespace) -> int:
+    """``connector tenants``: the shops served, as a table or ``--json``."""
+    import json
+
+    from connector.tenants import COLUMNS, listing
+
+    settings = settings_for_answer(args.config)
+    rows, note = listing(settings, args.url or f"http://127.0.0.1:{settings.metrics.port}")
+    if args.json:
+        print(json.dumps({"tenants": rows, "note": note}))
+        return 0
+    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in COLUMNS]
+    print("  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True)))
+    for row in rows:
+        print("  ".join(str(row[c]).ljust(w) for c, w in zip(COLUMNS, widths, strict=True)))
+    print(f"({len(rows)} tenants; {note})")
+    return 0
