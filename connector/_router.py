@@ -19,6 +19,7 @@ from connector._served import Served
 from connector.config import Settings
 from connector.errors import RouteError
 from connector.logs import get_logger
+from connector.mapping import FileMapping, FunctionMapping
 from connector.route import Route
 from connector.structs import Record
 from connector.vendors import Target, target
@@ -81,6 +82,12 @@ class Router:
         self._last_seen.note(record, tenant)
         settings = self._served[tenant].settings
         return tenant, target(settings.kind, settings.api_version)
+
+    def mapping_of(self, tenant: str) -> FileMapping | FunctionMapping | None:
+        """The tenant's own mapping, as compiled when its definition loaded; None: the deployment's
+        applies."""
+        served = self._served.get(tenant)
+        return served.mapping if served is not None else None
 
     def canonical(self, name: str) -> str:
         """The tenant a name written earlier (a parked record's tenant, a commit's parked shops) is

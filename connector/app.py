@@ -153,10 +153,9 @@ async def serve(settings: Settings, stop: asyncio.Event, parts: Parts | None = N
             parked=park,
             leases=membership,
         )
-        mapper = mapper_for(settings, health, tenancy.mapping_of if tenancy.many else None)
-        reader = Reader(
-            settings, mapper, ledger, clock=clock, locate=tenancy.locate if tenancy.many else None
-        )
+        router = tenancy.router if tenancy.many else None  # which shop a record is for, its mapping
+        mapper = mapper_for(settings, health, router.mapping_of if router else None)
+        reader = Reader(settings, mapper, ledger, clock=clock, locate=router.locate if router else None)
         tenancy.connect(work=ledger, linger=membership)
         park.connect(ledger=ledger, reader=reader, warmth=membership)
         gauges = Gauges(metrics, assignment, coalescer, tenancy, park)

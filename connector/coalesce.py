@@ -2,8 +2,9 @@
 
 For each key with work the coalescer holds a *slot*: the ``current`` change (being sent, or retried)
 and one ``waiting`` change. A newer change replaces the waiting one (the older is resolved as
-*replaced*); before each attempt the waiting change, if any, takes the current one's place, so a key
-costs one call however many events queued up behind it. A change older than the newest one accepted
+*replaced*); whenever the key has nothing in flight the waiting change, if any, takes the current
+one's place (:meth:`Coalescer.promote`), so a key costs one call however many events queued up
+behind it. A change older than the newest one accepted
 for its key (:meth:`Version.older_than`) is *stale*; one whose payload equals the newest accepted is
 *identical*. Both are resolved without a call. The state an identical event was skipped for stands
 for it too (:meth:`Version.joined`): a tombstone after a delete keeps the delete's time, and a delete
@@ -48,11 +49,13 @@ class _Slot:
 
 @dataclass(frozen=True, slots=True)
 class Offer:
-    """What :meth:`Coalescer.offer` decided: whether the key needs a delivery job now, and which changes
-    were resolved without a call."""
+    """What :meth:`Coalescer.offer` decided: whether the key needs a delivery job now (``start``), or
+    the change waits behind the key's current one (``waits``), and which changes were resolved without
+    a call."""
 
     start: bool
     resolved: tuple[tuple[OrderChange, Resolution], ...] = ()
+    waits: bool = False
 
 
 class Coalescer:
@@ -157,7 +160,7 @@ class Coalescer:
             self._slots[key] = _Slot(change)
             return Offer(True)
         replaced, slot.waiting = slot.waiting, change
-        return Offer(False, ((replaced, Resolution.REPLACED),) if replaced else ())
+        return Offer(False, ((replaced, Resolution.REPLACED),) if replaced else (), waits=True)
 
     def _seen(self, key: str, version: Version) -> None:
         """An event of ``version`` was skipped as identical to the key's newest state: that state now
@@ -171,9 +174,10 @@ class Coalescer:
         if mark is not None:
             self._marks[key] = Mark(mark.digest, mark.version.joined(version), mark.deleted)
 
-    def claim(self, key: str) -> tuple[OrderChange | None, OrderChange | None]:
-        """Before an attempt: the change to send (the newest of the key) and the one it replaced, if
-        a waiting change took the current one's place. ``(None, None)`` when the key has no slot."""
+    def promote(self, key: str) -> tuple[OrderChange | None, OrderChange | None]:
+        """The key's job has nothing in flight: the waiting change, if any, takes the current one's
+        place. Returns the change to send (the newest of the key) and the one it replaced, if any;
+        ``(None, None)`` when the key has no slot."""
         slot = self._slots.get(key)
         if slot is None:
             return None, None

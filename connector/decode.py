@@ -6,26 +6,25 @@ Accepted values (``docs/design.md``, "Input contract"): an envelope ``{"event_id
 Reading is in two steps, so that an event replaced by a newer one before it is sent costs only the
 first: :func:`decode` (``validate=False``, the pipeline's read path) parses the JSON (orjson) and takes
 what coalescing needs, the order's key, its ``updated_at``, the event type and a digest of the body, and
-rejects only what breaks those; :func:`check` checks the whole body against the vendor model just
-before it is sent. ``decode(..., validate=True)`` does both (``connector validate``, tests). The order
-is forwarded as the caller wrote it, so that nothing the caller did not send (nulls, reformatted
-timestamps) reaches the API.
+rejects only what breaks those; :func:`connector.conform.check` checks the whole body against the
+vendor model just before it is sent (the deliverer). ``decode(..., validate=True)`` does both
+(``connector validate``, tests). The order is forwarded as the caller wrote it, so that nothing the
+caller did not send (nulls, reformatted timestamps) reaches the API.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
 
+from connector.conform import check, preview
 from connector.errors import DecodeError, OrderValidationError
-from connector.models import parse_timestamp, unknown_fields
+from connector.models import parse_timestamp
 from connector.structs import OrderChange, Record
 from connector.vendors import DEFAULT_TARGET, Target, Vendor
 
@@ -34,32 +33,7 @@ Locate = Callable[[Record, Any], tuple[str, Target]]
 vendor and API version; raises RouteError when it names none the deployment serves."""
 
 EVENT_TYPES = ("order.created", "order.updated", "order.cancelled", "order.deleted")
-_VALUE_PREVIEW = 80
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
-
-
-def _preview(value: Any) -> str:
-    text = json.dumps(value, default=str, ensure_ascii=False)
-    return text if len(text) <= _VALUE_PREVIEW else text[:_VALUE_PREVIEW] + "…"
-
-
-def _path(loc: tuple[int | str, ...], prefix: str) -> str:
-    out = prefix
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def describe_validation(exc: ValidationError, prefix: str = "order") -> OrderValidationError:
-    """Turn pydantic's errors into one message naming each field path, rule and offending value."""
-    problems = []
-    for err in exc.errors():
-        path = _path(err["loc"], prefix)
-        rule = err["msg"].removeprefix("Value error, ")
-        value = "(missing)" if err["type"] == "missing" else _preview(err.get("input"))
-        problems.append((path, rule, value))
-    text = "; ".join(f"{p}: {r} (value: {v})" for p, r, v in problems)
-    return OrderValidationError(f"invalid order: {text}", problems)
 
 
 def _digest(op: str, body: dict[str, Any]) -> bytes:
@@ -79,7 +53,7 @@ def _tombstone(record: Record) -> OrderChange:
         raise DecodeError("tombstone key is not valid UTF-8") from None
     if not 1 <= len(external_id) <= 64:
         raise OrderValidationError(
-            f"invalid order: key: external_id must be 1 to 64 characters (value: {_preview(external_id)})"
+            f"invalid order: key: external_id must be 1 to 64 characters (value: {preview(external_id)})"
         )
     return OrderChange(record, external_id, "delete", digest=_digest("delete", {}), validated=True)
 
@@ -105,7 +79,7 @@ def parse_value(record: Record, max_bytes: int) -> Any:
 
 
 def _invalid_event(field: str, rule: str, value: Any) -> OrderValidationError:
-    shown = _preview(value)
+    shown = preview(value)
     return OrderValidationError(f"invalid event: {field}: {rule} (value: {shown})", [(field, rule, shown)])
 
 
@@ -124,7 +98,7 @@ def _order_key(order: dict[str, Any], entry: Vendor) -> str:
     key = entry.order_key(order)
     if key is None:
         value = order.get(entry.key_field.removeprefix("order."))
-        shown = "(missing)" if value is None else _preview(value)
+        shown = "(missing)" if value is None else preview(value)
         raise OrderValidationError(
             f"invalid order: {entry.key_field}: {entry.key_rule} (value: {shown})",
             [(entry.key_field, entry.key_rule, shown)],
@@ -173,7 +147,8 @@ def decode(
 ) -> OrderChange:
     """Read one record for the vendor and API version ``target``; raise DecodeError or
     OrderValidationError naming what is wrong (field path, rule, offending value). Without
-    ``validate``, only what coalescing needs is checked: :func:`check` does the rest at send time.
+    ``validate``, only what coalescing needs is checked: :func:`connector.conform.check` does the rest
+    at send time.
     With ``locate`` (many tenants), the record's tenant decides the vendor and version instead, and
     the change carries the tenant; a record naming no known tenant raises RouteError."""
     if record.value is None:
@@ -251,20 +226,3 @@ def _read(
     if validate:
         check(change, target)
     return change
-
-
-def check(change: OrderChange, target: Target) -> None:
-    """Validate ``change``'s body against the vendor model of ``target`` (just
-    before it is sent); note its unknown fields. Raises OrderValidationError naming every problem."""
-    if change.validated:
-        return
-    try:
-        model = target.model().model_validate(change.body)
-    except ValidationError as exc:
-        error = describe_validation(exc, "order")
-        error.external_id = change.external_id
-        raise error from None
-    except RecursionError:
-        raise DecodeError("order is nested too deeply to validate") from None
-    change.unknown = tuple(unknown_fields(model))
-    change.validated = True

@@ -1,15 +1,19 @@
 """Delivery: paced, concurrent calls to the vendor, retried by the error's class, stopped by outages.
 
-One *job* per key with work. A fixed pool of ``max_in_flight`` workers takes jobs from one FIFO queue
-(keys are served in the order they became ready, so the commit watermark keeps moving). Before each
-attempt a worker waits for the job's order to settle, for its partition to catch up (a *linger*: while
-the partition is more than ``delivery.linger_lag_records`` behind its log end and reading is not paused, a
-new job waits up to ``delivery.linger_seconds``, so that a backlog is read and coalesced before it is
-sent), for its partition's fence, for the outage :class:`~connector.circuit.Circuit` and for a tick of
-the :class:`~connector.pacing.Pacer`; only then does it *claim* the key's newest change, so a key costs
-one call however many events queued up behind it. A retry waits on a timer, not in a worker. Each
-attempt ends in one :class:`Outcome` handed to the pipeline's ``report``, which answers whether the key
-has more to send.
+One *job* per key with work, holding the change it sends next: the ledger hands it the key's first
+change (:meth:`Deliverer.submit`) and, while nothing of the key is in flight, each newer one in its
+place (:meth:`Deliverer.replace`), so a key costs one call however many events queued up behind it. A
+fixed pool of ``max_in_flight`` workers takes jobs from one FIFO queue (keys are served in the order
+they became ready, so the commit watermark keeps moving). Before each attempt a worker waits for the
+job's order to settle, for its partition to catch up (a *linger*: while the partition is more than
+``delivery.linger_lag_records`` behind its log end and reading is not paused, a new job waits up to
+``delivery.linger_seconds``, so that a backlog is read and coalesced before it is sent), for its
+partition's fence, for the outage :class:`~connector.circuit.Circuit` and for a tick of the
+:class:`~connector.pacing.Pacer`; only then is the change checked against the vendor model
+(:func:`connector.conform.check`: a change replaced before it is sent is never judged) and sent. A
+retry waits on a timer, not in a worker. Each attempt's story ends in one :class:`Outcome` handed to
+the :class:`WorkSource` (the ledger), whose answer is the key's next change to send, if any: the
+deliverer never asks an earlier stage for work.
 
 A job's life::
 
@@ -39,8 +43,10 @@ import structlog
 
 from connector.circuit import Circuit, State
 from connector.clock import Clock
+from connector.conform import check
 from connector.errors import (
     ConnectorError,
+    InputError,
     RateLimited,
     SinkConnectError,
     SinkCutOff,
@@ -55,6 +61,7 @@ from connector.pacing import Pacer
 from connector.retry import RetryPolicy
 from connector.sinks import Prepaid, Sink
 from connector.structs import OrderChange, TopicPartition
+from connector.vendors import Target
 
 log = get_logger("connector.deliver")
 
@@ -74,13 +81,14 @@ class OutcomeKind(StrEnum):
     """How a change's delivery ended."""
 
     DELIVERED = "delivered"
-    FAILED = "failed"  # for good: the pipeline dead-letters it, or lets a newer change replace it
+    FAILED = "failed"  # for good: the ledger dead-letters it, or lets a newer change replace it
+    INVALID = "invalid"  # not sent: it does not fit the vendor model (``error``, stage ``validate``)
     ABANDONED = "abandoned"  # unresolved: its partition was revoked or the member is stopping
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What the deliverer tells the pipeline when a change's delivery ended."""
+    """What the deliverer tells its work source when a change's delivery ended."""
 
     kind: OutcomeKind
     key: str
@@ -93,15 +101,11 @@ class Outcome:
 
 
 class WorkSource(Protocol):
-    """Where a deliverer takes the changes it sends and tells how each delivery ended
-    (``connector.ledger.Ledger``)."""
+    """Where a deliverer tells how each change's delivery ended (``connector.ledger.Ledger``)."""
 
-    def claim(self, key: str) -> OrderChange | None:
-        """The newest change of ``key``, taken just before it is sent (None: nothing to send)."""
-        ...
-
-    def report(self, outcome: Outcome) -> bool:
-        """How a change's delivery ended; True when the key has more to send (the job goes on)."""
+    def report(self, outcome: Outcome) -> OrderChange | None:
+        """How a change's delivery ended; the key's next change to send, if it has one (the job goes
+        on with it)."""
         ...
 
 
@@ -112,6 +116,7 @@ class Linger(Protocol):
 
 
 _LINGER_POLL_S = 0.1
+_BUSY = frozenset({JobState.IN_FLIGHT, JobState.DONE, JobState.ABANDONED})
 
 
 def status_class(error: BaseException | None) -> str:
@@ -158,6 +163,7 @@ class Deliverer:
         pacer: Pacer,
         circuit: Circuit,
         policy: RetryPolicy,
+        target: Target | None,
         max_in_flight: int,
         max_retry_after: float = 60.0,
         linger: Linger | None = None,
@@ -183,6 +189,7 @@ class Deliverer:
             on_change=on_circuit,
         )
         self._policy = policy
+        self._target = target  # what changes are checked against (None: sent as they are)
         self._linger = linger
         self.tenant = tenant
         self._bound = {"tenant": tenant} if tenant else {}
@@ -218,16 +225,37 @@ class Deliverer:
         """Jobs not finished (queued, waiting, in flight or retrying)."""
         return len(self._jobs)
 
-    def submit(self, key: str, tp: TopicPartition, hold: float = 0.0) -> None:
-        """Start delivering ``key`` (it has a change and no job); nothing is sent for it during the
-        first ``hold`` seconds (a request of an earlier attempt may still land until then)."""
+    def submit(self, change: OrderChange, hold: float = 0.0) -> None:
+        """Start delivering ``change``'s key (it has no job); nothing is sent for it during the first
+        ``hold`` seconds (a request of an earlier attempt may still land until then)."""
         now = self._clock.monotonic()
-        job = Job(key, tp, not_before=now + hold, linger_until=now + self._linger_s)
-        if self._jobs.draining(tp):
+        job = Job(
+            change.key, change.tp, change=change, not_before=now + hold, linger_until=now + self._linger_s
+        )
+        if self._jobs.draining(change.tp):
             self._abandon(job)
             return
         self._jobs.add(job)
         self._queue.put_nowait(job)
+
+    def replace(self, change: OrderChange) -> bool:
+        """A newer change of a key: True when the key's job took it in place of the one it held (that
+        one was never sent, or its attempts ended and a retry waits); False when the key has no job
+        here, or a call of it is in flight (the change waits for the job's next turn)."""
+        job = self._jobs.get(change.key)
+        if job is None or job.state in _BUSY or self._jobs.draining(change.tp):
+            return False
+        self._take(job, change)
+        return True
+
+    def _take(self, job: Job, change: OrderChange) -> None:
+        """``job`` sends ``change`` next, with no failure history (the settle time of an ambiguous
+        attempt of its key stays: that request may still land)."""
+        job.change = change
+        job.attempts = 0
+        job.first_failure_ts = job.last_failure_ts = 0.0
+        job.forbidden_at = -1
+        self._jobs.move(job, change.tp)
 
     def _abandon(self, job: Job) -> None:
         job.state = JobState.ABANDONED
@@ -256,18 +284,32 @@ class Deliverer:
             job.state = JobState.GATED
             if not await self._gate(job):
                 continue
-            change = self._work_source.claim(job.key)
+            change = self._conformed(job)
             if change is None:
-                job.state = JobState.DONE
-                self._jobs.forget(job)
+                self._release_probe(job)
                 continue
-            if change is not job.change:
-                job.change = change
-                job.attempts = 0
-                job.first_failure_ts = job.last_failure_ts = 0.0
-                job.forbidden_at = -1
-                self._jobs.move(job, change.tp)
             await self._call(job, change)
+
+    def _conformed(self, job: Job) -> OrderChange | None:
+        """The change ``job`` sends now, checked against the vendor model; one that does not fit is
+        reported (it is dead-lettered) and the key's next change, if any, takes its place. None: the
+        job has nothing left to send (it is done)."""
+        change = job.change
+        while change is not None:
+            try:
+                if self._target is not None:
+                    check(change, self._target)
+                return change
+            except InputError as exc:
+                now = self._clock.wall()
+                change = self._work_source.report(
+                    Outcome(OutcomeKind.INVALID, job.key, change, exc, 0, now, now)
+                )
+                if change is not None:
+                    self._take(job, change)
+        job.state = JobState.DONE
+        self._jobs.forget(job)
+        return None
 
     async def _gate(self, job: Job) -> bool:
         """Wait until the job may send: its order settled, its partition fenced for us, the circuit
@@ -357,7 +399,9 @@ class Deliverer:
             self._failed(job, change, error)
 
     def _finish(self, job: Job, outcome: Outcome) -> None:
-        if self._work_source.report(outcome):
+        following = self._work_source.report(outcome)
+        if following is not None:
+            self._take(job, following)
             job.linger_until = self._clock.monotonic() + self._linger_s
             self._requeue(job)
         else:

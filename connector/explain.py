@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 from connector.config import MappingSettings
-from connector.decode import check
+from connector.conform import check
 from connector.errors import InputError
 from connector.mapping import NATIVE_STEP, Mapper, Trace
 from connector.mapping._types import text_headers

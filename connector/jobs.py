@@ -56,6 +56,7 @@ class JobBook:
 
     def __init__(self) -> None:
         self._jobs: dict[TopicPartition, dict[Job, None]] = {}  # insertion-ordered sets
+        self._by_key: dict[str, Job] = {}
         self._draining: set[TopicPartition] = set()
 
     def __len__(self) -> int:
@@ -64,6 +65,11 @@ class JobBook:
     def add(self, job: Job) -> None:
         """``job`` is not finished (under its partition)."""
         self._jobs.setdefault(job.tp, {})[job] = None
+        self._by_key[job.key] = job
+
+    def get(self, key: str) -> Job | None:
+        """The unfinished job of ``key``, if it has one."""
+        return self._by_key.get(key)
 
     def move(self, job: Job, tp: TopicPartition) -> None:
         """``job`` now sends a change of ``tp`` (a key's newer change may come from another one)."""
@@ -74,6 +80,8 @@ class JobBook:
 
     def forget(self, job: Job) -> None:
         """``job`` is finished (done or abandoned)."""
+        if self._by_key.get(job.key) is job:
+            del self._by_key[job.key]
         jobs = self._jobs.get(job.tp)
         if jobs is not None:
             jobs.pop(job, None)

@@ -2,10 +2,12 @@
 
 A record is offered here once it is read and decoded (:meth:`Ledger.offer`), coalesced with the
 other changes of its order, and resolved exactly once: delivered, replaced by a newer event of its
-order, skipped (stale, identical, ignored), parked, or acknowledged on the dead-letter topic. The
-deliverer takes its work from here (:class:`~connector.deliver.WorkSource`: :meth:`Ledger.claim`
-just before a call, :meth:`Ledger.report` when the call's story ended), so the change sent is always
-the newest one read, checked against the vendor model at the last moment.
+order, skipped (stale, identical, ignored), parked, or acknowledged on the dead-letter topic. Work
+goes one way: an order's first change starts its job (:meth:`Dispatch.submit`), each newer one is
+handed to that job while nothing of the order is in flight (:meth:`Dispatch.replace`; the change it
+displaces is resolved *replaced* at once), else it waits in the coalescer. The deliverer never asks
+for work: it tells how a delivery ended (:meth:`Ledger.report`, its
+:class:`~connector.deliver.WorkSource`), and the answer is the order's next change, if any.
 
 A resolution moves its partition's watermark (:class:`~connector.ownership.Assignment`), or, for
 a record replayed from the parking topic, its parking scan (:class:`Parked`).
@@ -22,14 +24,12 @@ from connector.coalesce import Coalescer, Resolution
 from connector.config import Settings
 from connector.constants import Stage
 from connector.deadletter import DeadLetterPublisher, Failure
-from connector.decode import check
 from connector.deliver import Outcome, OutcomeKind
 from connector.errors import InputError
 from connector.instruments import DeadLettered, DeadLetterHooks, ReadHooks, Resolved, UnknownField
 from connector.logs import debug_enabled, get_logger
 from connector.ownership import Assignment
 from connector.structs import OrderChange, Record, TopicPartition
-from connector.vendors import Target
 
 log = get_logger("connector.ledger")
 
@@ -37,9 +37,14 @@ log = get_logger("connector.ledger")
 class Dispatch(Protocol):
     """Where an order with a change to send gets its job (one per order at a time)."""
 
-    def submit(self, key: str, tp: TopicPartition, tenant: str, hold: float = 0.0) -> None: ...
+    def submit(self, change: OrderChange, hold: float = 0.0) -> None:
+        """Start a job for ``change``'s order (not before ``hold`` seconds from now)."""
+        ...
 
-    def vendor_of(self, tenant: str) -> Target: ...
+    def replace(self, change: OrderChange) -> bool:
+        """Hand a newer change to its order's job; False when a call of the order is in flight (or it
+        has no job): the change waits for the job's next turn."""
+        ...
 
 
 class Parked(Protocol):
@@ -95,8 +100,12 @@ class Ledger:
         for resolved, why in offer.resolved:
             self.resolve(resolved.record, why)
         if offer.start:
-            self._dispatch.submit(change.key, change.tp, change.tenant, hold)
+            self._dispatch.submit(change, hold)
             self._leases.need_lease(change.tp)
+        elif offer.waits and self._dispatch.replace(change):
+            _, replaced = self._coalescer.promote(change.key)
+            if replaced is not None:
+                self.resolve(replaced.record, Resolution.REPLACED)
 
     def resolve(self, record: Record, why: Resolution) -> None:
         """``record`` is done with (``why``): its offset may be committed past."""
@@ -132,42 +141,34 @@ class Ledger:
         self._hooks.dead_letter_written(DeadLettered(failure.stage))
         self.resolve(record, Resolution.DEAD_LETTERED)
 
-    # -- out (the deliverer's work source) -----------------------------------------------------
-    def claim(self, key: str) -> OrderChange | None:
-        """The key's newest change, about to be sent, checked against the vendor model now (a change
-        replaced before it is sent is never validated); the change it replaces is resolved. An invalid
-        change is dead-lettered (stage ``validate``) and the key's next change, if any, is claimed."""
-        while True:
-            change, replaced = self._coalescer.claim(key)
-            if replaced is not None:
-                self.resolve(replaced.record, Resolution.REPLACED)
-            if change is None:
-                return None
-            try:
-                check(change, self._dispatch.vendor_of(change.tenant))
-            except InputError as exc:
-                now = self._clock.wall()
-                failure = Failure(exc, exc.stage, change.external_id, 0, now, now, change.tenant or None)
-                self.dead_letter(change.record, failure)
-                if self._coalescer.finish(key, delivered=False) is None:
-                    return None
-                continue
-            for field in change.unknown:
-                self._unknown_field(field, change)
-            return change
-
-    def report(self, outcome: Outcome) -> bool:
-        """Resolve what ``outcome`` ended; True when the key has a newer change to send."""
+    # -- back (the deliverer's work source) ----------------------------------------------------
+    def report(self, outcome: Outcome) -> OrderChange | None:
+        """Resolve what ``outcome`` ended; the key's next change to send, if it has one."""
         change = outcome.change
         if outcome.kind is OutcomeKind.ABANDONED or change is None:
-            return False  # unresolved: the partition's next owner reads it again
+            return None  # unresolved: the partition's next owner reads it again
         key = outcome.key
         if outcome.kind is OutcomeKind.DELIVERED:
             if debug_enabled():
                 log.debug("delivered", external_id=change.external_id, op=change.op, **change.record.where())
+            for field in change.unknown:
+                self._unknown_field(field, change)
             self.resolve(change.record, Resolution.DELIVERED)
-            return self._coalescer.finish(key, delivered=True) is not None
+            return self._coalescer.finish(key, delivered=True)
         error = outcome.error or RuntimeError("failed")
+        if outcome.kind is OutcomeKind.INVALID:  # never sent: not the vendor's answer, the input's fault
+            stage = error.stage if isinstance(error, InputError) else Stage.VALIDATE
+            failure = Failure(
+                error,
+                stage,
+                change.external_id,
+                0,
+                outcome.first_failure_ts,
+                outcome.last_failure_ts,
+                change.tenant or None,
+            )
+            self.dead_letter(change.record, failure)
+            return self._coalescer.finish(key, delivered=False)
         if self._coalescer.has_waiting(key) and not self._settings.dlq.dead_letter_replaced:
             log.warning(
                 "failed_event_replaced",
@@ -187,7 +188,7 @@ class Ledger:
                 change.tenant or None,
             )
             self.dead_letter(change.record, failure)
-        return self._coalescer.finish(key, delivered=False, unknown=outcome.ambiguous) is not None
+        return self._coalescer.finish(key, delivered=False, unknown=outcome.ambiguous)
 
     def _unknown_field(self, field: str, change: OrderChange) -> None:
         self._hooks.unknown_field_forwarded(UnknownField(field))

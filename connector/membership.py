@@ -127,9 +127,9 @@ class Membership:
             await self.park.interrupt()
             await self.tenancy.drain(partitions, timeout=bound)
             for key in self.coalescer.drop_partitions(partitions):
-                current = self.coalescer.current(key)
+                current = self.coalescer.current(key)  # the only change its key has left
                 if current is not None:
-                    self.tenancy.submit(key, current.tp, current.tenant)
+                    self.tenancy.submit(current)
             tasks = [t for tp in sorted(partitions) if (p := self.assignment.get(tp)) for t in p.dead_letters]
             if tasks:
                 left = max(0.1, bound - (self.clock.monotonic() - started))

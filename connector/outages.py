@@ -3,7 +3,7 @@ call may start: feeding it each call's outcome, announcing its changes, telling 
 operation from a key that lost its scopes, and the read probe that asks which it is.
 
 The circuit itself is pure policy (``connector/circuit.py``); this part is its I/O side, split out of
-the deliverer so that the deliverer's workers read as the job's path (gate, claim, call, outcome)
+the deliverer so that the deliverer's workers read as the job's path (gate, check, call, outcome)
 while the rules for outages sit in one place. One per deliverer, so one per shop: its state is the
 kinds of operation found forbidden, and the circuit it owns.
 """

@@ -11,12 +11,13 @@ how each shop looks from outside (its series, its ``/tenants`` row, its circuit,
 :class:`~connector._tenantview.TenantView` (``_tenantview.py``).
 
 Without ``tenants.path`` there is one tenant, named ``""``, made of the ``sink`` section: the
-single-shop deployment, unchanged. With it, :meth:`Tenancy.locate` names each record's tenant from
-``tenants.route``, by its name or one of its ``aliases`` (a RouteError for a tenant not served: the
-event is dead-lettered with stage ``route``); a tenant's own mapping is the object compiled when its
-definition loaded (:meth:`Tenancy.mapping_of`); and the tenants file or directory is read again every
-``tenants.reload_seconds`` by the tenancy's :class:`~connector._reloads.Reloader` (``_reloads.py``),
-which opens and closes shops through the tenancy's :class:`~connector._reloads.Host` surface:
+single-shop deployment, unchanged. With it, the :attr:`Tenancy.router` names each record's tenant
+from ``tenants.route``, by its name or one of its ``aliases`` (a RouteError for a tenant not served:
+the event is dead-lettered with stage ``route``), and gives a tenant's own mapping, the object compiled
+when its definition loaded (the read path asks the router, never the tenancy); and the tenants file
+or directory is read again every ``tenants.reload_seconds`` by the tenancy's
+:class:`~connector._reloads.Reloader` (``_reloads.py``), which opens and closes shops through the
+tenancy's :class:`~connector._reloads.Host` surface:
 
 - an added tenant starts (its deliverer, sink and pacer) before its first event is routed;
 - a removed tenant is routed no more (its later events are dead-lettered, stage ``route``); what it
@@ -40,7 +41,7 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from random import Random
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from connector._reloads import Reloader
 from connector._router import Router
@@ -60,9 +61,9 @@ from connector.park import ShopHealth
 from connector.retry import RetryPolicy
 from connector.route import Route
 from connector.sinks import Sink
-from connector.structs import Record, TopicPartition
+from connector.structs import OrderChange, TopicPartition
 from connector.tenants import Tenant
-from connector.vendors import Target, target
+from connector.vendors import target
 
 log = get_logger("connector.tenancy")
 
@@ -201,6 +202,7 @@ class Tenancy:
                     policy.max_elapsed_seconds,
                     self._rng,
                 ),
+                target=target(settings.kind, settings.api_version),
                 max_in_flight=settings.max_in_flight,
                 max_retry_after=policy.max_retry_after_seconds,
                 linger=self._linger,
@@ -246,50 +248,49 @@ class Tenancy:
         return self._view.all_down(self._served)
 
     # -- routing ------------------------------------------------------------------------------
-    def locate(self, record: Record, data: Any) -> tuple[str, Target]:
-        """The tenant ``record`` belongs to, and its vendor and API version (many tenants; see
-        :meth:`Router.locate`): a RouteError when it names none, or one not served."""
-        return self._router.locate(record, data)
+    @property
+    def router(self) -> Router:
+        """Which shop each record is for, and its mapping (many tenants): what the read path asks,
+        kept current by this tenancy as shops open, close and are renamed."""
+        return self._router
 
     def canonical(self, name: str) -> str:
         """The tenant a name written earlier is now (see :meth:`Router.canonical`)."""
         return self._router.canonical(name)
-
-    def mapping_of(self, tenant: str) -> FileMapping | FunctionMapping | None:
-        """The tenant's own mapping, as compiled when its definition loaded; None: the deployment's
-        applies."""
-        served = self._served.get(tenant)
-        return served.mapping if served is not None else None
-
-    def vendor_of(self, tenant: str) -> Target:
-        """The vendor and API version changes of ``tenant`` are checked against."""
-        served = self._served.get(tenant)
-        settings = served.settings if served is not None else self._settings.sink
-        return target(settings.kind, settings.api_version)
 
     def served(self) -> Mapping[str, Served]:
         """Every tenant being served (removed ones until they are closed), by name."""
         return self._served
 
     # -- delivery, for every tenant -----------------------------------------------------------
-    def submit(self, key: str, tp: TopicPartition, tenant: str, hold: float = 0.0) -> None:
-        """Start delivering ``key`` of ``tenant`` (not before ``hold`` seconds from now). A tenant
-        closed meanwhile (removed, its deliverer idle, while a change of it was on its way back from
-        a revoke) has its changes refused: they are dead-lettered."""
-        served = self._served.get(tenant)
+    def submit(self, change: OrderChange, hold: float = 0.0) -> None:
+        """Start delivering ``change``'s order with its tenant's deliverer (not before ``hold`` seconds
+        from now). A tenant closed meanwhile (removed, its deliverer idle, while a change of it was on
+        its way back from a revoke) has its changes refused: they are dead-lettered."""
+        served = self._served.get(change.tenant)
         if served is not None:
-            served.deliverer.submit(key, tp, hold)
-            return
-        error = RouteError(
-            f"tenant {tenant!r} is no longer served by this deployment (tenants.path); replay with "
-            f"`connector dlq redrive --tenant {tenant}` once it is",
-            tenant=tenant,
-        )
-        now = self._clock.wall()
+            served.deliverer.submit(change, hold)
+        else:
+            asyncio.get_running_loop().call_soon(self._refuse, change)
+
+    def replace(self, change: OrderChange) -> bool:
+        """Hand a newer change to its order's job (see :meth:`Deliverer.replace`)."""
+        served = self._served.get(change.tenant)
+        return served is not None and served.deliverer.replace(change)
+
+    def _refuse(self, change: OrderChange | None) -> None:
+        """Fail ``change`` and every later change of its order for a tenant no longer served: told
+        as any delivery's end, a loop turn after it was submitted."""
         assert self._work is not None
-        while (change := self._work.claim(key)) is not None:
-            if not self._work.report(Outcome(OutcomeKind.FAILED, key, change, error, 0, now, now)):
-                return
+        now = self._clock.wall()
+        while change is not None:
+            tenant = change.tenant
+            error = RouteError(
+                f"tenant {tenant!r} is no longer served by this deployment (tenants.path); replay "
+                f"with `connector dlq redrive --tenant {tenant}` once it is",
+                tenant=tenant,
+            )
+            change = self._work.report(Outcome(OutcomeKind.FAILED, change.key, change, error, 0, now, now))
 
     # -- one shop's health and quiescence (what parking asks) ----------------------------------
     def names(self) -> list[str]:

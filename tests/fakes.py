@@ -31,6 +31,7 @@ class Vendor:
     def __init__(self) -> None:
         self.applied: list[OrderChange] = []
         self.calls = 0
+        self.called_at: list[float] = []  # the event loop's time of each call
         self.gate = asyncio.Event()
         self.gate.set()
         self.fail: BaseException | None = None
@@ -41,6 +42,7 @@ class Vendor:
 
     async def apply(self, change: OrderChange, prepaid: Prepaid | None = None) -> None:
         self.calls += 1
+        self.called_at.append(asyncio.get_running_loop().time())
         await self.gate.wait()
         if change.external_id in self.hang:
             await asyncio.Event().wait()  # until cancelled
@@ -128,13 +130,10 @@ class Member:
 
 
 class NoWork:
-    """A work source with nothing to send (``connector.deliver.WorkSource``)."""
+    """A work source with nothing more to send (``connector.deliver.WorkSource``)."""
 
-    def claim(self, key: str) -> OrderChange | None:
+    def report(self, outcome: Outcome) -> OrderChange | None:
         return None
-
-    def report(self, outcome: Outcome) -> bool:
-        return False
 
 
 class NoLinger:

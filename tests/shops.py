@@ -86,6 +86,7 @@ def shop(
         pacer=pacer,
         circuit=Circuit(),
         policy=RetryPolicy(),
+        target=None,
         max_in_flight=1,
         tenant=name,
     )

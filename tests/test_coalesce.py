@@ -31,38 +31,40 @@ def delivered(c: Coalescer, ch: OrderChange) -> OrderChange | None:
     """Offer ``ch`` to an idle key, send it, and report it delivered."""
     offer = c.offer(ch)
     assert offer.start
-    assert c.claim(ch.key) == (ch, None)
+    assert c.promote(ch.key) == (ch, None)
     return c.finish(ch.key, delivered=True)
 
 
 def test_first_change_of_a_key_starts_a_job() -> None:
-    """A key with nothing in flight needs a job at once; the claim hands out that change."""
+    """A key with nothing in flight needs a job at once; promoting hands out that change."""
     c = Coalescer()
     first = change("a", 0, 1)
     assert c.offer(first).start
-    assert c.claim("a") == (first, None)
+    assert c.promote("a") == (first, None)
 
 
 def test_newer_change_replaces_the_waiting_one() -> None:
     """While a call is in flight, the newest change waits and older waiting ones are replaced."""
     c = Coalescer()
     c.offer(change("a", 0, 1))
-    c.claim("a")
+    c.promote("a")
     second, third = change("a", 1, 2), change("a", 2, 3)
     assert c.offer(second).resolved == ()
     offer = c.offer(third)
     assert not offer.start
     assert offer.resolved == ((second, Resolution.REPLACED),)
+    assert offer.waits, "the newest change waits behind the current one"
 
 
-def test_claim_takes_the_newest_change_of_the_key() -> None:
-    """A job claims its key's newest change when it is about to send: one call for many events."""
+def test_promoting_takes_the_newest_change_of_the_key() -> None:
+    """While nothing of its key is in flight, the newest change takes the current one's place: one
+    call for many events."""
     c = Coalescer()
     first, second = change("a", 0, 1), change("a", 1, 2)
     c.offer(first)
     c.offer(second)
-    assert c.claim("a") == (second, first)
-    assert c.claim("a") == (second, None)
+    assert c.promote("a") == (second, first)
+    assert c.promote("a") == (second, None)
     assert c.waiting == 0
 
 
@@ -71,7 +73,7 @@ def test_finish_hands_over_to_the_waiting_change() -> None:
     c = Coalescer()
     first, second = change("a", 0, 1), change("a", 1, 2)
     c.offer(first)
-    c.claim("a")
+    c.promote("a")
     c.offer(second)
     assert c.finish("a", delivered=True) is second
     assert c.finish("a", delivered=True) is None
@@ -107,7 +109,7 @@ def test_failed_call_does_not_count_as_delivered() -> None:
     c = Coalescer()
     first = change("a", 0, 1, "p")
     c.offer(first)
-    c.claim("a")
+    c.promote("a")
     c.finish("a", delivered=False)
     assert c.offer(change("a", 1, 1, "p")).start
 
@@ -171,7 +173,7 @@ def test_last_change_sent_per_key_is_the_latest_received(ops: list[tuple[str, bo
     sent: dict[str, list[int]] = {}
 
     def start(key: str) -> None:
-        ch, _ = c.claim(key)
+        ch, _ = c.promote(key)
         assert ch is not None
         assert key not in in_flight, "two calls in flight for one key"
         in_flight[key] = ch
@@ -204,7 +206,7 @@ def test_an_event_older_than_a_change_that_failed_is_still_stale() -> None:
     c = Coalescer()
     failed = change("a", 1, 10)
     c.offer(failed)
-    c.claim("a")
+    c.promote("a")
     c.finish("a", delivered=False)
     older = change("a", 2, 5)
     assert c.offer(older).resolved == ((older, Resolution.STALE),)
@@ -223,7 +225,7 @@ def test_a_tenant_taken_out_for_parking_leaves_the_others_and_its_marks() -> Non
     delivered(c, _for("x", change("k0", 0, 1, partition=0)))
     first, newer = _for("x", change("k1", 3, 1)), _for("x", change("k1", 5, 2))
     c.offer(first)
-    c.claim("x/k1")
+    c.promote("x/k1")
     c.offer(newer)
     early = _for("x", change("k2", 1, 1))
     c.offer(early)
@@ -285,14 +287,14 @@ def test_after_a_request_of_unknown_outcome_nothing_is_skipped_as_identical() ->
     delivered(c, change("a", 0, None, "s7"))
     newest = change("a", 2, None, "poison")
     c.offer(newest)
-    c.claim("a")
+    c.promote("a")
     c.finish("a", delivered=False, unknown=True)
     revert = change("a", 3, None, "s7")
     assert c.offer(revert).start
     known = Coalescer()
     delivered(known, change("a", 0, None, "s7"))
     known.offer(newest)
-    known.claim("a")
+    known.promote("a")
     known.finish("a", delivered=False)
     assert known.offer(change("a", 3, None, "s7")).resolved[0][1] is Resolution.IDENTICAL
 
@@ -311,7 +313,7 @@ def _debezium_resends(c: Coalescer) -> list[Resolution | str]:
         offer = c.offer(ch)
         out.append("sent" if offer.start else offer.resolved[0][1])
         if offer.start:
-            c.claim("a")
+            c.promote("a")
             c.finish("a", delivered=True)
     return out
 
@@ -338,7 +340,7 @@ def test_a_tombstone_arriving_while_its_delete_is_pending_lends_it_its_place_not
     c = Coalescer()
     delivered(c, change("a", 1, 7, "v7"))
     c.offer(deletion("a", 3, 9))
-    c.claim("a")
+    c.promote("a")
     tombstone = deletion("a", 4, None)
     assert c.offer(tombstone).resolved == ((tombstone, Resolution.IDENTICAL),)
     assert c.offer(late := change("a", 5, 6, "v6")).resolved == ((late, Resolution.STALE),)

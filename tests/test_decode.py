@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from connector.decode import check, decode
+from connector.conform import check
+from connector.decode import decode
 from connector.errors import DecodeError, InputError, OrderValidationError
 from connector.models import parse_timestamp
 from connector.samples import envelope, order_body

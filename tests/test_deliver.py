@@ -1,9 +1,11 @@
 """The deliverer, on virtual time. With the real Loop client against a scripted vendor: a 429 is a
 pacing signal, never an outage, and never the event's fault; a Retry-After longer than the connector
 waits is an outage. With a vendor client and a work source of our own (``WorkSource``, ``Linger``): a
-job claims its order's newest change only once it may send, goes on while its order has more, holds
-its order ``settle_seconds`` after an ambiguous failure, retries by the error's class, lingers while
-its partition is behind, and is abandoned (reported, unresolved) by a drain or a close."""
+job sends its order's newest change once it may send (newer changes handed to it replace the one it
+holds while nothing is in flight, and wait for its report while a call is), checks it against the
+vendor model only then, goes on while its order has more, holds its order ``settle_seconds`` after an
+ambiguous failure, retries by the error's class, lingers while its partition is behind, and is
+abandoned (reported, unresolved) by a drain or a close."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from connector.metrics import Metrics
 from connector.pacing import Pacer
 from connector.retry import RetryPolicy
 from connector.structs import OrderChange, Record, TopicPartition
-from connector.vendors import make_sink
+from connector.vendors import Target, make_sink, target
 from tests.fakes import Vendor
 from tests.sim.loop import VirtualTimeLoop
 
@@ -79,14 +81,11 @@ def deliver(
         class Work:
             """Each order's one change, until its delivery ends (``connector.deliver.WorkSource``)."""
 
-            def claim(self, key: str) -> OrderChange | None:
-                return pending.get(key)
-
-            def report(self, outcome: Outcome) -> bool:
+            def report(self, outcome: Outcome) -> OrderChange | None:
                 run.outcomes.append(outcome)
                 if outcome.kind is not OutcomeKind.ABANDONED:
                     pending.pop(outcome.key, None)
-                return False
+                return None
 
         def circuit_changed(tenant: str, state: State) -> None:
             run.circuit.append((loop.time() - START, state))
@@ -101,13 +100,14 @@ def deliver(
             pacer=pacer,
             circuit=Circuit(window=10, min_calls=5, failure_ratio=0.5, probe_interval=1.0),
             policy=RetryPolicy(base_seconds=0.1, cap_seconds=1.0, max_attempts=3, rng=Random(2)),
+            target=None,
             max_in_flight=2,
             max_retry_after=max_retry_after,
             on_circuit=circuit_changed,
         )
         async with sink, deliverer:
-            for key, change in list(pending.items()):
-                deliverer.submit(key, change.tp)
+            for change in list(pending.values()):
+                deliverer.submit(change)
             deadline = loop.time() + 600
             while pending and loop.time() < deadline:
                 await asyncio.sleep(0.5)
@@ -190,38 +190,42 @@ TP = TopicPartition("orders", 0)
 
 
 class Orders:
-    """A work source of our own (``connector.deliver.WorkSource``): each key's changes in the order
-    they came; a claim takes the newest (the older ones are noted as replaced, never sent)."""
+    """A work source of our own (``connector.deliver.WorkSource``), fed as the ledger feeds a
+    deliverer: a key's first change starts its job; a newer one is handed to the job, which takes it
+    while nothing of the key is in flight (the one it held is replaced, never sent), else it waits
+    here for the job's report, whose answer hands it out."""
 
     def __init__(self) -> None:
-        self.pending: dict[str, list[OrderChange]] = {}
-        self.claims: list[tuple[float, str]] = []  # (virtual time, key)
+        self.deliverer: Deliverer | None = None
+        self.current: dict[str, OrderChange] = {}  # what each key's job holds
+        self.waiting: dict[str, OrderChange] = {}
         self.replaced: list[OrderChange] = []
         self.outcomes: list[Outcome] = []
 
-    def add(self, key: str, offset: int, status: str = "active") -> OrderChange:
+    def add(self, key: str, offset: int, status: str = "active", hold: float = 0.0) -> OrderChange:
+        assert self.deliverer is not None
         record = Record(TP.topic, TP.partition, offset, key.encode(), b"{}")
         change = OrderChange(record, key, "upsert", {"external_id": key, "status": status})
-        self.pending.setdefault(key, []).append(change)
+        if key not in self.current:
+            self.current[key] = change
+            self.deliverer.submit(change, hold)
+        elif self.deliverer.replace(change):
+            self.replaced.append(self.current[key])
+            self.current[key] = change
+        else:
+            if key in self.waiting:
+                self.replaced.append(self.waiting[key])
+            self.waiting[key] = change
         return change
 
-    def claim(self, key: str) -> OrderChange | None:
-        self.claims.append((asyncio.get_running_loop().time() - START, key))
-        changes = self.pending.get(key)
-        if not changes:
-            return None
-        self.replaced += changes[:-1]
-        del changes[:-1]
-        return changes[0]
-
-    def report(self, outcome: Outcome) -> bool:
+    def report(self, outcome: Outcome) -> OrderChange | None:
         self.outcomes.append(outcome)
-        if outcome.kind is OutcomeKind.ABANDONED:
-            return False
-        changes = self.pending.get(outcome.key, [])
-        if changes and changes[0] is outcome.change:
-            changes.pop(0)
-        return bool(changes)
+        following = self.waiting.pop(outcome.key, None)
+        if outcome.kind is OutcomeKind.ABANDONED or following is None:
+            self.current.pop(outcome.key, None)
+            return None
+        self.current[outcome.key] = following
+        return following
 
     def kinds(self) -> list[tuple[str, OutcomeKind]]:
         return [(o.key, o.kind) for o in self.outcomes]
@@ -249,7 +253,11 @@ class Desk:
 
 
 def desk(
-    max_in_flight: int = 2, settle: float = 2.0, linger: Behind | None = None, linger_seconds: float = 0.0
+    max_in_flight: int = 2,
+    settle: float = 2.0,
+    linger: Behind | None = None,
+    linger_seconds: float = 0.0,
+    target: Target | None = None,
 ) -> Desk:
     clock = Clock()
     fence = Fence(clock, lease_seconds=float("inf"), settle_seconds=settle)
@@ -267,11 +275,18 @@ def desk(
         pacer=pacer,
         circuit=Circuit(window=10, min_calls=5, failure_ratio=0.5, probe_interval=1.0),
         policy=RetryPolicy(base_seconds=0.1, cap_seconds=0.5, max_attempts=3, rng=Random(2)),
+        target=target,
         max_in_flight=max_in_flight,
         linger=linger,
         linger_seconds=linger_seconds,
     )
+    orders.deliverer = deliverer
     return Desk(vendor, orders, deliverer, fence, metrics)
+
+
+def sent_at(d: Desk) -> list[float]:
+    """When each call of the vendor started, in seconds from the start."""
+    return [t - START for t in d.vendor.called_at]
 
 
 def on_virtual_time(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -288,23 +303,82 @@ async def until(condition: Callable[[], object], within: float = 60.0) -> None:
         await asyncio.sleep(0.01)
 
 
-def test_a_job_claims_its_orders_newest_change_only_once_it_may_send() -> None:
-    """Submitted with a hold of two seconds, A1's job claims when the hold is over: the changes that
-    came meanwhile are one call, the newest; the older ones are never sent."""
+def test_a_job_sends_its_orders_newest_change_once_it_may_send() -> None:
+    """Submitted with a hold of two seconds, A1's job sends when the hold is over: the changes handed
+    to it meanwhile are one call, the newest; the older ones are never sent."""
 
     async def scenario() -> None:
         d = desk()
         async with d.deliverer:
-            d.orders.add("A1", 0, "active")
-            d.deliverer.submit("A1", TP, hold=2.0)
+            d.orders.add("A1", 0, "active", hold=2.0)
             await asyncio.sleep(1.0)
             d.orders.add("A1", 1, "archived")
             newest = d.orders.add("A1", 2, "cancelled")
             await until(lambda: d.orders.outcomes)
-            assert [t for t, _ in d.orders.claims] == [pytest.approx(2.0, abs=0.05)]
+            assert sent_at(d) == [pytest.approx(2.0, abs=0.05)]
             assert d.vendor.applied == [newest]
             assert [c.record.offset for c in d.orders.replaced] == [0, 1]
             assert d.orders.kinds() == [("A1", OutcomeKind.DELIVERED)]
+
+    on_virtual_time(scenario)
+
+
+def test_a_newer_change_waits_while_a_call_of_its_order_is_in_flight() -> None:
+    """The job does not take a change while it is sending: the call in flight ends with the change it
+    sent (delivered), and the report's answer, the newest of those that came meanwhile, is sent next
+    with a history of its own."""
+
+    async def scenario() -> None:
+        d = desk(max_in_flight=1)
+        async with d.deliverer:
+            d.vendor.gate.clear()
+            first = d.orders.add("A1", 0, "active")
+            await until(lambda: d.vendor.calls == 1)
+            d.orders.add("A1", 1, "archived")
+            assert d.deliverer.replace(d.orders.waiting["A1"]) is False, "in flight: it waits"
+            d.orders.add("A1", 2, "cancelled")
+            d.vendor.gate.set()
+            await until(lambda: len(d.orders.outcomes) == 2)
+            assert d.orders.outcomes[0].change is first
+            assert d.vendor.sent() == [("A1", "active"), ("A1", "cancelled")]
+            assert [c.record.offset for c in d.orders.replaced] == [1]
+            assert [o.attempts for o in d.orders.outcomes] == [1, 1]
+
+    on_virtual_time(scenario)
+
+
+def test_a_key_without_a_job_takes_no_change() -> None:
+    """Nothing to replace: the ledger keeps the change (and starts a job when it may)."""
+
+    async def scenario() -> None:
+        d = desk()
+        async with d.deliverer:
+            record = Record(TP.topic, TP.partition, 0, b"Z9", b"{}")
+            assert not d.deliverer.replace(OrderChange(record, "Z9", "upsert", {"external_id": "Z9"}))
+            assert d.deliverer.pending == 0
+
+    on_virtual_time(scenario)
+
+
+def test_a_change_that_does_not_fit_the_vendor_model_is_reported_never_sent() -> None:
+    """Checked against the Loop model only once it may be sent: an order whose ``created_at`` is not a
+    timestamp is reported ``INVALID`` (never sent, no attempt counted; the ledger dead-letters it),
+    and its order's next change is delivered."""
+
+    async def scenario() -> None:
+        d = desk(max_in_flight=1, target=target("loop"))
+        async with d.deliverer:
+            d.orders.add("A1", 0).body["created_at"] = "yesterday"
+            await until(lambda: d.orders.outcomes)
+            [invalid] = d.orders.outcomes
+            assert (invalid.kind, invalid.attempts) == (OutcomeKind.INVALID, 0)
+            assert "invalid order" in str(invalid.error)
+            assert d.vendor.calls == 0, "never sent"
+            assert d.deliverer.pending == 0
+            valid = d.orders.add("A1", 1)
+            await until(lambda: len(d.orders.outcomes) == 2)
+            assert d.orders.kinds()[-1] == ("A1", OutcomeKind.DELIVERED)
+            assert d.vendor.applied == [valid]
 
     on_virtual_time(scenario)
 
@@ -315,7 +389,6 @@ def test_a_job_goes_on_while_its_order_has_more_to_send_then_ends() -> None:
         async with d.deliverer:
             d.vendor.gate.clear()
             d.orders.add("A1", 0, "active")
-            d.deliverer.submit("A1", TP)
             await until(lambda: d.vendor.calls == 1)
             d.orders.add("A1", 1, "archived")
             d.vendor.gate.set()
@@ -323,7 +396,7 @@ def test_a_job_goes_on_while_its_order_has_more_to_send_then_ends() -> None:
             assert d.vendor.sent() == [("A1", "active"), ("A1", "archived")]
             assert d.deliverer.pending == 0
             await asyncio.sleep(1.0)
-            assert len(d.orders.claims) == 2, "its job ended: no claim more"
+            assert d.vendor.calls == 2, "its job ended: no call more"
 
     on_virtual_time(scenario)
 
@@ -337,17 +410,15 @@ def test_after_an_ambiguous_failure_its_order_waits_settle_seconds_and_the_fence
         async with d.deliverer:
             d.vendor.refuse["A1"] = SinkTimeout("no answer in time")
             d.orders.add("A1", 0)
-            d.deliverer.submit("A1", TP)
             await until(lambda: d.vendor.calls == 1)
-            first = d.orders.claims[0][0]
+            first = sent_at(d)[0]
             assert d.fence.settle_by(TP, None) >= START + first + 2.0
             del d.vendor.refuse["A1"]
             await until(lambda: d.orders.outcomes)
             assert d.vendor.calls == 2
             [outcome] = d.orders.outcomes
             assert (outcome.kind, outcome.attempts) == (OutcomeKind.DELIVERED, 2)
-            assert len(d.orders.claims) == 2
-            assert d.orders.claims[1][0] >= first + 2.0
+            assert sent_at(d)[1] >= first + 2.0
 
     on_virtual_time(scenario)
 
@@ -362,8 +433,6 @@ def test_a_refused_change_is_reported_at_once_and_a_failing_one_after_max_attemp
             d.vendor.refuse = {"A1": RejectedError("422", status=422), "B1": ServerError("500", status=500)}
             d.orders.add("A1", 0)
             d.orders.add("B1", 1)
-            d.deliverer.submit("A1", TP)
-            d.deliverer.submit("B1", TP)
             await until(lambda: len(d.orders.outcomes) == 2)
             by_key = {o.key: o for o in d.orders.outcomes}
             assert (by_key["A1"].kind, by_key["A1"].attempts) == (OutcomeKind.FAILED, 1)
@@ -387,8 +456,6 @@ def test_a_drain_abandons_what_waits_and_cancels_what_is_in_flight_after_its_tim
             d.vendor.hang.add("A1")
             d.orders.add("A1", 0)
             d.orders.add("B1", 1)
-            d.deliverer.submit("A1", TP)
-            d.deliverer.submit("B1", TP)
             await until(lambda: d.vendor.calls == 1)
             started = loop.time()
             await d.deliverer.drain({TP}, timeout=1.0)
@@ -396,10 +463,10 @@ def test_a_drain_abandons_what_waits_and_cancels_what_is_in_flight_after_its_tim
             assert sorted(d.orders.kinds()) == [("A1", OutcomeKind.ABANDONED), ("B1", OutcomeKind.ABANDONED)]
             assert d.fence.settle_by(TP, None) >= started + 1.0 + 2.0
             assert d.deliverer.pending == 0
-            d.deliverer.submit("B1", TP)
+            d.orders.add("B1", 2)
             assert d.orders.kinds()[-1] == ("B1", OutcomeKind.ABANDONED)
             d.deliverer.undrain({TP})
-            d.deliverer.submit("B1", TP)
+            d.orders.add("B1", 3)
             await until(lambda: d.orders.kinds()[-1] == ("B1", OutcomeKind.DELIVERED))
             assert d.vendor.sent() == [("B1", "active")]
 
@@ -415,14 +482,12 @@ def test_a_job_lingers_while_its_partition_is_far_behind_its_log_end() -> None:
         d = desk(linger=behind, linger_seconds=3.0)
         async with d.deliverer:
             d.orders.add("A1", 0)
-            d.deliverer.submit("A1", TP)
             await until(lambda: d.orders.outcomes)
-            assert d.orders.claims[0][0] == pytest.approx(3.0, abs=0.15)
+            assert sent_at(d)[0] == pytest.approx(3.0, abs=0.15)
             behind.now = False
             d.orders.add("B1", 1)
-            d.deliverer.submit("B1", TP)
             await until(lambda: len(d.orders.outcomes) == 2)
-            assert d.orders.claims[1][0] - d.orders.claims[0][0] < 0.1
+            assert sent_at(d)[1] - sent_at(d)[0] < 0.1
 
     on_virtual_time(scenario)
 
@@ -434,8 +499,6 @@ def test_closing_the_deliverer_abandons_every_job_it_holds() -> None:
             d.vendor.hang.add("A1")
             d.orders.add("A1", 0)
             d.orders.add("B1", 1)
-            d.deliverer.submit("A1", TP)
-            d.deliverer.submit("B1", TP)
             await until(lambda: d.vendor.calls == 1)
         assert sorted(d.orders.kinds()) == [("A1", OutcomeKind.ABANDONED), ("B1", OutcomeKind.ABANDONED)]
         assert d.deliverer.pending == 0

@@ -1,4 +1,4 @@
-"""The ledger, driven through its public surface (offer, claim, report, resolve, dead-letter) with the
+"""The ledger, driven through its public surface (offer, report, resolve, dead-letter) with the
 parts around it simulated: the coalescer, the partitions' watermarks and the dead-letter publisher are
 the real ones; the shops (``Dispatch``), the parking scans (``Parked``), the membership (``Leases``)
 and the dead-letter topic are our own. Every record is tracked in its partition before it is offered,
@@ -15,16 +15,17 @@ import pytest
 
 from connector.coalesce import Coalescer, Resolution
 from connector.config import DlqSettings, Settings
+from connector.conform import check
 from connector.constants import H_STAGE
 from connector.deadletter import DeadLetterPublisher
 from connector.decode import decode
 from connector.deliver import Outcome, OutcomeKind
-from connector.errors import RejectedError, SinkTimeout
+from connector.errors import InputError, RejectedError, SinkTimeout
 from connector.ledger import Ledger
 from connector.metrics import Metrics
 from connector.ownership import Assignment
 from connector.structs import OrderChange, Record, TopicPartition
-from connector.vendors import Target, target
+from connector.vendors import target
 
 TP = TopicPartition("orders", 0)
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -58,18 +59,23 @@ class DeadLetterTopic:
 
 
 class Shops:
-    """Where orders get their jobs (``connector.ledger.Dispatch``): every job asked for, and the vendor
-    every change is checked against."""
+    """Where orders get their jobs (``connector.ledger.Dispatch``): every job started, and every
+    newer change handed to a job; a job takes it unless ``busy`` (a call of its order in flight)."""
 
-    def __init__(self, kind: str = "loop", api_version: str = "") -> None:
+    def __init__(self) -> None:
         self.jobs: list[tuple[str, TopicPartition, str, float]] = []
-        self.vendor = target(kind, api_version)
+        self.holds: dict[str, OrderChange] = {}  # what each order's job would send next
+        self.busy = False
 
-    def submit(self, key: str, tp: TopicPartition, tenant: str, hold: float = 0.0) -> None:
-        self.jobs.append((key, tp, tenant, hold))
+    def submit(self, change: OrderChange, hold: float = 0.0) -> None:
+        self.jobs.append((change.key, change.tp, change.tenant, hold))
+        self.holds[change.key] = change
 
-    def vendor_of(self, tenant: str) -> Target:
-        return self.vendor
+    def replace(self, change: OrderChange) -> bool:
+        if self.busy or change.key not in self.holds:
+            return False
+        self.holds[change.key] = change
+        return True
 
 
 class Scans:
@@ -163,18 +169,60 @@ def failed(change: OrderChange, error: BaseException, ambiguous: bool = False) -
     return Outcome(OutcomeKind.FAILED, change.key, change, error, 3, 1.0, 2.0, ambiguous)
 
 
+def invalid(change: OrderChange) -> Outcome:
+    """What the deliverer reports for a change the vendor model refuses (it checks before sending)."""
+    try:
+        check(change, target("loop"))
+    except InputError as exc:
+        return Outcome(OutcomeKind.INVALID, change.key, change, exc, 0, 1.0, 1.0)
+    raise AssertionError("the vendor model accepts it")
+
+
 # -- offer --------------------------------------------------------------------------------------------
 def test_an_order_without_a_job_gets_one_and_its_partition_a_lease() -> None:
     """The first change of an order starts its job (with the hold asked for) and asks the membership
-    for a lease on its partition; a newer change of the same order waits in that job."""
+    for a lease on its partition; a newer change of the same order goes to that job."""
     books = Books()
     first = books.read("A1", 1)
     books.ledger.offer(first, hold=2.5)
-    books.offer("A1", 2)
+    second = books.offer("A1", 2)
     books.offer("B1", 1)
     assert books.shops.jobs == [("A1", TP, "", 2.5), ("B1", TP, "", 0.0)]
+    assert books.shops.holds["A1"] is second
     assert books.leases.asked == [TP, TP]
-    assert books.offsets.committable() == 0, "nothing resolved yet"
+
+
+def test_a_change_its_job_takes_resolves_the_one_it_held_as_replaced() -> None:
+    """Nothing of A1 in flight: its job takes each newer change, and the change it held is resolved
+    *replaced* at once (never sent, never judged against the vendor model: nothing is dead-lettered),
+    so its offset may be committed past while the newest waits for its call."""
+    books = Books()
+    broken = books.offer("A1", 1, status="shipped")  # not a Loop status: never judged
+    books.offer("A1", 2, status="archived")
+    newest = books.offer("A1", 3, status="active")
+    assert books.shops.holds["A1"] is newest
+    assert not broken.validated
+    assert books.resolved(Resolution.REPLACED) == 2
+    assert books.offsets.committable() == 2, "the replaced offsets are resolved, the newest not yet"
+    assert books.ledger.report(delivered(newest)) is None
+    assert books.offsets.committable() == 3
+
+
+def test_a_change_waits_while_a_call_of_its_order_is_in_flight_and_is_the_reports_answer() -> None:
+    """A1 is being sent: a newer A1 waits (the newest of those that came), resolved *replaced* only
+    when an even newer one takes its place; the report of the call in flight answers with it."""
+    books = Books()
+    first = books.offer("A1", 1)
+    books.shops.busy = True
+    books.offer("A1", 2)
+    third = books.offer("A1", 3)
+    assert books.shops.holds["A1"] is first, "the job keeps what it is sending"
+    assert books.resolved(Resolution.REPLACED) == 1
+    assert books.ledger.report(delivered(first)) is third
+    assert books.offsets.committable() == 2
+    assert books.ledger.report(delivered(third)) is None
+    assert books.offsets.committable() == 3
+    assert books.resolved(Resolution.DELIVERED) == 2
 
 
 def test_an_older_or_identical_event_is_resolved_at_once_without_a_job() -> None:
@@ -182,8 +230,7 @@ def test_an_older_or_identical_event_is_resolved_at_once_without_a_job() -> None
     identical: both resolved (their offsets may be committed past) with no call and no job."""
     books = Books()
     sent = books.offer("A1", 5)
-    assert books.ledger.claim("A1") is sent
-    assert books.ledger.report(delivered(sent)) is False
+    assert books.ledger.report(delivered(sent)) is None
     books.offer("A1", 3)
     books.offer("A1", 5)
     assert books.shops.jobs == [("A1", TP, "", 0.0)]
@@ -193,32 +240,18 @@ def test_an_older_or_identical_event_is_resolved_at_once_without_a_job() -> None
     assert (books.resolved(Resolution.STALE), books.resolved(Resolution.IDENTICAL)) == (1, 1)
 
 
-# -- claim --------------------------------------------------------------------------------------------
-async def test_a_change_replaced_before_it_is_sent_is_never_validated() -> None:
-    """A1 as of second 1 breaks the vendor model, but A1 as of second 2 is read before A1's job
-    claims: the newest is claimed, the broken one is resolved as replaced, and never judged (nothing
-    is dead-lettered)."""
+# -- report -------------------------------------------------------------------------------------------
+async def test_an_invalid_change_is_dead_lettered_stage_validate_and_its_order_goes_on() -> None:
+    """Reported ``INVALID`` (the deliverer's check, before sending), a change that breaks the vendor
+    model is dead-lettered (stage ``validate``); its offset is resolved once the topic acknowledged
+    it. The order is not blocked: a change that waited behind it is the report's answer, and a later
+    one starts a job of its own."""
     books = Books()
     broken = books.offer("A1", 1, status="shipped")
-    newest = books.offer("A1", 2, status="active")
-    claimed = books.ledger.claim("A1")
-    assert claimed is newest
-    assert claimed.validated
-    assert not broken.validated
-    await books.written()
-    assert books.topic.written == []
-    assert books.resolved(Resolution.REPLACED) == 1
-    assert books.offsets.committable() == 1, "the replaced offset is resolved, the claimed one not yet"
-
-
-async def test_an_invalid_change_is_dead_lettered_stage_validate_and_its_order_goes_on() -> None:
-    """Claimed, a change that breaks the vendor model is dead-lettered (stage ``validate``) and nothing
-    is sent; its offset is resolved once the topic acknowledged it. The order is not blocked: its next
-    change starts a job of its own and is claimed."""
-    books = Books()
-    books.offer("A1", 1, status="shipped")
+    books.shops.busy = True
+    waited = books.offer("A1", 2, status="active")
     books.topic.gate.clear()
-    assert books.ledger.claim("A1") is None
+    assert books.ledger.report(invalid(broken)) is waited
     await asyncio.sleep(0)
     assert books.offsets.committable() == 0, "not resolved before the topic acknowledged it"
     assert len(books.part.dead_letters) == 1, "its partition knows the write is under way (a revoke waits)"
@@ -227,64 +260,30 @@ async def test_an_invalid_change_is_dead_lettered_stage_validate_and_its_order_g
     assert books.topic.stages() == ["validate"]
     assert books.dead_lettered("validate") == 1
     assert books.offsets.committable() == 1
-    newer = books.offer("A1", 2, status="active")
+    assert books.ledger.report(delivered(waited)) is None
+    books.offer("A1", 3, status="archived")
     assert [key for key, *_ in books.shops.jobs] == ["A1", "A1"]
-    assert books.ledger.claim("A1") is newer
-
-
-async def test_a_change_is_checked_against_the_vendor_of_its_shop() -> None:
-    """The vendor and API version are the shop's (``Dispatch.vendor_of``): Loop from 2026-10 requires
-    ``created_at``, so the same body passes for one shop and is dead-lettered for the other."""
-    books = Books(Shops("loop", "2026-10"))
-    books.offer("A1", 1)
-    assert books.ledger.claim("A1") is None
-    await books.written()
-    assert books.topic.stages() == ["validate"]
-    plain = Books(Shops("loop", "v1"))
-    change = plain.offer("A1", 1)
-    assert plain.ledger.claim("A1") is change
-
-
-def test_a_key_with_nothing_to_send_claims_nothing() -> None:
-    assert Books().ledger.claim("A1") is None
 
 
 def test_a_field_the_vendor_model_does_not_know_is_forwarded_and_counted() -> None:
-    """Claimed, a change with a field the model does not know is sent as it is, the field counted
-    (one series per field path)."""
+    """Delivered, a change with a field the model does not know (noted by the deliverer's check) was
+    sent as it is, the field counted (one series per field path)."""
     books = Books()
-    change = books.offer("A1", 1, gift_wrap=True)
-    books.offer("B1", 1, gift_wrap=False)
-    assert books.ledger.claim("A1") is change
-    assert books.ledger.claim("B1") is not None
-    assert change.unknown == ("order.gift_wrap",)
+    changes = [books.offer("A1", 1, gift_wrap=True), books.offer("B1", 1, gift_wrap=False)]
+    for change in changes:
+        check(change, target("loop"))
+        books.ledger.report(delivered(change))
+    assert changes[0].unknown == ("order.gift_wrap",)
     count = books.metrics.registry.get_sample_value(
         "connector_unknown_fields_total", {"field": "order.gift_wrap"}
     )
     assert count == 2
 
 
-# -- report -------------------------------------------------------------------------------------------
-def test_a_delivery_resolves_its_offset_and_says_whether_the_order_has_more() -> None:
-    """A1 delivered while a newer A1 waited: its offset is resolved, and the job goes on (True) with
-    the newer one, whose delivery ends it (False)."""
-    books = Books()
-    first = books.offer("A1", 1)
-    assert books.ledger.claim("A1") is first
-    second = books.offer("A1", 2)
-    assert books.ledger.report(delivered(first)) is True
-    assert books.offsets.committable() == 1
-    assert books.ledger.claim("A1") is second
-    assert books.ledger.report(delivered(second)) is False
-    assert books.offsets.committable() == 2
-    assert books.resolved(Resolution.DELIVERED) == 2
-
-
 async def test_a_change_that_failed_for_good_is_dead_lettered_stage_deliver() -> None:
     books = Books()
     change = books.offer("A1", 1)
-    assert books.ledger.claim("A1") is change
-    assert books.ledger.report(failed(change, RejectedError("422", status=422))) is False
+    assert books.ledger.report(failed(change, RejectedError("422", status=422))) is None
     await books.written()
     [(key, headers)] = books.topic.written
     assert (key, headers[H_STAGE]) == (b"A1", b"deliver")
@@ -300,10 +299,9 @@ async def test_a_failed_change_with_a_newer_one_waiting_is_replaced_unless_told_
     ``dlq.dead_letter_replaced``, dead-lettered all the same)."""
     books = Books(dead_letter_replaced=dead_letter_replaced)
     first = books.offer("A1", 1)
-    assert books.ledger.claim("A1") is first
+    books.shops.busy = True
     second = books.offer("A1", 2)
-    assert books.ledger.report(failed(first, RejectedError("422", status=422))) is True
-    assert books.ledger.claim("A1") is second
+    assert books.ledger.report(failed(first, RejectedError("422", status=422))) is second
     await books.written()
     assert books.topic.stages() == (["deliver"] if dead_letter_replaced else [])
     assert books.resolved(Resolution.REPLACED) == (0 if dead_letter_replaced else 1)
@@ -319,15 +317,13 @@ async def test_after_an_ambiguous_failure_nothing_is_skipped_as_identical_to_wha
     identical, skipped. Timed out, the vendor may hold either: it is sent."""
     books = Books()
     active = books.offer("A1", None, status="active")
-    assert books.ledger.claim("A1") is active
     books.ledger.report(delivered(active))
     archived = books.offer("A1", None, status="archived")
-    assert books.ledger.claim("A1") is archived
     error = SinkTimeout("timed out") if ambiguous else RejectedError("422", status=422)
-    assert books.ledger.report(failed(archived, error, ambiguous=ambiguous)) is False
+    assert books.ledger.report(failed(archived, error, ambiguous=ambiguous)) is None
     await books.written()
-    again = books.offer("A1", None, status="active")
-    assert books.ledger.claim("A1") is (again if ambiguous else None)
+    books.offer("A1", None, status="active")
+    assert len(books.shops.jobs) == (3 if ambiguous else 2)
     assert books.resolved(Resolution.IDENTICAL) == (0 if ambiguous else 1)
 
 
@@ -336,8 +332,7 @@ def test_an_abandoned_delivery_resolves_nothing() -> None:
     partition's next owner reads it again."""
     books = Books()
     change = books.offer("A1", 1)
-    assert books.ledger.claim("A1") is change
-    assert books.ledger.report(Outcome(OutcomeKind.ABANDONED, "A1", change)) is False
+    assert books.ledger.report(Outcome(OutcomeKind.ABANDONED, "A1", change)) is None
     assert books.offsets.committable() == 0
     assert books.ledger.take_counts() == {}
 

@@ -69,6 +69,7 @@ def test_a_served_shop_answers_to_its_name_its_shown_name_and_its_aliases() -> N
         pacer=pacer,
         circuit=Circuit(10, 5, 0.5, 1.0),
         policy=RetryPolicy(rng=Random(2)),
+        target=None,
         max_in_flight=1,
     )
     served = Served(

@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from connector.cli import build_parser
 from connector.config import MappingSettings, SinkSettings, load_settings
-from connector.decode import check, decode
+from connector.conform import check
+from connector.decode import decode
 from connector.errors import ConfigError, OrderValidationError
 from connector.mapping import Mapper
 from connector.pacing import Pacer

@@ -40,7 +40,7 @@ Mapping = FileMapping | FunctionMapping
 NATIVE_STEP = "as the connector's own envelope"
 """The name of the trace step holding the value a native producer would have written."""
 TenantMapping = Callable[[str], "Mapping | None"]
-"""A tenant's own mapping, compiled when the tenants loaded (``Tenancy.mapping_of``), or None to use
+"""A tenant's own mapping, compiled when the tenants loaded (``Router.mapping_of``), or None to use
 the deployment's."""
 
 

@@ -13,7 +13,7 @@ from typing import Self
 
 from connector import metadata as wire
 from connector.clock import Clock
-from connector.coalesce import Coalescer
+from connector.coalesce import Coalescer, Resolution
 from connector.config import Settings
 from connector.instruments import ParkHooks, ParkRefused
 from connector.logs import get_logger
@@ -64,11 +64,13 @@ class Parking:
         self._parking: dict[str, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._ledger: ParkLedger | None = None
 
     def connect(self, ledger: ParkLedger, reader: ParkReader, warmth: Warmth) -> None:
         """Where parked records are resolved and replayed ones go (the ledger), how they are read
         (the read path), and when a partition's replay may start (the membership, once its warm-up
         is over). These are built after parking; connected before it is entered."""
+        self._ledger = ledger
         self._writer.connect(ledger)
         if self.replay is not None:
             self.replay.connect(ledger, reader, warmth)
@@ -305,8 +307,12 @@ class Parking:
             self._shops.resume(tenant, room)
             # Replayed changes stay in the coalescer (they are on the parking topic already); their
             # jobs were dropped by the drain: they need one again.
-            for key, change in self._coalescer.slots_of(tenant, room):
-                self._shops.submit(key, change.tp, tenant)
+            for key, _ in self._coalescer.slots_of(tenant, room):
+                newest, replaced = self._coalescer.promote(key)
+                if replaced is not None and self._ledger is not None:
+                    self._ledger.resolve(replaced.record, Resolution.REPLACED)
+                if newest is not None:
+                    self._shops.submit(newest)
         log.warning(
             "tenant_parked",
             tenant=tenant,

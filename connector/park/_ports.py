@@ -54,8 +54,8 @@ class Shops(Protocol):
         """``tenant`` takes jobs of ``partitions`` again."""
         ...
 
-    def submit(self, key: str, tp: TopicPartition, tenant: str, hold: float = 0.0) -> None:
-        """Start delivering ``key`` (not before ``hold`` seconds from now)."""
+    def submit(self, change: OrderChange, hold: float = 0.0) -> None:
+        """Start delivering ``change``'s order (not before ``hold`` seconds from now)."""
         ...
 
 

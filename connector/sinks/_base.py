@@ -2,8 +2,8 @@
 
 Every HTTP request waits for a tick of the member's :class:`~connector.pacing.Pacer`, lookups and
 reads included, so an ``apply`` that needs several requests costs several ticks. The deliverer takes
-the tick for an attempt's first request itself (so that it claims the newest change only once the tick
-is granted) and hands it to ``apply`` as a :class:`Prepaid`, which the first request uses.
+the tick for an attempt's first request itself (so that a newer change handed to the job while it
+waits is the one sent) and hands it to ``apply`` as a :class:`Prepaid`, which the first request uses.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from connector.decode import describe_validation
+from connector.conform import describe_validation
 from connector.models import LoopCreateOrder, LoopOrder, LoopUpdateOrder
 from connector.vendors import vendor
 

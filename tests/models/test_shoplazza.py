@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from connector.decode import describe_validation
+from connector.conform import describe_validation
 from connector.models import ShoplazzaOrder, shoplazza_update_body
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "vendor" / "shoplazza-update-order.json"
