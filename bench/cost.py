@@ -8,6 +8,8 @@ K  distinct orders, API unthrottled, 1 ms latency: requests per connector CPU s,
 L  peak RSS holding a 1,000,000-event backlog (API at 300/min)
 M  request rate achieved while backlogged, at budgets of 5, 100 and 1,000 a second (and 429s)
 N  100,000 events / 5,000 orders at 100/s: wall time from process start, over the ideal (orders/budget)
+P  a preloaded backlog (20,000 events / 1,000 orders at 100/s, and 10,000 / 500 at 5/s) over 2, 4 and
+   8 partitions: calls per order, and the wall time to the last order's newest state over the ideal
 O  the mapping stage: J's backlog as Shopify order webhooks (examples/shopify), events per connector
    CPU s with no mapping (the same orders as native envelopes), the JMESPath mapping file and the
    Python mapping function; beside it, the stage alone in this process (read path, no Kafka)
@@ -278,6 +280,45 @@ def n_wall(bootstrap: str, n: int, keys: int, budget: float) -> Row:
     return f"N {n:,} events / {keys:,} orders at {budget:g}/s, from start", out[0], out[1], f"{ideal:.0f} s"
 
 
+def p_backlog(bootstrap: str, n: int, keys: int, budget: float, partitions: int, **extra: Any) -> Row:
+    """A preloaded backlog of ``n`` events for ``keys`` orders over ``partitions`` partitions at
+    ``budget`` a second (the connector alone): the calls it made per order (the sandbox's log, every
+    request counted) and the wall time from process start to the last order's newest state landing,
+    over the ideal (``keys / budget``)."""
+    data = events(n, keys)
+    ideal = keys / budget
+    want = {k.decode(): orjson_updated(v) for k, v in data}
+    topic = asyncio.run(topic_with(bootstrap, f"bench-p-{time.time_ns()}", data, partitions=partitions))
+    with sandbox(budget * 60) as url:
+        started_wall = time.time()
+        proc = start_connector(bootstrap, topic, url, SINK__RATE_LIMIT_PER_SECOND=budget, **extra)[0]
+
+        def synced(u: str = url) -> bool:
+            held = orders(u)
+            return all(held.get(k, {}).get("updated_at") == ts for k, ts in want.items())
+
+        try:
+            wait(synced, ideal * 3 + 30, 1.0)
+            log = requests_log(url)
+            landed = max(
+                r["ts"] for r in log if r["status"] == 200 and want.get(r["external_id"]) == r["updated_at"]
+            )
+            first = min(r["ts"] for r in log)
+            calls = sum(1 for r in log if r["status"] != 429)
+            refused = sum(1 for r in log if r["status"] == 429)
+            took = landed - started_wall
+            figure = (
+                f"{calls / keys:.3f} calls/order, {took:.1f} s = {took / ideal:.2f} x ideal "
+                f"(first call at {first - started_wall:.1f} s; from it {(landed - first) / ideal:.2f} x), "
+                f"{refused} x 429"
+            )
+        except TimeoutError:
+            figure = f"not synced after {ideal * 3 + 30:.0f} s"
+        stop(proc)
+    name = f"P backlog {n:,} / {keys:,} at {budget:g}/s, {partitions} partitions"
+    return name, figure, "", f"{ideal:.0f} s ideal"
+
+
 def shopify_events(
     n: int, keys: int
 ) -> tuple[list[tuple[bytes, bytes | None]], list[tuple[bytes, bytes | None]]]:
@@ -367,6 +408,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller figures, for a smoke run")
     parser.add_argument("--only", default="J,K,L,M,N,O", help="which benchmarks, e.g. --only J,M")
     parser.add_argument("--budgets", default="5,100,1000", help="M's budgets, requests a second")
+    parser.add_argument("--partitions", default="2,4,8", help="P's partition counts")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a connector setting for P (env name)",
+    )
+    parser.add_argument(
+        "--p-budgets", default="100,5", help="P's budgets (100: 20,000 / 1,000; 5: 10,000 / 500)"
+    )
     parser.add_argument(
         "--raw-consume", nargs=4, metavar=("BOOTSTRAP", "TOPIC", "N", "PARSE"), help=argparse.SUPPRESS
     )
@@ -394,6 +446,12 @@ def main() -> None:
             rows.append(n_wall(b, 10_000 if q else 100_000, 500 if q else 5_000, 100.0))
         if "O" in only:
             rows.extend(o_mapping(b, 20_000 if q else 200_000, 1_000))
+        if "P" in only:
+            for budget in map(float, args.p_budgets.split(",")):
+                keys = 1_000 if budget >= 100 else 500
+                for count in map(int, args.partitions.split(",")):
+                    extra = dict(item.split("=", 1) for item in args.set)
+                    rows.append(p_backlog(b, keys * 20, keys, budget, count, **extra))
     print(f"\n{'figure':58} {'connector':44} {'naive':44} raw limit / goal")
     for name, conn, naive, raw in rows:
         print(f"{name:58} {conn:44} {naive:44} {raw}")

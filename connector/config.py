@@ -223,7 +223,7 @@ class DeliverySettings(_Section):
     probe_interval_seconds: float = Field(5.0, gt=0)
     max_retry_after_seconds: float = Field(60.0, gt=0)
     linger_seconds: float = Field(5.0, ge=0)
-    linger_lag_records: int = Field(5_000, ge=1)
+    linger_lag_records: int = Field(0, ge=0)  # behind the log end by more than this: a backlog
     pace_topic: str = ""  # "": "<first of kafka.topics>.pace" (the members' cuts after 429s)
 
 

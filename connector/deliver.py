@@ -5,9 +5,9 @@ change (:meth:`Deliverer.submit`) and, while nothing of the key is in flight, ea
 place (:meth:`Deliverer.replace`), so a key costs one call however many events queued up behind it. A
 fixed pool of ``max_in_flight`` workers takes jobs from one FIFO queue (keys are served in the order
 they became ready, so the commit watermark keeps moving). Before each attempt a worker waits for the
-job's order to settle, for its partition to catch up (a *linger*: while the partition is more than
-``delivery.linger_lag_records`` behind its log end and reading is not paused, a new job waits up to
-``delivery.linger_seconds``, so that a backlog is read and coalesced before it is sent), for its
+job's order to settle, for its partition to catch up (a *linger*: while the partition has records not
+yet read and reading is not paused, a new job waits up to ``delivery.linger_seconds``, so that a
+backlog is read and coalesced before it is sent), for its
 partition's fence, for the outage :class:`~connector.circuit.Circuit` and for a tick of the
 :class:`~connector.pacing.Pacer`; only then is the change checked against the vendor model
 (:func:`connector.conform.check`: a change replaced before it is sent is never judged) and sent. A
@@ -115,7 +115,7 @@ class Linger(Protocol):
     def behind(self, tp: TopicPartition) -> bool: ...
 
 
-_LINGER_POLL_S = 0.1
+_LINGER_POLL_S = 0.05
 _BUSY = frozenset({JobState.IN_FLIGHT, JobState.DONE, JobState.ABANDONED})
 
 

@@ -209,10 +209,12 @@ class Membership:
         self.commit_soon.set()
 
     def behind(self, tp: TopicPartition) -> bool:
-        """Whether ``tp`` is still more than ``delivery.linger_lag_records`` records behind its log end
-        while reading goes on: a job of ``tp`` lingers then, as newer events of its key are likely yet
-        to be read. Never while reading is paused (the read-ahead bound, stopping), so a lingering job
-        can never be what holds reading back."""
+        """Whether ``tp`` has records not yet read (more than ``delivery.linger_lag_records``, by default
+        none) while reading goes on: a job of ``tp`` lingers then, as newer events of its key may be
+        among them, and reading them takes less than the ticks the calls would use (a backlog is read
+        in a fraction of a second per 10,000 records). Never while reading is paused (the read-ahead
+        bound, stopping), so a lingering job can never be what holds reading back; never when caught
+        up, so an event alone is sent at once."""
         part = self.assignment.get(tp)
         if self._paused or self.source is None or part is None or not part.sending:
             return False

@@ -1,9 +1,10 @@
 """The read path's decode: a record to the order change it stands for, cheaply.
 
 Only what coalescing needs is checked on read (full validation waits until the change is about to be
-sent, ``conform.py``, so a change replaced before it is sent is never judged). A record is read through the mapping
-stage when one is configured (or there are many tenants), and routed to its tenant when there are
-many. A record that can never be sent is dead-lettered through the ledger, stage named by its error.
+sent, ``conform.py``, so a change replaced before it is sent is never judged). A record is read
+through the mapping stage when one is configured (or there are many tenants), and routed to its
+tenant when there are many. A record that can never be sent is dead-lettered through the ledger,
+stage named by its error.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from typing import Any
 
 from connector.clock import SYSTEM_CLOCK
 from connector.coalesce import Coalescer
-from connector.config import KafkaSettings, Settings, SinkSettings
+from connector.config import DeliverySettings, KafkaSettings, Settings, SinkSettings
 from connector.fence import Fence
 from connector.membership import Membership, PauseReason
 from connector.metadata import CommitMeta, decode, encode
@@ -27,8 +27,8 @@ TP0 = TopicPartition("orders", 0)
 TP1 = TopicPartition("orders", 1)
 
 
-def membership(**kafka: Any) -> tuple[Membership, Fence, Metrics]:
-    settings = Settings(kafka=KafkaSettings(**kafka))
+def membership(delivery: dict[str, Any] | None = None, **kafka: Any) -> tuple[Membership, Fence, Metrics]:
+    settings = Settings(kafka=KafkaSettings(**kafka), delivery=DeliverySettings(**(delivery or {})))
     metrics = Metrics()
     fence = Fence(SYSTEM_CLOCK, lease_seconds=10.0, settle_seconds=0.0)
     coalescer = Coalescer()
@@ -198,24 +198,34 @@ async def test_on_stop_every_partition_is_handed_over_except_a_held_one() -> Non
     assert decode(source.stored[TP1][1]).meta.settle_by < SYSTEM_CLOCK.wall()
 
 
-async def test_a_partition_far_behind_its_log_end_makes_its_jobs_linger_unless_reading_is_paused() -> None:
-    """More than ``sink.linger_lag_records`` (5,000) records behind while reading goes on: newer
-    events of its orders are likely yet to be read, its jobs linger. Never while reading is paused
-    (a lingering job must never be what holds reading back), nor for a partition not owned."""
+async def test_a_partition_behind_its_log_end_makes_its_jobs_linger_unless_reading_is_paused() -> None:
+    """A record not yet read while reading goes on: a newer event of its orders may be among them, its
+    jobs linger. Never while reading is paused (a lingering job must never be what holds reading
+    back), nor for a partition not owned; caught up, never."""
     m, _, _ = membership(warmup_records=0)
     source = Member({TP0: (10, encode(CommitMeta(1.0)))}, ends={TP0: 10})
     await assigned(m, source, {TP0})
     assert not m.behind(TP0), "caught up"
-    source.ends[TP0] = 5_011
-    assert m.behind(TP0)
-    source.ends[TP0] = 5_010
-    assert not m.behind(TP0), "5,000 behind: not more"
+    source.ends[TP0] = 11
+    assert m.behind(TP0), "one record not yet read"
     source.ends[TP0] = 20_000
     m.set_paused(PauseReason.READ_AHEAD, True)
     assert not m.behind(TP0)
     m.set_paused(PauseReason.READ_AHEAD, False)
     assert m.behind(TP0)
     assert not m.behind(TP1)
+
+
+async def test_a_lag_allowed_by_linger_lag_records_does_not_linger() -> None:
+    """``delivery.linger_lag_records`` (5,000): that many records behind still counts as caught up."""
+    settings_lag = {"linger_lag_records": 5_000}
+    m, _, _ = membership(warmup_records=0, delivery=settings_lag)
+    source = Member({TP0: (10, encode(CommitMeta(1.0)))}, ends={TP0: 10})
+    await assigned(m, source, {TP0})
+    source.ends[TP0] = 5_010
+    assert not m.behind(TP0), "5,000 behind: not more"
+    source.ends[TP0] = 5_011
+    assert m.behind(TP0)
 
 
 async def test_a_warm_up_whose_records_are_gone_ends_once_the_consumer_passed_its_end() -> None:
