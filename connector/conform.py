@@ -47,9 +47,19 @@ def describe_validation(exc: ValidationError, prefix: str = "order") -> OrderVal
     return OrderValidationError(f"invalid order: {text}", problems)
 
 
+def complete(change: OrderChange) -> None:
+    """Make the body of ``change`` when it is still to be made (a mapping file's ``order``): raises
+    the MappingError (stage ``map``) the mapping raises."""
+    if change.pending is not None:
+        make, change.pending = change.pending, None
+        change.body = make()
+
+
 def check(change: OrderChange, target: Target) -> None:
     """Validate ``change``'s body against the vendor model of ``target`` (just
-    before it is sent); note its unknown fields. Raises OrderValidationError naming every problem."""
+    before it is sent), made first if it is still to be made (:func:`complete`); note its unknown
+    fields. Raises OrderValidationError naming every problem (or the mapping's MappingError)."""
+    complete(change)
     if change.validated:
         return
     try:
@@ -64,4 +74,4 @@ def check(change: OrderChange, target: Target) -> None:
     change.validated = True
 
 
-__all__ = ["check", "describe_validation", "preview"]
+__all__ = ["check", "complete", "describe_validation", "preview"]

@@ -36,7 +36,12 @@ EVENT_TYPES = ("order.created", "order.updated", "order.cancelled", "order.delet
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
 
 
-def _digest(op: str, body: dict[str, Any]) -> bytes:
+def digest(op: str, body: Any) -> bytes:
+    """What identical events share: ``op`` and ``body`` (any JSON value), canonical, hashed."""
+    return _digest(op, body)
+
+
+def _digest(op: str, body: Any) -> bytes:
     try:
         canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # orjson writes at most 254 levels (and reads 1,024)

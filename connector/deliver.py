@@ -43,7 +43,7 @@ import structlog
 
 from connector.circuit import Circuit, State
 from connector.clock import Clock
-from connector.conform import check
+from connector.conform import check, complete
 from connector.errors import (
     ConnectorError,
     InputError,
@@ -299,6 +299,8 @@ class Deliverer:
             try:
                 if self._target is not None:
                     check(change, self._target)
+                else:
+                    complete(change)
                 return change
             except InputError as exc:
                 now = self._clock.wall()

@@ -75,7 +75,7 @@ class Reader:
     def read(self, record: Record) -> OrderChange:
         """The change ``record`` stands for (raises what decoding raises)."""
         if self._mapper is not None:
-            return self._mapper.read(record, self._target, validate=False, locate=self._locate)
+            return self._mapper.read(record, self._target, validate=False, locate=self._locate, lazy=True)
         return decode(
             record,
             self._settings.kafka.max_message_bytes,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -107,6 +108,9 @@ class OrderChange:
     unknown: tuple[str, ...] = ()
     validated: bool = False  # the whole body was checked against the vendor model
     tenant: str = ""  # the shop it is for ("": the deployment's only one)
+    pending: Callable[[], dict[str, Any]] | None = field(default=None, repr=False, compare=False)
+    """The body still to be made (a mapping file's ``order``): made just before the change is sent
+    (:func:`connector.conform.complete`), never for a change replaced before then."""
     _version: Version | None = field(default=None, init=False, repr=False, compare=False)
 
     @property

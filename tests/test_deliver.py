@@ -22,7 +22,7 @@ from connector import errors
 from connector.circuit import Circuit, State
 from connector.config import SinkSettings
 from connector.deliver import Deliverer, Outcome, OutcomeKind, status_class
-from connector.errors import RejectedError, ServerError, SinkTimeout
+from connector.errors import MappingError, RejectedError, ServerError, SinkTimeout
 from connector.fence import Fence
 from connector.metrics import Metrics
 from connector.pacing import Pacer
@@ -379,6 +379,29 @@ def test_a_change_that_does_not_fit_the_vendor_model_is_reported_never_sent() ->
             await until(lambda: len(d.orders.outcomes) == 2)
             assert d.orders.kinds()[-1] == ("A1", OutcomeKind.DELIVERED)
             assert d.vendor.applied == [valid]
+
+    on_virtual_time(scenario)
+
+
+def test_a_change_whose_body_fails_to_map_is_reported_never_sent() -> None:
+    """A mapping file's ``order`` is made just before the call (``change.pending``); when it fails, the
+    change is reported ``INVALID`` with the MappingError (stage ``map``), and nothing is sent."""
+
+    def fails() -> dict[str, Any]:
+        raise MappingError("mapping m.toml: order = '...': failed", mapping="m.toml", path="order")
+
+    async def scenario() -> None:
+        d = desk()
+        async with d.deliverer:
+            d.orders.add("A1", 0).pending = fails
+            await until(lambda: d.orders.outcomes)
+            [outcome] = d.orders.outcomes
+            assert (outcome.kind, type(outcome.error)) == (OutcomeKind.INVALID, MappingError)
+            assert d.vendor.calls == 0
+            made = d.orders.add("B1", 1)
+            made.pending = lambda: {"external_id": "B1", "status": "archived"}
+            await until(lambda: len(d.orders.outcomes) == 2)
+            assert d.vendor.sent() == [("B1", "archived")], "the body made just before the call is sent"
 
     on_virtual_time(scenario)
 

@@ -20,7 +20,7 @@ from connector.constants import H_STAGE
 from connector.deadletter import DeadLetterPublisher
 from connector.decode import decode
 from connector.deliver import Outcome, OutcomeKind
-from connector.errors import InputError, RejectedError, SinkTimeout
+from connector.errors import InputError, MappingError, RejectedError, SinkTimeout
 from connector.ledger import Ledger
 from connector.metrics import Metrics
 from connector.ownership import Assignment
@@ -263,6 +263,18 @@ async def test_an_invalid_change_is_dead_lettered_stage_validate_and_its_order_g
     assert books.ledger.report(delivered(waited)) is None
     books.offer("A1", 3, status="archived")
     assert [key for key, *_ in books.shops.jobs] == ["A1", "A1"]
+
+
+async def test_an_event_whose_mapping_fails_when_it_is_about_to_be_sent_is_dead_lettered_stage_map() -> None:
+    """A mapping file's ``order`` runs just before the call (the deliverer's check): its failure is
+    reported ``INVALID`` with the MappingError, and dead-lettered with stage ``map``, as on read."""
+    books = Books()
+    change = books.offer("A1", 1)
+    error = MappingError("mapping m.toml: order = '...': failed", mapping="m.toml", path="order")
+    assert books.ledger.report(Outcome(OutcomeKind.INVALID, "A1", change, error, 0, 1.0, 1.0)) is None
+    await books.written()
+    assert books.topic.stages() == ["map"]
+    assert books.dead_lettered("map") == 1
 
 
 def test_a_field_the_vendor_model_does_not_know_is_forwarded_and_counted() -> None:

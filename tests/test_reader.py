@@ -12,8 +12,10 @@ import pytest
 
 from connector.coalesce import Resolution
 from connector.config import DeliverySettings, KafkaSettings, MappingSettings, Settings
+from connector.conform import complete
 from connector.deadletter import Failure
-from connector.errors import DecodeError, RouteError
+from connector.errors import DecodeError, MappingError, RouteError
+from connector.mapping import Mapper
 from connector.reader import Reader, mapper_for
 from connector.structs import Record
 from connector.vendors import Target, target
@@ -183,3 +185,90 @@ async def test_a_record_is_read_through_the_mapping_stage_when_there_is_one() ->
     assert (change.key, change.body) == ("A1", ORDER)
     assert path.accept(record(ORDER, {"ce_specversion": "1.0"})) is None, "a CloudEvent without its type"
     assert desk.stages() == ["decode"], "not a CloudEvent: unreadable as one"
+
+
+# -- a mapping file is evaluated lazily ----------------------------------------------------------------
+MAPPING = """
+external_id = "str(id)"
+updated_at = "updated_at"
+order = "{name: name, total_price: {amount: minor_units(total), currency_code: currency}}"
+"""
+
+
+def mapped_reader(tmp_path: Any, desk: Desk) -> Reader:
+    path = tmp_path / "mapping.toml"
+    path.write_text(MAPPING)
+    return reader(desk, Settings(mapping=MappingSettings(file=str(path))))
+
+
+def webhook(total: Any, note: str = "") -> Record:
+    value = {"id": 7, "updated_at": "2026-01-01T00:00:00Z", "name": "#7", "total": total, "currency": "EUR"}
+    if note:
+        value["note"] = note
+    return record(value, key=b"7")
+
+
+def test_a_mapping_files_order_is_made_only_when_the_change_is_about_to_be_sent(tmp_path: Any) -> None:
+    """On read, only what coalescing needs (the key, the time, the event type; the digest over the
+    event's document); the ``order`` expression runs when the change is completed, just before it is
+    sent, and gives the body the whole mapping gives."""
+    desk = Desk()
+    path = mapped_reader(tmp_path, desk)
+    change = path.accept(webhook("12.50"))
+    assert change is not None
+    assert (change.key, change.op) == ("7", "upsert")
+    assert change.updated_at is not None
+    assert change.updated_at.year == 2026
+    assert change.pending is not None, "the order is not made yet"
+    assert "name" not in change.body
+    complete(change)
+    assert change.pending is None
+    assert change.body == {
+        "name": "#7",
+        "total_price": {"amount": 1250, "currency_code": "EUR"},
+        "external_id": "7",
+        "updated_at": "2026-01-01T00:00:00Z",
+    }
+    eager = Mapper(MappingSettings(file=str(tmp_path / "mapping.toml"))).read(webhook("12.50"))
+    assert (eager.body, eager.key, eager.version) == (change.body, change.key, change.version)
+
+
+def test_an_event_whose_order_does_not_map_is_refused_only_when_it_would_be_sent(tmp_path: Any) -> None:
+    """``minor_units`` refuses a price with fractions of a cent: nothing is dead-lettered on read (a
+    newer event may replace it, and a replaced event is never judged); completing it raises the
+    MappingError, stage ``map``, naming the field, as the eager read does."""
+    desk = Desk()
+    path = mapped_reader(tmp_path, desk)
+    change = path.accept(webhook("12.505"))
+    assert change is not None
+    assert desk.dead == []
+    with pytest.raises(MappingError) as raised:
+        complete(change)
+    assert raised.value.stage == "map"
+    assert raised.value.external_id == "7"
+    with pytest.raises(MappingError) as eager:
+        Mapper(MappingSettings(file=str(tmp_path / "mapping.toml"))).read(webhook("12.505"))
+    assert str(raised.value) == str(eager.value), "the same words as the whole mapping at once"
+
+
+def test_a_lazily_read_events_digest_is_its_documents(tmp_path: Any) -> None:
+    """The digest that recognises identical events is taken over the event's document: the same
+    webhook twice is identical; one that differs in a field the mapping does not read is not (a call
+    more, never a change missed)."""
+    path = mapped_reader(tmp_path, Desk())
+    first, again, other = (
+        path.accept(w) for w in (webhook("1.00"), webhook("1.00"), webhook("1.00", "gift"))
+    )
+    assert first is not None
+    assert again is not None
+    assert other is not None
+    assert first.digest == again.digest
+    assert first.digest != other.digest
+
+
+def test_a_key_the_mapping_cannot_read_is_dead_lettered_on_read_stage_map(tmp_path: Any) -> None:
+    """What coalescing needs is still judged on read: an event without the key's field."""
+    desk = Desk()
+    path = mapped_reader(tmp_path, desk)
+    assert path.accept(record({"updated_at": "2026-01-01T00:00:00Z", "name": "#7"}, key=b"7")) is None
+    assert desk.stages() == ["map"]

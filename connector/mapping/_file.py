@@ -120,9 +120,33 @@ class FileMapping:
         finally:
             CURRENT.reset(token)
 
+    def head(self, event: Event) -> dict[str, Any]:
+        """What coalescing needs of ``event``, without its order: ``{external_id, updated_at,
+        event_type}`` (optional ones left out when they give null), as :meth:`apply` gives them."""
+        token = CURRENT.set(event)
+        try:
+            return self._head(event.value)
+        finally:
+            CURRENT.reset(token)
+
+    def body(self, event: Event, external_id: str) -> dict[str, Any]:
+        """The order of ``event`` (an upsert), as :meth:`apply` gives it; evaluated when the change is
+        about to be sent, so an event replaced before then never runs its largest expression."""
+        token = CURRENT.set(event)
+        try:
+            return self._order(event.value, external_id)
+        finally:
+            CURRENT.reset(token)
+
     def _apply(self, event: Event) -> dict[str, Any]:
+        out = self._head(event.value)
+        if event.deleted or out.get("event_type") == "order.deleted":
+            return out
+        out["order"] = self._order(event.value, out["external_id"])
+        return out
+
+    def _head(self, document: Any) -> dict[str, Any]:
         exprs = self.expressions
-        document = event.value
         out: dict[str, Any] = {}
         if "event_type" in exprs:
             event_type = exprs["event_type"](document)
@@ -139,9 +163,10 @@ class FileMapping:
             updated_at = exprs["updated_at"](document)
             if updated_at is not None:
                 out["updated_at"] = updated_at
-        if event.deleted or out.get("event_type") == "order.deleted":
-            return out
-        order_expr = exprs["order"]
+        return out
+
+    def _order(self, document: Any, external_id: str) -> dict[str, Any]:
+        order_expr = self.expressions["order"]
         try:
             order = order_expr(document)
             if order is None:
@@ -151,8 +176,7 @@ class FileMapping:
         except MappingError as exc:
             exc.external_id = external_id
             raise
-        out["order"] = _without_nulls(order)
-        return out
+        return _without_nulls(order)
 
 
 def _without_nulls(value: dict[str, Any]) -> dict[str, Any]:

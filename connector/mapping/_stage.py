@@ -24,8 +24,8 @@ from collections.abc import Callable
 from typing import Any
 
 from connector.config import MappingSettings
-from connector.decode import Locate, decode_tombstone, decode_value, parse_value
-from connector.errors import DecodeError, MappingError
+from connector.decode import Locate, decode_tombstone, decode_value, digest, parse_value
+from connector.errors import DecodeError, InputError, MappingError
 from connector.health import Health
 from connector.mapping import _cloudevents, _debezium
 from connector.mapping._avro import MAGIC, Registry
@@ -171,9 +171,12 @@ class Mapper:
         validate: bool = False,
         locate: Locate | None = None,
         trace: Trace | None = None,
+        lazy: bool = False,
     ) -> OrderChange:
         """``record`` read through the stage (module docstring), then as a native event; InputError
-        (DecodeError, RouteError, MappingError, OrderValidationError) when it cannot be."""
+        (DecodeError, RouteError, MappingError, OrderValidationError) when it cannot be. ``lazy``
+        (the pipeline's read path): with a mapping file, only what coalescing needs is evaluated now,
+        the order when the change is about to be sent (:meth:`_read_head`)."""
         event = self.unwrap(record)
         if trace is not None:
             trace.append((f"envelope {self.settings.envelope}", _shown(event)))
@@ -189,6 +192,10 @@ class Mapper:
                     ("tenant", {"tenant": tenant, "kind": target.kind, "api_version": target.api_version})
                 )
         mapping = self.mapping_for(tenant)
+        if lazy and isinstance(mapping, FileMapping) and not validate and trace is None:
+            change = self._read_head(record, event, mapping, tenant, target, locate)
+            if change is not None:
+                return change
         if mapping is None:
             native = self._default(event, target)
         else:
@@ -212,6 +219,46 @@ class Mapper:
             locate=(lambda _r, _d: located) if locate is not None else None,
             ordered_at=event.time if self.settings.envelope != "native" else None,
         )
+
+    def _read_head(
+        self,
+        record: Record,
+        event: Event,
+        mapping: FileMapping,
+        tenant: str,
+        target: Target,
+        locate: Locate | None,
+    ) -> OrderChange | None:
+        """``record`` read lazily: only the mapping's ``external_id``, ``updated_at`` and
+        ``event_type`` now, its ``order`` when the change is about to be sent (``change.pending``);
+        the digest is taken over the event's document. None when the head alone cannot be read
+        (the caller reads it whole, for the same error message as the eager path)."""
+        try:
+            head = mapping.head(event)
+            native = to_native({**head, "order": {}}, event, target)
+            located = (tenant, target)
+            change = decode_value(
+                record,
+                native,
+                target,
+                validate=False,
+                locate=(lambda _r, _d: located) if locate is not None else None,
+                ordered_at=event.time if self.settings.envelope != "native" else None,
+            )
+        except InputError:
+            return None
+        if change.op == "delete":
+            return change
+        change.digest = digest("upsert", event.value)
+        external_id = head["external_id"]
+
+        def body() -> dict[str, Any]:
+            mapped = {**head, "order": mapping.body(event, external_id)}
+            order: dict[str, Any] = to_native(mapped, event, target)["order"]
+            return order
+
+        change.pending = body
+        return change
 
 
 def _shown(event: Event | None) -> Any:
