@@ -1,6 +1,6 @@
 """Many shops: total requests a second with N tenants at their own budget each, per connector CPU second.
 
-    .venv/bin/python -m bench.tenants [--tenants 1000] [--orders 40] [--rate 5]
+    .venv/bin/python -m bench.tenants [--tenants 1000] [--orders 40] [--rate 5] [--profile FILE]
 
 Every tenant is a Loop account of its own in one sandbox process (``connector sandbox --tenants N``:
 its own key, and a bucket of ``rate`` a second holding one second's worth). One connector process
@@ -53,7 +53,7 @@ def tenants_file(path: Path, url: str, tenants: int, rate: float) -> None:
     path.write_text("\n".join(lines))
 
 
-def run(bootstrap: str, tenants: int, orders: int, rate: float) -> str:
+def run(bootstrap: str, tenants: int, orders: int, rate: float, profile: str = "") -> str:
     total = tenants * orders
     topic = asyncio.run(topic_with(bootstrap, f"bench-tenants-{time.time_ns()}", backlog(tenants, orders)))
     asyncio.run(create_topics(bootstrap, {f"{topic}.parked": 4}))  # parking on, as the README says
@@ -70,7 +70,12 @@ def run(bootstrap: str, tenants: int, orders: int, rate: float) -> str:
             path = Path(tmp) / "tenants.toml"
             tenants_file(path, url, tenants, rate)
             proc, mport = start_connector(
-                bootstrap, topic, url, TENANTS__PATH=str(path), TENANTS__ROUTE="field:shop"
+                bootstrap,
+                topic,
+                url,
+                python_args=("-m", "cProfile", "-o", profile) if profile else (),
+                TENANTS__PATH=str(path),
+                TENANTS__ROUTE="field:shop",
             )
 
             def calls() -> float:
@@ -105,9 +110,10 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=1000)
     parser.add_argument("--orders", type=int, default=40, help="distinct orders per tenant")
     parser.add_argument("--rate", type=float, default=5.0, help="each tenant's budget, requests a second")
+    parser.add_argument("--profile", default="", help="run the connector under cProfile, writing FILE")
     args = parser.parse_args()
     with LocalKafka() as kafka:
-        print(run(kafka.bootstrap_servers, args.tenants, args.orders, args.rate))
+        print(run(kafka.bootstrap_servers, args.tenants, args.orders, args.rate, args.profile))
 
 
 if __name__ == "__main__":

@@ -112,7 +112,7 @@ CAUGHT_WITH_TENANTS = {
     "parked_change_forgets_what_it_stands_for": (356, "vendor holds None"),
     "an_empty_read_is_caught_up": (24, "vendor holds ('upsert', 's21')"),
     "one_replay_start_per_partition": (806, "not converged"),
-    "no_parking_lookahead": (1481, "applied after newer"),
+    "no_parking_lookahead": (6895, "applied after newer"),
     "lookahead_starts_over": (24, "not converged"),
     "no_lookahead": (81, "applied after newer"),
     "parking_off_drops_parked_events": (328, "newest event is rejected by the vendor but not dead-lettered"),
