@@ -53,7 +53,7 @@ def tenants_file(path: Path, url: str, tenants: int, rate: float) -> None:
     path.write_text("\n".join(lines))
 
 
-def run(bootstrap: str, tenants: int, orders: int, rate: float, profile: str = "") -> str:
+def run(bootstrap: str, tenants: int, orders: int, rate: float, profile: str = "", **extra: str) -> str:
     total = tenants * orders
     topic = asyncio.run(topic_with(bootstrap, f"bench-tenants-{time.time_ns()}", backlog(tenants, orders)))
     asyncio.run(create_topics(bootstrap, {f"{topic}.parked": 4}))  # parking on, as the README says
@@ -76,6 +76,7 @@ def run(bootstrap: str, tenants: int, orders: int, rate: float, profile: str = "
                 python_args=("-m", "cProfile", "-o", profile) if profile else (),
                 TENANTS__PATH=str(path),
                 TENANTS__ROUTE="field:shop",
+                **extra,
             )
 
             def calls() -> float:
@@ -111,9 +112,13 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=40, help="distinct orders per tenant")
     parser.add_argument("--rate", type=float, default=5.0, help="each tenant's budget, requests a second")
     parser.add_argument("--profile", default="", help="run the connector under cProfile, writing FILE")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="a connector setting (env name)"
+    )
     args = parser.parse_args()
+    extra = dict(item.split("=", 1) for item in args.set)
     with LocalKafka() as kafka:
-        print(run(kafka.bootstrap_servers, args.tenants, args.orders, args.rate, args.profile))
+        print(run(kafka.bootstrap_servers, args.tenants, args.orders, args.rate, args.profile, **extra))
 
 
 if __name__ == "__main__":

@@ -114,8 +114,11 @@ class Linger(Protocol):
 
     def behind(self, tp: TopicPartition) -> bool: ...
 
+    async def caught_up(self, tp: TopicPartition, timeout: float) -> None:
+        """Return once ``tp`` is no longer behind, or after ``timeout`` seconds."""
+        ...
 
-_LINGER_POLL_S = 0.05
+
 _BUSY = frozenset({JobState.IN_FLIGHT, JobState.DONE, JobState.ABANDONED})
 
 
@@ -315,7 +318,8 @@ class Deliverer:
 
     async def _gate(self, job: Job) -> bool:
         """Wait until the job may send: its order settled, its partition fenced for us, the circuit
-        letting it through and a budget tick granted. False when it was abandoned meanwhile."""
+        letting it through, its change checked and a budget tick granted. False when it was
+        abandoned meanwhile, or has nothing left to send."""
         while True:
             if job.state is JobState.ABANDONED:
                 return False
@@ -324,7 +328,7 @@ class Deliverer:
                 await asyncio.sleep(job.not_before - now)
                 continue
             if job.linger_until > now and self._linger is not None and self._linger.behind(job.tp):
-                await asyncio.sleep(min(_LINGER_POLL_S, job.linger_until - now))
+                await self._linger.caught_up(job.tp, job.linger_until - now)
                 continue
             if not self.fence.may_send(job.tp):
                 await asyncio.sleep(self.fence.wait_hint(job.tp))
@@ -332,6 +336,10 @@ class Deliverer:
             if not self.circuit.may_call(now):
                 await asyncio.sleep(self.circuit.wait_hint(now))
                 continue
+            # Checked before the tick, so that the tick is used at once: the loop is busiest when
+            # many shops send, and a tick used later than ``pacing.LATE`` is given up.
+            if self._conformed(job) is None:
+                return False
             job.probe = self.circuit.state is State.HALF_OPEN
             job.tick = await self.pacer.acquire()
             now = self._clock.monotonic()

@@ -65,6 +65,7 @@ class Membership:
         self.source: Source | None = None
         self.commit_soon = asyncio.Event()
         self._paused: set[PauseReason] = set()
+        self._lingering: dict[TopicPartition, asyncio.Event] = {}  # set once the partition caught up
         self.takeover = Takeover(settings, hooks, assignment, clock=clock, fence=fence, park=park)
         self.committer = Committer(settings, hooks, assignment, clock=clock, fence=fence, park=park)
 
@@ -88,6 +89,7 @@ class Membership:
         else:
             self._paused.discard(reason)
         self._apply_pauses()
+        self.read_progressed()
 
     def _apply_pauses(self) -> None:
         if self.source is None:
@@ -147,6 +149,7 @@ class Membership:
                 self.takeover.forget(tp)
                 self._hooks.partition_released(Released(tp.topic, tp.partition))
             self.takeover.count_held()
+            self.read_progressed()
         log.info(
             "partitions_revoked",
             partitions=sorted(str(t) for t in partitions),
@@ -220,6 +223,23 @@ class Membership:
             return False
         end, read = self.source.log_end(tp), part.offsets.next_offset
         return end is not None and read is not None and end - read > self.settings.delivery.linger_lag_records
+
+    async def caught_up(self, tp: TopicPartition, timeout: float) -> None:
+        """Return once ``tp`` is no longer :meth:`behind` (told by :meth:`read_progressed`), or after
+        ``timeout`` seconds: the jobs lingering on it wait here, not in a poll."""
+        if timeout <= 0 or not self.behind(tp):
+            return
+        event = self._lingering.get(tp)
+        if event is None:
+            event = self._lingering[tp] = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+
+    def read_progressed(self) -> None:
+        """Reading moved on (a fetch came back and was handled, reading was paused or resumed, a
+        partition was revoked): wake the jobs lingering on partitions no longer behind."""
+        for tp in [tp for tp in self._lingering if not self.behind(tp)]:
+            self._lingering.pop(tp).set()
 
     def need_lease(self, tp: TopicPartition) -> None:
         """``tp`` has an order to send: when it has no send lease yet (a previous owner's requests

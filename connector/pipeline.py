@@ -245,6 +245,7 @@ class Pipeline:
                 self._health.beat()
                 await self._handle_all(records)
                 self._backpressure()
+                self.membership.read_progressed()
             await self._drain()
         finally:
             committer.cancel()

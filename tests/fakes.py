@@ -142,6 +142,9 @@ class NoLinger:
     def behind(self, tp: TopicPartition) -> bool:
         return False
 
+    async def caught_up(self, tp: TopicPartition, timeout: float) -> None:
+        return None
+
 
 class ParkPorts:
     """What parking talks to besides the shops, reduced: the ledger, the read path and the

@@ -240,6 +240,12 @@ class Behind:
     def behind(self, tp: TopicPartition) -> bool:
         return self.now
 
+    async def caught_up(self, tp: TopicPartition, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.now and loop.time() < deadline:
+            await asyncio.sleep(min(0.05, deadline - loop.time()))
+
 
 @dataclass
 class Desk:

@@ -216,6 +216,33 @@ async def test_a_partition_behind_its_log_end_makes_its_jobs_linger_unless_readi
     assert not m.behind(TP1)
 
 
+async def test_lingering_jobs_wake_when_reading_caught_up_or_is_paused_not_before() -> None:
+    """A job waits in ``caught_up`` (no poll): woken by ``read_progressed`` once its partition is no
+    longer behind, or by a pause of reading; else after its timeout."""
+    m, _, _ = membership(warmup_records=0)
+    source = Member({TP0: (10, encode(CommitMeta(1.0)))}, ends={TP0: 10})
+    await assigned(m, source, {TP0})
+    source.ends[TP0] = 500
+    loop = asyncio.get_running_loop()
+    waiting = asyncio.create_task(m.caught_up(TP0, timeout=30.0))
+    await asyncio.sleep(0.01)
+    m.read_progressed()
+    await asyncio.sleep(0.01)
+    assert not waiting.done(), "still behind: still waiting"
+    source.ends[TP0] = 10
+    m.read_progressed()
+    await asyncio.wait_for(waiting, 1.0)
+    source.ends[TP0] = 500
+    paused = asyncio.create_task(m.caught_up(TP0, timeout=30.0))
+    await asyncio.sleep(0.01)
+    m.set_paused(PauseReason.READ_AHEAD, True)
+    await asyncio.wait_for(paused, 1.0)
+    m.set_paused(PauseReason.READ_AHEAD, False)
+    started = loop.time()
+    await m.caught_up(TP0, timeout=0.05)
+    assert loop.time() - started >= 0.05, "behind, nobody told: the timeout"
+
+
 async def test_a_lag_allowed_by_linger_lag_records_does_not_linger() -> None:
     """``delivery.linger_lag_records`` (5,000): that many records behind still counts as caught up."""
     settings_lag = {"linger_lag_records": 5_000}
