@@ -38,10 +38,6 @@ _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|
 
 def digest(op: str, body: Any) -> bytes:
     """What identical events share: ``op`` and ``body`` (any JSON value), canonical, hashed."""
-    return _digest(op, body)
-
-
-def _digest(op: str, body: Any) -> bytes:
     try:
         canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # orjson writes at most 254 levels (and reads 1,024)
@@ -60,7 +56,7 @@ def _tombstone(record: Record) -> OrderChange:
         raise OrderValidationError(
             f"invalid order: key: external_id must be 1 to 64 characters (value: {preview(external_id)})"
         )
-    return OrderChange(record, external_id, "delete", digest=_digest("delete", {}), validated=True)
+    return OrderChange(record, external_id, "delete", digest=digest("delete", {}), validated=True)
 
 
 def parse_value(record: Record, max_bytes: int) -> Any:
@@ -212,7 +208,7 @@ def _read(
     if event_type == "order.deleted":
         key = _record_key(record, entry) or _order_key(order, entry)
         deleted_at = _deletion_time(order, data)
-        change = OrderChange(record, key, "delete", order, deleted_at, _digest("delete", {}))
+        change = OrderChange(record, key, "delete", order, deleted_at, digest("delete", {}))
         change.validated = True
         change.tenant = tenant
         return change
@@ -227,7 +223,7 @@ def _read(
         # Rejected on the read path: say it as the full validation does (every problem, same words).
         check(OrderChange(record, "", "upsert", order), target)
         raise cheap from None
-    change = OrderChange(record, key, "upsert", order, updated_at, _digest("upsert", order), tenant=tenant)
+    change = OrderChange(record, key, "upsert", order, updated_at, digest("upsert", order), tenant=tenant)
     if validate:
         check(change, target)
     return change

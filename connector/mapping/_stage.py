@@ -210,6 +210,20 @@ class Mapper:
             native = to_native(mapped, event, target)
         if trace is not None:
             trace.append((NATIVE_STEP, native))
+        return self._decode(record, event, native, tenant, target, locate, validate)
+
+    def _decode(
+        self,
+        record: Record,
+        event: Event,
+        native: dict[str, Any],
+        tenant: str,
+        target: Target,
+        locate: Locate | None,
+        validate: bool,
+    ) -> OrderChange:
+        """``native`` (the event as the connector's own envelope) read as a native event is, for the
+        tenant and target the stage found."""
         located = (tenant, target)
         return decode_value(
             record,
@@ -236,15 +250,7 @@ class Mapper:
         try:
             head = mapping.head(event)
             native = to_native({**head, "order": {}}, event, target)
-            located = (tenant, target)
-            change = decode_value(
-                record,
-                native,
-                target,
-                validate=False,
-                locate=(lambda _r, _d: located) if locate is not None else None,
-                ordered_at=event.time if self.settings.envelope != "native" else None,
-            )
+            change = self._decode(record, event, native, tenant, target, locate, validate=False)
         except InputError:
             return None
         if change.op == "delete":
