@@ -4,16 +4,16 @@ One *job* per key with work, holding the change it sends next: the ledger hands 
 change (:meth:`Deliverer.submit`) and, while nothing of the key is in flight, each newer one in its
 place (:meth:`Deliverer.replace`), so a key costs one call however many events queued up behind it. A
 fixed pool of ``max_in_flight`` workers takes jobs from one FIFO queue (keys are served in the order
-they became ready, so the commit watermark keeps moving). Before each attempt a worker waits for the
-job's order to settle, for its partition to catch up (a *linger*: while the partition has records not
-yet read and reading is not paused, a new job waits up to ``delivery.linger_seconds``, so that a
-backlog is read and coalesced before it is sent), for its
-partition's fence, for the outage :class:`~connector.circuit.Circuit` and for a tick of the
-:class:`~connector.pacing.Pacer`; only then is the change checked against the vendor model
-(:func:`connector.conform.check`: a change replaced before it is sent is never judged) and sent. A
-retry waits on a timer, not in a worker. Each attempt's story ends in one :class:`Outcome` handed to
-the :class:`WorkSource` (the ledger), whose answer is the key's next change to send, if any: the
-deliverer never asks an earlier stage for work.
+they became ready, so the commit watermark keeps moving). Before each attempt a worker takes the job
+through its :class:`~connector.gate.Gate`: the order's settle time, the partition's *linger* (while it
+has records not yet read and reading is not paused, a new job waits up to ``delivery.linger_seconds``,
+so that a backlog is read and coalesced before it is sent), the partition's fence and the outage
+:class:`~connector.circuit.Circuit`; then the change is checked against the vendor model
+(:func:`connector.conform.check`: a change replaced while it waited is never judged), and only then is a
+tick of the :class:`~connector.pacing.Pacer` taken and the change sent. A retry waits on a timer, not in
+a worker. Each attempt's story ends in one :class:`Outcome` handed to the :class:`WorkSource` (the
+ledger), whose answer is the key's next change to send, if any: the deliverer never asks an earlier
+stage for work.
 
 A job's life::
 
@@ -44,16 +44,9 @@ import structlog
 from connector.circuit import Circuit, State
 from connector.clock import Clock
 from connector.conform import check, complete
-from connector.errors import (
-    ConnectorError,
-    InputError,
-    RateLimited,
-    SinkConnectError,
-    SinkCutOff,
-    SinkError,
-    SinkTimeout,
-)
-from connector.instruments import CallEnded, CallHooks, CallSent, ProbeAnswered, RetryScheduled, Throttled
+from connector.errors import ConnectorError, InputError, RateLimited, status_class
+from connector.gate import Gate, Linger
+from connector.instruments import CallEnded, CallHooks, CallSent, RetryScheduled, Throttled
 from connector.jobs import Job, JobBook, JobState
 from connector.logs import get_logger
 from connector.outages import Outages
@@ -69,11 +62,11 @@ __all__ = [
     "Deliverer",
     "Job",  # defined in ``connector.jobs``, with the book of unfinished jobs
     "JobState",
-    "Linger",
+    "Linger",  # defined in ``connector.gate``, which the workers' jobs pass before each attempt
     "Outcome",
     "OutcomeKind",
     "WorkSource",
-    "status_class",
+    "status_class",  # defined in ``connector.errors``
 ]
 
 
@@ -109,30 +102,7 @@ class WorkSource(Protocol):
         ...
 
 
-class Linger(Protocol):
-    """Whether a partition's newer events are likely yet to be read (``connector.membership``)."""
-
-    def behind(self, tp: TopicPartition) -> bool: ...
-
-    async def caught_up(self, tp: TopicPartition, timeout: float) -> None:
-        """Return once ``tp`` is no longer behind, or after ``timeout`` seconds."""
-        ...
-
-
 _BUSY = frozenset({JobState.IN_FLIGHT, JobState.DONE, JobState.ABANDONED})
-
-
-def status_class(error: BaseException | None) -> str:
-    """A low-cardinality label for a call's outcome: 2xx, 4xx, 429, 5xx, timeout, connect, other."""
-    if error is None:
-        return "2xx"
-    if isinstance(error, SinkError) and error.status is not None:
-        return "429" if error.status == 429 else f"{error.status // 100}xx"
-    if isinstance(error, SinkTimeout):
-        return "timeout"
-    if isinstance(error, SinkConnectError | SinkCutOff):
-        return "connect"
-    return "other"
 
 
 def _log_context(change: OrderChange, bound: dict[str, str]) -> contextvars.Context:
@@ -151,9 +121,9 @@ def _log_context(change: OrderChange, bound: dict[str, str]) -> contextvars.Cont
 
 
 class Deliverer:
-    """Workers, gates (settle, fence, circuit, budget) and retry timers for the vendor calls. Its
-    unfinished jobs are kept in a :class:`~connector.jobs.JobBook`, what it does with its circuit
-    besides asking it by an :class:`~connector.outages.Outages`."""
+    """Workers and retry timers for the vendor calls. Its unfinished jobs are kept in a
+    :class:`~connector.jobs.JobBook`, the waits before each attempt by a :class:`~connector.gate.Gate`,
+    what it does with its circuit besides asking it by an :class:`~connector.outages.Outages`."""
 
     def __init__(
         self,
@@ -179,10 +149,10 @@ class Deliverer:
         self._hooks = hooks
         self._clock = clock
         self._rng = rng
-        self.pacer = pacer
-        self.fence = pacer.fence
+        self._pacer = pacer
+        self._fence = pacer.fence
         self.circuit = circuit
-        self.outages = Outages(  # the circuit's outcomes in, its changes out
+        self._outages = Outages(  # the circuit's outcomes in, its changes out
             circuit,
             sink,
             hooks,
@@ -191,9 +161,9 @@ class Deliverer:
             tenant=tenant,
             on_change=on_circuit,
         )
+        self._gates = Gate(clock=clock, pacer=pacer, fence=pacer.fence, outages=self._outages, linger=linger)
         self._policy = policy
         self._target = target  # what changes are checked against (None: sent as they are)
-        self._linger = linger
         self.tenant = tenant
         self._bound = {"tenant": tenant} if tenant else {}
         self.rate_limited_count = 0  # 429s seen (per-tenant metrics read it)
@@ -289,7 +259,7 @@ class Deliverer:
                 continue
             change = self._conformed(job)
             if change is None:
-                self._release_probe(job)
+                self._gates.release_probe(job)
                 continue
             await self._call(job, change)
 
@@ -317,54 +287,14 @@ class Deliverer:
         return None
 
     async def _gate(self, job: Job) -> bool:
-        """Wait until the job may send: its order settled, its partition fenced for us, the circuit
-        letting it through, its change checked and a budget tick granted. False when it was
-        abandoned meanwhile, or has nothing left to send."""
-        while True:
-            if job.state is JobState.ABANDONED:
-                return False
-            now = self._clock.monotonic()
-            if job.not_before > now:
-                await asyncio.sleep(job.not_before - now)
-                continue
-            if job.linger_until > now and self._linger is not None and self._linger.behind(job.tp):
-                await self._linger.caught_up(job.tp, job.linger_until - now)
-                continue
-            if not self.fence.may_send(job.tp):
-                await asyncio.sleep(self.fence.wait_hint(job.tp))
-                continue
-            if not self.circuit.may_call(now):
-                await asyncio.sleep(self.circuit.wait_hint(now))
-                continue
-            # Checked before the tick, so that the tick is used at once: the loop is busiest when
-            # many shops send, and a tick used later than ``pacing.LATE`` is given up.
+        """Wait until the job may send (``connector/gate.py``), its change checked after every wait
+        and before the tick. False when it was abandoned meanwhile, or has nothing left to send."""
+        while await self._gates.ready(job):
             if self._conformed(job) is None:
                 return False
-            job.probe = self.circuit.state is State.HALF_OPEN
-            job.tick = await self.pacer.acquire()
-            now = self._clock.monotonic()
-            state = self.circuit.state
-            allowed = state is State.CLOSED or (job.probe and state is State.HALF_OPEN)
-            if self._abandoned(job) or not allowed or not self.fence.may_send(job.tp):
-                self._release_probe(job)
-                continue
-            if job.probe and self.circuit.forbidden:
-                job.probe = False
-                # A read (is it the key, or the operation?), then this job goes through the gate again.
-                error = await self.outages.read_probe(job.tick)
-                self._hooks.probe_answered(ProbeAnswered(self.tenant, status_class(error)))
-                continue
-            return True
-
-    @staticmethod
-    def _abandoned(job: Job) -> bool:
-        """Whether ``job`` was abandoned (by a revoke) while its worker waited."""
-        return job.state is JobState.ABANDONED
-
-    def _release_probe(self, job: Job) -> None:
-        if job.probe:
-            job.probe = False
-            self.circuit.release(self._clock.monotonic())
+            if await self._gates.ticked(job):
+                return True
+        return False
 
     async def _call(self, job: Job, change: OrderChange) -> None:
         job.attempts += 1
@@ -390,18 +320,18 @@ class Deliverer:
         # An ambiguous request was sent at some time before now (an apply may send several): it can
         # land until ``settle_seconds`` after now, counted from now to be safe.
         if call.cancelled():  # the partition is being revoked: the request may still land
-            self.fence.note_ambiguous(job.tp, self._clock.wall())
-            self._release_probe(job)
+            self._fence.note_ambiguous(job.tp, self._clock.wall())
+            self._gates.release_probe(job)
             self._abandon(job)
             return
         job.probe = False
         error = call.exception()
         if isinstance(error, ConnectorError) and error.ambiguous:
             job.ambiguous = True
-            job.not_before = self._clock.monotonic() + self.fence.settle_seconds
-            self.fence.note_ambiguous(job.tp, self._clock.wall())
-        error = self.outages.per_operation(job, change.op, error)
-        self.outages.record(error)
+            job.not_before = self._clock.monotonic() + self._fence.settle_seconds
+            self._fence.note_ambiguous(job.tp, self._clock.wall())
+        error = self._outages.per_operation(job, change.op, error)
+        self._outages.record(error)
         if error is None:
             job.ambiguous = False
             self._finish(job, Outcome(OutcomeKind.DELIVERED, job.key, change, attempts=job.attempts))
@@ -457,10 +387,10 @@ class Deliverer:
     def _rate_limited(self, job: Job, error: RateLimited) -> None:
         self._hooks.throttled(Throttled(self.tenant))
         self.rate_limited_count += 1
-        wait = None if self.outages.trip_on_long_wait(error) else error.retry_after
+        wait = None if self._outages.trip_on_long_wait(error) else error.retry_after
         # The member waits the vendor's Retry-After, else a first attempt's backoff: the pace itself
         # adapts (``pacer.observe``), and this job's own retry waits its own backoff.
-        self.pacer.hold(wait if wait is not None else self._policy.backoff(1))
+        self._pacer.hold(wait if wait is not None else self._policy.backoff(1))
 
     # -- revoke and shutdown ------------------------------------------------------------------
     async def drain(self, partitions: set[TopicPartition], timeout: float) -> None:

@@ -200,3 +200,17 @@ class DeadLetterError(ConnectorError):
     """The dead-letter topic could not be written; the partition must not advance."""
 
     retryable = True
+
+
+def status_class(error: BaseException | None) -> str:
+    """A low-cardinality label for a call's outcome (None: it succeeded), by the error's class or its
+    HTTP status: 2xx, 4xx, 429, 5xx, timeout, connect, other."""
+    if error is None:
+        return "2xx"
+    if isinstance(error, SinkError) and error.status is not None:
+        return "429" if error.status == 429 else f"{error.status // 100}xx"
+    if isinstance(error, SinkTimeout):
+        return "timeout"
+    if isinstance(error, SinkConnectError | SinkCutOff):
+        return "connect"
+    return "other"

@@ -16,8 +16,8 @@ from typing import Protocol
 
 from connector.circuit import Circuit, State
 from connector.clock import Clock
-from connector.errors import AuthError, Forbidden, RateLimited
-from connector.instruments import CallHooks, OpenCircuits, RetryAfterTooLong
+from connector.errors import AuthError, Forbidden, RateLimited, status_class
+from connector.instruments import CallHooks, OpenCircuits, ProbeAnswered, RetryAfterTooLong
 from connector.logs import get_logger
 from connector.sinks import Prepaid
 
@@ -102,11 +102,12 @@ class Outages:
     async def read_probe(self, tick: float | None) -> BaseException | None:
         """The circuit opened on a 403: ask with a read whether the key works at all. If it does, the
         circuit closes, and a 403 a job then gets again is about its operation. Returns the read's
-        error (None: it succeeded), already recorded."""
+        error (None: it succeeded), already recorded and reported to the hooks."""
         probe = asyncio.get_running_loop().create_task(self._sink.probe(Prepaid(tick)))
         await asyncio.wait({probe})
         error = probe.exception() if not probe.cancelled() else None
         self.record(error)
+        self._hooks.probe_answered(ProbeAnswered(self._tenant, status_class(error)))
         return error
 
     def _announce(self, changed: State | None) -> None:

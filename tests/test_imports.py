@@ -203,6 +203,7 @@ INSTRUMENTED = {
     # The modules that may import Prometheus (``prometheus_client``) or its implementation of the
     # hooks (``connector.metrics``), and why; every other module reports to ``connector.instruments``.
     "connector.metrics": "the Prometheus implementation of the hooks",
+    "connector._series": "declares the series the Prometheus implementation writes",
     "connector.endpoints": "serves the registry on /metrics",
     "connector.app": "the composition root builds the Prometheus implementation and passes it on",
 }

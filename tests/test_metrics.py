@@ -8,7 +8,9 @@ import inspect
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from connector._series import CallSeries, ParkSeries, PartitionSeries, ReadSeries, TenantSeries
 from connector.instruments import (
     NO_HOOKS,
     Backlog,
@@ -284,6 +286,19 @@ def test_every_hook_has_a_row() -> None:
     called = {hook for calls, _ in ROWS.values() for hook, _ in calls}
     assert _hook_names() == called
     assert len(_hook_names()) > 25
+
+
+def test_every_series_declared_is_written_by_a_hook() -> None:
+    """Each series of each group (``connector/_series.py``) has a row that writes it: a series
+    declared and never written would be a dashboard panel that stays empty."""
+    registry = CollectorRegistry()
+    for group in (ReadSeries, PartitionSeries, CallSeries, ParkSeries, TenantSeries):
+        group(registry)
+    declared = {family.name for family in registry.collect()}
+    written = {name for _, expected in ROWS.values() for name, _ in expected}
+    unwritten = {name for name in declared if not any(w == name or w.startswith(name + "_") for w in written)}
+    assert len(declared) > 40
+    assert unwritten == set()
 
 
 def test_the_null_hooks_take_every_payload() -> None:

@@ -1,6 +1,7 @@
-"""Parking: the decisions (which tenant, when) and the state each partition's commit carries. Its
-parts: the replay (``_replay.py``), the appends to the parking topic (``_writer.py``) and the parking
-topic's layout (``_layout.py``). See the package docstring."""
+"""Parking: acting on the decisions (parking a tenant, when the rules say so) and the state each
+partition's commit carries. Its parts: the rules (``_rules.py``: which tenant, where), the replay
+(``_replay.py``), the appends to the parking topic (``_writer.py``) and the parking topic's layout
+(``_layout.py``). See the package docstring."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ from connector import metadata as wire
 from connector.clock import Clock
 from connector.coalesce import Coalescer, Resolution
 from connector.config import Settings
-from connector.instruments import ParkHooks, ParkRefused
+from connector.instruments import ParkHooks
 from connector.logs import get_logger
 from connector.ownership import Assignment, PartitionStatus
 from connector.park._layout import ParkLayout
 from connector.park._ports import ParkLedger, ParkReader, Shops, Warmth
 from connector.park._replay import Replay
+from connector.park._rules import ParkRules
 from connector.park._writer import ParkWriter
 from connector.park.log import ParkLog
 from connector.parked import ParkState
@@ -61,6 +63,7 @@ class Parking:
         )
         self._layout = ParkLayout(park_log, settings.park_topic, self.may_park)
         self._writer = ParkWriter(park_log, assignment, hooks, clock, self.replay)
+        self._rules = ParkRules(settings, assignment, coalescer, shops, hooks, clock)
         self._parking: dict[str, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -212,60 +215,12 @@ class Parking:
     # -- park decisions -----------------------------------------------------------------------
 
     def check(self) -> None:
-        """Park every tenant that cannot be served on every partition it is not parked on yet: its
-        circuit open ``tenants.park_after_seconds``, or orders of it waiting that long while it is
-        far behind them: more than ``tenants.park_max_keys`` of them, or, with its pace cut below a
-        quarter of its share (by 429s: another client spends nearly all its key), more than that
-        pace sends in ``tenants.park_after_seconds``. A 429 never opens the circuit, and a shop
-        sharing its key is not parked for it; one starved by it is parked as one far behind its
-        backlog is, so that it holds back no other shop."""
+        """Park every tenant that cannot be served on every partition it is not parked on yet
+        (``_rules.py``: which tenants, and where)."""
         if not self.may_park or not self._layout.partitions or self._stopping:
             return
-        t = self._settings.tenants
-        now, wall = self._clock.monotonic(), self._clock.wall()
-        load = self._coalescer.load_by_tenant()
-        for name in list(self._shops.names()):
-            health = self._shops.health(name)
-            if name in self._parking or health is None:
-                continue
-            opened = health.open_since
-            down = opened is not None and now - opened >= t.park_after_seconds
-            count, oldest = load.get(name, (0, float("inf")))
-            factor = health.pace_factor
-            starved = factor < _STARVED and count > max(1.0, health.full_rate * factor * t.park_after_seconds)
-            behind = wall - oldest >= t.park_after_seconds and (count > t.park_max_keys or starved)
-            if not (down or behind):
-                continue
-            if self._room(name):
-                why = "circuit open" if down else f"{count} orders waiting"
-                self._parking[name] = asyncio.create_task(self._park(name, why), name=f"park-{name}")
-
-    def _room(self, tenant: str) -> set[TopicPartition]:
-        """Owned partitions ``tenant`` may still be parked on: not yet, under ``tenants.max_parked``,
-        and only while the partition's commit metadata still fits with it (a long shop name costs
-        more than a short one), with room left for the writer tokens."""
-        cap = self._settings.tenants.max_parked
-        budget = self._settings.kafka.metadata_max_bytes - _TOKENS_RESERVE
-        room = set()
-        for part in self._assignment:
-            state = part.park
-            if state is None or part.status is not PartitionStatus.OWNED:
-                continue
-            if tenant in state.parked or len(state.parked) >= cap:
-                continue
-            if not state.fits_with(tenant, budget):
-                self._hooks.parking_refused(ParkRefused(tenant, str(part.tp)))
-                log.warning(
-                    "park_refused_metadata_full",
-                    tenant=tenant,
-                    partition=str(part.tp),
-                    parked=len(state.parked),
-                    action="it holds this partition back as if parking were off; shorter shop names, "
-                    "or more partitions, make room",
-                )
-                continue
-            room.add(part.tp)
-        return room
+        for name, why in self._rules.due(self._parking):
+            self._parking[name] = asyncio.create_task(self._park(name, why), name=f"park-{name}")
 
     async def _park(self, tenant: str, why: str) -> None:
         try:
@@ -285,7 +240,7 @@ class Parking:
                 await task
 
     async def _park_now(self, tenant: str, why: str) -> None:
-        room = self._room(tenant)
+        room = self._rules.room(tenant)
         if self._shops.health(tenant) is None or not room or self._stopping:
             return
         changes: list[tuple[OrderChange, Version | None]] = []
@@ -331,14 +286,6 @@ class Parking:
     def oldest(self) -> dict[str, float]:
         """Per parked tenant, the record time of its oldest event held back on the parking topic."""
         return self.replay.oldest() if self.replay is not None else {}
-
-
-_STARVED = 0.25
-"""Below this share of its ticks (cut by 429s), a shop with orders waiting is judged by how long its
-pace takes to send them (found by many-shop seed 2879: a shop whose key another client took almost
-whole held back a healthy shop's commits for 80 s)."""
-_TOKENS_RESERVE = 24 * 8
-"""Metadata bytes kept for the writer tokens 0.1.0 members read (eight of them)."""
 
 
 __all__ = ["Parking"]

@@ -58,7 +58,7 @@ async def test_random_5xx_and_timeouts_deliver_everything_and_dead_letter_nothin
         assert sandbox.holds(stream.latest), "judged again once the connector stopped"
         failures = sum(1 for r in sandbox.store.requests if r.status >= 500)
         print(
-            f"\n5xx/timeouts: {failures} failed of {len(sandbox.store.requests)} calls; retries {metrics.retries._value.get():.0f}"
+            f"\n5xx/timeouts: {failures} failed of {len(sandbox.store.requests)} calls; retries {metrics.calls.retries._value.get():.0f}"
         )
         assert failures > 20
     assert await read_topic(kafka_bootstrap, f"{topic_name}.dlq", expect=1, timeout=3) == []
@@ -78,7 +78,7 @@ async def test_outage_pauses_reports_not_ready_dead_letters_nothing_and_catches_
             await wait_until(lambda: len(sandbox.store.orders) >= 25, timeout=30)
             sandbox.faults.update({"outage_seconds": 15})
             await produce(kafka_bootstrap, topic_name, stream.events[50:])
-            await wait_until(lambda: metrics.circuit_open._value.get() == 1, timeout=30)
+            await wait_until(lambda: metrics.calls.circuit_open._value.get() == 1, timeout=30)
             assert not health.ready
             await asyncio.sleep(1.0)  # calls already in flight when it opened come back
             calls_in_outage = len(sandbox.store.requests)
@@ -87,7 +87,7 @@ async def test_outage_pauses_reports_not_ready_dead_letters_nothing_and_catches_
             assert probes <= 6, "while open, one probe per 2 s interval goes out"
             await wait_until(lambda: sandbox.holds(stream.latest), timeout=120)
             assert health.ready
-            assert metrics.circuit_open._value.get() == 0
+            assert metrics.calls.circuit_open._value.get() == 0
         assert sandbox.holds(stream.latest), "judged again once the connector stopped"
     assert await read_topic(kafka_bootstrap, f"{topic_name}.dlq", expect=1, timeout=3) == []
 
@@ -113,7 +113,7 @@ async def test_a_retry_after_beyond_the_ceiling_is_an_outage_not_an_hour_of_sile
                 first_429 = min(r.ts for r in sandbox.store.requests if r.status == 429)
                 await wait_until(lambda: not health.ready, timeout=2.0)
                 not_ready_after = time.time() - first_429
-                assert metrics.retry_after_exceeded._value.get() >= 1
+                assert metrics.calls.retry_after_exceeded._value.get() >= 1
                 sandbox.faults.update({"retry_after": None})
                 sandbox.set_rate(60_000)
                 await wait_until(lambda: sandbox.holds(stream.latest), timeout=60)
@@ -137,7 +137,7 @@ async def test_wrong_api_key_dead_letters_and_commits_nothing_and_restart_delive
         kafka_bootstrap, topic_name, sandbox.url, api_key="not-the-key", probe_interval_seconds=1.0
     )
     async with running(wrong, health := Health()) as metrics:
-        await wait_until(lambda: metrics.circuit_open._value.get() == 1, timeout=30)
+        await wait_until(lambda: metrics.calls.circuit_open._value.get() == 1, timeout=30)
         await asyncio.sleep(3)
         assert not health.ready
     assert {r.status for r in sandbox.store.requests} == {401}
@@ -209,7 +209,7 @@ async def test_unwritable_dead_letter_topic_holds_the_watermark_and_loses_nothin
     settings = settings_for(kafka_bootstrap, topic_name, sandbox.url)
     async with running(settings) as metrics:
         await wait_until(lambda: sandbox.holds(stream.latest), timeout=30)
-        await wait_until(lambda: metrics.dead_letter_failures._value.get() >= 2, timeout=30)
+        await wait_until(lambda: metrics.read.dead_letter_failures._value.get() >= 2, timeout=30)
         await asyncio.sleep(1.0)
         assert await committed_offsets(kafka_bootstrap, settings.kafka.group_id, topic_name) == {
             0: poison_offset

@@ -210,7 +210,7 @@ async def test_every_assigned_partition_has_its_budget_share_before_its_first_re
             lambda: _committed_count(kafka_bootstrap, group, topic_name, 4), timeout=30, interval=0.2
         )
         await asyncio.sleep(0.5)  # the next gauge refresh
-        share = metrics.budget_share._value.get()
+        share = metrics.calls.budget_share._value.get()
     assert await committed_offsets(kafka_bootstrap, group, topic_name) == {
         p: int(p == partition) for p in range(4)
     }

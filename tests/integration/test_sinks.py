@@ -96,7 +96,7 @@ async def test_deletes_can_be_ignored_and_counted(
     )
     settings = settings_for(kafka_bootstrap, topic_name, sandbox.url, on_delete="ignore")
     async with running(settings) as metrics:
-        await wait_until(lambda: metrics.resolved.labels("ignored")._value.get() == 1, timeout=30)
+        await wait_until(lambda: metrics.read.resolved.labels("ignored")._value.get() == 1, timeout=30)
     assert sandbox.store.get_external("keep-me") is not None
     assert [r.method for r in sandbox.store.requests] == ["PUT"]
 

@@ -217,7 +217,9 @@ async def test_a_tenant_that_cannot_be_served_is_parked_and_holds_back_no_one(
                 await produce(kafka_bootstrap, topic_name, shop_events(200 + second, 201 + second))
                 await asyncio.sleep(1.0)
                 if second >= 10:  # the backlog's own age is behind us
-                    ages.extend(metrics.tenant_oldest_unsynced.labels(n)._value.get() for n in ("ok1", "ok2"))
+                    ages.extend(
+                        metrics.tenants.tenant_oldest_unsynced.labels(n)._value.get() for n in ("ok1", "ok2")
+                    )
             await wait_until(
                 lambda: boxes["ok1"].holds(latest["ok1"]) and boxes["ok2"].holds(latest["ok2"]), 20
             )
@@ -226,8 +228,8 @@ async def test_a_tenant_that_cannot_be_served_is_parked_and_holds_back_no_one(
             await wait_until(
                 lambda: _committed_to(kafka_bootstrap, group, topic_name, end), timeout=20, interval=0.3
             )
-            assert metrics.tenant_parked.labels("down")._value.get() == 1
-            assert metrics.tenant_parked.labels("revoked")._value.get() == 1
+            assert metrics.tenants.tenant_parked.labels("down")._value.get() == 1
+            assert metrics.tenants.tenant_parked.labels("revoked")._value.get() == 1
             url = f"http://127.0.0.1:{settings.metrics.port}"
             rows, note = await asyncio.to_thread(listing, settings, url)  # `connector tenants`
             shown = {str(r["tenant"]): (r["parked"], r["circuit"]) for r in rows}

@@ -589,9 +589,9 @@ def a_starved_shop_is_never_parked() -> Iterator[None]:
     """Found by the simulation (many-shop seed 2879): once 429s no longer opened the circuit, a shop
     whose key another client took almost whole was never parked (too few orders for
     ``tenants.park_max_keys``), and its slow drain held back the commits of a healthy shop beside it."""
-    import connector.park._parking as parking_module
+    import connector.park._rules as rules_module
 
-    with _patched(parking_module, "_STARVED", 0.0):
+    with _patched(rules_module, "STARVED", 0.0):
         yield
 
 
