@@ -45,20 +45,24 @@ class Fence:
         self.lease_seconds = lease_seconds
         self.settle_seconds = settle_seconds
         self._grants: dict[TopicPartition, _Grant] = {}
+        self.generation = 0  # counts the changes of the windows (assign, drop, a longer lease)
 
     def assign(self, tp: TopicPartition, hold_until: float) -> None:
         """``tp`` is ours; its previous owner's requests may land until ``hold_until`` (its clock)."""
         self._grants[tp] = _Grant(hold_until=hold_until + CLOCK_SKEW if hold_until else 0.0)
+        self.generation += 1
 
     def drop(self, tp: TopicPartition) -> None:
         """``tp`` is no longer ours."""
-        self._grants.pop(tp, None)
+        if self._grants.pop(tp, None) is not None:
+            self.generation += 1
 
     def renew(self, tp: TopicPartition, lease_until: float) -> None:
         """A commit sent before ``lease_until - lease_seconds`` succeeded: send until ``lease_until``."""
         grant = self._grants.get(tp)
         if grant is not None and lease_until > grant.lease_until:
             grant.lease_until = lease_until
+            self.generation += 1
 
     def note_ambiguous(self, tp: TopicPartition, sent_by: float) -> None:
         """A request for ``tp`` sent no later than ``sent_by`` (wall) ended without a known outcome."""

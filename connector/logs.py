@@ -9,6 +9,7 @@ from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
+from aiokafka.errors import StaleMetadata
 
 _secrets: set[str] = set()
 MASK = "***"
@@ -53,21 +54,30 @@ class _RoutineKafkaRetries(logging.Filter):
     lookup errors) when a group or the offsets topic is being created, which every first start of a
     group meets, and the "marking the coordinator dead" that follows. Only these two messages of
     aiokafka's group coordinator, and the first only for retriable errors: anything that stops the
-    consumer is raised and reported by the connector itself."""
+    consumer is raised and reported by the connector itself. Also aiokafka's client's "Unable connect
+    to node with id None" while the coordinator's node is not known yet (``StaleMetadata``, seen at a
+    first start in `connector demo`): it refreshes its metadata and retries; a node it knows and
+    cannot reach stays an error."""
 
     LOGGER = "aiokafka.consumer.group_coordinator"
     LOOKUP_FAILED = "Group Coordinator Request failed: %s"
     COORDINATOR_DEAD = "Marking the coordinator dead (node %s)for group %s."
+    CLIENT = "aiokafka.client"
+    UNKNOWN_NODE = "Unable connect to node with id %s: %s"
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name != self.LOGGER or record.levelno <= logging.INFO:
+        if record.levelno <= logging.INFO or record.name not in (self.LOGGER, self.CLIENT):
             return True
-        retried = record.msg == self.COORDINATOR_DEAD or (
-            record.msg == self.LOOKUP_FAILED
-            and isinstance(record.args, tuple)
-            and bool(record.args)
-            and getattr(record.args[0], "retriable", False) is True
-        )
+        args = record.args if isinstance(record.args, tuple) else ()
+        if record.name == self.CLIENT:
+            retried = record.msg == self.UNKNOWN_NODE and len(args) == 2 and args[0] is None
+            retried = retried and isinstance(args[1], StaleMetadata)
+        else:
+            retried = record.msg == self.COORDINATOR_DEAD or (
+                record.msg == self.LOOKUP_FAILED
+                and bool(args)
+                and getattr(args[0], "retriable", False) is True
+            )
         if not retried:
             return True
         record.levelno, record.levelname = logging.INFO, "INFO"

@@ -84,6 +84,9 @@ class Pacer:
         self._on_wait = on_wait
         self._slots: dict[TopicPartition, tuple[int, int, int]] = {}  # topic index, partition, count
         self._topics = 0
+        # The owned partitions' slots and send windows, and the share they add up to, as of the
+        # fence's generation (None: to be worked out again): asked for every tick and every answer.
+        self._owned: tuple[int, list[tuple[float, float, int, int, int, TopicPartition]], float] | None = None
         self._next_free = 0.0
         self._hold_until = 0.0
         self._credit = 1.0
@@ -114,12 +117,29 @@ class Pacer:
             for p in range(partitions[topic])
         }
         self._topics = len(topics)
+        self._owned = None
+
+    def _windows(self) -> tuple[list[tuple[float, float, int, int, int, TopicPartition]], float]:
+        """Each owned partition of the layout as ``(begin, end, topic index, partition, count, tp)``,
+        in partition order, and the share of the budget their ticks add up to."""
+        generation = self.fence.generation
+        if self._owned is None or self._owned[0] != generation:
+            owned = []
+            share = 0.0
+            for tp in self.fence.partitions():
+                slot = self._slots.get(tp)
+                window = self.fence.window(tp)
+                if slot is None or window is None:
+                    continue
+                owned.append((window[0], window[1], *slot, tp))
+                share += 1 / (self._topics * slot[2])
+            self._owned = (generation, owned, share)
+        return self._owned[1], self._owned[2]
 
     @property
     def full_rate(self) -> float:
         """Requests a second this member's ticks allow (its share of the budget, at factor 1)."""
-        share = sum(1 / (self._topics * n) for tp, (_, _, n) in self._slots.items() if self.fence.window(tp))
-        return share / self._spacing
+        return self._windows()[1] / self._spacing
 
     @property
     def rate(self) -> float:
@@ -156,18 +176,12 @@ class Pacer:
     def _next_tick(self, start: float) -> tuple[float, TopicPartition] | None:
         """The earliest tick at or after ``start`` that this member may use, and its partition."""
         best: tuple[float, TopicPartition] | None = None
-        spacing, topics = self._spacing, self._topics
-        for tp in self.fence.partitions():
-            slot = self._slots.get(tp)
-            window = self.fence.window(tp)
-            if slot is None or window is None:
-                continue
-            topic, partition, count = slot
-            begin, end = window
-            first = math.ceil(max(start, begin) / spacing - self._phase - _EPSILON)  # first tick's number
+        spacing, topics, phase = self._spacing, self._topics, self._phase
+        for begin, end, topic, partition, count, tp in self._windows()[0]:
+            first = math.ceil(max(start, begin) / spacing - phase - _EPSILON)  # first tick's number
             turn = math.ceil((first - topic) / topics)  # the topic's turns are ticks topic + topics * j
             turn += (partition - turn) % count  # and its partition's are every count-th of those
-            tick = (self._phase + topic + topics * turn) * spacing
+            tick = (phase + topic + topics * turn) * spacing
             if tick < end and (best is None or tick < best[0]):
                 best = (tick, tp)
         return best

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from aiokafka import errors
+from aiokafka import client, errors
 from aiokafka.consumer import group_coordinator
 
 from connector import logs
@@ -20,6 +20,8 @@ from connector import logs
 COORDINATOR = "aiokafka.consumer.group_coordinator"
 LOOKUP_FAILED = "Group Coordinator Request failed: %s"
 COORDINATOR_DEAD = "Marking the coordinator dead (node %s)for group %s."
+CLIENT = "aiokafka.client"
+UNKNOWN_NODE = "Unable connect to node with id %s: %s"
 
 
 @pytest.fixture
@@ -41,6 +43,9 @@ def test_coordinator_not_available_while_a_group_is_created_is_not_an_error(
     log.error(LOOKUP_FAILED, errors.GroupCoordinatorNotAvailableError())
     log.error(LOOKUP_FAILED, errors.CoordinatorLoadInProgressError())
     log.warning(COORDINATOR_DEAD, 1, "demo")
+    logging.getLogger(CLIENT).error(
+        UNKNOWN_NODE, None, errors.StaleMetadata("Broker id None not in current metadata")
+    )
     assert log_lines() == []
 
 
@@ -51,8 +56,12 @@ def test_other_aiokafka_errors_are_still_errors(log_lines: Callable[[], list[dic
     )
     logging.getLogger(COORDINATOR).error("Heartbeat session expired - marking coordinator dead")
     logging.getLogger("aiokafka.conn").error("Group Coordinator Request failed: %s", "elsewhere")
+    logging.getLogger(CLIENT).error(UNKNOWN_NODE, 1, ConnectionRefusedError("refused"))
+    logging.getLogger(CLIENT).error(
+        UNKNOWN_NODE, 1, errors.StaleMetadata("Broker id 1 not in current metadata")
+    )
     lines = log_lines()
-    assert [line["level"] for line in lines] == ["error", "error", "error"]
+    assert [line["level"] for line in lines] == ["error"] * 5
     assert "GroupAuthorizationFailedError" in lines[0]["event"]
     assert lines[1]["event"] == "Heartbeat session expired - marking coordinator dead"
 
@@ -63,3 +72,4 @@ def test_the_messages_demoted_are_the_ones_aiokafka_logs() -> None:
     source = inspect.getsource(group_coordinator)
     for message in (LOOKUP_FAILED, COORDINATOR_DEAD):
         assert f'"{message}"' in source, message
+    assert f'"{UNKNOWN_NODE}"' in inspect.getsource(client)

@@ -169,6 +169,38 @@ def test_ticks_stop_when_a_lease_ends() -> None:
     assert 14 <= len(out) <= 15  # half of 6/s (less the slack) for 5 s
 
 
+def test_ticks_follow_the_fence_as_a_lease_is_renewed_and_a_partition_taken_and_dropped() -> None:
+    """The pacer keeps the owned partitions' windows between ticks: a renewed lease, a partition
+    assigned and one dropped change the ticks from the next one on."""
+    out: list[float] = []
+
+    async def main() -> None:
+        pacer = member(6.0, [], partitions=2)
+        first, second = TopicPartition("t", 0), TopicPartition("t", 1)
+        pacer.fence.assign(first, 0.0)
+        pacer.fence.renew(first, START + 2.0)
+        assert pacer.full_rate == pytest.approx(3.0 / (1 + SLACK))
+        task = asyncio.ensure_future(grants(pacer, 2, 9.0, out))
+        await asyncio.sleep(1.0)
+        pacer.fence.renew(first, START + 9.0)  # the commits go on: sending goes on
+        await asyncio.sleep(2.0)
+        pacer.fence.assign(second, 0.0)
+        assert pacer.full_rate == pytest.approx(6.0 / (1 + SLACK)), "its share, as soon as assigned"
+        pacer.fence.renew(second, START + 9.0)
+        await asyncio.sleep(3.0)
+        pacer.fence.drop(second)
+        pacer.fence.drop(first)
+        assert pacer.full_rate == 0.0
+        await asyncio.sleep(3.0)
+        task.cancel()
+
+    virtual(main)
+    per_second = [sum(1 for t in out if START + s <= t < START + s + 1) for s in range(9)]
+    assert per_second[2] >= 2, "past the first lease: it was renewed"
+    assert per_second[4] >= 5, "both partitions' ticks"
+    assert sum(per_second[6:]) == 0, "nothing once both are dropped"
+
+
 def test_a_tick_the_loop_wakes_for_too_late_is_given_up() -> None:
     """Found on the real broker (11 requests in a second at 10/s): a grant more than LATE after its
     tick would crowd the next second, so it is skipped; no window of one second gets more than the
