@@ -78,6 +78,8 @@ class Cut:
 
     def factor_at(self, now: float) -> float:
         """The factor at ``now``, this cut being the last one."""
+        if self.factor >= 1.0:  # it only grows: no cut (``NONE``), asked for every tick looked at
+            return 1.0
         elapsed = max(0.0, now - self.at)
         level = self.factor
         medium = max(0.0, self.resume - level) / MEDIUM

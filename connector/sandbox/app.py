@@ -213,10 +213,14 @@ class Sandbox:
         ]
 
     def stats(self) -> dict[str, Any]:
-        """Counts of requests by status, and of orders held."""
+        """Counts of requests by status, and of orders held; ``requests_all`` adds its tenants'
+        requests (a cheap count to poll: a benchmark's poll of the connector's /metrics would cost
+        the connector the CPU it measures)."""
         by_status = Counter(str(r.status) for r in self.store.requests)
         return {
             "requests": len(self.store.requests),
+            "requests_all": len(self.store.requests)
+            + sum(len(t.store.requests) for t in self.tenants.values()),
             "by_status": dict(by_status),
             "orders": len(self.store.orders),
         }

@@ -51,4 +51,8 @@ async def test_each_tenant_has_its_own_key_orders_bucket_and_faults() -> None:
         assert shop.status_code == 200, "neither acme's bucket nor bolt's outage reaches cask"
         stats = (await http.get(f"{acme}/_sandbox/stats")).json()
         assert stats["requests"] == 2
+        everyone = (await http.get(f"{root.url}/_sandbox/stats")).json()
+        assert (everyone["requests"], everyone["requests_all"]) == (0, 5), (
+            "the tenants' own, summed at the root"
+        )
         assert [r.path for r in tenants["cask"].store.requests] == ["/t/cask/openapi/2025-06/orders/o-1"]
