@@ -161,7 +161,7 @@ class Deliverer:
             tenant=tenant,
             on_change=on_circuit,
         )
-        self._gates = Gate(clock=clock, pacer=pacer, fence=pacer.fence, outages=self._outages, linger=linger)
+        self._gates = Gate(clock=clock, pacer=pacer, outages=self._outages, linger=linger)
         self._policy = policy
         self._target = target  # what changes are checked against (None: sent as they are)
         self.tenant = tenant

@@ -36,12 +36,10 @@ class Linger(Protocol):
 class Gate:
     """Waits until a job may send, in two steps around the deliverer's check of its change."""
 
-    def __init__(
-        self, *, clock: Clock, pacer: Pacer, fence: Fence, outages: Outages, linger: Linger | None
-    ) -> None:
+    def __init__(self, *, clock: Clock, pacer: Pacer, outages: Outages, linger: Linger | None) -> None:
         self._clock = clock
         self._pacer = pacer
-        self._fence = fence
+        self._fence: Fence = pacer.fence  # the pacer's ticks and the job's partition: one fence
         self._outages = outages
         self._circuit: Circuit = outages.circuit
         self._linger = linger

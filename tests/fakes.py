@@ -1,20 +1,24 @@
 """Small stand-ins for the parts around the one a unit test drives, each implementing the protocol
 that part declares: a vendor client (``connector.sinks.Sink``), a group member
 (``connector.source.Source``), work sources and lingers (``connector.deliver``), and what parking
-talks to besides the shops (``connector.park``)."""
+talks to: the shops and the rest (``connector.park``)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
 from pydantic import SecretStr
 
+from connector.clock import SYSTEM_CLOCK
 from connector.coalesce import Resolution
 from connector.deadletter import Failure
+from connector.decode import decode
 from connector.deliver import Outcome
+from connector.park import ShopHealth
 from connector.sinks import Prepaid
 from connector.source import Committed
 from connector.structs import OrderChange, Record, TopicPartition
@@ -144,6 +148,78 @@ class NoLinger:
 
     async def caught_up(self, tp: TopicPartition, timeout: float) -> None:
         return None
+
+
+class Behind:
+    """Whether partitions are behind their log end, as a test sets ``now`` (``connector.gate.Linger``)."""
+
+    def __init__(self, behind: bool = False) -> None:
+        self.now = behind
+
+    def behind(self, tp: TopicPartition) -> bool:
+        return self.now
+
+    async def caught_up(self, tp: TopicPartition, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.now and loop.time() < deadline:
+            await asyncio.sleep(min(0.05, deadline - loop.time()))
+
+
+HEALTHY = ShopHealth(open_since=None, closed=True, full_rate=10.0, pace_factor=1.0)
+
+
+class Shops:
+    """The shops this member serves (``connector.park.Shops``), as parking sees them: each one's
+    health, as a test sets it; which were quiesced and resumed, on which partitions; jobs submitted."""
+
+    many = True
+
+    def __init__(self, *names: str) -> None:
+        self.healths: dict[str, ShopHealth] = dict.fromkeys(names, HEALTHY)
+        self.aliases: dict[str, str] = {}  # an old name -> the shop it is now
+        self.quiesced: list[tuple[str, set[TopicPartition]]] = []
+        self.resumed: list[tuple[str, set[TopicPartition]]] = []
+        self.submitted: list[OrderChange] = []
+
+    def down(self, tenant: str, for_seconds: float) -> None:
+        """``tenant``'s circuit opened ``for_seconds`` ago."""
+        since = SYSTEM_CLOCK.monotonic() - for_seconds
+        self.healths[tenant] = ShopHealth(open_since=since, closed=False, full_rate=10.0, pace_factor=1.0)
+
+    def names(self) -> list[str]:
+        return list(self.healths)
+
+    def health(self, tenant: str) -> ShopHealth | None:
+        return self.healths.get(tenant)
+
+    def canonical(self, name: str) -> str:
+        return self.aliases.get(name, name)
+
+    async def quiesce(self, tenant: str, partitions: set[TopicPartition], timeout: float) -> bool:
+        if tenant not in self.healths:
+            return False
+        self.quiesced.append((tenant, set(partitions)))
+        return True
+
+    def resume(self, tenant: str, partitions: set[TopicPartition]) -> None:
+        self.resumed.append((tenant, set(partitions)))
+
+    def submit(self, change: OrderChange, hold: float = 0.0) -> None:
+        self.submitted.append(change)
+
+
+def read_change(
+    tp: TopicPartition, key: str, offset: int, tenant: str = "acme", age: float = 0.0
+) -> OrderChange:
+    """An event of ``tenant``'s order ``key`` read from ``tp`` at ``offset``, produced ``age`` seconds
+    ago."""
+    value = json.dumps({"external_id": key, "updated_at": "2026-01-01T00:00:00Z"}).encode()
+    stamp = int((SYSTEM_CLOCK.wall() - age) * 1000)
+    record = Record(tp.topic, tp.partition, offset, key.encode(), value, (("x-trace", b"t"),), stamp)
+    change = decode(record, validate=False)
+    change.tenant = tenant
+    return change
 
 
 class ParkPorts:

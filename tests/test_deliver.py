@@ -29,7 +29,7 @@ from connector.pacing import Pacer
 from connector.retry import RetryPolicy
 from connector.structs import OrderChange, Record, TopicPartition
 from connector.vendors import Target, make_sink, target
-from tests.fakes import Vendor
+from tests.fakes import Behind, Vendor
 from tests.sim.loop import VirtualTimeLoop
 
 START = 1_800_000_000.0
@@ -229,22 +229,6 @@ class Orders:
 
     def kinds(self) -> list[tuple[str, OutcomeKind]]:
         return [(o.key, o.kind) for o in self.outcomes]
-
-
-class Behind:
-    """Whether partitions are behind their log end (``connector.deliver.Linger``)."""
-
-    def __init__(self, behind: bool) -> None:
-        self.now = behind
-
-    def behind(self, tp: TopicPartition) -> bool:
-        return self.now
-
-    async def caught_up(self, tp: TopicPartition, timeout: float) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self.now and loop.time() < deadline:
-            await asyncio.sleep(min(0.05, deadline - loop.time()))
 
 
 @dataclass

@@ -19,6 +19,7 @@ from connector.outages import Outages
 from connector.pacing import Pacer
 from connector.sinks import Prepaid
 from connector.structs import TopicPartition
+from tests.fakes import Behind
 from tests.sim.loop import VirtualTimeLoop
 
 START = 1_800_000_000.0
@@ -31,22 +32,6 @@ class Clock:
 
     def wall(self) -> float:
         return asyncio.get_running_loop().time()
-
-
-class Behind:
-    """Whether the partition is behind its log end (``connector.gate.Linger``)."""
-
-    def __init__(self) -> None:
-        self.now = False
-
-    def behind(self, tp: TopicPartition) -> bool:
-        return self.now
-
-    async def caught_up(self, tp: TopicPartition, timeout: float) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self.now and loop.time() < deadline:
-            await asyncio.sleep(min(0.05, deadline - loop.time()))
 
 
 class Reader:
@@ -76,7 +61,7 @@ class Parts:
         self.circuit = Circuit(window=4, min_calls=2, failure_ratio=0.5, probe_interval=1.0)
         self.reader, self.metrics, self.behind = Reader(), Metrics(), Behind()
         outages = Outages(self.circuit, self.reader, self.metrics, clock)
-        self.gate = Gate(clock=clock, pacer=pacer, fence=self.fence, outages=outages, linger=self.behind)
+        self.gate = Gate(clock=clock, pacer=pacer, outages=outages, linger=self.behind)
 
 
 def on_virtual_time(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:

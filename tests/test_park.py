@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from random import Random
@@ -24,57 +23,15 @@ from connector import metadata
 from connector.clock import SYSTEM_CLOCK
 from connector.coalesce import Coalescer, Resolution
 from connector.config import Settings, TenantsSettings
-from connector.decode import decode
 from connector.metadata import CommitMeta
 from connector.metrics import Metrics
 from connector.ownership import Assignment, PartitionStatus
-from connector.park import Parking, ParkState, RecordsGone, ShopHealth
+from connector.park import Parking, ParkState, RecordsGone
 from connector.park._replay import Replay
 from connector.structs import Record, TopicPartition
-from tests.fakes import ParkPorts
+from tests.fakes import HEALTHY, ParkPorts, Shops, read_change
 
 TP = TopicPartition("orders", 3)
-HEALTHY = ShopHealth(open_since=None, closed=True, full_rate=10.0, pace_factor=1.0)
-
-
-class Shops:
-    """The shops this member serves (``connector.park.Shops``), as parking sees them: each one's
-    health, as a test sets it; which were quiesced and resumed, on which partitions; jobs submitted."""
-
-    many = True
-
-    def __init__(self, *names: str) -> None:
-        self.healths: dict[str, ShopHealth] = dict.fromkeys(names, HEALTHY)
-        self.aliases: dict[str, str] = {}  # an old name -> the shop it is now
-        self.quiesced: list[tuple[str, set[TopicPartition]]] = []
-        self.resumed: list[tuple[str, set[TopicPartition]]] = []
-        self.submitted: list[tuple[str, TopicPartition, str]] = []
-
-    def down(self, tenant: str, for_seconds: float) -> None:
-        """``tenant``'s circuit opened ``for_seconds`` ago."""
-        since = SYSTEM_CLOCK.monotonic() - for_seconds
-        self.healths[tenant] = ShopHealth(open_since=since, closed=False, full_rate=10.0, pace_factor=1.0)
-
-    def names(self) -> list[str]:
-        return list(self.healths)
-
-    def health(self, tenant: str) -> ShopHealth | None:
-        return self.healths.get(tenant)
-
-    def canonical(self, name: str) -> str:
-        return self.aliases.get(name, name)
-
-    async def quiesce(self, tenant: str, partitions: set[TopicPartition], timeout: float) -> bool:
-        if tenant not in self.healths:
-            return False
-        self.quiesced.append((tenant, set(partitions)))
-        return True
-
-    def resume(self, tenant: str, partitions: set[TopicPartition]) -> None:
-        self.resumed.append((tenant, set(partitions)))
-
-    def submit(self, key: str, tp: TopicPartition, tenant: str, hold: float = 0.0) -> None:
-        self.submitted.append((key, tp, tenant))
 
 
 class _Log:
@@ -169,12 +126,7 @@ def _parked(
 def _change(key: str, offset: int, tenant: str = "acme", age: float = 0.0) -> Any:
     """An event of ``tenant``'s order ``key`` read from ``TP`` at ``offset``, produced ``age`` seconds
     ago."""
-    value = json.dumps({"external_id": key, "updated_at": "2026-01-01T00:00:00Z"}).encode()
-    stamp = int((SYSTEM_CLOCK.wall() - age) * 1000)
-    record = Record(TP.topic, TP.partition, offset, key.encode(), value, (("x-trace", b"t"),), stamp)
-    change = decode(record, validate=False)
-    change.tenant = tenant
-    return change
+    return read_change(TP, key, offset, tenant, age)
 
 
 # -- decisions: which shop is parked, when ------------------------------------------------------------

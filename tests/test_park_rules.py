@@ -14,7 +14,7 @@ from connector.ownership import Assignment, PartitionStatus
 from connector.park import ParkState, ShopHealth
 from connector.park._rules import ParkRules
 from connector.structs import TopicPartition
-from tests.test_park import Shops, _change
+from tests.fakes import Shops, read_change
 
 TP = TopicPartition("orders", 3)
 OTHER = TopicPartition("orders", 5)
@@ -38,7 +38,7 @@ class World:
     def waiting(self, tenant: str, orders: int, age: float) -> None:
         """``orders`` of ``tenant`` read ``age`` seconds ago and not delivered."""
         for offset in range(orders):
-            self.coalescer.offer(_change(f"{tenant}-{offset}", offset, tenant, age=age))
+            self.coalescer.offer(read_change(TP, f"{tenant}-{offset}", offset, tenant, age=age))
 
     def starve(self, tenant: str, factor: float) -> None:
         """``tenant``'s pace cut to ``factor`` of its 10/s by 429s; its circuit closed."""
