@@ -31,8 +31,8 @@ newer one; then it sends its newest state again (see the README, "Guarantees").
 from __future__ import annotations
 
 import asyncio
-import contextvars
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from random import Random
@@ -47,7 +47,7 @@ from connector.conform import check, complete
 from connector.errors import ConnectorError, InputError, RateLimited, status_class
 from connector.gate import Gate, Linger
 from connector.instruments import CallEnded, CallHooks, CallSent, RetryScheduled, Throttled
-from connector.jobs import Job, JobBook, JobState
+from connector.jobs import Call, Job, JobBook, JobState
 from connector.logs import get_logger
 from connector.outages import Outages
 from connector.pacing import Pacer
@@ -105,19 +105,16 @@ class WorkSource(Protocol):
 _BUSY = frozenset({JobState.IN_FLIGHT, JobState.DONE, JobState.ABANDONED})
 
 
-def _log_context(change: OrderChange, bound: dict[str, str]) -> contextvars.Context:
-    """A copy of the current context in which log lines name ``change``'s record (a call runs in it)."""
-    context = contextvars.copy_context()
+def _log_context(change: OrderChange, bound: dict[str, str]) -> AbstractContextManager[None]:
+    """While in it, log lines name ``change``'s record (a call runs in it)."""
     record = change.record
-    context.run(
-        structlog.contextvars.bind_contextvars,
+    return structlog.contextvars.bound_contextvars(
         topic=record.topic,
         partition=record.partition,
         offset=record.offset,
         external_id=change.external_id,
         **bound,
     )
-    return context
 
 
 class Deliverer:
@@ -299,33 +296,41 @@ class Deliverer:
     async def _call(self, job: Job, change: OrderChange) -> None:
         job.attempts += 1
         job.state = JobState.IN_FLIGHT
-        context = _log_context(change, self._bound)
         started = self._clock.monotonic()
-        call = job.call = asyncio.get_running_loop().create_task(
-            self._sink.apply(change, Prepaid(job.tick)),  # its first request uses the tick just granted
-            context=context,
-        )
         self._hooks.call_sent(CallSent(self.tenant))
-        answer: str | None = None  # its status class, once it was answered (not cancelled)
+        error: BaseException | None = None
+        answered = False  # the apply returned or raised (it was not cancelled)
+        scope: asyncio.Timeout | None = None
+        # Run by the worker, not as a task of its own: its first request uses the tick just granted
+        # (``Prepaid``), and a task would start only on the loop's next iteration, when the tick may
+        # be stale on a busy loop (it would then wait for another). A drain cancels it through its
+        # timeout scope (``Call.cancel``), which tells that apart from the worker being cancelled.
         try:
-            await asyncio.wait({call})
-            if not call.cancelled():
-                answer = status_class(call.exception())
-        except asyncio.CancelledError:
-            call.cancel()
-            raise
+            with _log_context(change, self._bound):
+                async with asyncio.timeout(None) as scope:
+                    call = job.call = Call(scope)
+                    try:
+                        await self._sink.apply(change, Prepaid(job.tick))
+                        answered = True
+                    except Exception as exc:  # classified below
+                        error, answered = exc, True
+                    finally:
+                        call.end()
+                        job.call = None
+        except TimeoutError:
+            pass  # cancelled by a drain (scope.expired(), below)
         finally:
+            cancelled = scope is None or scope.expired()
+            answer = status_class(error) if answered and not cancelled else None
             self._hooks.call_ended(CallEnded(self.tenant, answer, self._clock.monotonic() - started))
-        job.call = None
         # An ambiguous request was sent at some time before now (an apply may send several): it can
         # land until ``settle_seconds`` after now, counted from now to be safe.
-        if call.cancelled():  # the partition is being revoked: the request may still land
+        if cancelled:  # the partition is being revoked: the request may still land
             self._fence.note_ambiguous(job.tp, self._clock.wall())
             self._gates.release_probe(job)
             self._abandon(job)
             return
         job.probe = False
-        error = call.exception()
         if isinstance(error, ConnectorError) and error.ambiguous:
             job.ambiguous = True
             job.not_before = self._clock.monotonic() + self._fence.settle_seconds
@@ -405,7 +410,7 @@ class Deliverer:
                 self._abandon(job)
         calls = self._jobs.calls(partitions)
         if calls:
-            await asyncio.wait(calls, timeout=timeout)
+            await asyncio.wait([call.ended for call in calls], timeout=timeout)
         for call in self._jobs.calls(partitions):
             call.cancel()
         while self._jobs.any_of(partitions):

@@ -47,7 +47,32 @@ class Job:
     probe: bool = False  # this attempt is the circuit's probe
     tick: float | None = None  # the budget tick granted for this attempt's first request
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
-    call: asyncio.Task[None] | None = field(default=None, repr=False)
+    call: Call | None = field(default=None, repr=False)
+
+
+class Call:
+    """One attempt's call in flight. The worker runs it itself, in the step its tick woke it in (a
+    task of its own would start a loop iteration later, and on a busy loop its tick would be stale);
+    a drain cancels it through its timeout scope (:meth:`cancel`: the worker sees ``TimeoutError``,
+    not a cancellation of itself) and waits for it through :attr:`ended`."""
+
+    __slots__ = ("_scope", "cancelled", "ended")
+
+    def __init__(self, scope: asyncio.Timeout) -> None:
+        self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.cancelled = False  # by :meth:`cancel`: the request may have been sent
+        self._scope = scope
+
+    def cancel(self) -> None:
+        """Stop the call now (its partition is being revoked): it ends as cancelled."""
+        if not self.ended.done() and not self.cancelled:
+            self.cancelled = True
+            self._scope.reschedule(asyncio.get_running_loop().time())
+
+    def end(self) -> None:
+        """The call is over (answered, failed or cancelled): whoever waits for it goes on."""
+        if not self.ended.done():
+            self.ended.set_result(None)
 
 
 class JobBook:
@@ -102,7 +127,7 @@ class JobBook:
         for tp in sorted(partitions):
             yield from self.of(tp)
 
-    def calls(self, partitions: Iterable[TopicPartition]) -> list[asyncio.Task[None]]:
+    def calls(self, partitions: Iterable[TopicPartition]) -> list[Call]:
         """The calls in flight of ``partitions``' jobs."""
         return [job.call for job in self.each(partitions) if job.call]
 

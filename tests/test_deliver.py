@@ -27,6 +27,7 @@ from connector.fence import Fence
 from connector.metrics import Metrics
 from connector.pacing import Pacer
 from connector.retry import RetryPolicy
+from connector.sinks import Prepaid
 from connector.structs import OrderChange, Record, TopicPartition
 from connector.vendors import Target, make_sink, target
 from tests.fakes import Behind, Vendor
@@ -248,14 +249,16 @@ def desk(
     linger: Behind | None = None,
     linger_seconds: float = 0.0,
     target: Target | None = None,
+    pacer_type: type[Pacer] = Pacer,
+    vendor: Vendor | None = None,
 ) -> Desk:
     clock = Clock()
     fence = Fence(clock, lease_seconds=float("inf"), settle_seconds=settle)
     fence.assign(TP, 0.0)
     fence.renew(TP, float("inf"))
-    pacer = Pacer(100.0, clock, fence)
+    pacer = pacer_type(100.0, clock, fence)
     pacer.set_layout({TP.topic: 1})
-    vendor, orders, metrics = Vendor(), Orders(), Metrics()
+    vendor, orders, metrics = vendor or Vendor(), Orders(), Metrics()
     deliverer = Deliverer(
         vendor,
         orders,
@@ -333,6 +336,38 @@ def test_a_newer_change_waits_while_a_call_of_its_order_is_in_flight() -> None:
             assert d.vendor.sent() == [("A1", "active"), ("A1", "cancelled")]
             assert [c.record.offset for c in d.orders.replaced] == [1]
             assert [o.attempts for o in d.orders.outcomes] == [1, 1]
+
+    on_virtual_time(scenario)
+
+
+def test_a_call_starts_in_the_loop_step_its_tick_was_granted_in() -> None:
+    """The worker runs the call itself: its first request is written before the event loop runs
+    anything else, so the tick it was granted is as fresh as when the pacer woke (a task of its own
+    would start on the loop's next iteration, after everything already queued: on a busy loop, later
+    than a tick may be used). Each grant queues a callback marking its tick: none has run when the
+    call that uses the tick starts."""
+    ran_on: set[float] = set()  # ticks after whose grant the loop ran something else
+    seen: list[bool] = []
+
+    class Granting(Pacer):
+        async def acquire(self) -> float:
+            tick = await super().acquire()
+            asyncio.get_running_loop().call_soon(ran_on.add, tick)
+            return tick
+
+    class Seeing(Vendor):
+        async def apply(self, change: OrderChange, prepaid: Prepaid | None = None) -> None:
+            tick = prepaid.take() if prepaid is not None else None
+            seen.append(tick is not None and tick not in ran_on)
+            await super().apply(change, prepaid)
+
+    async def scenario() -> None:
+        d = desk(pacer_type=Granting, vendor=Seeing())
+        async with d.deliverer:
+            for key in ("A1", "B1", "C1"):
+                d.orders.add(key, 0)
+            await until(lambda: len(d.orders.outcomes) == 3)
+        assert seen == [True, True, True]
 
     on_virtual_time(scenario)
 

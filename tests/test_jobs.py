@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from connector.jobs import Job, JobBook, JobState
+from connector.jobs import Call, Job, JobBook, JobState
 from connector.structs import TopicPartition
 
 A, B, C = TopicPartition("orders", 0), TopicPartition("orders", 1), TopicPartition("orders", 2)
@@ -57,13 +57,56 @@ def test_calls_in_flight_are_those_of_the_partitions_asked() -> None:
     async def main() -> None:
         book = JobBook()
         idle, sending, other = Job("k1", A), Job("k2", A), Job("k3", B)
-        sending.call = asyncio.create_task(asyncio.sleep(0))
-        other.call = asyncio.create_task(asyncio.sleep(0))
-        for job in (idle, sending, other):
-            book.add(job)
-        assert book.calls({A}) == [sending.call]
-        assert book.calls({A, B}) == [sending.call, other.call]
-        await asyncio.gather(sending.call, other.call)
+        async with asyncio.timeout(None) as one, asyncio.timeout(None) as two:
+            sending.call, other.call = Call(one), Call(two)
+            for job in (idle, sending, other):
+                book.add(job)
+            assert book.calls({A}) == [sending.call]
+            assert book.calls({A, B}) == [sending.call, other.call]
+            await asyncio.sleep(0)
+
+    asyncio.run(main())
+
+
+def test_a_cancelled_call_ends_its_scope_not_the_task_running_it() -> None:
+    """A drain's cancel reaches the call as the end of its timeout scope (``TimeoutError``, and the
+    call counts as cancelled); the task running it goes on. A call that ended is not cancelled."""
+
+    async def main() -> None:
+        started = asyncio.Event()
+        call: Call | None = None
+
+        async def worker() -> str:
+            nonlocal call
+            try:
+                async with asyncio.timeout(None) as scope:
+                    call = Call(scope)
+                    started.set()
+                    await asyncio.Event().wait()
+            except TimeoutError:
+                assert scope.expired()
+            finally:
+                assert call is not None
+                call.end()
+            return "went on"
+
+        task = asyncio.create_task(worker())
+        await started.wait()
+        assert call is not None
+        waiting = asyncio.ensure_future(asyncio.wait([call.ended]))
+        call.cancel()
+        assert await task == "went on"
+        await waiting
+        assert call.cancelled
+        assert call.ended.done()
+
+        async with asyncio.timeout(None) as scope:
+            done = Call(scope)
+            done.end()
+            done.cancel()
+            await asyncio.sleep(0)
+        assert not done.cancelled
+        assert not scope.expired()
 
     asyncio.run(main())
 

@@ -85,7 +85,7 @@ CAUGHT = {
     "an_outage_pauses_consumption": (3, "not converged"),
     "hand_over_forgets_the_inherited_hold": (25, "landed after one of epoch"),
     "no_hold_after_assignment": (25, "landed after one of epoch"),
-    "no_lease": (14, "landed after one of epoch"),
+    "no_lease": (25, "landed after one of epoch"),
     "no_warm_up": (9, "vendor holds ('delete', None)"),
     "fetched_while_assigning": (9, "committed orders-0@1 past unresolved"),
     "a_failed_change_forgets_its_version": (9, "vendor holds ('delete', None)"),
