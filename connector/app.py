@@ -214,10 +214,10 @@ GC_THRESHOLDS = (100_000, 20, 10)
 """The garbage collector's thresholds while serving (Python's defaults: 700, 10, 10). With the
 defaults, the objects a backlog keeps for seconds (changes, records, jobs) outlive the young
 generation and are scanned again by the older ones: in ``bench.tenants`` (1,000 shops) the collector
-took 9 s of a 60 CPU s run, full collections of about 230 ms each stalled the loop, and every stall
-gives up the budget ticks due in it. With these, 0.4 s, pauses under 5 ms, and 1.3 to 1.5 times the
-requests per CPU second (``docs/benchmarks.md``). Garbage in reference cycles is freed later; little
-of it is made."""
+took 9 s of a 60 CPU s run, and full collections of about 230 ms each stalled the loop (a stall gives
+up every budget tick due in it). With these, 0.4 s in 96 collections, 8 of them over 5 ms. The price:
+garbage in reference cycles waits longer to be freed (K's peak RSS 190 MB, not 164; see
+``docs/benchmarks.md``)."""
 
 
 async def main(settings: Settings) -> None:
