@@ -13,7 +13,9 @@ Vendor routes (``X-Authorization`` required, rate limited, faults applied), ``{v
 
 Control routes (no auth, no limit): ``GET /_sandbox/orders``, ``GET /_sandbox/requests``,
 ``GET /_sandbox/writes`` (every change applied, in order), ``GET /_sandbox/stats``,
-``GET|POST /_sandbox/faults``, ``POST /_sandbox/reset``, ``POST /_sandbox/config``.
+``GET|POST /_sandbox/faults``, ``GET|POST /_sandbox/tamper`` (the vendor loses, reverts or edits
+orders by itself: ``{"lose": [ids], "revert": [ids], "alter": {id: {field: value}}}``, and ``GET``
+lists what it did; kept apart from the writes), ``POST /_sandbox/reset``, ``POST /_sandbox/config``.
 
 Shoplazza routes (``Access-Token`` required, see ``connector.sandbox.shoplazza``), ``{v}`` ``2025-06``::
 
@@ -57,6 +59,8 @@ from connector.sandbox.guard import VENDOR_PREFIXES, Guard, Handler
 from connector.sandbox.shoplazza import ShoplazzaStore
 from connector.sandbox.shoplazza import routes as shoplazza_routes
 from connector.sandbox.state import Faults, LoggedRequest, Store
+
+_TAMPER_SHAPE = '{"lose": [ids], "revert": [ids], "alter": {id: {field: value}}}'
 
 
 class Sandbox:
@@ -131,6 +135,8 @@ class Sandbox:
         app.router.add_get("/_sandbox/stats", self._ctl_stats)
         app.router.add_get("/_sandbox/faults", self._ctl_faults)
         app.router.add_post("/_sandbox/faults", self._ctl_faults)
+        app.router.add_get("/_sandbox/tamper", self._ctl_tamper)
+        app.router.add_post("/_sandbox/tamper", self._ctl_tamper)
         app.router.add_post("/_sandbox/reset", self._ctl_reset)
         app.router.add_post("/_sandbox/config", self._ctl_config)
 
@@ -235,6 +241,20 @@ class Sandbox:
             except (KeyError, ValueError, TypeError) as exc:
                 return web.json_response({"message": f"unknown or bad fault: {exc}"}, status=400)
         return web.json_response(self.faults.as_dict())
+
+    async def _ctl_tamper(self, request: web.Request) -> web.Response:
+        if request.method == "POST":
+            try:
+                values = await request.json()
+                lose, revert = list(values.get("lose", [])), list(values.get("revert", []))
+                alter = dict(values.get("alter", {}))
+                unknown = set(values) - {"lose", "revert", "alter"}
+                if unknown or not all(isinstance(v, dict) for v in alter.values()):
+                    raise ValueError(f"unknown keys {sorted(unknown)} or an alter value not an object")
+            except (ValueError, TypeError, AttributeError) as exc:
+                return web.json_response({"message": f"bad tamper ({exc}): {_TAMPER_SHAPE}"}, status=400)
+            return web.json_response(self.store.tamper(lose, revert, alter))
+        return web.json_response({"tampers": [asdict(t) for t in self.store.tampers]})
 
     async def _ctl_reset(self, _: web.Request) -> web.Response:
         self.store.reset()

@@ -59,6 +59,12 @@ def _external_id(request: web.Request) -> tuple[str, web.Response | None]:
     return ext, None
 
 
+PAGE_SIZE = 50
+"""Orders a page of List Orders. Loop's excerpt documents only the answer's ``next_page_url`` and
+``previous_page_url``, not its parameters or page size: the sandbox pages by ``?page=`` (from 1), and
+a client follows the URLs it is given rather than building them."""
+
+
 def routes(store: Store, account: Account) -> list[web.RouteDef]:
     """Loop's vendor routes (``/api/{version}/orders…``) over ``store``; ``account``'s faults now
     say which external ids are refused."""
@@ -95,9 +101,22 @@ def routes(store: Store, account: Account) -> list[web.RouteDef]:
             return _invalid(errors)
         return forced(body, request) or web.json_response({"order": store.create(body)})
 
-    async def list_orders(_: web.Request) -> web.Response:
+    async def list_orders(request: web.Request) -> web.Response:
+        try:
+            page = int(request.query.get("page", "1"))
+        except ValueError:
+            page = 0
+        if page < 1:
+            return loop_error(400, "The page must be a whole number from 1.", "BAD_REQUEST")
+        held = list(store.orders.values())  # by Loop id: ids only grow, and dicts keep insertion order
+        start = (page - 1) * PAGE_SIZE
+        more, back = start + PAGE_SIZE < len(held), page > 1
         return web.json_response(
-            {"orders": list(store.orders.values()), "next_page_url": None, "previous_page_url": None}
+            {
+                "orders": held[start : start + PAGE_SIZE],
+                "next_page_url": str(request.url.update_query(page=page + 1)) if more else None,
+                "previous_page_url": str(request.url.update_query(page=page - 1)) if back else None,
+            }
         )
 
     async def get(request: web.Request) -> web.Response:

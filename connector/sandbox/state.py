@@ -1,11 +1,16 @@
-"""The sandbox's memory: orders, the request log, and the faults to inject."""
+"""The sandbox's memory: orders, the request log, the faults to inject, and what the vendor itself
+did to orders (lost, reverted, edited: :meth:`Store.tamper`)."""
 
 from __future__ import annotations
 
 import itertools
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+KEPT_VERSIONS = 4
+"""Versions of each order kept, newest last, for :meth:`Store.tamper`'s ``revert``."""
 
 
 @dataclass
@@ -65,14 +70,31 @@ class Write:
     updated_at: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Tamper:
+    """One thing the vendor did to an order by itself (not asked by a client's request): ``op`` is
+    ``lose`` (gone), ``revert`` (back to an older version it held) or ``alter`` (fields edited, as in
+    the vendor's admin). Kept apart from :attr:`Store.writes`, which judge the clients' writes."""
+
+    ts: float
+    op: str
+    external_id: str
+    updated_at_before: str | None
+    updated_at_after: str | None
+    fields: tuple[str, ...] = ()
+
+
 class Store:
-    """Orders by Loop id and by external id, every request received, and every write applied."""
+    """Orders by Loop id and by external id, every request received, every write applied, and every
+    tamper (:meth:`tamper`)."""
 
     def __init__(self) -> None:
         self.orders: dict[int, dict[str, Any]] = {}
         self.by_external: dict[str, int] = {}
         self.requests: list[LoggedRequest] = []
         self.writes: list[Write] = []
+        self.tampers: list[Tamper] = []
+        self._versions: dict[str, deque[dict[str, Any]]] = {}  # each order's last bodies, newest last
         self._ids = itertools.count(1)
 
     def _wrote(self, op: str, external_id: Any, updated_at: Any = None) -> None:
@@ -84,6 +106,11 @@ class Store:
                 updated_at if isinstance(updated_at, str) else None,
             )
         )
+        if isinstance(external_id, str) and op != "delete":
+            order = self.get_external(external_id)
+            if order is not None:
+                kept = self._versions.setdefault(external_id, deque(maxlen=KEPT_VERSIONS))
+                kept.append(dict(order))
 
     def upsert(self, body: dict[str, Any]) -> dict[str, Any]:
         """Create or replace the order with ``body['external_id']``; returns it with its id."""
@@ -132,9 +159,62 @@ class Store:
             self._wrote("delete", external_id)
         return order_id
 
+    def tamper(
+        self, lose: list[str], revert: list[str], alter: dict[str, dict[str, Any]]
+    ) -> dict[str, list[str]]:
+        """The vendor, by itself, loses the orders of ``lose``, puts those of ``revert`` back to the
+        newest version it held with another ``updated_at`` (a second revert: the one before that),
+        and edits the fields ``alter`` gives each (its ``updated_at`` unchanged unless given).
+        Returns the external ids done by op, and those it could not do (no such order, or no older
+        version to revert to) under ``skipped``."""
+        done: dict[str, list[str]] = {"lose": [], "revert": [], "alter": [], "skipped": []}
+        for ext in lose:
+            order = self.get_external(ext)
+            if order is None:
+                done["skipped"].append(ext)
+                continue
+            self.orders.pop(self.by_external.pop(ext), None)
+            self._tampered("lose", ext, order.get("updated_at"), None)
+            done["lose"].append(ext)
+        for ext in revert:
+            order = self.get_external(ext)
+            kept = self._versions.get(ext)
+            while order is not None and kept and kept[-1].get("updated_at") == order.get("updated_at"):
+                kept.pop()  # the versions it goes back past are forgotten: a second revert goes further
+            if order is None or not kept:
+                done["skipped"].append(ext)
+                continue
+            self.orders[order["id"]] = {**kept[-1], "id": order["id"]}
+            self._tampered("revert", ext, order.get("updated_at"), kept[-1].get("updated_at"))
+            done["revert"].append(ext)
+        for ext, values in alter.items():
+            order = self.get_external(ext)
+            if order is None:
+                done["skipped"].append(ext)
+                continue
+            before = order.get("updated_at")
+            order.update({k: v for k, v in values.items() if k not in ("id", "external_id")})
+            self._tampered("alter", ext, before, order.get("updated_at"), tuple(sorted(values)))
+            done["alter"].append(ext)
+        return done
+
+    def _tampered(self, op: str, ext: str, before: Any, after: Any, fields: tuple[str, ...] = ()) -> None:
+        self.tampers.append(
+            Tamper(
+                time.time(),
+                op,
+                ext,
+                before if isinstance(before, str) else None,
+                after if isinstance(after, str) else None,
+                fields,
+            )
+        )
+
     def reset(self) -> None:
         """Forget every order and request."""
         self.orders.clear()
         self.by_external.clear()
         self.requests.clear()
         self.writes.clear()
+        self.tampers.clear()
+        self._versions.clear()

@@ -10,6 +10,7 @@ import pytest
 
 from connector.samples import order_body
 from connector.sandbox import Sandbox
+from connector.sandbox.loop import PAGE_SIZE
 
 AUTH = {"X-Authorization": "test-key"}
 
@@ -180,3 +181,61 @@ async def test_a_late_write_lands_after_the_client_gave_up_and_the_write_log_sho
         ("delete", "W-1", None),
     ]
     assert writes[1]["ts"] >= writes[0]["ts"]
+
+
+async def test_list_orders_pages_by_the_urls_it_answers(client: httpx.AsyncClient) -> None:
+    """GET /orders answers a page of orders (``PAGE_SIZE``) with the next and previous pages' URLs,
+    None at either end; following them visits every order once."""
+    for i in range(PAGE_SIZE + 3):
+        await client.put("/api/v1/orders", json=order_body(f"P-{i}", 1))
+    first = (await client.get("/api/v1/orders")).json()
+    assert len(first["orders"]) == PAGE_SIZE
+    assert first["previous_page_url"] is None
+    seen, url = [], "/api/v1/orders"
+    while url:
+        page = (await client.get(url)).json()
+        seen += [o["external_id"] for o in page["orders"]]
+        url = page["next_page_url"]
+    assert seen == [f"P-{i}" for i in range(PAGE_SIZE + 3)]
+    assert page["previous_page_url"] is not None
+    assert (await client.get("/api/v1/orders", params={"page": "0"})).status_code == 400
+
+
+async def test_the_vendor_loses_reverts_and_edits_orders_by_itself(client: httpx.AsyncClient) -> None:
+    """POST /_sandbox/tamper: a lost order is gone, a reverted one holds its previous version, an
+    edited one the fields given (its updated_at unchanged); each is listed by GET, none among the
+    clients' writes. What it cannot do (no such order, no older version) is skipped, a bad request
+    refused."""
+    for ext, versions in (("T-lost", 1), ("T-back", 2), ("T-edit", 1), ("T-once", 1)):
+        for v in range(1, versions + 1):
+            await client.put("/api/v1/orders", json=order_body(ext, v))
+    writes = len((await client.get("/_sandbox/writes")).json()["writes"])
+    done = await client.post(
+        "/_sandbox/tamper",
+        json={
+            "lose": ["T-lost", "T-none"],
+            "revert": ["T-back", "T-once"],
+            "alter": {"T-edit": {"name": "#edited"}},
+        },
+    )
+    assert done.json() == {
+        "lose": ["T-lost"],
+        "revert": ["T-back"],
+        "alter": ["T-edit"],
+        "skipped": ["T-none", "T-once"],
+    }
+    assert (await client.get("/api/v1/orders/external/T-lost")).status_code == 404
+    back = (await client.get("/api/v1/orders/external/T-back")).json()["order"]
+    assert back["updated_at"] == order_body("T-back", 1)["updated_at"]
+    edited = (await client.get("/api/v1/orders/external/T-edit")).json()["order"]
+    assert (edited["name"], edited["updated_at"]) == ("#edited", order_body("T-edit", 1)["updated_at"])
+    tampers = (await client.get("/_sandbox/tamper")).json()["tampers"]
+    assert [(t["op"], t["external_id"]) for t in tampers] == [
+        ("lose", "T-lost"),
+        ("revert", "T-back"),
+        ("alter", "T-edit"),
+    ]
+    assert tampers[1]["updated_at_before"] == order_body("T-back", 2)["updated_at"]
+    assert tampers[2]["fields"] == ["name"]
+    assert len((await client.get("/_sandbox/writes")).json()["writes"]) == writes
+    assert (await client.post("/_sandbox/tamper", json={"drop": ["x"]})).status_code == 400

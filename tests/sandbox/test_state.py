@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from connector.sandbox.state import Faults, Store
+from connector.sandbox.state import KEPT_VERSIONS, Faults, Store
 
 
 def test_an_upsert_creates_then_replaces_the_order_of_its_external_id() -> None:
@@ -55,3 +55,27 @@ def test_faults_take_partial_updates_and_an_outage_starts_from_now() -> None:
     assert faults.as_dict()["error_statuses"] == [500, 502, 503, 504]
     with pytest.raises(KeyError):
         faults.update({"no_such_fault": 1})
+
+
+def test_a_revert_goes_back_to_the_newest_older_version_kept() -> None:
+    """Versions are kept per order (the last ``KEPT_VERSIONS``): a revert takes the newest one whose
+    updated_at differs from the order's now, keeps the order's Loop id; a second goes further back;
+    a reset forgets them."""
+    store = Store()
+    stamps = [f"2026-01-01T00:00:0{i}Z" for i in range(KEPT_VERSIONS + 2)]
+    for stamp in stamps:
+        store.upsert({"external_id": "A1", "updated_at": stamp})
+    store.upsert({"external_id": "A1", "updated_at": stamps[-1], "name": "same version again"})
+    order_id = store.by_external["A1"]
+    assert store.tamper([], ["A1"], {})["revert"] == ["A1"]
+    assert store.get_external("A1") == {"external_id": "A1", "updated_at": stamps[-2], "id": order_id}
+    assert store.tamper([], ["A1"], {})["revert"] == ["A1"], "and again, from there"
+    assert store.get_external("A1")["updated_at"] == stamps[-3]  # type: ignore[index]
+    assert [(t.op, t.updated_at_before, t.updated_at_after) for t in store.tampers] == [
+        ("revert", stamps[-1], stamps[-2]),
+        ("revert", stamps[-2], stamps[-3]),
+    ]
+    store.reset()
+    assert store.tampers == []
+    store.upsert({"external_id": "A1", "updated_at": stamps[0]})
+    assert store.tamper([], ["A1"], {})["skipped"] == ["A1"], "no older version after a reset"
