@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from typing import TYPE_CHECKING
 
@@ -83,6 +84,30 @@ def dlq_command(args: argparse.Namespace) -> int:
         dlq.redrive(settings, topic, flt, args.to, args.dry_run, args.again, rate=args.rate, force=args.force)
     )
     return 1 if result.failed else 0
+
+
+def trace_command(args: argparse.Namespace) -> int:
+    """``connector trace ORDER``: exit 0 when the vendor's copy is in sync (or deleted, as it should
+    be), 1 otherwise (behind, ahead, missing, unknown, no events)."""
+    from connector import logs
+    from connector.config import load_settings
+    from connector.trace import Verdict, as_json, render, trace
+
+    settings = load_settings(args.config)
+    logs.configure("WARNING")
+    logs.register_secret(settings.sink.api_key.get_secret_value())
+    logs.register_secret(settings.kafka.sasl_password.get_secret_value())
+    story = asyncio.run(
+        trace(
+            settings,
+            args.order,
+            since_ms=iso_ms(args.since),
+            max_records=args.max_records,
+            ask_vendor=not args.no_vendor,
+        )
+    )
+    print(json.dumps(as_json(story), indent=2) if args.json else render(story))
+    return 0 if story.verdict in (Verdict.IN_SYNC, Verdict.DELETED) else 1
 
 
 def tenants_command(args: argparse.Namespace) -> int:

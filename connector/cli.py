@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from connector import __version__
-from connector._cli_ops import dlq_command, settings_for_answer, tenants_command
+from connector._cli_ops import dlq_command, settings_for_answer, tenants_command, trace_command
 from connector.constants import Stage
 from connector.errors import BrokerUnavailable, ConfigError
 from connector.vendors import VENDORS, target
@@ -241,6 +241,11 @@ EXAMPLES: dict[tuple[str, ...], tuple[str, ...]] = {
         "connector demo --example shopify",
         "connector demo --example examples/debezium",
     ),
+    ("trace",): (
+        "connector trace ORD-1001",
+        "connector trace ORD-1001 --since 2026-12-01T00:00:00Z --json",
+        "connector trace ORD-1001 --no-vendor --max-records 200000",
+    ),
     ("tenants",): (
         "CONNECTOR_TENANTS__PATH=config/tenants.toml connector tenants",
         "connector tenants --url http://connector-0:9108 --json",
@@ -387,6 +392,19 @@ def build_parser() -> argparse.ArgumentParser:
     ten.add_argument("--url", help="a member's metrics address (default: 127.0.0.1 at metrics.port)")
     ten.add_argument("--json", action="store_true", help="machine-readable output")
     ten.set_defaults(func=tenants_command)
+
+    tr = sub.add_parser(
+        "trace", help="the story of one order: its events, what became of each, the vendor's copy"
+    )
+    tr.add_argument("order", metavar="ORDER", help="the order's external id")
+    tr.add_argument("--config", help="TOML file of settings, as for run (environment variables override it)")
+    tr.add_argument("--since", metavar="ISO8601", help="read records from this time on (default: all)")
+    tr.add_argument(
+        "--max-records", type=int, default=1_000_000, help="records read at most (default 1,000,000)"
+    )
+    tr.add_argument("--no-vendor", action="store_true", help="do not ask the vendor (no request sent)")
+    tr.add_argument("--json", action="store_true", help="machine-readable output")
+    tr.set_defaults(func=trace_command)
 
     demo = sub.add_parser("demo", help="local broker + sandbox + connector + sample events, end to end")
     demo.add_argument("--events", type=int, default=400)

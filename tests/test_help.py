@@ -42,8 +42,10 @@ def _argv(example: str) -> list[str]:
 
 def test_every_command_is_covered() -> None:
     """The walk finds the top level, every command and the subcommands of config and dlq."""
-    assert {(), ("run",), ("sandbox",), ("demo",), ("config", "show"), ("dlq", "redrive")} <= set(COMMANDS)
-    assert len(COMMANDS) == 14
+    assert {(), ("run",), ("sandbox",), ("demo",), ("trace",), ("config", "show"), ("dlq", "redrive")} <= set(
+        COMMANDS
+    )
+    assert len(COMMANDS) == 15
 
 
 @pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(("connector", *p)))

@@ -1,0 +1,327 @@
+"""``connector trace ORDER``: the story of one order, from the source topic to the vendor's copy.
+
+Reads the source topics (from ``--since``, bounded by ``--max-records``, progress on stderr) for the
+records of one order, decodes each as the read path does, and tells what the connector's rules
+decide for it (:func:`decide`: the same rules as :class:`~connector.coalesce.Coalescer`: older than
+the newest accepted is stale, the same payload as it is identical, a newer one supersedes it; a
+record that does not decode is dead-lettered), whether the group's commit has passed it, the order's
+dead letters, and, with one request paced like any other, what the vendor holds now, with a one-line
+verdict (:class:`Verdict`).
+
+A record names the order through the read path's decode, whatever the format (our envelope, a
+mapping, Debezium): every partition is read, not only the one the key would hash to (keys differ by
+format). One shop for now: with ``tenants.path`` set, it says so and stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka import TopicPartition as KafkaTP
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from connector._kafka import client_options, start_within, topic_partitions
+from connector.clock import SystemClock
+from connector.config import Settings
+from connector.constants import H_EXCEPTION_MESSAGE, H_EXTERNAL_ID, H_STAGE
+from connector.errors import ConfigError, InputError
+from connector.pacing import Pacer
+from connector.structs import OrderChange, Record, Version
+from connector.vendors import make_sink, target
+
+PROGRESS_EVERY = 20_000
+"""Records read between two progress lines on stderr."""
+
+
+class Verdict(StrEnum):
+    """What the vendor holds, against the newest state of the order in the topic."""
+
+    IN_SYNC = "in sync"
+    BEHIND = "behind"  # an older version, or the order still there after its delete
+    AHEAD = "ahead"  # a newer version than any event read (or one outside the range read)
+    MISSING = "missing"  # not there, though its newest state is not a delete
+    DELETED = "deleted"  # not there, and its newest state is a delete: in sync
+    UNKNOWN = "unknown"  # the vendor keeps no version of ours (Shoplazza): only found or not
+    NO_EVENTS = "no events"  # no record of the order in the range read
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One record of the order, and what the rules decided for it."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    op: str | None
+    updated_at: str | None
+    decision: str  # newest, superseded, stale, identical, dead-lettered
+    detail: str
+    committed: bool  # the group's commit has passed it
+
+
+@dataclass
+class Story:
+    """What ``connector trace`` found for one order."""
+
+    order: str
+    steps: list[Step] = field(default_factory=list)
+    scanned: int = 0
+    dead_letters: list[str] = field(default_factory=list)
+    held: bool | None = None  # the vendor holds the order (None: not asked)
+    held_updated_at: str | None = None
+    verdict: Verdict = Verdict.NO_EVENTS
+    line: str = ""
+
+
+def decide(changes: Sequence[OrderChange | InputError]) -> list[tuple[str, str]]:
+    """Each record's decision and why, in the order given (the log's, per partition): a change
+    older than the newest accepted is stale (the newest standing for the events skipped as identical
+    to it too, as in the coalescer), one with its payload identical, any other is accepted, and
+    superseded once a newer one is accepted; the last accepted is the newest. Errors are
+    dead-lettered."""
+    out: list[tuple[str, str]] = []
+    newest: int | None = None  # index of the newest accepted change
+    seen: Version | None = None  # the versions of events skipped as identical, joined
+    for i, item in enumerate(changes):
+        if isinstance(item, InputError):
+            out.append(("dead-lettered", f"stage {item.stage}: {item}"))
+            continue
+        if newest is not None:
+            current = changes[newest]
+            assert isinstance(current, OrderChange)
+            where = f"offset {current.record.offset}"
+            if item.version.older_than(current.version.joined(seen)):
+                out.append(("stale", f"older than {where}"))
+                continue
+            if item.digest == current.digest:
+                seen = item.version.joined(seen)
+                out.append(("identical", f"the same state as {where}"))
+                continue
+            out[newest] = ("superseded", f"by offset {item.record.offset}")
+        newest = i
+        out.append(("newest", "the state the vendor should hold"))
+    return out
+
+
+def judge(newest: OrderChange | None, held: bool, stamp: datetime | None) -> tuple[Verdict, str]:
+    """The verdict on the vendor's copy (``held``, at ``stamp``) against ``newest``, and its line."""
+    if newest is None:
+        return Verdict.NO_EVENTS, "no event of this order in the records read (try an earlier --since)"
+    want = newest.updated_at
+    if newest.op == "delete":
+        if not held:
+            return Verdict.DELETED, "deleted, as its newest event says"
+        return Verdict.BEHIND, "still held by the vendor, though its newest event deletes it"
+    if not held:
+        return Verdict.MISSING, f"missing: the vendor does not hold it (newest updated_at {_iso(want)})"
+    if stamp is None or want is None:
+        return Verdict.UNKNOWN, f"held, at updated_at {_iso(stamp)}; the newest event has {_iso(want)}"
+    if stamp == want:
+        return Verdict.IN_SYNC, f"in sync at updated_at {_iso(want)}"
+    if stamp < want:
+        return Verdict.BEHIND, f"behind: holds updated_at {_iso(stamp)}, the newest event has {_iso(want)}"
+    return Verdict.AHEAD, f"ahead: holds updated_at {_iso(stamp)}, newer than any event read ({_iso(want)})"
+
+
+def _iso(stamp: datetime | None) -> str:
+    return stamp.isoformat() if stamp is not None else "none"
+
+
+async def trace(
+    settings: Settings,
+    order: str,
+    *,
+    since_ms: int | None = None,
+    max_records: int = 1_000_000,
+    ask_vendor: bool = True,
+    progress: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+) -> Story:
+    """The story of ``order`` (its external id)."""
+    if settings.tenants.path:
+        raise ConfigError("connector trace serves one shop for now: unset tenants.path (many shops: not yet)")
+    from connector.reader import mapper_for
+
+    story = Story(order)
+    mapper = mapper_for(settings)
+    vendor = target(settings.sink.kind, settings.sink.api_version)
+    found: list[tuple[Record, OrderChange | InputError]] = []
+
+    def read(record: Record) -> None:
+        try:
+            if mapper is not None:
+                change: OrderChange = mapper.read(record, vendor, validate=False, lazy=False)
+            else:
+                from connector.decode import decode
+
+                change = decode(record, settings.kafka.max_message_bytes, vendor, validate=False)
+        except InputError as exc:
+            if exc.external_id == order:
+                found.append((record, exc))
+            return
+        except Exception:  # not this order's concern (the connector dead-letters it)
+            return
+        if change.external_id == order:
+            found.append((record, change))
+
+    options = client_options(settings.kafka)
+    consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **options)
+    k = settings.kafka
+    await start_within(consumer, k.bootstrap_servers, k.start_timeout_seconds)
+    try:
+        parts = [KafkaTP(t, p) for t in k.topics for p in await topic_partitions(options, t)]
+        consumer.assign(parts)
+        ends = await consumer.end_offsets(parts)
+        starts = await consumer.beginning_offsets(parts)
+        since = await consumer.offsets_for_times({tp: since_ms for tp in parts}) if since_ms else {}
+        for tp in parts:
+            at = since.get(tp)
+            consumer.seek(tp, at.offset if at is not None else (ends[tp] if since_ms else starts[tp]))
+        remaining = {tp for tp in parts if await consumer.position(tp) < ends[tp]}
+        total = 0
+        for tp in remaining:
+            total += ends[tp] - await consumer.position(tp)
+        bound = min(total, max_records)
+        progress(f"reading {min(total, max_records):,} records of {len(parts)} partitions for order {order}")
+        while remaining and story.scanned < max_records:
+            batch = await consumer.getmany(*remaining, timeout_ms=1000)
+            for tp, records in batch.items():
+                for r in records:
+                    if r.offset < ends[tp] and story.scanned < max_records:
+                        story.scanned += 1
+                        read(
+                            Record(
+                                tp.topic,
+                                tp.partition,
+                                r.offset,
+                                r.key,
+                                r.value,
+                                tuple(r.headers or ()),
+                                r.timestamp,
+                            )
+                        )
+                        if story.scanned % PROGRESS_EVERY == 0:
+                            progress(f"  {story.scanned:,} of {bound:,} read, {len(found)} of the order")
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+
+    committed = await _committed(settings)
+    found.sort(key=lambda item: (item[0].topic, item[0].partition, item[0].offset))
+    decisions = decide([item for _, item in found])
+    newest: OrderChange | None = None
+    for (record, item), (decision, detail) in zip(found, decisions, strict=True):
+        change = item if isinstance(item, OrderChange) else None
+        if decision == "newest" and change is not None:
+            newest = change if newest is None or newest.version.older_than(change.version) else newest
+        story.steps.append(
+            Step(
+                record.topic, record.partition, record.offset, record.timestamp_ms,
+                change.op if change else None,
+                _iso(change.updated_at) if change and change.updated_at else None,
+                decision, detail,
+                record.offset < committed.get((record.topic, record.partition), 0),
+            )
+        )  # fmt: skip
+    story.dead_letters = await _dead_letters(settings, order)
+    held: tuple[bool, datetime | None] | None = None
+    if ask_vendor and newest is not None:
+        held = await _held(settings, newest)
+    if held is not None:
+        story.held, story.held_updated_at = held[0], _iso(held[1]) if held[1] else None
+    if newest is not None and held is None:
+        story.verdict, story.line = Verdict.UNKNOWN, (
+            "the vendor was not asked (--no-vendor)" if not ask_vendor
+            else "the vendor keeps no updated_at of ours to compare"
+        )  # fmt: skip
+    else:
+        story.verdict, story.line = judge(newest, *(held or (False, None)))
+    return story
+
+
+async def _committed(settings: Settings) -> dict[tuple[str, int], int]:
+    """The group's committed offset of each partition (none: nothing committed yet). A broker that
+    never had a group answers "coordinator not available" until it made its offsets topic: asked
+    again, within ``kafka.start_timeout_seconds``."""
+    admin = AIOKafkaAdminClient(**client_options(settings.kafka))
+    await admin.start()
+    deadline = asyncio.get_running_loop().time() + settings.kafka.start_timeout_seconds
+    try:
+        while True:
+            try:
+                offsets = await admin.list_consumer_group_offsets(settings.kafka.group_id)
+                break
+            except KafkaError as exc:
+                if not exc.retriable or asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
+    return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+
+
+async def _dead_letters(settings: Settings, order: str) -> list[str]:
+    """The order's dead letters: where each came from, its stage and reason."""
+    from connector.deadletter.reader import DeadLetterReader
+
+    out: list[str] = []
+    if not settings.dlq.topic:
+        return out
+    async with DeadLetterReader(settings, settings.dlq.topic) as reader:
+        async for dl in reader:
+            if dl.header(H_EXTERNAL_ID) == order:
+                topic, partition, offset = dl.origin
+                stage, message = dl.header(H_STAGE), dl.header(H_EXCEPTION_MESSAGE) or ""
+                out.append(f"{topic}-{partition}@{offset}: stage {stage}, {message}")
+    return out
+
+
+async def _held(settings: Settings, newest: OrderChange) -> tuple[bool, datetime | None] | None:
+    """What the vendor holds for ``newest``'s order (one request, paced at the deployment's budget);
+    None when the vendor keeps no version of ours to compare (Shoplazza)."""
+    pacer = Pacer.standalone(settings.sink.rate_limit_per_second, SystemClock())
+    async with make_sink(settings.sink, None, pacer) as sink:
+        try:
+            return await sink.held_version(newest)
+        except NotImplementedError:
+            return None
+
+
+def render(story: Story) -> str:
+    """The story for a person."""
+    lines = [
+        f"order {story.order}: {story.line}",
+        f"  {story.scanned:,} records read, {len(story.steps)} of this order",
+    ]
+    for s in story.steps:
+        state = f"{s.op} updated_at {s.updated_at}" if s.op else "does not decode"
+        where = f"{s.topic}-{s.partition}@{s.offset}"
+        commit = "committed" if s.committed else "not committed yet"
+        lines.append(f"  {where:<24} {state:<48} {s.decision}: {s.detail} ({commit})")
+    for dl in story.dead_letters:
+        lines.append(f"  dead letter: {dl}")
+    if story.held is not None:
+        lines.append(
+            f"  vendor: {'holds it' if story.held else 'does not hold it'}"
+            + (f", updated_at {story.held_updated_at}" if story.held_updated_at else "")
+        )
+    return "\n".join(lines)
+
+
+def as_json(story: Story) -> dict[str, object]:
+    """The story for a script."""
+    out = asdict(story)
+    out["verdict"] = str(story.verdict)
+    return out
+
+
+__all__ = ["Step", "Story", "Verdict", "as_json", "decide", "judge", "render", "trace"]

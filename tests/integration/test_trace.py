@@ -1,0 +1,73 @@
+"""``connector trace`` against the real broker and the sandbox: one order's story, before and after the
+connector ran, and after the vendor lost it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from connector.samples import envelope, order_body
+from connector.sandbox import Sandbox
+from connector.trace import Verdict, as_json, render, trace
+from tests.helpers import (
+    committed_offsets,
+    create_topics,
+    end_offsets,
+    produce,
+    running,
+    settings_for,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def event(version: int, **fields: Any) -> tuple[bytes, bytes]:
+    body = {**order_body("T-1", version), **fields}
+    return b"T-1", envelope(body, version)
+
+
+async def test_trace_tells_one_orders_story_and_judges_the_vendors_copy(
+    kafka_bootstrap: str, topic_name: str, sandbox: Sandbox
+) -> None:
+    """T-1's events (v1, v2, v2 again, an older v0 written late, v3) among another order's: before
+    the connector ran, each record's decision, nothing committed, and the vendor behind (it holds
+    v2); after it ran, in sync and committed; after the vendor lost the order, missing. The other
+    order's records are read but not told."""
+    await create_topics(kafka_bootstrap, {topic_name: 2, f"{topic_name}.dlq": 1})
+    others = [(b"O-2", envelope(order_body("O-2", v), v)) for v in (1, 2)]
+    await produce(
+        kafka_bootstrap, topic_name, [event(1), others[0], event(2), event(2), event(0), others[1], event(3)]
+    )
+    settings = settings_for(kafka_bootstrap, topic_name, sandbox.url)
+    sandbox.store.upsert(order_body("T-1", 2))
+    lines: list[str] = []
+
+    story = await trace(settings, "T-1", progress=lines.append)
+    assert story.scanned == 7
+    assert [s.decision for s in story.steps] == ["superseded", "superseded", "identical", "stale", "newest"]
+    assert not any(s.committed for s in story.steps)
+    assert story.verdict is Verdict.BEHIND, story.line
+    assert order_body("T-1", 3)["updated_at"][:19] in story.line
+    assert "reading 7 records" in lines[0]
+    assert "T-1" in render(story)
+    assert json.loads(json.dumps(as_json(story)))["verdict"] == "behind"
+
+    async with running(settings):
+        await wait_until(lambda: sandbox.holds({"T-1": order_body("T-1", 3)}), timeout=60)
+        ends = await end_offsets(kafka_bootstrap, topic_name)
+
+        async def committed() -> bool:
+            return await committed_offsets(kafka_bootstrap, settings.kafka.group_id, topic_name) == ends
+
+        await wait_until(committed, timeout=20)
+    story = await trace(settings, "T-1", progress=lines.append)
+    assert story.verdict is Verdict.IN_SYNC, story.line
+    assert all(s.committed for s in story.steps)
+
+    sandbox.store.tamper(["T-1"], [], {})
+    story = await trace(settings, "T-1", progress=lines.append)
+    assert story.verdict is Verdict.MISSING, story.line
+    assert (await trace(settings, "NOPE", progress=lines.append)).verdict is Verdict.NO_EVENTS

@@ -1,0 +1,74 @@
+"""``connector trace``'s rules, offline: what each record of an order became (the coalescer's rules),
+and the verdict on the vendor's copy. The story read from a real broker: tests/integration/test_trace.py."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from connector.errors import MappingError
+from connector.structs import OrderChange, Record
+from connector.trace import Verdict, decide, judge
+
+T0 = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+def change(offset: int, second: int | None, payload: str = "a", op: str = "upsert") -> OrderChange:
+    stamp = None if second is None else T0 + timedelta(seconds=second)
+    record = Record("orders", 0, offset, b"T-1", b"{}")
+    return OrderChange(record, "T-1", op, {}, updated_at=stamp, digest=payload.encode())  # type: ignore[arg-type]
+
+
+def test_each_record_is_newest_superseded_stale_identical_or_dead_lettered() -> None:
+    unmapped = MappingError("order.updated_at: not a timestamp")
+    unmapped.external_id = "T-1"
+    changes = [
+        change(0, 1, "a"),
+        unmapped,
+        change(2, 2, "b"),
+        change(3, 3, "b"),  # a newer event, the same state: identical
+        change(4, 0, "c"),  # older than the newest accepted: stale
+        change(5, 2, "e"),  # as new as offset 2, but offset 3 (identical to it) is newer: stale
+        change(6, 5, "d"),
+    ]
+    assert [d for d, _ in decide(changes)] == [
+        "superseded",
+        "dead-lettered",
+        "superseded",
+        "identical",
+        "stale",
+        "stale",
+        "newest",
+    ]
+    assert decide(changes)[0][1] == "by offset 2"
+    assert "stage map" in decide(changes)[1][1]
+
+
+@given(st.lists(st.tuples(st.integers(0, 5), st.sampled_from("abc")), min_size=1, max_size=12))
+def test_exactly_one_record_is_the_newest_and_none_is_newer(events: list[tuple[int, str]]) -> None:
+    changes = [change(i, second, payload) for i, (second, payload) in enumerate(events)]
+    decisions = [d for d, _ in decide(changes)]
+    assert decisions.count("newest") == 1
+    newest = changes[decisions.index("newest")]
+    stands_for = newest.version  # with the events skipped as identical, as the coalescer joins them
+    for c, d in zip(changes, decisions, strict=True):
+        if d == "identical":
+            stands_for = c.version.joined(stands_for)
+    assert not any(stands_for.older_than(c.version) for c in changes)
+
+
+def test_the_verdict_compares_the_vendors_updated_at_with_the_newest_event() -> None:
+    newest = change(3, 10)
+    at = newest.updated_at
+    assert at is not None
+    assert judge(newest, True, at)[0] is Verdict.IN_SYNC
+    assert judge(newest, True, at - timedelta(seconds=1))[0] is Verdict.BEHIND
+    assert judge(newest, True, at + timedelta(seconds=1))[0] is Verdict.AHEAD
+    assert judge(newest, False, None)[0] is Verdict.MISSING
+    assert judge(newest, True, None)[0] is Verdict.UNKNOWN
+    deleted = change(4, 11, op="delete")
+    assert judge(deleted, False, None)[0] is Verdict.DELETED
+    assert judge(deleted, True, at)[0] is Verdict.BEHIND
+    assert judge(None, False, None)[0] is Verdict.NO_EVENTS
