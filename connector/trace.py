@@ -192,23 +192,19 @@ async def trace(
         progress(f"reading {min(total, max_records):,} records of {len(parts)} partitions for order {order}")
         while remaining and story.scanned < max_records:
             batch = await consumer.getmany(*remaining, timeout_ms=1000)
-            for tp, records in batch.items():
-                for r in records:
-                    if r.offset < ends[tp] and story.scanned < max_records:
-                        story.scanned += 1
-                        read(
-                            Record(
-                                tp.topic,
-                                tp.partition,
-                                r.offset,
-                                r.key,
-                                r.value,
-                                tuple(r.headers or ()),
-                                r.timestamp,
-                            )
-                        )
-                        if story.scanned % PROGRESS_EVERY == 0:
-                            progress(f"  {story.scanned:,} of {bound:,} read, {len(found)} of the order")
+            records = [
+                Record(tp.topic, tp.partition, r.offset, r.key, r.value, tuple(r.headers or ()), r.timestamp)
+                for tp, batch_records in batch.items()
+                for r in batch_records
+                if r.offset < ends[tp]
+            ][: max_records - story.scanned]
+            if mapper is not None:
+                await mapper.prefetch(records)  # Avro: the schemas these records name, once per id
+            for record in records:
+                story.scanned += 1
+                read(record)
+                if story.scanned % PROGRESS_EVERY == 0:
+                    progress(f"  {story.scanned:,} of {bound:,} read, {len(found)} of the order")
             for tp in list(remaining):
                 if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
