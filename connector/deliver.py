@@ -266,11 +266,14 @@ class Deliverer:
         job has nothing left to send (it is done)."""
         change = job.change
         while change is not None:
+            if change is job.checked:
+                return change  # checked before the tick, not replaced while it waited for it
             try:
                 if self._target is not None:
                     check(change, self._target)
                 else:
                     complete(change)
+                job.checked = change
                 return change
             except InputError as exc:
                 now = self._clock.wall()

@@ -46,6 +46,7 @@ class Job:
     forbidden_at: int = -1  # the circuit's closure count when this job last got a 403
     probe: bool = False  # this attempt is the circuit's probe
     tick: float | None = None  # the budget tick granted for this attempt's first request
+    checked: OrderChange | None = field(default=None, repr=False)  # the change last found to fit
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
     call: Call | None = field(default=None, repr=False)
 
