@@ -104,6 +104,7 @@ def trace_command(args: argparse.Namespace) -> int:
             since_ms=iso_ms(args.since),
             max_records=args.max_records,
             ask_vendor=not args.no_vendor,
+            tenant=args.tenant,
         )
     )
     print(json.dumps(as_json(story), indent=2) if args.json else render(story))

@@ -10,7 +10,9 @@ verdict (:class:`Verdict`).
 
 A record names the order through the read path's decode, whatever the format (our envelope, a
 mapping, Debezium): every partition is read, not only the one the key would hash to (keys differ by
-format). One shop for now: with ``tenants.path`` set, it says so and stops.
+format). With many shops, one shop's order (``--tenant``): its records are those routed to it (by its
+name or an alias), read through its own mapping, and its vendor account is asked; a delete that names
+no shop (a tombstone routed by its key's last shop) is not told.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as KafkaTP
@@ -29,12 +32,14 @@ from aiokafka.errors import KafkaError
 
 from connector._kafka import client_options, start_within, topic_partitions
 from connector.clock import SystemClock
-from connector.config import Settings
+from connector.config import Settings, SinkSettings
 from connector.constants import H_EXCEPTION_MESSAGE, H_EXTERNAL_ID, H_STAGE
-from connector.errors import ConfigError, InputError
+from connector.errors import ConfigError, InputError, RouteError
+from connector.mapping import FileMapping, FunctionMapping
 from connector.pacing import Pacer
+from connector.route import Route
 from connector.structs import OrderChange, Record, Version
-from connector.vendors import make_sink, target
+from connector.vendors import Target, make_sink, target
 
 PROGRESS_EVERY = 20_000
 """Records read between two progress lines on stderr."""
@@ -79,6 +84,53 @@ class Story:
     held_updated_at: str | None = None
     verdict: Verdict = Verdict.NO_EVENTS
     line: str = ""
+
+
+@dataclass(frozen=True)
+class _Shop:
+    """Whose order is traced: the deployment's one shop, or one of its many (``route`` set)."""
+
+    sink: SinkSettings
+    name: str = ""
+    names: frozenset[str] = frozenset()  # the shop's name and aliases, as events may route to it
+    route: Route | None = None
+    mapping: FileMapping | FunctionMapping | None = None
+
+    def locate(self, record: Record, data: Any) -> tuple[str, Target]:
+        """The shop ``record`` is for, when it is this one (else a RouteError: skipped)."""
+        assert self.route is not None
+        name = self.route.tenant_of(record, data)
+        if name not in self.names:
+            raise RouteError(f"another shop's ({name})")
+        return self.name, target(self.sink.kind, self.sink.api_version)
+
+    def mapping_of(self, tenant: str) -> FileMapping | FunctionMapping | None:
+        """The shop's own mapping (None: the deployment's)."""
+        return self.mapping if tenant == self.name else None
+
+
+def _shop(settings: Settings, tenant: str) -> _Shop:
+    """The shop traced: with ``tenants.path``, ``tenant`` (by its name or an alias) as the tenants
+    files define it; else the ``sink`` section's (and ``tenant`` must be empty)."""
+    if not settings.tenants.path:
+        if tenant:
+            raise ConfigError("--tenant: this deployment serves one shop (tenants.path is not set)")
+        return _Shop(settings.sink)
+    from connector.tenants import TenantDirectory
+
+    directory = TenantDirectory(settings.tenants.path)
+    owner = {n: t for t in directory.tenants.values() for n in (t.name, *t.aliases)}
+    found = owner.get(tenant)
+    if found is None:
+        served = ", ".join(sorted(directory.tenants)[:20])
+        raise ConfigError(f"--tenant {tenant!r}: name one of the shops of tenants.path ({served})")
+    return _Shop(
+        settings.sink.calling(found.account()),
+        found.name,
+        frozenset((found.name, *found.aliases)),
+        Route.parse(settings.tenants.route),
+        directory.mappings.get(found.name),
+    )
 
 
 def decide(changes: Sequence[OrderChange | InputError]) -> list[tuple[str, str]]:
@@ -142,26 +194,30 @@ async def trace(
     since_ms: int | None = None,
     max_records: int = 1_000_000,
     ask_vendor: bool = True,
+    tenant: str = "",
     progress: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
 ) -> Story:
-    """The story of ``order`` (its external id)."""
-    if settings.tenants.path:
-        raise ConfigError("connector trace serves one shop for now: unset tenants.path (many shops: not yet)")
+    """The story of ``order`` (its external id); with many shops (``tenants.path``), of ``tenant``'s
+    order of that id."""
     from connector.reader import mapper_for
 
     story = Story(order)
-    mapper = mapper_for(settings)
-    vendor = target(settings.sink.kind, settings.sink.api_version)
+    shop = _shop(settings, tenant)
+    mapper = mapper_for(settings, tenant_mapping=shop.mapping_of) if shop.route else mapper_for(settings)
+    vendor = target(shop.sink.kind, shop.sink.api_version)
     found: list[tuple[Record, OrderChange | InputError]] = []
 
     def read(record: Record) -> None:
         try:
             if mapper is not None:
-                change: OrderChange = mapper.read(record, vendor, validate=False, lazy=False)
+                locate = shop.locate if shop.route else None
+                change: OrderChange = mapper.read(record, vendor, validate=False, locate=locate, lazy=False)
             else:
                 from connector.decode import decode
 
                 change = decode(record, settings.kafka.max_message_bytes, vendor, validate=False)
+        except RouteError:
+            return  # another shop's record (or one naming no shop: the connector dead-letters it)
         except InputError as exc:
             if exc.external_id == order:
                 found.append((record, exc))
@@ -231,7 +287,7 @@ async def trace(
     story.dead_letters = await _dead_letters(settings, order)
     held: tuple[bool, datetime | None] | None = None
     if ask_vendor and newest is not None:
-        held = await _held(settings, newest)
+        held = await _held(shop.sink, newest)
     if held is not None:
         story.held, story.held_updated_at = held[0], _iso(held[1]) if held[1] else None
     if newest is not None and held is None:
@@ -281,11 +337,11 @@ async def _dead_letters(settings: Settings, order: str) -> list[str]:
     return out
 
 
-async def _held(settings: Settings, newest: OrderChange) -> tuple[bool, datetime | None] | None:
-    """What the vendor holds for ``newest``'s order (one request, paced at the deployment's budget);
-    None when the vendor keeps no version of ours to compare (Shoplazza)."""
-    pacer = Pacer.standalone(settings.sink.rate_limit_per_second, SystemClock())
-    async with make_sink(settings.sink, None, pacer) as sink:
+async def _held(account: SinkSettings, newest: OrderChange) -> tuple[bool, datetime | None] | None:
+    """What the vendor holds for ``newest``'s order (one request, paced at the shop's budget); None
+    when the vendor keeps no version of ours to compare (Shoplazza)."""
+    pacer = Pacer.standalone(account.rate_limit_per_second, SystemClock())
+    async with make_sink(account, None, pacer) as sink:
         try:
             return await sink.held_version(newest)
         except NotImplementedError:

@@ -4,10 +4,13 @@ connector ran, and after the vendor lost it."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from connector.config import TenantsSettings
+from connector.errors import ConfigError
 from connector.samples import envelope, order_body
 from connector.sandbox import Sandbox
 from connector.trace import Verdict, as_json, render, trace
@@ -71,3 +74,41 @@ async def test_trace_tells_one_orders_story_and_judges_the_vendors_copy(
     story = await trace(settings, "T-1", progress=lines.append)
     assert story.verdict is Verdict.MISSING, story.line
     assert (await trace(settings, "NOPE", progress=lines.append)).verdict is Verdict.NO_EVENTS
+
+
+async def test_with_many_shops_a_trace_tells_one_shops_order(
+    kafka_bootstrap: str, topic_name: str, tmp_path: Path
+) -> None:
+    """Two shops with an order of the same id, routed by ``shop`` (one of them by an alias): the
+    trace of shop b's order tells b's records only and asks b's account; without --tenant, or with
+    a shop not served, it says which to name."""
+    boxes = {n: Sandbox(api_key=f"key-{n}") for n in ("a", "b")}
+    events = [
+        (b"T-1", json.dumps({**json.loads(envelope(order_body("T-1", v), v)), "shop": shop}).encode())
+        for v, shop in ((1, "a"), (1, "b-old"), (2, "a"), (2, "b"))
+    ]
+    await create_topics(kafka_bootstrap, {topic_name: 2, f"{topic_name}.dlq": 1})
+    await produce(kafka_bootstrap, topic_name, events)
+    path = tmp_path / "tenants.toml"
+    async with Sandbox(api_key="not-a-tenant", tenants=boxes) as root:
+        path.write_text(
+            f'[a]\nbase_url = "{boxes["a"].url}"\napi_key = "key-a"\n\n'
+            f'[b]\nbase_url = "{boxes["b"].url}"\napi_key = "key-b"\naliases = ["b-old"]\n'
+        )
+        settings = settings_for(kafka_bootstrap, topic_name, root.url)
+        settings = settings.model_copy(
+            update={"tenants": TenantsSettings(path=str(path), route="field:shop")}
+        )
+        boxes["b"].store.upsert(order_body("T-1", 1))
+        boxes["a"].store.upsert(order_body("T-1", 2))
+        story = await trace(settings, "T-1", tenant="b", progress=lambda _: None)
+        assert story.scanned == 4
+        assert [s.decision for s in story.steps] == ["superseded", "newest"]
+        assert story.verdict is Verdict.BEHIND, story.line
+        assert (
+            await trace(settings, "T-1", tenant="b-old", progress=lambda _: None)
+        ).verdict is Verdict.BEHIND
+        assert (await trace(settings, "T-1", tenant="a", progress=lambda _: None)).verdict is Verdict.IN_SYNC
+        for wrong in ("", "ghost"):
+            with pytest.raises(ConfigError, match="--tenant"):
+                await trace(settings, "T-1", tenant=wrong, progress=lambda _: None)
