@@ -23,19 +23,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as KafkaTP
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from connector._compare import differences, shown
 from connector._kafka import client_options, start_within, topic_partitions
 from connector.clock import SystemClock
 from connector.config import Settings, SinkSettings
 from connector.constants import H_EXCEPTION_MESSAGE, H_EXTERNAL_ID, H_STAGE
 from connector.errors import ConfigError, InputError, RouteError
 from connector.mapping import FileMapping, FunctionMapping
+from connector.models import parse_timestamp
 from connector.pacing import Pacer
 from connector.route import Route
 from connector.structs import OrderChange, Record, Version
@@ -49,6 +51,7 @@ class Verdict(StrEnum):
     """What the vendor holds, against the newest state of the order in the topic."""
 
     IN_SYNC = "in sync"
+    DIFFERS = "differs"  # the newest version, but fields other than sent (an edit in the vendor's admin?)
     BEHIND = "behind"  # an older version, or the order still there after its delete
     AHEAD = "ahead"  # a newer version than any event read (or one outside the range read)
     MISSING = "missing"  # not there, though its newest state is not a delete
@@ -82,6 +85,7 @@ class Story:
     dead_letters: list[str] = field(default_factory=list)
     held: bool | None = None  # the vendor holds the order (None: not asked)
     held_updated_at: str | None = None
+    differs: list[str] = field(default_factory=list)  # the fields sent that the vendor holds otherwise
     verdict: Verdict = Verdict.NO_EVENTS
     line: str = ""
 
@@ -285,18 +289,30 @@ async def trace(
             )
         )  # fmt: skip
     story.dead_letters = await _dead_letters(settings, order)
-    held: tuple[bool, datetime | None] | None = None
+    held: Held | None = None
     if ask_vendor and newest is not None:
         held = await _held(shop.sink, newest)
     if held is not None:
-        story.held, story.held_updated_at = held[0], _iso(held[1]) if held[1] else None
+        story.held, story.held_updated_at = held.found, _iso(held.updated_at) if held.updated_at else None
     if newest is not None and held is None:
         story.verdict, story.line = Verdict.UNKNOWN, (
             "the vendor was not asked (--no-vendor)" if not ask_vendor
             else "the vendor keeps no updated_at of ours to compare"
         )  # fmt: skip
     else:
-        story.verdict, story.line = judge(newest, *(held or (False, None)))
+        story.verdict, story.line = judge(
+            newest, held.found if held else False, held.updated_at if held else None
+        )
+    if (
+        story.verdict is Verdict.IN_SYNC
+        and newest is not None
+        and held is not None
+        and held.order is not None
+    ):
+        story.differs = differences(newest.body, held.order, frozenset(newest.unknown))
+        if story.differs:
+            story.verdict = Verdict.DIFFERS
+            story.line = f"differs: holds the newest updated_at, but not as sent: {shown(story.differs)}"
     return story
 
 
@@ -337,15 +353,40 @@ async def _dead_letters(settings: Settings, order: str) -> list[str]:
     return out
 
 
-async def _held(account: SinkSettings, newest: OrderChange) -> tuple[bool, datetime | None] | None:
+@dataclass(frozen=True, slots=True)
+class Held:
+    """What the vendor answered for the order."""
+
+    found: bool
+    updated_at: datetime | None
+    order: dict[str, Any] | None  # the order as the vendor holds it (None: not read whole)
+
+
+@runtime_checkable
+class HoldsOrders(Protocol):
+    """A vendor client that reads an order back whole (Loop)."""
+
+    async def held_order(self, change: OrderChange) -> dict[str, Any] | None: ...
+
+
+async def _held(account: SinkSettings, newest: OrderChange) -> Held | None:
     """What the vendor holds for ``newest``'s order (one request, paced at the shop's budget); None
     when the vendor keeps no version of ours to compare (Shoplazza)."""
     pacer = Pacer.standalone(account.rate_limit_per_second, SystemClock())
     async with make_sink(account, None, pacer) as sink:
+        if isinstance(sink, HoldsOrders):
+            order = await sink.held_order(newest)
+            stamp = order.get("updated_at") if order is not None else None
+            try:
+                when = parse_timestamp(stamp) if isinstance(stamp, str) else None
+            except ValueError:
+                when = None
+            return Held(order is not None, when, order)
         try:
-            return await sink.held_version(newest)
+            found, when = await sink.held_version(newest)
         except NotImplementedError:
             return None
+        return Held(found, when, None)
 
 
 def render(story: Story) -> str:
@@ -361,6 +402,8 @@ def render(story: Story) -> str:
         lines.append(f"  {where:<24} {state:<48} {s.decision}: {s.detail} ({commit})")
     for dl in story.dead_letters:
         lines.append(f"  dead letter: {dl}")
+    if story.differs:
+        lines.append(f"  fields the vendor holds otherwise than sent: {shown(story.differs)}")
     if story.held is not None:
         lines.append(
             f"  vendor: {'holds it' if story.held else 'does not hold it'}"
@@ -376,4 +419,4 @@ def as_json(story: Story) -> dict[str, object]:
     return out
 
 
-__all__ = ["Step", "Story", "Verdict", "as_json", "decide", "judge", "render", "trace"]
+__all__ = ["Held", "HoldsOrders", "Step", "Story", "Verdict", "as_json", "decide", "judge", "render", "trace"]

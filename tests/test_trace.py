@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
+from connector._compare import differences, shown
 from connector.errors import MappingError
 from connector.structs import OrderChange, Record
 from connector.trace import Verdict, decide, judge
@@ -72,3 +73,32 @@ def test_the_verdict_compares_the_vendors_updated_at_with_the_newest_event() -> 
     assert judge(deleted, False, None)[0] is Verdict.DELETED
     assert judge(deleted, True, at)[0] is Verdict.BEHIND
     assert judge(None, False, None)[0] is Verdict.NO_EVENTS
+
+
+def test_the_vendors_copy_is_compared_on_what_was_sent_as_the_vendor_represents_it() -> None:
+    """Only the fields sent are compared (the vendor's own, like ``id``, are not); an instant in
+    another offset and a number as a string are the same value; a changed field is named by its
+    path; the fields in ``skip`` are not compared."""
+    sent = {
+        "name": "#1",
+        "updated_at": "2026-12-01T10:00:00Z",
+        "total_price": {"amount": 12.5, "currency_code": "USD"},
+        "line_items": [{"quantity": 1}, {"quantity": 2}],
+        "note": "kept",
+    }
+    held = {
+        "id": 7,
+        "name": "#1",
+        "updated_at": "2026-12-01T11:00:00+01:00",
+        "total_price": {"amount": "12.50", "currency_code": "USD"},
+        "line_items": [{"quantity": 1}, {"quantity": 2}],
+        "note": "kept",
+    }
+    assert differences(sent, held) == []
+    held["line_items"] = [{"quantity": 1}, {"quantity": 3}]
+    held["note"] = "edited"
+    assert differences(sent, held) == ["line_items[1].quantity", "note"]
+    assert differences(sent, held, frozenset({"note"})) == ["line_items[1].quantity"]
+    assert differences(sent, {**held, "line_items": []}, frozenset({"note"})) == ["line_items"]
+    assert differences({"flag": True}, {"flag": 1}) == ["flag"], "a boolean is not a number"
+    assert shown([f"f{i}" for i in range(12)]).endswith("f9 and 2 more")

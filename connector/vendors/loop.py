@@ -80,14 +80,23 @@ class LoopSink:
         with contextlib.suppress(NotFoundError):
             await self._http.request("GET", "/orders/external/connector-probe", prepaid=prepaid)
 
-    async def held_version(self, change: OrderChange) -> tuple[bool, datetime | None]:
-        """``GET /orders/external/{id}``: whether Loop holds the order, and the ``updated_at`` it was
-        last sent with (Loop keeps the field as sent)."""
+    async def held_order(self, change: OrderChange) -> dict[str, Any] | None:
+        """``GET /orders/external/{id}``: the order Loop holds for ``change``'s external id, as Loop
+        answers it; None when it holds none."""
         try:
             found = await self._http.request("GET", f"/orders/external/{quote(change.external_id, safe='')}")
         except NotFoundError:
+            return None
+        order = found.json().get("order")
+        return order if isinstance(order, dict) else {}
+
+    async def held_version(self, change: OrderChange) -> tuple[bool, datetime | None]:
+        """Whether Loop holds the order, and the ``updated_at`` it was last sent with (Loop keeps the
+        field as sent)."""
+        order = await self.held_order(change)
+        if order is None:
             return False, None
-        stamp = found.json().get("order", {}).get("updated_at")
+        stamp = order.get("updated_at")
         try:
             return True, parse_timestamp(stamp) if isinstance(stamp, str) else None
         except ValueError:

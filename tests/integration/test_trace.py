@@ -36,9 +36,10 @@ async def test_trace_tells_one_orders_story_and_judges_the_vendors_copy(
     kafka_bootstrap: str, topic_name: str, sandbox: Sandbox
 ) -> None:
     """T-1's events (v1, v2, v2 again, an older v0 written late, v3) among another order's: before
-    the connector ran, each record's decision, nothing committed, and the vendor behind (it holds
-    v2); after it ran, in sync and committed; after the vendor lost the order, missing. The other
-    order's records are read but not told."""
+        the connector ran, each record's decision, nothing committed, and the vendor behind (it holds
+        v2); after it ran, in sync and committed; after an edit in the vendor's admin, differs (naming the
+    field); after the vendor lost the order, missing. The other
+        order's records are read but not told."""
     await create_topics(kafka_bootstrap, {topic_name: 2, f"{topic_name}.dlq": 1})
     others = [(b"O-2", envelope(order_body("O-2", v), v)) for v in (1, 2)]
     await produce(
@@ -69,6 +70,11 @@ async def test_trace_tells_one_orders_story_and_judges_the_vendors_copy(
     story = await trace(settings, "T-1", progress=lines.append)
     assert story.verdict is Verdict.IN_SYNC, story.line
     assert all(s.committed for s in story.steps)
+
+    sandbox.store.tamper([], [], {"T-1": {"name": "#edited in the admin"}})
+    story = await trace(settings, "T-1", progress=lines.append)
+    assert story.verdict is Verdict.DIFFERS, story.line
+    assert story.differs == ["name"]
 
     sandbox.store.tamper(["T-1"], [], {})
     story = await trace(settings, "T-1", progress=lines.append)
