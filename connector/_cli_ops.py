@@ -105,6 +105,7 @@ def trace_command(args: argparse.Namespace) -> int:
             max_records=args.max_records,
             ask_vendor=not args.no_vendor,
             tenant=args.tenant,
+            key=args.key.encode() if args.key is not None else None,
         )
     )
     print(json.dumps(as_json(story), indent=2) if args.json else render(story))

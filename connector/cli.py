@@ -245,6 +245,7 @@ EXAMPLES: dict[tuple[str, ...], tuple[str, ...]] = {
         "connector trace ORD-1001",
         "connector trace ORD-1001 --since 2026-12-01T00:00:00Z --json",
         "connector trace ORD-1001 --no-vendor --max-records 200000",
+        "connector trace ORD-1001 --key ORD-1001",
         "CONNECTOR_TENANTS__PATH=config/tenants.toml connector trace ORD-1001 --tenant acme",
     ),
     ("tenants",): (
@@ -404,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-records", type=int, default=1_000_000, help="records read at most (default 1,000,000)"
     )
     tr.add_argument("--tenant", default="", help="with many shops (tenants.path): the shop whose order it is")
+    tr.add_argument("--key", help="the order's record key: read only its partition (else every partition)")
     tr.add_argument("--no-vendor", action="store_true", help="do not ask the vendor (no request sent)")
     tr.add_argument("--json", action="store_true", help="machine-readable output")
     tr.set_defaults(func=trace_command)

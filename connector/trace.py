@@ -9,10 +9,11 @@ dead letters, and, with one request paced like any other, what the vendor holds 
 verdict (:class:`Verdict`).
 
 A record names the order through the read path's decode, whatever the format (our envelope, a
-mapping, Debezium): every partition is read, not only the one the key would hash to (keys differ by
-format). With many shops, one shop's order (``--tenant``): its records are those routed to it (by its
-name or an alias), read through its own mapping, and its vendor account is asked; a delete that names
-no shop (a tombstone routed by its key's last shop) is not told.
+mapping, Debezium): every partition is read, unless the record key is given (``--key``: keys differ
+by format, so it is not guessed), then only the partition the producer's partitioner puts it in.
+With many shops, one shop's order (``--tenant``): its records are those routed to it (by its name or
+an alias), read through its own mapping, and its vendor account is asked; a delete that names no
+shop (a tombstone routed by its key's last shop) is not told.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as KafkaTP
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 
 from connector._compare import differences, shown
 from connector._kafka import client_options, start_within, topic_partitions
@@ -199,10 +201,12 @@ async def trace(
     max_records: int = 1_000_000,
     ask_vendor: bool = True,
     tenant: str = "",
+    key: bytes | None = None,
     progress: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
 ) -> Story:
     """The story of ``order`` (its external id); with many shops (``tenants.path``), of ``tenant``'s
-    order of that id."""
+    order of that id. ``key``: the order's record key, when known: only the partition the producer's
+    default partitioner puts it in is read, in each topic (Kafka's murmur2, as Java clients hash)."""
     from connector.reader import mapper_for
 
     story = Story(order)
@@ -236,7 +240,12 @@ async def trace(
     k = settings.kafka
     await start_within(consumer, k.bootstrap_servers, k.start_timeout_seconds)
     try:
-        parts = [KafkaTP(t, p) for t in k.topics for p in await topic_partitions(options, t)]
+        parts = []
+        for topic in k.topics:
+            numbers = await topic_partitions(options, topic)
+            if key is not None and numbers:
+                numbers = [DefaultPartitioner()(key, numbers, numbers)]
+            parts += [KafkaTP(topic, p) for p in numbers]
         consumer.assign(parts)
         ends = await consumer.end_offsets(parts)
         starts = await consumer.beginning_offsets(parts)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
 from connector.config import TenantsSettings
 from connector.errors import ConfigError
@@ -36,15 +37,26 @@ async def test_trace_tells_one_orders_story_and_judges_the_vendors_copy(
     kafka_bootstrap: str, topic_name: str, sandbox: Sandbox
 ) -> None:
     """T-1's events (v1, v2, v2 again, an older v0 written late, v3) among another order's: before
-        the connector ran, each record's decision, nothing committed, and the vendor behind (it holds
-        v2); after it ran, in sync and committed; after an edit in the vendor's admin, differs (naming the
-    field); after the vendor lost the order, missing. The other
-        order's records are read but not told."""
+            the connector ran, each record's decision, nothing committed, and the vendor behind (it holds
+            v2); after it ran, in sync and committed; after an edit in the vendor's admin, differs (naming the
+        field); after the vendor lost the order, missing. The other
+            order's records (in the other partition) are read but not told, and not read when T-1's key is
+    given."""
     await create_topics(kafka_bootstrap, {topic_name: 2, f"{topic_name}.dlq": 1})
-    others = [(b"O-2", envelope(order_body("O-2", v), v)) for v in (1, 2)]
-    await produce(
-        kafka_bootstrap, topic_name, [event(1), others[0], event(2), event(2), event(0), others[1], event(3)]
-    )
+
+    def partition_of(key: str) -> int:
+        return int(DefaultPartitioner()(key.encode(), [0, 1], [0, 1]))
+
+    other = next(f"O-{i}" for i in range(2, 99) if partition_of(f"O-{i}") != partition_of("T-1"))
+    others = [(other.encode(), envelope(order_body(other, v), v)) for v in (1, 2)]
+    placed = [
+        partition
+        for partition, _ in await produce(
+            kafka_bootstrap,
+            topic_name,
+            [event(1), others[0], event(2), event(2), event(0), others[1], event(3)],
+        )
+    ]
     settings = settings_for(kafka_bootstrap, topic_name, sandbox.url)
     sandbox.store.upsert(order_body("T-1", 2))
     lines: list[str] = []
@@ -80,6 +92,10 @@ async def test_trace_tells_one_orders_story_and_judges_the_vendors_copy(
     story = await trace(settings, "T-1", progress=lines.append)
     assert story.verdict is Verdict.MISSING, story.line
     assert (await trace(settings, "NOPE", progress=lines.append)).verdict is Verdict.NO_EVENTS
+    keyed = await trace(settings, "T-1", key=b"T-1", progress=lines.append)
+    assert keyed.verdict is Verdict.MISSING
+    assert len(keyed.steps) == 5
+    assert keyed.scanned == placed.count(placed[0]) == 5, "only T-1's partition is read"
 
 
 async def test_with_many_shops_a_trace_tells_one_shops_order(
