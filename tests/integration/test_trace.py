@@ -37,11 +37,10 @@ async def test_trace_tells_one_orders_story_and_judges_the_vendors_copy(
     kafka_bootstrap: str, topic_name: str, sandbox: Sandbox
 ) -> None:
     """T-1's events (v1, v2, v2 again, an older v0 written late, v3) among another order's: before
-            the connector ran, each record's decision, nothing committed, and the vendor behind (it holds
-            v2); after it ran, in sync and committed; after an edit in the vendor's admin, differs (naming the
-        field); after the vendor lost the order, missing. The other
-            order's records (in the other partition) are read but not told, and not read when T-1's key is
-    given."""
+    the connector ran, each record's decision, nothing committed, and the vendor behind (it holds v2);
+    after it ran, in sync and committed; after an edit in the vendor's admin, differs (naming the
+    field); after the vendor lost the order, missing. The other order's records (in the other
+    partition) are read but not told, and not read when T-1's key is given."""
     await create_topics(kafka_bootstrap, {topic_name: 2, f"{topic_name}.dlq": 1})
 
     def partition_of(key: str) -> int:
