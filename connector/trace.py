@@ -181,7 +181,11 @@ def judge(newest: OrderChange | None, held: bool, stamp: datetime | None) -> tup
     if not held:
         return Verdict.MISSING, f"missing: the vendor does not hold it (newest updated_at {_iso(want)})"
     if stamp is None or want is None:
-        return Verdict.UNKNOWN, f"held, at updated_at {_iso(stamp)}; the newest event has {_iso(want)}"
+        return Verdict.UNKNOWN, (
+            f"held, its copy carrying no updated_at of ours to compare (the newest event: {_iso(want)})"
+            if stamp is None
+            else f"held at updated_at {_iso(stamp)}; the newest event has none"
+        )
     if stamp == want:
         return Verdict.IN_SYNC, f"in sync at updated_at {_iso(want)}"
     if stamp < want:
@@ -373,9 +377,17 @@ class Held:
 
 @runtime_checkable
 class HoldsOrders(Protocol):
-    """A vendor client that reads an order back whole (Loop)."""
+    """A vendor client that reads an order back whole, as sent (Loop)."""
 
     async def held_order(self, change: OrderChange) -> dict[str, Any] | None: ...
+
+
+@runtime_checkable
+class FindsOrders(Protocol):
+    """A vendor client that can say whether it holds an order, its copy carrying no ``updated_at``
+    of ours (Shoplazza)."""
+
+    async def finds_order(self, change: OrderChange) -> bool: ...
 
 
 async def _held(account: SinkSettings, newest: OrderChange) -> Held | None:
@@ -391,6 +403,8 @@ async def _held(account: SinkSettings, newest: OrderChange) -> Held | None:
             except ValueError:
                 when = None
             return Held(order is not None, when, order)
+        if isinstance(sink, FindsOrders):
+            return Held(await sink.finds_order(newest), None, None)
         try:
             found, when = await sink.held_version(newest)
         except NotImplementedError:
@@ -428,4 +442,16 @@ def as_json(story: Story) -> dict[str, object]:
     return out
 
 
-__all__ = ["Held", "HoldsOrders", "Step", "Story", "Verdict", "as_json", "decide", "judge", "render", "trace"]
+__all__ = [
+    "FindsOrders",
+    "Held",
+    "HoldsOrders",
+    "Step",
+    "Story",
+    "Verdict",
+    "as_json",
+    "decide",
+    "judge",
+    "render",
+    "trace",
+]

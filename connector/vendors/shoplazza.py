@@ -105,6 +105,16 @@ class ShoplazzaSink:
         with contextlib.suppress(NotFoundError):
             await self._http.request("GET", "/orders/number/0", prepaid=prepaid)
 
+    async def finds_order(self, change: OrderChange) -> bool:
+        """Whether Shoplazza holds ``change``'s order (``GET /orders/{id}``, its number resolved
+        first when the event names it by number)."""
+        try:
+            order_id = await self._order_id(change)
+            await self._http.request("GET", f"/orders/{quote(order_id, safe='')}")
+        except NotFoundError:
+            return False
+        return True
+
     async def held_version(self, change: OrderChange) -> tuple[bool, datetime | None]:
         """Shoplazza keeps its own ``updated_at``, not the event's: nothing to compare with."""
         raise NotImplementedError("Shoplazza keeps no timestamp of ours: cannot tell a stale event")

@@ -102,3 +102,24 @@ async def test_shoplazza_tombstone_deletes_the_order_its_key_was_resolved_to(san
         await sink.apply(change("1088", {}, op="delete"))
     deletes = [r.path.rsplit("/", 1)[1] for r in sandbox.store.requests if r.method == "DELETE"]
     assert deletes == ["o-88"]
+
+
+async def test_loop_reads_an_order_back_whole_and_shoplazza_says_whether_it_holds_one(
+    sandbox: Sandbox,
+) -> None:
+    """What ``connector trace`` asks: Loop's copy of an order as it holds it (None when it holds
+    none); whether Shoplazza holds an order, by id or by number."""
+    sandbox.store.upsert({"external_id": "L-1", "name": "#1", "updated_at": "2026-12-01T00:00:00Z"})
+    async with LoopSink(SinkSettings(base_url=sandbox.url, api_key="test-key")) as loop:
+        held = await loop.held_order(change("L-1", {}))
+        assert held is not None
+        assert held["name"] == "#1"
+        assert await loop.held_order(change("L-none", {})) is None
+        assert (await loop.held_version(change("L-1", {})))[0] is True
+    sandbox.shoplazza.seed("o-7", "1007")
+    settings = SinkSettings(kind="shoplazza", base_url=sandbox.url, api_key="test-key")
+    async with ShoplazzaSink(settings) as shop:
+        assert await shop.finds_order(change("o-7", {})) is True
+        assert await shop.finds_order(change("number:1007", {"number": "1007"})) is True
+        assert await shop.finds_order(change("o-none", {})) is False
+        assert await shop.finds_order(change("number:404", {"number": "404"})) is False
