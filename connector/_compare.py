@@ -20,26 +20,28 @@ MAX_SHOWN = 10
 
 def differences(sent: Any, held: Any, skip: frozenset[str] = frozenset()) -> list[str]:
     """The paths (``total_price.amount``, ``line_items[0].quantity``) where ``held`` differs from
-    ``sent``, top-level fields in ``skip`` aside."""
-    return list(_walk(sent, held, "", skip))
+    ``sent``; fields whose path is in ``skip`` are not compared, a list index written ``[]`` there
+    (``line_items[].note``: the vendor model's unknown fields, which a vendor may drop)."""
+    return list(_walk(sent, held, "", "", skip))
 
 
-def _walk(sent: Any, held: Any, path: str, skip: frozenset[str]) -> Iterator[str]:
+def _walk(sent: Any, held: Any, path: str, pattern: str, skip: frozenset[str]) -> Iterator[str]:
     if isinstance(sent, dict):
         if not isinstance(held, dict):
             yield path or "(the order)"
             return
         for name, value in sent.items():
-            if not path and name in skip:
+            inner = f"{pattern}.{name}" if pattern else name
+            if inner in skip:
                 continue
-            yield from _walk(value, held.get(name), f"{path}.{name}" if path else name, skip)
+            yield from _walk(value, held.get(name), f"{path}.{name}" if path else name, inner, skip)
         return
     if isinstance(sent, list):
         if not isinstance(held, list) or len(held) != len(sent):
             yield path
             return
         for i, (a, b) in enumerate(zip(sent, held, strict=True)):
-            yield from _walk(a, b, f"{path}[{i}]", skip)
+            yield from _walk(a, b, f"{path}[{i}]", f"{pattern}[]", skip)
         return
     if not _same(sent, held):
         yield path

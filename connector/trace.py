@@ -19,10 +19,11 @@ shop (a tombstone routed by its key's last shop) is not told.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
@@ -36,7 +37,7 @@ from connector._compare import differences, shown
 from connector._kafka import client_options, start_within, topic_partitions
 from connector.clock import SystemClock
 from connector.config import Settings, SinkSettings
-from connector.constants import H_EXCEPTION_MESSAGE, H_EXTERNAL_ID, H_STAGE
+from connector.constants import H_EXCEPTION_MESSAGE, H_EXTERNAL_ID, H_STAGE, H_TENANT
 from connector.errors import ConfigError, InputError, RouteError
 from connector.mapping import FileMapping, FunctionMapping
 from connector.models import parse_timestamp
@@ -169,6 +170,52 @@ def decide(changes: Sequence[OrderChange | InputError]) -> list[tuple[str, str]]
     return out
 
 
+Item = OrderChange | InputError
+
+
+def _as_read(found: list[tuple[Record, Item]]) -> list[tuple[Record, Item]]:
+    """The order's records as the connector would have read them: each partition in offset order,
+    partitions merged by record time (the order the coalescer saw them in is not recorded; events of
+    two partitions without ``updated_at`` are told apart by it)."""
+    by_partition: dict[tuple[str, int], list[tuple[Record, Item]]] = {}
+    for record, item in sorted(found, key=lambda f: (f[0].topic, f[0].partition, f[0].offset)):
+        by_partition.setdefault((record.topic, record.partition), []).append((record, item))
+    return list(heapq.merge(*by_partition.values(), key=lambda f: f[0].timestamp_ms))
+
+
+def sendable(
+    items: list[Item], vendor: Target, ignore_deletes: bool
+) -> tuple[list[tuple[str, str]], OrderChange | None]:
+    """:func:`decide`, then the newest checked against the vendor model as it is just before it is
+    sent: one that does not fit is dead-lettered (stage ``validate``) and the newest before it takes
+    its place, again until one fits. Deletes are ignored with ``delivery.on_delete = ignore``.
+    Returns each item's decision, and the change the vendor should hold (None: none)."""
+    from connector.conform import check
+
+    considered = list(items)
+    while True:
+        kept = [i for i, item in enumerate(considered) if not _ignored(item, ignore_deletes)]
+        decided = decide([considered[i] for i in kept])
+        decisions = [("ignored", "a delete, with delivery.on_delete = ignore")] * len(considered)
+        for i, d in zip(kept, decided, strict=True):
+            decisions[i] = d
+        newest = next((i for i, (d, _) in enumerate(decisions) if d == "newest"), None)
+        if newest is None:
+            return decisions, None
+        change = considered[newest]
+        assert isinstance(change, OrderChange)
+        try:
+            check(change, vendor)
+        except InputError as exc:
+            considered[newest] = exc
+            continue
+        return decisions, change
+
+
+def _ignored(item: Item, ignore_deletes: bool) -> bool:
+    return ignore_deletes and isinstance(item, OrderChange) and item.op == "delete"
+
+
 def judge(newest: OrderChange | None, held: bool, stamp: datetime | None) -> tuple[Verdict, str]:
     """The verdict on the vendor's copy (``held``, at ``stamp``) against ``newest``, and its line."""
     if newest is None:
@@ -217,7 +264,7 @@ async def trace(
     shop = _shop(settings, tenant)
     mapper = mapper_for(settings, tenant_mapping=shop.mapping_of) if shop.route else mapper_for(settings)
     vendor = target(shop.sink.kind, shop.sink.api_version)
-    found: list[tuple[Record, OrderChange | InputError]] = []
+    found: list[tuple[Record, Item]] = []
 
     def read(record: Record) -> None:
         try:
@@ -285,13 +332,12 @@ async def trace(
         await consumer.stop()
 
     committed = await _committed(settings)
-    found.sort(key=lambda item: (item[0].topic, item[0].partition, item[0].offset))
-    decisions = decide([item for _, item in found])
-    newest: OrderChange | None = None
-    for (record, item), (decision, detail) in zip(found, decisions, strict=True):
+    ordered = _as_read(found)
+    ignore_deletes = settings.delivery.on_delete == "ignore"
+    items = [item for _, item in ordered]
+    decisions, newest = sendable(items, vendor, ignore_deletes)
+    for (record, item), (decision, detail) in zip(ordered, decisions, strict=True):
         change = item if isinstance(item, OrderChange) else None
-        if decision == "newest" and change is not None:
-            newest = change if newest is None or newest.version.older_than(change.version) else newest
         story.steps.append(
             Step(
                 record.topic, record.partition, record.offset, record.timestamp_ms,
@@ -301,7 +347,7 @@ async def trace(
                 record.offset < committed.get((record.topic, record.partition), 0),
             )
         )  # fmt: skip
-    story.dead_letters = await _dead_letters(settings, order)
+    story.dead_letters = await _dead_letters(settings, order, shop.names if shop.route else None)
     held: Held | None = None
     if ask_vendor and newest is not None:
         held = await _held(shop.sink, newest)
@@ -322,7 +368,8 @@ async def trace(
         and held is not None
         and held.order is not None
     ):
-        story.differs = differences(newest.body, held.order, frozenset(newest.unknown))
+        unknown = frozenset(path.removeprefix("order.") for path in newest.unknown)
+        story.differs = differences(newest.body, held.order, unknown)
         if story.differs:
             story.verdict = Verdict.DIFFERS
             story.line = f"differs: holds the newest updated_at, but not as sent: {shown(story.differs)}"
@@ -350,8 +397,9 @@ async def _committed(settings: Settings) -> dict[tuple[str, int], int]:
     return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
 
 
-async def _dead_letters(settings: Settings, order: str) -> list[str]:
-    """The order's dead letters: where each came from, its stage and reason."""
+async def _dead_letters(settings: Settings, order: str, shop: frozenset[str] | None) -> list[str]:
+    """The order's dead letters (``shop``: of one of these names only): where each came from, its
+    stage and reason."""
     from connector.deadletter.reader import DeadLetterReader
 
     out: list[str] = []
@@ -359,7 +407,7 @@ async def _dead_letters(settings: Settings, order: str) -> list[str]:
         return out
     async with DeadLetterReader(settings, settings.dlq.topic) as reader:
         async for dl in reader:
-            if dl.header(H_EXTERNAL_ID) == order:
+            if dl.header(H_EXTERNAL_ID) == order and (shop is None or dl.header(H_TENANT) in shop):
                 topic, partition, offset = dl.origin
                 stage, message = dl.header(H_STAGE), dl.header(H_EXCEPTION_MESSAGE) or ""
                 out.append(f"{topic}-{partition}@{offset}: stage {stage}, {message}")
@@ -402,6 +450,8 @@ async def _held(account: SinkSettings, newest: OrderChange) -> Held | None:
                 when = parse_timestamp(stamp) if isinstance(stamp, str) else None
             except ValueError:
                 when = None
+            if when is not None and when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)  # held without an offset: read as UTC, as sent ones are
             return Held(order is not None, when, order)
         if isinstance(sink, FindsOrders):
             return Held(await sink.finds_order(newest), None, None)
@@ -453,5 +503,6 @@ __all__ = [
     "decide",
     "judge",
     "render",
+    "sendable",
     "trace",
 ]

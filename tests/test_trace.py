@@ -10,8 +10,10 @@ from hypothesis import strategies as st
 
 from connector._compare import differences, shown
 from connector.errors import MappingError
+from connector.samples import order_body
 from connector.structs import OrderChange, Record
-from connector.trace import Verdict, decide, judge
+from connector.trace import Verdict, decide, judge, sendable
+from connector.vendors import target
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -101,4 +103,58 @@ def test_the_vendors_copy_is_compared_on_what_was_sent_as_the_vendor_represents_
     assert differences(sent, held, frozenset({"note"})) == ["line_items[1].quantity"]
     assert differences(sent, {**held, "line_items": []}, frozenset({"note"})) == ["line_items"]
     assert differences({"flag": True}, {"flag": 1}) == ["flag"], "a boolean is not a number"
+    dropped = {"line_items": [{"quantity": 1, "x_note": "ours"}], "x_tag": "t"}
+    assert (
+        differences(dropped, {"line_items": [{"quantity": 1}]}, frozenset({"line_items[].x_note", "x_tag"}))
+        == []
+    )
     assert shown([f"f{i}" for i in range(12)]).endswith("f9 and 2 more")
+
+
+def test_the_state_to_hold_is_the_newest_that_fits_the_vendor_model() -> None:
+    """The newest change is checked as it is before it is sent: one that does not fit is
+    dead-lettered and the one before it is the state to hold; a replaced change is never judged.
+    With ``delivery.on_delete = ignore`` a delete is ignored, not the newest."""
+    vendor = target("loop", "")
+    valid = [
+        OrderChange(
+            Record("orders", 0, i, b"T-1", b"{}"),
+            "T-1",
+            "upsert",
+            order_body("T-1", i + 1),
+            digest=bytes([i]),
+        )
+        for i in range(2)
+    ]
+    broken = OrderChange(
+        Record("orders", 0, 2, b"T-1", b"{}"),
+        "T-1",
+        "upsert",
+        {"external_id": "T-1", "status": "nope"},
+        digest=b"broken",
+    )
+    for c in valid:
+        c.updated_at = datetime.fromisoformat(c.body["updated_at"].replace("Z", "+00:00"))
+    assert valid[0].updated_at is not None
+    assert valid[1].updated_at is not None
+    broken.updated_at = valid[0].updated_at + (valid[1].updated_at - valid[0].updated_at) / 2
+    decisions, newest = sendable([valid[0], broken, valid[1]], vendor, ignore_deletes=False)
+    assert [d for d, _ in decisions] == ["superseded", "superseded", "newest"], (
+        "a replaced change is not judged"
+    )
+    assert newest is valid[1]
+    newer_broken = OrderChange(
+        Record("orders", 0, 2, b"T-1", b"{}"),
+        "T-1",
+        "upsert",
+        {"external_id": "T-1", "status": "nope"},
+        updated_at=valid[1].updated_at + timedelta(days=1),
+        digest=b"broken",
+    )
+    decisions, newest = sendable([valid[0], valid[1], newer_broken], vendor, ignore_deletes=False)
+    assert [d for d, _ in decisions] == ["superseded", "newest", "dead-lettered"]
+    assert newest is valid[1]
+    delete = OrderChange(Record("orders", 0, 3, b"T-1", None), "T-1", "delete", {}, digest=b"deleted")
+    decisions, newest = sendable([valid[0], delete], vendor, ignore_deletes=True)
+    assert [d for d, _ in decisions] == ["newest", "ignored"]
+    assert newest is valid[0]

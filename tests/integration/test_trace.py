@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from connector.config import TenantsSettings
+from connector.constants import H_EXTERNAL_ID, H_STAGE, H_TENANT
 from connector.errors import ConfigError
 from connector.samples import envelope, order_body
 from connector.sandbox import Sandbox
@@ -86,6 +88,11 @@ async def test_trace_tells_one_orders_story_and_judges_the_vendors_copy(
     story = await trace(settings, "T-1", progress=lines.append)
     assert story.verdict is Verdict.DIFFERS, story.line
     assert story.differs == ["name"]
+    naive = order_body("T-1", 3)["updated_at"].removesuffix("+00:00")  # the same instant, no offset
+    sandbox.store.tamper([], [], {"T-1": {"updated_at": naive}})
+    story = await trace(settings, "T-1", progress=lines.append)
+    assert story.verdict is Verdict.DIFFERS, story.line
+    assert story.differs == ["name", "updated_at"], "read as UTC: the newest version, not as sent"
 
     sandbox.store.tamper(["T-1"], [], {})
     story = await trace(settings, "T-1", progress=lines.append)
@@ -130,6 +137,20 @@ async def test_with_many_shops_a_trace_tells_one_shops_order(
             await trace(settings, "T-1", tenant="b-old", progress=lambda _: None)
         ).verdict is Verdict.BEHIND
         assert (await trace(settings, "T-1", tenant="a", progress=lambda _: None)).verdict is Verdict.IN_SYNC
+        await _dead_letter(kafka_bootstrap, f"{topic_name}.dlq", "T-1", "a")
+        assert len((await trace(settings, "T-1", tenant="a", progress=lambda _: None)).dead_letters) == 1
+        assert (await trace(settings, "T-1", tenant="b", progress=lambda _: None)).dead_letters == []
         for wrong in ("", "ghost"):
             with pytest.raises(ConfigError, match="--tenant"):
                 await trace(settings, "T-1", tenant=wrong, progress=lambda _: None)
+
+
+async def _dead_letter(bootstrap: str, topic: str, order: str, shop: str) -> None:
+    """A dead letter of ``shop``'s ``order``, with the headers the connector writes."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        headers = [(H_EXTERNAL_ID, order.encode()), (H_TENANT, shop.encode()), (H_STAGE, b"validate")]
+        await producer.send_and_wait(topic, b"{}", key=order.encode(), headers=headers)
+    finally:
+        await producer.stop()
