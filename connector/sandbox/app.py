@@ -246,11 +246,17 @@ class Sandbox:
         if request.method == "POST":
             try:
                 values = await request.json()
-                lose, revert = list(values.get("lose", [])), list(values.get("revert", []))
-                alter = dict(values.get("alter", {}))
+                lose, revert, alter = (
+                    values.get("lose", []),
+                    values.get("revert", []),
+                    values.get("alter", {}),
+                )
                 unknown = set(values) - {"lose", "revert", "alter"}
-                if unknown or not all(isinstance(v, dict) for v in alter.values()):
-                    raise ValueError(f"unknown keys {sorted(unknown)} or an alter value not an object")
+                ids = [*lose, *revert] if isinstance(lose, list) and isinstance(revert, list) else [None]
+                if unknown or not all(isinstance(i, str) for i in ids) or not isinstance(alter, dict):
+                    raise ValueError(f"unknown keys {sorted(unknown)}, or lose/revert not lists of ids")
+                if not all(isinstance(v, dict) for v in alter.values()):
+                    raise ValueError("an alter value is not an object")
             except (ValueError, TypeError, AttributeError) as exc:
                 return web.json_response({"message": f"bad tamper ({exc}): {_TAMPER_SHAPE}"}, status=400)
             return web.json_response(self.store.tamper(lose, revert, alter))

@@ -238,4 +238,5 @@ async def test_the_vendor_loses_reverts_and_edits_orders_by_itself(client: httpx
     assert tampers[1]["updated_at_before"] == order_body("T-back", 2)["updated_at"]
     assert tampers[2]["fields"] == ["name"]
     assert len((await client.get("/_sandbox/writes")).json()["writes"]) == writes
-    assert (await client.post("/_sandbox/tamper", json={"drop": ["x"]})).status_code == 400
+    for bad in ({"drop": ["x"]}, {"lose": "T-edit"}, {"alter": {"T-edit": "x"}}, {"revert": [1]}):
+        assert (await client.post("/_sandbox/tamper", json=bad)).status_code == 400, bad
