@@ -56,7 +56,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from connector.metadata import decode as read_metadata
 from connector.samples import envelope, order_body
 from connector.sandbox import Faults, Sandbox, Write
-from tests.helpers import committed_offsets, create_topics, end_offsets
+from tests.helpers import committed_offsets, create_topics, end_offsets, read_topic
 from tests.procs import ConnectorProcess, connector_env
 
 pytestmark = pytest.mark.integration
@@ -508,7 +508,17 @@ async def test_rolling_upgrade_and_rollback_lose_nothing_and_never_go_backwards(
             f"{shop}: orders not at their newest state once quiescent"
         )
         late += backwards(shop, box.store.writes, timeline)
-    assert not late, f"{len(late)} writes of an older version after a newer one:\n" + "\n".join(late[:20])
+    diagnosis = ""
+    if late:  # what it takes to tell why: when each step happened, and (many shops) what was parked
+        diagnosis = "\ntimeline:\n" + "\n".join(f"  {when:.3f} {what}" for when, what in timeline.steps)
+        if mode == "many-shops":
+            parked = sum((await end_offsets(kafka_bootstrap, f"{topic_name}.parked")).values())
+            records = await read_topic(kafka_bootstrap, f"{topic_name}.parked", expect=parked, timeout=15)
+            keys = sorted({bytes(r.key or b"").decode(errors="replace") for r in records})
+            diagnosis = f"\nparked per phase {run.parked}; orders on the parking topic: {keys}{diagnosis}"
+    assert not late, (
+        f"{len(late)} writes of an older version after a newer one:\n" + "\n".join(late[:20]) + diagnosis
+    )
     dead = await end_offsets(kafka_bootstrap, f"{topic_name}.dlq")
     assert sum(dead.values()) == 0, "nothing dead-lettered"
     requests = [r for box in boxes.values() for r in box.store.requests]
