@@ -23,7 +23,7 @@ import heapq
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
@@ -40,7 +40,7 @@ from connector.config import Settings, SinkSettings
 from connector.constants import H_EXCEPTION_MESSAGE, H_EXTERNAL_ID, H_STAGE, H_TENANT
 from connector.errors import ConfigError, InputError, RouteError
 from connector.mapping import FileMapping, FunctionMapping
-from connector.models import parse_timestamp
+from connector.models import parse_instant
 from connector.pacing import Pacer
 from connector.route import Route
 from connector.structs import OrderChange, Record, Version
@@ -309,7 +309,7 @@ async def trace(
         for tp in remaining:
             total += ends[tp] - await consumer.position(tp)
         bound = min(total, max_records)
-        progress(f"reading {min(total, max_records):,} records of {len(parts)} partitions for order {order}")
+        progress(f"reading {bound:,} records of {len(parts)} partitions for order {order}")
         while remaining and story.scanned < max_records:
             batch = await consumer.getmany(*remaining, timeout_ms=1000)
             records = [
@@ -445,13 +445,7 @@ async def _held(account: SinkSettings, newest: OrderChange) -> Held | None:
     async with make_sink(account, None, pacer) as sink:
         if isinstance(sink, HoldsOrders):
             order = await sink.held_order(newest)
-            stamp = order.get("updated_at") if order is not None else None
-            try:
-                when = parse_timestamp(stamp) if isinstance(stamp, str) else None
-            except ValueError:
-                when = None
-            if when is not None and when.tzinfo is None:
-                when = when.replace(tzinfo=UTC)  # held without an offset: read as UTC, as sent ones are
+            when = parse_instant(order.get("updated_at")) if order is not None else None
             return Held(order is not None, when, order)
         if isinstance(sink, FindsOrders):
             return Held(await sink.finds_order(newest), None, None)

@@ -4,7 +4,7 @@ Which model an event's order must satisfy, per vendor and API version, is said b
 in :data:`connector.vendors.VENDORS`.
 """
 
-from connector.models._types import parse_timestamp
+from connector.models._types import parse_instant, parse_timestamp
 from connector.models._unknown import unknown_fields
 from connector.models.loop import LoopCreateOrder, LoopOrder, LoopOrder202610, LoopUpdateOrder, Money
 from connector.models.shoplazza import ShoplazzaOrder, shoplazza_update_body
@@ -16,6 +16,7 @@ __all__ = [
     "LoopUpdateOrder",
     "Money",
     "ShoplazzaOrder",
+    "parse_instant",
     "parse_timestamp",
     "shoplazza_update_body",
     "unknown_fields",

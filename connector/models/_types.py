@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, StringConstraints
@@ -32,6 +32,19 @@ def parse_timestamp(value: str) -> datetime:
             pass
     text = re.sub(r"(\.\d{6})\d+", r"\1", value.replace("Z", "+00:00").replace("z", "+00:00"))
     return datetime.fromisoformat(text.replace("t", "T"))
+
+
+def parse_instant(value: object) -> datetime | None:
+    """A timestamp a vendor answered with, as an instant: None when it is not a string or does not
+    parse, and UTC when it carries no offset (ours always do: compared with one of ours, a naive
+    time would raise)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        stamp = parse_timestamp(value)
+    except ValueError:
+        return None
+    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
 
 
 Timestamp = Annotated[str, AfterValidator(_rfc3339)]

@@ -24,7 +24,7 @@ import httpx
 from pydantic import SecretStr
 
 from connector.errors import EndpointError, NotFoundError, RejectedError
-from connector.models import parse_timestamp
+from connector.models import parse_instant
 from connector.models.loop import LoopOrder, LoopOrder202610
 from connector.pacing import Pacer
 from connector.sinks import BoundedCache, HttpClient, Prepaid, SinkOptions
@@ -94,13 +94,7 @@ class LoopSink:
         """Whether Loop holds the order, and the ``updated_at`` it was last sent with (Loop keeps the
         field as sent)."""
         order = await self.held_order(change)
-        if order is None:
-            return False, None
-        stamp = order.get("updated_at")
-        try:
-            return True, parse_timestamp(stamp) if isinstance(stamp, str) else None
-        except ValueError:
-            return True, None
+        return (False, None) if order is None else (True, parse_instant(order.get("updated_at")))
 
     async def apply(self, change: OrderChange, prepaid: Prepaid | None = None) -> None:
         """Make Loop hold ``change``: upsert, create/update, or delete."""

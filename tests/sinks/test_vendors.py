@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from connector.config import SinkSettings
@@ -108,7 +110,8 @@ async def test_loop_reads_an_order_back_whole_and_shoplazza_says_whether_it_hold
     sandbox: Sandbox,
 ) -> None:
     """What ``connector trace`` asks: Loop's copy of an order as it holds it (None when it holds
-    none); whether Shoplazza holds an order, by id or by number."""
+    none), its updated_at without an offset read as UTC (``dlq redrive`` compares it with an
+    event's); whether Shoplazza holds an order, by id or by number."""
     sandbox.store.upsert({"external_id": "L-1", "name": "#1", "updated_at": "2026-12-01T00:00:00Z"})
     async with LoopSink(SinkSettings(base_url=sandbox.url, api_key="test-key")) as loop:
         held = await loop.held_order(change("L-1", {}))
@@ -116,6 +119,9 @@ async def test_loop_reads_an_order_back_whole_and_shoplazza_says_whether_it_hold
         assert held["name"] == "#1"
         assert await loop.held_order(change("L-none", {})) is None
         assert (await loop.held_version(change("L-1", {})))[0] is True
+        sandbox.store.upsert({"external_id": "L-2", "updated_at": "2026-12-01T10:00:00"})  # no offset
+        _, stamp = await loop.held_version(change("L-2", {}))
+        assert stamp == datetime(2026, 12, 1, 10, tzinfo=UTC), "read as UTC: comparable with ours"
     sandbox.shoplazza.seed("o-7", "1007")
     settings = SinkSettings(kind="shoplazza", base_url=sandbox.url, api_key="test-key")
     async with ShoplazzaSink(settings) as shop:
