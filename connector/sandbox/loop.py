@@ -9,6 +9,7 @@ are (``connector.sandbox.shoplazza``): one module per vendor's route group.
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -108,12 +109,12 @@ def routes(store: Store, account: Account) -> list[web.RouteDef]:
             page = 0
         if page < 1:
             return loop_error(400, "The page must be a whole number from 1.", "BAD_REQUEST")
-        held = list(store.orders.values())  # by Loop id: ids only grow, and dicts keep insertion order
-        start = (page - 1) * PAGE_SIZE
-        more, back = start + PAGE_SIZE < len(held), page > 1
+        start = (page - 1) * PAGE_SIZE  # by Loop id: ids only grow, and dicts keep insertion order
+        held = list(itertools.islice(store.orders.values(), start, start + PAGE_SIZE + 1))
+        more, back = len(held) > PAGE_SIZE, page > 1
         return web.json_response(
             {
-                "orders": held[start : start + PAGE_SIZE],
+                "orders": held[:PAGE_SIZE],
                 "next_page_url": str(request.url.update_query(page=page + 1)) if more else None,
                 "previous_page_url": str(request.url.update_query(page=page - 1)) if back else None,
             }
