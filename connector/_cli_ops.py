@@ -91,7 +91,8 @@ def trace_command(args: argparse.Namespace) -> int:
     be), 1 otherwise (behind, ahead, missing, unknown, no events)."""
     from connector import logs
     from connector.config import load_settings
-    from connector.trace import Verdict, as_json, render, trace
+    from connector.readback import Verdict
+    from connector.trace import as_json, render, trace
 
     settings = load_settings(args.config)
     logs.configure("WARNING")

@@ -233,4 +233,25 @@ class TenantSeries:
         )
 
 
-__all__ = ["CallSeries", "ParkSeries", "PartitionSeries", "ReadSeries", "TenantSeries"]
+class AuditSeries:
+    """The read-back audits' series (``connector/audit.py``)."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.reads = Counter(
+            "connector_audit_reads",
+            "Orders read back on budget live traffic left unused, by result: in_sync, found (the "
+            "vendor keeps no version of ours to compare), missing, older, differs, ahead (a "
+            "drift's class), or failed (no answer).",
+            ["result"],
+            registry=r,
+        )
+        self.repairs = Counter(
+            "connector_audit_repairs",
+            "Drifts sent again (audit.repair), by class and outcome: delivered, failed, invalid, "
+            "abandoned (the partition was revoked, or a newer change of the order took over).",
+            ["drift", "outcome"],
+            registry=r,
+        )
+
+
+__all__ = ["AuditSeries", "CallSeries", "ParkSeries", "PartitionSeries", "ReadSeries", "TenantSeries"]

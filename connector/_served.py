@@ -26,6 +26,7 @@ from connector.deliver import Deliverer
 from connector.errors import RouteError
 from connector.mapping import FileMapping, FunctionMapping
 from connector.pacing import Pacer
+from connector.readback import Held, read_back
 from connector.sinks import Prepaid, Sink
 from connector.structs import OrderChange
 
@@ -65,6 +66,10 @@ class Retirable:
     async def held_version(self, change: OrderChange) -> tuple[bool, datetime | None]:
         """What the vendor holds for ``change``'s order (see :meth:`Sink.held_version`)."""
         return await self._inner.held_version(change)
+
+    async def read_back(self, change: OrderChange, prepaid: Prepaid | None = None) -> Held | None:
+        """What the vendor holds for ``change``'s order (:func:`connector.readback.read_back`)."""
+        return await read_back(self._inner, change, prepaid)
 
     def set_api_key(self, api_key: SecretStr) -> None:
         """Send ``api_key`` from the next request on."""

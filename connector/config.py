@@ -12,6 +12,7 @@ The sections follow the modules that read them:
   (``timeout_seconds``, ``cache_size``);
 - ``delivery``: the delivery policy every shop is delivered by (retries, the outage circuit, 429s,
   linger, deletes, the pace topic);
+- ``audit``: the read-back audits on budget live traffic leaves unused;
 - ``dlq``, ``tenants``, ``mapping``, ``metrics``.
 
 Which fields of a vendor account a reload of the tenants applies to a shop being served is declared on
@@ -26,7 +27,7 @@ import json
 import math
 import os
 import re
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
 
@@ -227,6 +228,36 @@ class DeliverySettings(_Section):
     pace_topic: str = ""  # "": "<first of kafka.topics>.pace" (the members' cuts after 429s)
 
 
+class Drift(StrEnum):
+    """A class of drift a read-back audit finds (``connector/audit.py``)."""
+
+    MISSING = "missing"  # the vendor does not hold an order we delivered
+    OLDER = "older"  # it holds an older version than we delivered (or still holds one we deleted)
+    DIFFERS = "differs"  # the version we delivered, with fields other than we sent
+    AHEAD = "ahead"  # a newer version than we delivered: someone else wrote it (never repaired)
+
+
+class AuditSettings(_Section):
+    """Read-back audits (``connector/audit.py``): on budget ticks live traffic leaves unused, each shop
+    reads back orders it delivered and compares the vendor's copy with what it sent; the classes of
+    drift in ``repair`` are sent again (their newest delivered state, through the normal path)."""
+
+    enabled: bool = True
+    share: float = Field(0.5, gt=0, le=1)  # of the budget's ticks, at most (only unused ones)
+    repair: list[Drift] = Field(default_factory=lambda: [Drift.MISSING, Drift.OLDER])
+    remember_orders: int = Field(10_000, ge=0)  # per shop: delivered orders kept for the sweep
+    min_interval_seconds: float = Field(30.0, ge=0)  # an order is read again no sooner
+
+    @field_validator("repair")
+    @classmethod
+    def _repairable(cls, value: list[Drift]) -> list[Drift]:
+        if Drift.AHEAD in value:
+            raise ValueError(
+                "'ahead' is never repaired: a newer version than ours was written by someone else"
+            )
+        return value
+
+
 _ROUTE = re.compile(r"(field|header):[^\s]+|topic")
 
 
@@ -326,6 +357,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     tenants: TenantsSettings = Field(default_factory=TenantsSettings)
     mapping: MappingSettings = Field(default_factory=MappingSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     shutdown_grace_seconds: float = Field(30.0, gt=0)
 

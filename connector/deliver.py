@@ -47,10 +47,11 @@ from connector.conform import check, complete
 from connector.errors import ConnectorError, InputError, RateLimited, status_class
 from connector.gate import Gate, Linger
 from connector.instruments import CallEnded, CallHooks, CallSent, RetryScheduled, Throttled
-from connector.jobs import Call, Job, JobBook, JobState
+from connector.jobs import Call, Job, JobBook, JobState, Lane
 from connector.logs import get_logger
 from connector.outages import Outages
 from connector.pacing import Pacer
+from connector.readback import Held, ReadEnded, read_back
 from connector.retry import RetryPolicy
 from connector.sinks import Prepaid, Sink
 from connector.structs import OrderChange, TopicPartition
@@ -59,9 +60,11 @@ from connector.vendors import Target
 log = get_logger("connector.deliver")
 
 __all__ = [
+    "Audits",
     "Deliverer",
     "Job",  # defined in ``connector.jobs``, with the book of unfinished jobs
     "JobState",
+    "Lane",
     "Linger",  # defined in ``connector.gate``, which the workers' jobs pass before each attempt
     "Outcome",
     "OutcomeKind",
@@ -99,6 +102,33 @@ class WorkSource(Protocol):
     def report(self, outcome: Outcome) -> OrderChange | None:
         """How a change's delivery ended; the key's next change to send, if it has one (the job goes
         on with it)."""
+        ...
+
+
+class Audits(Protocol):
+    """Where a deliverer tells what it delivered, and how each of an audit's reads and repairs ended
+    (``connector.audit``)."""
+
+    def delivered(self, change: OrderChange, ambiguous: bool) -> None:
+        """The live lane delivered ``change`` (``ambiguous``: an attempt of it ended unknown first)."""
+        ...
+
+    def unsure(self, key: str) -> None:
+        """A live change of ``key`` failed for good: the vendor may hold it (an attempt may have
+        landed), so the change last delivered is no longer known to be the newest sent."""
+        ...
+
+    def read_ended(self, ended: ReadEnded) -> None:
+        """A read (:meth:`Deliverer.read`) ended; its key's job is gone (a repair may start)."""
+        ...
+
+    def repair_ended(self, outcome: Outcome) -> None:
+        """A repair (:meth:`Deliverer.repair`) ended: delivered, failed, invalid, or abandoned (its
+        partition drained, or a live change of its key took its job over)."""
+        ...
+
+    def forget(self, partitions: set[TopicPartition]) -> None:
+        """``partitions`` are being revoked: what was delivered for them is another member's now."""
         ...
 
 
@@ -140,8 +170,10 @@ class Deliverer:
         linger_seconds: float = 0.0,
         tenant: str = "",
         on_circuit: Callable[[str, State], None] | None = None,
+        audit: Audits | None = None,
     ) -> None:
         self._sink = sink
+        self._audit = audit
         self._work_source = work
         self._hooks = hooks
         self._clock = clock
@@ -205,14 +237,55 @@ class Deliverer:
         if self._jobs.draining(change.tp):
             self._abandon(job)
             return
+        repairing = self._jobs.get(change.key)
+        if repairing is not None:  # only a repair's job: the ledger starts one job per key
+            self._take_over(repairing, change, now + hold)
+            return
         self._jobs.add(job)
         self._queue.put_nowait(job)
+
+    def repair(self, change: OrderChange) -> bool:
+        """Send ``change`` (the key's last delivered change) again, on ticks live traffic leaves
+        unused, through the same gates as any change; its end is told to the audit. False when the
+        key has a job (its newest change is on its way) or its partition is being drained."""
+        if self._closed or self._jobs.get(change.key) is not None or self._jobs.draining(change.tp):
+            return False
+        job = Job(change.key, change.tp, change=change, lane=Lane.REPAIR)
+        self._jobs.add(job)
+        self._queue.put_nowait(job)
+        return True
+
+    def read(self, change: OrderChange, tick: float) -> bool:
+        """Read back what the vendor holds for ``change``'s order, on ``tick`` (a spare tick the audit
+        took; given up if it is stale by the time a worker takes the job); its end is told to the
+        audit. False when the key has a job or its partition is being drained."""
+        if self._closed or self._jobs.get(change.key) is not None or self._jobs.draining(change.tp):
+            return False
+        job = Job(change.key, change.tp, change=change, lane=Lane.AUDIT, tick=tick)
+        self._jobs.add(job)
+        self._queue.put_nowait(job)
+        return True
+
+    def _take_over(self, job: Job, change: OrderChange, not_before: float) -> None:
+        """A live change for a key whose audit's read or repair has a job: it takes the job over
+        (after its request, if one is in flight), so the key's requests stay one at a time, in order."""
+        if job.state is JobState.IN_FLIGHT:
+            job.following, job.following_hold = change, not_before
+            return
+        self._told(job, Outcome(OutcomeKind.ABANDONED, job.key, job.change))
+        job.lane = Lane.LIVE
+        self._take(job, change)
+        job.not_before = max(job.not_before, not_before)
+        job.linger_until = self._clock.monotonic() + self._linger_s
 
     def replace(self, change: OrderChange) -> bool:
         """A newer change of a key: True when the key's job took it in place of the one it held (that
         one was never sent, or its attempts ended and a retry waits); False when the key has no job
         here, or a call of it is in flight (the change waits for the job's next turn)."""
         job = self._jobs.get(change.key)
+        if job is not None and job.following is not None:
+            job.following = change  # after the repair in flight
+            return True
         if job is None or job.state in _BUSY or self._jobs.draining(change.tp):
             return False
         self._take(job, change)
@@ -233,7 +306,32 @@ class Deliverer:
             job.timer.cancel()
             job.timer = None
         self._jobs.forget(job)
-        self._work_source.report(Outcome(OutcomeKind.ABANDONED, job.key, job.change, attempts=job.attempts))
+        following = self._report(
+            job, Outcome(OutcomeKind.ABANDONED, job.key, job.change, attempts=job.attempts)
+        )
+        if following is not None:  # the live change that was to follow a repair: unresolved too
+            self._work_source.report(Outcome(OutcomeKind.ABANDONED, job.key, following))
+
+    def _report(self, job: Job, outcome: Outcome) -> OrderChange | None:
+        """Tell whose work ``job`` did how it ended (the ledger, or the audit for a repair); the
+        key's next change to send, if any (a repair's job goes on with the live change that took
+        it over)."""
+        if job.lane is Lane.LIVE:
+            return self._work_source.report(outcome)
+        self._told(job, outcome)
+        following, job.following = job.following, None
+        if following is not None:
+            job.lane = Lane.LIVE
+            job.not_before = max(job.not_before, job.following_hold)
+        return following
+
+    def _told(self, job: Job, outcome: Outcome) -> None:
+        if self._audit is None or job.change is None or (job.lane is Lane.AUDIT and job.timer):
+            return  # (a read settling after it ended was told when it ended)
+        if job.lane is Lane.REPAIR:
+            self._audit.repair_ended(outcome)
+        elif job.lane is Lane.AUDIT:
+            self._audit.read_ended(ReadEnded(job.change, None, outcome.error, sent=False))
 
     def _requeue(self, job: Job) -> None:
         job.timer = None
@@ -252,6 +350,9 @@ class Deliverer:
             if job.state is JobState.ABANDONED:
                 continue
             job.state = JobState.GATED
+            if job.lane is Lane.AUDIT:
+                await self._read(job)
+                continue
             if not await self._gate(job):
                 continue
             change = self._conformed(job)
@@ -277,9 +378,7 @@ class Deliverer:
                 return change
             except InputError as exc:
                 now = self._clock.wall()
-                change = self._work_source.report(
-                    Outcome(OutcomeKind.INVALID, job.key, change, exc, 0, now, now)
-                )
+                change = self._report(job, Outcome(OutcomeKind.INVALID, job.key, change, exc, 0, now, now))
                 if change is not None:
                     self._take(job, change)
         job.state = JobState.DONE
@@ -296,13 +395,16 @@ class Deliverer:
                 return True
         return False
 
-    async def _call(self, job: Job, change: OrderChange) -> None:
+    async def _attempt(self, job: Job, change: OrderChange) -> tuple[Held | None, BaseException | None, bool]:
+        """Send ``job``'s request (an apply, or a read for the audit lane) on its tick: what was read,
+        the error it ended in, and whether a drain cancelled it."""
         job.attempts += 1
         job.state = JobState.IN_FLIGHT
         started = self._clock.monotonic()
         self._hooks.call_sent(CallSent(self.tenant))
+        held: Held | None = None
         error: BaseException | None = None
-        answered = False  # the apply returned or raised (it was not cancelled)
+        answered = False  # the request returned or raised (it was not cancelled)
         scope: asyncio.Timeout | None = None
         # Run by the worker, not as a task of its own: its first request uses the tick just granted
         # (``Prepaid``), and a task would start only on the loop's next iteration, when the tick may
@@ -313,7 +415,10 @@ class Deliverer:
                 async with asyncio.timeout(None) as scope:
                     call = job.call = Call(scope)
                     try:
-                        await self._sink.apply(change, Prepaid(job.tick))
+                        if job.lane is Lane.AUDIT:
+                            held = await read_back(self._sink, change, Prepaid(job.tick))
+                        else:
+                            await self._sink.apply(change, Prepaid(job.tick))
                         answered = True
                     except Exception as exc:  # classified below
                         error, answered = exc, True
@@ -326,12 +431,60 @@ class Deliverer:
             cancelled = scope is None or scope.expired()
             answer = status_class(error) if answered and not cancelled else None
             self._hooks.call_ended(CallEnded(self.tenant, answer, self._clock.monotonic() - started))
-        # An ambiguous request was sent at some time before now (an apply may send several): it can
+        # A cancelled request was sent at some time before now (an apply may send several): it can
         # land until ``settle_seconds`` after now, counted from now to be safe.
         if cancelled:  # the partition is being revoked: the request may still land
             self._fence.note_ambiguous(job.tp, self._clock.wall())
             self._gates.release_probe(job)
             self._abandon(job)
+        return held, error, cancelled
+
+    async def _read(self, job: Job) -> None:
+        """An audit's read: sent only on its own tick while still fresh, the circuit closed and the
+        partition fenced for this member, else given up; either way told to the audit once the
+        key's job is gone (or taken over by a live change that came meanwhile)."""
+        change, tick = job.change, job.tick
+        assert change is not None
+        ended = ReadEnded(change, None, sent=False)
+        sendable = tick is not None and self._pacer.fresh(tick) and self._fence.may_send(job.tp, tick)
+        if self.circuit.state is State.CLOSED and sendable:
+            held, error, cancelled = await self._attempt(job, change)
+            if cancelled:
+                return
+            ended = ReadEnded(change, held, error)
+            if isinstance(error, ConnectorError) and error.ambiguous:  # it may be at the vendor still
+                job.not_before = self._clock.monotonic() + self._fence.settle_seconds
+                self._fence.note_ambiguous(job.tp, self._clock.wall())
+        following, job.following = job.following, None
+        settle = job.not_before - self._clock.monotonic()
+        if following is not None:
+            job.lane = Lane.LIVE
+            self._take(job, following)
+            job.not_before = max(job.not_before, job.following_hold)
+            job.linger_until = self._clock.monotonic() + self._linger_s
+            self._requeue(job)
+        elif settle > 0:  # the order's job stays until then: nothing else of it is sent meanwhile
+            job.state = JobState.SETTLING
+            job.timer = asyncio.get_running_loop().call_later(settle, self._settled, job)
+        else:
+            job.state = JobState.DONE
+            self._jobs.forget(job)
+        if self._audit is not None:
+            self._audit.read_ended(ended)
+
+    def _settled(self, job: Job) -> None:
+        """An audit's read that ended unknown has settled: the job goes on if a live change took it
+        over meanwhile, else it ends."""
+        job.timer = None
+        if job.lane is Lane.LIVE:
+            self._requeue(job)
+        elif job.state is not JobState.ABANDONED:
+            job.state = JobState.DONE
+            self._jobs.forget(job)
+
+    async def _call(self, job: Job, change: OrderChange) -> None:
+        _, error, cancelled = await self._attempt(job, change)
+        if cancelled:
             return
         job.probe = False
         if isinstance(error, ConnectorError) and error.ambiguous:
@@ -341,13 +494,15 @@ class Deliverer:
         error = self._outages.per_operation(job, change.op, error)
         self._outages.record(error)
         if error is None:
+            if self._audit is not None and job.lane is Lane.LIVE:
+                self._audit.delivered(change, job.ambiguous)
             job.ambiguous = False
             self._finish(job, Outcome(OutcomeKind.DELIVERED, job.key, change, attempts=job.attempts))
         else:
             self._failed(job, change, error)
 
     def _finish(self, job: Job, outcome: Outcome) -> None:
-        following = self._work_source.report(outcome)
+        following = self._report(job, outcome)
         if following is not None:
             self._take(job, following)
             job.linger_until = self._clock.monotonic() + self._linger_s
@@ -369,6 +524,8 @@ class Deliverer:
         else:
             delay = self._policy.delay(error, job.attempts, now - job.first_failure_ts)
         if delay is None:
+            if self._audit is not None and job.lane is Lane.LIVE:
+                self._audit.unsure(job.key)
             outcome = Outcome(
                 OutcomeKind.FAILED,
                 job.key,
@@ -406,6 +563,8 @@ class Deliverer:
         within ``timeout``, then cancel them (their requests count as ambiguous for the fence).
         Every dropped job is reported as abandoned."""
         self._jobs.drain(partitions)
+        if self._audit is not None:
+            self._audit.forget(partitions)
         if self._closed:
             return
         for job in self._jobs.each(partitions):

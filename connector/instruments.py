@@ -376,14 +376,56 @@ class TenantHooks(Protocol):
     def tenants_sampled(self, event: TenantsState) -> None: ...
 
 
+# -- read-back audits ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Audited:
+    """An order was read back: ``result`` is ``in_sync``, a drift's class (``missing``, ``older``,
+    ``differs``, ``ahead``), or ``failed`` (the read did not answer)."""
+
+    tenant: str
+    result: str
+
+
+@dataclass(frozen=True, slots=True)
+class RepairEnded:
+    """A drift's repair ended: ``outcome`` is ``delivered``, ``failed``, ``invalid`` or ``abandoned``."""
+
+    tenant: str
+    drift: str
+    outcome: str
+
+
+class AuditHooks(Protocol):
+    """What the read-back audits report."""
+
+    def order_audited(self, event: Audited) -> None: ...
+    def repair_ended(self, event: RepairEnded) -> None: ...
+
+
 class Hooks(
-    ReadHooks, PartitionHooks, DeadLetterHooks, CallHooks, PaceHooks, ParkHooks, TenantHooks, Protocol
+    ReadHooks,
+    PartitionHooks,
+    DeadLetterHooks,
+    CallHooks,
+    PaceHooks,
+    ParkHooks,
+    TenantHooks,
+    AuditHooks,
+    Protocol,
 ):
     """Every hook: what a part that hands hooks on to the parts it builds takes."""
 
 
 class NoHooks:
     """Hooks that drop every payload (a part tested without metrics)."""
+
+    def order_audited(self, event: Audited) -> None:
+        pass
+
+    def repair_ended(self, event: RepairEnded) -> None:
+        pass
 
     def records_read(self, event: RecordsRead) -> None:
         pass
@@ -488,6 +530,8 @@ NO_HOOKS: Hooks = NoHooks()
 
 __all__ = [
     "NO_HOOKS",
+    "AuditHooks",
+    "Audited",
     "Backlog",
     "BudgetWaited",
     "CallEnded",
@@ -522,6 +566,7 @@ __all__ = [
     "RecordsRead",
     "RegistryWait",
     "Released",
+    "RepairEnded",
     "Resolved",
     "RetryAfterTooLong",
     "RetryScheduled",

@@ -29,6 +29,19 @@ class JobState(StrEnum):
     ABANDONED = "abandoned"
 
 
+class Lane(StrEnum):
+    """Whose work a job does: the live traffic's (an order's newest change, handed over by the ledger
+    and reported back to it), an audit's read of the order (on a spare tick the audit took), or a
+    repair's (an audit found the vendor's copy drifted, and the change last delivered is sent again);
+    the last two are reported back to the audit. A live change for the key takes an audit's job over
+    (:attr:`Job.following` while its request is in flight): one job per key, so no two requests of
+    an order are at the vendor together, and the key's order of writes holds across the lanes."""
+
+    LIVE = "live"
+    AUDIT = "audit"
+    REPAIR = "repair"
+
+
 @dataclass(eq=False, slots=True)
 class Job:
     """The delivery of one key's changes, with the failure history of its current change."""
@@ -49,6 +62,9 @@ class Job:
     checked: OrderChange | None = field(default=None, repr=False)  # the change last found to fit
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
     call: Call | None = field(default=None, repr=False)
+    lane: Lane = Lane.LIVE
+    following: OrderChange | None = field(default=None, repr=False)  # live, after the repair in flight
+    following_hold: float = 0.0  # monotonic: not before then (the live change's hold)
 
 
 class Call:

@@ -13,9 +13,10 @@ import contextlib
 
 from prometheus_client import CollectorRegistry
 
-from connector._series import CallSeries, ParkSeries, PartitionSeries, ReadSeries, TenantSeries
+from connector._series import AuditSeries, CallSeries, ParkSeries, PartitionSeries, ReadSeries, TenantSeries
 from connector.coalesce import Resolution
 from connector.instruments import (
+    Audited,
     Backlog,
     BudgetWaited,
     CallEnded,
@@ -41,6 +42,7 @@ from connector.instruments import (
     RecordsRead,
     RegistryWait,
     Released,
+    RepairEnded,
     Resolved,
     RetryAfterTooLong,
     RetryScheduled,
@@ -54,7 +56,7 @@ from connector.instruments import (
 class Metrics:
     """The connector's metrics, registered in a registry of their own, and the hooks
     (:class:`~connector.instruments.Hooks`) that write them. The series are public attributes of
-    their groups (``read``, ``partitions``, ``calls``, ``parking``, ``tenants``; declared in
+    their groups (``read``, ``partitions``, ``calls``, ``parking``, ``tenants``, ``audit``; declared in
     ``_series.py``), for the tests to read."""
 
     def __init__(self) -> None:
@@ -64,9 +66,17 @@ class Metrics:
         self.calls = CallSeries(r)
         self.parking = ParkSeries(r)
         self.tenants = TenantSeries(r)
+        self.audit = AuditSeries(r)
         # Every resolution's series from the start (at 0), its child kept: one is resolved per record.
         self._resolved = {why.value: self.read.resolved.labels(why.value) for why in Resolution}
         self.port: int | None = None
+
+    # -- read-back audits ------------------------------------------------------------------------
+    def order_audited(self, event: Audited) -> None:
+        self.audit.reads.labels(event.result).inc()
+
+    def repair_ended(self, event: RepairEnded) -> None:
+        self.audit.repairs.labels(event.drift, event.outcome).inc()
 
     # -- reading and resolution ------------------------------------------------------------------
     def records_read(self, event: RecordsRead) -> None:

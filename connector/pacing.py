@@ -222,3 +222,35 @@ class Pacer:
         if self._on_wait is not None:
             self._on_wait(self._clock.monotonic() - started)
         return tick
+
+    async def acquire_spare(self, within: float | None = None) -> float | None:
+        """Wait for a tick no request of the live traffic took, and take it; returns its time, or
+        None when none came within ``within`` seconds (None: wait as long as it takes).
+
+        For work that may use only what live traffic leaves (the read-back audits): the next tick is
+        looked at but not reserved, so a request that asks for a tick (:meth:`acquire`) before that
+        tick's time takes it, and this waits for a later one. Nothing is taken while a cut slows the
+        pace (someone else spends the key: a spare request might cost a 429 the live traffic would
+        not have had) or a ``Retry-After`` holds every request. Live traffic can lose at most the
+        :data:`LATE` grace of one tick to it: a request asking for a tick just after one was taken
+        here waits for the next, as it would have if that tick had been given up."""
+        deadline = math.inf if within is None else self._clock.wall() + within
+        while True:
+            now = self._clock.wall()
+            if now >= deadline:
+                return None
+            if self._hold_until > now or self.adaptation.factor(now) < 1.0 - _EPSILON:
+                await asyncio.sleep(min(max(self._spacing, self._hold_until - now), deadline - now))
+                continue
+            found = self._next_tick(max(now, self._next_free)) if self._topics else None
+            if found is None or found[0] > deadline:
+                await asyncio.sleep(min(0.1, deadline - now))
+                continue
+            tick, tp = found
+            if tick > now:
+                await asyncio.sleep(tick - now)
+            if self._next_free > tick:
+                continue  # a live request reserved it meanwhile
+            if self._hold_until <= tick and self.fence.may_send(tp, tick) and self.fresh(tick):
+                self._next_free = tick + _EPSILON
+                return tick

@@ -1,8 +1,9 @@
 """Tenancy: one deliverer per tenant, so that one shop's trouble stops only that shop's calls.
 
 Each tenant (``connector/tenants.py``) gets its own vendor client (:class:`~connector.sinks.Sink`),
-budget (:class:`~connector.pacing.Pacer`), outage circuit, retry policy, 429 adaptation and pool of
-workers: a 401 for one shop opens that shop's circuit only, and one shop's 429s slow that shop only.
+budget (:class:`~connector.pacing.Pacer`), outage circuit, retry policy, 429 adaptation, pool of
+workers and read-back audits (:class:`~connector.audit.Auditor`): a 401 for one shop opens that
+shop's circuit only, and one shop's 429s slow that shop only.
 Every tenant's pacer shares the member's :class:`~connector.fence.Fence`, so each tenant's budget is
 dealt out over the fleet by partition exactly as a single budget is, and never exceeded in any second.
 Each tenant's parts live in a stack of their own (``_served.py``): one can be closed while the others
@@ -47,6 +48,7 @@ from connector._reloads import Reloader
 from connector._router import Router
 from connector._served import Retirable, Served
 from connector._tenantview import TenantView
+from connector.audit import Auditor
 from connector.circuit import Circuit
 from connector.clock import Clock
 from connector.config import Settings, SinkSettings
@@ -182,6 +184,8 @@ class Tenancy:
                 pacer.set_layout(self._layout)
             sink = Retirable(await stack.enter_async_context(self._make_sink(settings, pacer)))
             assert self._work is not None, "Tenancy.connect() before it is entered"
+            audits = self._settings.audit
+            auditor = Auditor(pacer, self._hooks, audits, clock=self._clock, tenant=name)
             deliverer = Deliverer(
                 sink,
                 self._work,
@@ -209,8 +213,11 @@ class Tenancy:
                 linger_seconds=policy.linger_seconds,
                 tenant=name,
                 on_circuit=self._view.circuit_changed,
+                audit=auditor if audits.enabled else None,
             )
+            auditor.connect(deliverer)
             await stack.enter_async_context(deliverer)
+            await stack.enter_async_context(auditor)  # closed before its deliverer
             if self._draining:
                 await deliverer.drain(set(self._draining), timeout=0.0)
         except BaseException:

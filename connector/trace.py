@@ -23,9 +23,7 @@ import heapq
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
-from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as KafkaTP
@@ -33,34 +31,21 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
-from connector._compare import differences, shown
+from connector._compare import shown
 from connector._kafka import client_options, start_within, topic_partitions
 from connector.clock import SystemClock
 from connector.config import Settings, SinkSettings
 from connector.constants import H_EXCEPTION_MESSAGE, H_EXTERNAL_ID, H_STAGE, H_TENANT
 from connector.errors import ConfigError, InputError, RouteError
 from connector.mapping import FileMapping, FunctionMapping
-from connector.models import parse_instant
 from connector.pacing import Pacer
+from connector.readback import Held, Verdict, compare, iso, judge, read_back
 from connector.route import Route
 from connector.structs import OrderChange, Record, Version
 from connector.vendors import Target, make_sink, target
 
 PROGRESS_EVERY = 20_000
 """Records read between two progress lines on stderr."""
-
-
-class Verdict(StrEnum):
-    """What the vendor holds, against the newest state of the order in the topic."""
-
-    IN_SYNC = "in sync"
-    DIFFERS = "differs"  # the newest version, but fields other than sent (an edit in the vendor's admin?)
-    BEHIND = "behind"  # an older version, or the order still there after its delete
-    AHEAD = "ahead"  # a newer version than any event read (or one outside the range read)
-    MISSING = "missing"  # not there, though its newest state is not a delete
-    DELETED = "deleted"  # not there, and its newest state is a delete: in sync
-    UNKNOWN = "unknown"  # the vendor keeps no version of ours (Shoplazza): only found or not
-    NO_EVENTS = "no events"  # no record of the order in the range read
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,34 +201,6 @@ def _ignored(item: Item, ignore_deletes: bool) -> bool:
     return ignore_deletes and isinstance(item, OrderChange) and item.op == "delete"
 
 
-def judge(newest: OrderChange | None, held: bool, stamp: datetime | None) -> tuple[Verdict, str]:
-    """The verdict on the vendor's copy (``held``, at ``stamp``) against ``newest``, and its line."""
-    if newest is None:
-        return Verdict.NO_EVENTS, "no event of this order in the records read (try an earlier --since)"
-    want = newest.updated_at
-    if newest.op == "delete":
-        if not held:
-            return Verdict.DELETED, "deleted, as its newest event says"
-        return Verdict.BEHIND, "still held by the vendor, though its newest event deletes it"
-    if not held:
-        return Verdict.MISSING, f"missing: the vendor does not hold it (newest updated_at {_iso(want)})"
-    if stamp is None or want is None:
-        return Verdict.UNKNOWN, (
-            f"held, its copy carrying no updated_at of ours to compare (the newest event: {_iso(want)})"
-            if stamp is None
-            else f"held at updated_at {_iso(stamp)}; the newest event has none"
-        )
-    if stamp == want:
-        return Verdict.IN_SYNC, f"in sync at updated_at {_iso(want)}"
-    if stamp < want:
-        return Verdict.BEHIND, f"behind: holds updated_at {_iso(stamp)}, the newest event has {_iso(want)}"
-    return Verdict.AHEAD, f"ahead: holds updated_at {_iso(stamp)}, newer than any event read ({_iso(want)})"
-
-
-def _iso(stamp: datetime | None) -> str:
-    return stamp.isoformat() if stamp is not None else "none"
-
-
 async def trace(
     settings: Settings,
     order: str,
@@ -342,7 +299,7 @@ async def trace(
             Step(
                 record.topic, record.partition, record.offset, record.timestamp_ms,
                 change.op if change else None,
-                _iso(change.updated_at) if change and change.updated_at else None,
+                iso(change.updated_at) if change and change.updated_at else None,
                 decision, detail,
                 record.offset < committed.get((record.topic, record.partition), 0),
             )
@@ -352,27 +309,16 @@ async def trace(
     if ask_vendor and newest is not None:
         held = await _held(shop.sink, newest)
     if held is not None:
-        story.held, story.held_updated_at = held.found, _iso(held.updated_at) if held.updated_at else None
+        story.held, story.held_updated_at = held.found, iso(held.updated_at) if held.updated_at else None
     if newest is not None and held is None:
         story.verdict, story.line = Verdict.UNKNOWN, (
             "the vendor was not asked (--no-vendor)" if not ask_vendor
             else "the vendor keeps no updated_at of ours to compare"
         )  # fmt: skip
+    elif newest is None or held is None:
+        story.verdict, story.line = judge(newest, False, None)
     else:
-        story.verdict, story.line = judge(
-            newest, held.found if held else False, held.updated_at if held else None
-        )
-    if (
-        story.verdict is Verdict.IN_SYNC
-        and newest is not None
-        and held is not None
-        and held.order is not None
-    ):
-        unknown = frozenset(path.removeprefix("order.") for path in newest.unknown)
-        story.differs = differences(newest.body, held.order, unknown)
-        if story.differs:
-            story.verdict = Verdict.DIFFERS
-            story.line = f"differs: holds the newest updated_at, but not as sent: {shown(story.differs)}"
+        story.verdict, story.line, story.differs = compare(newest, held)
     return story
 
 
@@ -414,46 +360,12 @@ async def _dead_letters(settings: Settings, order: str, shop: frozenset[str] | N
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class Held:
-    """What the vendor answered for the order."""
-
-    found: bool
-    updated_at: datetime | None
-    order: dict[str, Any] | None  # the order as the vendor holds it (None: not read whole)
-
-
-@runtime_checkable
-class HoldsOrders(Protocol):
-    """A vendor client that reads an order back whole, as sent (Loop)."""
-
-    async def held_order(self, change: OrderChange) -> dict[str, Any] | None: ...
-
-
-@runtime_checkable
-class FindsOrders(Protocol):
-    """A vendor client that can say whether it holds an order, its copy carrying no ``updated_at``
-    of ours (Shoplazza)."""
-
-    async def finds_order(self, change: OrderChange) -> bool: ...
-
-
 async def _held(account: SinkSettings, newest: OrderChange) -> Held | None:
     """What the vendor holds for ``newest``'s order (one request, paced at the shop's budget); None
     when the vendor keeps no version of ours to compare (Shoplazza)."""
     pacer = Pacer.standalone(account.rate_limit_per_second, SystemClock())
     async with make_sink(account, None, pacer) as sink:
-        if isinstance(sink, HoldsOrders):
-            order = await sink.held_order(newest)
-            when = parse_instant(order.get("updated_at")) if order is not None else None
-            return Held(order is not None, when, order)
-        if isinstance(sink, FindsOrders):
-            return Held(await sink.finds_order(newest), None, None)
-        try:
-            found, when = await sink.held_version(newest)
-        except NotImplementedError:
-            return None
-        return Held(found, when, None)
+        return await read_back(sink, newest)
 
 
 def render(story: Story) -> str:
@@ -487,15 +399,10 @@ def as_json(story: Story) -> dict[str, object]:
 
 
 __all__ = [
-    "FindsOrders",
-    "Held",
-    "HoldsOrders",
     "Step",
     "Story",
-    "Verdict",
     "as_json",
     "decide",
-    "judge",
     "render",
     "sendable",
     "trace",

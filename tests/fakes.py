@@ -19,6 +19,7 @@ from connector.deadletter import Failure
 from connector.decode import decode
 from connector.deliver import Outcome
 from connector.park import ShopHealth
+from connector.readback import Held, ReadEnded
 from connector.sinks import Prepaid
 from connector.source import Committed
 from connector.structs import OrderChange, Record, TopicPartition
@@ -42,6 +43,7 @@ class Vendor:
         self.refuse: dict[str, BaseException] = {}
         self.hang: set[str] = set()
         self.keys: list[str] = []
+        self.reads: list[str] = []
         self.closed = False
 
     async def apply(self, change: OrderChange, prepaid: Prepaid | None = None) -> None:
@@ -58,6 +60,16 @@ class Vendor:
     async def probe(self, prepaid: Prepaid | None = None) -> None:
         if self.fail is not None:
             raise self.fail
+
+    async def read_back(self, change: OrderChange, prepaid: Prepaid | None = None) -> Held | None:
+        """What it holds for ``change``'s order: the last change of it accepted (``reads``: the keys
+        read, in order)."""
+        self.reads.append(change.key)
+        await self.gate.wait()
+        if self.fail is not None:
+            raise self.fail
+        last = next((c for c in reversed(self.applied) if c.key == change.key), None)
+        return Held(last is not None, last.updated_at if last else None, last.body if last else None)
 
     async def held_version(self, change: OrderChange) -> tuple[bool, datetime | None]:
         raise NotImplementedError
@@ -264,3 +276,29 @@ class ParkPorts:
 
 
 __all__ = ["Member", "NoLinger", "NoWork", "ParkPorts", "Vendor"]
+
+
+class Audit:
+    """An audit of our own (``connector.deliver.Audits``): what the deliverer told it."""
+
+    def __init__(self) -> None:
+        self.delivered_changes: list[tuple[OrderChange, bool]] = []
+        self.repairs: list[Outcome] = []
+        self.reads: list[ReadEnded] = []
+        self.unsure_keys: list[str] = []
+        self.forgotten: list[set[TopicPartition]] = []
+
+    def delivered(self, change: OrderChange, ambiguous: bool) -> None:
+        self.delivered_changes.append((change, ambiguous))
+
+    def unsure(self, key: str) -> None:
+        self.unsure_keys.append(key)
+
+    def read_ended(self, ended: ReadEnded) -> None:
+        self.reads.append(ended)
+
+    def repair_ended(self, outcome: Outcome) -> None:
+        self.repairs.append(outcome)
+
+    def forget(self, partitions: set[TopicPartition]) -> None:
+        self.forgotten.append(set(partitions))

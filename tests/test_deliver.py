@@ -30,7 +30,7 @@ from connector.retry import RetryPolicy
 from connector.sinks import Prepaid
 from connector.structs import OrderChange, Record, TopicPartition
 from connector.vendors import Target, make_sink, target
-from tests.fakes import Behind, Vendor
+from tests.fakes import Audit, Behind, Vendor
 from tests.sim.loop import VirtualTimeLoop
 
 START = 1_800_000_000.0
@@ -251,6 +251,7 @@ def desk(
     target: Target | None = None,
     pacer_type: type[Pacer] = Pacer,
     vendor: Vendor | None = None,
+    audit: Audit | None = None,
 ) -> Desk:
     clock = Clock()
     fence = Fence(clock, lease_seconds=float("inf"), settle_seconds=settle)
@@ -272,6 +273,7 @@ def desk(
         max_in_flight=max_in_flight,
         linger=linger,
         linger_seconds=linger_seconds,
+        audit=audit,
     )
     orders.deliverer = deliverer
     return Desk(vendor, orders, deliverer, fence, metrics)
@@ -550,5 +552,198 @@ def test_closing_the_deliverer_abandons_every_job_it_holds() -> None:
             await until(lambda: d.vendor.calls == 1)
         assert sorted(d.orders.kinds()) == [("A1", OutcomeKind.ABANDONED), ("B1", OutcomeKind.ABANDONED)]
         assert d.deliverer.pending == 0
+
+    on_virtual_time(scenario)
+
+
+# -- the repair lane (read-back audits) ------------------------------------------------------------
+
+
+def change_of(key: str, offset: int, status: str) -> OrderChange:
+    record = Record(TP.topic, TP.partition, offset, key.encode(), b"{}")
+    return OrderChange(record, key, "upsert", {"external_id": key, "status": status})
+
+
+def test_a_delivery_is_told_to_the_audit_and_a_repair_is_reported_to_it_not_the_work_source() -> None:
+    """The live lane's deliveries go to the audit (with whether an attempt was ambiguous first); a
+    repair is sent like any change, and its end is the audit's to know: the ledger never hears of it
+    (its record was resolved when it was first delivered)."""
+
+    async def scenario() -> None:
+        audit = Audit()
+        d = desk(audit=audit)
+        async with d.deliverer:
+            sent = d.orders.add("A1", 0, "active")
+            await until(lambda: d.orders.outcomes)
+            assert [(c.key, ambiguous) for c, ambiguous in audit.delivered_changes] == [("A1", False)]
+            assert d.deliverer.repair(sent)
+            await until(lambda: audit.repairs)
+            assert [o.kind for o in audit.repairs] == [OutcomeKind.DELIVERED]
+            assert d.vendor.applied == [sent, sent]
+            assert d.orders.kinds() == [("A1", OutcomeKind.DELIVERED)]
+            assert len(audit.delivered_changes) == 1, "a repair is not a live delivery"
+
+    on_virtual_time(scenario)
+
+
+def test_a_repair_is_refused_while_its_key_has_a_job() -> None:
+    """A key with a live job is on its way to its newest state: no repair is started beside it."""
+
+    async def scenario() -> None:
+        audit = Audit()
+        d = desk(audit=audit)
+        d.vendor.gate.clear()
+        async with d.deliverer:
+            first = d.orders.add("A1", 0, "active")
+            await asyncio.sleep(0.1)
+            assert not d.deliverer.repair(first)
+            d.vendor.gate.set()
+            await until(lambda: d.orders.outcomes)
+            assert d.vendor.applied == [first]
+
+    on_virtual_time(scenario)
+
+
+def test_a_live_change_takes_a_waiting_repair_over() -> None:
+    """A repair not sent yet (behind live traffic that takes every tick) is taken over by a live
+    change of its key: the live change is sent, the repair never is, and is told abandoned."""
+
+    async def scenario() -> None:
+        audit = Audit()
+        d = desk(audit=audit, max_in_flight=1)
+        async with d.deliverer:
+            old = change_of("A1", 0, "active")
+            for i in range(30):  # live traffic of other orders keeps every tick taken
+                d.orders.add(f"B{i}", 100 + i, "active")
+            assert d.deliverer.repair(old)
+            newer = d.orders.add("A1", 1, "archived")
+            await until(lambda: ("A1", OutcomeKind.DELIVERED) in d.orders.kinds())
+            assert [c for c in d.vendor.applied if c.key == "A1"] == [newer]
+            assert [o.kind for o in audit.repairs] == [OutcomeKind.ABANDONED]
+
+    on_virtual_time(scenario)
+
+
+def test_a_live_change_waits_for_the_repair_in_flight_then_is_sent() -> None:
+    """A live change of a key whose repair is in flight follows it (one job per key): the vendor gets
+    the repair, then the live change, never the other way round; newer live changes replace the one
+    waiting."""
+
+    async def scenario() -> None:
+        audit = Audit()
+        d = desk(audit=audit)
+        async with d.deliverer:
+            old = change_of("A1", 0, "active")
+            d.vendor.gate.clear()
+            assert d.deliverer.repair(old)
+            await until(lambda: d.vendor.calls == 1)
+            d.orders.add("A1", 1, "archived")
+            newest = d.orders.add("A1", 2, "cancelled")
+            d.vendor.gate.set()
+            await until(lambda: d.orders.outcomes)
+            assert d.vendor.applied == [old, newest]
+            assert [o.kind for o in audit.repairs] == [OutcomeKind.DELIVERED]
+            assert d.orders.kinds() == [("A1", OutcomeKind.DELIVERED)]
+            assert [c.record.offset for c in d.orders.replaced] == [1]
+
+    on_virtual_time(scenario)
+
+
+def test_a_drain_abandons_a_repair_and_the_live_change_following_it_and_the_audit_forgets() -> None:
+    """On revoke, the repair is told abandoned, the live change that was to follow it is reported
+    abandoned (unresolved: the next owner reads it again), and the audit forgets the partition."""
+
+    async def scenario() -> None:
+        audit = Audit()
+        d = desk(audit=audit)
+        async with d.deliverer:
+            d.vendor.gate.clear()
+            assert d.deliverer.repair(change_of("A1", 0, "active"))
+            await until(lambda: d.vendor.calls == 1)
+            d.orders.add("A1", 1, "archived")
+            await d.deliverer.drain({TP}, timeout=0.5)
+            assert [o.kind for o in audit.repairs] == [OutcomeKind.ABANDONED]
+            assert d.orders.kinds() == [("A1", OutcomeKind.ABANDONED)]
+            assert audit.forgotten == [{TP}]
+            assert not d.deliverer.repair(change_of("A1", 0, "active")), "draining: no repair"
+
+    on_virtual_time(scenario)
+
+
+def test_an_audits_read_is_sent_on_its_tick_and_told_to_the_audit_once_its_job_is_gone() -> None:
+    """A read goes out on the spare tick the audit took (fresh), through the order's one job; when it
+    is told, the order has no job any more, so a repair can start at once."""
+
+    async def scenario() -> None:
+        audit = Audit()
+        d = desk(audit=audit)
+        async with d.deliverer:
+            sent = d.orders.add("A1", 0, "active")
+            await until(lambda: d.orders.outcomes)
+            tick = await d.deliverer._pacer.acquire_spare()
+            assert tick is not None
+            assert d.deliverer.read(sent, tick)
+            await until(lambda: audit.reads)
+            ended = audit.reads[0]
+            assert ended.sent
+            assert ended.held is not None
+            assert ended.held.found
+            assert d.vendor.reads == ["A1"]
+            assert d.deliverer.pending == 0
+            assert d.deliverer.repair(sent)
+
+    on_virtual_time(scenario)
+
+
+def test_a_read_whose_tick_went_stale_is_not_sent() -> None:
+    """A read waiting behind live jobs for a worker until its tick is stale is given up, never sent
+    on a tick of the live traffic's."""
+
+    async def scenario() -> None:
+        audit = Audit()
+        d = desk(audit=audit)
+        async with d.deliverer:
+            assert d.deliverer.read(change_of("A1", 0, "active"), asyncio.get_running_loop().time() - 1.0)
+            await until(lambda: audit.reads)
+            assert not audit.reads[0].sent
+            assert d.vendor.reads == []
+
+    on_virtual_time(scenario)
+
+
+def test_a_live_change_follows_a_read_in_flight_never_beside_it() -> None:
+    """One request per order at a time: a live change of an order being read waits for the read to
+    end, then is sent; the read is told, and the order's live change is delivered as usual."""
+
+    async def scenario() -> None:
+        audit = Audit()
+        d = desk(audit=audit)
+        async with d.deliverer:
+            d.vendor.gate.clear()
+            tick = asyncio.get_running_loop().time()
+            assert d.deliverer.read(change_of("A1", 0, "active"), tick)
+            await until(lambda: d.vendor.reads)
+            newer = d.orders.add("A1", 1, "archived")
+            await asyncio.sleep(0.5)
+            assert d.vendor.calls == 0, "not sent while the read is at the vendor"
+            d.vendor.gate.set()
+            await until(lambda: d.orders.outcomes)
+            assert d.vendor.applied == [newer]
+            assert [r.sent for r in audit.reads] == [True]
+            assert d.orders.kinds() == [("A1", OutcomeKind.DELIVERED)]
+
+    on_virtual_time(scenario)
+
+
+def test_a_change_failed_for_good_makes_the_audit_unsure_of_its_order() -> None:
+    async def scenario() -> None:
+        audit = Audit()
+        d = desk(audit=audit)
+        d.vendor.refuse["A1"] = RejectedError("422", status=422)
+        async with d.deliverer:
+            d.orders.add("A1", 0, "active")
+            await until(lambda: d.orders.outcomes)
+            assert audit.unsure_keys == ["A1"]
+            assert audit.delivered_changes == []
 
     on_virtual_time(scenario)

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from connector._series import CallSeries, ParkSeries, PartitionSeries, ReadSeries, TenantSeries
 from connector.instruments import (
     NO_HOOKS,
+    Audited,
     Backlog,
     BudgetWaited,
     CallEnded,
@@ -41,6 +42,7 @@ from connector.instruments import (
     RecordsRead,
     RegistryWait,
     Released,
+    RepairEnded,
     Resolved,
     RetryAfterTooLong,
     RetryScheduled,
@@ -166,6 +168,17 @@ ROWS: dict[str, Row] = {
     ),
     "a retry": ([("retry_scheduled", RetryScheduled(""))], {s("connector_api_retries_total"): 1}),
     "a 429": ([("throttled", Throttled(""))], {s("connector_api_rate_limited_total"): 1}),
+    "an order read back": (
+        [("order_audited", Audited("", "missing")), ("order_audited", Audited("", "in_sync"))],
+        {
+            s("connector_audit_reads_total", result="missing"): 1,
+            s("connector_audit_reads_total", result="in_sync"): 1,
+        },
+    ),
+    "a drift's repair ended": (
+        [("repair_ended", RepairEnded("", "older", "delivered"))],
+        {s("connector_audit_repairs_total", drift="older", outcome="delivered"): 1},
+    ),
     "a Retry-After too long": (
         [("retry_after_too_long", RetryAfterTooLong("", 600.0))],
         {s("connector_retry_after_exceeded_total"): 1},

@@ -277,3 +277,90 @@ def test_tenants_ticks_are_phased_apart_and_each_keeps_its_spacing() -> None:
         assert offsets == {round(phase_of(name), 6)}
     assert phase_of("acme") != phase_of("bolt")
     assert min(abs(x - y) for x in a for y in b) > 0.001
+
+
+async def spares(pacer: Pacer, seconds: float, out: list[float]) -> None:
+    """One caller takes spare ticks for ``seconds``; their times go to ``out``."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while True:
+        await pacer.acquire_spare()
+        if loop.time() >= end:
+            return
+        out.append(loop.time())
+
+
+async def every(pacer: Pacer, gap: float, seconds: float, out: list[float]) -> None:
+    """Live traffic that asks for a tick every ``gap`` seconds (part of the budget)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while loop.time() < end:
+        await pacer.acquire()
+        out.append(loop.time())
+        await asyncio.sleep(gap)
+
+
+def test_spare_ticks_are_only_those_live_traffic_leaves() -> None:
+    """Live traffic asking for half the budget gets every tick it asks for, as it did alone; the
+    spare taker gets the rest, and the two together never exceed the budget in any second."""
+
+    def run(with_spare: bool) -> tuple[list[float], list[float]]:
+        live: list[float] = []
+        spare: list[float] = []
+
+        async def main() -> None:
+            pacer = member(10.0, list(range(6)))
+            jobs = [every(pacer, 0.2, 30.0, live)]
+            if with_spare:
+                jobs.append(spares(pacer, 30.0, spare))
+            await asyncio.gather(*jobs)
+
+        virtual(main)
+        return live, spare
+
+    alone, _ = run(False)
+    live, spare = run(True)
+    assert len(live) == len(alone)
+    assert max(b - a for a, b in zip(alone, live, strict=True)) <= 0.101  # one tick late at most
+    assert busiest_second(live + spare) <= 10
+    assert len(spare) >= 0.9 * (30 * 10 / (1 + SLACK) - len(live))
+
+
+def test_no_spare_tick_while_live_traffic_uses_the_whole_budget() -> None:
+    """Callers that always wait for a tick leave none spare."""
+    live: list[float] = []
+    spare: list[float] = []
+
+    async def main() -> None:
+        pacer = member(10.0, list(range(6)))
+        await asyncio.gather(grants(pacer, 4, 10.0, live), spares(pacer, 10.0, spare))
+
+    virtual(main)
+    assert len(spare) <= 1
+    assert len(live) >= 98
+
+
+def test_no_spare_tick_while_the_pace_is_cut_or_held() -> None:
+    """After a 429 cut the pace (someone else spends the key), nothing is taken spare until the pace
+    is whole again; nor during a Retry-After."""
+    spare: list[float] = []
+
+    async def main() -> None:
+        pacer = member(10.0, list(range(6)), adaptation=Halving())
+        pacer.observe(True)
+        task = asyncio.ensure_future(spares(pacer, 30.0, spare))
+        await task
+
+    virtual(main)
+    assert spare
+    assert min(spare) - START >= 5.0  # Halving recovers 0.1 a second from a half
+    held: list[float] = []
+
+    async def holding() -> None:
+        pacer = member(10.0, list(range(6)))
+        pacer.hold(3.0)
+        await spares(pacer, 5.0, held)
+
+    virtual(holding)
+    assert held
+    assert min(held) - START >= 3.0

@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 
 from connector._compare import differences, shown
 from connector.errors import MappingError
+from connector.readback import Verdict, judge
 from connector.samples import order_body
 from connector.structs import OrderChange, Record
-from connector.trace import Verdict, decide, judge, sendable
+from connector.trace import decide, sendable
 from connector.vendors import target
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)

@@ -80,11 +80,12 @@ class LoopSink:
         with contextlib.suppress(NotFoundError):
             await self._http.request("GET", "/orders/external/connector-probe", prepaid=prepaid)
 
-    async def held_order(self, change: OrderChange) -> dict[str, Any] | None:
+    async def held_order(self, change: OrderChange, prepaid: Prepaid | None = None) -> dict[str, Any] | None:
         """``GET /orders/external/{id}``: the order Loop holds for ``change``'s external id, as Loop
-        answers it; None when it holds none."""
+        answers it; None when it holds none (``prepaid``: the tick the request uses)."""
+        path = f"/orders/external/{quote(change.external_id, safe='')}"
         try:
-            found = await self._http.request("GET", f"/orders/external/{quote(change.external_id, safe='')}")
+            found = await self._http.request("GET", path, prepaid=prepaid)
         except NotFoundError:
             return None
         order = found.json().get("order")

@@ -105,12 +105,12 @@ class ShoplazzaSink:
         with contextlib.suppress(NotFoundError):
             await self._http.request("GET", "/orders/number/0", prepaid=prepaid)
 
-    async def finds_order(self, change: OrderChange) -> bool:
+    async def finds_order(self, change: OrderChange, prepaid: Prepaid | None = None) -> bool:
         """Whether Shoplazza holds ``change``'s order (``GET /orders/{id}``, its number resolved
-        first when the event names it by number)."""
+        first when the event names it by number; ``prepaid``: the tick the first request uses)."""
         try:
-            order_id = await self._order_id(change)
-            await self._http.request("GET", f"/orders/{quote(order_id, safe='')}")
+            order_id = await self._order_id(change, prepaid)
+            await self._http.request("GET", f"/orders/{quote(order_id, safe='')}", prepaid=prepaid)
         except NotFoundError:
             return False
         return True

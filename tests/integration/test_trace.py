@@ -14,9 +14,10 @@ from aiokafka.partitioner import DefaultPartitioner
 from connector.config import TenantsSettings
 from connector.constants import H_EXTERNAL_ID, H_STAGE, H_TENANT
 from connector.errors import ConfigError
+from connector.readback import Verdict
 from connector.samples import envelope, order_body
 from connector.sandbox import Sandbox
-from connector.trace import Verdict, as_json, render, trace
+from connector.trace import as_json, render, trace
 from tests.helpers import (
     committed_offsets,
     create_topics,

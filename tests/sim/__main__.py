@@ -21,10 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--debezium", action="store_true", help="with Debezium's rows besides: deletes, tombstones, re-sends"
     )
+    parser.add_argument("--audit", action="store_true", help="with the read-back audits on")
     args = parser.parse_args(argv)
     scale = args.scale or (4.0 if args.soak else 1.0)
     if args.seed is not None:
-        result = run(args.seed, scale, args.log, args.tenants, args.debezium)
+        result = run(args.seed, scale, args.log, args.tenants, args.debezium, args.audit)
         print(result.description)
         if args.log.upper() != "ERROR":
             print(result.stats.get("log", ""))
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     slowest = (0.0, -1)
     started = time.perf_counter()
     for seed in range(args.first, args.first + args.runs):
-        result = run(seed, scale, tenants=args.tenants, debezium=args.debezium)
+        result = run(seed, scale, tenants=args.tenants, debezium=args.debezium, audit=args.audit)
         slowest = max(slowest, (float(result.stats.get("converged_after_s", 0.0)), seed))
         if not result.ok:
             failed += 1
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
                 + (f" --scale {scale:g}" if scale != 1 else "")
                 + (" --tenants" if args.tenants else "")
                 + (" --debezium" if args.debezium else "")
+                + (" --audit" if args.audit else "")
             )
     took = time.perf_counter() - started
     print(

@@ -14,7 +14,7 @@ from connector._lastseen import LastSeen
 from connector.circuit import Circuit, State
 from connector.coalesce import Coalescer, Resolution
 from connector.decode import decode as real_decode
-from connector.deliver import Deliverer
+from connector.deliver import Deliverer, Job, JobState, Lane
 from connector.fence import Fence
 from connector.lookahead import Lookahead
 from connector.membership import Membership
@@ -640,3 +640,29 @@ def the_tombstone_ahead_replaces_its_delete() -> Iterator[None]:
 
 
 MUTATIONS[the_tombstone_ahead_replaces_its_delete.__name__] = the_tombstone_ahead_replaces_its_delete
+
+
+# -- issue 24: read-back audits (caught by the schedules with the audits on) -----------------------
+
+
+@contextlib.contextmanager
+def an_unknown_read_frees_its_order() -> Iterator[None]:
+    """Found by the simulation (seed 843 with the audits on; pinned: 33): an audit's read that timed out ended
+    its order's job at once, though the request could still be at the vendor; a live change of the
+    order was then sent beside it (two requests of one order at once). Now the job stays until
+    ``settle_seconds`` after the read, as after an ambiguous write."""
+    real = Deliverer._read
+
+    async def _read(self: Deliverer, job: Job) -> None:
+        await real(self, job)
+        if job.lane is Lane.AUDIT and job.timer is not None:
+            job.timer.cancel()
+            job.timer = None
+            job.state = JobState.DONE
+            self._jobs.forget(job)
+
+    with _patched(Deliverer, "_read", _read):
+        yield
+
+
+MUTATIONS[an_unknown_read_frees_its_order.__name__] = an_unknown_read_frees_its_order

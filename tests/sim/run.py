@@ -26,6 +26,7 @@ import structlog
 from connector import logs
 from connector.app import Parts, serve
 from connector.config import (
+    AuditSettings,
     DeliverySettings,
     DlqSettings,
     KafkaSettings,
@@ -156,6 +157,7 @@ def settings_for(s: Schedule, tenants_path: Path | None = None) -> Settings:
             linger_lag_records=k.linger_lag,
         ),
         metrics=MetricsSettings(port=0),
+        audit=AuditSettings(enabled=s.audit, min_interval_seconds=2.0),
         shutdown_grace_seconds=10.0,
     )
 
@@ -470,11 +472,17 @@ def _virtual_time(_logger: Any, _name: str, event: Any) -> Any:
 
 
 def run(
-    seed: int, scale: float = 1.0, log_level: str = "ERROR", tenants: bool = False, debezium: bool = False
+    seed: int,
+    scale: float = 1.0,
+    log_level: str = "ERROR",
+    tenants: bool = False,
+    debezium: bool = False,
+    audit: bool = False,
 ) -> Result:
     """Run the schedule of ``seed`` on a fresh virtual-time loop (``tenants``: as many shops;
-    ``debezium``: with orders whose events come from Debezium, re-sent after a restart, besides)."""
-    schedule = make_schedule(seed, scale, tenants, debezium)
+    ``debezium``: with orders whose events come from Debezium, re-sent after a restart, besides;
+    ``audit``: with the read-back audits on)."""
+    schedule = make_schedule(seed, scale, tenants, debezium, audit)
     buffer = io.StringIO()
     logs.configure(log_level, stream=buffer)
     processors = structlog.get_config()["processors"]

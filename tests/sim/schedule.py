@@ -108,6 +108,7 @@ class Schedule:
     horizon: float = 0.0  # when the last fault ends (relative seconds)
     tenants: list[str] = field(default_factory=list)  # many tenants (empty: the single-shop mode)
     tenant_ops: list[TenantOp] = field(default_factory=list)  # operators editing the tenants file
+    audit: bool = False  # the read-back audits on (reads and repairs on spare ticks)
 
     def partition_of(self, key: str) -> int:
         """The partition a key is produced to (as a producer's key hash would)."""
@@ -126,6 +127,7 @@ class Schedule:
             f"legacy={k.legacy_members:g} parking_off={k.parking_off:g} "
             f"faults={','.join(kinds) or '-'} "
             f"ops={','.join(ops) or '-'} dlq_down={len(self.dlq_down)} horizon={self.horizon:.0f}s"
+            + (" audit=1" if self.audit else "")
             + (
                 f" debezium_rows={len(rows)}"
                 if (rows := {e.key for e in self.events if e.key.startswith("dbz-")})
@@ -160,12 +162,16 @@ def _envelope(event_type: str, order: dict[str, object], at: float) -> bytes:
     ).encode()
 
 
-def make_schedule(seed: int, scale: float = 1.0, tenants: bool = False, debezium: bool = False) -> Schedule:
+def make_schedule(
+    seed: int, scale: float = 1.0, tenants: bool = False, debezium: bool = False, audit: bool = False
+) -> Schedule:
     """The schedule of ``seed``; ``scale`` > 1 makes longer runs with more events (soak). With
     ``tenants``, the same schedule served as several shops (see :func:`_as_tenants`); with
     ``debezium``, the same schedule with orders whose events come from Debezium besides (see
-    :func:`_debezium`): a schedule without it is the one it always was."""
+    :func:`_debezium`): a schedule without it is the one it always was. With ``audit``, the same
+    schedule with the read-back audits on (off otherwise, so that the pinned seeds keep their runs)."""
     s = _schedule(seed, scale)
+    s.audit = audit
     if tenants:
         _as_tenants(s, Random(seed * 104_729 + 31), scale)
     _unkind(s, Random(seed * 15_485_863 + 29))

@@ -36,15 +36,27 @@ def test_random_schedules_keep_every_invariant(chunk: int) -> None:
     _every_schedule_passes(range(chunk, SCHEDULES, CHUNKS), tenants=False)
 
 
-def _every_schedule_passes(seeds: range, tenants: bool, debezium: bool = False) -> None:
+def _every_schedule_passes(seeds: range, tenants: bool, debezium: bool = False, audit: bool = False) -> None:
     failed = []
     for seed in seeds:
-        result = run(seed, tenants=tenants, debezium=debezium)
+        result = run(seed, tenants=tenants, debezium=debezium, audit=audit)
         if not result.ok:
-            failed.append(
-                f"seed {seed}: {result.violations[0]}\n  replay: {_replay(seed, tenants, debezium)}"
-            )
+            replay = _replay(seed, tenants, debezium) + (" --audit" if audit else "")
+            failed.append(f"seed {seed}: {result.violations[0]}\n  replay: {replay}")
     assert not failed, f"{len(failed)} of {len(seeds)} schedules failed:\n" + "\n".join(failed)
+
+
+AUDIT_SCHEDULES = int(os.environ.get("SIM_AUDIT_SCHEDULES", "200"))
+
+
+@pytest.mark.parametrize("tenants", [False, True], ids=["one-shop", "many-shops"])
+def test_random_schedules_with_audits_keep_every_invariant(tenants: bool) -> None:
+    """The same invariants with the read-back audits on: reading orders back on spare ticks and
+    repairing what is missing never puts two requests of an order at the vendor together, never
+    sends an older state after a newer one, and never exceeds the budget."""
+    _every_schedule_passes(
+        range(AUDIT_SCHEDULES // 2 * tenants, AUDIT_SCHEDULES // 2 * (1 + tenants)), tenants, audit=True
+    )
 
 
 TENANT_SCHEDULES = int(os.environ.get("SIM_TENANT_SCHEDULES", "600"))
@@ -135,6 +147,24 @@ CAUGHT_WITH_DEBEZIUM = {
         "committed orders-1@9 past unresolved orders-1@7",
     ),
 }
+
+
+# The same on the schedules with the read-back audits on (``run(seed, tenants=..., audit=True)``).
+CAUGHT_WITH_AUDITS = {
+    ("an_unknown_read_frees_its_order", False): (33, "two requests for one order at once"),
+}
+
+
+@pytest.mark.parametrize(("defect", "tenants"), sorted(CAUGHT_WITH_AUDITS))
+def test_each_known_audit_defect_is_caught_and_its_fix_holds(defect: str, tenants: bool) -> None:
+    """As below, on the schedules with the read-back audits on."""
+    seed, broken_invariant = CAUGHT_WITH_AUDITS[(defect, tenants)]
+    with MUTATIONS[defect]():
+        broken = run(seed, tenants=tenants, audit=True)
+    assert not broken.ok, f"{defect}: seed {seed} no longer catches it; search seeds again"
+    assert broken_invariant in broken.violations[0]
+    fixed = run(seed, tenants=tenants, audit=True)
+    assert fixed.ok, f"seed {seed}: {fixed.violations[:3]}"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,268 @@
+"""Read-back audits: on budget ticks live traffic leaves unused, read orders back from the vendor and
+compare its copy with what was delivered; send the drifts of the classes ``audit.repair`` names again.
+
+One :class:`Auditor` per shop, beside its deliverer. It keeps the change last delivered of up to
+``audit.remember_orders`` orders (told by the deliverer, :meth:`Auditor.delivered`; the source record's
+bytes dropped) and reads them back in this order: first those delivered after an ambiguous outcome
+(a late write may have landed over them), then those delivered and not yet read, then a rolling
+sweep of all it keeps, least recently read first, none read again within
+``audit.min_interval_seconds``. A read takes a spare tick (:meth:`~connector.pacing.Pacer.acquire_spare`:
+one no live request took; none while a 429 cut the pace or a ``Retry-After`` holds), and reads are
+at most ``audit.share`` of this member's share of the budget; with no spare tick, no read.
+
+The vendor's copy is judged by :func:`connector.readback.compare`, ``updated_at`` first: in sync,
+or a drift (:class:`~connector.config.Drift`): *missing*, *older* (or still held after our delete),
+*differs* (our version, other field values: an edit in the vendor's admin?), *ahead* (a newer version
+than ours: someone else wrote it; never repaired). Each drift is logged (``audit_drift``) and counted;
+a drift of a class in ``audit.repair`` (by default missing and older) is handed to the deliverer as a
+repair (:meth:`~connector.deliver.Deliverer.repair`): the change last delivered, through the same
+gates (settle, fence, circuit), on a spare tick, in the key's one job, so a live change of the order
+takes it over and an older state never follows a newer one. A revoked partition's orders are
+forgotten (their next owner audits what it delivers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol, Self
+
+from connector.clock import Clock
+from connector.config import AuditSettings, Drift
+from connector.deliver import Outcome, OutcomeKind
+from connector.errors import RateLimited
+from connector.instruments import Audited, AuditHooks, RepairEnded
+from connector.logs import get_logger
+from connector.pacing import Pacer
+from connector.readback import ReadEnded, Verdict, compare
+from connector.structs import OrderChange, TopicPartition
+
+log = get_logger("connector.audit")
+
+IDLE_LOOK = 1.0
+"""Seconds between two looks for an order to read when there is none, or no spare tick came."""
+MAX_BACKOFF = 60.0
+"""Seconds at most between two reads after reads failed in a row."""
+
+_DRIFT = {
+    Verdict.MISSING: Drift.MISSING,
+    Verdict.BEHIND: Drift.OLDER,
+    Verdict.DIFFERS: Drift.DIFFERS,
+    Verdict.AHEAD: Drift.AHEAD,
+}
+
+
+class Desk(Protocol):
+    """Where an audit's reads and repairs are sent, each in its order's one job, through the fence
+    (``connector.deliver.Deliverer``)."""
+
+    def read(self, change: OrderChange, tick: float) -> bool: ...
+
+    def repair(self, change: OrderChange) -> bool: ...
+
+
+@dataclass(slots=True)
+class _Kept:
+    """An order delivered: its change last delivered, and what the audit knows of it."""
+
+    change: OrderChange
+    ambiguous: bool
+    read_at: float = -math.inf  # monotonic: when it was last read back
+    repairing: Drift | None = None  # the drift a repair in flight is for
+
+
+class Auditor:
+    """One shop's read-back audits (an async context manager: the loop runs while inside)."""
+
+    def __init__(
+        self,
+        pacer: Pacer,
+        hooks: AuditHooks,
+        settings: AuditSettings,
+        *,
+        clock: Clock,
+        tenant: str = "",
+    ) -> None:
+        self._pacer = pacer
+        self._hooks = hooks
+        self._settings = settings
+        self._clock = clock
+        self.tenant = tenant
+        self._desk: Desk | None = None
+        self._kept: OrderedDict[str, _Kept] = OrderedDict()  # least recently read first
+        self._urgent: deque[str] = deque()  # delivered after an ambiguous outcome, not yet read
+        self._fresh: deque[str] = deque()  # delivered, not yet read
+        self._failures = 0
+        self._unsupported = False  # the vendor's client reads no order back
+        self._task: asyncio.Task[None] | None = None
+        self.reads = 0  # orders read back (tests, figures)
+
+    def connect(self, desk: Desk) -> None:
+        """Where reads and repairs are sent (the shop's deliverer, built after this)."""
+        self._desk = desk
+
+    async def __aenter__(self) -> Self:
+        if self._settings.enabled and self._settings.remember_orders > 0:
+            self._task = asyncio.create_task(self._run(), name=f"audit-{self.tenant}")
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    @property
+    def kept(self) -> int:
+        """Orders kept for reading back."""
+        return len(self._kept)
+
+    # -- told by the deliverer (its Audits) -----------------------------------------------------
+    def delivered(self, change: OrderChange, ambiguous: bool) -> None:
+        """Keep ``change`` as its order's last delivered state, to be read back soon."""
+        if self._task is None or self._unsupported:
+            return
+        key = change.key
+        self._kept.pop(key, None)
+        record = dataclasses.replace(change.record, value=None, headers=())  # the bytes are not needed
+        kept = dataclasses.replace(change, record=record, pending=None)
+        self._kept[key] = _Kept(kept, ambiguous)
+        (self._urgent if ambiguous else self._fresh).append(key)
+        while len(self._kept) > self._settings.remember_orders:
+            self._kept.popitem(last=False)
+
+    def repair_ended(self, outcome: Outcome) -> None:
+        """A repair this audit asked for ended."""
+        kept = self._kept.get(outcome.key)
+        drift = kept.repairing if kept is not None else None
+        if kept is not None:
+            kept.repairing = None
+            if outcome.kind is OutcomeKind.DELIVERED:  # read it back again soon: is it repaired?
+                kept.read_at = -math.inf
+                self._fresh.append(outcome.key)
+        self._hooks.repair_ended(RepairEnded(self.tenant, str(drift or "unknown"), outcome.kind.value))
+        change = outcome.change
+        log.info(
+            "audit_repair_ended",
+            tenant=self.tenant or None,
+            external_id=change.external_id if change else outcome.key,
+            drift=str(drift) if drift else None,
+            outcome=outcome.kind.value,
+            error=str(outcome.error)[:300] if outcome.error else None,
+        )
+
+    def unsure(self, key: str) -> None:
+        """A live change of ``key`` failed for good (it may have landed): its last delivered change
+        is no longer known to be the newest sent, so it is neither read nor repaired until the next
+        delivery."""
+        self._kept.pop(key, None)
+
+    def forget(self, partitions: set[TopicPartition]) -> None:
+        """Drop the orders of ``partitions`` (revoked: their next owner audits what it delivers)."""
+        for key in [key for key, kept in self._kept.items() if kept.change.tp in partitions]:
+            del self._kept[key]
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def _next(self, now: float) -> _Kept | None:
+        """The order to read next: urgent, then fresh, then the least recently read, if due."""
+        for queue in (self._urgent, self._fresh):
+            while queue:
+                kept = self._kept.get(queue.popleft())
+                if kept is not None and kept.read_at == -math.inf and kept.repairing is None:
+                    return kept
+        for kept in self._kept.values():
+            if kept.repairing is None and now - kept.read_at >= self._settings.min_interval_seconds:
+                return kept
+            if now - kept.read_at < self._settings.min_interval_seconds:
+                return None  # least recently read first: the rest were read later still
+        return None
+
+    def _due(self, now: float) -> bool:
+        for queue in (self._urgent, self._fresh):
+            if queue:
+                return True
+        first = next(iter(self._kept.values()), None)
+        return first is not None and now - first.read_at >= self._settings.min_interval_seconds
+
+    async def _run(self) -> None:
+        while True:
+            if self._desk is None or not self._due(self._clock.monotonic()):
+                await asyncio.sleep(IDLE_LOOK)
+                continue
+            tick = await self._pacer.acquire_spare(within=IDLE_LOOK)
+            if tick is None:
+                continue
+            now = self._clock.monotonic()
+            kept = self._next(now)
+            if kept is None:
+                continue  # a spare tick unused: nobody else wanted it either
+            kept.read_at = now
+            self._kept.move_to_end(kept.change.key)
+            if not self._desk.read(kept.change, tick):
+                continue  # its order has a job: its newest state is on its way, and read after
+            self.reads += 1
+            # At most ``share`` of this member's ticks, and slower while reads fail.
+            rate = self._pacer.full_rate * self._settings.share
+            gap = 1.0 / rate if rate > 0 else IDLE_LOOK
+            if self._failures:
+                gap = max(gap, min(MAX_BACKOFF, 2.0**self._failures))
+            await asyncio.sleep(max(0.0, now + gap - self._clock.monotonic()))
+
+    def read_ended(self, ended: ReadEnded) -> None:
+        """A read ended (told by the deliverer): judge what the vendor holds, and repair a drift."""
+        change = ended.change
+        key = change.key
+        kept = self._kept.get(key)
+        if not ended.sent:
+            if kept is not None and kept.change is change:
+                kept.read_at = -math.inf  # not read: due again
+            return
+        if ended.error is not None:
+            self._failures += 1
+            if isinstance(ended.error, RateLimited):
+                self._pacer.hold(min(ended.error.retry_after or 1.0, MAX_BACKOFF))
+            self._hooks.order_audited(Audited(self.tenant, "failed"))
+            log.debug("audit_read_failed", tenant=self.tenant or None, external_id=change.external_id,
+                      error=str(ended.error)[:300], error_class=type(ended.error).__name__)  # fmt: skip
+            return
+        self._failures = 0
+        held = ended.held
+        if held is None:  # the vendor's client cannot read an order back: nothing to audit
+            self._unsupported = True
+            self._kept.clear()
+            self._urgent.clear()
+            self._fresh.clear()
+            log.info("audit_unsupported", tenant=self.tenant or None, note="its client reads no order back")
+            return
+        if kept is None or kept.change is not change:
+            return  # delivered again, or unsure, while it was read: not judged
+        verdict, line, fields = compare(change, held)
+        drift = _DRIFT.get(verdict)
+        result = str(drift) if drift else "found" if verdict is Verdict.UNKNOWN else "in_sync"
+        self._hooks.order_audited(Audited(self.tenant, result))
+        if drift is None:
+            return
+        repair = drift in self._settings.repair
+        log.warning(
+            "audit_drift",
+            tenant=self.tenant or None,
+            external_id=change.external_id,
+            drift=str(drift),
+            verdict=line,
+            fields=fields[:20] or None,
+            repair=repair,
+            topic=change.record.topic,
+            partition=change.record.partition,
+            offset=change.record.offset,
+        )
+        if repair and self._desk is not None and self._desk.repair(change):
+            kept.repairing = drift
+
+
+__all__ = ["IDLE_LOOK", "Auditor", "Desk"]
