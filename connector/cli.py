@@ -73,6 +73,10 @@ def _sandbox(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.drift:
+        from connector.demo_drift import run_drift_demo
+
+        return run_drift_demo()
     if args.example:
         from connector.demo_example import run_example
 
@@ -240,6 +244,7 @@ EXAMPLES: dict[tuple[str, ...], tuple[str, ...]] = {
         "connector demo --events 1000 --orders 200",
         "connector demo --example shopify",
         "connector demo --example examples/debezium",
+        "connector demo --drift",
     ),
     ("trace",): (
         "connector trace ORD-1001",
@@ -415,6 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--orders", type=int, default=100)
     demo.add_argument(
         "--example", metavar="NAME|DIR", help="run an example of examples/ (shopify, debezium) instead"
+    )
+    demo.add_argument(
+        "--drift",
+        action="store_true",
+        help="instead: the vendor loses, reverts and edits delivered orders; the audits find and repair them",
     )
     demo.set_defaults(func=_demo)
     _add_examples(parser)
