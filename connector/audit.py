@@ -8,12 +8,16 @@ bytes dropped) and reads them back in this order: first those delivered after an
 sweep of all it keeps, least recently read first, none read again within
 ``audit.min_interval_seconds``. A read takes a spare tick (:meth:`~connector.pacing.Pacer.acquire_spare`:
 one no live request took; none while a 429 cut the pace or a ``Retry-After`` holds), and reads are
-at most ``audit.share`` of this member's share of the budget; with no spare tick, no read.
+at most ``audit.share`` of this member's share of the budget; with no spare tick, no read. The read
+itself is sent by the deliverer (:meth:`~connector.deliver.Deliverer.read`), in the order's one job and
+under the fence, so that no two requests of an order are at the vendor together; its end comes back
+here (:meth:`Auditor.read_ended`).
 
 The vendor's copy is judged by :func:`connector.readback.compare`, ``updated_at`` first: in sync,
 or a drift (:class:`~connector.config.Drift`): *missing*, *older* (or still held after our delete),
 *differs* (our version, other field values: an edit in the vendor's admin?), *ahead* (a newer version
-than ours: someone else wrote it; never repaired). Each drift is logged (``audit_drift``) and counted;
+than ours: someone else wrote it; never repaired). Each drift is counted, and logged (``audit_drift``)
+at WARNING once per drift of a delivered change (read again and still so: at DEBUG);
 a drift of a class in ``audit.repair`` (by default missing and older) is handed to the deliverer as a
 repair (:meth:`~connector.deliver.Deliverer.repair`): the change last delivered, through the same
 gates (settle, fence, circuit), on a spare tick, in the key's one job, so a live change of the order
@@ -73,6 +77,7 @@ class _Kept:
     ambiguous: bool
     read_at: float = -math.inf  # monotonic: when it was last read back
     repairing: Drift | None = None  # the drift a repair in flight is for
+    reported: Drift | None = None  # the drift last logged at WARNING (a lasting edit is logged once)
 
 
 class Auditor:
@@ -247,9 +252,12 @@ class Auditor:
         result = str(drift) if drift else "found" if verdict is Verdict.UNKNOWN else "in_sync"
         self._hooks.order_audited(Audited(self.tenant, result))
         if drift is None:
+            kept.reported = None
             return
         repair = drift in self._settings.repair
-        log.warning(
+        said = log.warning if drift is not kept.reported else log.debug  # once per drift and change
+        kept.reported = drift
+        said(
             "audit_drift",
             tenant=self.tenant or None,
             external_id=change.external_id,

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from connector.audit import Auditor
 from connector.config import AuditSettings, Drift
@@ -304,3 +305,21 @@ def test_an_order_with_a_job_is_not_read_and_one_that_failed_for_good_is_forgott
     on_virtual_time(scenario)
     assert shop.reads == []
     assert shop.asked == []
+
+
+def test_a_lasting_edit_is_logged_once_and_counted_at_every_read() -> None:
+    shop, metrics = Shop(), Metrics()
+
+    async def scenario() -> None:
+        sent = order("edited", 10)
+        shop.held = {"edited": dict(sent.body, status="cancelled")}
+        async with audit(shop, metrics, min_interval_seconds=2.0) as a:
+            a.delivered(sent, ambiguous=False)
+            await asyncio.sleep(9)
+
+    with capture_logs() as logs:
+        on_virtual_time(scenario)
+    warned = [e for e in logs if e["event"] == "audit_drift" and e["log_level"] == "warning"]
+    assert len(warned) == 1
+    assert warned[0]["fields"] == ["status"]
+    assert reads_of(metrics, "differs") >= 3
