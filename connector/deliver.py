@@ -33,14 +33,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from enum import StrEnum
 from random import Random
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Self
 
 import structlog
 
+from connector._outcomes import Audits, Outcome, OutcomeKind, WorkSource
 from connector.circuit import Circuit, State
 from connector.clock import Clock
 from connector.conform import check, complete
@@ -66,70 +65,11 @@ __all__ = [
     "JobState",
     "Lane",
     "Linger",  # defined in ``connector.gate``, which the workers' jobs pass before each attempt
-    "Outcome",
+    "Outcome",  # defined in ``connector._outcomes``, with what the deliverer tells whom
     "OutcomeKind",
     "WorkSource",
     "status_class",  # defined in ``connector.errors``
 ]
-
-
-class OutcomeKind(StrEnum):
-    """How a change's delivery ended."""
-
-    DELIVERED = "delivered"
-    FAILED = "failed"  # for good: the ledger dead-letters it, or lets a newer change replace it
-    INVALID = "invalid"  # not sent: it does not fit the vendor model (``error``, stage ``validate``)
-    ABANDONED = "abandoned"  # unresolved: its partition was revoked or the member is stopping
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What the deliverer tells its work source when a change's delivery ended."""
-
-    kind: OutcomeKind
-    key: str
-    change: OrderChange | None
-    error: BaseException | None = None
-    attempts: int = 0
-    first_failure_ts: float = 0.0
-    last_failure_ts: float = 0.0
-    ambiguous: bool = False  # FAILED: an attempt of its key since its last delivery may still land
-
-
-class WorkSource(Protocol):
-    """Where a deliverer tells how each change's delivery ended (``connector.ledger.Ledger``)."""
-
-    def report(self, outcome: Outcome) -> OrderChange | None:
-        """How a change's delivery ended; the key's next change to send, if it has one (the job goes
-        on with it)."""
-        ...
-
-
-class Audits(Protocol):
-    """Where a deliverer tells what it delivered, and how each of an audit's reads and repairs ended
-    (``connector.audit``)."""
-
-    def delivered(self, change: OrderChange, ambiguous: bool) -> None:
-        """The live lane delivered ``change`` (``ambiguous``: an attempt of it ended unknown first)."""
-        ...
-
-    def unsure(self, key: str) -> None:
-        """A live change of ``key`` failed for good: the vendor may hold it (an attempt may have
-        landed), so the change last delivered is no longer known to be the newest sent."""
-        ...
-
-    def read_ended(self, ended: ReadEnded) -> None:
-        """A read (:meth:`Deliverer.read`) ended; its key's job is gone (a repair may start)."""
-        ...
-
-    def repair_ended(self, outcome: Outcome) -> None:
-        """A repair (:meth:`Deliverer.repair`) ended: delivered, failed, invalid, or abandoned (its
-        partition drained, or a live change of its key took its job over)."""
-        ...
-
-    def forget(self, partitions: set[TopicPartition]) -> None:
-        """``partitions`` are being revoked: what was delivered for them is another member's now."""
-        ...
 
 
 _BUSY = frozenset({JobState.IN_FLIGHT, JobState.DONE, JobState.ABANDONED})

@@ -206,6 +206,7 @@ INSTRUMENTED = {
     "connector._series": "declares the series the Prometheus implementation writes",
     "connector.endpoints": "serves the registry on /metrics",
     "connector.app": "the composition root builds the Prometheus implementation and passes it on",
+    "connector.demo_drift": "the drift demo runs the connector and reports what its audits' counters say",
 }
 
 
