@@ -8,7 +8,8 @@ bytes dropped) and reads them back in this order: first those delivered after an
 sweep of all it keeps, least recently read first, none read again within
 ``audit.min_interval_seconds``. A read takes a spare tick (:meth:`~connector.pacing.Pacer.acquire_spare`:
 one no live request took; none while a 429 cut the pace or a ``Retry-After`` holds), and reads are
-at most ``audit.share`` of this member's share of the budget; with no spare tick, no read. The read
+at most ``audit.share`` of this member's share of the budget and ``audit.max_reads_per_second`` (a
+high budget left unused is no reason to read without end); with no spare tick, no read. The read
 itself is sent by the deliverer (:meth:`~connector.deliver.Deliverer.read`), in the order's one job and
 under the fence, so that no two requests of an order are at the vendor together; its end comes back
 here (:meth:`Auditor.read_ended`).
@@ -212,8 +213,8 @@ class Auditor:
             if not self._desk.read(kept.change, tick):
                 continue  # its order has a job: its newest state is on its way, and read after
             self.reads += 1
-            # At most ``share`` of this member's ticks, and slower while reads fail.
-            rate = self._pacer.full_rate * self._settings.share
+            # At most ``share`` of this member's ticks and ``max_reads_per_second``; slower while reads fail.
+            rate = min(self._pacer.full_rate * self._settings.share, self._settings.max_reads_per_second)
             gap = 1.0 / rate if rate > 0 else IDLE_LOOK
             if self._failures:
                 gap = max(gap, min(MAX_BACKOFF, 2.0**self._failures))

@@ -247,6 +247,7 @@ class AuditSettings(_Section):
     repair: list[Drift] = Field(default_factory=lambda: [Drift.MISSING, Drift.OLDER])
     remember_orders: int = Field(2_000, ge=0)  # per shop: delivered orders kept for the sweep
     min_interval_seconds: float = Field(30.0, ge=0)  # an order is read again no sooner
+    max_reads_per_second: float = Field(10.0, gt=0)  # per shop, whatever the budget leaves unused
 
     @field_validator("repair")
     @classmethod

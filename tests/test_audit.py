@@ -323,3 +323,19 @@ def test_a_lasting_edit_is_logged_once_and_counted_at_every_read() -> None:
     assert len(warned) == 1
     assert warned[0]["fields"] == ["status"]
     assert reads_of(metrics, "differs") >= 3
+
+
+def test_reads_are_capped_per_second_whatever_the_budget_leaves() -> None:
+    """An unthrottled budget (1,000/s, none of it used) is no reason to read without end."""
+    shop, metrics = Shop(), Metrics()
+
+    async def scenario() -> None:
+        changes = [order(f"o{i}", 10) for i in range(500)]
+        shop.held = {c.external_id: dict(c.body) for c in changes}
+        async with audit(shop, metrics, pacer(1000.0), max_reads_per_second=10.0) as a:
+            for change in changes:
+                a.delivered(change, ambiguous=False)
+            await asyncio.sleep(20)
+
+    on_virtual_time(scenario)
+    assert 180 <= len(shop.reads) <= 201
