@@ -55,8 +55,9 @@ class Audits(Protocol):
         ...
 
     def unsure(self, key: str) -> None:
-        """A live change of ``key`` failed for good: the vendor may hold it (an attempt may have
-        landed), so the change last delivered is no longer known to be the newest sent."""
+        """A live change of ``key`` is on its way: until it is delivered, the change last delivered
+        is not known to be what the vendor should hold (an attempt may land late, fail for good, or
+        be abandoned with its partition), so the order is neither read nor repaired."""
         ...
 
     def read_ended(self, ended: ReadEnded) -> None:

@@ -23,7 +23,10 @@ a drift of a class in ``audit.repair`` (by default missing and older) is handed 
 repair (:meth:`~connector.deliver.Deliverer.repair`): the change last delivered, through the same
 gates (settle, fence, circuit), on a spare tick, in the key's one job, so a live change of the order
 takes it over and an older state never follows a newer one. A revoked partition's orders are
-forgotten (their next owner audits what it delivers).
+forgotten (their next owner audits what it delivers), and so is an order from the moment a live change
+of it is handed to the deliverer until that change is delivered (an attempt of it may land late, fail
+for good, or be abandoned with its partition: found by the simulation, many-shop seed 170 with the
+audits on).
 """
 
 from __future__ import annotations
@@ -164,9 +167,8 @@ class Auditor:
         )
 
     def unsure(self, key: str) -> None:
-        """A live change of ``key`` failed for good (it may have landed): its last delivered change
-        is no longer known to be the newest sent, so it is neither read nor repaired until the next
-        delivery."""
+        """A live change of ``key`` is on its way (:meth:`Audits.unsure`): the order is dropped until
+        it is delivered again."""
         self._kept.pop(key, None)
 
     def forget(self, partitions: set[TopicPartition]) -> None:

@@ -174,6 +174,8 @@ class Deliverer:
         job = Job(
             change.key, change.tp, change=change, not_before=now + hold, linger_until=now + self._linger_s
         )
+        if self._audit is not None:
+            self._audit.unsure(change.key)  # until it is delivered: an attempt may land, or be abandoned
         if self._jobs.draining(change.tp):
             self._abandon(job)
             return
@@ -380,17 +382,27 @@ class Deliverer:
         return held, error, cancelled
 
     async def _read(self, job: Job) -> None:
-        """An audit's read: sent only on its own tick while still fresh, the circuit closed and the
-        partition fenced for this member, else given up; either way told to the audit once the
-        key's job is gone (or taken over by a live change that came meanwhile)."""
+        """An audit's read: sent only on its own tick while still fresh, the partition fenced for this
+        member and the circuit closed (or its probe due: the read is the probe), else given up;
+        either way told to the audit once the key's job is gone (or taken over by a live change that
+        came meanwhile)."""
         change, tick = job.change, job.tick
         assert change is not None
         ended = ReadEnded(change, None, sent=False)
         sendable = tick is not None and self._pacer.fresh(tick) and self._fence.may_send(job.tp, tick)
-        if self.circuit.state is State.CLOSED and sendable:
+        if sendable and self.circuit.state is not State.CLOSED:
+            # An open circuit with no live traffic would never be probed again: the read is its
+            # probe when one is due (not after a 403: the read probe of ``Outages`` tells that).
+            circuit = self.circuit
+            sendable = circuit.state is State.OPEN and not circuit.forbidden
+            sendable = job.probe = sendable and circuit.may_call(self._clock.monotonic())
+        if sendable:
             held, error, cancelled = await self._attempt(job, change)
             if cancelled:
                 return
+            if job.probe:
+                job.probe = False
+                self._outages.record(error)
             ended = ReadEnded(change, held, error)
             if isinstance(error, ConnectorError) and error.ambiguous:  # it may be at the vendor still
                 job.not_before = self._clock.monotonic() + self._fence.settle_seconds
@@ -464,8 +476,6 @@ class Deliverer:
         else:
             delay = self._policy.delay(error, job.attempts, now - job.first_failure_ts)
         if delay is None:
-            if self._audit is not None and job.lane is Lane.LIVE:
-                self._audit.unsure(job.key)
             outcome = Outcome(
                 OutcomeKind.FAILED,
                 job.key,
@@ -498,12 +508,13 @@ class Deliverer:
         self._pacer.hold(wait if wait is not None else self._policy.backoff(1))
 
     # -- revoke and shutdown ------------------------------------------------------------------
-    async def drain(self, partitions: set[TopicPartition], timeout: float) -> None:
+    async def drain(self, partitions: set[TopicPartition], timeout: float, revoked: bool = True) -> None:
         """Stop delivering ``partitions``: drop queued and retrying jobs, let calls in flight finish
         within ``timeout``, then cancel them (their requests count as ambiguous for the fence).
-        Every dropped job is reported as abandoned."""
+        Every dropped job is reported as abandoned. When the partitions are ``revoked`` (not only
+        quiesced for a shop being parked), the audit forgets what was delivered for them."""
         self._jobs.drain(partitions)
-        if self._audit is not None:
+        if self._audit is not None and revoked:
             self._audit.forget(partitions)
         if self._closed:
             return

@@ -315,7 +315,7 @@ class Tenancy:
         served = self._served.get(tenant)
         if served is None:
             return False
-        await served.deliverer.drain(partitions, timeout)
+        await served.deliverer.drain(partitions, timeout, revoked=False)  # still owned: audits go on
         return True
 
     def resume(self, tenant: str, partitions: set[TopicPartition]) -> None:

@@ -733,7 +733,11 @@ def test_a_live_change_follows_a_read_in_flight_never_beside_it() -> None:
     on_virtual_time(scenario)
 
 
-def test_a_change_failed_for_good_makes_the_audit_unsure_of_its_order() -> None:
+def test_a_live_change_handed_over_makes_the_audit_unsure_of_its_order_until_delivered() -> None:
+    """Found by the simulation (many-shop seed 170 with the audits on): an order whose live change
+    was abandoned after an attempt timed out was repaired with its older state, over the delete that
+    landed late. Now the audit drops an order as soon as a live change of it is handed over."""
+
     async def scenario() -> None:
         audit = Audit()
         d = desk(audit=audit)

@@ -10,6 +10,7 @@ Every check names what it saw, so a failing seed explains itself.
 from __future__ import annotations
 
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from connector.constants import H_PARKED_FROM
@@ -215,6 +216,40 @@ class Checker:
             ):
                 return h.get("__connector.stage", b"").decode()
         return ""
+
+    def holds_newest(self, key: str) -> bool:
+        """Whether the vendor holds ``key``'s newest state now."""
+        want = self.newest(key)
+        return want is not None and self._same_state(want, self.vendor.orders.get(key))
+
+    def auditable(self, epoch: Callable[[str, TopicPartition], int | None]) -> list[str]:
+        """The orders whose read-back audit a drift at the vendor must be found by: the vendor holds
+        their newest state (an update, none of the order's events dead-lettered), last written by a
+        member in the assignment of the partition it still has (``epoch``: a running member's
+        current epoch of a partition, None when it does not own it): that member delivered it, so its
+        audit keeps it. A previous owner's deliveries are not known to the member that owns the
+        partition now (the README: what the audits do not cover). Not those of a shop whose key a
+        stranger spends: its pace is cut, and the audits wait for spare ticks."""
+        self._sync_writes()
+        last: dict[str, Write] = {}
+        for write in self.vendor.writes:
+            last[write.key] = write
+        end = float("inf")
+        found = []
+        for key in sorted(self.by_key):
+            want = self.newest(key)
+            w = last.get(key)
+            if want is None or w is None or w.event is None or want.event.op == "delete":
+                continue
+            if self._rejected(want) or any(self._dead_lettered(p, end) for p in self.by_key[key]):
+                continue
+            if any(
+                f.kind == "stranger" and f.tenant in ("", want.event.tenant) for f in self.schedule.faults
+            ):
+                continue  # 429s cut its pace: no spare tick for minutes (the audits' bound needs them)
+            if self.holds_newest(key) and epoch(w.member, w.event[0]) == w.epoch:
+                found.append(key)
+        return found
 
     def final(self) -> None:
         """Every check that needs the run to be over."""

@@ -167,6 +167,7 @@ class World:
 
     def __init__(self, schedule: Schedule) -> None:
         self.s = schedule
+        self.tampered: list[str] = []  # orders the vendor lost or reverted by itself (audits on)
         self.loop = asyncio.get_running_loop()
         self.clock = _Clock(self.loop)
         self._folder = tempfile.TemporaryDirectory(prefix="sim-tenants-")
@@ -421,6 +422,8 @@ async def _run(s: Schedule) -> Result:
         world.checker.check_members(
             {n: world.pipelines[n] for n in world.running() if world.pipelines.get(n)}
         )
+        if s.audit:
+            await _drift(world)
         for name in world.running():
             world.stops[name].set()
         stopping = [t for t in world.tasks.values() if not t.done()]
@@ -456,12 +459,49 @@ async def _run(s: Schedule) -> Result:
         dead_letters=len(world.cluster.dead_letters),
         parked=len(world.cluster.park_appends),
         commits=len(world.cluster.commits),
+        tampered=len(world.tampered),
         virtual_s=round(world.clock.wall() - EPOCH, 1),
     )
     trace = [(round(w.at, 6), w.key, w.op, w.state, w.member) for w in v.writes]
     trace += [(round(c.at, 6), str(c.tp), c.offset, c.member) for c in world.cluster.commits]  # type: ignore[misc]
     result.digest = hashlib.blake2b(repr(trace).encode(), digest_size=8).hexdigest()
     return result
+
+
+AUDIT_BOUND = 120.0
+"""Virtual seconds within which a drift at the vendor is found and repaired once every fault is over:
+the audits' bound (max(``audit.min_interval_seconds``, kept orders x (1 / min(share x budget, reads a
+second) + 1 / spare ticks a second))) for the schedules' few dozen orders at their smallest budget,
+5/s: about 50 x (0.4 + 0.2) = 30 s, plus a repair's settle time and margin."""
+
+
+async def _drift(world: World) -> None:
+    """The vendor, by itself, loses some orders and reverts some to an older version; the members'
+    audits must find every one they delivered and send its newest state again within
+    :data:`AUDIT_BOUND` (the audits' repair is on for missing and older by default)."""
+
+    def epoch(member: str, tp: TopicPartition) -> int | None:
+        m = world.cluster.members.get(member)
+        if m is None or member not in world.running() or world.cluster.epochs.get(tp) != m.epochs.get(tp):
+            return None
+        return m.epochs.get(tp)
+
+    keys = world.checker.auditable(epoch)
+    Random(world.s.seed * 7_477 + 3).shuffle(keys)
+    done = world.vendor.tamper(keys[:2], keys[2:4])
+    world.tampered = done
+    at = dict(world.cluster.epochs)
+    deadline = world.clock.wall() + AUDIT_BOUND
+    while world.clock.wall() < deadline and not all(world.checker.holds_newest(k) for k in done):
+        await asyncio.sleep(1.0)
+    for key in done:
+        tp = TopicPartition(TOPIC, world.partition_of(key))
+        if world.cluster.epochs.get(tp) != at.get(tp):
+            if not world.checker.holds_newest(key):  # assigned again meanwhile: its audit forgot it
+                world.vendor.untamper(key)  # (not covered: the README), and it is not the writes' fault
+            continue
+        if not world.checker.holds_newest(key):
+            world.checker.fail(f"a drift at the vendor not repaired within {AUDIT_BOUND:g}s: {key}")
 
 
 def _virtual_time(_logger: Any, _name: str, event: Any) -> Any:

@@ -88,6 +88,8 @@ class SimVendor:
         self._epoch_of = epoch_of
         self._alive = alive
         self.orders: dict[str, tuple[str, str | None]] = {}  # key -> (op, state)
+        self.bodies: dict[str, list[Any]] = {}  # key -> every body it held, in order (read back, revert)
+        self._before: dict[str, tuple[tuple[str, str | None], list[Any]]] = {}  # as it was before a tamper
         self.ids: dict[str, int] = {}
         self._by_id: dict[int, str] = {}
         self.sends: list[tuple[float, str, str]] = []  # (sent, member, tenant)
@@ -250,7 +252,8 @@ class SimVendor:
         if method == "GET":
             if not exists:
                 return 404, {"message": "Not Found"}
-            return 200, {"order": {"id": self.ids[key], "external_id": key}}
+            held = self.bodies.get(key) or [{"external_id": key}]
+            return 200, {"order": {**held[-1], "id": self.ids[key]}}
         if method == "DELETE":
             self._write(key, "delete", None, member, epoch, event, sent_at)  # gone either way
             if not exists:
@@ -267,7 +270,35 @@ class SimVendor:
             self.ids[key] = len(self._by_id) + 1
             self._by_id[self.ids[key]] = key
         self._write(key, "upsert", state, member, epoch, event, sent_at)
+        if isinstance(body, dict):
+            self.bodies.setdefault(key, []).append(body)
         return 200, {"order": {"id": self.ids[key], "external_id": key}}
+
+    def tamper(self, lose: list[str], revert: list[str]) -> list[str]:
+        """The vendor, by itself, loses the orders of ``lose`` and puts those of ``revert`` back to
+        an older body it held (with an older ``updated_at``); not a write of any client's. Returns
+        the orders tampered with (those of ``revert`` without an older body are left alone)."""
+        done = []
+        for key in lose:
+            self._before[key] = (self.orders.pop(key), self.bodies.pop(key, []))
+            done.append(key)
+        for key in revert:
+            held = self.bodies.get(key, [])
+            older = (
+                [b for b in held if b.get("updated_at", "") < held[-1].get("updated_at", "")] if held else []
+            )
+            if not older:
+                continue
+            self._before[key] = (self.orders[key], list(held))
+            self.bodies[key] = [*held, older[-1]]
+            self.orders[key] = ("upsert", _state(older[-1]))
+            done.append(key)
+        return done
+
+    def untamper(self, key: str) -> None:
+        """Put ``key`` back as it was before :meth:`tamper` (a drift the connector is not expected
+        to find: judged apart, it must not fail the final state)."""
+        self.orders[key], self.bodies[key] = self._before[key]
 
     def _write(
         self,
