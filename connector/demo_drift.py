@@ -59,7 +59,8 @@ async def _wait(condition: Callable[[], bool], seconds: float, say: Callable[[fl
     return condition()
 
 
-async def _demo(bootstrap: str) -> int:
+async def drift_demo(bootstrap: str) -> int:
+    """The demo against the broker at ``bootstrap``; returns the process exit code."""
     await create_topics(bootstrap, {TOPIC: PARTITIONS, DLQ: 1})
     async with Sandbox(api_key="demo-key", rate_per_minute=300) as sandbox:
         settings = Settings(
@@ -139,7 +140,7 @@ def run_drift_demo() -> int:
     logs.configure("WARNING")
     print("starting a local Kafka broker (KRaft, single node) ...", flush=True)
     with LocalKafka() as kafka:
-        return asyncio.run(_demo(kafka.bootstrap_servers))
+        return asyncio.run(drift_demo(kafka.bootstrap_servers))
 
 
-__all__ = ["run_drift_demo"]
+__all__ = ["drift_demo", "run_drift_demo"]
