@@ -84,7 +84,6 @@ class _Kept:
     body: bytes
     ambiguous: bool
     read_at: float = -math.inf  # monotonic: when it was last read back
-    repairing: Drift | None = None  # the drift a repair in flight is for
     reported: Drift | None = None  # the drift last logged at WARNING (a lasting edit is logged once)
 
     def order(self) -> OrderChange:
@@ -113,6 +112,7 @@ class Auditor:
         self._kept: OrderedDict[str, _Kept] = OrderedDict()  # least recently read first
         self._urgent: deque[str] = deque()  # delivered after an ambiguous outcome, not yet read
         self._fresh: deque[str] = deque()  # delivered, not yet read
+        self._repairing: dict[str, Drift] = {}  # the repairs asked for and not ended, and their drift
         self._failures = 0
         self._unsupported = False  # the vendor's client reads no order back
         self._task: asyncio.Task[None] | None = None
@@ -140,6 +140,11 @@ class Auditor:
         """Orders kept for reading back."""
         return len(self._kept)
 
+    @property
+    def waiting(self) -> int:
+        """Deliveries waiting to be read back first (ambiguous ones, then new ones)."""
+        return len(self._urgent) + len(self._fresh)
+
     # -- told by the deliverer (its Audits) -----------------------------------------------------
     def delivered(self, change: OrderChange, ambiguous: bool) -> None:
         """Keep ``change`` as its order's last delivered state, to be read back soon."""
@@ -153,19 +158,22 @@ class Auditor:
         # retained per body of `connector samples`' size, 472 copied).
         body = bytes(memoryview(orjson.dumps(change.body)))
         self._kept[key] = _Kept(kept, body, ambiguous)
-        (self._urgent if ambiguous else self._fresh).append(key)
+        queue = self._urgent if ambiguous else self._fresh
+        queue.append(key)
         while len(self._kept) > self._settings.remember_orders:
             self._kept.popitem(last=False)
+        if len(queue) > 2 * self._settings.remember_orders:  # delivered faster than read: the same
+            unread = dict.fromkeys(k for k in queue if k in self._kept)  # keys again, or forgotten ones
+            queue.clear()
+            queue.extend(unread)
 
     def repair_ended(self, outcome: Outcome) -> None:
         """A repair this audit asked for ended."""
+        drift = self._repairing.pop(outcome.key, None)
         kept = self._kept.get(outcome.key)
-        drift = kept.repairing if kept is not None else None
-        if kept is not None:
-            kept.repairing = None
-            if outcome.kind is OutcomeKind.DELIVERED:  # read it back again soon: is it repaired?
-                kept.read_at = -math.inf
-                self._fresh.append(outcome.key)
+        if kept is not None and outcome.kind is OutcomeKind.DELIVERED:  # read again soon: repaired?
+            kept.read_at = -math.inf
+            self._fresh.append(outcome.key)
         self._hooks.repair_ended(RepairEnded(self.tenant, str(drift or "unknown"), outcome.kind.value))
         change = outcome.change
         log.info(
@@ -193,10 +201,11 @@ class Auditor:
         for queue in (self._urgent, self._fresh):
             while queue:
                 kept = self._kept.get(queue.popleft())
-                if kept is not None and kept.read_at == -math.inf and kept.repairing is None:
+                if kept is not None and kept.read_at == -math.inf and kept.change.key not in self._repairing:
                     return kept
         for kept in self._kept.values():
-            if kept.repairing is None and now - kept.read_at >= self._settings.min_interval_seconds:
+            due = now - kept.read_at >= self._settings.min_interval_seconds
+            if due and kept.change.key not in self._repairing:
                 return kept
             if now - kept.read_at < self._settings.min_interval_seconds:
                 return None  # least recently read first: the rest were read later still
@@ -284,7 +293,7 @@ class Auditor:
             offset=change.record.offset,
         )
         if repair and self._desk is not None and self._desk.repair(change):
-            kept.repairing = drift
+            self._repairing[key] = drift
 
 
 __all__ = ["IDLE_LOOK", "Auditor", "Desk"]

@@ -339,3 +339,29 @@ def test_reads_are_capped_per_second_whatever_the_budget_leaves() -> None:
 
     on_virtual_time(scenario)
     assert 180 <= len(shop.reads) <= 201
+
+
+def test_what_waits_to_be_read_stays_bounded_when_nothing_can_be_read() -> None:
+    """Deliveries faster than reads (no spare tick at all): the orders kept and those waiting to be
+    read stay within audit.remember_orders, whatever is delivered."""
+    shop, metrics = Shop(), Metrics()
+
+    async def scenario() -> None:
+        p = pacer()
+
+        async def live() -> None:
+            while True:
+                await p.acquire()
+
+        workers = [asyncio.create_task(live()) for _ in range(3)]
+        async with audit(shop, metrics, p, remember_orders=50) as a:
+            for i in range(5_000):
+                a.delivered(order(f"o{i % 80}", 10 + i), ambiguous=i % 7 == 0)
+            assert a.kept == 50
+            assert a.waiting <= 2 * (2 * 50 + 1)  # each of the two queues
+            await asyncio.sleep(2)
+        for w in workers:
+            w.cancel()
+
+    on_virtual_time(scenario)
+    assert shop.reads == []
