@@ -19,14 +19,17 @@ or a drift (:class:`~connector.config.Drift`): *missing*, *older* (or still held
 *differs* (our version, other field values: an edit in the vendor's admin?), *ahead* (a newer version
 than ours: someone else wrote it; never repaired). Each drift is counted, and logged (``audit_drift``)
 at WARNING once per drift of a delivered change (read again and still so: at DEBUG);
-a drift of a class in ``audit.repair`` (by default missing and older) is handed to the deliverer as a
-repair (:meth:`~connector.deliver.Deliverer.repair`): the change last delivered, through the same
-gates (settle, fence, circuit), on a spare tick, in the key's one job, so a live change of the order
-takes it over and an older state never follows a newer one. A revoked partition's orders are
-forgotten (their next owner audits what it delivers), and so is an order from the moment a live change
-of it is handed to the deliverer until that change is delivered (an attempt of it may land late, fail
-for good, or be abandoned with its partition: found by the simulation, many-shop seed 170 with the
-audits on).
+a drift of a class in ``audit.repair`` (by default missing and older) is repaired on the next spare tick
+the audit takes (repairs before reads, counted in the same share): the change last delivered is handed
+to the deliverer (:meth:`~connector.deliver.Deliverer.repair`), sent once in the order's one job while
+that tick is fresh, the order settled, the partition fenced and the circuit closed (else given up, and
+the order is read again later), so a live change of the order takes it over and an older state never
+follows a newer one; a repair that ended unknown holds its order ``settle_seconds``.
+
+A revoked partition's orders are forgotten (their next owner audits what it delivers), and so is an
+order from the moment a live change of it is handed to the deliverer until that change is delivered
+(an attempt of it may land late, fail for good, or be abandoned with its partition: found by the
+simulation, many-shop seed 170 with the audits on).
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ class Desk(Protocol):
 
     def read(self, change: OrderChange, tick: float) -> bool: ...
 
-    def repair(self, change: OrderChange) -> bool: ...
+    def repair(self, change: OrderChange, tick: float) -> bool: ...
 
 
 @dataclass(slots=True)
@@ -112,7 +115,8 @@ class Auditor:
         self._kept: OrderedDict[str, _Kept] = OrderedDict()  # least recently read first
         self._urgent: deque[str] = deque()  # delivered after an ambiguous outcome, not yet read
         self._fresh: deque[str] = deque()  # delivered, not yet read
-        self._repairing: dict[str, Drift] = {}  # the repairs asked for and not ended, and their drift
+        self._pending: dict[str, Drift] = {}  # drifts to repair on the next spare ticks, in order
+        self._repairing: dict[str, Drift] = {}  # the repairs sent and not ended, and their drift
         self._failures = 0
         self._unsupported = False  # the vendor's client reads no order back
         self._task: asyncio.Task[None] | None = None
@@ -189,11 +193,13 @@ class Auditor:
         """A live change of ``key`` is on its way (:meth:`Audits.unsure`): the order is dropped until
         it is delivered again."""
         self._kept.pop(key, None)
+        self._pending.pop(key, None)
 
     def forget(self, partitions: set[TopicPartition]) -> None:
         """Drop the orders of ``partitions`` (revoked: their next owner audits what it delivers)."""
         for key in [key for key, kept in self._kept.items() if kept.change.tp in partitions]:
             del self._kept[key]
+            self._pending.pop(key, None)
 
     # -- the loop ---------------------------------------------------------------------------------
     def _next(self, now: float) -> _Kept | None:
@@ -212,35 +218,58 @@ class Auditor:
         return None
 
     def _due(self, now: float) -> bool:
-        for queue in (self._urgent, self._fresh):
-            if queue:
-                return True
+        if self._pending or self._urgent or self._fresh:
+            return True
         first = next(iter(self._kept.values()), None)
         return first is not None and now - first.read_at >= self._settings.min_interval_seconds
 
     async def _run(self) -> None:
         while True:
-            if self._desk is None or not self._due(self._clock.monotonic()):
+            try:
+                await self._turn()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a defect here must not end the audits silently
+                log.exception("audit_failed", tenant=self.tenant or None)
                 await asyncio.sleep(IDLE_LOOK)
-                continue
-            tick = await self._pacer.acquire_spare(within=IDLE_LOOK)
-            if tick is None:
-                continue
-            now = self._clock.monotonic()
+
+    async def _turn(self) -> None:
+        """Take a spare tick when something is due, and spend it on a repair (first) or a read."""
+        if self._desk is None or not self._due(self._clock.monotonic()):
+            await asyncio.sleep(IDLE_LOOK)
+            return
+        tick = await self._pacer.acquire_spare(within=IDLE_LOOK)
+        if tick is None:
+            return
+        now = self._clock.monotonic()
+        if not self._repair(tick):
             kept = self._next(now)
-            if kept is None:
-                continue  # a spare tick unused: nobody else wanted it either
+            if kept is None:  # nothing due after all (those due are being repaired): not again at once
+                await asyncio.sleep(IDLE_LOOK)
+                return
             kept.read_at = now
             self._kept.move_to_end(kept.change.key)
             if not self._desk.read(kept.order(), tick):
-                continue  # its order has a job: its newest state is on its way, and read after
+                return  # its order has a job: its newest state is on its way, and read after
             self.reads += 1
-            # At most ``share`` of this member's ticks and ``max_reads_per_second``; slower while reads fail.
-            rate = min(self._pacer.full_rate * self._settings.share, self._settings.max_reads_per_second)
-            gap = 1.0 / rate if rate > 0 else IDLE_LOOK
-            if self._failures:
-                gap = max(gap, min(MAX_BACKOFF, 2.0**self._failures))
-            await asyncio.sleep(max(0.0, now + gap - self._clock.monotonic()))
+        # At most ``share`` of this member's ticks and ``max_reads_per_second``; slower while reads fail.
+        rate = min(self._pacer.full_rate * self._settings.share, self._settings.max_reads_per_second)
+        gap = 1.0 / rate if rate > 0 else IDLE_LOOK
+        if self._failures:
+            gap = max(gap, min(MAX_BACKOFF, 2.0 ** min(self._failures, 8)))
+        await asyncio.sleep(max(0.0, now + gap - self._clock.monotonic()))
+
+    def _repair(self, tick: float) -> bool:
+        """Send the first drift waiting for a repair on ``tick``; False when none was sent."""
+        assert self._desk is not None
+        while self._pending:
+            key, drift = next(iter(self._pending.items()))
+            del self._pending[key]
+            kept = self._kept.get(key)
+            if kept is not None and key not in self._repairing and self._desk.repair(kept.order(), tick):
+                self._repairing[key] = drift
+                return True
+        return False
 
     def read_ended(self, ended: ReadEnded) -> None:
         """A read ended (told by the deliverer): judge what the vendor holds, and repair a drift."""
@@ -292,8 +321,8 @@ class Auditor:
             partition=change.record.partition,
             offset=change.record.offset,
         )
-        if repair and self._desk is not None and self._desk.repair(change):
-            self._repairing[key] = drift
+        if repair:
+            self._pending[key] = drift  # on the next spare tick
 
 
 __all__ = ["IDLE_LOOK", "Auditor", "Desk"]

@@ -186,13 +186,16 @@ class Deliverer:
         self._jobs.add(job)
         self._queue.put_nowait(job)
 
-    def repair(self, change: OrderChange) -> bool:
-        """Send ``change`` (the key's last delivered change) again, on ticks live traffic leaves
-        unused, through the same gates as any change; its end is told to the audit. False when the
-        key has a job (its newest change is on its way) or its partition is being drained."""
+    def repair(self, change: OrderChange, tick: float) -> bool:
+        """Send ``change`` (the key's last delivered change) again, once, on ``tick`` (a spare tick
+        the audit took): only while the tick is fresh, the order settled, the partition fenced for
+        this member and the circuit closed, else it is given up (never on a tick of the live
+        traffic's, never retried: the audit reads the order again). Its end is told to the audit.
+        False when the key has a job (its newest change is on its way) or its partition is being
+        drained."""
         if self._closed or self._jobs.get(change.key) is not None or self._jobs.draining(change.tp):
             return False
-        job = Job(change.key, change.tp, change=change, lane=Lane.REPAIR)
+        job = Job(change.key, change.tp, change=change, lane=Lane.REPAIR, tick=tick)
         self._jobs.add(job)
         self._queue.put_nowait(job)
         return True
@@ -268,8 +271,9 @@ class Deliverer:
         return following
 
     def _told(self, job: Job, outcome: Outcome) -> None:
-        if self._audit is None or job.change is None or (job.lane is Lane.AUDIT and job.timer):
-            return  # (a read settling after it ended was told when it ended)
+        if self._audit is None or job.change is None or job.told or job.lane is Lane.LIVE:
+            return
+        job.told = True
         if job.lane is Lane.REPAIR:
             self._audit.repair_ended(outcome)
         elif job.lane is Lane.AUDIT:
@@ -294,6 +298,11 @@ class Deliverer:
             job.state = JobState.GATED
             if job.lane is Lane.AUDIT:
                 await self._read(job)
+                continue
+            if job.lane is Lane.REPAIR:
+                if self._repairable(job):
+                    assert job.change is not None
+                    await self._call(job, job.change)
                 continue
             if not await self._gate(job):
                 continue
@@ -326,6 +335,22 @@ class Deliverer:
         job.state = JobState.DONE
         self._jobs.forget(job)
         return None
+
+    def _repairable(self, job: Job) -> bool:
+        """Whether a repair may be sent now, on the audit's tick; if not, it is given up (told as
+        abandoned: the audit reads the order again later)."""
+        tick = job.tick
+        sendable = (
+            tick is not None
+            and job.not_before <= self._clock.monotonic()
+            and self._pacer.fresh(tick)
+            and self._fence.may_send(job.tp, tick)
+            and self.circuit.state is State.CLOSED
+        )
+        if not sendable:
+            self._abandon(job)
+            return False
+        return self._conformed(job) is not None
 
     async def _gate(self, job: Job) -> bool:
         """Wait until the job may send (``connector/gate.py``), its change checked after every wait
@@ -421,12 +446,16 @@ class Deliverer:
         else:
             job.state = JobState.DONE
             self._jobs.forget(job)
+        job.told = True
         if self._audit is not None:
-            self._audit.read_ended(ended)
+            try:
+                self._audit.read_ended(ended)
+            except Exception:  # the audit's fault must not stop a worker
+                log.exception("audit_read_ended_failed", external_id=change.external_id)
 
     def _settled(self, job: Job) -> None:
-        """An audit's read that ended unknown has settled: the job goes on if a live change took it
-        over meanwhile, else it ends."""
+        """An audit's read or repair that ended unknown has settled: the job goes on if a live change
+        took it over meanwhile, else it ends."""
         job.timer = None
         if job.lane is Lane.LIVE:
             self._requeue(job)
@@ -455,10 +484,16 @@ class Deliverer:
 
     def _finish(self, job: Job, outcome: Outcome) -> None:
         following = self._report(job, outcome)
+        settle = job.not_before - self._clock.monotonic()
         if following is not None:
             self._take(job, following)
             job.linger_until = self._clock.monotonic() + self._linger_s
             self._requeue(job)
+        elif job.lane is not Lane.LIVE and settle > 0:
+            # A repair that ended unknown: the ledger never heard of it, so its job holds the order
+            # until its request may have landed (a live one's is held by the ledger's next hold).
+            job.state = JobState.SETTLING
+            job.timer = asyncio.get_running_loop().call_later(settle, self._settled, job)
         else:
             job.state = JobState.DONE
             self._jobs.forget(job)
@@ -470,9 +505,11 @@ class Deliverer:
         job.last_failure_ts = now
         if isinstance(error, RateLimited):
             self._rate_limited(job, error)
-        if self.circuit.is_open and isinstance(error, ConnectorError) and error.retryable:
+        if job.lane is Lane.REPAIR:
+            delay: float | None = None  # once: the audit reads the order again
+        elif self.circuit.is_open and isinstance(error, ConnectorError) and error.retryable:
             job.attempts -= 1  # an outage is not the event's fault: this failure does not count
-            delay: float | None = self.circuit.probe_interval * self._rng.uniform(0.5, 1.0)
+            delay = self.circuit.probe_interval * self._rng.uniform(0.5, 1.0)
         else:
             delay = self._policy.delay(error, job.attempts, now - job.first_failure_ts)
         if delay is None:

@@ -1,7 +1,7 @@
 """The gates a delivery job passes before each attempt, in order: its order settled, its partition
 caught up (the linger), the partition fenced for this member, the outage circuit letting it through,
-and a tick of the budget (for a repair, one live traffic leaves unused); then, the tick in hand, the
-circuit and the fence asked again.
+and a tick of the budget; then, the tick in hand, the circuit and the fence asked again. (An audit's
+read or repair does not pass them: it is sent on the spare tick the audit took, or given up.)
 
 Split out of the deliverer (``connector/deliver.py``), which checks the change against the vendor
 model between :meth:`Gate.ready` and :meth:`Gate.ticked`: after every wait (a replaced change is
@@ -18,13 +18,10 @@ from typing import Protocol
 from connector.circuit import Circuit, State
 from connector.clock import Clock
 from connector.fence import Fence
-from connector.jobs import Job, JobState, Lane
+from connector.jobs import Job, JobState
 from connector.outages import Outages
 from connector.pacing import Pacer
 from connector.structs import TopicPartition
-
-SPARE_WAIT = 0.25
-"""Seconds a repair waits for a spare tick before it looks again whether a live change took it over."""
 
 
 class Linger(Protocol):
@@ -73,7 +70,7 @@ class Gate:
         the circuit or the fence changed while it waited, or its tick went to the circuit's read
         probe)."""
         job.probe = self._circuit.state is State.HALF_OPEN
-        job.tick = await self._tick(job)
+        job.tick = await self._pacer.acquire()
         state = self._circuit.state
         allowed = state is State.CLOSED or (job.probe and state is State.HALF_OPEN)
         if job.state is JobState.ABANDONED or not allowed or not self._fence.may_send(job.tp):
@@ -85,15 +82,6 @@ class Gate:
             await self._outages.read_probe(job.tick)
             return False
         return True
-
-    async def _tick(self, job: Job) -> float:
-        """A live job's tick; a repair's is one live traffic leaves unused (it waits for one as
-        long as it stays a repair: a live change taking the job over takes a tick like any other)."""
-        while job.lane is Lane.REPAIR and job.state is not JobState.ABANDONED:
-            tick = await self._pacer.acquire_spare(within=SPARE_WAIT)
-            if tick is not None:
-                return tick
-        return await self._pacer.acquire()
 
     def release_probe(self, job: Job) -> None:
         """``job`` was the circuit's probe and will not call: another job may probe."""

@@ -65,6 +65,7 @@ class Job:
     lane: Lane = Lane.LIVE
     following: OrderChange | None = field(default=None, repr=False)  # live, after the repair in flight
     following_hold: float = 0.0  # monotonic: not before then (the live change's hold)
+    told: bool = False  # an audit's read or repair: its end was told to the audit
 
 
 class Call:

@@ -67,7 +67,7 @@ class Shop:
             held = Held(True, datetime.fromisoformat(order["updated_at"]), order)
         self.auditor.read_ended(ReadEnded(change, held))
 
-    def repair(self, change: OrderChange) -> bool:
+    def repair(self, change: OrderChange, tick: float) -> bool:
         if change.key in self.busy:
             return False
         self.asked.append(change)

@@ -576,7 +576,7 @@ def test_a_delivery_is_told_to_the_audit_and_a_repair_is_reported_to_it_not_the_
             sent = d.orders.add("A1", 0, "active")
             await until(lambda: d.orders.outcomes)
             assert [(c.key, ambiguous) for c, ambiguous in audit.delivered_changes] == [("A1", False)]
-            assert d.deliverer.repair(sent)
+            assert d.deliverer.repair(sent, asyncio.get_running_loop().time())
             await until(lambda: audit.repairs)
             assert [o.kind for o in audit.repairs] == [OutcomeKind.DELIVERED]
             assert d.vendor.applied == [sent, sent]
@@ -596,7 +596,7 @@ def test_a_repair_is_refused_while_its_key_has_a_job() -> None:
         async with d.deliverer:
             first = d.orders.add("A1", 0, "active")
             await asyncio.sleep(0.1)
-            assert not d.deliverer.repair(first)
+            assert not d.deliverer.repair(first, asyncio.get_running_loop().time())
             d.vendor.gate.set()
             await until(lambda: d.orders.outcomes)
             assert d.vendor.applied == [first]
@@ -615,7 +615,7 @@ def test_a_live_change_takes_a_waiting_repair_over() -> None:
             old = change_of("A1", 0, "active")
             for i in range(30):  # live traffic of other orders keeps every tick taken
                 d.orders.add(f"B{i}", 100 + i, "active")
-            assert d.deliverer.repair(old)
+            assert d.deliverer.repair(old, asyncio.get_running_loop().time())
             newer = d.orders.add("A1", 1, "archived")
             await until(lambda: ("A1", OutcomeKind.DELIVERED) in d.orders.kinds())
             assert [c for c in d.vendor.applied if c.key == "A1"] == [newer]
@@ -635,7 +635,7 @@ def test_a_live_change_waits_for_the_repair_in_flight_then_is_sent() -> None:
         async with d.deliverer:
             old = change_of("A1", 0, "active")
             d.vendor.gate.clear()
-            assert d.deliverer.repair(old)
+            assert d.deliverer.repair(old, asyncio.get_running_loop().time())
             await until(lambda: d.vendor.calls == 1)
             d.orders.add("A1", 1, "archived")
             newest = d.orders.add("A1", 2, "cancelled")
@@ -658,14 +658,16 @@ def test_a_drain_abandons_a_repair_and_the_live_change_following_it_and_the_audi
         d = desk(audit=audit)
         async with d.deliverer:
             d.vendor.gate.clear()
-            assert d.deliverer.repair(change_of("A1", 0, "active"))
+            assert d.deliverer.repair(change_of("A1", 0, "active"), asyncio.get_running_loop().time())
             await until(lambda: d.vendor.calls == 1)
             d.orders.add("A1", 1, "archived")
             await d.deliverer.drain({TP}, timeout=0.5)
             assert [o.kind for o in audit.repairs] == [OutcomeKind.ABANDONED]
             assert d.orders.kinds() == [("A1", OutcomeKind.ABANDONED)]
             assert audit.forgotten == [{TP}]
-            assert not d.deliverer.repair(change_of("A1", 0, "active")), "draining: no repair"
+            assert not d.deliverer.repair(change_of("A1", 0, "active"), asyncio.get_running_loop().time()), (
+                "draining: no repair"
+            )
 
     on_virtual_time(scenario)
 
@@ -688,7 +690,7 @@ def test_an_audits_read_is_sent_on_its_tick_and_told_to_the_audit_once_its_job_i
             assert ended.held.found
             assert d.vendor.reads == ["A1"]
             assert d.deliverer.pending == 0
-            assert d.deliverer.repair(sent)
+            assert d.deliverer.repair(sent, asyncio.get_running_loop().time())
 
     on_virtual_time(scenario)
 
@@ -747,5 +749,42 @@ def test_a_live_change_handed_over_makes_the_audit_unsure_of_its_order_until_del
             await until(lambda: d.orders.outcomes)
             assert audit.unsure_keys == ["A1"]
             assert audit.delivered_changes == []
+
+    on_virtual_time(scenario)
+
+
+def test_a_repair_that_ended_unknown_holds_its_order_settle_seconds() -> None:
+    """Found by review: a repair whose only attempt timed out ended, and a live change of its order
+    was sent at once, while the repair's write could still land. Now the repair's job holds the order
+    until settle_seconds after it (the ledger never heard of the repair, so only the job can)."""
+
+    async def scenario() -> None:
+        audit = Audit()
+        d = desk(audit=audit, settle=2.0)
+        async with d.deliverer:
+            d.vendor.refuse["A1"] = SinkTimeout("no answer in time")
+            assert d.deliverer.repair(change_of("A1", 0, "active"), asyncio.get_running_loop().time())
+            await until(lambda: audit.repairs)
+            assert [o.kind for o in audit.repairs] == [OutcomeKind.FAILED], "once: never retried"
+            del d.vendor.refuse["A1"]
+            d.orders.add("A1", 1, "archived")
+            await until(lambda: d.orders.outcomes)
+            first, second = sent_at(d)
+            assert second - first >= 2.0
+
+    on_virtual_time(scenario)
+
+
+def test_a_repair_whose_tick_went_stale_is_given_up_never_sent_on_a_live_tick() -> None:
+    async def scenario() -> None:
+        audit = Audit()
+        d = desk(audit=audit)
+        async with d.deliverer:
+            stale = asyncio.get_running_loop().time() - 1.0
+            assert d.deliverer.repair(change_of("A1", 0, "active"), stale)
+            await until(lambda: audit.repairs)
+            assert [o.kind for o in audit.repairs] == [OutcomeKind.ABANDONED]
+            assert d.vendor.calls == 0
+            assert d.deliverer.pending == 0
 
     on_virtual_time(scenario)
