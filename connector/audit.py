@@ -47,7 +47,6 @@ import orjson
 from connector.clock import Clock
 from connector.config import AuditSettings, Drift
 from connector.deliver import Outcome, OutcomeKind
-from connector.errors import RateLimited
 from connector.instruments import Audited, AuditHooks, RepairEnded
 from connector.logs import get_logger
 from connector.pacing import Pacer
@@ -278,12 +277,11 @@ class Auditor:
         kept = self._kept.get(key)
         if not ended.sent:
             if kept is not None and kept.change.record is change.record:
-                kept.read_at = -math.inf  # not read: due again
+                kept.read_at = -math.inf  # not read: due again, where it was
+                (self._urgent if kept.ambiguous else self._fresh).append(key)
             return
         if ended.error is not None:
-            self._failures += 1
-            if isinstance(ended.error, RateLimited):
-                self._pacer.hold(min(ended.error.retry_after or 1.0, MAX_BACKOFF))
+            self._failures += 1  # (a 429 has cut the pace already: the client told the pacer)
             self._hooks.order_audited(Audited(self.tenant, "failed"))
             log.debug("audit_read_failed", tenant=self.tenant or None, external_id=change.external_id,
                       error=str(ended.error)[:300], error_class=type(ended.error).__name__)  # fmt: skip
