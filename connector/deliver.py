@@ -140,6 +140,9 @@ class Deliverer:
         self._workers_n = max_in_flight
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
         self._jobs = JobBook()
+        self._live = 0  # jobs of the live lane
+        self.idle = asyncio.Event()  # set while no live job is in hand: the audits may read
+        self.idle.set()
         self._workers: list[asyncio.Task[None]] = []
         self._closed = False
 
@@ -184,6 +187,7 @@ class Deliverer:
             self._take_over(repairing, change, now + hold)
             return
         self._jobs.add(job)
+        self._live_job(job)
         self._queue.put_nowait(job)
 
     def repair(self, change: OrderChange, tick: float) -> bool:
@@ -218,7 +222,7 @@ class Deliverer:
             job.following, job.following_hold = change, not_before
             return
         self._told(job, Outcome(OutcomeKind.ABANDONED, job.key, job.change))
-        job.lane = Lane.LIVE
+        self._live_job(job)
         self._take(job, change)
         job.not_before = max(job.not_before, not_before)
         job.linger_until = self._clock.monotonic() + self._linger_s
@@ -236,6 +240,21 @@ class Deliverer:
         self._take(job, change)
         return True
 
+    def _live_job(self, job: Job) -> None:
+        """``job`` is (now) a job of the live lane."""
+        job.lane = Lane.LIVE
+        self._live += 1
+        self.idle.clear()
+
+    def _forget(self, job: Job) -> None:
+        """``job`` is done with: out of the book (and of the live count, if it was live)."""
+        if job.lane is Lane.LIVE and self._jobs.get(job.key) is job:
+            self._live -= 1
+            if self._live <= 0:
+                self._live = 0
+                self.idle.set()
+        self._jobs.forget(job)
+
     def _take(self, job: Job, change: OrderChange) -> None:
         """``job`` sends ``change`` next, with no failure history (the settle time of an ambiguous
         attempt of its key stays: that request may still land)."""
@@ -250,7 +269,7 @@ class Deliverer:
         if job.timer:
             job.timer.cancel()
             job.timer = None
-        self._jobs.forget(job)
+        self._forget(job)
         following = self._report(
             job, Outcome(OutcomeKind.ABANDONED, job.key, job.change, attempts=job.attempts)
         )
@@ -266,7 +285,7 @@ class Deliverer:
         self._told(job, outcome)
         following, job.following = job.following, None
         if following is not None:
-            job.lane = Lane.LIVE
+            self._live_job(job)
             job.not_before = max(job.not_before, job.following_hold)
         return following
 
@@ -333,7 +352,7 @@ class Deliverer:
                 if change is not None:
                     self._take(job, change)
         job.state = JobState.DONE
-        self._jobs.forget(job)
+        self._forget(job)
         return None
 
     def _repairable(self, job: Job) -> bool:
@@ -435,7 +454,7 @@ class Deliverer:
         following, job.following = job.following, None
         settle = job.not_before - self._clock.monotonic()
         if following is not None:
-            job.lane = Lane.LIVE
+            self._live_job(job)
             self._take(job, following)
             job.not_before = max(job.not_before, job.following_hold)
             job.linger_until = self._clock.monotonic() + self._linger_s
@@ -445,7 +464,7 @@ class Deliverer:
             job.timer = asyncio.get_running_loop().call_later(settle, self._settled, job)
         else:
             job.state = JobState.DONE
-            self._jobs.forget(job)
+            self._forget(job)
         job.told = True
         if self._audit is not None:
             try:
@@ -461,7 +480,7 @@ class Deliverer:
             self._requeue(job)
         elif job.state is not JobState.ABANDONED:
             job.state = JobState.DONE
-            self._jobs.forget(job)
+            self._forget(job)
 
     async def _call(self, job: Job, change: OrderChange) -> None:
         _, error, cancelled = await self._attempt(job, change)
@@ -496,7 +515,7 @@ class Deliverer:
             job.timer = asyncio.get_running_loop().call_later(settle, self._settled, job)
         else:
             job.state = JobState.DONE
-            self._jobs.forget(job)
+            self._forget(job)
 
     def _failed(self, job: Job, change: OrderChange, error: BaseException) -> None:
         job.linger_until = 0.0  # a retry does not wait for the backlog

@@ -47,6 +47,12 @@ class Shop:
         self.fail: BaseException | None = None
         self.busy: set[str] = set()  # orders with a job: reads and repairs refused
         self.auditor: Auditor | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def idle(self) -> asyncio.Event:
+        return self._idle
 
     def read(self, change: OrderChange, tick: float) -> bool:
         if change.key in self.busy:
@@ -365,3 +371,22 @@ def test_what_waits_to_be_read_stays_bounded_when_nothing_can_be_read() -> None:
 
     on_virtual_time(scenario)
     assert shop.reads == []
+
+
+def test_no_read_while_the_shop_has_live_work_in_hand() -> None:
+    """A shop with a live change in hand will use its ticks (and, on a member that cannot keep up,
+    the CPU they need): nothing is read until it has none."""
+    shop, metrics = Shop(), Metrics()
+
+    async def scenario() -> None:
+        shop.held = {"o": dict(order("o", 10).body)}
+        shop.idle.clear()
+        async with audit(shop, metrics) as a:
+            a.delivered(order("o", 10), ambiguous=False)
+            await asyncio.sleep(10)
+            assert shop.reads == []
+            shop.idle.set()
+            await asyncio.sleep(2)
+            assert [k for _, k, _ in shop.reads] == ["o"]
+
+    on_virtual_time(scenario)

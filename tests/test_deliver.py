@@ -788,3 +788,27 @@ def test_a_repair_whose_tick_went_stale_is_given_up_never_sent_on_a_live_tick() 
             assert d.deliverer.pending == 0
 
     on_virtual_time(scenario)
+
+
+def test_idle_is_clear_while_a_live_change_is_in_hand_and_not_for_an_audits_read() -> None:
+    async def scenario() -> None:
+        audit = Audit()
+        d = desk(audit=audit)
+        async with d.deliverer:
+            assert d.deliverer.idle.is_set()
+            d.vendor.gate.clear()
+            d.orders.add("A1", 0, "active")
+            assert not d.deliverer.idle.is_set()
+            d.vendor.gate.set()
+            await until(lambda: d.orders.outcomes)
+            assert d.deliverer.idle.is_set()
+            d.vendor.gate.clear()
+            assert d.deliverer.read(change_of("B1", 0, "active"), asyncio.get_running_loop().time())
+            await until(lambda: d.vendor.reads)
+            assert d.deliverer.idle.is_set(), "an audit's read is not live work"
+            d.orders.add("B1", 1, "archived")  # follows the read in flight, then is live work
+            d.vendor.gate.set()
+            await until(lambda: ("B1", OutcomeKind.DELIVERED) in d.orders.kinds())
+            assert d.deliverer.idle.is_set()
+
+    on_virtual_time(scenario)

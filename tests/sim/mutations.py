@@ -647,7 +647,7 @@ MUTATIONS[the_tombstone_ahead_replaces_its_delete.__name__] = the_tombstone_ahea
 
 @contextlib.contextmanager
 def an_unknown_read_frees_its_order() -> Iterator[None]:
-    """Found by the simulation (seed 843 with the audits on; pinned: 33): an audit's read that timed out ended
+    """Found by the simulation (seed 843 with the audits on; pinned: 49): an audit's read that timed out ended
     its order's job at once, though the request could still be at the vendor; a live change of the
     order was then sent beside it (two requests of one order at once). Now the job stays until
     ``settle_seconds`` after the read, as after an ambiguous write."""
