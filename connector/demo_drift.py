@@ -67,7 +67,7 @@ async def drift_demo(bootstrap: str) -> int:
             kafka=KafkaSettings(bootstrap_servers=bootstrap, topics=[TOPIC], group_id="demo-drift"),
             dlq=DlqSettings(topic=DLQ),
             sink=SinkSettings(base_url=sandbox.url, api_key="demo-key", rate_limit_per_second=5),
-            audit=AuditSettings(min_interval_seconds=10.0),
+            audit=AuditSettings(enabled=True, min_interval_seconds=10.0),
             metrics=MetricsSettings(port=0),
             log_level="WARNING",
             shutdown_grace_seconds=10,

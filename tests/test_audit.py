@@ -102,7 +102,7 @@ def on_virtual_time(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
 
 
 def audit(shop: Shop, metrics: Metrics, the_pacer: Pacer | None = None, **settings: Any) -> Auditor:
-    a = Auditor(the_pacer or pacer(), metrics, AuditSettings(**settings), clock=Clock())
+    a = Auditor(the_pacer or pacer(), metrics, AuditSettings(**{"enabled": True, **settings}), clock=Clock())
     a.connect(shop)
     shop.auditor = a
     return a

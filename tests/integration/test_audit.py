@@ -28,7 +28,7 @@ async def test_drifts_are_found_on_spare_ticks_and_missing_and_older_are_repaire
     orders = [f"A-{i}" for i in range(40)]
     await produce(kafka_bootstrap, topic_name, events(orders, 1))
     settings = settings_for(kafka_bootstrap, topic_name, sandbox.url, rate_limit_per_second=20.0)
-    settings = settings.model_copy(update={"audit": AuditSettings(min_interval_seconds=2.0)})
+    settings = settings.model_copy(update={"audit": AuditSettings(enabled=True, min_interval_seconds=2.0)})
     newest = {o: order_body(o, 2) for o in orders}
     lost, reverted, edited = orders[:4], orders[4:8], orders[8:12]
 
