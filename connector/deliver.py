@@ -197,20 +197,20 @@ class Deliverer:
         traffic's, never retried: the audit reads the order again). Its end is told to the audit.
         False when the key has a job (its newest change is on its way) or its partition is being
         drained."""
-        if self._closed or self._jobs.get(change.key) is not None or self._jobs.draining(change.tp):
-            return False
-        job = Job(change.key, change.tp, change=change, lane=Lane.REPAIR, tick=tick)
-        self._jobs.add(job)
-        self._queue.put_nowait(job)
-        return True
+        return self._audit_job(change, tick, Lane.REPAIR)
 
     def read(self, change: OrderChange, tick: float) -> bool:
         """Read back what the vendor holds for ``change``'s order, on ``tick`` (a spare tick the audit
         took; given up if it is stale by the time a worker takes the job); its end is told to the
         audit. False when the key has a job or its partition is being drained."""
+        return self._audit_job(change, tick, Lane.AUDIT)
+
+    def _audit_job(self, change: OrderChange, tick: float, lane: Lane) -> bool:
+        """Queue an audit's job (a read or a repair) of ``change``'s order on ``tick``; False when
+        the order has a job or its partition is being drained."""
         if self._closed or self._jobs.get(change.key) is not None or self._jobs.draining(change.tp):
             return False
-        job = Job(change.key, change.tp, change=change, lane=Lane.AUDIT, tick=tick)
+        job = Job(change.key, change.tp, change=change, lane=lane, tick=tick)
         self._jobs.add(job)
         self._queue.put_nowait(job)
         return True
