@@ -16,14 +16,20 @@ the run that starts from this one):
 - *up*: one shop's API is down (503) until it is parked (many shops; one shop: down for 6 s), then
   each member of the previous release in turn is replaced by one of this release: stopped (SIGTERM)
   then its replacement started, or, for the second, its replacement started first (the Deployment's
-  ``maxSurge: 1``), the group settling after each; the parked shop recovers after the second
-  replacement, so its replay runs in a mixed group; the group converges (every event committed,
-  every order at its newest state);
+  ``maxSurge: 1``), the group settling after each; with many shops, the parked shop stays down
+  through the mixed group (members of both releases park its events and take over partitions that
+  name it parked) and recovers once the last member of the previous release is gone, so this release
+  replays what both wrote; the group converges (every event committed, every order at its newest
+  state);
 - *back*: the same with the releases swapped and another shop parked, except that, rolling back to
   the previous release with many shops, the parked shop recovers and the roll starts once no
-  partition's commit names a parked shop, as the README's Upgrading section asks (the previous
-  release ends a replay after one empty read of a parking partition; a read right after a seek may
-  come back empty, and it would leave a parked event unsent: its defect, fixed in this release).
+  partition's commit names a parked shop.
+
+No shop comes back from parking while a member of the previous release is in the group, as the
+README's Upgrading section asks: the previous release ends a replay after one empty read of a
+parking partition, and a read right after a seek may come back empty, so a member of it that replays
+can leave a parked event unsent (its defect, fixed in this release; CI caught it twice, once each
+way, when the test let a shop recover in a mixed group).
 
 The verdict comes after quiescence (every member stopped, every late write landed), from the
 sandbox's log of the writes it applied: every order at its newest state, nothing dead-lettered,
@@ -347,7 +353,8 @@ class Run:
 
     async def roll(self, phase: str, frm: str, to: str, down: str) -> None:
         """Replace every member of ``frm`` by one of ``to``, one at a time, while events keep coming
-        and shop ``down`` is down (parked, with many shops) until after the second replacement."""
+        and shop ``down`` is down (with one shop: for 6 s; with many: parked, until the roll to this
+        release is over, or, rolling back, until before the roll)."""
         feeding = asyncio.create_task(self.feed())
         try:
             await asyncio.sleep(3)
@@ -384,7 +391,9 @@ class Run:
                 await self.settle(f"{step} replaced")
                 self.timeline.note(f"{phase}: member {n + 1} of {MEMBERS} replaced, {self.fleet.describe()}")
                 await asyncio.sleep(2)
-                if n == 1 and self.orders.shops:
+                if n == MEMBERS - 1 and self.orders.shops and to == "new":
+                    # Not before: a member of the previous release replaying it could leave a
+                    # parked event unsent (the module's docstring).
                     box.faults.outage_until = 0.0
                     self.timeline.note(f"{phase}: shop {down} back, {self.fleet.describe()}")
             if self.orders.shops:
