@@ -222,7 +222,14 @@ class Deliverer:
             job.following, job.following_hold = change, not_before
             return
         self._told(job, Outcome(OutcomeKind.ABANDONED, job.key, job.change))
-        self._live_job(job)
+        self._hand_over(job, change, not_before)
+
+    def _hand_over(self, job: Job, change: OrderChange, not_before: float) -> None:
+        """``job`` sends ``change`` next, as live work: the ledger's next change of its key, or a
+        live change taking an audit's read or repair over, not before ``not_before`` (a request of
+        the key may still land until then). The one place a job changes lanes."""
+        if job.lane is not Lane.LIVE:
+            self._live_job(job)
         self._take(job, change)
         job.not_before = max(job.not_before, not_before)
         job.linger_until = self._clock.monotonic() + self._linger_s
@@ -277,16 +284,14 @@ class Deliverer:
             self._work_source.report(Outcome(OutcomeKind.ABANDONED, job.key, following))
 
     def _report(self, job: Job, outcome: Outcome) -> OrderChange | None:
-        """Tell whose work ``job`` did how it ended (the ledger, or the audit for a repair); the
-        key's next change to send, if any (a repair's job goes on with the live change that took
-        it over)."""
+        """Tell whose work ``job`` did how it ended (the ledger, or the audit for an audit's read or
+        repair); the key's next change to send, if any: the ledger's next, or the live change that
+        waited for the audit's request in flight (set only then). The caller hands it over
+        (:meth:`_hand_over`) or reports it abandoned."""
         if job.lane is Lane.LIVE:
             return self._work_source.report(outcome)
         self._told(job, outcome)
         following, job.following = job.following, None
-        if following is not None:
-            self._live_job(job)
-            job.not_before = max(job.not_before, job.following_hold)
         return following
 
     def _told(self, job: Job, outcome: Outcome) -> None:
@@ -454,10 +459,7 @@ class Deliverer:
         following, job.following = job.following, None
         settle = job.not_before - self._clock.monotonic()
         if following is not None:
-            self._live_job(job)
-            self._take(job, following)
-            job.not_before = max(job.not_before, job.following_hold)
-            job.linger_until = self._clock.monotonic() + self._linger_s
+            self._hand_over(job, following, job.following_hold)
             self._requeue(job)
         elif settle > 0:  # the order's job stays until then: nothing else of it is sent meanwhile
             job.state = JobState.SETTLING
@@ -502,11 +504,11 @@ class Deliverer:
             self._failed(job, change, error)
 
     def _finish(self, job: Job, outcome: Outcome) -> None:
+        hold = job.following_hold if job.following is not None else 0.0
         following = self._report(job, outcome)
         settle = job.not_before - self._clock.monotonic()
         if following is not None:
-            self._take(job, following)
-            job.linger_until = self._clock.monotonic() + self._linger_s
+            self._hand_over(job, following, hold)
             self._requeue(job)
         elif job.lane is not Lane.LIVE and settle > 0:
             # A repair that ended unknown: the ledger never heard of it, so its job holds the order

@@ -651,7 +651,9 @@ def test_a_live_change_waits_for_the_repair_in_flight_then_is_sent() -> None:
 
 def test_a_drain_abandons_a_repair_and_the_live_change_following_it_and_the_audit_forgets() -> None:
     """On revoke, the repair is told abandoned, the live change that was to follow it is reported
-    abandoned (unresolved: the next owner reads it again), and the audit forgets the partition."""
+    abandoned (unresolved: the next owner reads it again), the audit forgets the partition, and the
+    shop is idle again (it once counted the abandoned follower as live work for good, and its audits
+    stopped until a restart)."""
 
     async def scenario() -> None:
         audit = Audit()
@@ -668,6 +670,7 @@ def test_a_drain_abandons_a_repair_and_the_live_change_following_it_and_the_audi
             assert not d.deliverer.repair(change_of("A1", 0, "active"), asyncio.get_running_loop().time()), (
                 "draining: no repair"
             )
+            assert d.deliverer.idle.is_set(), "nothing live in hand: the audits may go on"
 
     on_virtual_time(scenario)
 
