@@ -130,3 +130,41 @@ def tenants_command(args: argparse.Namespace) -> int:
         print("  ".join(str(row[c]).ljust(w) for c, w in zip(COLUMNS, widths, strict=True)))
     print(f"({len(rows)} tenants; {note})")
     return 0
+
+
+def resync_command(args: argparse.Namespace) -> int:
+    """``connector resync``: ask for one (``--since``/``--all``), or its ``status`` (exit 0 once
+    done), or ``cancel`` it."""
+    import dataclasses
+
+    from connector import logs, resynccmd
+    from connector.config import load_settings
+    from connector.resynclog import State
+
+    settings = load_settings(args.config)
+    logs.configure("WARNING")
+    logs.register_secret(settings.kafka.sasl_password.get_secret_value())
+    if args.action == "status":
+        state = asyncio.run(resynccmd.status(settings))
+        rate = 0.0 if settings.tenants.path else settings.sink.rate_limit_per_second
+        print(json.dumps(resynccmd.as_json(state), indent=2) if args.json else resynccmd.render(state, rate))
+        return 0 if state.done else 1
+    if args.action == "cancel":
+        state = asyncio.run(resynccmd.status(settings))
+        if state.request is None or state.request.state is State.CANCELLED:
+            print("no resync to cancel")
+            return 1
+        asyncio.run(resynccmd.publish(settings, dataclasses.replace(state.request, state=State.CANCELLED)))
+        print(f"resync {state.request.id} cancelled")
+        return 0
+    if bool(args.since) == bool(args.all):
+        raise ConfigError("give one of --since ISO8601 (orders with an event since then) or --all")
+    if args.share is not None and not 0 < args.share <= 1:
+        raise ConfigError(f"--share must be above 0 and at most 1, not {args.share}")
+    since_ms = iso_ms(args.since)
+    since = since_ms / 1000 if since_ms is not None else None
+    request = resynccmd.new_request(settings, since, args.tenant, args.share)
+    asyncio.run(resynccmd.publish(settings, request))
+    print(f"resync {request.id} asked of group {request.group} (topic {settings.resync_topic}); "
+          "follow it with: connector resync status")  # fmt: skip
+    return 0

@@ -21,6 +21,7 @@ from typing import Self
 
 from pydantic import SecretStr
 
+from connector.audit import Auditor
 from connector.config import SinkSettings
 from connector.deliver import Deliverer
 from connector.errors import RouteError
@@ -104,6 +105,7 @@ class Served:
     shown: str = ""
     aliases: frozenset[str] = frozenset()
     mapping: FileMapping | FunctionMapping | None = None
+    auditor: Auditor | None = None  # its read-back audits, and what a resync hands it
     reported_429_before: int = 0
     removed_at: float | None = None  # monotonic: when it was removed from the tenants (retiring)
 

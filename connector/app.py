@@ -2,8 +2,9 @@
 
 Order of opening: metrics server → dead-letter writer → parking topic (many tenants) → pace topic →
 tenancy (per tenant: vendor sink, deliverer; each tenant's pacer shares its cuts through the pace
-topic) → parking → source. The source closes first (leaving the group), so
-its last revoke callback still has every other resource. Everything the pipeline touches outside
+topic) → parking → resync (the resync topic, and the source topic read outside the group) → source.
+The source closes first (leaving the group), so its last revoke callback still has every other
+resource. Everything the pipeline touches outside
 itself is a :class:`Parts` field: production uses the real clock, Kafka and HTTP; the simulation
 (``tests/sim``) passes virtual ones and runs the same code.
 """
@@ -42,6 +43,7 @@ from connector.pacing import Pacer
 from connector.park import KafkaParkLog, Parking, ParkLog
 from connector.pipeline import Pipeline
 from connector.reader import Reader, mapper_for
+from connector.resync import KafkaSourceLog, Resyncer, ResyncLog, SourceLog
 from connector.sinks import Sink
 from connector.source import KafkaSource, SourceFactory
 from connector.tenancy import Tenancy
@@ -64,6 +66,10 @@ class Parts:
     park_log: AbstractAsyncContextManager[ParkLog] | None = None  # the parking topic (many tenants)
     pace_log: AbstractAsyncContextManager[PaceLog] | None = None  # the pace topic (cuts after 429s)
     source: SourceFactory | None = None
+    # Resyncs: the resync topic, and the source topic read outside the group. By default the Kafka
+    # ones when the source is Kafka's; with a source of a test's own, none unless given.
+    resync_log: AbstractAsyncContextManager[ResyncLog] | None = None
+    source_log: AbstractAsyncContextManager[SourceLog] | None = None
 
 
 async def serve(settings: Settings, stop: asyncio.Event, parts: Parts | None = None) -> Pipeline:
@@ -176,6 +182,24 @@ async def serve(settings: Settings, stop: asyncio.Event, parts: Parts | None = N
         health.watch(tenancy)
         await stack.enter_async_context(tenancy)
         await stack.enter_async_context(park)
+        kafka_source = parts.source is None
+        source_log = parts.source_log or (KafkaSourceLog(settings.kafka) if kafka_source else None)
+        resync_log = parts.resync_log or (
+            KafkaPaceLog(settings.kafka, settings.resync_topic, role="resync", acks="all")
+            if kafka_source
+            else None
+        )
+        if source_log is not None and resync_log is not None:
+            resyncer = Resyncer(
+                resync_log,
+                await stack.enter_async_context(source_log),
+                group=settings.kafka.group_id,
+                member=f"{settings.kafka.client_id}-{os.getpid()}",
+                settings=settings.resync,
+                clock=clock,
+            )
+            resyncer.connect(owned=assignment, shops=tenancy, reader=reader, newer=coalescer)
+            await stack.enter_async_context(resyncer)
         make_source = parts.source or (
             lambda revoked, assigned: KafkaSource(settings.kafka, revoked, assigned)
         )

@@ -33,6 +33,12 @@ A revoked partition's orders are forgotten (their next owner audits what it deli
 order from the moment a live change of it is handed to the deliverer until that change is delivered
 (an attempt of it may land late, fail for good, or be abandoned with its partition: found by the
 simulation, many-shop seed 170 with the audits on).
+
+The auditor also sends what a resync hands it (:meth:`Auditor.resend`, :mod:`connector.resync`),
+audits on or off: after the audit's repairs, before its reads, through the same repair lane, on a spare
+tick, or, when none comes within ``1 / (share x this member's rate)`` seconds, on a tick taken as live
+work takes one (the resync's floor ``share``: it progresses under any live load). A live change of an
+order skips its resend (the live traffic sends a newer state).
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from typing import Protocol, Self
 
 import orjson
 
+from connector._resends import Resends, Told
 from connector.clock import Clock
 from connector.config import AuditSettings, Drift
 from connector.deliver import Outcome, OutcomeKind
@@ -82,7 +89,7 @@ class Desk(Protocol):
 
     def read(self, change: OrderChange, tick: float) -> bool: ...
 
-    def repair(self, change: OrderChange, tick: float) -> bool: ...
+    def repair(self, change: OrderChange, tick: float | None) -> bool: ...
 
 
 @dataclass(slots=True)
@@ -124,8 +131,11 @@ class Auditor:
         self._fresh: deque[str] = deque()  # delivered, not yet read
         self._pending: dict[str, Drift] = {}  # drifts to repair on the next spare ticks, in order
         self._repairing: dict[str, Drift] = {}  # the repairs sent and not ended, and their drift
+        self._resends = Resends()  # what a resync handed over, to send again
         self._failures = 0
         self._unsupported = False  # the vendor's client reads no order back
+        self._reading = settings.enabled and settings.remember_orders > 0
+        self._entered = False
         self._task: asyncio.Task[None] | None = None
         self.reads = 0  # orders read back (tests, figures)
 
@@ -134,13 +144,19 @@ class Auditor:
         self._desk = desk
 
     async def __aenter__(self) -> Self:
-        if self._settings.enabled and self._settings.remember_orders > 0:
-            self._task = asyncio.create_task(self._run(), name=f"audit-{self.tenant}")
+        self._entered = True
+        if self._reading:
+            self._start()
         return self
+
+    def _start(self) -> None:
+        if self._task is None and self._entered:
+            self._task = asyncio.create_task(self._run(), name=f"audit-{self.tenant}")
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._entered = False
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -156,10 +172,29 @@ class Auditor:
         """Deliveries waiting to be read back first (ambiguous ones, then new ones)."""
         return len(self._urgent) + len(self._fresh)
 
+    @property
+    def resends(self) -> int:
+        """Changes a resync handed over, in line or in flight."""
+        return len(self._resends) + self._resends.in_flight
+
+    def resend(self, change: OrderChange, told: Told) -> None:
+        """Send ``change`` again for a resync (``told``: who to tell how it ended, once)."""
+        self._resends.add(change, told)
+        self._start()
+
+    def withdraw(self, told: Told) -> None:
+        """Drop what ``told`` handed over and is still in line (its resync was cancelled)."""
+        self._resends.withdraw(told)
+
     # -- told by the deliverer (its Audits) -----------------------------------------------------
     def delivered(self, change: OrderChange, ambiguous: bool) -> None:
-        """Keep ``change`` as its order's last delivered state, to be read back soon."""
-        if self._task is None or self._unsupported:
+        """Keep ``change`` as its order's last delivered state, to be read back soon (a resend of
+        the order waiting is skipped: this state is at least as new)."""
+        self._resends.superseded(change.key)
+        self._keep(change, ambiguous)
+
+    def _keep(self, change: OrderChange, ambiguous: bool) -> None:
+        if not self._reading or self._unsupported:
             return
         key = change.key
         self._kept.pop(key, None)
@@ -179,7 +214,11 @@ class Auditor:
             queue.extend(unread)
 
     def repair_ended(self, outcome: Outcome) -> None:
-        """A repair this audit asked for ended."""
+        """A repair this audit asked for, or a resend, ended."""
+        if self._resends.ended(outcome):
+            if outcome.kind is OutcomeKind.DELIVERED and outcome.change is not None:
+                self._keep(outcome.change, False)
+            return
         drift = self._repairing.pop(outcome.key, None)
         kept = self._kept.get(outcome.key)
         if kept is not None and outcome.kind is OutcomeKind.DELIVERED:  # read again soon: repaired?
@@ -201,12 +240,14 @@ class Auditor:
         it is delivered again."""
         self._kept.pop(key, None)
         self._pending.pop(key, None)
+        self._resends.superseded(key)
 
     def forget(self, partitions: set[TopicPartition]) -> None:
         """Drop the orders of ``partitions`` (revoked: their next owner audits what it delivers)."""
         for key in [key for key, kept in self._kept.items() if kept.change.tp in partitions]:
             del self._kept[key]
             self._pending.pop(key, None)
+        self._resends.forget(partitions)
 
     # -- the loop ---------------------------------------------------------------------------------
     def _next(self, now: float) -> _Kept | None:
@@ -225,7 +266,7 @@ class Auditor:
         return None
 
     def _due(self, now: float) -> bool:
-        if self._pending or self._urgent or self._fresh:
+        if self._pending or self._resends or self._urgent or self._fresh:
             return True
         first = next(iter(self._kept.values()), None)
         return first is not None and now - first.read_at >= self._settings.min_interval_seconds
@@ -244,6 +285,9 @@ class Auditor:
         """Take a spare tick when something is due, and spend it on a repair (first) or a read."""
         if self._desk is None or not self._due(self._clock.monotonic()):
             await asyncio.sleep(IDLE_LOOK)
+            return
+        if self._resends and not self._pending:
+            await self._resend()
             return
         if not self._desk.idle.is_set():  # live work in hand: it uses the ticks (and the CPU)
             await self._desk.idle.wait()
@@ -268,6 +312,20 @@ class Auditor:
         if self._failures:
             gap = max(gap, min(MAX_BACKOFF, 2.0 ** min(self._failures, 8)))
         await asyncio.sleep(max(0.0, now + gap - self._clock.monotonic()))
+
+    async def _resend(self) -> None:
+        """Send the first change in the resync's line: on a spare tick, or, when none comes within
+        the floor's spacing, as live work (the repair job then takes its own tick)."""
+        assert self._desk is not None
+        rate = self._pacer.full_rate * self._resends.floor()
+        gap = 1.0 / rate if rate > 0 else IDLE_LOOK
+        tick = await self._pacer.acquire_spare(within=gap)
+        item = self._resends.take()
+        if item is None:
+            return
+        if not self._desk.repair(item.change, tick):  # its order has a job (an audit's read)
+            self._resends.put_back(item)
+            await asyncio.sleep(min(gap, IDLE_LOOK))
 
     def _repair(self, tick: float) -> bool:
         """Send the first drift waiting for a repair on ``tick``; False when none was sent."""

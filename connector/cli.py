@@ -11,7 +11,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from connector import __version__
-from connector._cli_ops import dlq_command, settings_for_answer, tenants_command, trace_command
+from connector._cli_ops import (
+    dlq_command,
+    resync_command,
+    settings_for_answer,
+    tenants_command,
+    trace_command,
+)
 from connector.constants import Stage
 from connector.errors import BrokerUnavailable, ConfigError
 from connector.vendors import VENDORS, target
@@ -414,6 +420,22 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--no-vendor", action="store_true", help="do not ask the vendor (no request sent)")
     tr.add_argument("--json", action="store_true", help="machine-readable output")
     tr.set_defaults(func=trace_command)
+
+    rs = sub.add_parser(
+        "resync",
+        help="ask the running fleet to send every order's newest state again (status, cancel)",
+        description="connector resync --since ISO8601 | --all: the members send the newest state of every "
+        "order with an event since then again, below live traffic, one call per order. "
+        "connector resync status: how far it is. connector resync cancel: stop it.",
+    )
+    rs.add_argument("action", nargs="?", choices=["status", "cancel"], help="(none: ask for a resync)")
+    rs.add_argument("--config", help="TOML file of settings, as for run (environment variables override it)")
+    rs.add_argument("--since", metavar="ISO8601", help="the orders with an event at or after this time")
+    rs.add_argument("--all", action="store_true", help="every order the source topics hold")
+    rs.add_argument("--tenant", help="with many shops (tenants.path): only this shop's orders")
+    rs.add_argument("--share", type=float, help="the floor share of the budget (default resync.share, 0.2)")
+    rs.add_argument("--json", action="store_true", help="status: machine-readable output")
+    rs.set_defaults(func=resync_command)
 
     demo = sub.add_parser("demo", help="local broker + sandbox + connector + sample events, end to end")
     demo.add_argument("--events", type=int, default=400)

@@ -144,6 +144,12 @@ class Coalescer:
         mark = self._marks.get(key)
         return (mark.digest, mark.version) if mark is not None else None
 
+    def supersedes(self, change: OrderChange) -> bool:
+        """Whether a newer state of ``change``'s order was seen here than ``change`` (a resync never
+        sends an older state than the live traffic has)."""
+        newest = self._newest(change.key)
+        return newest is not None and change.version.older_than(newest[1])
+
     def offer(self, change: OrderChange) -> Offer:
         """Accept a decoded change; say whether its key needs a job and what it resolved."""
         key = change.key

@@ -259,6 +259,18 @@ class AuditSettings(_Section):
         return value
 
 
+class ResyncSettings(_Section):
+    """Resyncs (``connector/resync.py``): ``connector resync`` asks the running fleet to send the newest
+    state of every order with an event since a time again; each member does it for the partitions it
+    owns, below live traffic (``audit`` shares the same spare ticks)."""
+
+    topic: str = ""  # "": "<first of kafka.topics>.resync" (requests and progress, compacted)
+    share: float = Field(0.2, gt=0, le=1)  # the floor: at least this share of the ticks, used or not
+    max_orders_per_partition: int = Field(1_000_000, ge=1)  # a partition's scan keeps one entry each
+    batch: int = Field(500, ge=1)  # orders handed to the shops at once; progress is written after each
+    look_seconds: float = Field(2.0, gt=0)  # how often the resync topic is read for requests
+
+
 _ROUTE = re.compile(r"(field|header):[^\s]+|topic")
 
 
@@ -359,6 +371,7 @@ class Settings(BaseSettings):
     tenants: TenantsSettings = Field(default_factory=TenantsSettings)
     mapping: MappingSettings = Field(default_factory=MappingSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    resync: ResyncSettings = Field(default_factory=ResyncSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     shutdown_grace_seconds: float = Field(30.0, gt=0)
 
@@ -377,6 +390,10 @@ class Settings(BaseSettings):
             raise ValueError(
                 "delivery.pace_topic must be a topic of its own (not read, not the DLQ, not parking)"
             )
+        if self.resync_topic in {*self.kafka.topics, self.dlq.topic, self.park_topic, self.pace_topic}:
+            raise ValueError(
+                "resync.topic must be a topic of its own (not read, not the DLQ, parking nor pace)"
+            )
         return self
 
     @property
@@ -389,6 +406,12 @@ class Settings(BaseSettings):
         """The pace topic (:mod:`connector.fleetpace`): ``delivery.pace_topic``, by default
         ``<first of kafka.topics>.pace``."""
         return self.delivery.pace_topic or f"{self.kafka.topics[0]}.pace"
+
+    @property
+    def resync_topic(self) -> str:
+        """The resync topic (:mod:`connector.resync`): ``resync.topic``, by default
+        ``<first of kafka.topics>.resync``."""
+        return self.resync.topic or f"{self.kafka.topics[0]}.resync"
 
     toml_file: ClassVar[str | None] = None
     renames_found: ClassVar[list[Renamed] | None] = None

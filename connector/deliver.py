@@ -190,13 +190,13 @@ class Deliverer:
         self._live_job(job)
         self._queue.put_nowait(job)
 
-    def repair(self, change: OrderChange, tick: float) -> bool:
-        """Send ``change`` (the key's last delivered change) again, once, on ``tick`` (a spare tick
-        the audit took): only while the tick is fresh, the order settled, the partition fenced for
-        this member and the circuit closed, else it is given up (never on a tick of the live
-        traffic's, never retried: the audit reads the order again). Its end is told to the audit.
-        False when the key has a job (its newest change is on its way) or its partition is being
-        drained."""
+    def repair(self, change: OrderChange, tick: float | None) -> bool:
+        """Send ``change`` (the key's last delivered change, or a resync's) again, once, on ``tick``
+        (a spare tick the audit took): only while the tick is fresh, the order settled, the partition
+        fenced for this member and the circuit closed, else it is given up (never retried here: the
+        audit reads the order again, a resync puts it back in line). Without a tick (a resync's
+        floor) the job waits for one as live work does. Its end is told to the audit. False when the
+        key has a job (its newest change is on its way) or its partition is being drained."""
         return self._audit_job(change, tick, Lane.REPAIR)
 
     def read(self, change: OrderChange, tick: float) -> bool:
@@ -205,7 +205,7 @@ class Deliverer:
         audit. False when the key has a job or its partition is being drained."""
         return self._audit_job(change, tick, Lane.AUDIT)
 
-    def _audit_job(self, change: OrderChange, tick: float, lane: Lane) -> bool:
+    def _audit_job(self, change: OrderChange, tick: float | None, lane: Lane) -> bool:
         """Queue an audit's job (a read or a repair) of ``change``'s order on ``tick``; False when
         the order has a job or its partition is being drained."""
         if self._closed or self._jobs.get(change.key) is not None or self._jobs.draining(change.tp):
@@ -324,6 +324,8 @@ class Deliverer:
                 await self._read(job)
                 continue
             if job.lane is Lane.REPAIR:
+                if job.tick is None and not await self._gate(job):  # a resync's floor
+                    continue
                 if self._repairable(job):
                     assert job.change is not None
                     await self._call(job, job.change)
@@ -372,6 +374,7 @@ class Deliverer:
             and self.circuit.state is State.CLOSED
         )
         if not sendable:
+            self._gates.release_probe(job)
             self._abandon(job)
             return False
         return self._conformed(job) is not None

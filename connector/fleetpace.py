@@ -344,22 +344,23 @@ class FleetPace:
 
 class KafkaPaceLog:
     """The pace topic on the real broker: a producer (``acks=1``: a lost cut only costs a 429) and a
-    group-less consumer of every partition from the beginning."""
+    group-less consumer of every partition from the beginning. Any small compacted topic read whole
+    and written by the members is one (the resync topic: ``role="resync"``, ``acks="all"``)."""
 
-    def __init__(self, kafka: KafkaSettings, topic: str) -> None:
+    def __init__(self, kafka: KafkaSettings, topic: str, role: str = "pace", acks: int | str = 1) -> None:
         self.topic = topic
         self._kafka = kafka
         self._producer = AIOKafkaProducer(
-            acks=1,
+            acks=acks,
             request_timeout_ms=int(PUBLISH_TIMEOUT_S * 1000),
-            client_id=f"{kafka.client_id}-pace",
+            client_id=f"{kafka.client_id}-{role}",
             **client_options(kafka),
         )
         self._consumer = AIOKafkaConsumer(
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            client_id=f"{kafka.client_id}-pace-reader",
+            client_id=f"{kafka.client_id}-{role}-reader",
             **client_options(kafka),
         )
         self._assigned = False
@@ -395,6 +396,8 @@ class KafkaPaceLog:
         not at all if the topic is empty)."""
         if not self._assigned:
             found = await topic_partitions(client_options(self._kafka), self.topic)
+            if not found:  # not created yet: looked for again on the next read
+                return []
             parts = [KafkaTP(self.topic, p) for p in found]
             self._consumer.assign(parts)
             await self._consumer.seek_to_beginning(*parts)

@@ -134,6 +134,10 @@ class Assignment:
         """``tp`` was revoked (or lost): its state goes with it."""
         return self._parts.pop(tp, None)
 
+    def owned(self) -> set[TopicPartition]:
+        """Partitions owned and sent for (neither being assigned, warmed nor revoked)."""
+        return self.partitions(PartitionStatus.OWNED)
+
     def partitions(self, *statuses: PartitionStatus) -> set[TopicPartition]:
         """Owned partitions, in any of ``statuses`` (every one when none is given)."""
         return {tp for tp, p in self._parts.items() if not statuses or p.status in statuses}

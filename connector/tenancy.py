@@ -213,7 +213,7 @@ class Tenancy:
                 linger_seconds=policy.linger_seconds,
                 tenant=name,
                 on_circuit=self._view.circuit_changed,
-                audit=auditor if audits.enabled else None,
+                audit=auditor,  # audits on or off: it also sends what a resync hands it
             )
             auditor.connect(deliverer)
             await stack.enter_async_context(deliverer)
@@ -224,7 +224,7 @@ class Tenancy:
             await stack.aclose()
             raise
         aliases = frozenset(tenant.aliases) if tenant is not None else frozenset()
-        served = Served(name, settings, pacer, sink, deliverer, stack, name, aliases, mapping)
+        served = Served(name, settings, pacer, sink, deliverer, stack, name, aliases, mapping, auditor)
         self._served[name] = served
         self.reindex()
         return served
@@ -268,6 +268,11 @@ class Tenancy:
     def served(self) -> Mapping[str, Served]:
         """Every tenant being served (removed ones until they are closed), by name."""
         return self._served
+
+    def resending(self, tenant: str) -> Auditor | None:
+        """Where a resync sends ``tenant``'s changes again: its auditor (None: not served here)."""
+        served = self._served.get(tenant)
+        return served.auditor if served is not None and not served.retiring else None
 
     # -- delivery, for every tenant -----------------------------------------------------------
     def submit(self, change: OrderChange, hold: float = 0.0) -> None:

@@ -1,0 +1,132 @@
+"""What a resync handed one shop to send again (:mod:`connector.resync`), held by its
+:class:`~connector.audit.Auditor`, which sends them on its ticks through the deliverer's repair lane.
+
+Each change is told back to whoever handed it (:class:`Told`) exactly once: *sent*, *skipped* (a
+live change of its order came meanwhile: the live traffic sends a state at least as new, and an older
+one must never follow it), or *failed* (sent :data:`MAX_ATTEMPTS` times without success). A change
+whose request never went out (its tick went stale, the circuit was not closed, its order had a job)
+goes back in line, behind the others.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from connector._outcomes import Outcome, OutcomeKind
+from connector.structs import OrderChange, TopicPartition
+
+MAX_ATTEMPTS = 3
+"""Requests sent for one change, at most, before it is told failed."""
+
+
+class Resent(StrEnum):
+    """How a change handed over for a resync ended."""
+
+    SENT = "sent"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+class Told(Protocol):
+    """Who handed the changes over (a partition's part of a resync)."""
+
+    @property
+    def share(self) -> float:
+        """The floor share of the budget its changes may take from live traffic."""
+        ...
+
+    def ended(self, change: OrderChange, how: Resent) -> None: ...
+
+
+@dataclass(slots=True)
+class _Item:
+    change: OrderChange
+    told: Told
+    attempts: int = 0
+    superseded: bool = False  # a live change of its order came while it was in flight
+
+
+class Resends:
+    """The changes in line and in flight, by order key."""
+
+    def __init__(self) -> None:
+        self._line: OrderedDict[str, _Item] = OrderedDict()
+        self._sending: dict[str, _Item] = {}
+
+    def __len__(self) -> int:
+        return len(self._line)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._sending)
+
+    def add(self, change: OrderChange, told: Told) -> None:
+        """``change`` to be sent again (one handed over earlier for its order is skipped)."""
+        self.superseded(change.key)
+        self._line[change.key] = _Item(change, told)
+
+    def take(self) -> _Item | None:
+        """The first in line, now in flight (None: none)."""
+        if not self._line:
+            return None
+        key, item = self._line.popitem(last=False)
+        self._sending[key] = item
+        return item
+
+    def put_back(self, item: _Item) -> None:
+        """``item`` was not sent after all: back in line, behind the others."""
+        key = item.change.key
+        if self._sending.get(key) is item:
+            del self._sending[key]
+            self._line[key] = item
+
+    def floor(self) -> float:
+        """The floor share of the first in line (0: none in line)."""
+        first = next(iter(self._line.values()), None)
+        return first.told.share if first is not None else 0.0
+
+    def ended(self, outcome: Outcome) -> bool:
+        """A repair ended: True when it was one of these (then told, or put back in line)."""
+        item = self._sending.pop(outcome.key, None)
+        if item is None:
+            return False
+        if outcome.kind is OutcomeKind.DELIVERED:
+            item.told.ended(item.change, Resent.SENT)
+        elif item.superseded:  # never again: the live change is newer
+            item.told.ended(item.change, Resent.SKIPPED)
+        elif outcome.kind is OutcomeKind.ABANDONED and not outcome.attempts:
+            self._line[outcome.key] = item  # never sent
+        else:
+            item.attempts += 1
+            if item.attempts >= MAX_ATTEMPTS:
+                item.told.ended(item.change, Resent.FAILED)
+            else:
+                self._line[outcome.key] = item
+        return True
+
+    def superseded(self, key: str) -> None:
+        """A live change of ``key`` is on its way, or was delivered: its resend is skipped (one in
+        flight ends as its request does; the live change waits for it)."""
+        item = self._line.pop(key, None)
+        if item is not None:
+            item.told.ended(item.change, Resent.SKIPPED)
+        sending = self._sending.get(key)
+        if sending is not None:
+            sending.superseded = True
+
+    def withdraw(self, told: Told) -> None:
+        """Drop what ``told`` handed over and is still in line, untold (its resync is over)."""
+        for key in [k for k, item in self._line.items() if item.told is told]:
+            del self._line[key]
+
+    def forget(self, partitions: set[TopicPartition]) -> None:
+        """Drop what is in line for ``partitions`` (revoked: the next owner resumes the resync from
+        its last progress), untold."""
+        for key in [k for k, item in self._line.items() if item.change.tp in partitions]:
+            del self._line[key]
+
+
+__all__ = ["MAX_ATTEMPTS", "Resends", "Resent", "Told"]
