@@ -259,6 +259,14 @@ EXAMPLES: dict[tuple[str, ...], tuple[str, ...]] = {
         "connector trace ORD-1001 --key ORD-1001",
         "CONNECTOR_TENANTS__PATH=config/tenants.toml connector trace ORD-1001 --tenant acme",
     ),
+    ("resync",): (
+        "connector resync --since 2026-12-01T00:00:00Z",
+        "connector resync --all --share 0.1",
+        "CONNECTOR_TENANTS__PATH=config/tenants.toml connector resync --all --tenant acme",
+        "connector resync status",
+        "connector resync status --json",
+        "connector resync cancel",
+    ),
     ("tenants",): (
         "CONNECTOR_TENANTS__PATH=config/tenants.toml connector tenants",
         "connector tenants --url http://connector-0:9108 --json",

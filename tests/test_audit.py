@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
+from connector._resends import Resent
 from connector.audit import Auditor
 from connector.config import AuditSettings, Drift
 from connector.deliver import Outcome, OutcomeKind
@@ -47,6 +49,8 @@ class Shop:
         self.fail: BaseException | None = None
         self.busy: set[str] = set()  # orders with a job: reads and repairs refused
         self.auditor: Auditor | None = None
+        self.repaired_on: list[float | None] = []  # each repair's tick (None: it takes its own)
+        self.end_repairs = False  # tell the auditor each repair was delivered, 10 ms later
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -73,10 +77,15 @@ class Shop:
             held = Held(True, datetime.fromisoformat(order["updated_at"]), order)
         self.auditor.read_ended(ReadEnded(change, held))
 
-    def repair(self, change: OrderChange, tick: float) -> bool:
+    def repair(self, change: OrderChange, tick: float | None) -> bool:
         if change.key in self.busy:
             return False
         self.asked.append(change)
+        self.repaired_on.append(tick)
+        if self.end_repairs:
+            done = Outcome(OutcomeKind.DELIVERED, change.key, change, attempts=1)
+            assert self.auditor is not None
+            asyncio.get_running_loop().call_later(0.01, self.auditor.repair_ended, done)
         return True
 
 
@@ -388,5 +397,70 @@ def test_no_read_while_the_shop_has_live_work_in_hand() -> None:
             shop.idle.set()
             await asyncio.sleep(2)
             assert [k for _, k, _ in shop.reads] == ["o"]
+
+    on_virtual_time(scenario)
+
+
+@dataclass
+class Told:
+    """A resync's partition (``connector._resends.Told``): how each change it handed over ended."""
+
+    share: float = 0.5
+    ends: list[tuple[str, Resent]] = field(default_factory=list)
+
+    def ended(self, change: OrderChange, how: Resent) -> None:
+        self.ends.append((change.key, how))
+
+
+def test_a_resync_is_sent_on_spare_ticks_with_the_audits_off_each_change_once() -> None:
+    shop, metrics, told = Shop(), Metrics(), Told()
+    shop.end_repairs = True
+
+    async def scenario() -> None:
+        async with audit(shop, metrics, enabled=False) as a:
+            for n in range(5):
+                a.resend(order(f"o{n}", 10), told)
+            await asyncio.sleep(3)
+            assert sorted(told.ends) == [(f"o{n}", Resent.SENT) for n in range(5)]
+            assert None not in shop.repaired_on, "spare ticks: nobody else wanted them"
+            assert shop.reads == [], "the audits are off: nothing read"
+            assert a.resends == 0
+
+    on_virtual_time(scenario)
+
+
+def test_a_resync_progresses_at_its_floor_when_live_traffic_wants_every_tick() -> None:
+    shop, metrics, told = Shop(), Metrics(), Told(share=0.5)
+    shop.end_repairs = True
+    the_pacer = pacer(10.0)
+
+    async def live() -> None:
+        while True:
+            await the_pacer.acquire()
+
+    async def scenario() -> None:
+        traffic = asyncio.create_task(live())
+        shop.idle.clear()  # live work in hand all along
+        async with audit(shop, metrics, the_pacer, enabled=False) as a:
+            for n in range(100):
+                a.resend(order(f"o{n}", 10), told)
+            await asyncio.sleep(10)
+        traffic.cancel()
+        floor = [t for t in shop.repaired_on if t is None]
+        assert 40 <= len(floor) <= 51, f"half of 10/s for 10 s: {len(floor)}"
+
+    on_virtual_time(scenario)
+
+
+def test_a_live_change_skips_a_resend_in_line() -> None:
+    shop, metrics, told = Shop(), Metrics(), Told()
+
+    async def scenario() -> None:
+        async with audit(shop, metrics, enabled=False) as a:
+            a.resend(order("o", 10), told)
+            a.unsure("o")  # a live change of it is handed to the deliverer
+            await asyncio.sleep(2)
+            assert told.ends == [("o", Resent.SKIPPED)]
+            assert shop.asked == []
 
     on_virtual_time(scenario)

@@ -815,3 +815,18 @@ def test_idle_is_clear_while_a_live_change_is_in_hand_and_not_for_an_audits_read
             assert d.deliverer.idle.is_set()
 
     on_virtual_time(scenario)
+
+
+def test_a_repair_without_a_tick_waits_for_one_as_live_work_does() -> None:
+    """A resync's floor: the repair's job takes its own tick through the gate, and is sent."""
+
+    async def scenario() -> None:
+        audit = Audit()
+        d = desk(audit=audit)
+        async with d.deliverer:
+            assert d.deliverer.repair(change_of("A1", 0, "active"), None)
+            await until(lambda: audit.repairs)
+            assert [o.kind for o in audit.repairs] == [OutcomeKind.DELIVERED]
+            assert d.vendor.calls == 1
+
+    on_virtual_time(scenario)

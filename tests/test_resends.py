@@ -1,0 +1,86 @@
+"""What a resync hands a shop: each change told back once (sent, skipped, failed); one not sent goes
+back in line; one superseded by a live change is never sent after it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from connector._outcomes import Outcome, OutcomeKind
+from connector._resends import MAX_ATTEMPTS, Resends, Resent
+from connector.structs import OrderChange, Record, TopicPartition
+
+TP = TopicPartition("orders", 0)
+
+
+def change(key: str, tp: TopicPartition = TP) -> OrderChange:
+    return OrderChange(
+        Record(tp.topic, tp.partition, 0, key.encode(), b"{}"), key, "upsert", {"external_id": key}
+    )
+
+
+@dataclass
+class Told:
+    share: float = 0.2
+    ends: list[tuple[str, Resent]] = field(default_factory=list)
+
+    def ended(self, change: OrderChange, how: Resent) -> None:
+        self.ends.append((change.key, how))
+
+
+def test_a_change_sent_is_told_sent_once_and_the_line_is_in_order() -> None:
+    told, resends = Told(), Resends()
+    for key in ("a", "b"):
+        resends.add(change(key), told)
+    first = resends.take()
+    assert first is not None
+    assert first.change.key == "a"
+    assert resends.ended(Outcome(OutcomeKind.DELIVERED, "a", first.change, attempts=1))
+    assert told.ends == [("a", Resent.SENT)]
+    assert not resends.ended(Outcome(OutcomeKind.DELIVERED, "a", first.change)), "told once"
+    assert not resends.ended(Outcome(OutcomeKind.DELIVERED, "zz", None)), "not a resend: the audit's"
+
+
+def test_one_never_sent_goes_back_in_line_and_one_failing_is_told_failed_after_its_attempts() -> None:
+    told, resends = Told(), Resends()
+    resends.add(change("a"), told)
+    item = resends.take()
+    assert item is not None
+    assert resends.ended(Outcome(OutcomeKind.ABANDONED, "a", item.change, attempts=0))
+    assert len(resends) == 1
+    assert told.ends == []
+    for _ in range(MAX_ATTEMPTS):
+        item = resends.take()
+        assert item is not None
+        resends.ended(Outcome(OutcomeKind.FAILED, "a", item.change, attempts=1))
+    assert told.ends == [("a", Resent.FAILED)]
+    assert len(resends) == 0
+
+
+def test_a_live_change_skips_the_resend_in_line_and_the_one_in_flight_is_never_sent_again() -> None:
+    told, resends = Told(), Resends()
+    resends.add(change("a"), told)
+    resends.add(change("b"), told)
+    resends.superseded("a")
+    assert told.ends == [("a", Resent.SKIPPED)]
+    item = resends.take()
+    assert item is not None
+    resends.superseded("b")  # while in flight: the live change waits for it
+    resends.ended(Outcome(OutcomeKind.FAILED, "b", item.change, attempts=1))
+    assert told.ends == [("a", Resent.SKIPPED), ("b", Resent.SKIPPED)]
+    assert resends.take() is None, "an older state never follows the live one"
+
+
+def test_put_back_withdraw_and_forget() -> None:
+    told, other, resends = Told(), Told(share=0.5), Resends()
+    resends.add(change("a"), told)
+    resends.add(change("b", TopicPartition("orders", 1)), other)
+    item = resends.take()
+    assert item is not None
+    resends.put_back(item)
+    assert resends.floor() == 0.5, "b is first in line now"
+    resends.withdraw(told)
+    assert len(resends) == 1
+    resends.forget({TopicPartition("orders", 1)})
+    assert len(resends) == 0
+    assert told.ends == [], "withdrawn ones are not told"
+    assert other.ends == [], "forgotten ones are not told"

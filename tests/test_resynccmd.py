@@ -1,0 +1,47 @@
+"""``connector resync status`` as people and scripts read it (the topic is read by the real-broker
+test, tests/integration/test_resync.py)."""
+
+from __future__ import annotations
+
+from connector.config import Settings
+from connector.resynccmd import Status, as_json, new_request, render
+from connector.resynclog import Progress, Request, State
+
+
+def test_no_request_says_so() -> None:
+    assert render(Status(None, 4), 5.0) == "no resync was asked of this group"
+
+
+def test_status_shows_a_bar_the_counts_the_partitions_and_an_estimate_at_the_floor() -> None:
+    request = Request("g", "r-1", None, 1800000000.0, 0.2, 0.0)
+    state = Status(request, 3)
+    state.progress[("orders", 0)] = Progress("g", "r-1", "orders", 0, 0, 100, 100, 50, 45, 5, done=True)
+    state.progress[("orders", 1)] = Progress("g", "r-1", "orders", 1, 0, 100, 10, 50, 5)
+    text = render(state, 5.0)
+    assert "orders with an event since 2027-01-15T08:00:00+00:00" in text
+    assert "55 of 100 orders" in text
+    assert "55%" in text
+    assert "50 sent, 5 skipped" in text
+    assert "1 done, 1 under way, 1 not begun" in text
+    assert "at most ~45 s left at the floor (20% of 5/s) and the partitions not begun" in text
+    assert not state.done
+    data = as_json(state)
+    assert (data["orders"], data["sent"], data["done"]) == (100, 50, False)
+
+
+def test_done_and_cancelled() -> None:
+    request = Request("g", "r-1", "acme", None, 0.2, 0.0, State.CANCELLED)
+    state = Status(request, 1)
+    state.progress[("orders", 0)] = Progress("g", "r-1", "orders", 0, 0, 10, 10, 3, 3, done=True)
+    assert state.done
+    text = render(state, 5.0)
+    assert "every order, shop acme" in text
+    assert "cancelled" in text
+    assert text.endswith("done")
+
+
+def test_a_new_request_names_the_group_and_takes_the_default_floor() -> None:
+    settings = Settings(kafka={"topics": ["orders"], "group_id": "grp"})
+    request = new_request(settings, None, None, None)
+    assert (request.group, request.share, request.state) == ("grp", settings.resync.share, State.ACTIVE)
+    assert request.id.startswith("r-")
