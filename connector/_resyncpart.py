@@ -20,6 +20,7 @@ from typing import Protocol
 
 from connector._resends import Resent
 from connector.config import ResyncSettings
+from connector.instruments import NO_HOOKS, Resynced, ResyncHooks
 from connector.logs import get_logger
 from connector.resynclog import Progress, Request, encode
 from connector.structs import OrderChange, Record, TopicPartition
@@ -97,6 +98,7 @@ class PartitionResync:
         settings: ResyncSettings,
         member: str,
         wall: Callable[[], float],
+        hooks: ResyncHooks = NO_HOOKS,
     ) -> None:
         self.request = request
         self.tp = tp
@@ -109,6 +111,7 @@ class PartitionResync:
         self._settings = settings
         self._member = member
         self._wall = wall
+        self._hooks = hooks
         self._open = 0
         self._counts = {how: 0 for how in Resent}
         self._batch_over = asyncio.Event()
@@ -121,6 +124,7 @@ class PartitionResync:
     def ended(self, change: OrderChange, how: Resent) -> None:
         """A change handed over ended (:class:`~connector._resends.Told`)."""
         self._counts[how] += 1
+        self._hooks.order_resynced(Resynced(str(how)))
         self._open -= 1
         if self._open <= 0:
             self._batch_over.set()
@@ -203,6 +207,7 @@ class PartitionResync:
                 shop = self._shops_served.resending(change.tenant)
                 if shop is None or change.key in beyond or self._newer.supersedes(change):
                     self._counts[Resent.SKIPPED] += 1
+                    self._hooks.order_resynced(Resynced(str(Resent.SKIPPED)))
                     continue
                 self._open += 1
                 handed += 1

@@ -254,4 +254,25 @@ class AuditSeries:
         )
 
 
-__all__ = ["AuditSeries", "CallSeries", "ParkSeries", "PartitionSeries", "ReadSeries", "TenantSeries"]
+class ResyncSeries:
+    """Resyncs' series (``connector/resync.py``)."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.orders = Counter(
+            "connector_resync_orders",
+            "Orders of a resync dealt with by this member, by result: sent, skipped (the live traffic "
+            "sent a newer state, or the shop is not served here) or failed (three attempts).",
+            ["result"],
+            registry=r,
+        )
+
+
+__all__ = [
+    "AuditSeries",
+    "CallSeries",
+    "ParkSeries",
+    "PartitionSeries",
+    "ReadSeries",
+    "ResyncSeries",
+    "TenantSeries",
+]

@@ -197,6 +197,7 @@ async def serve(settings: Settings, stop: asyncio.Event, parts: Parts | None = N
                 member=f"{settings.kafka.client_id}-{os.getpid()}",
                 settings=settings.resync,
                 clock=clock,
+                hooks=metrics,
             )
             resyncer.connect(owned=assignment, shops=tenancy, reader=reader, newer=coalescer)
             await stack.enter_async_context(resyncer)

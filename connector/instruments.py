@@ -404,6 +404,20 @@ class AuditHooks(Protocol):
     def repair_ended(self, event: RepairEnded) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Resynced:
+    """An order of a resync was dealt with: ``result`` is ``sent``, ``skipped`` (the live traffic
+    sent a newer state, or its shop is not served here) or ``failed``."""
+
+    result: str
+
+
+class ResyncHooks(Protocol):
+    """What resyncs report."""
+
+    def order_resynced(self, event: Resynced) -> None: ...
+
+
 class Hooks(
     ReadHooks,
     PartitionHooks,
@@ -413,6 +427,7 @@ class Hooks(
     ParkHooks,
     TenantHooks,
     AuditHooks,
+    ResyncHooks,
     Protocol,
 ):
     """Every hook: what a part that hands hooks on to the parts it builds takes."""
@@ -422,6 +437,9 @@ class NoHooks:
     """Hooks that drop every payload (a part tested without metrics)."""
 
     def order_audited(self, event: Audited) -> None:
+        pass
+
+    def order_resynced(self, event: Resynced) -> None:
         pass
 
     def repair_ended(self, event: RepairEnded) -> None:

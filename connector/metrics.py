@@ -13,7 +13,15 @@ import contextlib
 
 from prometheus_client import CollectorRegistry
 
-from connector._series import AuditSeries, CallSeries, ParkSeries, PartitionSeries, ReadSeries, TenantSeries
+from connector._series import (
+    AuditSeries,
+    CallSeries,
+    ParkSeries,
+    PartitionSeries,
+    ReadSeries,
+    ResyncSeries,
+    TenantSeries,
+)
 from connector.coalesce import Resolution
 from connector.instruments import (
     Audited,
@@ -44,6 +52,7 @@ from connector.instruments import (
     Released,
     RepairEnded,
     Resolved,
+    Resynced,
     RetryAfterTooLong,
     RetryScheduled,
     TenantsReloaded,
@@ -56,8 +65,8 @@ from connector.instruments import (
 class Metrics:
     """The connector's metrics, registered in a registry of their own, and the hooks
     (:class:`~connector.instruments.Hooks`) that write them. The series are public attributes of
-    their groups (``read``, ``partitions``, ``calls``, ``parking``, ``tenants``, ``audit``; declared in
-    ``_series.py``), for the tests to read."""
+    their groups (``read``, ``partitions``, ``calls``, ``parking``, ``tenants``, ``audit``,
+    ``resync``; declared in ``_series.py``), for the tests to read."""
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
@@ -67,6 +76,7 @@ class Metrics:
         self.parking = ParkSeries(r)
         self.tenants = TenantSeries(r)
         self.audit = AuditSeries(r)
+        self.resync = ResyncSeries(r)
         # Every resolution's series from the start (at 0), its child kept: one is resolved per record.
         self._resolved = {why.value: self.read.resolved.labels(why.value) for why in Resolution}
         self.port: int | None = None
@@ -77,6 +87,10 @@ class Metrics:
 
     def repair_ended(self, event: RepairEnded) -> None:
         self.audit.repairs.labels(event.drift, event.outcome).inc()
+
+    # -- resyncs -----------------------------------------------------------------------------------
+    def order_resynced(self, event: Resynced) -> None:
+        self.resync.orders.labels(event.result).inc()
 
     # -- reading and resolution ------------------------------------------------------------------
     def records_read(self, event: RecordsRead) -> None:

@@ -27,6 +27,7 @@ from connector._kafka import client_options, start_within
 from connector._resyncpart import Newer, PartitionResync, Publisher, Reads, Shops, SourceLog
 from connector.clock import Clock
 from connector.config import KafkaSettings, ResyncSettings
+from connector.instruments import NO_HOOKS, ResyncHooks
 from connector.logs import get_logger
 from connector.resynclog import Progress, Request, State, Unreadable, decode
 from connector.structs import Record, TopicPartition
@@ -62,8 +63,10 @@ class Resyncer:
         member: str,
         settings: ResyncSettings,
         clock: Clock,
+        hooks: ResyncHooks = NO_HOOKS,
     ) -> None:
         self.group = group
+        self._hooks = hooks
         self._opener = log_opener
         self._source = source
         self._member = member
@@ -161,7 +164,7 @@ class Resyncer:
         return PartitionResync(
             request, tp, progress, source=self._source, out=self._log, reader=self._reader,
             newer=self._newer, shops=self._shops, settings=self._settings, member=self._member,
-            wall=self._clock.wall,
+            wall=self._clock.wall, hooks=self._hooks,
         )  # fmt: skip
 
     async def _run(self, part: PartitionResync) -> None:

@@ -44,6 +44,7 @@ from connector.instruments import (
     Released,
     RepairEnded,
     Resolved,
+    Resynced,
     RetryAfterTooLong,
     RetryScheduled,
     TenantFigures,
@@ -178,6 +179,13 @@ ROWS: dict[str, Row] = {
     "a drift's repair ended": (
         [("repair_ended", RepairEnded("", "older", "delivered"))],
         {s("connector_audit_repairs_total", drift="older", outcome="delivered"): 1},
+    ),
+    "an order of a resync dealt with": (
+        [("order_resynced", Resynced("sent")), ("order_resynced", Resynced("skipped"))],
+        {
+            s("connector_resync_orders_total", result="sent"): 1,
+            s("connector_resync_orders_total", result="skipped"): 1,
+        },
     ),
     "a Retry-After too long": (
         [("retry_after_too_long", RetryAfterTooLong("", 600.0))],

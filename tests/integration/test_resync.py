@@ -79,4 +79,6 @@ async def test_a_resync_after_the_vendor_lost_everything_sends_each_order_once_u
         assert len(writes) <= len(orders) + len(live), "one call per order, and the live traffic's"
         assert not backwards(sandbox), "never an older state after a newer one"
         assert (metrics.registry.get_sample_value("connector_api_rate_limited_total") or 0) == 0
+        resynced = metrics.registry.get_sample_value("connector_resync_orders_total", {"result": "sent"})
+        assert resynced == sent
         assert "done" in resynccmd.render(state, 20.0)
