@@ -3,9 +3,10 @@
 
 Each change is told back to whoever handed it (:class:`Told`) exactly once: *sent*, *skipped* (a
 live change of its order came meanwhile: the live traffic sends a state at least as new, and an older
-one must never follow it), or *failed* (sent :data:`MAX_ATTEMPTS` times without success). A change
-whose request never went out (its tick went stale, the circuit was not closed, its order had a job)
-goes back in line, behind the others.
+one must never follow it), or *failed* (refused for good: a 4xx the live traffic would dead-letter
+too). A change whose request never went out (its tick went stale, the circuit was not closed, its
+order had a job), or failed in a way worth trying again (an outage, a timeout, a 429), goes back in
+line, behind the others: a resync gives no order up for a fault that passes.
 """
 
 from __future__ import annotations
@@ -16,10 +17,8 @@ from enum import StrEnum
 from typing import Protocol
 
 from connector._outcomes import Outcome, OutcomeKind
+from connector.errors import InputError, PermanentSinkError
 from connector.structs import OrderChange, TopicPartition
-
-MAX_ATTEMPTS = 3
-"""Requests sent for one change, at most, before it is told failed."""
 
 
 class Resent(StrEnum):
@@ -97,14 +96,11 @@ class Resends:
             item.told.ended(item.change, Resent.SENT)
         elif item.superseded:  # never again: the live change is newer
             item.told.ended(item.change, Resent.SKIPPED)
-        elif outcome.kind is OutcomeKind.ABANDONED and not outcome.attempts:
-            self._line[outcome.key] = item  # never sent
-        else:
-            item.attempts += 1
-            if item.attempts >= MAX_ATTEMPTS:
-                item.told.ended(item.change, Resent.FAILED)
-            else:
-                self._line[outcome.key] = item
+        elif outcome.kind is OutcomeKind.INVALID or isinstance(outcome.error, _FOR_GOOD):
+            item.told.ended(item.change, Resent.FAILED)
+        else:  # never sent, cancelled, or a fault that passes (an outage, a timeout, a 429): again
+            item.attempts += 1 if outcome.attempts else 0
+            self._line[outcome.key] = item
         return True
 
     def superseded(self, key: str) -> None:
@@ -129,4 +125,9 @@ class Resends:
             del self._line[key]
 
 
-__all__ = ["MAX_ATTEMPTS", "Resends", "Resent", "Told"]
+_FOR_GOOD = (PermanentSinkError, InputError)
+"""What a resync gives an order up for: the vendor refused the change itself (a 4xx of the order, a
+missing scope), or it does not fit the vendor's model; the live traffic would dead-letter it too."""
+
+
+__all__ = ["Resends", "Resent", "Told"]

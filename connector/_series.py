@@ -261,7 +261,7 @@ class ResyncSeries:
         self.orders = Counter(
             "connector_resync_orders",
             "Orders of a resync dealt with by this member, by result: sent, skipped (the live traffic "
-            "sent a newer state, or the shop is not served here) or failed (three attempts).",
+            "sent a newer state, or the shop is not served here) or failed (refused for good: a 4xx).",
             ["result"],
             registry=r,
         )

@@ -87,6 +87,11 @@ class Desk(Protocol):
         """Set while the shop has no live change in hand (a shop with work uses its ticks)."""
         ...
 
+    @property
+    def closed(self) -> bool:
+        """Whether the shop's circuit is closed (a repair on a spare tick may be sent)."""
+        ...
+
     def read(self, change: OrderChange, tick: float) -> bool: ...
 
     def repair(self, change: OrderChange, tick: float | None) -> bool: ...
@@ -132,6 +137,7 @@ class Auditor:
         self._pending: dict[str, Drift] = {}  # drifts to repair on the next spare ticks, in order
         self._repairing: dict[str, Drift] = {}  # the repairs sent and not ended, and their drift
         self._resends = Resends()  # what a resync handed over, to send again
+        self._floor: str | None = None  # the resend sent as live work is (its key), until it ends
         self._failures = 0
         self._unsupported = False  # the vendor's client reads no order back
         self._reading = settings.enabled and settings.remember_orders > 0
@@ -215,6 +221,8 @@ class Auditor:
 
     def repair_ended(self, outcome: Outcome) -> None:
         """A repair this audit asked for, or a resend, ended."""
+        if outcome.key == self._floor:
+            self._floor = None
         if self._resends.ended(outcome):
             if outcome.kind is OutcomeKind.DELIVERED and outcome.change is not None:
                 self._keep(outcome.change, False)
@@ -315,17 +323,26 @@ class Auditor:
 
     async def _resend(self) -> None:
         """Send the first change in the resync's line: on a spare tick, or, when none comes within
-        the floor's spacing, as live work (the repair job then takes its own tick)."""
+        the floor's spacing (or the circuit is not closed), as live work: the repair job then waits
+        at the deliverer's gate and takes its own tick, and may be the circuit's probe (with no
+        live traffic, nothing else would probe it). One such at a time, one per spacing at most."""
         assert self._desk is not None
+        started = self._clock.monotonic()
         rate = self._pacer.full_rate * self._resends.floor()
         gap = 1.0 / rate if rate > 0 else IDLE_LOOK
-        tick = await self._pacer.acquire_spare(within=gap)
+        tick = await self._pacer.acquire_spare(within=gap) if self._desk.closed else None
+        if tick is None and self._floor is not None:  # the last one sent as live work is on its way
+            await asyncio.sleep(gap)
+            return
         item = self._resends.take()
         if item is None:
             return
         if not self._desk.repair(item.change, tick):  # its order has a job (an audit's read)
             self._resends.put_back(item)
             await asyncio.sleep(min(gap, IDLE_LOOK))
+        elif tick is None:
+            self._floor = item.change.key
+            await asyncio.sleep(max(0.0, started + gap - self._clock.monotonic()))
 
     def _repair(self, tick: float) -> bool:
         """Send the first drift waiting for a repair on ``tick``; False when none was sent."""

@@ -145,10 +145,10 @@ class Coalescer:
         return (mark.digest, mark.version) if mark is not None else None
 
     def supersedes(self, change: OrderChange) -> bool:
-        """Whether a newer state of ``change``'s order was seen here than ``change`` (a resync never
-        sends an older state than the live traffic has)."""
+        """Whether a newer state of ``change``'s order, with another body, was seen here (a resync
+        never sends an older state than the live traffic has; one with the same body it may)."""
         newest = self._newest(change.key)
-        return newest is not None and change.version.older_than(newest[1])
+        return newest is not None and change.version.older_than(newest[1]) and newest[0] != change.digest
 
     def offer(self, change: OrderChange) -> Offer:
         """Accept a decoded change; say whether its key needs a job and what it resolved."""

@@ -190,6 +190,11 @@ class Deliverer:
         self._live_job(job)
         self._queue.put_nowait(job)
 
+    @property
+    def closed(self) -> bool:
+        """Whether the circuit is closed (a repair on a spare tick may be sent now)."""
+        return self.circuit.state is State.CLOSED
+
     def repair(self, change: OrderChange, tick: float | None) -> bool:
         """Send ``change`` (the key's last delivered change, or a resync's) again, once, on ``tick``
         (a spare tick the audit took): only while the tick is fresh, the order settled, the partition
@@ -366,12 +371,13 @@ class Deliverer:
         """Whether a repair may be sent now, on the audit's tick; if not, it is given up (told as
         abandoned: the audit reads the order again later)."""
         tick = job.tick
+        state = self.circuit.state  # a repair that took its tick at the gate may be the probe
         sendable = (
             tick is not None
             and job.not_before <= self._clock.monotonic()
             and self._pacer.fresh(tick)
             and self._fence.may_send(job.tp, tick)
-            and self.circuit.state is State.CLOSED
+            and (state is State.CLOSED or (job.probe and state is State.HALF_OPEN))
         )
         if not sendable:
             self._gates.release_probe(job)

@@ -134,9 +134,22 @@ class Assignment:
         """``tp`` was revoked (or lost): its state goes with it."""
         return self._parts.pop(tp, None)
 
-    def owned(self) -> set[TopicPartition]:
-        """Partitions owned and sent for (neither being assigned, warmed nor revoked)."""
-        return self.partitions(PartitionStatus.OWNED)
+    def read_below(self, tp: TopicPartition, assignment: object) -> int | None:
+        """The offset of ``tp`` below which every record was handed to the live traffic: read by
+        this member (resolved, or known to the coalescer and its jobs), or resolved and committed
+        before it owned the partition. None unless ``tp`` is owned, in ``assignment`` (what
+        :meth:`owned` gave for it: revoked and assigned again, the coalescer forgot its orders)."""
+        part = self._parts.get(tp)
+        if part is None or part is not assignment or part.status is not PartitionStatus.OWNED:
+            return None
+        if part.offsets.next_offset is not None:
+            return part.offsets.next_offset
+        return part.committed if part.committed is not None else part.start
+
+    def owned(self) -> dict[TopicPartition, object]:
+        """Partitions owned and sent for (neither being assigned, warmed nor revoked), each with what
+        stands for this assignment of it (a partition revoked and assigned again is another)."""
+        return {tp: p for tp, p in self._parts.items() if p.status is PartitionStatus.OWNED}
 
     def partitions(self, *statuses: PartitionStatus) -> set[TopicPartition]:
         """Owned partitions, in any of ``statuses`` (every one when none is given)."""

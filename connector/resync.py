@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Protocol, Self
@@ -24,7 +25,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as KafkaTP
 
 from connector._kafka import client_options, start_within
-from connector._resyncpart import Newer, PartitionResync, Publisher, Reads, Shops, SourceLog
+from connector._resyncpart import Live, Newer, PartitionResync, Publisher, Reads, Revoked, Shops, SourceLog
 from connector.clock import Clock
 from connector.config import KafkaSettings, ResyncSettings
 from connector.instruments import NO_HOOKS, ResyncHooks
@@ -44,9 +45,10 @@ class ResyncLog(Publisher, Protocol):
     async def read(self) -> list[bytes]: ...
 
 
-class Owned(Protocol):
-    def owned(self) -> set[TopicPartition]:
-        """Partitions this member owns and sends for (not being assigned, warmed or revoked)."""
+class Owned(Live, Protocol):
+    def owned(self) -> Mapping[TopicPartition, object]:
+        """Partitions this member owns and sends for (not being assigned, warmed or revoked), each
+        with a token of this assignment of it (revoked and assigned again: another token)."""
         ...
 
 
@@ -79,7 +81,9 @@ class Resyncer:
         self._newer: Newer | None = None
         self.request: Request | None = None
         self.progress: dict[TopicPartition, Progress] = {}  # of the current request
-        self._running: dict[TopicPartition, tuple[PartitionResync, asyncio.Task[None]]] = {}
+        # Each partition's resync under way, and the assignment it runs in: one revoked (its shops'
+        # lines forget what it handed them) and assigned again starts again from its progress.
+        self._running: dict[TopicPartition, tuple[PartitionResync, object, asyncio.Task[None]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._stack = contextlib.AsyncExitStack()
 
@@ -96,7 +100,7 @@ class Resyncer:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        tasks = [t for t in (self._task, *(task for _, task in self._running.values())) if t is not None]
+        tasks = [t for t in (self._task, *(task for _, _, task in self._running.values())) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -141,30 +145,35 @@ class Resyncer:
         """Run a partition's resync for each owned partition not done; stop those no longer owned,
         or of a request cancelled or replaced."""
         request = self.request
-        owned = self._owned.owned() if self._owned is not None else set()
+        owned = self._owned.owned() if self._owned is not None else {}
         active = request is not None and request.state is State.ACTIVE
-        for tp, (part, task) in list(self._running.items()):
-            if task.done() or not active or tp not in owned or part.request.id != (request and request.id):
+        for tp, (part, token, task) in list(self._running.items()):
+            current = request is not None and part.request.id == request.id
+            if task.done() or not active or not current or owned.get(tp) is not token:
                 task.cancel()
                 del self._running[tp]
         if not active or request is None:
             return
-        for tp in sorted(owned - set(self._running)):
+        for tp in sorted(set(owned) - set(self._running)):
             progress = self.progress.get(tp)
             if progress is not None and progress.done:
                 continue
-            part = self._part(request, tp, progress)
-            self._running[tp] = (part, asyncio.create_task(self._run(part), name=f"resync-{tp}"))
+            part = self._part(request, tp, progress, owned[tp])
+            task = asyncio.create_task(self._run(part), name=f"resync-{tp}")
+            self._running[tp] = (part, owned[tp], task)
 
-    def _part(self, request: Request, tp: TopicPartition, progress: Progress | None) -> PartitionResync:
+    def _part(
+        self, request: Request, tp: TopicPartition, progress: Progress | None, assignment: object
+    ) -> PartitionResync:
         assert self._log is not None
         assert self._reader is not None
         assert self._newer is not None
         assert self._shops is not None
+        assert self._owned is not None
         return PartitionResync(
-            request, tp, progress, source=self._source, out=self._log, reader=self._reader,
-            newer=self._newer, shops=self._shops, settings=self._settings, member=self._member,
-            wall=self._clock.wall, hooks=self._hooks,
+            request, tp, progress, assignment, source=self._source, out=self._log, reader=self._reader,
+            newer=self._newer, shops=self._shops, live=self._owned, settings=self._settings,
+            member=self._member, wall=self._clock.wall, hooks=self._hooks,
         )  # fmt: skip
 
     async def _run(self, part: PartitionResync) -> None:
@@ -172,6 +181,8 @@ class Resyncer:
             self.progress[part.tp] = await part.run()
         except asyncio.CancelledError:
             raise
+        except Revoked:
+            return  # its next owner goes on from its progress
         except Exception as exc:  # given up here; tried again on the next look
             log.error("resync_partition_failed", id=part.request.id, partition=str(part.tp),
                       error=f"{type(exc).__name__}: {exc}")  # fmt: skip

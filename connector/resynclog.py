@@ -24,7 +24,7 @@ partition, created by ``connector resync`` when missing. Values are UTF-8 JSON o
   start), to the log end when the partition's resync began. ``at``: every order whose newest record
   in range lies below it has been dealt with (sent, or skipped because the live traffic sent a newer
   state); a new owner goes on from there. ``orders``: orders found in range; ``sent``, ``skipped``
-  and ``failed`` (sent three times without success) so far; ``done`` once ``at`` reached ``until``.
+  and ``failed`` (refused for good by the vendor) so far; ``done`` once ``at`` reached ``until``.
 
 Version rule, as for the pace topic: fields may be added within a version and a reader ignores names
 it does not know; removing one or changing its meaning is a new ``v``, and a reader skips a record of a

@@ -51,12 +51,17 @@ class Shop:
         self.auditor: Auditor | None = None
         self.repaired_on: list[float | None] = []  # each repair's tick (None: it takes its own)
         self.end_repairs = False  # tell the auditor each repair was delivered, 10 ms later
+        self.circuit_closed = True
         self._idle = asyncio.Event()
         self._idle.set()
 
     @property
     def idle(self) -> asyncio.Event:
         return self._idle
+
+    @property
+    def closed(self) -> bool:
+        return self.circuit_closed
 
     def read(self, change: OrderChange, tick: float) -> bool:
         if change.key in self.busy:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from connector._outcomes import Outcome, OutcomeKind
-from connector._resends import MAX_ATTEMPTS, Resends, Resent
+from connector._resends import Resends, Resent
+from connector.errors import AuthError, RejectedError, ServerError
 from connector.structs import OrderChange, Record, TopicPartition
 
 TP = TopicPartition("orders", 0)
@@ -40,7 +41,7 @@ def test_a_change_sent_is_told_sent_once_and_the_line_is_in_order() -> None:
     assert not resends.ended(Outcome(OutcomeKind.DELIVERED, "zz", None)), "not a resend: the audit's"
 
 
-def test_one_never_sent_goes_back_in_line_and_one_failing_is_told_failed_after_its_attempts() -> None:
+def test_one_never_sent_or_failing_for_a_passing_fault_goes_back_in_line_one_refused_fails() -> None:
     told, resends = Told(), Resends()
     resends.add(change("a"), told)
     item = resends.take()
@@ -48,10 +49,14 @@ def test_one_never_sent_goes_back_in_line_and_one_failing_is_told_failed_after_i
     assert resends.ended(Outcome(OutcomeKind.ABANDONED, "a", item.change, attempts=0))
     assert len(resends) == 1
     assert told.ends == []
-    for _ in range(MAX_ATTEMPTS):
+    for error in [ServerError("503"), AuthError("401")] * 5:  # an outage: never given up for it
         item = resends.take()
         assert item is not None
-        resends.ended(Outcome(OutcomeKind.FAILED, "a", item.change, attempts=1))
+        resends.ended(Outcome(OutcomeKind.FAILED, "a", item.change, error, attempts=1))
+    assert told.ends == []
+    item = resends.take()
+    assert item is not None
+    resends.ended(Outcome(OutcomeKind.FAILED, "a", item.change, RejectedError("422: bad total"), attempts=1))
     assert told.ends == [("a", Resent.FAILED)]
     assert len(resends) == 0
 

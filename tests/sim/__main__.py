@@ -22,10 +22,13 @@ def main(argv: list[str] | None = None) -> int:
         "--debezium", action="store_true", help="with Debezium's rows besides: deletes, tombstones, re-sends"
     )
     parser.add_argument("--audit", action="store_true", help="with the read-back audits on")
+    parser.add_argument(
+        "--resync", action="store_true", help="the vendor loses every order mid-run; a resync is asked"
+    )
     args = parser.parse_args(argv)
     scale = args.scale or (4.0 if args.soak else 1.0)
     if args.seed is not None:
-        result = run(args.seed, scale, args.log, args.tenants, args.debezium, args.audit)
+        result = run(args.seed, scale, args.log, args.tenants, args.debezium, args.audit, args.resync)
         print(result.description)
         if args.log.upper() != "ERROR":
             print(result.stats.get("log", ""))
@@ -37,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     slowest = (0.0, -1)
     started = time.perf_counter()
     for seed in range(args.first, args.first + args.runs):
-        result = run(seed, scale, tenants=args.tenants, debezium=args.debezium, audit=args.audit)
+        result = run(
+            seed, scale, tenants=args.tenants, debezium=args.debezium, audit=args.audit, resync=args.resync
+        )
         slowest = max(slowest, (float(result.stats.get("converged_after_s", 0.0)), seed))
         if not result.ok:
             failed += 1
@@ -48,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                 + (" --tenants" if args.tenants else "")
                 + (" --debezium" if args.debezium else "")
                 + (" --audit" if args.audit else "")
+                + (" --resync" if args.resync else "")
             )
     took = time.perf_counter() - started
     print(

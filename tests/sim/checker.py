@@ -251,6 +251,21 @@ class Checker:
                 found.append(key)
         return found
 
+    def resyncable(self, keys: list[str]) -> list[str]:
+        """Those of ``keys`` a resync must bring back to their newest state: an update the vendor
+        can hold (none of the order's events refused or dead-lettered)."""
+        self._sync_writes()
+        end = float("inf")
+        found = []
+        for key in sorted(keys):
+            want = self.newest(key)
+            if want is None or want.event.op == "delete" or key not in self.by_key:
+                continue
+            if self._rejected(want) or any(self._dead_lettered(p, end) for p in self.by_key[key]):
+                continue
+            found.append(key)
+        return found
+
     def final(self) -> None:
         """Every check that needs the run to be over."""
         self._sync_writes()

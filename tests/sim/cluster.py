@@ -221,6 +221,7 @@ class SimCluster:
         self.parked: dict[int, list[Record]] = {p: [] for p in range(partitions)}  # the parking topic
         self.park_appends: list[ParkAppend] = []
         self.pace = PaceTopic()  # the pace topic: every cut a member made after a 429
+        self.resync = PaceTopic()  # the resync topic: requests and progress (compaction not modelled)
         self.members: dict[str, Member] = {}
         self.generation = 0
         self.epochs: dict[TopicPartition, int] = dict.fromkeys(self.logs, 0)
@@ -484,6 +485,19 @@ class SimCluster:
 
         return self.pace.log_for(reachable)
 
+    def resync_log_for(self, m_name: str) -> MemoryPaceLog:
+        """The resync topic as member ``m_name`` reaches it (not while dead or cut off)."""
+
+        def reachable() -> bool:
+            m = self.members.get(m_name)
+            return m is None or (m.alive and m.connected)
+
+        return self.resync.log_for(reachable)
+
+    def source_log_for(self, m_name: str) -> SimSourceLog:
+        """The source topic read outside the group (a resync's reads) by member ``m_name``."""
+        return SimSourceLog(self, m_name)
+
     def dead_letters_for(self, m_name: str) -> SimDeadLetters:
         """The dead-letter writer of member ``m_name``."""
         return SimDeadLetters(self, m_name)
@@ -568,6 +582,28 @@ class SimParkLog(_SideTopic):
         if not self._reachable():
             raise Unreachable("broker unreachable")
         return len(self._cluster.parked[partition])
+
+
+class SimSourceLog(_SideTopic):
+    """A member's reads of the source topic outside the group (``connector.resync.SourceLog``):
+    refused while cut off; every read seeks first, and may come back with nothing, or part."""
+
+    async def bounds(self, tp: TopicPartition) -> tuple[int, int]:
+        await asyncio.sleep(0.002)
+        if not self._reachable():
+            raise Unreachable("broker unreachable")
+        return 0, len(self._cluster.logs[tp])
+
+    async def offset_at(self, tp: TopicPartition, since: float) -> int | None:
+        await asyncio.sleep(0.002)
+        return next((r.offset for r in self._cluster.logs[tp] if r.timestamp_ms >= since * 1000), None)
+
+    async def read(self, tp: TopicPartition, offset: int) -> list[Record]:
+        await asyncio.sleep(0.002)
+        if not self._reachable():
+            raise Unreachable("broker unreachable")
+        cluster = self._cluster
+        return cluster.after_seek(cluster.fetched(list(cluster.logs[tp][offset : offset + 100])))
 
 
 def to_v1(text: str) -> str:

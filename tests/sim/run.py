@@ -31,6 +31,7 @@ from connector.config import (
     DlqSettings,
     KafkaSettings,
     MetricsSettings,
+    ResyncSettings,
     Settings,
     SinkSettings,
     TenantsSettings,
@@ -38,6 +39,8 @@ from connector.config import (
 from connector.constants import H_PARKED_FROM, H_TENANT
 from connector.metadata import decode
 from connector.metrics import Metrics
+from connector.resynclog import Request
+from connector.resynclog import encode as resync_record
 from connector.source import PartitionsCallback
 from connector.structs import Record, TopicPartition
 from tests.sim.checker import Checker
@@ -158,6 +161,7 @@ def settings_for(s: Schedule, tenants_path: Path | None = None) -> Settings:
         ),
         metrics=MetricsSettings(port=0),
         audit=AuditSettings(enabled=s.audit, min_interval_seconds=2.0),
+        resync=ResyncSettings(look_seconds=1.0, batch=20),  # progress written often: resumed often
         shutdown_grace_seconds=10.0,
     )
 
@@ -168,6 +172,7 @@ class World:
     def __init__(self, schedule: Schedule) -> None:
         self.s = schedule
         self.tampered: list[str] = []  # orders the vendor lost or reverted by itself (audits on)
+        self.lost: list[str] = []  # every order the vendor held when it lost them all (a resync's run)
         self.loop = asyncio.get_running_loop()
         self.clock = _Clock(self.loop)
         self._folder = tempfile.TemporaryDirectory(prefix="sim-tenants-")
@@ -236,6 +241,8 @@ class World:
             park_log=self.cluster.park_log_for(name),
             pace_log=self.cluster.pace_log_for(name),
             source=source,
+            resync_log=self.cluster.resync_log_for(name) if self.s.resync_at is not None else None,
+            source_log=self.cluster.source_log_for(name) if self.s.resync_at is not None else None,
         )
         settings = self.settings
         if self._legacy.random() < self.s.knobs.parking_off:  # this member parks no new shop
@@ -309,6 +316,16 @@ class World:
             count = self.cluster.partition_counts[TOPIC]
             self._partition_of[key] = zlib.crc32(key.encode()) % count
         return self._partition_of[key]
+
+    async def lose_and_resync(self) -> None:
+        """The vendor loses every order it holds (a restored backup, a reinstalled app), and the
+        operator asks for a resync of every order at once (``connector resync --all``)."""
+        assert self.s.resync_at is not None
+        await asyncio.sleep(max(0.0, EPOCH + self.s.resync_at - self.clock.wall()))
+        held = [key for key, (op, _) in self.vendor.orders.items() if op == "upsert"]
+        self.lost = self.vendor.tamper(held, [])
+        request = Request(self.settings.kafka.group_id, "r-sim", None, None, 0.2, self.clock.wall())
+        self.cluster.resync.write(*resync_record(request))
 
     async def play(self) -> None:
         for op in self.s.ops:
@@ -405,6 +422,8 @@ async def _run(s: Schedule) -> Result:
         world.loop.create_task(world.dlq_faults()),
         world.loop.create_task(world.edit_tenants()),
     ]
+    if s.resync_at is not None:
+        background.append(world.loop.create_task(world.lose_and_resync()))
     try:
         await asyncio.sleep(s.horizon)
         await asyncio.gather(*background)
@@ -424,6 +443,8 @@ async def _run(s: Schedule) -> Result:
         )
         if s.audit:
             await _drift(world)
+        if s.resync_at is not None:
+            await _resynced(world)
         for name in world.running():
             world.stops[name].set()
         stopping = [t for t in world.tasks.values() if not t.done()]
@@ -460,6 +481,7 @@ async def _run(s: Schedule) -> Result:
         parked=len(world.cluster.park_appends),
         commits=len(world.cluster.commits),
         tampered=len(world.tampered),
+        lost=len(world.lost),
         virtual_s=round(world.clock.wall() - EPOCH, 1),
     )
     trace = [(round(w.at, 6), w.key, w.op, w.state, w.member) for w in v.writes]
@@ -504,6 +526,28 @@ async def _drift(world: World) -> None:
             world.checker.fail(f"a drift at the vendor not repaired within {AUDIT_BOUND:g}s: {key}")
 
 
+RESYNC_BOUND = 120.0
+"""Virtual seconds after the group converged within which every order the vendor lost is back at its
+newest state: the schedules' few dozen orders at their floor share (0.2 of 5/s at the least: one a
+second), plus the resync topic's look and a settle time."""
+
+
+async def _resynced(world: World) -> None:
+    """Every order the vendor lost (and whose newest state it can hold: none of its events refused or
+    dead-lettered) is back at its newest state within :data:`RESYNC_BOUND` of convergence: sent again
+    by the resync, or by the live traffic with a newer state."""
+    keys = world.checker.resyncable(world.lost)
+    deadline = world.clock.wall() + RESYNC_BOUND
+    while world.clock.wall() < deadline and not all(world.checker.holds_newest(k) for k in keys):
+        await asyncio.sleep(1.0)
+    for key in keys:
+        if not world.checker.holds_newest(key):
+            world.checker.fail(f"an order the vendor lost not resynced within {RESYNC_BOUND:g}s: {key}")
+    for key in sorted(set(world.lost) - set(keys)):
+        if key not in world.vendor.orders:  # still lost, and not the resync's to bring back
+            world.vendor.untamper(key)  # judged by the final check as it would have been
+
+
 def _virtual_time(_logger: Any, _name: str, event: Any) -> Any:
     """Log lines carry the virtual time since the start of the run (``t``)."""
     with contextlib.suppress(RuntimeError):
@@ -518,11 +562,13 @@ def run(
     tenants: bool = False,
     debezium: bool = False,
     audit: bool = False,
+    resync: bool = False,
 ) -> Result:
     """Run the schedule of ``seed`` on a fresh virtual-time loop (``tenants``: as many shops;
     ``debezium``: with orders whose events come from Debezium, re-sent after a restart, besides;
-    ``audit``: with the read-back audits on)."""
-    schedule = make_schedule(seed, scale, tenants, debezium, audit)
+    ``audit``: with the read-back audits on; ``resync``: the vendor loses everything mid-run and a
+    resync is asked)."""
+    schedule = make_schedule(seed, scale, tenants, debezium, audit, resync)
     buffer = io.StringIO()
     logs.configure(log_level, stream=buffer)
     processors = structlog.get_config()["processors"]

@@ -109,6 +109,7 @@ class Schedule:
     tenants: list[str] = field(default_factory=list)  # many tenants (empty: the single-shop mode)
     tenant_ops: list[TenantOp] = field(default_factory=list)  # operators editing the tenants file
     audit: bool = False  # the read-back audits on (reads and repairs on spare ticks)
+    resync_at: float | None = None  # the vendor loses every order then, and a resync is asked
 
     def partition_of(self, key: str) -> int:
         """The partition a key is produced to (as a producer's key hash would)."""
@@ -128,6 +129,7 @@ class Schedule:
             f"faults={','.join(kinds) or '-'} "
             f"ops={','.join(ops) or '-'} dlq_down={len(self.dlq_down)} horizon={self.horizon:.0f}s"
             + (" audit=1" if self.audit else "")
+            + (f" resync@{self.resync_at:.0f}s" if self.resync_at is not None else "")
             + (
                 f" debezium_rows={len(rows)}"
                 if (rows := {e.key for e in self.events if e.key.startswith("dbz-")})
@@ -163,15 +165,24 @@ def _envelope(event_type: str, order: dict[str, object], at: float) -> bytes:
 
 
 def make_schedule(
-    seed: int, scale: float = 1.0, tenants: bool = False, debezium: bool = False, audit: bool = False
+    seed: int,
+    scale: float = 1.0,
+    tenants: bool = False,
+    debezium: bool = False,
+    audit: bool = False,
+    resync: bool = False,
 ) -> Schedule:
     """The schedule of ``seed``; ``scale`` > 1 makes longer runs with more events (soak). With
     ``tenants``, the same schedule served as several shops (see :func:`_as_tenants`); with
     ``debezium``, the same schedule with orders whose events come from Debezium besides (see
     :func:`_debezium`): a schedule without it is the one it always was. With ``audit``, the same
-    schedule with the read-back audits on (off otherwise, so that the pinned seeds keep their runs)."""
+    schedule with the read-back audits on (off otherwise, so that the pinned seeds keep their runs).
+    With ``resync``, the vendor loses every order it holds at a time drawn among the faults, and a
+    resync of every order is asked then."""
     s = _schedule(seed, scale)
     s.audit = audit
+    if resync:
+        s.resync_at = Random(seed * 3_571 + 17).uniform(0.3, 0.6) * s.horizon
     if tenants:
         _as_tenants(s, Random(seed * 104_729 + 31), scale)
     _unkind(s, Random(seed * 15_485_863 + 29))
