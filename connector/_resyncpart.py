@@ -10,7 +10,10 @@ offset). The second read, from ``at``, hands each order's newest record to its s
 must never send ahead of the live traffic, which, working through a backlog, would then send its
 older records after the resync's newer state (found by the simulation: seed 36 with a resync). Read,
 the record is known to the coalescer and the jobs: a resend of an order whose change is on its way
-waits for it or gives way to it (:mod:`connector._resends`). A change is skipped when the coalescer has
+waits for it or gives way to it (:mod:`connector._resends`). Nor while the order's shop is parked on
+the partition: its replay would then send older parked records after the resync's newer state
+(many-shop seed 170 with a resync); the partition's resync waits until the shop is sent directly
+again. A change is skipped when the coalescer has
 seen a newer state of its order with another body (the live traffic sends that); not for a newer
 one with the same body, which the live traffic skips as identical to what it last sent, although
 the vendor lost it. Once every change of a batch is told sent, skipped or failed, ``at`` moves past
@@ -83,6 +86,10 @@ class Live(Protocol):
     def read_below(self, tp: TopicPartition, assignment: object) -> int | None:
         """The offset below which every record of ``tp`` was handed to the live traffic; None unless
         ``tp`` is still owned in ``assignment``."""
+        ...
+
+    def parked(self, tp: TopicPartition, tenant: str) -> bool:
+        """Whether ``tenant``'s records of ``tp`` wait on the parking topic (or are being replayed)."""
         ...
 
 
@@ -236,9 +243,9 @@ class PartitionResync:
                     below = self._live.read_below(self.tp, self._assignment)
                     if below is None:
                         raise Revoked(str(self.tp))
-                    if below > record.offset:
+                    if below > record.offset and not self._live.parked(self.tp, change.tenant):
                         break
-                    await asyncio.sleep(EMPTY_WAIT)
+                    await asyncio.sleep(EMPTY_WAIT)  # (a parked shop: its replay may send older)
                 shop = self._shops_served.resending(change.tenant)
                 if shop is None or self._newer.supersedes(change):
                     self._counts[Resent.SKIPPED] += 1
@@ -254,7 +261,8 @@ class PartitionResync:
                     break
             else:
                 at = batch[-1].offset + 1
-            if self._open > 0:
+            while self._open > 0:  # (set early, when all handed so far had ended: handed more since)
+                self._batch_over.clear()
                 await self._batch_over.wait()
             progress = await self._write(dataclasses.replace(progress, at=at))
         return await self._write(dataclasses.replace(progress, at=max(at, progress.until), done=True))

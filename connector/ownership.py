@@ -146,6 +146,12 @@ class Assignment:
             return part.offsets.next_offset
         return part.committed if part.committed is not None else part.start
 
+    def parked(self, tp: TopicPartition, tenant: str) -> bool:
+        """Whether ``tenant`` is parked on ``tp`` (its records there wait on the parking topic, or
+        are being replayed)."""
+        part = self._parts.get(tp)
+        return part is not None and part.park is not None and tenant in part.park.parked
+
     def owned(self) -> dict[TopicPartition, object]:
         """Partitions owned and sent for (neither being assigned, warmed nor revoked), each with what
         stands for this assignment of it (a partition revoked and assigned again is another)."""

@@ -89,3 +89,15 @@ def test_put_back_withdraw_and_forget() -> None:
     assert len(resends) == 0
     assert told.ends == [], "withdrawn ones are not told"
     assert other.ends == [], "forgotten ones are not told"
+
+
+def test_a_403_again_fails_the_resend_the_first_is_an_outage() -> None:
+    """Each attempt is a new job: the second 403 is the operation's missing scope, as the live
+    traffic judges it (found by the simulation: seed 113 with a resync sent a DELETE for ever)."""
+    told, resends = Told(), Resends()
+    resends.add(change("a"), told)
+    for _ in range(2):
+        item = resends.take()
+        assert item is not None
+        resends.ended(Outcome(OutcomeKind.FAILED, "a", item.change, AuthError("403", status=403), attempts=1))
+    assert told.ends == [("a", Resent.FAILED)]

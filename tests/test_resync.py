@@ -63,6 +63,9 @@ class Owned:
         owned = tp in self.partitions and self.tokens.get(tp) is assignment
         return 10**9 if owned else None  # the live traffic has read everything
 
+    def parked(self, tp: TopicPartition, tenant: str) -> bool:
+        return False
+
     def reassign(self, tp: TopicPartition) -> None:
         """Revoked and assigned again between two looks."""
         self.tokens[tp] = object()

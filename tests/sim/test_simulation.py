@@ -36,12 +36,15 @@ def test_random_schedules_keep_every_invariant(chunk: int) -> None:
     _every_schedule_passes(range(chunk, SCHEDULES, CHUNKS), tenants=False)
 
 
-def _every_schedule_passes(seeds: range, tenants: bool, debezium: bool = False, audit: bool = False) -> None:
+def _every_schedule_passes(
+    seeds: range, tenants: bool, debezium: bool = False, audit: bool = False, resync: bool = False
+) -> None:
     failed = []
     for seed in seeds:
-        result = run(seed, tenants=tenants, debezium=debezium, audit=audit)
+        result = run(seed, tenants=tenants, debezium=debezium, audit=audit, resync=resync)
         if not result.ok:
             replay = _replay(seed, tenants, debezium) + (" --audit" if audit else "")
+            replay += " --resync" if resync else ""
             failed.append(f"seed {seed}: {result.violations[0]}\n  replay: {replay}")
     assert not failed, f"{len(failed)} of {len(seeds)} schedules failed:\n" + "\n".join(failed)
 
@@ -56,6 +59,22 @@ def test_random_schedules_with_audits_keep_every_invariant(tenants: bool) -> Non
     sends an older state after a newer one, and never exceeds the budget."""
     _every_schedule_passes(
         range(AUDIT_SCHEDULES // 2 * tenants, AUDIT_SCHEDULES // 2 * (1 + tenants)), tenants, audit=True
+    )
+
+
+RESYNC_SCHEDULES = int(os.environ.get("SIM_RESYNC_SCHEDULES", "200"))
+
+
+@pytest.mark.parametrize("tenants", [False, True], ids=["one-shop", "many-shops"])
+def test_random_schedules_with_a_resync_keep_every_invariant_and_bring_back_what_the_vendor_lost(
+    tenants: bool,
+) -> None:
+    """The vendor loses every order it holds mid-run, among the faults, and a resync of every order
+    is asked: once the faults are over every order it lost is back where the final check wants it
+    within ``RESYNC_BOUND``, and the resync never puts two requests of an order at the vendor
+    together, never sends an older state after a newer one, and never exceeds the budget."""
+    _every_schedule_passes(
+        range(RESYNC_SCHEDULES // 2 * tenants, RESYNC_SCHEDULES // 2 * (1 + tenants)), tenants, resync=True
     )
 
 
