@@ -12,8 +12,9 @@ older records after the resync's newer state (found by the simulation: seed 36 w
 the record is known to the coalescer and the jobs: a resend of an order whose change is on its way
 waits for it or gives way to it (:mod:`connector._resends`). Nor while the order's shop is parked on
 the partition: its replay would then send older parked records after the resync's newer state
-(many-shop seed 170 with a resync); the partition's resync waits until the shop is sent directly
-again. A change is skipped when the coalescer has
+(many-shop seed 170 with a resync); such orders are deferred to the end of the partition's resync,
+and handed over once their shop is sent directly again (without holding other shops' orders back:
+many-shop seed 187). A change is skipped when the coalescer has
 seen a newer state of its order with another body (the live traffic sends that); not for a newer
 one with the same body, which the live traffic skips as identical to what it last sent, although
 the vendor lost it. Once every change of a batch is told sent, skipped or failed, ``at`` moves past
@@ -228,44 +229,73 @@ class PartitionResync:
         return newest, max(end, progress.until)
 
     async def _hand_over(self, progress: Progress, newest: dict[str, int], end: int) -> Progress:
+        """Hand each order's newest record over, a batch at a time; an order whose shop is parked on
+        the partition is deferred to the end (its replay could send older parked records after the
+        resync's newer state), without holding the other shops' orders back; ``at`` never passes the
+        first deferred one."""
         at = progress.at
+        deferred: list[tuple[int, OrderChange]] = []
         while at < end:
             batch = await self._records(at, end)
             if not batch:
                 break
             handed = 0
-            self._batch_over.clear()
             for record in batch:
                 change = self._reader.peek(record)
                 if change is None or newest.get(change.key) != record.offset:
                     continue  # not its order's newest record in range
-                while True:  # the live traffic has read it (a revoke ends it: what it knew is gone)
-                    below = self._live.read_below(self.tp, self._assignment)
-                    if below is None:
-                        raise Revoked(str(self.tp))
-                    if below > record.offset and not self._live.parked(self.tp, change.tenant):
-                        break
-                    await asyncio.sleep(EMPTY_WAIT)  # (a parked shop: its replay may send older)
-                shop = self._shops_served.resending(change.tenant)
-                if shop is None or self._newer.supersedes(change):
-                    self._counts[Resent.SKIPPED] += 1
-                    self._hooks.order_resynced(Resynced(str(Resent.SKIPPED)))
+                await self._read_past(record.offset)
+                if self._live.parked(self.tp, change.tenant):
+                    deferred.append((record.offset, change))
                     continue
-                self._open += 1
-                handed += 1
-                if shop not in self._shops:
-                    self._shops.append(shop)
-                shop.resend(change, self)
+                handed += self._hand(change)
                 if handed >= self._settings.batch:
                     at = record.offset + 1
                     break
             else:
                 at = batch[-1].offset + 1
-            while self._open > 0:  # (set early, when all handed so far had ended: handed more since)
-                self._batch_over.clear()
-                await self._batch_over.wait()
-            progress = await self._write(dataclasses.replace(progress, at=at))
+            await self._ended()
+            progress = await self._write(
+                dataclasses.replace(progress, at=min([at, *(o for o, _ in deferred[:1])]))
+            )
+        for offset, change in deferred:  # their shops' turn: once each is sent directly again
+            while self._live.parked(self.tp, change.tenant):
+                await self._read_past(offset)
+                await asyncio.sleep(EMPTY_WAIT)
+            self._hand(change)
+        await self._ended()
         return await self._write(dataclasses.replace(progress, at=max(at, progress.until), done=True))
+
+    async def _read_past(self, offset: int) -> None:
+        """Wait until the live traffic has read past ``offset``; :class:`Revoked` once the partition
+        is no longer owned in this resync's assignment (what the coalescer knew of it is gone)."""
+        while True:
+            below = self._live.read_below(self.tp, self._assignment)
+            if below is None:
+                raise Revoked(str(self.tp))
+            if below > offset:
+                return
+            await asyncio.sleep(EMPTY_WAIT)
+
+    def _hand(self, change: OrderChange) -> int:
+        """Hand ``change`` to its shop (1), or skip it (0): its shop is not served here, or a newer
+        state of its order with another body was seen."""
+        shop = self._shops_served.resending(change.tenant)
+        if shop is None or self._newer.supersedes(change):
+            self._counts[Resent.SKIPPED] += 1
+            self._hooks.order_resynced(Resynced(str(Resent.SKIPPED)))
+            return 0
+        self._open += 1
+        if shop not in self._shops:
+            self._shops.append(shop)
+        shop.resend(change, self)
+        return 1
+
+    async def _ended(self) -> None:
+        """Wait until every change handed over has ended."""
+        while self._open > 0:
+            self._batch_over.clear()
+            await self._batch_over.wait()
 
     async def _write(self, progress: Progress) -> Progress:
         progress = dataclasses.replace(

@@ -251,6 +251,11 @@ class Checker:
                 found.append(key)
         return found
 
+    def stranger_spent(self, key: str) -> bool:
+        """Whether someone else spends the key of ``key``'s shop (its pace is cut by 429s)."""
+        tenant = self.by_key[key][0].event.tenant if self.by_key.get(key) else ""
+        return any(f.kind == "stranger" and f.tenant in ("", tenant) for f in self.schedule.faults)
+
     def behind(self, keys: list[str]) -> list[str]:
         """Those of ``keys`` whose copy at the vendor the final check would not accept now (a
         resync's run waits for none to be left)."""
