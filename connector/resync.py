@@ -35,6 +35,10 @@ from connector.structs import Record, TopicPartition
 
 log = get_logger("connector.resync")
 
+MISSING_LOOK = 30.0
+"""Seconds between two looks for the resync topic while it does not exist (most deployments never
+create it: a look is an admin client's round trip)."""
+
 
 class ResyncLog(Publisher, Protocol):
     """The resync topic, as a member reads and writes it (:class:`connector.fleetpace.KafkaPaceLog`
@@ -109,9 +113,14 @@ class Resyncer:
 
     async def _follow(self) -> None:
         assert self._log is not None
+        found = False
         while True:
             try:
-                for value in await self._log.read():  # nothing while the topic does not exist
+                found = found or await self._log.partitions() > 0
+                if not found:
+                    await asyncio.sleep(MISSING_LOOK)  # created by the first `connector resync`
+                    continue
+                for value in await self._log.read():
                     self._take(value)
                 self._reconcile()
             except asyncio.CancelledError:

@@ -44,6 +44,7 @@ async def test_a_resync_after_the_vendor_lost_everything_sends_each_order_once_u
     await produce(kafka_bootstrap, topic_name, events(orders, 1) + events(orders, 2))
     settings = settings_for(kafka_bootstrap, topic_name, sandbox.url, rate_limit_per_second=20.0)
     newest = {o: order_body(o, 2) for o in orders}
+    await resynccmd.ensure_topic(settings)  # else the member looks for it every 30 s (MISSING_LOOK)
 
     async with running(settings) as metrics:
         await wait_until(lambda: sandbox.holds(newest), timeout=90)
