@@ -55,6 +55,7 @@ class Resends:
     def __init__(self) -> None:
         self._line: OrderedDict[str, _Item] = OrderedDict()
         self._sending: dict[str, _Item] = {}
+        self._closed = False
 
     def __len__(self) -> int:
         return len(self._line)
@@ -66,7 +67,19 @@ class Resends:
     def add(self, change: OrderChange, told: Told) -> None:
         """``change`` to be sent again (one handed over earlier for its order is skipped)."""
         self.superseded(change.key)
+        if self._closed:
+            told.ended(change, Resent.SKIPPED)
+            return
         self._line[change.key] = _Item(change, told)
+
+    def close(self) -> None:
+        """The shop is no longer served here (removed from the tenants, and closed): what is in line,
+        and what is in flight once it ends unsent, is told skipped (a resync would otherwise wait for
+        it until its partition moved)."""
+        self._closed = True
+        line, self._line = self._line, OrderedDict()
+        for item in line.values():
+            item.told.ended(item.change, Resent.SKIPPED)
 
     def take(self) -> _Item | None:
         """The first in line, now in flight (None: none)."""
@@ -103,6 +116,8 @@ class Resends:
             or _refused(item, outcome)
         ):
             item.told.ended(item.change, Resent.FAILED)
+        elif self._closed:
+            item.told.ended(item.change, Resent.SKIPPED)
         else:  # never sent, cancelled, or a fault that passes (an outage, a timeout, a 429): again
             item.attempts += 1 if outcome.attempts else 0
             self._line[outcome.key] = item

@@ -167,6 +167,7 @@ class Auditor:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        self._resends.close()  # the shop is not served here any more: a resync must not wait for it
 
     @property
     def kept(self) -> int:

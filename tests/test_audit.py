@@ -469,3 +469,19 @@ def test_a_live_change_skips_a_resend_in_line() -> None:
             assert shop.asked == []
 
     on_virtual_time(scenario)
+
+
+def test_a_shop_closed_with_resends_in_line_tells_them_skipped() -> None:
+    """Removed from the tenants and closed: a resync waiting for them would otherwise wait until its
+    partition moved."""
+    shop, metrics, told = Shop(), Metrics(), Told()
+    shop.busy = {"o"}  # its order has a job: the resend waits in line
+
+    async def scenario() -> None:
+        async with audit(shop, metrics, enabled=False) as a:
+            a.resend(order("o", 10), told)
+            await asyncio.sleep(2)
+            assert told.ends == []
+        assert told.ends == [("o", Resent.SKIPPED)]
+
+    on_virtual_time(scenario)

@@ -101,3 +101,19 @@ def test_a_403_again_fails_the_resend_the_first_is_an_outage() -> None:
         assert item is not None
         resends.ended(Outcome(OutcomeKind.FAILED, "a", item.change, AuthError("403", status=403), attempts=1))
     assert told.ends == [("a", Resent.FAILED)]
+
+
+def test_closing_tells_what_waits_and_what_ends_after_skipped() -> None:
+    """A shop removed from the tenants is closed: a resync waiting for its changes would otherwise
+    wait until its partition moved (found in review)."""
+    told, resends = Told(), Resends()
+    resends.add(change("a"), told)
+    resends.add(change("b"), told)
+    flying = resends.take()
+    assert flying is not None
+    resends.close()
+    assert told.ends == [("b", Resent.SKIPPED)]
+    resends.ended(Outcome(OutcomeKind.ABANDONED, "a", flying.change, attempts=1))
+    resends.add(change("c"), told)
+    assert told.ends == [("b", Resent.SKIPPED), ("a", Resent.SKIPPED), ("c", Resent.SKIPPED)]
+    assert len(resends) == 0
