@@ -33,16 +33,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Protocol, Self
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import TopicPartition as KafkaTP
 
 from connector._kafka import client_options, topic_partitions
+from connector._wire import Unreadable, json_object, number, share
 from connector.adapt import Cut
 from connector.clock import Clock
 from connector.config import KafkaSettings
@@ -98,51 +98,22 @@ def encode(group: str, tenant: str, by: str, cut: Cut) -> tuple[bytes, bytes]:
     return f"{group}/{tenant}".encode(), json.dumps(value, separators=(",", ":")).encode()
 
 
-class Unreadable(ValueError):
-    """A record this member cannot follow; ``kind`` says why, for the log."""
-
-    def __init__(self, kind: str) -> None:
-        super().__init__(kind)
-        self.kind = kind
-
-
 def decode(value: bytes) -> tuple[str, str, str, Cut]:
     """``(group, tenant, by, cut)`` of a record; :class:`Unreadable` if it is not one this version
     reads (another version, not JSON, a field missing or of the wrong type)."""
-    try:
-        data = json.loads(value)
-    except ValueError:
-        raise Unreadable("not JSON") from None
-    if not isinstance(data, dict):
-        raise Unreadable("not a JSON object")
-    version = data.get("v")
-    if version != VERSION:
-        raise Unreadable(f"version {version!r}")
+    data = json_object(value, VERSION)
     try:
         names = (str(data["group"]), str(data["tenant"]), str(data["by"]))
         cut = Cut(
-            at=_number(data["at"]),
-            estimate=_share(data["estimate"]),
-            factor=_share(data["factor"]),
-            resume=_share(data["resume"]),
-            hold_until=_number(data["hold_until"]),
+            at=number(data["at"]),
+            estimate=share(data["estimate"]),
+            factor=share(data["factor"]),
+            resume=share(data["resume"]),
+            hold_until=number(data["hold_until"]),
         )
     except (KeyError, TypeError, ValueError):
         raise Unreadable("a field missing or invalid") from None
     return (*names, cut)
-
-
-def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(value)
-    return float(value)
-
-
-def _share(value: Any) -> float:
-    share = _number(value)
-    if not 0.0 < share <= 1.0:
-        raise ValueError(value)
-    return share
 
 
 class FleetPace:

@@ -34,10 +34,11 @@ version it does not know (:class:`Unreadable`).
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
+
+from connector._wire import Unreadable, json_object, number, share
 
 VERSION = 1
 """The version of the records this release writes, and the only one it reads."""
@@ -95,14 +96,6 @@ class Progress:
         return f"{self.group}/{self.id}/{self.topic}/{self.partition}".encode()
 
 
-class Unreadable(ValueError):
-    """A record this release cannot read; ``kind`` says why, for the log."""
-
-    def __init__(self, kind: str) -> None:
-        super().__init__(kind)
-        self.kind = kind
-
-
 def encode(record: Request | Progress) -> tuple[bytes, bytes]:
     """The record's key and value, in the current version."""
     fields = asdict(record)
@@ -116,26 +109,16 @@ def encode(record: Request | Progress) -> tuple[bytes, bytes]:
 
 def decode(value: bytes) -> Request | Progress:
     """The record ``value`` holds; :class:`Unreadable` if this release cannot read it."""
-    try:
-        data = json.loads(value)
-    except ValueError:
-        raise Unreadable("not JSON") from None
-    if not isinstance(data, dict):
-        raise Unreadable("not a JSON object")
-    if data.get("v") != VERSION:
-        raise Unreadable(f"version {data.get('v')!r}")
+    data = json_object(value, VERSION)
     try:
         if data["kind"] == "request":
-            share = _number(data["share"])
-            if not 0.0 < share <= 1.0:
-                raise ValueError(share)
             return Request(
                 group=_text(data["group"]),
                 id=_text(data["id"]),
                 tenant=None if data["tenant"] is None else _text(data["tenant"]),
-                since=None if data["since"] is None else _number(data["since"]),
-                share=share,
-                at=_number(data["at"]),
+                since=None if data["since"] is None else number(data["since"]),
+                share=share(data["share"]),
+                at=number(data["at"]),
                 state=State(data["state"]),
             )
         if data["kind"] == "progress":
@@ -153,7 +136,7 @@ def decode(value: bytes) -> Request | Progress:
                 failed=_count(data["failed"]),
                 done=_flag(data["done"]),
                 by=_text(data["by"]),
-                written=_number(data["written"]),
+                written=number(data["written"]),
             )
     except (KeyError, TypeError, ValueError):
         raise Unreadable("a field missing or invalid") from None
@@ -164,12 +147,6 @@ def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError(value)
     return value
-
-
-def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(value)
-    return float(value)
 
 
 def _count(value: Any) -> int:
