@@ -77,6 +77,7 @@ class Pacer:
         self.sharing: Sharing | None = None  # set by the fleet's pace sharing, if any
         self.budget = budget_per_second
         self._spacing = (1.0 + SLACK) / budget_per_second
+        self._grid = 0  # counts the changes of which tick is whose (layout, budget): see _still
         self._phase = phase % 1.0  # ticks at (phase + k) * spacing: see phase_of
         self._clock = clock
         self.fence = fence
@@ -96,6 +97,7 @@ class Pacer:
         two grids of ticks meet once: in the second of the change, one tick more may be used."""
         self.budget = budget_per_second
         self._spacing = (1.0 + SLACK) / budget_per_second
+        self._grid += 1
 
     @classmethod
     def standalone(cls, rate_per_second: float, clock: Clock) -> Pacer:
@@ -118,6 +120,7 @@ class Pacer:
         }
         self._topics = len(topics)
         self._owned = None
+        self._grid += 1
 
     def _windows(self) -> tuple[list[tuple[float, float, int, int, int, TopicPartition]], float]:
         """Each owned partition of the layout as ``(begin, end, topic index, partition, count, tp)``,
@@ -186,11 +189,14 @@ class Pacer:
                 best = (tick, tp)
         return best
 
-    def _still(self, tick: float, tp: TopicPartition) -> bool:
-        """Whether ``tick`` is still ``tp``'s and ``tp`` still fenced for this member at it: the
-        layout or the windows may have changed while waiting for it (found by the simulation: seed
+    def _still(self, tick: float, tp: TopicPartition, grid: int) -> bool:
+        """Whether ``tick``, found on grid ``grid``, is still ``tp``'s and ``tp`` still fenced for
+        this member at it: the windows may have changed while waiting for it, and the layout or the
+        budget (the grid: then which tick is whose is worked out again; found by the simulation, seed
         160 with a resync, partitions added while a spare tick was awaited: two members used it)."""
-        return self.fence.may_send(tp, tick) and self._next_tick(tick) == (tick, tp)
+        if not self.fence.may_send(tp, tick):
+            return False
+        return grid == self._grid or self._next_tick(tick) == (tick, tp)
 
     def late(self, tick: float) -> float:
         """Seconds since ``tick``."""
@@ -209,7 +215,7 @@ class Pacer:
             if found is None:
                 await asyncio.sleep(0.1)  # no lease yet, or no partition at all
                 continue
-            tick, tp = found
+            (tick, tp), grid = found, self._grid
             self._next_free = tick + _EPSILON
             # Below factor 1 only that share of the ticks is used: each tick looked at adds
             # ``factor`` credit and a grant spends one. Never more than one grant a tick, so credit
@@ -224,7 +230,7 @@ class Pacer:
             # have changed (partitions added: the tick may be another partition's now), or the loop
             # may have been too busy to wake on time: then the tick is given up (never handed to
             # anyone else) and the next one is looked for.
-            if self._hold_until <= tick and self._still(tick, tp) and self.fresh(tick):
+            if self._hold_until <= tick and self._still(tick, tp, grid) and self.fresh(tick):
                 break
         if self._on_wait is not None:
             self._on_wait(self._clock.monotonic() - started)
@@ -253,11 +259,11 @@ class Pacer:
             if found is None or found[0] > deadline:
                 await asyncio.sleep(min(0.1, deadline - now))
                 continue
-            tick, tp = found
+            (tick, tp), grid = found, self._grid
             if tick > now:
                 await asyncio.sleep(tick - now)
             if self._next_free > tick:
                 continue  # a live request reserved it meanwhile
-            if self._hold_until <= tick and self._still(tick, tp) and self.fresh(tick):
+            if self._hold_until <= tick and self._still(tick, tp, grid) and self.fresh(tick):
                 self._next_free = tick + _EPSILON
                 return tick
