@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
 from pydantic import SecretStr
 
+from connector._resends import Resent
 from connector.clock import SYSTEM_CLOCK
 from connector.coalesce import Resolution
 from connector.deadletter import Failure
@@ -275,7 +277,7 @@ class ParkPorts:
         parking.connect(ledger=self, reader=self, warmth=self)
 
 
-__all__ = ["Member", "NoLinger", "NoWork", "ParkPorts", "Vendor"]
+__all__ = ["Audit", "Member", "NoLinger", "NoWork", "ParkPorts", "Told", "Vendor"]
 
 
 class Audit:
@@ -302,3 +304,14 @@ class Audit:
 
     def forget(self, partitions: set[TopicPartition]) -> None:
         self.forgotten.append(set(partitions))
+
+
+@dataclass
+class Told:
+    """A resync's partition (``connector._resends.Told``): how each change it handed over ended."""
+
+    share: float = 0.2
+    ends: list[tuple[str, Resent]] = field(default_factory=list)
+
+    def ended(self, change: OrderChange, how: Resent) -> None:
+        self.ends.append((change.key, how))

@@ -5,8 +5,8 @@ which are repaired, and that a repaired order is read again."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,6 +23,7 @@ from connector.metrics import Metrics
 from connector.pacing import Pacer
 from connector.readback import Held, ReadEnded
 from connector.structs import OrderChange, Record, TopicPartition
+from tests.fakes import Told
 from tests.sim.loop import VirtualTimeLoop
 
 START = 1_800_000_000.0
@@ -122,6 +123,22 @@ def audit(shop: Shop, metrics: Metrics, the_pacer: Pacer | None = None, **settin
     return a
 
 
+@contextlib.asynccontextmanager
+async def live_traffic(p: Pacer, callers: int = 3) -> AsyncIterator[None]:
+    """Live traffic that wants every tick of ``p``: ``callers`` requests always waiting for one."""
+
+    async def caller() -> None:
+        while True:
+            await p.acquire()
+
+    tasks = [asyncio.create_task(caller()) for _ in range(callers)]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
 def reads_of(metrics: Metrics, result: str) -> float:
     return metrics.registry.get_sample_value("connector_audit_reads_total", {"result": result}) or 0.0
 
@@ -218,17 +235,9 @@ def test_no_read_without_a_spare_tick() -> None:
 
     async def scenario() -> None:
         p = pacer()
-
-        async def live() -> None:
-            while True:
-                await p.acquire()
-
-        workers = [asyncio.create_task(live()) for _ in range(3)]
-        async with audit(shop, metrics, p) as a:
+        async with live_traffic(p), audit(shop, metrics, p) as a:
             a.delivered(order("o", 10), ambiguous=False)
             await asyncio.sleep(20)
-        for w in workers:
-            w.cancel()
 
     on_virtual_time(scenario)
     assert shop.reads == []
@@ -368,20 +377,12 @@ def test_what_waits_to_be_read_stays_bounded_when_nothing_can_be_read() -> None:
 
     async def scenario() -> None:
         p = pacer()
-
-        async def live() -> None:
-            while True:
-                await p.acquire()
-
-        workers = [asyncio.create_task(live()) for _ in range(3)]
-        async with audit(shop, metrics, p, remember_orders=50) as a:
+        async with live_traffic(p), audit(shop, metrics, p, remember_orders=50) as a:
             for i in range(5_000):
                 a.delivered(order(f"o{i % 80}", 10 + i), ambiguous=i % 7 == 0)
             assert a.kept == 50
             assert a.waiting <= 2 * (2 * 50 + 1)  # each of the two queues
             await asyncio.sleep(2)
-        for w in workers:
-            w.cancel()
 
     on_virtual_time(scenario)
     assert shop.reads == []
@@ -406,19 +407,8 @@ def test_no_read_while_the_shop_has_live_work_in_hand() -> None:
     on_virtual_time(scenario)
 
 
-@dataclass
-class Told:
-    """A resync's partition (``connector._resends.Told``): how each change it handed over ended."""
-
-    share: float = 0.5
-    ends: list[tuple[str, Resent]] = field(default_factory=list)
-
-    def ended(self, change: OrderChange, how: Resent) -> None:
-        self.ends.append((change.key, how))
-
-
 def test_a_resync_is_sent_on_spare_ticks_with_the_audits_off_each_change_once() -> None:
-    shop, metrics, told = Shop(), Metrics(), Told()
+    shop, metrics, told = Shop(), Metrics(), Told(share=0.5)
     shop.end_repairs = True
 
     async def scenario() -> None:
@@ -439,18 +429,12 @@ def test_a_resync_progresses_at_its_floor_when_live_traffic_wants_every_tick() -
     shop.end_repairs = True
     the_pacer = pacer(10.0)
 
-    async def live() -> None:
-        while True:
-            await the_pacer.acquire()
-
     async def scenario() -> None:
-        traffic = asyncio.create_task(live())
         shop.idle.clear()  # live work in hand all along
-        async with audit(shop, metrics, the_pacer, enabled=False) as a:
+        async with live_traffic(the_pacer, callers=1), audit(shop, metrics, the_pacer, enabled=False) as a:
             for n in range(100):
                 a.resend(order(f"o{n}", 10), told)
             await asyncio.sleep(10)
-        traffic.cancel()
         floor = [t for t in shop.repaired_on if t is None]
         assert 40 <= len(floor) <= 51, f"half of 10/s for 10 s: {len(floor)}"
 
@@ -458,7 +442,7 @@ def test_a_resync_progresses_at_its_floor_when_live_traffic_wants_every_tick() -
 
 
 def test_a_live_change_skips_a_resend_in_line() -> None:
-    shop, metrics, told = Shop(), Metrics(), Told()
+    shop, metrics, told = Shop(), Metrics(), Told(share=0.5)
 
     async def scenario() -> None:
         async with audit(shop, metrics, enabled=False) as a:
@@ -474,7 +458,7 @@ def test_a_live_change_skips_a_resend_in_line() -> None:
 def test_a_shop_closed_with_resends_in_line_tells_them_skipped() -> None:
     """Removed from the tenants and closed: a resync waiting for them would otherwise wait until its
     partition moved."""
-    shop, metrics, told = Shop(), Metrics(), Told()
+    shop, metrics, told = Shop(), Metrics(), Told(share=0.5)
     shop.busy = {"o"}  # its order has a job: the resend waits in line
 
     async def scenario() -> None:

@@ -3,12 +3,11 @@ back in line; one superseded by a live change is never sent after it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from connector._outcomes import Outcome, OutcomeKind
 from connector._resends import Resends, Resent
 from connector.errors import AuthError, RejectedError, ServerError
 from connector.structs import OrderChange, Record, TopicPartition
+from tests.fakes import Told
 
 TP = TopicPartition("orders", 0)
 
@@ -17,15 +16,6 @@ def change(key: str, tp: TopicPartition = TP) -> OrderChange:
     return OrderChange(
         Record(tp.topic, tp.partition, 0, key.encode(), b"{}"), key, "upsert", {"external_id": key}
     )
-
-
-@dataclass
-class Told:
-    share: float = 0.2
-    ends: list[tuple[str, Resent]] = field(default_factory=list)
-
-    def ended(self, change: OrderChange, how: Resent) -> None:
-        self.ends.append((change.key, how))
 
 
 def test_a_change_sent_is_told_sent_once_and_the_line_is_in_order() -> None:
