@@ -200,7 +200,8 @@ class Resyncer:
 
 class KafkaSourceLog:
     """The source topic read outside the group, one partition at a time (a consumer's position is
-    shared)."""
+    shared). Its consumer starts at the first read: most members never resync, and start no client
+    for it."""
 
     def __init__(self, kafka: KafkaSettings) -> None:
         self._kafka = kafka
@@ -209,30 +210,40 @@ class KafkaSourceLog:
             **client_options(kafka),
         )  # fmt: skip
         self._lock = asyncio.Lock()
-        self._at: dict[TopicPartition, int] = {}
+        self._started = False
 
     async def __aenter__(self) -> Self:
-        await start_within(self._consumer, self._kafka.bootstrap_servers, self._kafka.start_timeout_seconds)
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self._consumer.stop()
+        if self._started:
+            await self._consumer.stop()
+
+    async def _ready(self) -> None:
+        async with self._lock:
+            if not self._started:
+                k = self._kafka
+                await start_within(self._consumer, k.bootstrap_servers, k.start_timeout_seconds)
+                self._started = True
 
     async def bounds(self, tp: TopicPartition) -> tuple[int, int]:
+        await self._ready()
         k = KafkaTP(tp.topic, tp.partition)
         first = await self._consumer.beginning_offsets([k])
         end = await self._consumer.end_offsets([k])
         return first[k], end[k]
 
     async def offset_at(self, tp: TopicPartition, since: float) -> int | None:
+        await self._ready()
         k = KafkaTP(tp.topic, tp.partition)
         found = await self._consumer.offsets_for_times({k: int(since * 1000)})
         at = found.get(k)
         return at.offset if at is not None else None
 
     async def read(self, tp: TopicPartition, offset: int) -> list[Record]:
+        await self._ready()
         k = KafkaTP(tp.topic, tp.partition)
         async with self._lock:
             self._consumer.assign([k])
