@@ -205,12 +205,8 @@ class KafkaSourceLog:
 
     def __init__(self, kafka: KafkaSettings) -> None:
         self._kafka = kafka
-        self._consumer = AIOKafkaConsumer(
-            group_id=None, enable_auto_commit=False, client_id=f"{kafka.client_id}-resync",
-            **client_options(kafka),
-        )  # fmt: skip
-        self._lock = asyncio.Lock()
-        self._started = False
+        self._consumer: AIOKafkaConsumer | None = None  # made at the first read (an unstarted one
+        self._lock = asyncio.Lock()  # left unclosed is logged by aiokafka as an error)
 
     async def __aenter__(self) -> Self:
         return self
@@ -218,37 +214,42 @@ class KafkaSourceLog:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._started:
+        if self._consumer is not None:
             await self._consumer.stop()
 
-    async def _ready(self) -> None:
+    async def _ready(self) -> AIOKafkaConsumer:
         async with self._lock:
-            if not self._started:
+            if self._consumer is None:
                 k = self._kafka
-                await start_within(self._consumer, k.bootstrap_servers, k.start_timeout_seconds)
-                self._started = True
+                consumer = AIOKafkaConsumer(
+                    group_id=None, enable_auto_commit=False, client_id=f"{k.client_id}-resync",
+                    **client_options(k),
+                )  # fmt: skip
+                await start_within(consumer, k.bootstrap_servers, k.start_timeout_seconds)
+                self._consumer = consumer
+            return self._consumer
 
     async def bounds(self, tp: TopicPartition) -> tuple[int, int]:
-        await self._ready()
+        consumer = await self._ready()
         k = KafkaTP(tp.topic, tp.partition)
-        first = await self._consumer.beginning_offsets([k])
-        end = await self._consumer.end_offsets([k])
+        first = await consumer.beginning_offsets([k])
+        end = await consumer.end_offsets([k])
         return first[k], end[k]
 
     async def offset_at(self, tp: TopicPartition, since: float) -> int | None:
-        await self._ready()
+        consumer = await self._ready()
         k = KafkaTP(tp.topic, tp.partition)
-        found = await self._consumer.offsets_for_times({k: int(since * 1000)})
+        found = await consumer.offsets_for_times({k: int(since * 1000)})
         at = found.get(k)
         return at.offset if at is not None else None
 
     async def read(self, tp: TopicPartition, offset: int) -> list[Record]:
-        await self._ready()
+        consumer = await self._ready()
         k = KafkaTP(tp.topic, tp.partition)
         async with self._lock:
-            self._consumer.assign([k])
-            self._consumer.seek(k, offset)
-            batch = await self._consumer.getmany(k, timeout_ms=1000, max_records=500)
+            consumer.assign([k])
+            consumer.seek(k, offset)
+            batch = await consumer.getmany(k, timeout_ms=1000, max_records=500)
         return [
             Record(tp.topic, tp.partition, r.offset, r.key, r.value, tuple(r.headers or ()), r.timestamp)
             for r in batch.get(k, [])
