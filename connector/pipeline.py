@@ -254,7 +254,7 @@ class Pipeline:
                     task.cancel()  # still retrying an unwritable DLQ: its offset stays uncommitted
             with contextlib.suppress(asyncio.CancelledError):
                 await committer
-        await self.membership.commit(handover=True)
+        await self.membership.hand_over()
         self._summary()
         log.info(
             "stopped",

@@ -184,18 +184,24 @@ async def test_a_revoke_hands_the_partition_over_and_forgets_it() -> None:
 
 
 async def test_on_stop_every_partition_is_handed_over_except_a_held_one() -> None:
-    m, _, _ = membership()
+    """Stopping: every partition is committed as a hand-over (a held one keeps the newer release's
+    commit), and from then on the fence lets nothing be sent (the next owners may send at once)."""
+    m, fence, _ = membership()
     newer = "settle_by=1.000;v=3;!fence=epoch:4"
     source = Member({TP0: (40, newer), TP1: (7, encode(CommitMeta(1.0)))})
     await assigned(m, source, {TP0, TP1})
+    await m.commit()
+    assert fence.may_send(TP1), "a lease while it runs"
     assert m.stop_all() == {TP0, TP1}
     held, stopping = m.assignment.get(TP0), m.assignment.get(TP1)
     assert held is not None
     assert stopping is not None
     assert (held.status, stopping.status) == (PartitionStatus.HELD, PartitionStatus.REVOKING)
-    await m.commit(handover=True)
+    await m.hand_over()
     assert source.stored[TP0] == (40, newer)
     assert decode(source.stored[TP1][1]).meta.settle_by < SYSTEM_CLOCK.wall()
+    assert fence.partitions() == []
+    assert not fence.may_send(TP1), "nothing more is sent once handed over"
 
 
 async def test_a_partition_behind_its_log_end_makes_its_jobs_linger_unless_reading_is_paused() -> None:
