@@ -22,7 +22,7 @@ from connector import errors
 from connector.circuit import Circuit, State
 from connector.config import SinkSettings
 from connector.deliver import Deliverer, Outcome, OutcomeKind, status_class
-from connector.errors import MappingError, RejectedError, ServerError, SinkTimeout
+from connector.errors import AuthError, MappingError, RejectedError, ServerError, SinkTimeout
 from connector.fence import Fence
 from connector.metrics import Metrics
 from connector.pacing import Pacer
@@ -828,5 +828,50 @@ def test_a_repair_without_a_tick_waits_for_one_as_live_work_does() -> None:
             await until(lambda: audit.repairs)
             assert [o.kind for o in audit.repairs] == [OutcomeKind.DELIVERED]
             assert d.vendor.calls == 1
+
+    on_virtual_time(scenario)
+
+
+def test_a_live_change_taking_over_a_repair_waiting_at_the_gate_is_sent_as_live_work() -> None:
+    """A resync's resend waits at the gate for its tick; a live change of its order comes meanwhile,
+    held a while (a replay): the live change is sent once its hold is over, the resend never is (it
+    was given up as a repair, and the live change with it, for good: many-shop seed 15)."""
+
+    async def scenario() -> None:
+        audit = Audit()
+        d = desk(audit=audit)
+        async with d.deliverer:
+            assert d.deliverer.repair(change_of("A1", 0, "active"), None)
+            for _ in range(3):
+                await asyncio.sleep(0)  # a worker took it: it waits at the gate for a tick
+            newer = d.orders.add("A1", 1, "archived", hold=2.0)
+            await until(lambda: d.orders.outcomes)
+            assert d.orders.kinds() == [("A1", OutcomeKind.DELIVERED)]
+            assert d.vendor.applied == [newer]
+            assert [o.kind for o in audit.repairs] == [OutcomeKind.ABANDONED]
+
+    on_virtual_time(scenario)
+
+
+def test_after_a_403_with_no_live_traffic_an_audits_read_tick_carries_the_read_probe() -> None:
+    """A repair refused with 403 opens the circuit (is it the key, or the operation?); with no live
+    traffic only an audit's read comes: its tick carries the outages' read probe, the circuit closes
+    (the key can read), and the audit's read is told not sent, to be read again. Before, nothing ever
+    probed it, and the audits stayed idle for good (seed 175 with audits and a resync)."""
+
+    async def scenario() -> None:
+        audit = Audit()
+        d = desk(audit=audit)
+        d.vendor.refuse["A1"] = AuthError("403: This action is unauthorized.", status=403)
+        async with d.deliverer:
+            assert d.deliverer.repair(change_of("A1", 0, "active"), asyncio.get_running_loop().time())
+            await until(lambda: audit.repairs)
+            assert d.deliverer.circuit.state is State.OPEN
+            await asyncio.sleep(1.5)  # the probe interval is over
+            assert d.deliverer.read(change_of("B1", 0, "active"), asyncio.get_running_loop().time())
+            await until(lambda: audit.reads)
+            assert d.deliverer.circuit.state is State.CLOSED
+            assert not audit.reads[0].sent
+            assert d.vendor.reads == []
 
     on_virtual_time(scenario)
