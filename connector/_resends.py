@@ -47,6 +47,7 @@ class _Item:
     attempts: int = 0
     superseded: bool = False  # a live change of its order came while it was in flight
     refusals: int = 0  # 403s: the first opens the circuit (the key?), a second is about the operation
+    dropped: bool = False  # its partition was revoked while it was in flight: never back in line
 
 
 class Resends:
@@ -106,6 +107,8 @@ class Resends:
         item = self._sending.pop(outcome.key, None)
         if item is None:
             return False
+        if item.dropped and outcome.kind is not OutcomeKind.DELIVERED:
+            return True  # untold: the partition's next owner resumes its resync
         if outcome.kind is OutcomeKind.DELIVERED:
             item.told.ended(item.change, Resent.SENT)
         elif item.superseded:  # never again: the live change is newer
@@ -140,9 +143,14 @@ class Resends:
 
     def forget(self, partitions: set[TopicPartition]) -> None:
         """Drop what is in line for ``partitions`` (revoked: the next owner resumes the resync from
-        its last progress), untold."""
+        its last progress), untold; one in flight is not put back in line when it ends unsent (its
+        partition's jobs are refused here now: it would wait at the head of the line for ever, and
+        the shop's audits behind it; found by the simulation, seed 67 with audits and a resync)."""
         for key in [k for k, item in self._line.items() if item.change.tp in partitions]:
             del self._line[key]
+        for item in self._sending.values():
+            if item.change.tp in partitions:
+                item.dropped = True
 
 
 def _refused(item: _Item, outcome: Outcome) -> bool:

@@ -107,3 +107,21 @@ def test_closing_tells_what_waits_and_what_ends_after_skipped() -> None:
     resends.add(change("c"), told)
     assert told.ends == [("b", Resent.SKIPPED), ("a", Resent.SKIPPED), ("c", Resent.SKIPPED)]
     assert len(resends) == 0
+
+
+def test_one_in_flight_when_its_partition_is_forgotten_never_comes_back_in_line() -> None:
+    """Its partition's jobs are refused here once revoked: back in line it would wait at its head
+    for ever, and the shop's audits behind it (seed 67 with audits and a resync). Delivered, it is
+    still told sent."""
+    told, resends = Told(), Resends()
+    resends.add(change("a"), told)
+    resends.add(change("b"), told)
+    a, b = resends.take(), resends.take()
+    assert a is not None
+    assert b is not None
+    resends.forget({TP})
+    assert resends.ended(Outcome(OutcomeKind.ABANDONED, "a", a.change, attempts=0))
+    assert resends.ended(Outcome(OutcomeKind.DELIVERED, "b", b.change, attempts=1))
+    assert len(resends) == 0
+    assert resends.in_flight == 0
+    assert told.ends == [("b", Resent.SENT)]
