@@ -50,8 +50,9 @@ class Audits(Protocol):
     """Where a deliverer tells what it delivered, and how each of an audit's reads and repairs ended
     (``connector.audit``)."""
 
-    def delivered(self, change: OrderChange, ambiguous: bool) -> None:
-        """The live lane delivered ``change`` (``ambiguous``: an attempt of it ended unknown first)."""
+    def delivered(self, change: OrderChange, ambiguous: bool, sent_at: float | None = None) -> None:
+        """The live lane delivered ``change`` (``ambiguous``: an attempt of it ended unknown first;
+        ``sent_at``: the wall-clock tick its successful request left on, None: now)."""
         ...
 
     def unsure(self, key: str) -> None:

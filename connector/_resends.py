@@ -37,6 +37,12 @@ class Told(Protocol):
         """The floor share of the budget its changes may take from live traffic."""
         ...
 
+    @property
+    def asked_at(self) -> float:
+        """When its resync was asked (wall clock): an order written at its newest state since then,
+        by live traffic or an audit's repair, is not sent again."""
+        ...
+
     def ended(self, change: OrderChange, how: Resent) -> None: ...
 
 
@@ -135,6 +141,14 @@ class Resends:
         sending = self._sending.get(key)
         if sending is not None:
             sending.superseded = True
+
+    def covered(self, change: OrderChange) -> None:
+        """``change`` was written (an audit's repair): a resend in line of its order at that state or
+        an older one is skipped, the vendor has it (one call per order when both find it lost)."""
+        item = self._line.get(change.key)
+        if item is not None and not change.version.older_than(item.change.version):
+            del self._line[change.key]
+            item.told.ended(item.change, Resent.SKIPPED)
 
     def withdraw(self, told: Told) -> None:
         """Drop what ``told`` handed over and is still in line, untold (its resync is over)."""

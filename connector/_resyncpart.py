@@ -153,6 +153,10 @@ class PartitionResync:
     def share(self) -> float:
         return self.request.share
 
+    @property
+    def asked_at(self) -> float:
+        return self.request.at
+
     def ended(self, change: OrderChange, how: Resent) -> None:
         """A change handed over ended (:class:`~connector._resends.Told`)."""
         self._counts[how] += 1

@@ -53,7 +53,7 @@ from typing import Protocol, Self
 
 import orjson
 
-from connector._resends import Resends, Told
+from connector._resends import Resends, Resent, Told
 from connector.clock import Clock
 from connector.config import AuditSettings, Drift
 from connector.deliver import Outcome, OutcomeKind
@@ -105,6 +105,7 @@ class _Kept:
     change: OrderChange  # without its body, nor its record's bytes
     body: bytes
     ambiguous: bool
+    written_at: float  # wall clock: when the request that last wrote this state left (its tick)
     read_at: float = -math.inf  # monotonic: when it was last read back
     reported: Drift | None = None  # the drift last logged at WARNING (a lasting edit is logged once)
 
@@ -135,7 +136,7 @@ class Auditor:
         self._urgent: deque[str] = deque()  # delivered after an ambiguous outcome, not yet read
         self._fresh: deque[str] = deque()  # delivered, not yet read
         self._pending: dict[str, Drift] = {}  # drifts to repair on the next spare ticks, in order
-        self._repairing: dict[str, Drift] = {}  # the repairs sent and not ended, and their drift
+        self._repairing: dict[str, tuple[Drift, float]] = {}  # the repairs under way: drift, tick
         self._resends = Resends()  # what a resync handed over, to send again
         self._floor: str | None = None  # the resend sent as live work is (its key), until it ends
         self._failures = 0
@@ -185,7 +186,14 @@ class Auditor:
         return len(self._resends) + self._resends.in_flight
 
     def resend(self, change: OrderChange, told: Told) -> None:
-        """Send ``change`` again for a resync (``told``: who to tell how it ended, once)."""
+        """Send ``change`` again for a resync (``told``: who to tell how it ended, once); skipped when
+        its order was written at that state or a newer one since the resync was asked."""
+        kept = self._kept.get(change.key)
+        written = kept is not None and kept.written_at >= told.asked_at
+        if written and kept is not None and not kept.change.version.older_than(change.version):
+            self._resends.superseded(change.key)
+            told.ended(change, Resent.SKIPPED)
+            return
         self._resends.add(change, told)
         self._start()
 
@@ -194,13 +202,14 @@ class Auditor:
         self._resends.withdraw(told)
 
     # -- told by the deliverer (its Audits) -----------------------------------------------------
-    def delivered(self, change: OrderChange, ambiguous: bool) -> None:
+    def delivered(self, change: OrderChange, ambiguous: bool, sent_at: float | None = None) -> None:
         """Keep ``change`` as its order's last delivered state, to be read back soon (a resend of
-        the order waiting is skipped: this state is at least as new)."""
+        the order waiting is skipped: this state is at least as new). ``sent_at``: when its request
+        left (a request under way when the vendor lost everything may have landed before)."""
         self._resends.superseded(change.key)
-        self._keep(change, ambiguous)
+        self._keep(change, ambiguous, sent_at)
 
-    def _keep(self, change: OrderChange, ambiguous: bool) -> None:
+    def _keep(self, change: OrderChange, ambiguous: bool, sent_at: float | None = None) -> None:
         if not self._reading or self._unsupported:
             return
         key = change.key
@@ -210,7 +219,7 @@ class Auditor:
         # A copy: the bytes orjson returns keep the 4 KB it wrote them into (measured: 4,098 bytes
         # retained per body of `connector samples`' size, 472 copied).
         body = bytes(memoryview(orjson.dumps(change.body)))
-        self._kept[key] = _Kept(kept, body, ambiguous)
+        self._kept[key] = _Kept(kept, body, ambiguous, self._clock.wall() if sent_at is None else sent_at)
         queue = self._urgent if ambiguous else self._fresh
         queue.append(key)
         while len(self._kept) > self._settings.remember_orders:
@@ -226,13 +235,16 @@ class Auditor:
             self._floor = None
         if self._resends.ended(outcome):
             if outcome.kind is OutcomeKind.DELIVERED and outcome.change is not None:
+                self._pending.pop(outcome.key, None)  # a drift read before it: stale now
                 self._keep(outcome.change, False)
             return
-        drift = self._repairing.pop(outcome.key, None)
+        drift, tick = self._repairing.pop(outcome.key, (None, self._clock.wall()))
         kept = self._kept.get(outcome.key)
         if kept is not None and outcome.kind is OutcomeKind.DELIVERED:  # read again soon: repaired?
             kept.read_at = -math.inf
+            kept.written_at = tick
             self._fresh.append(outcome.key)
+            self._resends.covered(kept.change)
         self._hooks.repair_ended(RepairEnded(self.tenant, str(drift or "unknown"), outcome.kind.value))
         change = outcome.change
         log.info(
@@ -353,7 +365,7 @@ class Auditor:
             del self._pending[key]
             kept = self._kept.get(key)
             if kept is not None and key not in self._repairing and self._desk.repair(kept.order(), tick):
-                self._repairing[key] = drift
+                self._repairing[key] = (drift, tick)
                 return True
         return False
 

@@ -517,7 +517,7 @@ class Deliverer:
         self._outages.record(error)
         if error is None:
             if self._audit is not None and job.lane is Lane.LIVE:
-                self._audit.delivered(change, job.ambiguous)
+                self._audit.delivered(change, job.ambiguous, job.tick)
             job.ambiguous = False
             self._finish(job, Outcome(OutcomeKind.DELIVERED, job.key, change, attempts=job.attempts))
         else:

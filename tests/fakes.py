@@ -290,7 +290,7 @@ class Audit:
         self.unsure_keys: list[str] = []
         self.forgotten: list[set[TopicPartition]] = []
 
-    def delivered(self, change: OrderChange, ambiguous: bool) -> None:
+    def delivered(self, change: OrderChange, ambiguous: bool, sent_at: float | None = None) -> None:
         self.delivered_changes.append((change, ambiguous))
 
     def unsure(self, key: str) -> None:
@@ -311,6 +311,7 @@ class Told:
     """A resync's partition (``connector._resends.Told``): how each change it handed over ended."""
 
     share: float = 0.2
+    asked_at: float = 0.0
     ends: list[tuple[str, Resent]] = field(default_factory=list)
 
     def ended(self, change: OrderChange, how: Resent) -> None:

@@ -51,7 +51,7 @@ class Shop:
         self.busy: set[str] = set()  # orders with a job: reads and repairs refused
         self.auditor: Auditor | None = None
         self.repaired_on: list[float | None] = []  # each repair's tick (None: it takes its own)
-        self.end_repairs = False  # tell the auditor each repair was delivered, 10 ms later
+        self.end_repairs = False  # hold each repair, and tell the auditor it was delivered, 10 ms later
         self.circuit_closed = True
         self._idle = asyncio.Event()
         self._idle.set()
@@ -89,6 +89,7 @@ class Shop:
         self.asked.append(change)
         self.repaired_on.append(tick)
         if self.end_repairs:
+            self.held[change.external_id] = dict(change.body)
             done = Outcome(OutcomeKind.DELIVERED, change.key, change, attempts=1)
             assert self.auditor is not None
             asyncio.get_running_loop().call_later(0.01, self.auditor.repair_ended, done)
@@ -467,5 +468,69 @@ def test_a_shop_closed_with_resends_in_line_tells_them_skipped() -> None:
             await asyncio.sleep(2)
             assert told.ends == []
         assert told.ends == [("o", Resent.SKIPPED)]
+
+    on_virtual_time(scenario)
+
+
+def test_an_order_the_audit_repaired_since_the_resync_was_asked_is_not_resent() -> None:
+    """Both find a lost order: one call for it. A repair before the resync was asked, or of an older
+    state than the resync's, does not count."""
+    shop, metrics = Shop(), Metrics()
+    shop.end_repairs = True
+
+    async def scenario() -> None:
+        async with audit(shop, metrics, min_interval_seconds=1000.0) as a:
+            a.delivered(order("lost", 10), ambiguous=False)
+            await asyncio.sleep(1)
+            assert [c.external_id for c in shop.asked] == ["lost"], "found missing, repaired"
+            repaired_at = asyncio.get_running_loop().time()
+            before, after = Told(asked_at=repaired_at - 5), Told(asked_at=repaired_at + 1)
+            a.resend(order("lost", 10), before)
+            assert before.ends == [("lost", Resent.SKIPPED)]
+            await asyncio.sleep(2)
+            a.resend(order("lost", 10), after)
+            a.resend(order("newer", 20), before)
+            await asyncio.sleep(2)
+            assert after.ends == [("lost", Resent.SENT)], "repaired before it was asked"
+            assert before.ends[1:] == [("newer", Resent.SENT)]
+            assert [c.external_id for c in shop.asked] == ["lost", "lost", "newer"]
+
+    on_virtual_time(scenario)
+
+
+def test_a_resend_in_line_is_skipped_once_the_audit_repaired_its_order() -> None:
+    shop, metrics = Shop(), Metrics()
+    shop.end_repairs = True
+
+    async def scenario() -> None:
+        async with audit(shop, metrics, min_interval_seconds=1000.0) as a:
+            a.delivered(order("lost", 10), ambiguous=False)
+            await asyncio.sleep(0.05)  # read, found missing: the repair waits for the next turn
+            assert shop.asked == []
+            told = Told(asked_at=asyncio.get_running_loop().time())
+            a.resend(order("lost", 10), told)
+            await asyncio.sleep(2)
+            assert [c.external_id for c in shop.asked] == ["lost"], "one call"
+            assert told.ends == [("lost", Resent.SKIPPED)]
+
+    on_virtual_time(scenario)
+
+
+def test_a_delivery_whose_request_left_before_the_resync_was_asked_does_not_count() -> None:
+    """It may have landed before the vendor lost everything, though it was answered after."""
+    shop, metrics = Shop(), Metrics()
+    shop.end_repairs = True
+
+    async def scenario() -> None:
+        async with audit(shop, metrics, min_interval_seconds=1000.0) as a:
+            now = asyncio.get_running_loop().time()
+            shop.held["late"] = dict(order("late", 10).body)
+            a.delivered(order("late", 10), ambiguous=False, sent_at=now - 0.5)
+            a.delivered(order("after", 10), ambiguous=False, sent_at=now + 0.1)
+            told = Told(asked_at=now)
+            a.resend(order("late", 10), told)
+            a.resend(order("after", 10), told)
+            await asyncio.sleep(2)
+            assert sorted(told.ends) == [("after", Resent.SKIPPED), ("late", Resent.SENT)]
 
     on_virtual_time(scenario)

@@ -3,6 +3,9 @@ back in line; one superseded by a live change is never sent after it."""
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import UTC, datetime, timedelta
+
 from connector._outcomes import Outcome, OutcomeKind
 from connector._resends import Resends, Resent
 from connector.errors import AuthError, RejectedError, ServerError
@@ -106,6 +109,18 @@ def test_closing_tells_what_waits_and_what_ends_after_skipped() -> None:
     resends.ended(Outcome(OutcomeKind.ABANDONED, "a", flying.change, attempts=1))
     resends.add(change("c"), told)
     assert told.ends == [("b", Resent.SKIPPED), ("a", Resent.SKIPPED), ("c", Resent.SKIPPED)]
+    assert len(resends) == 0
+
+
+def test_a_repair_of_the_same_state_or_a_newer_one_skips_the_resend_in_line_an_older_one_does_not() -> None:
+    told, resends = Told(), Resends()
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    newer = dataclasses.replace(change("a"), updated_at=at + timedelta(minutes=1))
+    resends.add(newer, told)
+    resends.covered(dataclasses.replace(change("a"), updated_at=at))
+    assert len(resends) == 1, "an older state written: the resend is still needed"
+    resends.covered(newer)
+    assert told.ends == [("a", Resent.SKIPPED)]
     assert len(resends) == 0
 
 
