@@ -242,7 +242,7 @@ class AuditSettings(_Section):
     reads back orders it delivered and compares the vendor's copy with what it sent; the classes of
     drift in ``repair`` are sent again (their newest delivered state, through the normal path)."""
 
-    enabled: bool = False  # off by default until a budget breach seen in CI is understood (see docs)
+    enabled: bool = True  # only ticks live traffic leaves; 0 remember_orders also turns them off
     share: float = Field(0.5, gt=0, le=1)  # of the budget's ticks, at most (only unused ones)
     repair: list[Drift] = Field(default_factory=lambda: [Drift.MISSING, Drift.OLDER])
     remember_orders: int = Field(10_000, ge=0)  # per shop: delivered orders kept for the sweep

@@ -7,6 +7,7 @@ against the sandbox, and checks the sandbox's final state against the latest eve
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections import Counter
@@ -32,6 +33,25 @@ def duplicate_calls(sandbox: Sandbox) -> int:
     """Successful calls that carried a state the API had already been sent successfully."""
     seen = Counter((r.external_id, r.updated_at) for r in written(sandbox))
     return sum(n - 1 for n in seen.values())
+
+
+def busiest_window(procs: list[ConnectorProcess], seconds: float = 1.0) -> list[tuple[float, int, str]]:
+    """The requests in the busiest window of ``seconds`` (when each left, which member, its log line):
+    printed when the fleet's budget check fails, to tell a tick used twice from a tick used late."""
+    sends = sorted(
+        (entry["tick"] + entry["late_ms"] / 1000, n, line)
+        for n, proc in enumerate(procs)
+        for line in proc.log_lines()
+        if '"api_request_tick"' in line and (entry := json.loads(line))
+    )
+    best: list[tuple[float, int, str]] = []
+    start = 0
+    for end, sent in enumerate(sends):
+        while sent[0] - sends[start][0] >= seconds:
+            start += 1
+        if end - start + 1 > len(best):
+            best = sends[start : end + 1]
+    return best
 
 
 def max_in_window(sandbox: Sandbox, seconds: float) -> int:
@@ -164,6 +184,8 @@ async def test_rebalance_with_three_processes_keeps_state_exact_and_fleet_within
             f"({max_in_window(sandbox, 1.0)} arrived), busiest minute {max_in_window(sandbox, 60.0)} arrived"
         )
         assert len(sent) == len(sandbox.store.requests)  # every request the sandbox saw was paced
+        if busiest_sent > 10:
+            print("\n".join(f"{at:.4f} member {n}: {line}" for at, n, line in busiest_window(procs)))
         assert busiest_sent <= 10  # when the requests left the three processes, across the rebalances
         assert 429 not in statuses
         assert max_in_window(sandbox, 60.0) <= 600
