@@ -127,8 +127,23 @@ async def status(settings: Settings) -> Status:
     return state
 
 
-def render(state: Status, budget: float) -> str:
-    """``connector resync status``, for people: the request, a bar, and an estimate at its floor."""
+def budget_of(settings: Settings, request: Request | None) -> tuple[float, bool]:
+    """The budget a status estimates with, and whether it is the slowest of several shops: the one
+    shop's; with many, the named shop's, or the smallest of them (the estimate is then an upper
+    bound: the progress does not say whose orders are left)."""
+    if not settings.tenants.path:
+        return settings.sink.rate_limit_per_second, False
+    from connector.tenants import load_tenants
+
+    budgets = {n: t.account().rate_limit_per_second for n, t in load_tenants(settings.tenants.path).items()}
+    if request is not None and request.tenant is not None:
+        return budgets.get(request.tenant, 0.0), False
+    return min(budgets.values(), default=0.0), len(budgets) > 1
+
+
+def render(state: Status, budget: float, slowest: bool = False) -> str:
+    """``connector resync status``, for people: the request, a bar, and an estimate at its floor
+    (``slowest``: ``budget`` is the slowest of several shops')."""
     r = state.request
     if r is None:
         return "no resync was asked of this group"
@@ -147,7 +162,8 @@ def render(state: Status, budget: float) -> str:
     if r.state is State.ACTIVE and not state.done and budget > 0:
         left = _duration((orders - ended) / (r.share * budget))
         unknown = " and the partitions not begun" if begun < state.partitions else ""
-        lines.append(f"at most ~{left} left at the floor ({r.share:.0%} of {budget:g}/s){unknown}; "
+        whose = "the slowest shop's " if slowest else ""
+        lines.append(f"at most ~{left} left at the floor ({r.share:.0%} of {whose}{budget:g}/s){unknown}; "
                      "sooner when live traffic leaves ticks unused")  # fmt: skip
     elif state.done:
         lines.append("done")

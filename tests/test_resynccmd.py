@@ -3,8 +3,10 @@ test, tests/integration/test_resync.py)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from connector.config import Settings
-from connector.resynccmd import Status, as_json, new_request, render
+from connector.resynccmd import Status, as_json, budget_of, new_request, render
 from connector.resynclog import Progress, Request, State
 
 
@@ -45,3 +47,21 @@ def test_a_new_request_names_the_group_and_takes_the_default_floor() -> None:
     request = new_request(settings, None, None, None)
     assert (request.group, request.share, request.state) == ("grp", settings.resync.share, State.ACTIVE)
     assert request.id.startswith("r-")
+
+
+def test_with_many_shops_the_estimate_is_at_the_named_shops_budget_or_the_slowest(tmp_path: Path) -> None:
+    """The progress does not say whose orders are left: with every shop asked, the estimate is an
+    upper bound at the slowest shop's budget, and says so."""
+    shops = tmp_path / "tenants.toml"
+    shops.write_text(
+        '[acme]\nbase_url = "http://a"\napi_key = "k1"\nrate_limit_per_second = 5\n\n'
+        '[bolt]\nbase_url = "http://b"\napi_key = "k2"\nrate_limit_per_second = 2\n'
+    )
+    settings = Settings(kafka={"topics": ["orders"]}, tenants={"path": str(shops)})
+    every = Request("g", "r-1", None, None, 0.5, 0.0)
+    assert budget_of(settings, every) == (2.0, True)
+    assert budget_of(settings, Request("g", "r-1", "acme", None, 0.5, 0.0)) == (5.0, False)
+    assert budget_of(Settings(sink={"rate_limit_per_second": 4}), every) == (4.0, False)
+    state = Status(every, 1)
+    state.progress[("orders", 0)] = Progress("g", "r-1", "orders", 0, 0, 100, 10, 60, 0)
+    assert "at most ~60 s left at the floor (50% of the slowest shop's 2/s)" in render(state, 2.0, True)
