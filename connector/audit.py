@@ -57,6 +57,7 @@ from connector._resends import Resends, Resent, Told
 from connector.clock import Clock
 from connector.config import AuditSettings, Drift
 from connector.deliver import Outcome, OutcomeKind
+from connector.errors import InputError, PermanentSinkError
 from connector.instruments import Audited, AuditHooks, RepairEnded
 from connector.logs import get_logger
 from connector.pacing import Pacer
@@ -108,6 +109,7 @@ class _Kept:
     written_at: float  # wall clock: when the request that last wrote this state left (its tick)
     read_at: float = -math.inf  # monotonic: when it was last read back
     reported: Drift | None = None  # the drift last logged at WARNING (a lasting edit is logged once)
+    refused: bool = False  # a repair of this state was refused for good: reported, never sent again
 
     def order(self) -> OrderChange:
         """The change last delivered, whole (a new object each time; its record is the one kept)."""
@@ -245,6 +247,8 @@ class Auditor:
             kept.written_at = tick
             self._fresh.append(outcome.key)
             self._resends.covered(kept.change)
+        elif kept is not None and isinstance(outcome.error, _REFUSED):
+            kept.refused = True  # e.g. Shoplazza: an update of an order the store lost is a 404
         self._hooks.repair_ended(RepairEnded(self.tenant, str(drift or "unknown"), outcome.kind.value))
         change = outcome.change
         log.info(
@@ -403,7 +407,7 @@ class Auditor:
         if drift is None:
             kept.reported = None
             return
-        repair = drift in self._settings.repair
+        repair = drift in self._settings.repair and not kept.refused
         said = log.warning if drift is not kept.reported else log.debug  # once per drift and change
         kept.reported = drift
         said(
@@ -420,6 +424,12 @@ class Auditor:
         )
         if repair:
             self._pending[key] = drift  # on the next spare tick
+
+
+_REFUSED = (PermanentSinkError, InputError)
+"""A repair that ended in one of these is not sent again for the same delivered state: the vendor
+refuses it itself (Shoplazza cannot be sent an order its store lost: 404), and reading and repairing
+it every ``audit.min_interval_seconds`` would spend two calls each time for nothing."""
 
 
 __all__ = ["IDLE_LOOK", "Auditor", "Desk"]

@@ -2,11 +2,12 @@
 
 Shared by ``connector trace`` (against the newest event read from the source topic) and the read-back
 audits (``connector/audit.py``, against the change last delivered). A vendor client reads an order
-back in one of three ways: whole, as sent (Loop: :class:`HoldsOrders`); found or not, its copy
-carrying no ``updated_at`` of ours (Shoplazza: :class:`FindsOrders`); or by ``Sink.held_version``.
-The verdict compares ``updated_at`` first; when the vendor holds the same one, the fields sent are
-compared on the projection of what was sent (``_compare.differences``: only the fields sent, as the
-vendor may represent them).
+back in one of three ways: whole, as sent (Loop: :class:`HoldsOrders`); whole, its copy carrying no
+``updated_at`` of ours (Shoplazza: :class:`HoldsFields`); or by ``Sink.held_version``. The verdict
+compares ``updated_at`` first; when the vendor holds the same one, the fields sent are compared on the
+projection of what was sent (``_compare.differences``: only the fields sent, as the vendor may
+represent them). Without an ``updated_at`` of ours the fields sent are all there is to compare: a
+copy not as sent *differs* (an older state and an edit in the vendor's admin look the same then).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Held:
     found: bool
     updated_at: datetime | None
     order: dict[str, Any] | None  # the order as the vendor holds it (None: not read whole)
+    sent: dict[str, Any] | None = None  # what an update sends, to compare with (no updated_at of ours)
 
 
 @runtime_checkable
@@ -54,11 +56,13 @@ class HoldsOrders(Protocol):
 
 
 @runtime_checkable
-class FindsOrders(Protocol):
-    """A vendor client that can say whether it holds an order, its copy carrying no ``updated_at``
-    of ours (Shoplazza)."""
+class HoldsFields(Protocol):
+    """A vendor client that reads an order back whole, its copy carrying no ``updated_at`` of ours
+    (Shoplazza): what an update of ``change`` sends, and the order it holds (None: none)."""
 
-    async def finds_order(self, change: OrderChange, prepaid: Prepaid | None = None) -> bool: ...
+    async def held_fields(
+        self, change: OrderChange, prepaid: Prepaid | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]: ...
 
 
 @runtime_checkable
@@ -90,8 +94,9 @@ async def read_back(sink: Sink, change: OrderChange, prepaid: Prepaid | None = N
         order = await sink.held_order(change, prepaid)
         when = parse_instant(order.get("updated_at")) if order is not None else None
         return Held(order is not None, when, order)
-    if isinstance(sink, FindsOrders):
-        return Held(await sink.finds_order(change, prepaid), None, None)
+    if isinstance(sink, HoldsFields):
+        sent, held = await sink.held_fields(change, prepaid)
+        return Held(held is not None, None, held, sent)
     try:
         found, when = await sink.held_version(change)
     except NotImplementedError:
@@ -133,9 +138,21 @@ def compare(newest: OrderChange, held: Held) -> tuple[Verdict, str, list[str]]:
     otherwise (the verdict then *differs*; the vendor model's unknown fields, which a vendor may
     drop, are not compared)."""
     verdict, line = judge(newest, held.found, held.updated_at)
+    unknown = frozenset(path.removeprefix("order.") for path in newest.unknown)
+    if verdict is Verdict.UNKNOWN and held.sent is not None and held.order is not None:
+        found = differences(held.sent, held.order, unknown)
+        if not found:
+            return Verdict.IN_SYNC, "in sync: holds every field as sent (it keeps no updated_at of ours)", []
+        return (
+            Verdict.DIFFERS,
+            (
+                f"differs: not as sent: {shown(found)} (an older state or an edit: it keeps no updated_at of "
+                "ours to tell)"
+            ),
+            found,
+        )
     if verdict is not Verdict.IN_SYNC or held.order is None:
         return verdict, line, []
-    unknown = frozenset(path.removeprefix("order.") for path in newest.unknown)
     found = differences(newest.body, held.order, unknown)
     if not found:
         return verdict, line, []
@@ -143,8 +160,8 @@ def compare(newest: OrderChange, held: Held) -> tuple[Verdict, str, list[str]]:
 
 
 __all__ = [
-    "FindsOrders",
     "Held",
+    "HoldsFields",
     "HoldsOrders",
     "ReadEnded",
     "ReadsBack",

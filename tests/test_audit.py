@@ -17,7 +17,7 @@ from connector._resends import Resent
 from connector.audit import Auditor
 from connector.config import AuditSettings, Drift
 from connector.deliver import Outcome, OutcomeKind
-from connector.errors import ServerError
+from connector.errors import NotFoundError, ServerError
 from connector.fence import Fence
 from connector.metrics import Metrics
 from connector.pacing import Pacer
@@ -52,6 +52,7 @@ class Shop:
         self.auditor: Auditor | None = None
         self.repaired_on: list[float | None] = []  # each repair's tick (None: it takes its own)
         self.end_repairs = False  # hold each repair, and tell the auditor it was delivered, 10 ms later
+        self.refuse_repairs: BaseException | None = None  # or tell it failed with this, 10 ms later
         self.circuit_closed = True
         self._idle = asyncio.Event()
         self._idle.set()
@@ -88,7 +89,11 @@ class Shop:
             return False
         self.asked.append(change)
         self.repaired_on.append(tick)
-        if self.end_repairs:
+        if self.refuse_repairs is not None:
+            failed = Outcome(OutcomeKind.FAILED, change.key, change, self.refuse_repairs, attempts=1)
+            assert self.auditor is not None
+            asyncio.get_running_loop().call_later(0.01, self.auditor.repair_ended, failed)
+        elif self.end_repairs:
             self.held[change.external_id] = dict(change.body)
             done = Outcome(OutcomeKind.DELIVERED, change.key, change, attempts=1)
             assert self.auditor is not None
@@ -534,3 +539,25 @@ def test_a_delivery_whose_request_left_before_the_resync_was_asked_does_not_coun
             assert sorted(told.ends) == [("after", Resent.SKIPPED), ("late", Resent.SENT)]
 
     on_virtual_time(scenario)
+
+
+def test_a_repair_the_vendor_refuses_for_good_is_not_sent_again_for_that_state() -> None:
+    """Shoplazza cannot be sent an order its store lost (404): reading and repairing it every
+    interval would spend two calls each time for nothing. The drift is still read and counted."""
+    shop, metrics = Shop(), Metrics()
+    shop.refuse_repairs = NotFoundError("PUT /orders/o-1 answered 404", status=404)
+
+    async def scenario() -> None:
+        async with audit(shop, metrics, min_interval_seconds=1.0) as a:
+            a.delivered(order("lost", 10), ambiguous=False)
+            await asyncio.sleep(10)
+            assert len(shop.asked) == 1
+            assert len(shop.reads) >= 3
+            shop.refuse_repairs = None
+            shop.end_repairs = True
+            a.delivered(order("lost", 20), ambiguous=False)  # a newer state: repaired again if lost
+            await asyncio.sleep(2)
+            assert len(shop.asked) == 2
+
+    on_virtual_time(scenario)
+    assert reads_of(metrics, "missing") >= 3

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from connector._compare import differences, shown
 from connector.errors import MappingError
-from connector.readback import Verdict, judge
+from connector.readback import Held, Verdict, compare, judge
 from connector.samples import order_body
 from connector.structs import OrderChange, Record
 from connector.trace import decide, sendable
@@ -76,6 +76,20 @@ def test_the_verdict_compares_the_vendors_updated_at_with_the_newest_event() -> 
     assert judge(deleted, False, None)[0] is Verdict.DELETED
     assert judge(deleted, True, at)[0] is Verdict.BEHIND
     assert judge(None, False, None)[0] is Verdict.NO_EVENTS
+
+
+def test_a_copy_with_no_updated_at_of_ours_is_judged_on_the_fields_an_update_sends() -> None:
+    """Shoplazza keeps its own updated_at: the fields sent are all there is; a copy not as sent
+    differs (an older state and an edit look the same), and says which fields."""
+    newest = change(3, 10)
+    sent = {"note": "gift", "tags": {"values": ["a"]}}
+    held = {"id": "o-1", "note": "gift", "tags": {"values": ["a"]}, "updated_at": "2026-12-01T00:00:00Z"}
+    assert compare(newest, Held(True, None, held, sent))[0] is Verdict.IN_SYNC
+    verdict, line, fields = compare(newest, Held(True, None, held | {"note": "older"}, sent))
+    assert (verdict, fields) == (Verdict.DIFFERS, ["note"])
+    assert "note" in line
+    assert compare(newest, Held(False, None, None, sent))[0] is Verdict.MISSING
+    assert compare(newest, Held(True, None, None))[0] is Verdict.UNKNOWN, "nothing to compare with"
 
 
 def test_the_vendors_copy_is_compared_on_what_was_sent_as_the_vendor_represents_it() -> None:

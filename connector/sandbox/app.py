@@ -13,9 +13,10 @@ Vendor routes (``X-Authorization`` required, rate limited, faults applied), ``{v
 
 Control routes (no auth, no limit): ``GET /_sandbox/orders``, ``GET /_sandbox/requests``,
 ``GET /_sandbox/writes`` (every change applied, in order), ``GET /_sandbox/stats``,
-``GET|POST /_sandbox/faults``, ``GET|POST /_sandbox/tamper`` (the vendor loses, reverts or edits
-orders by itself: ``{"lose": [ids], "revert": [ids], "alter": {id: {field: value}}}``, and ``GET``
-lists what it did; kept apart from the writes), ``POST /_sandbox/reset``, ``POST /_sandbox/config``.
+``GET|POST /_sandbox/faults``, ``GET|POST /_sandbox/tamper`` and ``/_sandbox/shoplazza/tamper`` (the
+vendor loses, reverts or edits orders by itself: ``{"lose": [ids], "revert": [ids], "alter": {id:
+{field: value}}}``, Loop's by external id, Shoplazza's by id, and ``GET`` lists what it did; kept
+apart from the writes), ``POST /_sandbox/reset``, ``POST /_sandbox/config``.
 
 Shoplazza routes (``Access-Token`` required, see ``connector.sandbox.shoplazza``), ``{v}`` ``2025-06``::
 
@@ -61,6 +62,18 @@ from connector.sandbox.shoplazza import routes as shoplazza_routes
 from connector.sandbox.state import Faults, LoggedRequest, Store
 
 _TAMPER_SHAPE = '{"lose": [ids], "revert": [ids], "alter": {id: {field: value}}}'
+
+
+def _tamper_args(values: Any) -> tuple[list[str], list[str], dict[str, dict[str, Any]]]:
+    """The orders a tamper loses, reverts and alters (Loop's by external id, Shoplazza's by id)."""
+    lose, revert, alter = values.get("lose", []), values.get("revert", []), values.get("alter", {})
+    unknown = set(values) - {"lose", "revert", "alter"}
+    ids = [*lose, *revert] if isinstance(lose, list) and isinstance(revert, list) else [None]
+    if unknown or not all(isinstance(i, str) for i in ids) or not isinstance(alter, dict):
+        raise ValueError(f"unknown keys {sorted(unknown)}, or lose/revert not lists of ids")
+    if not all(isinstance(v, dict) for v in alter.values()):
+        raise ValueError("an alter value is not an object")
+    return lose, revert, alter
 
 
 class Sandbox:
@@ -130,6 +143,8 @@ class Sandbox:
         app.router.add_get("/_sandbox/orders", self._ctl_orders)
         app.router.add_get("/_sandbox/shoplazza/orders", self._ctl_shoplazza_orders)
         app.router.add_post("/_sandbox/shoplazza/orders", self._ctl_shoplazza_orders)
+        app.router.add_get("/_sandbox/shoplazza/tamper", self._ctl_shoplazza_tamper)
+        app.router.add_post("/_sandbox/shoplazza/tamper", self._ctl_shoplazza_tamper)
         app.router.add_get("/_sandbox/requests", self._ctl_requests)
         app.router.add_get("/_sandbox/writes", self._ctl_writes)
         app.router.add_get("/_sandbox/stats", self._ctl_stats)
@@ -245,22 +260,20 @@ class Sandbox:
     async def _ctl_tamper(self, request: web.Request) -> web.Response:
         if request.method == "POST":
             try:
-                values = await request.json()
-                lose, revert, alter = (
-                    values.get("lose", []),
-                    values.get("revert", []),
-                    values.get("alter", {}),
-                )
-                unknown = set(values) - {"lose", "revert", "alter"}
-                ids = [*lose, *revert] if isinstance(lose, list) and isinstance(revert, list) else [None]
-                if unknown or not all(isinstance(i, str) for i in ids) or not isinstance(alter, dict):
-                    raise ValueError(f"unknown keys {sorted(unknown)}, or lose/revert not lists of ids")
-                if not all(isinstance(v, dict) for v in alter.values()):
-                    raise ValueError("an alter value is not an object")
+                lose, revert, alter = _tamper_args(await request.json())
             except (ValueError, TypeError, AttributeError) as exc:
                 return web.json_response({"message": f"bad tamper ({exc}): {_TAMPER_SHAPE}"}, status=400)
             return web.json_response(self.store.tamper(lose, revert, alter))
         return web.json_response({"tampers": [asdict(t) for t in self.store.tampers]})
+
+    async def _ctl_shoplazza_tamper(self, request: web.Request) -> web.Response:
+        if request.method == "POST":
+            try:
+                lose, revert, alter = _tamper_args(await request.json())
+            except (ValueError, TypeError, AttributeError) as exc:
+                return web.json_response({"message": f"bad tamper ({exc}): {_TAMPER_SHAPE}"}, status=400)
+            return web.json_response(self.shoplazza.tamper(lose, revert, alter))
+        return web.json_response({"tampers": self.shoplazza.tampers})
 
     async def _ctl_reset(self, _: web.Request) -> web.Response:
         self.store.reset()

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import re
 import time
+from collections import deque
 from typing import Any
 
 from aiohttp import web
+
+from connector.sandbox.state import KEPT_VERSIONS
 
 ADDRESS_FIELDS = (
     "last_name", "first_name", "phone", "email", "country", "country_code", "province", "province_code",
@@ -74,6 +77,8 @@ class ShoplazzaStore:
 
     def __init__(self) -> None:
         self.orders: dict[str, dict[str, Any]] = {}
+        self._before: dict[str, deque[dict[str, Any]]] = {}  # each order before its last updates
+        self.tampers: list[dict[str, Any]] = []
 
     def seed(self, order_id: str, number: str) -> dict[str, Any]:
         """Create an order as the store would have it."""
@@ -91,9 +96,40 @@ class ShoplazzaStore:
         order = self.orders.get(order_id)
         if order is None:
             return None
+        self._before.setdefault(order_id, deque(maxlen=KEPT_VERSIONS)).append(dict(order))
         order.update(fields)
         order["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         return order
+
+    def tamper(
+        self, lose: list[str], revert: list[str], alter: dict[str, dict[str, Any]]
+    ) -> dict[str, list[str]]:
+        """The store, by itself (its admin, a restored backup): loses the orders of ``lose`` (by id),
+        puts those of ``revert`` back as they were before their last update, and edits the fields
+        ``alter`` gives each. Returns the ids done by op, and those it could not do under
+        ``skipped``, as the Loop store's ``tamper`` does."""
+        done: dict[str, list[str]] = {"lose": [], "revert": [], "alter": [], "skipped": []}
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        for order_id in lose:
+            gone = self.orders.pop(order_id, None) is not None
+            done["lose" if gone else "skipped"].append(order_id)
+        for order_id in revert:
+            before = self._before.get(order_id)
+            if order_id not in self.orders or not before:
+                done["skipped"].append(order_id)
+                continue
+            self.orders[order_id] = {**before.pop(), "updated_at": now}
+            done["revert"].append(order_id)
+        for order_id, values in alter.items():
+            order = self.orders.get(order_id)
+            if order is None:
+                done["skipped"].append(order_id)
+                continue
+            order.update({k: v for k, v in values.items() if k not in ("id", "number")}, updated_at=now)
+            done["alter"].append(order_id)
+        for op in ("lose", "revert", "alter"):
+            self.tampers += [{"ts": time.time(), "op": op, "id": order_id} for order_id in done[op]]
+        return done
 
 
 def routes(store: ShoplazzaStore) -> list[web.RouteDef]:

@@ -105,15 +105,20 @@ class ShoplazzaSink:
         with contextlib.suppress(NotFoundError):
             await self._http.request("GET", "/orders/number/0", prepaid=prepaid)
 
-    async def finds_order(self, change: OrderChange, prepaid: Prepaid | None = None) -> bool:
-        """Whether Shoplazza holds ``change``'s order (``GET /orders/{id}``, its number resolved
-        first when the event names it by number; ``prepaid``: the tick the first request uses)."""
+    async def held_fields(
+        self, change: OrderChange, prepaid: Prepaid | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """What an update of ``change`` sends (its ``order``), and the order Shoplazza holds (``GET
+        /orders/{id}``, its number resolved first when the event names it by number; None: none;
+        ``prepaid``: the tick the first request uses)."""
+        sent = shoplazza_update_body(change.body)["order"] if change.op == "upsert" else {}
         try:
             order_id = await self._order_id(change, prepaid)
-            await self._http.request("GET", f"/orders/{quote(order_id, safe='')}", prepaid=prepaid)
+            response = await self._http.request("GET", f"/orders/{quote(order_id, safe='')}", prepaid=prepaid)
         except NotFoundError:
-            return False
-        return True
+            return sent, None
+        held = _data(response).get("order")
+        return sent, held if isinstance(held, dict) else {}
 
     async def held_version(self, change: OrderChange) -> tuple[bool, datetime | None]:
         """Shoplazza keeps its own ``updated_at``, not the event's: nothing to compare with."""

@@ -67,3 +67,29 @@ async def test_leaky_bucket_allows_the_documented_burst_then_429() -> None:
         codes = [(await c.get("/orders/x")).status_code for _ in range(42)]
     assert codes[:40] == [404] * 40
     assert codes[40:] == [429, 429]
+
+
+async def test_the_store_can_lose_revert_and_edit_orders_by_itself(
+    sandbox: Sandbox, shop: httpx.AsyncClient
+) -> None:
+    """POST /_sandbox/shoplazza/tamper, by order id: a lost order is gone (404), a reverted one is
+    back as it was before its last update, an edited one holds the new values; what cannot be done
+    is skipped; GET lists what the store did."""
+    sandbox.shoplazza.seed("o-2", "1002")
+    sandbox.shoplazza.seed("o-3", "1003")
+    for order_id, note in (("o-2", "first"), ("o-2", "second"), ("o-3", "kept")):
+        assert (await shop.put(f"/orders/{order_id}", json={"order": {"note": note}})).status_code == 200
+    async with httpx.AsyncClient(base_url=sandbox.url) as ctl:
+        done = (
+            await ctl.post(
+                "/_sandbox/shoplazza/tamper",
+                json={"lose": ["o-1", "nope"], "revert": ["o-2"], "alter": {"o-3": {"note": "admin"}}},
+            )
+        ).json()
+        assert done == {"lose": ["o-1"], "revert": ["o-2"], "alter": ["o-3"], "skipped": ["nope"]}
+        assert (await ctl.post("/_sandbox/shoplazza/tamper", json={"lose": "o-2"})).status_code == 400
+        tampers = (await ctl.get("/_sandbox/shoplazza/tamper")).json()["tampers"]
+    assert [(t["op"], t["id"]) for t in tampers] == [("lose", "o-1"), ("revert", "o-2"), ("alter", "o-3")]
+    assert (await shop.get("/orders/o-1")).status_code == 404
+    assert (await shop.get("/orders/o-2")).json()["data"]["order"]["note"] == "first"
+    assert (await shop.get("/orders/o-3")).json()["data"]["order"]["note"] == "admin"

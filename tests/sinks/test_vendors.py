@@ -125,7 +125,10 @@ async def test_loop_reads_an_order_back_whole_and_shoplazza_says_whether_it_hold
     sandbox.shoplazza.seed("o-7", "1007")
     settings = SinkSettings(kind="shoplazza", base_url=sandbox.url, api_key="test-key")
     async with ShoplazzaSink(settings) as shop:
-        assert await shop.finds_order(change("o-7", {})) is True
-        assert await shop.finds_order(change("number:1007", {"number": "1007"})) is True
-        assert await shop.finds_order(change("o-none", {})) is False
-        assert await shop.finds_order(change("number:404", {"number": "404"})) is False
+        sent, held = await shop.held_fields(change("o-7", {"note": "gift", "id": "o-7"}))
+        assert sent == {"note": "gift"}, "what an update sends: not the fields that locate the order"
+        assert held is not None
+        assert held["number"] == "1007"
+        assert (await shop.held_fields(change("number:1007", {"number": "1007"})))[1] is not None
+        assert (await shop.held_fields(change("o-none", {})))[1] is None
+        assert (await shop.held_fields(change("number:404", {"number": "404"})))[1] is None
