@@ -1,6 +1,7 @@
 """A resync under live traffic: what it costs the live traffic, and what it costs the budget.
 
     .venv/bin/python -m bench.resync [--orders 2000] [--budget 20] [--share 0.2] [--baseline 60]
+                                     [--preload-budget B] [--audits]
 
 One connector process, the sandbox (`connector sandbox`, budget x 60 a minute) and the broker
 (scripts/kafka, or TEST_KAFKA_BOOTSTRAP_SERVERS). ``--orders`` orders are delivered first. Then live
@@ -10,6 +11,16 @@ and the live traffic goes on until the resync is done. Printed: live event-to-AP
 before and during the resync; the resync's duration, and its calls per preloaded order; 429s; whether
 every preloaded order is back. Figures are wall-clock on a shared machine: compare the two phases of
 one run, not runs with each other.
+
+``--preload-budget B`` (for large runs at a small budget, e.g. 10,000 orders at 5/s) delivers the
+preload through a first sandbox and connector at B/s, stops both, and measures with a fresh sandbox at
+``--budget`` and the connector restarted on the same group: the vendor has then lost every preloaded
+order (a restored backup), and the restarted member resumes from the group's commits.
+
+``--audits`` runs the connector with its read-back audits on (the product's default; the benchmarks
+run them off so that the vendor's log counts the delivery's calls only): they find lost orders too,
+and the resync skips those they repaired since it was asked. Calls count writes, not the audits'
+reads, which are printed apart.
 """
 
 from __future__ import annotations
@@ -70,13 +81,35 @@ async def scenario(bootstrap: str, args: argparse.Namespace) -> None:
         kafka={"bootstrap_servers": bootstrap, "topics": [topic], "group_id": f"{topic}-connector"}
     )
     await resynccmd.ensure_topic(settings)
-    with sandbox(args.budget * 60) as url:
-        proc, _ = start_connector(bootstrap, topic, url, SINK__RATE_LIMIT_PER_SECOND=args.budget)
-        try:
-            took = await asyncio.to_thread(
-                wait, lambda: httpx.get(f"{url}/_sandbox/stats").json()["orders"] >= args.orders, 600, 1.0
+    preload_budget = args.preload_budget or args.budget
+    audits = {"AUDIT__ENABLED": "true"} if args.audits else {}
+    if preload_budget != args.budget:
+        with sandbox(preload_budget * 60) as url:
+            proc, _ = start_connector(
+                bootstrap, topic, url, SINK__RATE_LIMIT_PER_SECOND=preload_budget, **audits
             )
-            print(f"preloaded {args.orders} orders in {took:.0f} s", flush=True)
+            try:
+                took = await asyncio.to_thread(
+                    wait,
+                    lambda: httpx.get(f"{url}/_sandbox/stats").json()["orders"] >= args.orders,
+                    3600,
+                    1.0,
+                )
+                print(f"preloaded {args.orders} orders in {took:.0f} s at {preload_budget:g}/s", flush=True)
+                await asyncio.sleep(6.0)  # the last commits land
+            finally:
+                stop(proc)
+    with sandbox(args.budget * 60) as url:
+        proc, _ = start_connector(bootstrap, topic, url, SINK__RATE_LIMIT_PER_SECOND=args.budget, **audits)
+        try:
+            if preload_budget == args.budget:
+                took = await asyncio.to_thread(
+                    wait,
+                    lambda: httpx.get(f"{url}/_sandbox/stats").json()["orders"] >= args.orders,
+                    3600,
+                    1.0,
+                )
+                print(f"preloaded {args.orders} orders in {took:.0f} s", flush=True)
             sent: dict[str, float] = {}
             done = asyncio.Event()
             traffic = asyncio.create_task(live(bootstrap, topic, 2.0 / args.budget, sent, done))
@@ -86,6 +119,8 @@ async def scenario(bootstrap: str, args: argparse.Namespace) -> None:
             held = [o for o in await asyncio.to_thread(orders, url) if o.startswith("r-")]
             async with httpx.AsyncClient(timeout=60) as client:
                 lost = (await client.post(f"{url}/_sandbox/tamper", json={"lose": held})).json()["lose"]
+            if preload_budget != args.budget:
+                lost = [f"r-{i}" for i in range(args.orders)]  # the fresh sandbox never held them
             await resynccmd.publish(settings, resynccmd.new_request(settings, None, None, args.share))
             while not (await resynccmd.status(settings)).done:
                 await asyncio.sleep(2.0)
@@ -101,7 +136,12 @@ async def scenario(bootstrap: str, args: argparse.Namespace) -> None:
         finally:
             stop(proc)
     state = await resynccmd.status(settings)
-    resync_writes = [r for r in log if r["ts"] >= t1 and str(r.get("external_id", "")).startswith("r-")]
+    resync_writes = [
+        r
+        for r in log
+        if r["ts"] >= t1 and r["method"] != "GET" and str(r.get("external_id", "")).startswith("r-")
+    ]
+    reads = sum(1 for r in log if r["method"] == "GET")
     statuses = [r["status"] for r in log]
     missing = [o for o in lost if o not in back]
     print(
@@ -111,7 +151,8 @@ async def scenario(bootstrap: str, args: argparse.Namespace) -> None:
         f"live latency during the resync ({t2 - t1:.0f} s): {latency(log, sent, t1, t2)}\n"
         f"resync: {len(lost)} orders lost, {len(resync_writes)} calls for them "
         f"({len(resync_writes) / max(1, len(lost)):.3f} per order), status {state.totals()}, "
-        f"{len(missing)} still missing; 429s in the run: {statuses.count(429)}"
+        f"{len(missing)} still missing; 429s in the run: {statuses.count(429)}; audits "
+        f"{'on' if args.audits else 'off'}, {reads} reads in the run"
     )
 
 
@@ -124,6 +165,8 @@ def main() -> None:
     parser.add_argument("--share", type=float, default=0.2)
     parser.add_argument("--baseline", type=float, default=60.0)
     parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument("--preload-budget", type=float, default=0.0)
+    parser.add_argument("--audits", action="store_true")
     args = parser.parse_args()
     given = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
     kafka = None if given else LocalKafka()
