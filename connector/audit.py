@@ -144,6 +144,7 @@ class Auditor:
         self._failures = 0
         self._unsupported = False  # the vendor's client reads no order back
         self._reading = settings.enabled and settings.remember_orders > 0
+        self.limit = settings.remember_orders  # orders kept: its share of the member's (set_limit)
         self._entered = False
         self._task: asyncio.Task[None] | None = None
         self.reads = 0  # orders read back (tests, figures)
@@ -171,6 +172,14 @@ class Auditor:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         self._resends.close()  # the shop is not served here any more: a resync must not wait for it
+
+    def set_limit(self, orders: int) -> None:
+        """Keep at most ``orders`` delivered orders (this shop's share of
+        ``audit.remember_orders_per_member``, as the shops served change), the least recently read
+        dropped at once."""
+        self.limit = orders
+        while len(self._kept) > orders:
+            self._kept.popitem(last=False)
 
     @property
     def kept(self) -> int:
@@ -224,9 +233,9 @@ class Auditor:
         self._kept[key] = _Kept(kept, body, ambiguous, self._clock.wall() if sent_at is None else sent_at)
         queue = self._urgent if ambiguous else self._fresh
         queue.append(key)
-        while len(self._kept) > self._settings.remember_orders:
+        while len(self._kept) > self.limit:
             self._kept.popitem(last=False)
-        if len(queue) > 2 * self._settings.remember_orders:  # delivered faster than read: the same
+        if len(queue) > 2 * self.limit:  # delivered faster than read: the same
             unread = dict.fromkeys(k for k in queue if k in self._kept)  # keys again, or forgotten ones
             queue.clear()
             queue.extend(unread)

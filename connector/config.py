@@ -246,6 +246,7 @@ class AuditSettings(_Section):
     share: float = Field(0.5, gt=0, le=1)  # of the budget's ticks, at most (only unused ones)
     repair: list[Drift] = Field(default_factory=lambda: [Drift.MISSING, Drift.OLDER])
     remember_orders: int = Field(10_000, ge=0)  # per shop: delivered orders kept for the sweep
+    remember_orders_per_member: int = Field(100_000, ge=0)  # every shop's together: shared out evenly
     min_interval_seconds: float = Field(30.0, ge=0)  # an order is read again no sooner
     max_reads_per_second: float = Field(10.0, gt=0)  # per shop, whatever the budget leaves unused
 

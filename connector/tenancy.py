@@ -227,6 +227,7 @@ class Tenancy:
         served = Served(name, settings, pacer, sink, deliverer, stack, name, aliases, mapping, auditor)
         self._served[name] = served
         self.reindex()
+        self._share_audit_memory()
         return served
 
     async def close_tenant(self, served: Served) -> None:
@@ -236,11 +237,22 @@ class Tenancy:
             del self._served[served.name]
         self._view.forget_circuit(served.name)
         self.reindex()
+        self._share_audit_memory()
         try:
             await served.close()
         except Exception:  # it is forgotten all the same
             log.exception("tenant_close_failed", tenant=served.shown)
         self._view.prune(self._served)
+
+    def _share_audit_memory(self) -> None:
+        """Each shop's audits keep at most ``audit.remember_orders`` delivered orders, and all of
+        them together ``audit.remember_orders_per_member``, shared out evenly: a thousand shops keep a
+        hundred each at the defaults (about 110 MB in all), not ten thousand (11 GB)."""
+        audits = self._settings.audit
+        each = min(audits.remember_orders, audits.remember_orders_per_member // max(1, len(self._served)))
+        for served in self._served.values():
+            if served.auditor is not None:
+                served.auditor.set_limit(each)
 
     def reindex(self) -> None:
         """Route events by the served shops' names and aliases as they now are (:class:`Router`), and

@@ -561,3 +561,21 @@ def test_a_repair_the_vendor_refuses_for_good_is_not_sent_again_for_that_state()
 
     on_virtual_time(scenario)
     assert reads_of(metrics, "missing") >= 3
+
+
+def test_a_lower_limit_drops_the_least_recently_read_orders_at_once() -> None:
+    shop, metrics = Shop(), Metrics()
+
+    async def scenario() -> None:
+        async with audit(shop, metrics, min_interval_seconds=1000.0) as a:
+            for n in range(5):
+                shop.held[f"o{n}"] = dict(order(f"o{n}", 10).body)
+                a.delivered(order(f"o{n}", 10), ambiguous=False)
+            await asyncio.sleep(2)
+            assert a.kept == 5
+            a.set_limit(2)
+            assert (a.kept, a.limit) == (2, 2)
+            a.delivered(order("o9", 10), ambiguous=False)
+            assert a.kept == 2
+
+    on_virtual_time(scenario)

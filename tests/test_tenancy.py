@@ -29,6 +29,7 @@ from connector._reloads import APPLY
 from connector.clock import SYSTEM_CLOCK
 from connector.coalesce import Coalescer
 from connector.config import (
+    AuditSettings,
     DeliverySettings,
     Reload,
     Settings,
@@ -886,3 +887,29 @@ async def test_without_tenants_path_the_sink_section_is_the_one_shop() -> None:
         await until(lambda: "A1" in desk.delivered)
         assert vendors.of("solo").applied == ["A1"]
         assert vendors.of("solo").keys == ["solo-key"]
+
+
+async def test_the_shops_share_out_the_members_memory_for_their_audits(tmp_path: Path) -> None:
+    """Each shop keeps at most audit.remember_orders delivered orders for its audits, and all of them
+    together audit.remember_orders_per_member, shared out evenly as shops come and go (a thousand
+    shops at 10,000 each would have been 11 GB)."""
+    for shop in ("acme", "bolt", "cork"):
+        shop_file(tmp_path, shop)
+    settings = settings_for(tmp_path).model_copy(
+        update={"audit": AuditSettings(remember_orders=20, remember_orders_per_member=30)}
+    )
+    vendors, desk = Vendors(), Desk()
+    async with serving(settings, vendors, desk) as tenancy:
+
+        def limits() -> dict[str, int]:
+            return {n: a.limit for n in ("acme", "bolt", "cork") if (a := tenancy.resending(n)) is not None}
+
+        assert limits() == {"acme": 10, "bolt": 10, "cork": 10}
+        (tmp_path / "cork.toml").unlink()
+        await tenancy.reload()
+        await tenancy.reload()
+        assert limits() == {"acme": 15, "bolt": 15}
+        (tmp_path / "bolt.toml").unlink()
+        await tenancy.reload()
+        await tenancy.reload()
+        assert limits() == {"acme": 20}, "never above audit.remember_orders"
