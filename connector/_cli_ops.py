@@ -146,9 +146,10 @@ def resync_command(args: argparse.Namespace) -> int:
     logs.register_secret(settings.kafka.sasl_password.get_secret_value())
     if args.action == "status":
         state = asyncio.run(resynccmd.status(settings))
-        rate, slowest = resynccmd.budget_of(settings, state.request)
-        text = resynccmd.render(state, rate, slowest)
-        print(json.dumps(resynccmd.as_json(state), indent=2) if args.json else text)
+        if args.json:
+            print(json.dumps(resynccmd.as_json(state), indent=2))
+        else:
+            print(resynccmd.render(state, *resynccmd.budget_of(settings, state.request)))
         return 0 if state.done else 1
     if args.action == "cancel":
         state = asyncio.run(resynccmd.status(settings))

@@ -142,11 +142,14 @@ class Resends:
         if sending is not None:
             sending.superseded = True
 
-    def covered(self, change: OrderChange) -> None:
-        """``change`` was written (an audit's repair): a resend in line of its order at that state or
-        an older one is skipped, the vendor has it (one call per order when both find it lost)."""
+    def covered(self, change: OrderChange, sent_at: float) -> None:
+        """``change`` was written (an audit's repair whose request left at ``sent_at``, wall clock): a
+        resend in line of its order at that state or an older one, asked before, is skipped, the
+        vendor has it (one call per order when both find it lost)."""
         item = self._line.get(change.key)
-        if item is not None and not change.version.older_than(item.change.version):
+        if item is None or sent_at < item.told.asked_at:
+            return  # a repair sent before the resync was asked may have landed before the loss
+        if not change.version.older_than(item.change.version):
             del self._line[change.key]
             item.told.ended(item.change, Resent.SKIPPED)
 

@@ -57,7 +57,7 @@ from connector._resends import Resends, Resent, Told
 from connector.clock import Clock
 from connector.config import AuditSettings, Drift
 from connector.deliver import Outcome, OutcomeKind
-from connector.errors import InputError, PermanentSinkError
+from connector.errors import InputError, NotFoundError, RejectedError
 from connector.instruments import Audited, AuditHooks, RepairEnded
 from connector.logs import get_logger
 from connector.pacing import Pacer
@@ -255,7 +255,7 @@ class Auditor:
             kept.read_at = -math.inf
             kept.written_at = tick
             self._fresh.append(outcome.key)
-            self._resends.covered(kept.change)
+            self._resends.covered(kept.change, tick)
         elif kept is not None and isinstance(outcome.error, _REFUSED):
             kept.refused = True  # e.g. Shoplazza: an update of an order the store lost is a 404
         self._hooks.repair_ended(RepairEnded(self.tenant, str(drift or "unknown"), outcome.kind.value))
@@ -435,10 +435,11 @@ class Auditor:
             self._pending[key] = drift  # on the next spare tick
 
 
-_REFUSED = (PermanentSinkError, InputError)
+_REFUSED = (RejectedError, NotFoundError, InputError)
 """A repair that ended in one of these is not sent again for the same delivered state: the vendor
-refuses it itself (Shoplazza cannot be sent an order its store lost: 404), and reading and repairing
-it every ``audit.min_interval_seconds`` would spend two calls each time for nothing."""
+refuses the order itself (Shoplazza cannot be sent an order its store lost: 404; a body it rejects),
+and reading and repairing it every ``audit.min_interval_seconds`` would spend two calls each time for
+nothing. Not a 403 (a scope the operator may grant) nor a 409 (a conflict that passes)."""
 
 
 __all__ = ["IDLE_LOOK", "Auditor", "Desk"]

@@ -464,6 +464,7 @@ class Deliverer:
             sendable = job.probe = circuit.state is State.OPEN and circuit.may_call(self._clock.monotonic())
             if sendable and circuit.forbidden:
                 sendable = job.probe = False
+                job.state = JobState.IN_FLIGHT  # a live change meanwhile follows it (found by review)
                 await self._outages.read_probe(tick)
         if sendable:
             held, error, cancelled = await self._attempt(job, change)

@@ -291,9 +291,11 @@ class Membership:
         then send nothing more for any of them. The hand-over's settle-by lets the next owners send
         at once, so a request started after it (an audit's read or a resync's resend on a tick the
         fence still allowed) could share a tick with theirs: the fence forgets every partition."""
-        await self.commit(handover=True)
-        for tp in self.fence.partitions():
-            self.fence.drop(tp)
+        try:
+            await self.commit(handover=True)
+        finally:
+            for tp in self.fence.partitions():
+                self.fence.drop(tp)
 
     async def commit(self, only: set[TopicPartition] | None = None, handover: bool = False) -> None:
         """Commit the watermark of every owned partition (``only`` those given), with its metadata

@@ -47,6 +47,7 @@ class Vendor:
         self.keys: list[str] = []
         self.reads: list[str] = []
         self.closed = False
+        self.probe_seconds = 0.0  # how long a probe takes to answer
 
     async def apply(self, change: OrderChange, prepaid: Prepaid | None = None) -> None:
         self.calls += 1
@@ -60,6 +61,8 @@ class Vendor:
         self.applied.append(change)
 
     async def probe(self, prepaid: Prepaid | None = None) -> None:
+        if self.probe_seconds:
+            await asyncio.sleep(self.probe_seconds)
         if self.fail is not None:
             raise self.fail
 

@@ -17,7 +17,7 @@ from connector._resends import Resent
 from connector.audit import Auditor
 from connector.config import AuditSettings, Drift
 from connector.deliver import Outcome, OutcomeKind
-from connector.errors import NotFoundError, ServerError
+from connector.errors import Forbidden, NotFoundError, ServerError
 from connector.fence import Fence
 from connector.metrics import Metrics
 from connector.pacing import Pacer
@@ -577,5 +577,20 @@ def test_a_lower_limit_drops_the_least_recently_read_orders_at_once() -> None:
             assert (a.kept, a.limit) == (2, 2)
             a.delivered(order("o9", 10), ambiguous=False)
             assert a.kept == 2
+
+    on_virtual_time(scenario)
+
+
+def test_a_repair_refused_for_a_missing_scope_is_tried_again_later() -> None:
+    """A second 403 is about a scope the operator may grant: not the order's fault, so the drift is
+    repaired again at a later read (only a 4xx of the order itself stops it)."""
+    shop, metrics = Shop(), Metrics()
+    shop.refuse_repairs = Forbidden("PUT /orders answered 403 again", status=403)
+
+    async def scenario() -> None:
+        async with audit(shop, metrics, min_interval_seconds=1.0) as a:
+            a.delivered(order("lost", 10), ambiguous=False)
+            await asyncio.sleep(10)
+            assert len(shop.asked) >= 2
 
     on_virtual_time(scenario)

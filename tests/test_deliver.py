@@ -875,3 +875,29 @@ def test_after_a_403_with_no_live_traffic_an_audits_read_tick_carries_the_read_p
             assert d.vendor.reads == []
 
     on_virtual_time(scenario)
+
+
+def test_a_live_change_during_that_read_probe_follows_it_and_is_sent() -> None:
+    """The read probe is on the wire for the audit's read job: a live change of the order that comes
+    meanwhile follows it (one job per order), and is sent once the circuit closed. Before, it took
+    the job over as if nothing were in flight, and the job ended with the probe: the change was never
+    sent nor reported, and its partition's commit stuck there (found by review)."""
+
+    async def scenario() -> None:
+        audit = Audit()
+        d = desk(audit=audit)
+        d.vendor.probe_seconds = 0.2
+        d.vendor.refuse["A1"] = AuthError("403: This action is unauthorized.", status=403)
+        async with d.deliverer:
+            assert d.deliverer.repair(change_of("A1", 0, "active"), asyncio.get_running_loop().time())
+            await until(lambda: audit.repairs)
+            await asyncio.sleep(1.5)  # the probe interval is over
+            assert d.deliverer.read(change_of("B1", 0, "active"), asyncio.get_running_loop().time())
+            await asyncio.sleep(0.05)  # its tick carries the read probe, on the wire
+            live = d.orders.add("B1", 1, "archived")
+            await until(lambda: d.orders.outcomes)
+            assert d.orders.kinds() == [("B1", OutcomeKind.DELIVERED)]
+            assert d.vendor.applied == [live]
+            assert [r.sent for r in audit.reads] == [False], "told once, not sent"
+
+    on_virtual_time(scenario)

@@ -117,9 +117,11 @@ def test_a_repair_of_the_same_state_or_a_newer_one_skips_the_resend_in_line_an_o
     at = datetime(2026, 12, 1, tzinfo=UTC)
     newer = dataclasses.replace(change("a"), updated_at=at + timedelta(minutes=1))
     resends.add(newer, told)
-    resends.covered(dataclasses.replace(change("a"), updated_at=at))
+    resends.covered(dataclasses.replace(change("a"), updated_at=at), 1.0)
     assert len(resends) == 1, "an older state written: the resend is still needed"
-    resends.covered(newer)
+    resends.covered(newer, -1.0)
+    assert len(resends) == 1, "written before the resync was asked: it may have landed before the loss"
+    resends.covered(newer, 1.0)
     assert told.ends == [("a", Resent.SKIPPED)]
     assert len(resends) == 0
 
