@@ -35,7 +35,17 @@ from typing import Any
 
 import httpx
 
-from bench.run import orders, requests_log, sandbox, small_order, start_connector, stop, topic_with, wait
+from bench.run import (
+    orders,
+    requests_log,
+    sandbox,
+    small_order,
+    start_connector,
+    stats,
+    stop,
+    topic_with,
+    wait,
+)
 from connector import resynccmd
 from connector.config import Settings
 from connector.localkafka import LocalKafka
@@ -113,6 +123,10 @@ async def scenario(bootstrap: str, args: argparse.Namespace) -> None:
             sent: dict[str, float] = {}
             done = asyncio.Event()
             traffic = asyncio.create_task(live(bootstrap, topic, 2.0 / args.budget, sent, done))
+            # The baseline begins once the first live order landed: a (re)started member's join and
+            # warm-up are not the resync's doing (a run without this measured them as "before").
+            held_before = stats(url)["orders"]
+            await asyncio.to_thread(wait, lambda: stats(url)["orders"] > held_before, 120, 0.2)
             t0 = time.time()
             await asyncio.sleep(args.baseline)
             t1 = time.time()
