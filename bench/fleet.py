@@ -67,8 +67,8 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.run import KEY, OTHER_PATH, ROOT
-from connector.localkafka import LocalKafka, free_port
+from bench.run import KEY, OTHER_PATH, ROOT, broker
+from connector.localkafka import free_port
 from connector.samples import envelope, order_body
 from tests.helpers import committed_offsets, end_offsets, read_topic
 from tests.procs import ConnectorProcess, SandboxProcess, connector_env
@@ -789,13 +789,8 @@ def main() -> None:
                         help="a connector setting without the CONNECTOR_ prefix, e.g. TENANTS__PARK_AFTER_SECONDS=10")  # fmt: skip
     args = parser.parse_args()
     overrides = dict(item.split("=", 1) for item in args.set)
-    given = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
-    kafka = None if given else LocalKafka()
-    if kafka:
-        kafka.start()
-    bootstrap = given or kafka.bootstrap_servers  # type: ignore[union-attr]
-    outcomes = []
-    try:
+    with broker() as bootstrap:
+        outcomes = []
         for number in range(1, args.runs + 1):
             print(f"run {number} of {args.runs}: {code()}; {conditions()}", flush=True)
             run = Run(bootstrap, args.seconds, number, overrides)
@@ -816,9 +811,6 @@ def main() -> None:
             failed = [what for what, ok, _ in outcome.criteria if not ok]
             print(f"verdict run {number}: {'PASS' if outcome.passed else 'FAIL: ' + '; '.join(failed)} "
                   f"(logs and timeline: {outcome.folder})\n", flush=True)  # fmt: skip
-    finally:
-        if kafka:
-            kafka.stop()
     sys.exit(0 if outcomes and all(o.passed for o in outcomes) else 1)
 
 

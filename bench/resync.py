@@ -36,6 +36,7 @@ from typing import Any
 import httpx
 
 from bench.run import (
+    broker,
     orders,
     requests_log,
     sandbox,
@@ -48,7 +49,6 @@ from bench.run import (
 )
 from connector import resynccmd
 from connector.config import Settings
-from connector.localkafka import LocalKafka
 
 
 async def live(bootstrap: str, topic: str, gap: float, sent: dict[str, float], until: asyncio.Event) -> None:
@@ -67,6 +67,11 @@ async def live(bootstrap: str, topic: str, gap: float, sent: dict[str, float], u
             await asyncio.sleep(gap)
     finally:
         await producer.stop()
+
+
+async def holding(url: str, orders: int, timeout: float = 3600) -> float:
+    """Seconds until the vendor at ``url`` holds ``orders`` orders."""
+    return await asyncio.to_thread(wait, lambda: stats(url)["orders"] >= orders, timeout, 0.2)
 
 
 def latency(log: list[dict[str, Any]], sent: dict[str, float], start: float, end: float) -> str:
@@ -99,12 +104,7 @@ async def scenario(bootstrap: str, args: argparse.Namespace) -> None:
                 bootstrap, topic, url, SINK__RATE_LIMIT_PER_SECOND=preload_budget, **audits
             )
             try:
-                took = await asyncio.to_thread(
-                    wait,
-                    lambda: httpx.get(f"{url}/_sandbox/stats").json()["orders"] >= args.orders,
-                    3600,
-                    1.0,
-                )
+                took = await holding(url, args.orders)
                 print(f"preloaded {args.orders} orders in {took:.0f} s at {preload_budget:g}/s", flush=True)
                 await asyncio.sleep(6.0)  # the last commits land
             finally:
@@ -113,20 +113,14 @@ async def scenario(bootstrap: str, args: argparse.Namespace) -> None:
         proc, _ = start_connector(bootstrap, topic, url, SINK__RATE_LIMIT_PER_SECOND=args.budget, **audits)
         try:
             if preload_budget == args.budget:
-                took = await asyncio.to_thread(
-                    wait,
-                    lambda: httpx.get(f"{url}/_sandbox/stats").json()["orders"] >= args.orders,
-                    3600,
-                    1.0,
-                )
+                took = await holding(url, args.orders)
                 print(f"preloaded {args.orders} orders in {took:.0f} s", flush=True)
             sent: dict[str, float] = {}
             done = asyncio.Event()
             traffic = asyncio.create_task(live(bootstrap, topic, 2.0 / args.budget, sent, done))
             # The baseline begins once the first live order landed: a (re)started member's join and
             # warm-up are not the resync's doing (a run without this measured them as "before").
-            held_before = stats(url)["orders"]
-            await asyncio.to_thread(wait, lambda: stats(url)["orders"] > held_before, 120, 0.2)
+            await holding(url, stats(url)["orders"] + 1, timeout=120)
             t0 = time.time()
             await asyncio.sleep(args.baseline)
             t1 = time.time()
@@ -182,15 +176,8 @@ def main() -> None:
     parser.add_argument("--preload-budget", type=float, default=0.0)
     parser.add_argument("--audits", action="store_true")
     args = parser.parse_args()
-    given = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
-    kafka = None if given else LocalKafka()
-    if kafka:
-        kafka.start()
-    try:
-        asyncio.run(scenario(given or kafka.bootstrap_servers, args))  # type: ignore[union-attr]
-    finally:
-        if kafka:
-            kafka.stop()
+    with broker() as bootstrap:
+        asyncio.run(scenario(bootstrap, args))
 
 
 if __name__ == "__main__":

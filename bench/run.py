@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -169,6 +170,18 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(40)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@contextlib.contextmanager
+def broker() -> Iterator[str]:
+    """The brokers' bootstrap servers: ``TEST_KAFKA_BOOTSTRAP_SERVERS`` when given, else a broker of
+    our own (``connector.localkafka``), stopped after."""
+    given = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
+    if given:
+        yield given
+        return
+    with LocalKafka() as kafka:
+        yield kafka.bootstrap_servers
 
 
 def stats(url: str) -> dict[str, Any]:
@@ -508,18 +521,13 @@ def main() -> None:
     args = parser.parse_args()
     q = args.quick
     chosen = set(args.only.split(","))
-    given = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
-    kafka = None if given else LocalKafka()
-    if kafka:
-        kafka.start()
-    bootstrap = given or kafka.bootstrap_servers  # type: ignore[union-attr]
-    print(
-        f"machine: {platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}; "
-        f"figures are wall-clock, compare within a row",
-        flush=True,
-    )
-    rows = []
-    try:
+    with broker() as bootstrap:
+        print(
+            f"machine: {platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}; "
+            f"figures are wall-clock, compare within a row",
+            flush=True,
+        )
+        rows = []
         plan = {
             "A": lambda: a_throughput(bootstrap, 2_000 if q else 20_000),
             "B": lambda: b_calls_per_order(bootstrap, 2_000 if q else 10_000, 50 if q else 250),
@@ -535,9 +543,6 @@ def main() -> None:
             if name in chosen:
                 rows.append(run())
                 print(f"  {rows[-1][0]}: connector {rows[-1][1]} | naive {rows[-1][2]}", flush=True)
-    finally:
-        if kafka:
-            kafka.stop()
     width = max(len(r[0]) for r in rows)
     print(f"\n{'figure':<{width}}  {'connector':<40}  naive baseline")
     for label, ours, naive in rows:

@@ -31,8 +31,17 @@ from typing import Any
 import httpx
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.run import ROOT, events, is_other, requests_log, sandbox, start_connector, stop, topic_with
-from connector.localkafka import LocalKafka
+from bench.run import (
+    ROOT,
+    broker,
+    events,
+    is_other,
+    requests_log,
+    sandbox,
+    start_connector,
+    stop,
+    topic_with,
+)
 
 WINDOWS = (30.0, 90.0)
 
@@ -139,20 +148,15 @@ def main() -> None:
     parser.add_argument("--topic", default="on,off", help="with the pace topic (on), without (off)")
     parser.add_argument("--code", default=None, help="run the connector processes from this checkout")
     args = parser.parse_args()
-    given = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
-    kafka = None if given else LocalKafka()
-    if kafka:
-        kafka.start()
-    bootstrap = given or kafka.bootstrap_servers  # type: ignore[union-attr]
-    load = os.getloadavg()
-    print(
-        f"machine: {platform.node()} {os.cpu_count()} cores, load {load[0]:.1f}/{load[1]:.1f}, "
-        f"Python {platform.python_version()}; code: {args.code or 'this checkout'}",
-        flush=True,
-    )
-    print(f"{'members':>7} {'topic':>5}  {'429/accepted 30 s / 90 s / all':>32}  {'of what is left':>22}  "
-          f"{'api_outage':>10}  {'cuts made/followed':>18}", flush=True)  # fmt: skip
-    try:
+    with broker() as bootstrap:
+        load = os.getloadavg()
+        print(
+            f"machine: {platform.node()} {os.cpu_count()} cores, load {load[0]:.1f}/{load[1]:.1f}, "
+            f"Python {platform.python_version()}; code: {args.code or 'this checkout'}",
+            flush=True,
+        )
+        print(f"{'members':>7} {'topic':>5}  {'429/accepted 30 s / 90 s / all':>32}  {'of what is left':>22}  "
+              f"{'api_outage':>10}  {'cuts made/followed':>18}", flush=True)  # fmt: skip
         for members in (int(m) for m in args.members.split(",")):
             for topic_on in (t == "on" for t in args.topic.split(",")):
                 f = measure(bootstrap, members, args.seconds, topic_on, args.code)
@@ -160,9 +164,6 @@ def main() -> None:
                 left = " / ".join(f"{f[f'left_{w:g}']:.0%}" for w in (*WINDOWS, args.seconds))
                 print(f"{members:>7} {'on' if topic_on else 'off':>5}  {rates:>32}  {left:>22}  "
                       f"{f['outage_lines']:>10}  {f['cuts_made']:>8.0f}/{f['cuts_followed']:<9.0f}", flush=True)  # fmt: skip
-    finally:
-        if kafka:
-            kafka.stop()
 
 
 if __name__ == "__main__":

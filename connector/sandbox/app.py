@@ -64,16 +64,26 @@ from connector.sandbox.state import Faults, LoggedRequest, Store
 _TAMPER_SHAPE = '{"lose": [ids], "revert": [ids], "alter": {id: {field: value}}}'
 
 
-def _tamper_args(values: Any) -> tuple[list[str], list[str], dict[str, dict[str, Any]]]:
-    """The orders a tamper loses, reverts and alters (Loop's by external id, Shoplazza's by id)."""
-    lose, revert, alter = values.get("lose", []), values.get("revert", []), values.get("alter", {})
-    unknown = set(values) - {"lose", "revert", "alter"}
-    ids = [*lose, *revert] if isinstance(lose, list) and isinstance(revert, list) else [None]
-    if unknown or not all(isinstance(i, str) for i in ids) or not isinstance(alter, dict):
-        raise ValueError(f"unknown keys {sorted(unknown)}, or lose/revert not lists of ids")
-    if not all(isinstance(v, dict) for v in alter.values()):
-        raise ValueError("an alter value is not an object")
-    return lose, revert, alter
+Tampering = Callable[[list[str], list[str], dict[str, dict[str, Any]]], dict[str, list[str]]]
+
+
+async def _tamper(request: web.Request, tamper: Tampering, done: Callable[[], list[Any]]) -> web.Response:
+    """``POST``: ``tamper`` (a store's) loses, reverts and alters the orders the body names (Loop's by
+    external id, Shoplazza's by id); ``GET``: what it did (``done``)."""
+    if request.method != "POST":
+        return web.json_response({"tampers": done()})
+    try:
+        values = await request.json()
+        lose, revert, alter = values.get("lose", []), values.get("revert", []), values.get("alter", {})
+        unknown = set(values) - {"lose", "revert", "alter"}
+        ids = [*lose, *revert] if isinstance(lose, list) and isinstance(revert, list) else [None]
+        if unknown or not all(isinstance(i, str) for i in ids) or not isinstance(alter, dict):
+            raise ValueError(f"unknown keys {sorted(unknown)}, or lose/revert not lists of ids")
+        if not all(isinstance(v, dict) for v in alter.values()):
+            raise ValueError("an alter value is not an object")
+    except (ValueError, TypeError, AttributeError) as exc:
+        return web.json_response({"message": f"bad tamper ({exc}): {_TAMPER_SHAPE}"}, status=400)
+    return web.json_response(tamper(lose, revert, alter))
 
 
 class Sandbox:
@@ -258,22 +268,10 @@ class Sandbox:
         return web.json_response(self.faults.as_dict())
 
     async def _ctl_tamper(self, request: web.Request) -> web.Response:
-        if request.method == "POST":
-            try:
-                lose, revert, alter = _tamper_args(await request.json())
-            except (ValueError, TypeError, AttributeError) as exc:
-                return web.json_response({"message": f"bad tamper ({exc}): {_TAMPER_SHAPE}"}, status=400)
-            return web.json_response(self.store.tamper(lose, revert, alter))
-        return web.json_response({"tampers": [asdict(t) for t in self.store.tampers]})
+        return await _tamper(request, self.store.tamper, lambda: [asdict(t) for t in self.store.tampers])
 
     async def _ctl_shoplazza_tamper(self, request: web.Request) -> web.Response:
-        if request.method == "POST":
-            try:
-                lose, revert, alter = _tamper_args(await request.json())
-            except (ValueError, TypeError, AttributeError) as exc:
-                return web.json_response({"message": f"bad tamper ({exc}): {_TAMPER_SHAPE}"}, status=400)
-            return web.json_response(self.shoplazza.tamper(lose, revert, alter))
-        return web.json_response({"tampers": self.shoplazza.tampers})
+        return await _tamper(request, self.shoplazza.tamper, lambda: self.shoplazza.tampers)
 
     async def _ctl_reset(self, _: web.Request) -> web.Response:
         self.store.reset()
