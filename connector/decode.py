@@ -37,12 +37,21 @@ _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|
 
 
 def digest(op: str, body: Any) -> bytes:
-    """What identical events share: ``op`` and ``body`` (any JSON value), canonical, hashed."""
+    """What identical events share: ``op`` and ``body`` (any JSON value), canonical, hashed (SHA-256
+    cut to 16 bytes: where the CPU has SHA instructions, about twice as fast as BLAKE2b here)."""
     try:
         canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # orjson writes at most 254 levels (and reads 1,024)
         raise DecodeError("order is nested too deeply to read") from None
-    return hashlib.blake2b(op.encode() + b"\0" + canonical, digest_size=16).digest()
+    return hashlib.sha256(op.encode() + b"\0" + canonical).digest()[:16]
+
+
+def source_digest(label: str, raw: bytes) -> bytes:
+    """What identical source documents share when the body is not mapped yet (a lazy read): the
+    record's value as written, byte for byte, with ``label`` (the event type). Two events whose
+    values differ only in how they are written (key order, spacing) are not identical by this
+    digest: at worst a call that was not needed, never one skipped that was."""
+    return hashlib.sha256(b"source\0" + label.encode() + b"\0" + raw).digest()[:16]
 
 
 def _tombstone(record: Record) -> OrderChange:
@@ -67,11 +76,17 @@ def parse_value(record: Record, max_bytes: int) -> Any:
         raise DecodeError(
             f"message of {len(record.value)} bytes exceeds kafka.max_message_bytes={max_bytes}; not parsed"
         )
+    return parse_json(record.value)
+
+
+def parse_json(raw: bytes) -> Any:
+    """``raw`` parsed as JSON; a DecodeError saying why it cannot be (not UTF-8, not JSON, nested too
+    deeply). The size was checked by the caller."""
     try:
-        return orjson.loads(record.value)  # RFC 8259: JSON exchanged between systems is UTF-8
+        return orjson.loads(raw)  # RFC 8259: JSON exchanged between systems is UTF-8
     except orjson.JSONDecodeError as exc:
         try:
-            record.value.decode("utf-8")
+            raw.decode("utf-8")
         except UnicodeDecodeError as bad:
             raise DecodeError(f"value is not valid UTF-8 (byte {bad.start})") from None
         if "recursion" in exc.msg:
@@ -173,15 +188,17 @@ def decode_value(
     validate: bool = True,
     locate: Locate | None = None,
     ordered_at: str | None = None,
+    source: bytes | None = None,
 ) -> OrderChange:
     """Read ``data``, a record's parsed value, as :func:`decode` does: the one path every event takes,
     the connector's own envelope as well as what a mapping (``connector/mapping/``) made of another.
     ``ordered_at`` (the mapping stage: the envelope's time, Debezium's ``source.ts_ms`` or a
     CloudEvent's ``time``) orders an upsert whose order has no ``updated_at``, without being written
-    into the body that is sent."""
+    into the body that is sent. ``source`` (a lazy read, whose order is not mapped yet): an upsert's
+    digest, instead of the order's (:func:`source_digest`)."""
     if not isinstance(data, dict):
         raise DecodeError(f"value is JSON {type(data).__name__}, expected an object")
-    return _read(record, data, target, validate, locate, ordered_at)
+    return _read(record, data, target, validate, locate, ordered_at, source)
 
 
 def _read(
@@ -191,6 +208,7 @@ def _read(
     validate: bool,
     locate: Locate | None,
     ordered_at: str | None = None,
+    source: bytes | None = None,
 ) -> OrderChange:
     tenant = ""
     if locate is not None:
@@ -223,7 +241,8 @@ def _read(
         # Rejected on the read path: say it as the full validation does (every problem, same words).
         check(OrderChange(record, "", "upsert", order), target)
         raise cheap from None
-    change = OrderChange(record, key, "upsert", order, updated_at, digest("upsert", order), tenant=tenant)
+    identity = digest("upsert", order) if source is None else source
+    change = OrderChange(record, key, "upsert", order, updated_at, identity, tenant=tenant)
     if validate:
         check(change, target)
     return change

@@ -494,6 +494,27 @@ def test_compiled_expressions_agree_with_the_interpreter(document: Any, expressi
     )
 
 
+_EDGES = [None, False, True, 0, 0.0, 1, 1.0, "", "x", "1", [], [0], {}, {"a": 0}]
+
+
+@pytest.mark.parametrize("expression", ["a || b", "a && b", "a == b", "a != b", "a == 'x'", "'1' != a", "!a"])
+def test_truth_and_equality_agree_with_the_interpreter_on_every_edge(expression: str) -> None:
+    """The compiled truth test and equality take shortcuts (a string compared, an empty value): on
+    every pair of JMESPath's edge values (0 is true; a bool never equals a number) they agree."""
+    import jmespath
+
+    from connector.mapping._compile import Compiler
+    from connector.mapping._functions import FUNCTIONS
+
+    options = jmespath.Options(custom_functions=FUNCTIONS)
+    compiled = Compiler(options).compile(expression)
+    for a in _EDGES:
+        for b in _EDGES:
+            document = {"a": a, "b": b}
+            expected = _search(lambda d=document: jmespath.search(expression, d, options))
+            assert _search(lambda d=document: compiled(d)) == expected, document
+
+
 def test_with_many_tenants_and_no_mapping_a_native_event_reads_as_before() -> None:
     """Many tenants put every record through the stage: without a mapping, a value that is not an
     object is still a decode error before routing, and an event reads as decode reads it."""

@@ -43,7 +43,10 @@ _ORDERING = visitor.TreeInterpreter.COMPARATOR_FUNC
 
 
 def _false(value: Any) -> bool:
-    return value == "" or value == [] or value == {} or value is None or value is False
+    """JMESPath's false values: null, false, and an empty string, array or object (not 0)."""
+    if value is None or value is False:
+        return True
+    return isinstance(value, (str, list, dict)) and not value
 
 
 def _chain(steps: list[Compiled]) -> Compiled:
@@ -216,6 +219,19 @@ class Compiler:
         size = len(checks)
         variadic = bool(spec["signature"]) and bool(spec["signature"][-1].get("variadic"))
 
+        if not args and size == 0:
+            return lambda _value: function(instance)
+        if len(args) == 1 and size == 1 and checks[0] is not None:
+            only, allowed_only = args[0], checks[0]
+
+            def direct_one(value: Any) -> Any:  # header('x'), str(id): most calls in a mapping
+                given = only(value)
+                if type(given).__name__ in allowed_only:
+                    return function(instance, given)
+                return call(name, [given])
+
+            return direct_one
+
         def direct(value: Any) -> Any:
             resolved = [arg(value) for arg in args]
             if len(resolved) == size or (variadic and len(resolved) > size):
@@ -230,10 +246,16 @@ class Compiler:
     def _comparator(self, node: Any) -> Compiled:
         op = node["value"]
         left, right = self.node(node["children"][0]), self.node(node["children"][1])
-        if op == "eq":
-            return lambda value: _EQUALS(left(value), right(value))
-        if op == "ne":
-            return lambda value: not _EQUALS(left(value), right(value))
+        if op in ("eq", "ne"):
+            negate = op == "ne"
+
+            def equals(value: Any) -> bool:
+                a, b = left(value), right(value)
+                # jmespath's own rule differs from ``==`` only between a bool and a number
+                same = a == b if type(a) is str or type(b) is str else _EQUALS(a, b)
+                return not same if negate else same
+
+            return equals
         compare = _ORDERING[op]
 
         def ordering(value: Any) -> Any:

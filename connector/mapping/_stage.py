@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from connector.config import MappingSettings
-from connector.decode import Locate, decode_tombstone, decode_value, digest, parse_value
+from connector.decode import Locate, decode_tombstone, decode_value, parse_json, source_digest
 from connector.errors import DecodeError, InputError, MappingError
 from connector.health import Health
 from connector.mapping import _cloudevents, _debezium
@@ -123,7 +123,7 @@ class Mapper:
             )
         if self.registry is not None and raw[:1] == MAGIC:
             return self.registry.decode(raw, what, self._blocking)
-        return parse_value(Record("", 0, 0, None, raw), self.max_bytes)
+        return parse_json(raw)
 
     async def prefetch(self, records: list[Record]) -> None:
         """Fetch the registry schemas ``records`` need (Avro only), so the synchronous read finds them."""
@@ -221,9 +221,10 @@ class Mapper:
         target: Target,
         locate: Locate | None,
         validate: bool,
+        source: bytes | None = None,
     ) -> OrderChange:
         """``native`` (the event as the connector's own envelope) read as a native event is, for the
-        tenant and target the stage found."""
+        tenant and target the stage found (``source``: the digest of a lazy read)."""
         located = (tenant, target)
         return decode_value(
             record,
@@ -232,6 +233,7 @@ class Mapper:
             validate=validate,
             locate=(lambda _r, _d: located) if locate is not None else None,
             ordered_at=event.time if self.settings.envelope != "native" else None,
+            source=source,
         )
 
     def _read_head(
@@ -245,17 +247,18 @@ class Mapper:
     ) -> OrderChange | None:
         """``record`` read lazily: only the mapping's ``external_id``, ``updated_at`` and
         ``event_type`` now, its ``order`` when the change is about to be sent (``change.pending``);
-        the digest is taken over the event's document. None when the head alone cannot be read
-        (the caller reads it whole, for the same error message as the eager path)."""
+        the digest is taken over the record's value as written (:func:`source_digest`). None when
+        the head alone cannot be read (the caller reads it whole, for the same error message as the
+        eager path)."""
         try:
             head = mapping.head(event)
             native = to_native({**head, "order": {}}, event, target)
-            change = self._decode(record, event, native, tenant, target, locate, validate=False)
+            source = source_digest(str(head.get("event_type")), record.value or b"")
+            change = self._decode(record, event, native, tenant, target, locate, False, source)
         except InputError:
             return None
         if change.op == "delete":
             return change
-        change.digest = digest("upsert", event.value)
         external_id = head["external_id"]
 
         def body() -> dict[str, Any]:
