@@ -326,6 +326,10 @@ class Tenancy:
         served = self._served.get(tenant)
         return self._view.health(served) if served is not None else None
 
+    def open_circuits(self) -> set[str]:
+        """The shops whose outage circuit is open now (a copy)."""
+        return self._view.open_circuits()
+
     async def quiesce(self, tenant: str, partitions: set[TopicPartition], timeout: float) -> bool:
         """``tenant`` takes no job of ``partitions`` until :meth:`resume`; its calls in flight for
         them finish (bounded by ``timeout``). False when it is not served."""

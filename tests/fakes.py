@@ -210,6 +210,9 @@ class Shops:
     def health(self, tenant: str) -> ShopHealth | None:
         return self.healths.get(tenant)
 
+    def open_circuits(self) -> set[str]:
+        return {name for name, health in self.healths.items() if health.open_since is not None}
+
     def canonical(self, name: str) -> str:
         return self.aliases.get(name, name)
 

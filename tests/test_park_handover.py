@@ -33,6 +33,9 @@ class _Shops:
             return None
         return ShopHealth(None, self.closed[tenant], 5.0, 1.0)
 
+    def open_circuits(self) -> set[str]:
+        return set()
+
     def canonical(self, name: str) -> str:
         return name
 

@@ -177,6 +177,8 @@ class Mapper:
         (DecodeError, RouteError, MappingError, OrderValidationError) when it cannot be. ``lazy``
         (the pipeline's read path): with a mapping file, only what coalescing needs is evaluated now,
         the order when the change is about to be sent (:meth:`_read_head`)."""
+        if trace is None and self.settings.envelope == "native" and record.value is not None:
+            return self._read_native(record, target, validate, locate, lazy)
         event = self.unwrap(record)
         if trace is not None:
             trace.append((f"envelope {self.settings.envelope}", _shown(event)))
@@ -191,6 +193,46 @@ class Mapper:
                 trace.append(
                     ("tenant", {"tenant": tenant, "kind": target.kind, "api_version": target.api_version})
                 )
+        return self._read_event(record, event, tenant, target, validate, locate, trace, lazy)
+
+    def _read_native(
+        self, record: Record, target: Target, validate: bool, locate: Locate | None, lazy: bool
+    ) -> OrderChange:
+        """:meth:`read` of a native record with a value, untraced: the event a mapping sees (its key
+        and headers as text) is made only when the record's tenant has a mapping; without one, the
+        value is read as :func:`connector.decode.decode` reads it (many shops without mappings)."""
+        assert record.value is not None
+        value = self._bytes(record.value, "value")
+        if self.mapping is None and not isinstance(value, dict):
+            raise DecodeError(f"value is JSON {type(value).__name__}, expected an object")  # as decode
+        tenant = ""
+        if locate is not None:
+            tenant, target = locate(record, value)
+        if self.mapping_for(tenant) is None:
+            located = (tenant, target)
+            return decode_value(
+                record,
+                value,
+                target,
+                validate=validate,
+                locate=(lambda _r, _d: located) if locate is not None else None,
+            )
+        event = Event(value, record_key(record), text_headers(record), record.topic)
+        return self._read_event(record, event, tenant, target, validate, locate, None, lazy)
+
+    def _read_event(
+        self,
+        record: Record,
+        event: Event,
+        tenant: str,
+        target: Target,
+        validate: bool,
+        locate: Locate | None,
+        trace: Trace | None,
+        lazy: bool,
+    ) -> OrderChange:
+        """``event`` (of ``tenant``, whose vendor is ``target``) through the tenant's mapping, then
+        read as a native event."""
         mapping = self.mapping_for(tenant)
         if lazy and isinstance(mapping, FileMapping) and not validate and trace is None:
             change = self._read_head(record, event, mapping, tenant, target, locate)

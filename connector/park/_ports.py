@@ -4,7 +4,7 @@ without acting), and the membership (whether a partition's warm-up is over)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -39,6 +39,11 @@ class Shops(Protocol):
 
     def health(self, tenant: str) -> ShopHealth | None:
         """``tenant``'s health; None when it is not served."""
+        ...
+
+    def open_circuits(self) -> Collection[str]:
+        """The shops whose outage circuit is open now (a snapshot): with the shops that have orders
+        waiting, the only ones parking must judge (the others' health is not asked for)."""
         ...
 
     def canonical(self, name: str) -> str:

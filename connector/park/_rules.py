@@ -55,9 +55,12 @@ class ParkRules:
         t = self._settings.tenants
         now, wall = self._clock.monotonic(), self._clock.wall()
         load = self._coalescer.load_by_tenant()
+        judged = load.keys() | self._shops.open_circuits()  # a shop idle and up is never due
         for name in list(self._shops.names()):
+            if name in skip or name not in judged:
+                continue
             health = self._shops.health(name)
-            if name in skip or health is None:
+            if health is None:
                 continue
             opened = health.open_since
             down = opened is not None and now - opened >= t.park_after_seconds
