@@ -53,10 +53,6 @@ class TenantView:
         self._open.discard(tenant)
         self._hooks.circuits_counted(OpenCircuits(len(self._open)))
 
-    def open_circuits(self) -> set[str]:
-        """The shops whose outage circuit is open now (a copy)."""
-        return set(self._open)
-
     def all_down(self, served: Mapping[str, Served]) -> bool:
         """Every shop of ``served`` has its outage circuit open: the member is in an outage."""
         return bool(self._open) and self._open.issuperset(served)

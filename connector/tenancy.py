@@ -327,8 +327,10 @@ class Tenancy:
         return self._view.health(served) if served is not None else None
 
     def open_circuits(self) -> set[str]:
-        """The shops whose outage circuit is open now (a copy)."""
-        return self._view.open_circuits()
+        """The shops whose outage circuit is open now (probing included: ``open_since`` of their
+        :meth:`health` is set), by the name they are served under."""
+        served = self._served.items()
+        return {name for name, shop in served if shop.deliverer.circuit.opened_at is not None}
 
     async def quiesce(self, tenant: str, partitions: set[TopicPartition], timeout: float) -> bool:
         """``tenant`` takes no job of ``partitions`` until :meth:`resume`; its calls in flight for

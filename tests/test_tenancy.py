@@ -811,6 +811,7 @@ async def test_a_shops_health_is_its_own_circuit_and_a_shop_not_served_has_none(
         assert (healthy.open_since, healthy.closed, healthy.pace_factor) == (None, True, 1.0)
         assert healthy.full_rate > 0
         assert tenancy.health("ghost") is None
+        assert tenancy.open_circuits() == set()
         vendors.of("bolt").fail = AuthError("401 Unauthorized", status=401)
         desk.offer(tenancy, "bolt", "B1")
         await until(lambda: (h := tenancy.health("bolt")) is not None and h.open_since is not None)
@@ -818,6 +819,7 @@ async def test_a_shops_health_is_its_own_circuit_and_a_shop_not_served_has_none(
         assert down is not None
         assert not down.closed
         assert tenancy.health("acme") == healthy
+        assert tenancy.open_circuits() == {"bolt"}  # the shops parking judges besides those with orders
 
 
 async def test_a_quiesced_shop_takes_no_job_of_those_partitions_until_resumed(tmp_path: Path) -> None:
