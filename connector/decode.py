@@ -46,12 +46,22 @@ def digest(op: str, body: Any) -> bytes:
     return hashlib.sha256(op.encode() + b"\0" + canonical).digest()[:16]
 
 
-def source_digest(label: str, raw: bytes) -> bytes:
-    """What identical source documents share when the body is not mapped yet (a lazy read): the
-    record's value as written, byte for byte, with ``label`` (the event type). Two events whose
-    values differ only in how they are written (key order, spacing) are not identical by this
-    digest: at worst a call that was not needed, never one skipped that was."""
-    return hashlib.sha256(b"source\0" + label.encode() + b"\0" + raw).digest()[:16]
+def source_digest(record: Record, head: dict[str, Any]) -> bytes:
+    """What identical events share when their body is not mapped yet (a lazy read): everything the
+    mapping may read, as written (the record's key, headers and value, byte for byte: a CloudEvent
+    in binary mode has its attributes in headers) and what it read on the read path (``head``: the
+    key, time and event type). Two events differing only in how they are written (key order,
+    spacing) are not identical by this digest: at worst a call that was not needed, never one
+    skipped that was."""
+    h = hashlib.sha256(b"source")
+    parts = [orjson.dumps(head, default=str, option=orjson.OPT_SORT_KEYS), record.key or b""]
+    for name, value in record.headers:
+        parts += [name.encode(), value or b""]
+    parts.append(record.value or b"")
+    for part in parts:  # each one length-prefixed: no two different records run together alike
+        h.update(len(part).to_bytes(8, "big"))
+        h.update(part)
+    return h.digest()[:16]
 
 
 def _tombstone(record: Record) -> OrderChange:

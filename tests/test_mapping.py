@@ -455,6 +455,31 @@ def test_each_tenant_reads_with_its_own_mapping_else_the_deployments(tmp_path: P
     assert located == ["acme", "bolt"]
 
 
+# -- a lazy read's digest -----------------------------------------------------------------------------
+def test_a_lazy_reads_digest_covers_the_record_as_written_headers_included(tmp_path: Path) -> None:
+    """The body of a lazy read is mapped only at send time, so its digest (what tells an identical
+    event) is taken over the record as written: a replay is identical, but a binary CloudEvent whose
+    value is the same and whose time or another attribute (headers) differs is not, or the newer
+    state would be skipped as identical and never sent."""
+    fields = {
+        "external_id": "data.orderId",
+        "updated_at": "time",
+        "order": "{status: data.state == 'cancelled' && 'cancelled' || 'active', name: subject}",
+    }
+    m = mapper(tmp_path, "cloudevents", fields)
+
+    def read(offset: int, **headers: str) -> OrderChange:
+        binary = json.loads(json.dumps(CLOUDEVENTS["binary"]))
+        binary["headers"].update(headers)
+        return m.read(record(binary, offset), lazy=True)
+
+    first = read(1)
+    assert first.pending is not None  # read lazily: the body waits for the send
+    assert read(2).digest == first.digest  # the same record again (a replay)
+    assert read(3, ce_time="2018-04-05T03:57:00Z").digest != first.digest  # a newer state
+    assert read(4, ce_subject="#1002").digest != first.digest  # an attribute only the body reads
+
+
 # -- compiled expressions agree with jmespath's interpreter -----------------------------------------
 EXPRESSIONS = [
     "a", "a.b.c", "a[0]", "a[-1].b", "a[1:3]", "a[::-1]", "a[*].b", "a[].b", "a.*.b", "a[]", "a[][]",

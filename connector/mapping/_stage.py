@@ -289,13 +289,13 @@ class Mapper:
     ) -> OrderChange | None:
         """``record`` read lazily: only the mapping's ``external_id``, ``updated_at`` and
         ``event_type`` now, its ``order`` when the change is about to be sent (``change.pending``);
-        the digest is taken over the record's value as written (:func:`source_digest`). None when
+        the digest is taken over the record as written (:func:`source_digest`). None when
         the head alone cannot be read (the caller reads it whole, for the same error message as the
         eager path)."""
         try:
             head = mapping.head(event)
             native = to_native({**head, "order": {}}, event, target)
-            source = source_digest(str(head.get("event_type")), record.value or b"")
+            source = source_digest(record, head)
             change = self._decode(record, event, native, tenant, target, locate, False, source)
         except InputError:
             return None
