@@ -12,7 +12,7 @@ import asyncio
 from types import TracebackType
 from typing import Protocol, Self
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import TopicPartition as KafkaTP
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
@@ -66,11 +66,19 @@ class ParkLog(Protocol):
 class KafkaParkLog:
     """The parking topic on the real broker."""
 
-    def __init__(self, kafka: KafkaSettings, topic: str) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topic: str,
+        consumer: AIOKafkaConsumer | None = None,
+        producer: AIOKafkaProducer | None = None,
+    ) -> None:
+        """``consumer`` and ``producer``: the reader and the writer, made from ``kafka`` when not
+        given (tests pass them in)."""
         self.topic = topic
         self._kafka = kafka
-        self._producer = durable_producer(kafka, "park")
-        self._consumer = AIOKafkaConsumer(
+        self._producer = producer or durable_producer(kafka, "park")
+        self._consumer = consumer or AIOKafkaConsumer(
             group_id=None,
             enable_auto_commit=False,
             client_id=f"{kafka.client_id}-park-reader",
@@ -79,6 +87,7 @@ class KafkaParkLog:
             **client_options(kafka),
         )
         self._assigned: set[int] = set()
+        self._at: dict[int, int] = {}  # per partition, the consumer's position after our last read
         self._reading = asyncio.Lock()
 
     async def __aenter__(self) -> Self:
@@ -142,13 +151,21 @@ class KafkaParkLog:
         return done
 
     async def read(self, partition: int, offset: int, max_records: int) -> list[Record]:
-        """Seek and fetch once (one reader at a time: the consumer's position is shared)."""
+        """Fetch once from ``offset`` (one reader at a time: the consumer's position is shared).
+        Seeks only when the consumer is not there already: a seek drops what was fetched for the
+        partition, so a read that came back empty (its fetch queued behind a long poll of the other
+        parking partitions) and is asked again at the same offset finds what arrived meanwhile,
+        instead of dropping it and waiting behind the next long poll (which, at the replay's pace,
+        can go on for minutes)."""
         tp = KafkaTP(self.topic, partition)
         async with self._reading:
             if partition not in self._assigned:
                 self._assigned.add(partition)
                 self._consumer.assign([KafkaTP(self.topic, p) for p in sorted(self._assigned)])
-            self._consumer.seek(tp, offset)
+                self._at.clear()  # a new assignment: every position is reset
+            if self._at.get(partition) != offset:
+                self._consumer.seek(tp, offset)
+            self._at.pop(partition, None)
             try:
                 batches = await self._consumer.getmany(tp, timeout_ms=_READ_WAIT_MS, max_records=max_records)
             except OffsetOutOfRangeError:
@@ -156,9 +173,11 @@ class KafkaParkLog:
                 if offset >= start:
                     raise
                 raise RecordsGone(int(start)) from None
+            got = batches.get(tp, ())
+            self._at[partition] = got[-1].offset + 1 if got else offset
         return [
             Record(self.topic, partition, r.offset, r.key, r.value, tuple(r.headers or ()), r.timestamp)
-            for r in batches.get(tp, ())
+            for r in got
         ]
 
     async def end(self, partition: int) -> int:
