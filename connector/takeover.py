@@ -56,6 +56,7 @@ class Takeover:
         self.source: Source | None = None
         self._held_logged: set[TopicPartition] = set()
         self._handling = False  # a fetched batch is being handled (positions are ahead of it)
+        self._reading = asyncio.Lock()  # one read of last commits at a time (see read_last_commits)
 
     def attach(self, source: Source) -> None:
         """The group member whose partitions are taken over."""
@@ -63,7 +64,15 @@ class Takeover:
 
     async def read_last_commits(self, partitions: set[TopicPartition]) -> None:
         """Read the last commit of ``partitions`` and start them; those whose commit could not be read
-        stay ASSIGNING (paused, held by a worst-case fence) and are asked again on a later call."""
+        stay ASSIGNING (paused, held by a worst-case fence) and are asked again on a later call.
+        One call at a time: the commit loop asks again for partitions still ASSIGNING while an
+        assignment's own call may be under way for them, and two starts of one partition would
+        take up its parking state twice (two writer tokens: what was parked under the first would
+        be dropped, its offset never resolved)."""
+        async with self._reading:
+            await self._read_last_commits(partitions)
+
+    async def _read_last_commits(self, partitions: set[TopicPartition]) -> None:
         assert self.source is not None
         waiting = {
             tp for tp in partitions if (p := self.assignment.get(tp)) is not None and not p.committable

@@ -4,6 +4,7 @@ is over."""
 
 from __future__ import annotations
 
+import asyncio
 from random import Random
 
 from connector.clock import SYSTEM_CLOCK
@@ -33,6 +34,9 @@ class Member:
         self.positions: dict[TopicPartition, int] = {}
         self.sought: dict[TopicPartition, int] = {}
         self.lookups_fail = False
+        self.lookups = 0
+        self.answer = asyncio.Event()  # cleared: a lookup waits until it is set
+        self.answer.set()
 
     async def fetch(self, timeout_ms: int) -> list[Record]:
         return []
@@ -60,6 +64,8 @@ class Member:
         raise AssertionError("a take-over commits nothing")
 
     async def committed(self, partitions: set[TopicPartition]) -> Committed:
+        self.lookups += 1
+        await self.answer.wait()
         if self.lookups_fail:
             raise ConnectionError("broker unreachable")
         return {tp: self.stored[tp] for tp in partitions if tp in self.stored}
@@ -163,6 +169,27 @@ async def test_a_partition_whose_last_commit_cannot_be_read_waits_under_a_worst_
     await t.read_last_commits({TP0})
     assert part.status is PartitionStatus.WARMING, "asked again: started, re-reading before it sends"
     assert part.start == 5
+
+
+async def test_a_partition_is_started_once_when_asked_again_while_its_commit_is_being_read() -> None:
+    """The commit loop asks again for partitions still being assigned while the assignment's own
+    lookup is on its way: the second ask waits for the first and finds the partition started, so
+    its parking state is taken up once (the upgrade test logged every partition's parked shops
+    twice, two writer tokens for one partition)."""
+    t, assignment, _, _ = takeover(warmup_records=10)
+    source = Member({TP0: (50, encode(CommitMeta(1.0)))}, ends={TP0: 60})
+    source.answer.clear()
+    t.attach(source)
+    assignment.add(TP0)
+    first = asyncio.create_task(t.read_last_commits({TP0}))
+    again = asyncio.create_task(t.read_last_commits({TP0}))  # the commit loop's turn
+    await asyncio.sleep(0.01)
+    source.answer.set()
+    await asyncio.gather(first, again)
+    part = assignment.get(TP0)
+    assert part is not None
+    assert part.start == 50
+    assert source.lookups == 1, "asked again once started: nothing left to ask"
 
 
 async def test_a_partition_never_committed_starts_at_the_consumers_position() -> None:
