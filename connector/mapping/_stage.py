@@ -209,14 +209,7 @@ class Mapper:
         if locate is not None:
             tenant, target = locate(record, value)
         if self.mapping_for(tenant) is None:
-            located = (tenant, target)
-            return decode_value(
-                record,
-                value,
-                target,
-                validate=validate,
-                locate=(lambda _r, _d: located) if locate is not None else None,
-            )
+            return self._decode(record, None, value, tenant, target, locate, validate)
         event = Event(value, record_key(record), text_headers(record), record.topic)
         return self._read_event(record, event, tenant, target, validate, locate, None, lazy)
 
@@ -257,7 +250,7 @@ class Mapper:
     def _decode(
         self,
         record: Record,
-        event: Event,
+        event: Event | None,
         native: dict[str, Any],
         tenant: str,
         target: Target,
@@ -266,15 +259,17 @@ class Mapper:
         source: bytes | None = None,
     ) -> OrderChange:
         """``native`` (the event as the connector's own envelope) read as a native event is, for the
-        tenant and target the stage found (``source``: the digest of a lazy read)."""
+        tenant and target the stage found (``event``: the one mapped, whose envelope's time orders
+        it; None for a native value read as it is; ``source``: the digest of a lazy read)."""
         located = (tenant, target)
+        ordered_at = event.time if event is not None and self.settings.envelope != "native" else None
         return decode_value(
             record,
             native,
             target,
             validate=validate,
             locate=(lambda _r, _d: located) if locate is not None else None,
-            ordered_at=event.time if self.settings.envelope != "native" else None,
+            ordered_at=ordered_at,
             source=source,
         )
 
