@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
@@ -38,7 +37,8 @@ from typing import Any
 import httpx
 
 from connector.demo import create_topics, produce
-from connector.localkafka import LocalKafka, free_port
+from connector.localkafka import free_port
+from tests.helpers import kafka_broker as broker
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -170,18 +170,6 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(40)
         except subprocess.TimeoutExpired:
             proc.kill()
-
-
-@contextlib.contextmanager
-def broker() -> Iterator[str]:
-    """The brokers' bootstrap servers: ``TEST_KAFKA_BOOTSTRAP_SERVERS`` when given, else a broker of
-    our own (``connector.localkafka``), stopped after."""
-    given = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
-    if given:
-        yield given
-        return
-    with LocalKafka() as kafka:
-        yield kafka.bootstrap_servers
 
 
 def stats(url: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import pytest
 from connector import logs
 from connector.localkafka import LocalKafka, free_port
 from connector.sandbox import Sandbox
+from tests.helpers import kafka_broker
 
 logs.configure("INFO")
 
@@ -62,12 +63,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """A running broker: TEST_KAFKA_BOOTSTRAP_SERVERS if set, else one started here."""
-    given = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
-    if given:
-        yield given
-        return
-    with LocalKafka() as kafka:
-        yield kafka.bootstrap_servers
+    with kafka_broker() as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -24,7 +25,7 @@ from connector.config import (
 )
 from connector.demo import create_topics, produce, read_topic, stop_quietly
 from connector.health import Health
-from connector.localkafka import free_port
+from connector.localkafka import LocalKafka, free_port
 from connector.metrics import Metrics
 from connector.pipeline import Pipeline
 
@@ -38,6 +39,18 @@ __all__ = [
     "settings_for",
     "wait_until",
 ]
+
+
+@contextmanager
+def kafka_broker() -> Iterator[str]:
+    """The brokers' bootstrap servers: ``TEST_KAFKA_BOOTSTRAP_SERVERS`` when given, else a broker of
+    our own (``connector.localkafka``), stopped after (the suite's session broker, the benchmarks')."""
+    given = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
+    if given:
+        yield given
+        return
+    with LocalKafka() as kafka:
+        yield kafka.bootstrap_servers
 
 
 def settings_for(
