@@ -5,6 +5,7 @@ is read exactly as the native event it stands for."""
 from __future__ import annotations
 
 import json
+import tracemalloc
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connector.config import MappingSettings
+from connector.conform import complete
 from connector.decode import decode
 from connector.errors import ConfigError, DecodeError, InputError, MappingError, OrderValidationError
 from connector.mapping import Event, FileMapping, FunctionMapping, Mapped, Mapper, compile_mapping
@@ -478,6 +480,38 @@ def test_a_lazy_reads_digest_covers_the_record_as_written_headers_included(tmp_p
     assert read(2).digest == first.digest  # the same record again (a replay)
     assert read(3, ce_time="2018-04-05T03:57:00Z").digest != first.digest  # a newer state
     assert read(4, ce_subject="#1002").digest != first.digest  # an attribute only the body reads
+
+
+def test_a_pending_lazy_change_holds_its_record_not_the_parsed_document(tmp_path: Path) -> None:
+    """What a lazy read leaves pending is the record's bytes: the document parsed for the head is let
+    go, and parsed again when the body is made (a parsed document is several times the size of its
+    bytes, which is all ``kafka.max_unresolved_bytes`` counts). Its body is still the eager read's."""
+    m = mapper(
+        tmp_path, "native", {"external_id": "str(id)", "updated_at": "at", "order": "{n: n, lines: lines}"}
+    )
+    lines = [{"sku": f"sku-{i}", "qty": i, "price": "1.50", "tags": ["a", "b"]} for i in range(200)]
+    records = [
+        Record(
+            "t",
+            0,
+            i,
+            None,
+            json.dumps({"id": i, "at": "2026-11-01T12:00:00Z", "n": f"#{i}", "lines": lines}).encode(),
+        )
+        for i in range(50)
+    ]
+    raw = sum(len(r.value or b"") for r in records)
+    tracemalloc.start()
+    try:
+        changes = [m.read(r, lazy=True) for r in records]
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert all(c.pending is not None for c in changes)
+    assert held < raw / 4, f"{held:,} bytes held by {len(changes)} pending changes of {raw:,} bytes"
+    eager = m.read(records[7])
+    complete(changes[7])
+    assert changes[7].body == eager.body
 
 
 # -- compiled expressions agree with jmespath's interpreter -----------------------------------------
