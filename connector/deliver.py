@@ -32,27 +32,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from random import Random
 from types import TracebackType
 from typing import Self
 
-import structlog
-
 from connector._outcomes import Audits, Outcome, OutcomeKind, WorkSource
+from connector.attempt import Attempted, Attempts
 from connector.circuit import Circuit, State
 from connector.clock import Clock
 from connector.conform import check, complete
 from connector.errors import ConnectorError, InputError, RateLimited, status_class
 from connector.gate import Gate, Linger
-from connector.instruments import CallEnded, CallHooks, CallSent, RetryScheduled, Throttled
-from connector.jobs import Call, Job, JobBook, JobState, Lane
+from connector.instruments import CallHooks, RetryScheduled, Throttled
+from connector.jobs import Job, JobBook, JobState, Lane
 from connector.logs import get_logger
 from connector.outages import Outages
 from connector.pacing import Pacer
-from connector.readback import Held, ReadEnded, read_back
+from connector.readback import ReadEnded
 from connector.retry import RetryPolicy
-from connector.sinks import Prepaid, Sink
+from connector.sinks import Sink
 from connector.structs import OrderChange, TopicPartition
 from connector.vendors import Target
 
@@ -75,22 +73,11 @@ __all__ = [
 _BUSY = frozenset({JobState.IN_FLIGHT, JobState.DONE, JobState.ABANDONED})
 
 
-def _log_context(change: OrderChange, bound: dict[str, str]) -> AbstractContextManager[None]:
-    """While in it, log lines name ``change``'s record (a call runs in it)."""
-    record = change.record
-    return structlog.contextvars.bound_contextvars(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        external_id=change.external_id,
-        **bound,
-    )
-
-
 class Deliverer:
     """Workers and retry timers for the vendor calls. Its unfinished jobs are kept in a
     :class:`~connector.jobs.JobBook`, the waits before each attempt by a :class:`~connector.gate.Gate`,
-    what it does with its circuit besides asking it by an :class:`~connector.outages.Outages`."""
+    each attempt's request sent by :class:`~connector.attempt.Attempts`, what it does with its
+    circuit besides asking it by an :class:`~connector.outages.Outages`."""
 
     def __init__(
         self,
@@ -112,7 +99,6 @@ class Deliverer:
         on_circuit: Callable[[str, State], None] | None = None,
         audit: Audits | None = None,
     ) -> None:
-        self._sink = sink
         self._audit = audit
         self._work_source = work
         self._hooks = hooks
@@ -131,18 +117,15 @@ class Deliverer:
             on_change=on_circuit,
         )
         self._gates = Gate(clock=clock, pacer=pacer, outages=self._outages, linger=linger)
+        self._attempts = Attempts(sink, hooks, clock=clock, tenant=tenant)
         self._policy = policy
         self._target = target  # what changes are checked against (None: sent as they are)
         self.tenant = tenant
-        self._bound = {"tenant": tenant} if tenant else {}
         self.rate_limited_count = 0  # 429s seen (per-tenant metrics read it)
         self._linger_s = linger_seconds if linger is not None else 0.0
         self._workers_n = max_in_flight
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
         self._jobs = JobBook()
-        self._live = 0  # jobs of the live lane
-        self.idle = asyncio.Event()  # set while no live job is in hand: the audits may read
-        self.idle.set()
         self._workers: list[asyncio.Task[None]] = []
         self._closed = False
 
@@ -166,6 +149,11 @@ class Deliverer:
 
     # -- the queue ----------------------------------------------------------------------------
     @property
+    def idle(self) -> asyncio.Event:
+        """Set while no live job is in hand: the audits may read."""
+        return self._jobs.idle
+
+    @property
     def pending(self) -> int:
         """Jobs not finished (queued, waiting, in flight or retrying)."""
         return len(self._jobs)
@@ -187,7 +175,7 @@ class Deliverer:
             self._take_over(repairing, change, now + hold)
             return
         self._jobs.add(job)
-        self._live_job(job)
+        self._jobs.make_live(job)
         self._queue.put_nowait(job)
 
     @property
@@ -234,8 +222,8 @@ class Deliverer:
         live change taking an audit's read or repair over, not before ``not_before`` (a request of
         the key may still land until then). The one place a job changes lanes."""
         if job.lane is not Lane.LIVE:
-            self._live_job(job)
-        self._take(job, change)
+            self._jobs.make_live(job)
+        self._jobs.take(job, change)
         job.not_before = max(job.not_before, not_before)
         job.linger_until = self._clock.monotonic() + self._linger_s
 
@@ -249,39 +237,15 @@ class Deliverer:
             return True
         if job is None or job.state in _BUSY or self._jobs.draining(change.tp):
             return False
-        self._take(job, change)
+        self._jobs.take(job, change)
         return True
-
-    def _live_job(self, job: Job) -> None:
-        """``job`` is (now) a job of the live lane."""
-        job.lane = Lane.LIVE
-        self._live += 1
-        self.idle.clear()
-
-    def _forget(self, job: Job) -> None:
-        """``job`` is done with: out of the book (and of the live count, if it was live)."""
-        if job.lane is Lane.LIVE and self._jobs.get(job.key) is job:
-            self._live -= 1
-            if self._live <= 0:
-                self._live = 0
-                self.idle.set()
-        self._jobs.forget(job)
-
-    def _take(self, job: Job, change: OrderChange) -> None:
-        """``job`` sends ``change`` next, with no failure history (the settle time of an ambiguous
-        attempt of its key stays: that request may still land)."""
-        job.change = change
-        job.attempts = 0
-        job.first_failure_ts = job.last_failure_ts = 0.0
-        job.forbidden_at = -1
-        self._jobs.move(job, change.tp)
 
     def _abandon(self, job: Job) -> None:
         job.state = JobState.ABANDONED
         if job.timer:
             job.timer.cancel()
             job.timer = None
-        self._forget(job)
+        self._jobs.forget(job)
         following = self._report(
             job, Outcome(OutcomeKind.ABANDONED, job.key, job.change, attempts=job.attempts)
         )
@@ -368,25 +332,15 @@ class Deliverer:
                 now = self._clock.wall()
                 change = self._report(job, Outcome(OutcomeKind.INVALID, job.key, change, exc, 0, now, now))
                 if change is not None:
-                    self._take(job, change)
+                    self._jobs.take(job, change)
         job.state = JobState.DONE
-        self._forget(job)
+        self._jobs.forget(job)
         return None
 
     def _repairable(self, job: Job) -> bool:
         """Whether a repair may be sent now, on the audit's tick; if not, it is given up (told as
         abandoned: the audit reads the order again later)."""
-        tick = job.tick
-        state = self.circuit.state  # a repair that took its tick at the gate may be the probe
-        sendable = (
-            tick is not None
-            and job.not_before <= self._clock.monotonic()
-            and self._pacer.fresh(tick)
-            and self._fence.may_send(job.tp, tick)
-            and (state is State.CLOSED or (job.probe and state is State.HALF_OPEN))
-        )
-        if not sendable:
-            self._gates.release_probe(job)
+        if not self._gates.spare_tick(job):
             self._abandon(job)
             return False
         return self._conformed(job) is not None
@@ -401,75 +355,30 @@ class Deliverer:
                 return True
         return False
 
-    async def _attempt(self, job: Job, change: OrderChange) -> tuple[Held | None, BaseException | None, bool]:
-        """Send ``job``'s request (an apply, or a read for the audit lane) on its tick: what was read,
-        the error it ended in, and whether a drain cancelled it."""
-        job.attempts += 1
-        job.state = JobState.IN_FLIGHT
-        started = self._clock.monotonic()
-        self._hooks.call_sent(CallSent(self.tenant))
-        held: Held | None = None
-        error: BaseException | None = None
-        answered = False  # the request returned or raised (it was not cancelled)
-        scope: asyncio.Timeout | None = None
-        # Run by the worker, not as a task of its own: its first request uses the tick just granted
-        # (``Prepaid``), and a task would start only on the loop's next iteration, when the tick may
-        # be stale on a busy loop (it would then wait for another). A drain cancels it through its
-        # timeout scope (``Call.cancel``), which tells that apart from the worker being cancelled.
-        try:
-            with _log_context(change, self._bound):
-                async with asyncio.timeout(None) as scope:
-                    call = job.call = Call(scope)
-                    try:
-                        if job.lane is Lane.AUDIT:
-                            held = await read_back(self._sink, change, Prepaid(job.tick))
-                        else:
-                            await self._sink.apply(change, Prepaid(job.tick))
-                        answered = True
-                    except Exception as exc:  # classified below
-                        error, answered = exc, True
-                    finally:
-                        call.end()
-                        job.call = None
-        except TimeoutError:
-            pass  # cancelled by a drain (scope.expired(), below)
-        finally:
-            cancelled = scope is None or scope.expired()
-            answer = status_class(error) if answered and not cancelled else None
-            self._hooks.call_ended(CallEnded(self.tenant, answer, self._clock.monotonic() - started))
-        # A cancelled request was sent at some time before now (an apply may send several): it can
-        # land until ``settle_seconds`` after now, counted from now to be safe.
-        if cancelled:  # the partition is being revoked: the request may still land
+    async def _attempt(self, job: Job, change: OrderChange) -> Attempted:
+        """Send ``job``'s request on its tick (:class:`~connector.attempt.Attempts`). One that a drain
+        cancelled was sent at some time before now (an apply may send several): it may land until
+        ``settle_seconds`` after now, counted from now to be safe, and the job is abandoned."""
+        attempted = await self._attempts.send(job, change)
+        if attempted.cancelled:  # the partition is being revoked: the request may still land
             self._fence.note_ambiguous(job.tp, self._clock.wall())
             self._gates.release_probe(job)
             self._abandon(job)
-        return held, error, cancelled
+        return attempted
 
     async def _read(self, job: Job) -> None:
         """An audit's read: sent only on its own tick while still fresh, the partition fenced for this
         member and the circuit closed (or its probe due: the read is the probe), else given up;
         either way told to the audit once the key's job is gone (or taken over by a live change that
         came meanwhile)."""
-        change, tick = job.change, job.tick
+        change = job.change
         assert change is not None
         ended = ReadEnded(change, None, sent=False)
-        sendable = tick is not None and self._pacer.fresh(tick) and self._fence.may_send(job.tp, tick)
-        if sendable and self.circuit.state is not State.CLOSED:
-            # An open circuit with no live traffic would never be probed again: the read is its
-            # probe when one is due. After a 403 the probe is the read probe of ``Outages`` (is it
-            # the key, or the operation?), on this tick, and the audit's read waits: with no live
-            # traffic nothing else would ever ask (found by the simulation, seed 175 with audits
-            # and a resync: a resent DELETE refused twice left the circuit open, the audits idle).
-            circuit = self.circuit
-            sendable = job.probe = circuit.state is State.OPEN and circuit.may_call(self._clock.monotonic())
-            if sendable and circuit.forbidden:
-                sendable = job.probe = False
-                job.state = JobState.IN_FLIGHT  # a live change meanwhile follows it (found by review)
-                await self._outages.read_probe(tick)
-        if sendable:
-            held, error, cancelled = await self._attempt(job, change)
-            if cancelled:
+        if await self._gates.spare_read(job):
+            attempted = await self._attempt(job, change)
+            if attempted.cancelled:
                 return
+            held, error = attempted.held, attempted.error
             if job.probe:
                 job.probe = False
                 self._outages.record(error)
@@ -487,7 +396,7 @@ class Deliverer:
             job.timer = asyncio.get_running_loop().call_later(settle, self._settled, job)
         else:
             job.state = JobState.DONE
-            self._forget(job)
+            self._jobs.forget(job)
         job.told = True
         if self._audit is not None:
             try:
@@ -503,12 +412,13 @@ class Deliverer:
             self._requeue(job)
         elif job.state is not JobState.ABANDONED:
             job.state = JobState.DONE
-            self._forget(job)
+            self._jobs.forget(job)
 
     async def _call(self, job: Job, change: OrderChange) -> None:
-        _, error, cancelled = await self._attempt(job, change)
-        if cancelled:
+        attempted = await self._attempt(job, change)
+        if attempted.cancelled:
             return
+        error = attempted.error
         job.probe = False
         if isinstance(error, ConnectorError) and error.ambiguous:
             job.ambiguous = True
@@ -538,7 +448,7 @@ class Deliverer:
             job.timer = asyncio.get_running_loop().call_later(settle, self._settled, job)
         else:
             job.state = JobState.DONE
-            self._forget(job)
+            self._jobs.forget(job)
 
     def _failed(self, job: Job, change: OrderChange, error: BaseException) -> None:
         job.linger_until = 0.0  # a retry does not wait for the backlog

@@ -1,7 +1,8 @@
 """The gates a delivery job passes before each attempt, in order: its order settled, its partition
 caught up (the linger), the partition fenced for this member, the outage circuit letting it through,
-and a tick of the budget; then, the tick in hand, the circuit and the fence asked again. (An audit's
-read or repair does not pass them: it is sent on the spare tick the audit took, or given up.)
+and a tick of the budget; then, the tick in hand, the circuit and the fence asked again. An audit's
+read or repair does not pass them: it is sent on the spare tick the audit took if that tick may still
+be used (:meth:`Gate.spare_tick`, :meth:`Gate.spare_read`), or given up.
 
 Split out of the deliverer (``connector/deliver.py``), which checks the change against the vendor
 model between :meth:`Gate.ready` and :meth:`Gate.ticked`: after every wait (a replaced change is
@@ -82,6 +83,45 @@ class Gate:
             await self._outages.read_probe(job.tick)
             return False
         return True
+
+    def spare_tick(self, job: Job) -> bool:
+        """Whether an audit's repair may be sent now, on the spare tick it was queued with: the tick
+        still fresh, its order settled, the partition fenced for this member and the circuit closed
+        (or this job its probe: a repair without a tick took one at the gate). If not, it is given
+        up, and a probe it held released."""
+        tick = job.tick
+        state = self._circuit.state
+        sendable = (
+            tick is not None
+            and job.not_before <= self._clock.monotonic()
+            and self._pacer.fresh(tick)
+            and self._fence.may_send(job.tp, tick)
+            and (state is State.CLOSED or (job.probe and state is State.HALF_OPEN))
+        )
+        if not sendable:
+            self.release_probe(job)
+        return sendable
+
+    async def spare_read(self, job: Job) -> bool:
+        """Whether an audit's read may be sent now, on the spare tick it was queued with: the tick
+        still fresh and the partition fenced for this member, the circuit closed, or open with its
+        probe due: the read is then its probe (``job.probe``), since an open circuit with no live
+        traffic would never be probed again. After a 403 the probe is :meth:`Outages.read_probe`
+        (is it the key, or the operation?), on this tick, and the read is not sent (found by the
+        simulation, seed 175 with audits and a resync: a resent DELETE refused twice left the
+        circuit open, the audits idle)."""
+        tick = job.tick
+        if tick is None or not self._pacer.fresh(tick) or not self._fence.may_send(job.tp, tick):
+            return False
+        circuit = self._circuit
+        if circuit.state is State.CLOSED:
+            return True
+        job.probe = circuit.state is State.OPEN and circuit.may_call(self._clock.monotonic())
+        if job.probe and circuit.forbidden:
+            job.probe = False
+            job.state = JobState.IN_FLIGHT  # a live change meanwhile follows it (found by review)
+            await self._outages.read_probe(tick)
+        return job.probe
 
     def release_probe(self, job: Job) -> None:
         """``job`` was the circuit's probe and will not call: another job may probe."""

@@ -95,12 +95,17 @@ class Call:
 
 class JobBook:
     """The jobs not finished (queued, waiting, in flight or retrying), by the partition of the change
-    each one sends, and the partitions being drained (their jobs are not accepted)."""
+    each one sends, and the partitions being drained (their jobs are not accepted); how many of them
+    are live work, and :attr:`idle` while none is (an audit reads only then)."""
 
     def __init__(self) -> None:
         self._jobs: dict[TopicPartition, dict[Job, None]] = {}  # insertion-ordered sets
         self._by_key: dict[str, Job] = {}
         self._draining: set[TopicPartition] = set()
+        self._live = 0
+        self.idle = asyncio.Event()
+        """Set while no live job is in the book: the audits may read."""
+        self.idle.set()
 
     def __len__(self) -> int:
         return sum(len(jobs) for jobs in self._jobs.values())
@@ -114,15 +119,35 @@ class JobBook:
         """The unfinished job of ``key``, if it has one."""
         return self._by_key.get(key)
 
-    def move(self, job: Job, tp: TopicPartition) -> None:
-        """``job`` now sends a change of ``tp`` (a key's newer change may come from another one)."""
-        if tp != job.tp:
-            self.forget(job)
-            job.tp = tp
+    def make_live(self, job: Job) -> None:
+        """``job`` is (now) live work: the ledger's change, or one that took an audit's job over."""
+        job.lane = Lane.LIVE
+        self._live += 1
+        self.idle.clear()
+
+    def take(self, job: Job, change: OrderChange) -> None:
+        """``job`` sends ``change`` next, with no failure history (the settle time of an ambiguous
+        attempt of its key stays: that request may still land)."""
+        job.change = change
+        job.attempts = 0
+        job.first_failure_ts = job.last_failure_ts = 0.0
+        job.forbidden_at = -1
+        if change.tp != job.tp:  # a key's newer change may come from another partition
+            self._remove(job)
+            job.tp = change.tp
             self.add(job)
 
     def forget(self, job: Job) -> None:
-        """``job`` is finished (done or abandoned)."""
+        """``job`` is finished (done or abandoned): out of the book, and of the live count if it was
+        live work."""
+        if job.lane is Lane.LIVE and self._by_key.get(job.key) is job:
+            self._live -= 1
+            if self._live <= 0:
+                self._live = 0
+                self.idle.set()
+        self._remove(job)
+
+    def _remove(self, job: Job) -> None:
         if self._by_key.get(job.key) is job:
             del self._by_key[job.key]
         jobs = self._jobs.get(job.tp)

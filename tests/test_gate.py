@@ -1,7 +1,7 @@
 """The gates a delivery job passes before each attempt (``connector/gate.py``), on virtual time: its
 order's settle time, the linger while its partition is behind, the fence, the circuit, then a budget
 tick with the circuit and the fence asked again, and the read probe a circuit opened by a 403 sends
-in place of the job's call."""
+in place of the job's call; and whether an audit's read or repair may still use its spare tick."""
 
 from __future__ import annotations
 
@@ -58,6 +58,7 @@ class Parts:
             self.fence.renew(TP, float("inf"))
         pacer = Pacer(10.0, clock, self.fence)
         pacer.set_layout({TP.topic: 1})
+        self.pacer = pacer
         self.circuit = Circuit(window=4, min_calls=2, failure_ratio=0.5, probe_interval=1.0)
         self.reader, self.metrics, self.behind = Reader(), Metrics(), Behind()
         outages = Outages(self.circuit, self.reader, self.metrics, clock)
@@ -190,5 +191,67 @@ def test_a_probe_that_will_not_call_is_released() -> None:
         assert not await p.gate.ticked(job)
         assert p.circuit.state is State.OPEN
         assert p.circuit.may_call(asyncio.get_running_loop().time()), "another job may probe at once"
+
+    on_virtual_time(scenario)
+
+
+def test_a_repair_uses_its_spare_tick_only_while_it_is_fresh_its_order_settled_and_the_circuit_closed() -> (
+    None
+):
+    async def scenario() -> None:
+        p = Parts()
+        tick = await p.pacer.acquire()
+        assert p.gate.spare_tick(Job("A1", TP, tick=tick))
+        assert not p.gate.spare_tick(Job("A1", TP, tick=None)), "no tick"
+        assert not p.gate.spare_tick(Job("A1", TP, tick=tick, not_before=START + 5.0)), "not settled"
+        p.circuit.record(errors.ServerError("503", status=503), 0.0)
+        p.circuit.record(errors.ServerError("503", status=503), 0.0)
+        assert not p.gate.spare_tick(Job("A1", TP, tick=tick)), "the circuit is open"
+        assert p.circuit.may_call(since_start() + START)  # half-open now: this job is its probe
+        probe = Job("A1", TP, tick=tick, probe=True)
+        assert p.gate.spare_tick(probe)
+        await asyncio.sleep(1.0)
+        assert not p.gate.spare_tick(probe), "the tick went stale"
+        assert not probe.probe, "its probe released: another job may probe"
+        assert p.circuit.may_call(asyncio.get_running_loop().time())
+
+    on_virtual_time(scenario)
+
+
+def test_an_audits_read_is_the_probe_of_an_open_circuit_but_not_after_a_403() -> None:
+    """Closed: the read is sent. Open with its probe due: the read is the probe. Opened by a 403:
+    the probe is a read of the key on this tick, and the audit's read is not sent. A stale tick or
+    a partition not fenced for this member: not sent."""
+
+    async def scenario() -> None:
+        p = Parts()
+        tick = await p.pacer.acquire()
+        assert await p.gate.spare_read(Job("A1", TP, tick=tick))
+        p.circuit.record(errors.ServerError("503", status=503), 0.0)
+        p.circuit.record(errors.ServerError("503", status=503), 0.0)
+        read = Job("A1", TP, tick=tick)
+        assert await p.gate.spare_read(read)
+        assert read.probe, "the read is the open circuit's probe"
+        other = Job("A2", TP, tick=tick)
+        assert not await p.gate.spare_read(other), "one probe at a time"
+        assert not other.probe
+
+        q = Parts()
+        q.circuit.record(errors.AuthError("403", status=403), 0.0)
+        tick = await q.pacer.acquire()
+        forbidden = Job("A1", TP, tick=tick)
+        assert not await q.gate.spare_read(forbidden)
+        assert q.reader.reads == 1, "the key was read instead"
+        assert forbidden.state is JobState.IN_FLIGHT, "a live change meanwhile follows it"
+        assert not forbidden.probe
+
+        tick = await q.pacer.acquire()
+        q.fence.drop(TP)
+        assert not await q.gate.spare_read(Job("A1", TP, tick=tick)), "not fenced for this member"
+        q.fence.assign(TP, 0.0)
+        q.fence.renew(TP, float("inf"))
+        tick = await q.pacer.acquire()
+        await asyncio.sleep(1.0)
+        assert not await q.gate.spare_read(Job("A1", TP, tick=tick)), "a stale tick"
 
     on_virtual_time(scenario)

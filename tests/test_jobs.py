@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from connector.jobs import Call, Job, JobBook, JobState
-from connector.structs import TopicPartition
+from connector.jobs import Call, Job, JobBook, JobState, Lane
+from connector.structs import OrderChange, Record, TopicPartition
 
 A, B, C = TopicPartition("orders", 0), TopicPartition("orders", 1), TopicPartition("orders", 2)
 
@@ -23,12 +23,25 @@ def test_jobs_are_counted_and_listed_by_partition_in_order() -> None:
     assert not book.any_of({C})
 
 
+def change_of(key: str, tp: TopicPartition) -> OrderChange:
+    return OrderChange(Record(tp.topic, tp.partition, 0, key.encode(), b"{}"), key, "upsert")
+
+
 def test_a_job_moves_to_the_partition_of_its_newer_change_and_is_forgotten_when_finished() -> None:
     book = JobBook()
-    job = Job("k1", A)
+    job = Job("k1", A, attempts=3, first_failure_ts=1.0, last_failure_ts=2.0, forbidden_at=1)
     book.add(job)
-    book.move(job, B)
+    newer = change_of("k1", B)
+    book.take(job, newer)
+    assert (job.change, job.attempts, job.first_failure_ts, job.last_failure_ts, job.forbidden_at) == (
+        newer,
+        0,
+        0.0,
+        0.0,
+        -1,
+    ), "a newer change starts with no failure history"
     assert job.tp == B
+    assert book.get("k1") is job
     assert book.partitions() == [B]
     assert book.of(A) == []
     book.forget(job)
@@ -120,3 +133,28 @@ def test_draining_partitions_until_undrained() -> None:
     book.undrain({A})
     assert not book.draining(A)
     assert book.draining(B)
+
+
+def test_idle_while_no_live_job_is_in_the_book() -> None:
+    """The audits read only while no live work is in hand: a live job clears :attr:`JobBook.idle`
+    until every live job is forgotten; an audit's job does not, until it is made live (a live
+    change took it over). A job moved to another partition is still counted once."""
+    book = JobBook()
+    first, second, audit = Job("k1", A), Job("k2", B), Job("k3", A, lane=Lane.AUDIT)
+    for job in (first, second, audit):
+        book.add(job)
+    assert book.idle.is_set(), "an audit's job is not live work"
+    book.make_live(first)
+    book.make_live(second)
+    assert not book.idle.is_set()
+    book.take(first, change_of("k1", C))
+    book.forget(first)
+    assert not book.idle.is_set(), "one live job left"
+    book.forget(second)
+    assert book.idle.is_set()
+    book.make_live(audit)
+    assert audit.lane is Lane.LIVE
+    assert not book.idle.is_set()
+    book.forget(audit)
+    book.forget(audit)  # twice is harmless: counted once
+    assert book.idle.is_set()
