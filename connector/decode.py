@@ -170,16 +170,22 @@ def decode(
     *,
     validate: bool = True,
     locate: Locate | None = None,
+    lazy: bool = False,
 ) -> OrderChange:
     """Read one record for the vendor and API version ``target``; raise DecodeError or
     OrderValidationError naming what is wrong (field path, rule, offending value). Without
     ``validate``, only what coalescing needs is checked: :func:`connector.conform.check` does the rest
     at send time.
     With ``locate`` (many tenants), the record's tenant decides the vendor and version instead, and
-    the change carries the tenant; a record naming no known tenant raises RouteError."""
+    the change carries the tenant; a record naming no known tenant raises RouteError.
+    ``lazy`` (the pipeline's read path): an upsert keeps its record, not its parsed body, which is
+    parsed again when the change is about to be sent (``change.pending``)."""
     if record.value is None:
         return decode_tombstone(record, locate)
-    return decode_value(record, parse_value(record, max_bytes), target, validate=validate, locate=locate)
+    value = record.value
+    again = (lambda: parse_json(value)) if lazy else None
+    data = parse_value(record, max_bytes)
+    return decode_value(record, data, target, validate=validate, locate=locate, again=again)
 
 
 def decode_tombstone(record: Record, locate: Locate | None = None) -> OrderChange:
@@ -199,16 +205,31 @@ def decode_value(
     locate: Locate | None = None,
     ordered_at: str | None = None,
     source: bytes | None = None,
+    again: Callable[[], Any] | None = None,
 ) -> OrderChange:
     """Read ``data``, a record's parsed value, as :func:`decode` does: the one path every event takes,
     the connector's own envelope as well as what a mapping (``connector/mapping/``) made of another.
     ``ordered_at`` (the mapping stage: the envelope's time, Debezium's ``source.ts_ms`` or a
     CloudEvent's ``time``) orders an upsert whose order has no ``updated_at``, without being written
     into the body that is sent. ``source`` (a lazy read, whose order is not mapped yet): an upsert's
-    digest, instead of the order's (:func:`source_digest`)."""
+    digest, instead of the order's (:func:`source_digest`). ``again`` (a lazy read of a value read as
+    it is written): how to parse ``data`` again from the record; an upsert then keeps no parsed body
+    (several times the size of the record's bytes, which are all ``kafka.max_unresolved_bytes``
+    counts), made again from the record when it is about to be sent (``change.pending``)."""
     if not isinstance(data, dict):
         raise DecodeError(f"value is JSON {type(data).__name__}, expected an object")
-    return _read(record, data, target, validate, locate, ordered_at, source)
+    change = _read(record, data, target, validate, locate, ordered_at, source)
+    if again is not None and source is None and not validate and change.op == "upsert":
+        change.body = {}
+        change.pending = lambda: _order_of(again())
+    return change
+
+
+def _order_of(data: dict[str, Any]) -> Any:
+    """The order in a native value: its ``order`` in the connector's envelope, else the value itself."""
+    if "order" in data and ("event_type" in data or "event_id" in data):
+        return data["order"]
+    return data
 
 
 def _read(
@@ -224,12 +245,11 @@ def _read(
     if locate is not None:
         tenant, target = locate(record, data)
     event_type = "order.updated"
-    order: Any = data
-    if "order" in data and ("event_type" in data or "event_id" in data):
+    order: Any = _order_of(data)
+    if order is not data:
         event_type = data.get("event_type", event_type)
         if event_type not in EVENT_TYPES:
             raise _invalid_event("event_type", "must be one of " + ", ".join(EVENT_TYPES), event_type)
-        order = data["order"]
         if not isinstance(order, dict):
             raise _invalid_event("order", "must be an object", order)
     entry = target.vendor

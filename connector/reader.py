@@ -82,6 +82,7 @@ class Reader:
             self._target,
             validate=False,
             locate=self._locate,
+            lazy=True,
         )
 
     def peek(self, record: Record) -> OrderChange | None:

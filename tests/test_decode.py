@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from connector.conform import check
+from connector.conform import check, complete
 from connector.decode import decode
 from connector.errors import DecodeError, InputError, OrderValidationError
 from connector.models import parse_timestamp
@@ -255,6 +256,44 @@ def test_the_cheap_read_leaves_the_body_unchecked_until_check() -> None:
         check(change, target("loop"))
     with pytest.raises(OrderValidationError, match=r"line_items\[0\]\.quantity"):
         decode(bad)
+
+
+@pytest.mark.parametrize("wrapped", [True, False], ids=["envelope", "bare order"])
+def test_a_lazy_read_keeps_the_record_not_the_parsed_body_and_makes_the_same_body_when_sent(
+    wrapped: bool,
+) -> None:
+    """The pipeline's read (``lazy``): an upsert keeps only its record's bytes (what
+    ``kafka.max_unresolved_bytes`` counts; the parsed body is several times their size), and its
+    body is parsed again just before it is sent: the eager read's body, key, time and digest. A
+    delete keeps what it has (an empty body)."""
+    lines = [{"sku": f"sku-{i}", "quantity": i, "title": "a product", "tags": ["a", "b"]} for i in range(100)]
+    records = []
+    for i in range(50):
+        body = {**order_body(f"A-{i}", 3), "line_items": lines}
+        records.append(
+            Record("orders", 0, i, None, envelope(body, 3) if wrapped else json.dumps(body).encode())
+        )
+    raw = sum(len(r.value or b"") for r in records)
+    tracemalloc.start()
+    try:
+        changes = [decode(r, validate=False, lazy=True) for r in records]
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < raw / 4, f"{held:,} bytes held by {len(changes)} pending changes of {raw:,} bytes"
+    eager = decode(records[7], validate=False)
+    lazy = changes[7]
+    assert lazy.pending is not None
+    assert lazy.body == {}
+    complete(lazy)
+    assert lazy.body == eager.body
+    assert (lazy.external_id, lazy.updated_at, lazy.digest) == (
+        eager.external_id,
+        eager.updated_at,
+        eager.digest,
+    )
+    deleted = json.dumps({"event_type": "order.deleted", "order": {"external_id": "X"}}).encode()
+    assert decode(rec(deleted), validate=False, lazy=True).pending is None
 
 
 @pytest.mark.parametrize(

@@ -65,6 +65,8 @@ def test_a_record_is_read_as_its_change_without_being_judged_against_the_vendor_
     change = reader(desk).accept(record({**ORDER, "status": "shipped"}))
     assert change is not None
     assert (change.key, change.op, change.tenant, change.validated) == ("A1", "upsert", "", False)
+    assert change.pending is not None, "its body is made again from the record when it is sent"
+    complete(change)
     assert change.body["status"] == "shipped"
     assert desk.resolved == []
     assert desk.dead == []

@@ -176,7 +176,8 @@ class Mapper:
         """``record`` read through the stage (module docstring), then as a native event; InputError
         (DecodeError, RouteError, MappingError, OrderValidationError) when it cannot be. ``lazy``
         (the pipeline's read path): with a mapping file, only what coalescing needs is evaluated now,
-        the order when the change is about to be sent (:meth:`_read_head`)."""
+        the order when the change is about to be sent (:meth:`_read_head`); a native value read as
+        it is keeps its record, not its parsed body (:func:`connector.decode.decode_value`)."""
         if trace is None and self.settings.envelope == "native" and record.value is not None:
             return self._read_native(record, target, validate, locate, lazy)
         event = self.unwrap(record)
@@ -209,7 +210,9 @@ class Mapper:
         if locate is not None:
             tenant, target = locate(record, value)
         if self.mapping_for(tenant) is None:
-            return self._decode(record, None, value, tenant, target, locate, validate)
+            raw = record.value
+            again = (lambda: self._bytes(raw, "value")) if lazy else None
+            return self._decode(record, None, value, tenant, target, locate, validate, again=again)
         event = Event(value, record_key(record), text_headers(record), record.topic)
         return self._read_event(record, event, tenant, target, validate, locate, None, lazy)
 
@@ -257,10 +260,12 @@ class Mapper:
         locate: Locate | None,
         validate: bool,
         source: bytes | None = None,
+        again: Callable[[], Any] | None = None,
     ) -> OrderChange:
         """``native`` (the event as the connector's own envelope) read as a native event is, for the
         tenant and target the stage found (``event``: the one mapped, whose envelope's time orders
-        it; None for a native value read as it is; ``source``: the digest of a lazy read)."""
+        it; None for a native value read as it is; ``source``: the digest of a lazy read; ``again``:
+        a lazy read of a native value, how to read it again from the record)."""
         located = (tenant, target)
         ordered_at = event.time if event is not None and self.settings.envelope != "native" else None
         return decode_value(
@@ -271,6 +276,7 @@ class Mapper:
             locate=(lambda _r, _d: located) if locate is not None else None,
             ordered_at=ordered_at,
             source=source,
+            again=again,
         )
 
     def _read_head(
