@@ -18,6 +18,7 @@ import hashlib
 import re
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import orjson
@@ -182,8 +183,7 @@ def decode(
     parsed again when the change is about to be sent (``change.pending``)."""
     if record.value is None:
         return decode_tombstone(record, locate)
-    value = record.value
-    again = (lambda: parse_json(value)) if lazy else None
+    again = partial(order_of, parse_json, record.value) if lazy else None
     data = parse_value(record, max_bytes)
     return decode_value(record, data, target, validate=validate, locate=locate, again=again)
 
@@ -213,16 +213,24 @@ def decode_value(
     CloudEvent's ``time``) orders an upsert whose order has no ``updated_at``, without being written
     into the body that is sent. ``source`` (a lazy read, whose order is not mapped yet): an upsert's
     digest, instead of the order's (:func:`source_digest`). ``again`` (a lazy read of a value read as
-    it is written): how to parse ``data`` again from the record; an upsert then keeps no parsed body
-    (several times the size of the record's bytes, which are all ``kafka.max_unresolved_bytes``
-    counts), made again from the record when it is about to be sent (``change.pending``)."""
+    it is written): how to make the order again from the record (:func:`order_of`); an upsert then
+    keeps no parsed body (several times the size of the record's bytes, which are all
+    ``kafka.max_unresolved_bytes`` counts), made again when it is about to be sent
+    (``change.pending``). One object a change, not closures: each object the garbage collector tracks
+    brings its next collection nearer, and K's peak RSS follows (``app.GC_THRESHOLDS``)."""
     if not isinstance(data, dict):
         raise DecodeError(f"value is JSON {type(data).__name__}, expected an object")
     change = _read(record, data, target, validate, locate, ordered_at, source)
     if again is not None and source is None and not validate and change.op == "upsert":
         change.body = {}
-        change.pending = lambda: _order_of(again())
+        change.pending = again
     return change
+
+
+def order_of(parse: Callable[[bytes], Any], raw: bytes) -> Any:
+    """The order in the native value ``raw`` (``parse`` reads it: JSON, or Avro with a registry), as
+    a lazy read makes its body when it is sent."""
+    return _order_of(parse(raw))
 
 
 def _order_of(data: dict[str, Any]) -> Any:

@@ -21,10 +21,11 @@ so that a Debezium delete (whose row is the one before it) never sorts before th
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from connector.config import MappingSettings
-from connector.decode import Locate, decode_tombstone, decode_value, parse_json, source_digest
+from connector.decode import Locate, decode_tombstone, decode_value, order_of, parse_json, source_digest
 from connector.errors import DecodeError, InputError, MappingError
 from connector.health import Health
 from connector.mapping import _cloudevents, _debezium
@@ -114,6 +115,7 @@ class Mapper:
         )
         self._tenant_mapping = tenant_mapping
         self._blocking = blocking
+        self._value = partial(self._bytes, what="value")  # made once: a lazy read's body is made with it
 
     # -- bytes ----------------------------------------------------------------------------------
     def _bytes(self, raw: bytes, what: str) -> Any:
@@ -210,8 +212,7 @@ class Mapper:
         if locate is not None:
             tenant, target = locate(record, value)
         if self.mapping_for(tenant) is None:
-            raw = record.value
-            again = (lambda: self._bytes(raw, "value")) if lazy else None
+            again = partial(order_of, self._value, record.value) if lazy else None
             return self._decode(record, None, value, tenant, target, locate, validate, again=again)
         event = Event(value, record_key(record), text_headers(record), record.topic)
         return self._read_event(record, event, tenant, target, validate, locate, None, lazy)
@@ -265,7 +266,7 @@ class Mapper:
         """``native`` (the event as the connector's own envelope) read as a native event is, for the
         tenant and target the stage found (``event``: the one mapped, whose envelope's time orders
         it; None for a native value read as it is; ``source``: the digest of a lazy read; ``again``:
-        a lazy read of a native value, how to read it again from the record)."""
+        a lazy read of a native value, how to make its order again from the record)."""
         located = (tenant, target)
         ordered_at = event.time if event is not None and self.settings.envelope != "native" else None
         return decode_value(
@@ -302,21 +303,23 @@ class Mapper:
             return None
         if change.op == "delete":
             return change
-        external_id = head["external_id"]
-
         # The body unwraps the record again rather than keep ``event``: a pending change then holds
         # its record's bytes only, not the parsed document too (several times their size: 18,000
         # pending Shopify webhooks, 233 MB of RSS against 131 MB). The record read once, so it reads
-        # again alike (an Avro schema, once fetched, is kept).
-        def body() -> dict[str, Any]:
-            again = self.unwrap(record)
-            assert again is not None  # a tombstone is a delete: never pending
-            mapped = {**head, "order": mapping.body(again, external_id)}
-            order: dict[str, Any] = to_native(mapped, again, target)["order"]
-            return order
-
-        change.pending = body
+        # again alike (an Avro schema, once fetched, is kept). One object a change, not a closure and
+        # its cells (see ``decode_value``'s ``again``).
+        change.pending = partial(Mapper._body, self, record, head, mapping, target)
         return change
+
+    def _body(
+        self, record: Record, head: dict[str, Any], mapping: FileMapping, target: Target
+    ) -> dict[str, Any]:
+        """The order of a lazy read's ``record`` (``head``: what was read of it then), mapped now."""
+        again = self.unwrap(record)
+        assert again is not None  # a tombstone is a delete: never pending
+        mapped = {**head, "order": mapping.body(again, head["external_id"])}
+        order: dict[str, Any] = to_native(mapped, again, target)["order"]
+        return order
 
 
 def _shown(event: Event | None) -> Any:
