@@ -27,6 +27,17 @@ from connector.source import Committed
 from connector.structs import OrderChange, Record, TopicPartition
 
 
+class LoopClock:
+    """Both clocks are the running event loop's (``connector.clock.Clock``): on a virtual-time loop,
+    the test's own time, which a busy machine cannot make late."""
+
+    def monotonic(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def wall(self) -> float:
+        return asyncio.get_running_loop().time()
+
+
 class Vendor:
     """A vendor's client of our own (``connector.sinks.Sink``): every change it accepted, in order. It
     holds every call while ``gate`` is closed, never answers those of the orders in ``hang``, and

@@ -12,17 +12,9 @@ from connector.jobs import Job, JobState, Lane
 from connector.metrics import Metrics
 from connector.readback import Held
 from connector.structs import OrderChange, Record, TopicPartition
-from tests.fakes import Vendor
+from tests.fakes import LoopClock, Vendor
 
 TP = TopicPartition("orders", 0)
-
-
-class Clock:
-    def monotonic(self) -> float:
-        return asyncio.get_running_loop().time()
-
-    def wall(self) -> float:
-        return asyncio.get_running_loop().time()
 
 
 class Hooks(Metrics):
@@ -48,7 +40,7 @@ def change_of(key: str) -> OrderChange:
 
 
 def attempts(vendor: Vendor, hooks: Hooks) -> Attempts:
-    return Attempts(vendor, hooks, clock=Clock(), tenant="acme")
+    return Attempts(vendor, hooks, clock=LoopClock(), tenant="acme")
 
 
 def test_an_answered_apply_is_counted_and_reported_with_its_status_class() -> None:

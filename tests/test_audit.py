@@ -23,20 +23,12 @@ from connector.metrics import Metrics
 from connector.pacing import Pacer
 from connector.readback import Held, ReadEnded
 from connector.structs import OrderChange, Record, TopicPartition
-from tests.fakes import Told
+from tests.fakes import LoopClock, Told
 from tests.sim.loop import VirtualTimeLoop
 
 START = 1_800_000_000.0
 TP = TopicPartition("orders", 0)
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
-
-
-class Clock:
-    def monotonic(self) -> float:
-        return asyncio.get_running_loop().time()
-
-    def wall(self) -> float:
-        return asyncio.get_running_loop().time()
 
 
 class Shop:
@@ -108,7 +100,7 @@ def order(key: str, minutes: int, status: str = "active", offset: int = 0) -> Or
 
 
 def pacer(budget: float = 10.0) -> Pacer:
-    clock = Clock()
+    clock = LoopClock()
     fence = Fence(clock, lease_seconds=float("inf"), settle_seconds=1.0)
     fence.assign(TP, 0.0)
     fence.renew(TP, float("inf"))
@@ -123,7 +115,9 @@ def on_virtual_time(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
 
 
 def audit(shop: Shop, metrics: Metrics, the_pacer: Pacer | None = None, **settings: Any) -> Auditor:
-    a = Auditor(the_pacer or pacer(), metrics, AuditSettings(**{"enabled": True, **settings}), clock=Clock())
+    a = Auditor(
+        the_pacer or pacer(), metrics, AuditSettings(**{"enabled": True, **settings}), clock=LoopClock()
+    )
     a.connect(shop)
     shop.auditor = a
     return a

@@ -30,18 +30,10 @@ from connector.retry import RetryPolicy
 from connector.sinks import Prepaid
 from connector.structs import OrderChange, Record, TopicPartition
 from connector.vendors import Target, make_sink, target
-from tests.fakes import Audit, Behind, Vendor
+from tests.fakes import Audit, Behind, LoopClock, Vendor
 from tests.sim.loop import VirtualTimeLoop
 
 START = 1_800_000_000.0
-
-
-class Clock:
-    def monotonic(self) -> float:
-        return asyncio.get_running_loop().time()
-
-    def wall(self) -> float:
-        return asyncio.get_running_loop().time()
 
 
 @dataclass
@@ -71,7 +63,7 @@ def deliver(
             body = {"order": {"id": 1, "external_id": "x"}} if status == 200 else {"message": "Too Many"}
             return httpx.Response(status, json=body, headers=headers)
 
-        clock = Clock()
+        clock = LoopClock()
         pacer = Pacer.standalone(5.0, clock)
         settings = SinkSettings(base_url="http://vendor", api_key="k", rate_limit_per_second=5.0)
         pending = {
@@ -253,7 +245,7 @@ def desk(
     vendor: Vendor | None = None,
     audit: Audit | None = None,
 ) -> Desk:
-    clock = Clock()
+    clock = LoopClock()
     fence = Fence(clock, lease_seconds=float("inf"), settle_seconds=settle)
     fence.assign(TP, 0.0)
     fence.renew(TP, float("inf"))

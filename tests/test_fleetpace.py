@@ -20,20 +20,13 @@ from connector.instruments import NO_HOOKS
 from connector.metrics import Metrics
 from connector.pacing import Pacer
 from connector.structs import TopicPartition
+from tests.fakes import LoopClock
 from tests.sim.loop import VirtualTimeLoop
 from tests.sim.pace import PaceTopic
 
 T = TypeVar("T")
 START = 1_800_000_000.0
 CUT = Cut(at=START + 1.5, estimate=0.8, factor=0.4, resume=0.68, hold_until=START + 3.5)
-
-
-class Clock:
-    def monotonic(self) -> float:
-        return asyncio.get_running_loop().time()
-
-    def wall(self) -> float:
-        return asyncio.get_running_loop().time()
 
 
 def virtual(main: Callable[[], Awaitable[T]]) -> T:
@@ -43,11 +36,11 @@ def virtual(main: Callable[[], Awaitable[T]]) -> T:
 
 def pacer(name: str = "acme", partitions: tuple[int, ...] = (0, 1)) -> Pacer:
     """A member's pacer for budget ``name`` at 5/s, owning ``partitions`` of 4."""
-    fence = Fence(Clock(), lease_seconds=10, settle_seconds=1)
+    fence = Fence(LoopClock(), lease_seconds=10, settle_seconds=1)
     for p in partitions:
         fence.assign(TopicPartition("t", p), 0.0)
         fence.renew(TopicPartition("t", p), float("inf"))
-    made = Pacer(5.0, Clock(), fence, adaptation=Estimating(), name=name)
+    made = Pacer(5.0, LoopClock(), fence, adaptation=Estimating(), name=name)
     made.set_layout({"t": 4})
     return made
 
@@ -59,7 +52,7 @@ def member(
     metrics: Metrics | None = None,
 ) -> FleetPace:
     return FleetPace(
-        log, group=group, member=name, clock=Clock(), topic="orders.pace", hooks=metrics or NO_HOOKS
+        log, group=group, member=name, clock=LoopClock(), topic="orders.pace", hooks=metrics or NO_HOOKS
     )
 
 

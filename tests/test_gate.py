@@ -19,19 +19,11 @@ from connector.outages import Outages
 from connector.pacing import Pacer
 from connector.sinks import Prepaid
 from connector.structs import TopicPartition
-from tests.fakes import Behind
+from tests.fakes import Behind, LoopClock
 from tests.sim.loop import VirtualTimeLoop
 
 START = 1_800_000_000.0
 TP = TopicPartition("orders", 0)
-
-
-class Clock:
-    def monotonic(self) -> float:
-        return asyncio.get_running_loop().time()
-
-    def wall(self) -> float:
-        return asyncio.get_running_loop().time()
 
 
 class Reader:
@@ -51,7 +43,7 @@ class Parts:
     """A gate over partition ``TP``, with the parts it asks."""
 
     def __init__(self, fenced: bool = True) -> None:
-        clock = Clock()
+        clock = LoopClock()
         self.fence = Fence(clock, lease_seconds=float("inf"), settle_seconds=2.0)
         if fenced:
             self.fence.assign(TP, 0.0)

@@ -14,18 +14,11 @@ from connector.adapt import Adaptation, Halving
 from connector.fence import Fence
 from connector.pacing import SLACK, Pacer
 from connector.structs import TopicPartition
+from tests.fakes import LoopClock
 from tests.sim.loop import VirtualTimeLoop
 
 T = TypeVar("T")
 START = 1_800_000_000.0
-
-
-class Clock:
-    def monotonic(self) -> float:
-        return asyncio.get_running_loop().time()
-
-    def wall(self) -> float:
-        return asyncio.get_running_loop().time()
 
 
 def virtual(main: Callable[[], Awaitable[T]]) -> T:
@@ -38,12 +31,12 @@ def member(
     budget: float, owned: list[int], partitions: int = 6, adaptation: Adaptation | None = None
 ) -> Pacer:
     """A pacer owning ``owned`` of ``partitions`` partitions, with leases for ever."""
-    fence = Fence(Clock(), lease_seconds=10, settle_seconds=1)
+    fence = Fence(LoopClock(), lease_seconds=10, settle_seconds=1)
     for p in owned:
         tp = TopicPartition("t", p)
         fence.assign(tp, 0.0)
         fence.renew(tp, float("inf"))
-    pacer = Pacer(budget, Clock(), fence, adaptation=adaptation)
+    pacer = Pacer(budget, LoopClock(), fence, adaptation=adaptation)
     pacer.set_layout({"t": partitions})
     return pacer
 
@@ -226,11 +219,11 @@ def test_topics_share_the_budget_equally_and_partitions_share_their_topic() -> N
     out: dict[str, list[float]] = {"a": [], "b0": [], "b123": []}
 
     def owner(budget: float, owned: list[TopicPartition]) -> Pacer:
-        fence = Fence(Clock(), lease_seconds=10, settle_seconds=1)
+        fence = Fence(LoopClock(), lease_seconds=10, settle_seconds=1)
         for tp in owned:
             fence.assign(tp, 0.0)
             fence.renew(tp, float("inf"))
-        pacer = Pacer(budget, Clock(), fence)
+        pacer = Pacer(budget, LoopClock(), fence)
         pacer.set_layout({"a": 1, "b": 4})
         return pacer
 
@@ -254,11 +247,11 @@ def test_tenants_ticks_are_phased_apart_and_each_keeps_its_spacing() -> None:
     from connector.pacing import phase_of
 
     def tenant(name: str) -> Pacer:
-        fence = Fence(Clock(), lease_seconds=10, settle_seconds=1)
+        fence = Fence(LoopClock(), lease_seconds=10, settle_seconds=1)
         tp = TopicPartition("t", 0)
         fence.assign(tp, 0.0)
         fence.renew(tp, float("inf"))
-        pacer = Pacer(5.0, Clock(), fence, phase=phase_of(name))
+        pacer = Pacer(5.0, LoopClock(), fence, phase=phase_of(name))
         pacer.set_layout({"t": 1})
         return pacer
 

@@ -32,7 +32,7 @@ from connector.metrics import Metrics
 from connector.pipeline import Pipeline
 from connector.source import PartitionsCallback
 from connector.structs import Record, TopicPartition
-from tests.fakes import Vendor
+from tests.fakes import LoopClock, Vendor
 from tests.sim.cluster import Member, SimCluster
 from tests.sim.loop import VirtualTimeLoop
 
@@ -40,14 +40,6 @@ START = 1_800_000_000.0
 TOPIC = "orders"
 TP = TopicPartition(TOPIC, 0)
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-class Clock:
-    def monotonic(self) -> float:
-        return asyncio.get_running_loop().time()
-
-    def wall(self) -> float:
-        return asyncio.get_running_loop().time()
 
 
 def settings_for(grace: float = 10.0, **kafka: Any) -> Settings:
@@ -76,7 +68,7 @@ class OneMember:
     """One member serving partition ``TP`` of the simulated cluster, until :meth:`stop`."""
 
     def __init__(self, settings: Settings, max_poll_records: int = 100, fetch_seconds: float = 0.0) -> None:
-        self.clock = Clock()
+        self.clock = LoopClock()
         self.settings = settings
         self.cluster = SimCluster(
             TOPIC,

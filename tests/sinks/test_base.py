@@ -22,6 +22,7 @@ from connector.pacing import Pacer
 from connector.sinks import Prepaid, parse_retry_after, raise_for_status
 from connector.structs import OrderChange, Record
 from connector.vendors import make_sink
+from tests.fakes import LoopClock
 from tests.sim.loop import VirtualTimeLoop
 
 
@@ -91,17 +92,6 @@ class _CountingPacer(Pacer):
         return await super().acquire()
 
 
-class _LoopClock:
-    """Both clocks are the event loop's: on virtual time a tick is never late because the machine
-    is busy (on the real clock, a loaded CI machine made the prepaid tick stale: 2 asked, not 1)."""
-
-    def monotonic(self) -> float:
-        return asyncio.get_running_loop().time()
-
-    def wall(self) -> float:
-        return asyncio.get_running_loop().time()
-
-
 @pytest.mark.parametrize(("prepaid", "asked"), [(True, 1), (False, 2)])
 def test_an_applys_first_request_uses_the_tick_the_deliverer_took_and_the_rest_wait_their_own(
     prepaid: bool, asked: int
@@ -120,7 +110,9 @@ async def _apply_counting(prepaid: bool) -> int:
             return httpx.Response(404, json={"message": "not found"})
         return httpx.Response(201, json={"order": {"id": 7, "external_id": "A-1"}})
 
-    pacer = _CountingPacer.standalone(1000.0, _LoopClock())
+    # Both clocks the event loop's: on virtual time a tick is never late because the machine is busy
+    # (on the real clock, a loaded CI machine made the prepaid tick stale: 2 asked, not 1).
+    pacer = _CountingPacer.standalone(1000.0, LoopClock())
     assert isinstance(pacer, _CountingPacer)
     settings = SinkSettings(base_url="http://loop", api_key="k", mode="create_update")
     change = OrderChange(Record("orders", 0, 1, b"A-1", b"{}"), "A-1", "upsert", {"external_id": "A-1"})
