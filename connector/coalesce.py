@@ -136,29 +136,33 @@ class Coalescer:
             if slot.current.tenant == tenant and slot.current.tp in wanted
         ]
 
-    def _newest(self, key: str) -> tuple[bytes, Version] | None:
+    def _newest(self, key: str) -> tuple[OrderChange | Mark, Version] | None:
+        """The key's newest state (whose ``digest`` is read only when needed: a lazy read's is made
+        on first use) and the version it stands for."""
         slot = self._slots.get(key)
         if slot is not None:
             newest = slot.waiting or slot.current
-            return newest.digest, newest.version.joined(slot.seen)
+            return newest, newest.version.joined(slot.seen)
         mark = self._marks.get(key)
-        return (mark.digest, mark.version) if mark is not None else None
+        return (mark, mark.version) if mark is not None else None
 
     def supersedes(self, change: OrderChange) -> bool:
         """Whether a newer state of ``change``'s order, with another body, was seen here (a resync
         never sends an older state than the live traffic has; one with the same body it may)."""
         newest = self._newest(change.key)
-        return newest is not None and change.version.older_than(newest[1]) and newest[0] != change.digest
+        return (
+            newest is not None and change.version.older_than(newest[1]) and newest[0].digest != change.digest
+        )
 
     def offer(self, change: OrderChange) -> Offer:
         """Accept a decoded change; say whether its key needs a job and what it resolved."""
         key = change.key
         newest = self._newest(key)
         if newest is not None:
-            digest, version = newest
+            state, version = newest
             if change.version.older_than(version):
                 return Offer(False, ((change, Resolution.STALE),))
-            if change.digest == digest:
+            if not change.differs_after(version) and change.digest == state.digest:
                 self._seen(key, change.version)
                 return Offer(False, ((change, Resolution.IDENTICAL),))
         slot = self._slots.get(key)

@@ -50,9 +50,7 @@ def describe_validation(exc: ValidationError, prefix: str = "order") -> OrderVal
 def complete(change: OrderChange) -> None:
     """Make the body of ``change`` when it is still to be made (a mapping file's ``order``): raises
     the MappingError (stage ``map``) the mapping raises."""
-    if change.pending is not None:
-        make, change.pending = change.pending, None
-        change.body = make()
+    change.complete()
 
 
 def check(change: OrderChange, target: Target) -> None:

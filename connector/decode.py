@@ -18,7 +18,6 @@ import hashlib
 import re
 from collections.abc import Callable
 from datetime import datetime
-from functools import partial
 from typing import Any
 
 import orjson
@@ -26,7 +25,7 @@ import orjson
 from connector.conform import check, preview
 from connector.errors import DecodeError, OrderValidationError
 from connector.models import parse_timestamp
-from connector.structs import OrderChange, Record
+from connector.structs import OrderChange, Pending, Record
 from connector.vendors import DEFAULT_TARGET, Target, Vendor
 
 Locate = Callable[[Record, Any], tuple[str, Target]]
@@ -76,7 +75,7 @@ def _tombstone(record: Record) -> OrderChange:
         raise OrderValidationError(
             f"invalid order: key: external_id must be 1 to 64 characters (value: {preview(external_id)})"
         )
-    return OrderChange(record, external_id, "delete", digest=digest("delete", {}), validated=True)
+    return OrderChange(record, external_id, "delete", {}, None, digest("delete", {}), validated=True)
 
 
 def parse_value(record: Record, max_bytes: int) -> Any:
@@ -183,9 +182,9 @@ def decode(
     parsed again when the change is about to be sent (``change.pending``)."""
     if record.value is None:
         return decode_tombstone(record, locate)
-    again = partial(order_of, parse_json, record.value) if lazy else None
+    pending = NativeOrder(parse_json, record.value) if lazy else None
     data = parse_value(record, max_bytes)
-    return decode_value(record, data, target, validate=validate, locate=locate, again=again)
+    return decode_value(record, data, target, validate=validate, locate=locate, pending=pending)
 
 
 def decode_tombstone(record: Record, locate: Locate | None = None) -> OrderChange:
@@ -204,33 +203,44 @@ def decode_value(
     validate: bool = True,
     locate: Locate | None = None,
     ordered_at: str | None = None,
-    source: bytes | None = None,
-    again: Callable[[], Any] | None = None,
+    pending: Pending | None = None,
 ) -> OrderChange:
     """Read ``data``, a record's parsed value, as :func:`decode` does: the one path every event takes,
     the connector's own envelope as well as what a mapping (``connector/mapping/``) made of another.
     ``ordered_at`` (the mapping stage: the envelope's time, Debezium's ``source.ts_ms`` or a
     CloudEvent's ``time``) orders an upsert whose order has no ``updated_at``, without being written
-    into the body that is sent. ``source`` (a lazy read, whose order is not mapped yet): an upsert's
-    digest, instead of the order's (:func:`source_digest`). ``again`` (a lazy read of a value read as
-    it is written): how to make the order again from the record (:func:`order_of`); an upsert then
-    keeps no parsed body (several times the size of the record's bytes, which are all
-    ``kafka.max_unresolved_bytes`` counts), made again when it is about to be sent
-    (``change.pending``). One object a change, not closures: each object the garbage collector tracks
-    brings its next collection nearer, and K's peak RSS follows (``app.GC_THRESHOLDS``)."""
+    into the body that is sent.
+
+    ``pending`` (a lazy read, without ``validate``): how to make an upsert's body and digest again
+    from its record (:class:`NativeOrder`, or a mapping file's order). The upsert then keeps no
+    parsed body (several times the size of the record's bytes, which are all
+    ``kafka.max_unresolved_bytes`` counts): it is made when the change is about to be sent
+    (``change.pending``). Its digest waits too when the order carries its ``updated_at``
+    (:meth:`OrderChange.differs_after`), made now otherwise. One object a change, not closures: each
+    object the garbage collector tracks brings its next collection nearer, and K's peak RSS follows
+    (``app.GC_THRESHOLDS``)."""
     if not isinstance(data, dict):
         raise DecodeError(f"value is JSON {type(data).__name__}, expected an object")
-    change = _read(record, data, target, validate, locate, ordered_at, source)
-    if again is not None and source is None and not validate and change.op == "upsert":
-        change.body = {}
-        change.pending = again
-    return change
+    return _read(record, data, target, validate, locate, ordered_at, None if validate else pending)
 
 
-def order_of(parse: Callable[[bytes], Any], raw: bytes) -> Any:
-    """The order in the native value ``raw`` (``parse`` reads it: JSON, or Avro with a registry), as
-    a lazy read makes its body when it is sent."""
-    return _order_of(parse(raw))
+class NativeOrder:
+    """A lazy read's pending body of a native value (:class:`connector.structs.Pending`): the order
+    in the record's value (``raw``), parsed again (``parse``: JSON, or Avro with a registry)."""
+
+    __slots__ = ("parse", "raw")
+
+    def __init__(self, parse: Callable[[bytes], Any], raw: bytes) -> None:
+        self.parse = parse
+        self.raw = raw
+
+    def __call__(self) -> dict[str, Any]:
+        order: dict[str, Any] = _order_of(self.parse(self.raw))
+        return order
+
+    def digest(self, body: dict[str, Any] | None) -> bytes:
+        """The digest of the order, as an eager read takes it."""
+        return digest("upsert", self() if body is None else body)
 
 
 def _order_of(data: dict[str, Any]) -> Any:
@@ -247,7 +257,7 @@ def _read(
     validate: bool,
     locate: Locate | None,
     ordered_at: str | None = None,
-    source: bytes | None = None,
+    pending: Pending | None = None,
 ) -> OrderChange:
     tenant = ""
     if locate is not None:
@@ -279,8 +289,16 @@ def _read(
         # Rejected on the read path: say it as the full validation does (every problem, same words).
         check(OrderChange(record, "", "upsert", order), target)
         raise cheap from None
-    identity = digest("upsert", order) if source is None else source
+    if pending is None:
+        identity: bytes | None = digest("upsert", order)
+    elif stamp is None:  # ordered by the envelope's time, or not at all: made now
+        identity = pending.digest(order)
+    else:
+        identity = None  # made on first use (OrderChange.digest): it covers the stamp
     change = OrderChange(record, key, "upsert", order, updated_at, identity, tenant=tenant)
+    if pending is not None:
+        change.body = {}
+        change.pending = pending
     if validate:
         check(change, target)
     return change

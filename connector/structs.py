@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -95,6 +94,20 @@ class Version:
         return Version(max(stamps) if stamps else None, place.tp, place.offset)
 
 
+class Pending(Protocol):
+    """What a lazy read keeps of an upsert instead of its parsed body (one object a change): how to
+    make the body again from the record, and the change's digest."""
+
+    def __call__(self) -> dict[str, Any]:
+        """The body, made now (raises the InputError the read path would: MappingError for a
+        mapping's ``order``)."""
+        ...
+
+    def digest(self, body: dict[str, Any] | None) -> bytes:
+        """The change's digest; ``body``: made by the call already, None for not made yet."""
+        ...
+
+
 @dataclass(slots=True)
 class OrderChange:
     """A decoded, valid event: what to do to which order."""
@@ -104,13 +117,14 @@ class OrderChange:
     op: Literal["upsert", "delete"]
     body: dict[str, Any] = field(default_factory=dict)
     updated_at: datetime | None = None
-    digest: bytes = b""
+    _digest: bytes | None = field(default=b"", repr=False)
+    """See :attr:`digest`; None while a lazy read's is not made yet."""
     unknown: tuple[str, ...] = ()
     validated: bool = False  # the whole body was checked against the vendor model
     tenant: str = ""  # the shop it is for ("": the deployment's only one)
-    pending: Callable[[], dict[str, Any]] | None = field(default=None, repr=False, compare=False)
-    """The body still to be made (a mapping file's ``order``): made just before the change is sent
-    (:func:`connector.conform.complete`), never for a change replaced before then."""
+    pending: Pending | None = field(default=None, repr=False, compare=False)
+    """The body still to be made (a lazy read's): made just before the change is sent
+    (:meth:`complete`), never for a change replaced before then."""
     _version: Version | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -131,6 +145,37 @@ class OrderChange:
             self._version = Version(stamp, self.record.tp, self.record.offset)
         return self._version
 
+    @property
+    def digest(self) -> bytes:
+        """What identical events share (``connector.decode.digest``). A lazy read's whose body
+        carries its ``updated_at`` is made on first use (:meth:`differs_after`): most events of a
+        backlog are replaced by a newer one before anything compares or sends them."""
+        if self._digest is None:
+            assert self.pending is not None, "a digest not made yet keeps what makes it"
+            self._digest = self.pending.digest(None)
+        return self._digest
+
+    def differs_after(self, version: Version) -> bool:
+        """Whether this change certainly differs from every state of ``version`` or older, without
+        making its digest: its digest is not made yet (it is a lazy read's, and covers its
+        ``updated_at``, which is written in the body or the record), and its ``updated_at`` is later
+        than ``version``'s (which no identical state of an older version can have)."""
+        if self._digest is not None or version.updated_at is None:
+            return False
+        stamp = self.version.updated_at
+        return stamp is not None and stamp > version.updated_at
+
+    def complete(self) -> None:
+        """Make the body when it is still to be made (a lazy read's), and its digest with it; raises
+        what the read path raises (a mapping's MappingError, stage ``map``)."""
+        make = self.pending
+        if make is None:
+            return
+        self.body = make()
+        self.pending = None
+        if self._digest is None:
+            self._digest = make.digest(self.body)
+
 
 @dataclass(frozen=True, slots=True)
 class Mark:
@@ -144,4 +189,4 @@ class Mark:
     is the same state and joins its version (:meth:`Version.joined`)."""
 
 
-__all__ = ["Mark", "OrderChange", "Record", "TopicPartition", "Version"]
+__all__ = ["Mark", "OrderChange", "Pending", "Record", "TopicPartition", "Version"]

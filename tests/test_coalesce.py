@@ -6,10 +6,12 @@ import gc
 import weakref
 from datetime import UTC, datetime, timedelta
 
+import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
 from connector.coalesce import Coalescer, Resolution
+from connector.decode import decode
 from connector.structs import OrderChange, Record, TopicPartition
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -19,9 +21,16 @@ class Body(dict[str, object]):
     """An order body a test can hold a weak reference to."""
 
 
-def change(key: str, offset: int, version: int | None, body: str = "", partition: int = 0) -> OrderChange:
+def change(
+    key: str,
+    offset: int,
+    version: int | None,
+    body: str = "",
+    partition: int = 0,
+    digest: bytes | None = None,
+) -> OrderChange:
     updated = None if version is None else T0 + timedelta(seconds=version)
-    digest = f"{key}:{version}:{body}".encode()
+    digest = digest or f"{key}:{version}:{body}".encode()
     return OrderChange(
         Record("t", partition, offset, key.encode(), b"{}"), key, "upsert", {}, updated, digest
     )
@@ -271,8 +280,7 @@ def test_an_event_skipped_as_identical_lends_its_version_to_the_change_it_copies
     c = Coalescer()
     pending = change("a", 0, 5)
     c.offer(pending)
-    newer = change("a", 1, 9)
-    newer.digest = pending.digest
+    newer = change("a", 1, 9, digest=pending.digest)
     assert c.offer(newer).resolved == ((newer, Resolution.IDENTICAL),)
     between = change("a", 2, 7, body="upsert")
     assert c.offer(between).resolved == ((between, Resolution.STALE),)
@@ -387,3 +395,50 @@ def test_a_parked_delete_carries_the_place_of_the_tombstone_skipped_after_it() -
     assert (as_of.updated_at, as_of.offset) == (pending.version.updated_at, 4)
     assert pending.version.older_than(as_of)
     assert change("a", 5, 6, "v6").version.older_than(as_of)
+
+
+_STEP = st.one_of(
+    st.tuples(
+        st.just("event"),
+        st.sampled_from("ab"),  # the order
+        st.sampled_from([None, 1, 2, 3]),  # its updated_at (seconds), or none
+        st.sampled_from(["x", "y"]),  # the rest of its body
+        st.booleans(),  # a delete (``order.deleted``)
+    ),
+    st.tuples(st.just("send"), st.sampled_from("ab"), st.booleans()),  # ends the key's call: delivered?
+)
+
+
+@given(st.lists(_STEP, min_size=1, max_size=60))
+def test_a_lazy_read_decides_exactly_as_an_eager_one(steps: list[tuple[object, ...]]) -> None:
+    """A lazy read's digest is made on first use only, and skipped where its ``updated_at`` proves it
+    different (``OrderChange.differs_after``): every decision (stale, identical, replaced, waits,
+    starts a job, what is sent next) is the same as with every digest made on read."""
+    eager, lazy = Coalescer(), Coalescer()
+    for offset, step in enumerate(steps):
+        if step[0] == "send":
+            _, key, delivered = step
+            for c in (eager, lazy):
+                current = c.current(str(key))
+                if current is not None:
+                    current.complete()  # as the deliverer does just before the call
+            after = [c.finish(str(key), delivered=bool(delivered)) for c in (eager, lazy)]
+            assert offset_of(after[0]) == offset_of(after[1]), f"step {offset}: {step}"
+            continue
+        _, key, second, rest, deleted = step
+        order: dict[str, object] = {"external_id": key, "note": rest}
+        if second is not None:
+            order["updated_at"] = f"2026-11-01T12:00:0{second}Z"
+        kind = "order.deleted" if deleted else "order.updated"
+        value = orjson.dumps({"event_type": kind, "order": order})
+        record = Record("t", 0, offset, str(key).encode(), value)
+        offers = [
+            eager.offer(decode(record, validate=False)),
+            lazy.offer(decode(record, validate=False, lazy=True)),
+        ]
+        seen = [(o.start, o.waits, [(ch.record.offset, why) for ch, why in o.resolved]) for o in offers]
+        assert seen[0] == seen[1], f"step {offset}: {step}"
+
+
+def offset_of(change: OrderChange | None) -> int | None:
+    return change.record.offset if change is not None else None

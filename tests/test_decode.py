@@ -16,7 +16,7 @@ from connector.decode import decode
 from connector.errors import DecodeError, InputError, OrderValidationError
 from connector.models import parse_timestamp
 from connector.samples import envelope, order_body
-from connector.structs import Record
+from connector.structs import Record, Version
 from connector.vendors import target, vendor
 
 
@@ -294,6 +294,34 @@ def test_a_lazy_read_keeps_the_record_not_the_parsed_body_and_makes_the_same_bod
     )
     deleted = json.dumps({"event_type": "order.deleted", "order": {"external_id": "X"}}).encode()
     assert decode(rec(deleted), validate=False, lazy=True).pending is None
+
+
+def test_a_lazy_read_makes_its_digest_on_first_use_when_its_order_has_its_updated_at() -> None:
+    """Most events of a backlog are replaced before anything compares or sends them: a lazy read's
+    digest waits for its first use when the order carries its ``updated_at`` (which the digest
+    covers, so a later one proves it different: ``differs_after``); it is the eager read's digest,
+    made before the body, after it, or by ``complete``. Without ``updated_at`` it is made at once."""
+    value = envelope(order_body("A-1", 3), 3)
+    eager = decode(rec(value), validate=False)
+    stamp = eager.version.updated_at
+    assert stamp is not None
+    before = Version(stamp - 1, eager.tp, 0)
+    first, second = (
+        decode(rec(value), validate=False, lazy=True),
+        decode(rec(value), validate=False, lazy=True),
+    )
+    assert first.differs_after(before)
+    assert not eager.differs_after(before)
+    assert not first.differs_after(eager.version), "the same updated_at proves nothing"
+    assert first.digest == eager.digest
+    assert not first.differs_after(before), "made: compared as it is"
+    complete(second)
+    assert (second.body, second.digest) == (eager.body, eager.digest)
+    unstamped = {k: v for k, v in order_body("A-1", 3).items() if k != "updated_at"}
+    lazy = decode(rec(json.dumps(unstamped).encode()), validate=False, lazy=True)
+    assert lazy.pending is not None
+    assert not lazy.differs_after(before)
+    assert lazy.digest == decode(rec(json.dumps(unstamped).encode()), validate=False).digest
 
 
 @pytest.mark.parametrize(

@@ -402,6 +402,19 @@ def test_a_change_that_does_not_fit_the_vendor_model_is_reported_never_sent() ->
     on_virtual_time(scenario)
 
 
+@dataclass
+class Made:
+    """A pending body (``connector.structs.Pending``) that ``make`` makes; its digest is fixed."""
+
+    make: Callable[[], dict[str, Any]]
+
+    def __call__(self) -> dict[str, Any]:
+        return self.make()
+
+    def digest(self, body: dict[str, Any] | None) -> bytes:
+        return b"made"
+
+
 def test_a_change_whose_body_fails_to_map_is_reported_never_sent() -> None:
     """A mapping file's ``order`` is made just before the call (``change.pending``); when it fails, the
     change is reported ``INVALID`` with the MappingError (stage ``map``), and nothing is sent."""
@@ -412,13 +425,13 @@ def test_a_change_whose_body_fails_to_map_is_reported_never_sent() -> None:
     async def scenario() -> None:
         d = desk()
         async with d.deliverer:
-            d.orders.add("A1", 0).pending = fails
+            d.orders.add("A1", 0).pending = Made(fails)
             await until(lambda: d.orders.outcomes)
             [outcome] = d.orders.outcomes
             assert (outcome.kind, type(outcome.error)) == (OutcomeKind.INVALID, MappingError)
             assert d.vendor.calls == 0
             made = d.orders.add("B1", 1)
-            made.pending = lambda: {"external_id": "B1", "status": "archived"}
+            made.pending = Made(lambda: {"external_id": "B1", "status": "archived"})
             await until(lambda: len(d.orders.outcomes) == 2)
             assert d.vendor.sent() == [("B1", "archived")], "the body made just before the call is sent"
 

@@ -19,7 +19,7 @@ from connector.conform import complete
 from connector.decode import decode
 from connector.errors import ConfigError, DecodeError, InputError, MappingError, OrderValidationError
 from connector.mapping import Event, FileMapping, FunctionMapping, Mapped, Mapper, compile_mapping
-from connector.structs import OrderChange, Record
+from connector.structs import OrderChange, Record, Version
 from connector.validate import read_lines, record_of
 from connector.vendors import Target, target, vendor
 
@@ -480,6 +480,24 @@ def test_a_lazy_reads_digest_covers_the_record_as_written_headers_included(tmp_p
     assert read(2).digest == first.digest  # the same record again (a replay)
     assert read(3, ce_time="2018-04-05T03:57:00Z").digest != first.digest  # a newer state
     assert read(4, ce_subject="#1002").digest != first.digest  # an attribute only the body reads
+
+
+def test_a_lazy_reads_digest_waits_only_when_its_order_has_an_updated_at(tmp_path: Path) -> None:
+    """The digest of a lazy read covers the record, hence its time; it is made on first use when
+    the mapping gives ``updated_at`` (a later one proves it different: ``differs_after``), at once
+    when the event is ordered by its envelope's time only, which the body does not carry."""
+    fields = {"external_id": "data.orderId", "order": "{name: subject}"}
+    binary = CLOUDEVENTS["binary"]
+    by_envelope = mapper(tmp_path, "cloudevents", fields).read(record(binary), lazy=True)
+    stamp = by_envelope.version.updated_at
+    assert stamp is not None
+    before = Version(stamp - 1, by_envelope.tp, 0)
+    assert not by_envelope.differs_after(before)
+    stamping = mapper(tmp_path, "cloudevents", {**fields, "updated_at": "time"})
+    stamped = stamping.read(record(binary), lazy=True)
+    assert stamped.differs_after(before)
+    assert stamped.digest == stamping.read(record(binary, 1), lazy=True).digest, "a replay"
+    assert not stamped.differs_after(before), "made: compared as it is"
 
 
 def test_a_pending_lazy_change_holds_its_record_not_the_parsed_document(tmp_path: Path) -> None:

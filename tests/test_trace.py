@@ -22,7 +22,7 @@ T0 = datetime(2026, 12, 1, tzinfo=UTC)
 def change(offset: int, second: int | None, payload: str = "a", op: str = "upsert") -> OrderChange:
     stamp = None if second is None else T0 + timedelta(seconds=second)
     record = Record("orders", 0, offset, b"T-1", b"{}")
-    return OrderChange(record, "T-1", op, {}, updated_at=stamp, digest=payload.encode())  # type: ignore[arg-type]
+    return OrderChange(record, "T-1", op, {}, stamp, payload.encode())  # type: ignore[arg-type]
 
 
 def test_each_record_is_newest_superseded_stale_identical_or_dead_lettered() -> None:
@@ -137,7 +137,8 @@ def test_the_state_to_hold_is_the_newest_that_fits_the_vendor_model() -> None:
             "T-1",
             "upsert",
             order_body("T-1", i + 1),
-            digest=bytes([i]),
+            None,
+            bytes([i]),
         )
         for i in range(2)
     ]
@@ -146,7 +147,8 @@ def test_the_state_to_hold_is_the_newest_that_fits_the_vendor_model() -> None:
         "T-1",
         "upsert",
         {"external_id": "T-1", "status": "nope"},
-        digest=b"broken",
+        None,
+        b"broken",
     )
     for c in valid:
         c.updated_at = datetime.fromisoformat(c.body["updated_at"].replace("Z", "+00:00"))
@@ -163,13 +165,13 @@ def test_the_state_to_hold_is_the_newest_that_fits_the_vendor_model() -> None:
         "T-1",
         "upsert",
         {"external_id": "T-1", "status": "nope"},
-        updated_at=valid[1].updated_at + timedelta(days=1),
-        digest=b"broken",
+        valid[1].updated_at + timedelta(days=1),
+        b"broken",
     )
     decisions, newest = sendable([valid[0], valid[1], newer_broken], vendor, ignore_deletes=False)
     assert [d for d, _ in decisions] == ["superseded", "newest", "dead-lettered"]
     assert newest is valid[1]
-    delete = OrderChange(Record("orders", 0, 3, b"T-1", None), "T-1", "delete", {}, digest=b"deleted")
+    delete = OrderChange(Record("orders", 0, 3, b"T-1", None), "T-1", "delete", {}, None, b"deleted")
     decisions, newest = sendable([valid[0], delete], vendor, ignore_deletes=True)
     assert [d for d, _ in decisions] == ["newest", "ignored"]
     assert newest is valid[0]

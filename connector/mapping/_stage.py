@@ -25,7 +25,14 @@ from functools import partial
 from typing import Any
 
 from connector.config import MappingSettings
-from connector.decode import Locate, decode_tombstone, decode_value, order_of, parse_json, source_digest
+from connector.decode import (
+    Locate,
+    NativeOrder,
+    decode_tombstone,
+    decode_value,
+    parse_json,
+    source_digest,
+)
 from connector.errors import DecodeError, InputError, MappingError
 from connector.health import Health
 from connector.mapping import _cloudevents, _debezium
@@ -34,7 +41,7 @@ from connector.mapping._file import FileMapping
 from connector.mapping._function import FunctionMapping, check_result
 from connector.mapping._types import Event, Trace, record_key, text_headers
 from connector.models import parse_timestamp
-from connector.structs import OrderChange, Record
+from connector.structs import OrderChange, Pending, Record
 from connector.vendors import DEFAULT_TARGET, Target
 
 Mapping = FileMapping | FunctionMapping
@@ -212,8 +219,8 @@ class Mapper:
         if locate is not None:
             tenant, target = locate(record, value)
         if self.mapping_for(tenant) is None:
-            again = partial(order_of, self._value, record.value) if lazy else None
-            return self._decode(record, None, value, tenant, target, locate, validate, again=again)
+            pending = NativeOrder(self._value, record.value) if lazy else None
+            return self._decode(record, None, value, tenant, target, locate, validate, pending)
         event = Event(value, record_key(record), text_headers(record), record.topic)
         return self._read_event(record, event, tenant, target, validate, locate, None, lazy)
 
@@ -260,13 +267,12 @@ class Mapper:
         target: Target,
         locate: Locate | None,
         validate: bool,
-        source: bytes | None = None,
-        again: Callable[[], Any] | None = None,
+        pending: Pending | None = None,
     ) -> OrderChange:
         """``native`` (the event as the connector's own envelope) read as a native event is, for the
         tenant and target the stage found (``event``: the one mapped, whose envelope's time orders
-        it; None for a native value read as it is; ``source``: the digest of a lazy read; ``again``:
-        a lazy read of a native value, how to make its order again from the record)."""
+        it; None for a native value read as it is; ``pending``: a lazy read's, how to make its
+        order and digest again from the record)."""
         located = (tenant, target)
         ordered_at = event.time if event is not None and self.settings.envelope != "native" else None
         return decode_value(
@@ -276,8 +282,7 @@ class Mapper:
             validate=validate,
             locate=(lambda _r, _d: located) if locate is not None else None,
             ordered_at=ordered_at,
-            source=source,
-            again=again,
+            pending=pending,
         )
 
     def _read_head(
@@ -290,36 +295,47 @@ class Mapper:
         locate: Locate | None,
     ) -> OrderChange | None:
         """``record`` read lazily: only the mapping's ``external_id``, ``updated_at`` and
-        ``event_type`` now, its ``order`` when the change is about to be sent (``change.pending``);
-        the digest is taken over the record as written (:func:`source_digest`); the pending change
-        keeps the record, not its parsed document. None when the head alone cannot be read (the
-        caller reads it whole, for the same error message as the eager path)."""
+        ``event_type`` now, its ``order`` when the change is about to be sent (``change.pending``:
+        a :class:`_MappedOrder`). None when the head alone cannot be read (the caller reads it whole,
+        for the same error message as the eager path)."""
         try:
             head = mapping.head(event)
             native = to_native({**head, "order": {}}, event, target)
-            source = source_digest(record, head)
-            change = self._decode(record, event, native, tenant, target, locate, False, source)
+            pending = _MappedOrder(self, record, head, mapping, target)
+            return self._decode(record, event, native, tenant, target, locate, False, pending)
         except InputError:
             return None
-        if change.op == "delete":
-            return change
-        # The body unwraps the record again rather than keep ``event``: a pending change then holds
-        # its record's bytes only, not the parsed document too (several times their size: 18,000
-        # pending Shopify webhooks, 233 MB of RSS against 131 MB). The record read once, so it reads
-        # again alike (an Avro schema, once fetched, is kept). One object a change, not a closure and
-        # its cells (see ``decode_value``'s ``again``).
-        change.pending = partial(Mapper._body, self, record, head, mapping, target)
-        return change
 
-    def _body(
-        self, record: Record, head: dict[str, Any], mapping: FileMapping, target: Target
-    ) -> dict[str, Any]:
-        """The order of a lazy read's ``record`` (``head``: what was read of it then), mapped now."""
-        again = self.unwrap(record)
+
+class _MappedOrder:
+    """A lazy read's pending order of a mapping file (:class:`connector.structs.Pending`). It keeps
+    the record, not the parsed document (several times its size: 18,000 pending Shopify webhooks,
+    233 MB of RSS against 131 MB), and unwraps it again when the order is made: the record read once,
+    so it reads again alike (an Avro schema, once fetched, is kept). One object a change, not a
+    closure and its cells (see ``decode_value``)."""
+
+    __slots__ = ("head", "mapper", "mapping", "record", "target")
+
+    def __init__(
+        self, mapper: Mapper, record: Record, head: dict[str, Any], mapping: FileMapping, target: Target
+    ) -> None:
+        self.mapper = mapper
+        self.record = record
+        self.head = head  # what was read of the record then: external_id, updated_at, event_type
+        self.mapping = mapping
+        self.target = target
+
+    def __call__(self) -> dict[str, Any]:
+        again = self.mapper.unwrap(self.record)
         assert again is not None  # a tombstone is a delete: never pending
-        mapped = {**head, "order": mapping.body(again, head["external_id"])}
-        order: dict[str, Any] = to_native(mapped, again, target)["order"]
+        mapped = {**self.head, "order": self.mapping.body(again, self.head["external_id"])}
+        order: dict[str, Any] = to_native(mapped, again, self.target)["order"]
         return order
+
+    def digest(self, body: dict[str, Any] | None) -> bytes:
+        """Taken over the record as written and the head (:func:`source_digest`), never the order:
+        the order is not mapped on the read path."""
+        return source_digest(self.record, self.head)
 
 
 def _shown(event: Event | None) -> Any:
