@@ -13,9 +13,29 @@ class TopicPartition:
 
     topic: str
     partition: int
+    _hash: int = field(init=False, repr=False, compare=False)
+    """Made once: every stage looks partitions up in dicts and sets, several times a record."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.topic, self.partition)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:  # one object per partition, mostly (``Record.tp``)
+            return True
+        if not isinstance(other, TopicPartition):
+            return NotImplemented
+        return self.partition == other.partition and self.topic == other.topic
 
     def __str__(self) -> str:
         return f"{self.topic}-{self.partition}"
+
+    def __reduce__(self) -> tuple[type[TopicPartition], tuple[str, int]]:
+        """Pickled without its hash, which is made again in the process that reads it (a string's
+        hash differs from one process to the next)."""
+        return TopicPartition, (self.topic, self.partition)
 
 
 _PARTITIONS: dict[tuple[str, int], TopicPartition] = {}
@@ -52,11 +72,10 @@ class Record:
     @property
     def size(self) -> int:
         """Bytes held in memory for this record (key + value + headers)."""
-        return (
-            len(self.key or b"")
-            + len(self.value or b"")
-            + sum(len(k) + len(v or b"") for k, v in self.headers)
-        )
+        size = len(self.key or b"") + len(self.value or b"")
+        if self.headers:
+            size += sum(len(k) + len(v or b"") for k, v in self.headers)
+        return size
 
 
 @dataclass(frozen=True, slots=True)

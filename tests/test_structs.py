@@ -1,0 +1,49 @@
+"""The shared record types: a partition's identity across processes, a record's size."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+
+from connector.structs import Record, TopicPartition
+
+
+def test_a_partition_equals_hashes_and_sorts_by_topic_then_number() -> None:
+    a, again = TopicPartition("orders", 1), TopicPartition("orders", 1)
+    assert a is not again
+    assert a == again
+    assert hash(a) == hash(again)
+    assert {a: "x"}[again] == "x"
+    assert a != TopicPartition("orders", 2)
+    assert a != TopicPartition("other", 1)
+    assert a != ("orders", 1), "not a tuple, nor the Kafka client's own type"
+    assert sorted([TopicPartition("orders", 0), TopicPartition("b", 3), a]) == [
+        TopicPartition("b", 3),
+        TopicPartition("orders", 0),
+        a,
+    ]
+    assert str(a) == "orders-1"
+
+
+def test_a_partition_pickled_in_another_process_hashes_as_one_made_here() -> None:
+    """Its hash is made once (every stage looks partitions up, several times a record); a string's
+    hash differs between processes, so a partition read back from another is hashed again."""
+    script = (
+        "import pickle, sys; from connector.structs import TopicPartition; "
+        "sys.stdout.buffer.write(pickle.dumps(TopicPartition('orders', 1)))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, check=True).stdout
+    theirs = pickle.loads(out)
+    assert theirs == TopicPartition("orders", 1)
+    assert hash(theirs) == hash(TopicPartition("orders", 1))
+    assert {TopicPartition("orders", 1): "found"}.get(theirs) == "found"
+
+
+def test_a_records_size_counts_key_value_and_headers() -> None:
+    assert Record("t", 0, 0, b"key", b"value").size == 8
+    assert Record("t", 0, 0, None, None).size == 0
+    assert Record("t", 0, 0, b"k", b"v", (("name", b"12"), ("none", b""))).size == 2 + 6 + 4
+    assert Record("t", 3, 0, None, None).tp is Record("t", 3, 9, None, None).tp, "one per partition"
