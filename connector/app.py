@@ -241,8 +241,9 @@ defaults, the objects a backlog keeps for seconds (changes, records, jobs) outli
 generation and are scanned again by the older ones: in ``bench.tenants`` (1,000 shops) the collector
 took 9 s of a 60 CPU s run, and full collections of about 230 ms each stalled the loop (a stall gives
 up every budget tick due in it). With these, 0.4 s in 96 collections, 8 of them over 5 ms. The price:
-garbage in reference cycles waits longer to be freed (K's peak RSS 190 MB, not 164; see
-``docs/benchmarks.md``)."""
+garbage in reference cycles waits longer to be freed. The largest was aiokafka's dropped fetches, now
+freed at once (``connector._fetches``: K's peak RSS 154 MB, where it had risen from 164 to 190 with
+these thresholds; see ``docs/benchmarks.md``)."""
 
 
 async def main(settings: Settings) -> None:

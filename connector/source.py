@@ -19,6 +19,7 @@ from aiokafka import TopicPartition as KafkaTP
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
+from connector._fetches import release_dropped_fetches
 from connector._kafka import client_options, start_within
 from connector.config import KafkaSettings
 from connector.logs import get_logger
@@ -106,6 +107,7 @@ class KafkaSource:
     ) -> None:
         self._settings = settings
         self._listener = _Listener(on_revoked, on_assigned)
+        release_dropped_fetches()  # the read-ahead bound pauses, the horizon seeks: see the module
         self._consumer = AIOKafkaConsumer(
             **client_options(settings),
             group_id=settings.group_id,
