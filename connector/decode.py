@@ -182,8 +182,8 @@ def decode(
     parsed again when the change is about to be sent (``change.pending``)."""
     if record.value is None:
         return decode_tombstone(record, locate)
-    pending = NativeOrder(parse_json, record.value) if lazy else None
     data = parse_value(record, max_bytes)
+    pending = NativeOrder(parse_json, record.value) if lazy else None
     return decode_value(record, data, target, validate=validate, locate=locate, pending=pending)
 
 
@@ -295,10 +295,8 @@ def _read(
         identity = pending.digest(order)
     else:
         identity = None  # made on first use (OrderChange.digest): it covers the stamp
-    change = OrderChange(record, key, "upsert", order, updated_at, identity, tenant=tenant)
-    if pending is not None:
-        change.body = {}
-        change.pending = pending
+    body = order if pending is None else {}  # a lazy read keeps its record, not the parsed order
+    change = OrderChange(record, key, "upsert", body, updated_at, identity, tenant=tenant, pending=pending)
     if validate:
         check(change, target)
     return change
