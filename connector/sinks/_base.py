@@ -342,7 +342,8 @@ class HttpClient:
                 raise SinkCutOff(f"{method} {url}: {type(exc).__name__}: {redact(str(exc))}") from None
         if self._pacer is not None:
             self._pacer.observe(response.status_code == 429)
-        raise_for_status(response, detail=self._error_detail(response))
+        if response.status_code >= 300:  # the vendor's message is read only from an error's body
+            raise_for_status(response, detail=self._error_detail(response))
         return response
 
     async def _take_tick(self, prepaid: Prepaid | None) -> None:

@@ -19,7 +19,7 @@ from connector.errors import (
     SinkError,
 )
 from connector.pacing import Pacer
-from connector.sinks import Prepaid, parse_retry_after, raise_for_status
+from connector.sinks import HttpClient, Prepaid, parse_retry_after, raise_for_status
 from connector.structs import OrderChange, Record
 from connector.vendors import make_sink
 from tests.fakes import LoopClock
@@ -121,3 +121,37 @@ async def _apply_counting(prepaid: bool) -> int:
         pacer.asked = 0
         await sink.apply(change, Prepaid(tick))
     return pacer.asked
+
+
+def test_the_vendors_message_is_read_from_an_errors_body_only() -> None:
+    """A success's body is not parsed for an error message (it cost a JSON parse per call); an
+    error's message is still read, and said in the error."""
+    with asyncio.Runner() as runner:
+        assert runner.run(_details_read(200)) == ([], "")
+        asked, said = runner.run(_details_read(422))
+    assert asked == [422]
+    assert said.endswith("answered 422: external_id: is taken"), said
+
+
+async def _details_read(status: int) -> tuple[list[int], str]:
+    """The statuses whose body the client's ``error_detail`` was asked to read for one request, and
+    the detail the error said ("" when none was raised)."""
+    asked: list[int] = []
+
+    def detail(response: httpx.Response) -> str:
+        asked.append(response.status_code)
+        return "external_id: is taken"
+
+    def vendor(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json={"message": "no"})
+
+    settings = SinkSettings(base_url="http://loop", api_key="k")
+    said = ""
+    async with HttpClient(
+        settings, "/api", "X-Authorization", httpx.MockTransport(vendor), None, detail
+    ) as http:
+        try:
+            await http.request("PUT", "/orders", json={})
+        except RejectedError as exc:
+            said = str(exc)
+    return asked, said
