@@ -233,7 +233,8 @@ class Membership:
         if event is None:
             event = self._lingering[tp] = asyncio.Event()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: no task of its own per lingering job
+                await event.wait()
 
     def read_progressed(self) -> None:
         """Reading moved on (a fetch came back and was handled, reading was paused or resumed, a

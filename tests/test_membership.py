@@ -224,14 +224,17 @@ async def test_a_partition_behind_its_log_end_makes_its_jobs_linger_unless_readi
 
 async def test_lingering_jobs_wake_when_reading_caught_up_or_is_paused_not_before() -> None:
     """A job waits in ``caught_up`` (no poll): woken by ``read_progressed`` once its partition is no
-    longer behind, or by a pause of reading; else after its timeout."""
+    longer behind, or by a pause of reading; else after its timeout. It makes no task of its own
+    (one per lingering job, under many shops, is measurable CPU)."""
     m, _, _ = membership(warmup_records=0)
     source = Member({TP0: (10, encode(CommitMeta(1.0)))}, ends={TP0: 10})
     await assigned(m, source, {TP0})
     source.ends[TP0] = 500
     loop = asyncio.get_running_loop()
+    tasks = len(asyncio.all_tasks())
     waiting = asyncio.create_task(m.caught_up(TP0, timeout=30.0))
     await asyncio.sleep(0.01)
+    assert len(asyncio.all_tasks()) == tasks + 1, "a lingering job waits in its own task, no other"
     m.read_progressed()
     await asyncio.sleep(0.01)
     assert not waiting.done(), "still behind: still waiting"
