@@ -263,6 +263,45 @@ def test_load_by_tenant_counts_orders_waiting_and_their_oldest_record_time() -> 
     assert load["y"][0] == 1
 
 
+_EVENT = st.tuples(
+    st.sampled_from("xyz"),  # tenant
+    st.integers(0, 5),  # order
+    st.sampled_from([0, 1_000, 2_500, 7_000, 12_345]),  # record time, ms (0: none)
+    st.booleans(),  # replayed from the parking topic
+    st.booleans(),  # the key's call ends (delivered) right after
+)
+
+
+@given(st.lists(_EVENT, max_size=60))
+def test_the_per_tenant_scans_match_what_each_key_has_current(
+    events: list[tuple[str, int, int, bool, bool]],
+) -> None:
+    """``load_by_tenant`` and ``oldest_by_tenant`` against the plain reading of their docstrings, after
+    any mix of offers, replays and finished calls: per tenant, the keys whose current change was read
+    from Kafka and its oldest record time (none: inf); and the oldest record time of any current one
+    (a tenant whose changes carry none is absent)."""
+    c = Coalescer()
+    for offset, (tenant, order, stamp, replayed, ends) in enumerate(events):
+        ch = _for(tenant, change(f"k{order}", offset, offset))
+        record = Record("t", 0, offset, None, b"{}", timestamp_ms=stamp, parked_at=0 if replayed else -1)
+        object.__setattr__(ch, "record", record)
+        c.offer(ch)
+        if ends:
+            c.finish(ch.key, delivered=True)
+    current = [ch for ch in (c.current(f"{t}/k{o}") for t in "xyz" for o in range(6)) if ch is not None]
+    load: dict[str, tuple[int, float]] = {}
+    oldest: dict[str, float] = {}
+    for ch in current:
+        stamp = ch.record.timestamp_ms / 1000.0
+        if stamp:
+            oldest[ch.tenant] = min(stamp, oldest.get(ch.tenant, stamp))
+        if ch.record.parked_at < 0:
+            count, first = load.get(ch.tenant, (0, float("inf")))
+            load[ch.tenant] = (count + 1, min(first, stamp or float("inf")))
+    assert c.load_by_tenant() == load
+    assert c.oldest_by_tenant() == oldest
+
+
 def test_a_version_remembered_without_delivery_makes_older_events_stale_but_not_its_copy_identical() -> None:
     """A parked shop's event re-read by the warm-up is remembered by version only: an older event is
     stale, the same event replayed from the parking topic is still sent."""
