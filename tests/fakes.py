@@ -209,6 +209,7 @@ class Shops:
         self.quiesced: list[tuple[str, set[TopicPartition]]] = []
         self.resumed: list[tuple[str, set[TopicPartition]]] = []
         self.submitted: list[OrderChange] = []
+        self.health_reads: list[str] = []  # whose health was asked, in order
 
     def down(self, tenant: str, for_seconds: float) -> None:
         """``tenant``'s circuit opened ``for_seconds`` ago."""
@@ -219,6 +220,7 @@ class Shops:
         return list(self.healths)
 
     def health(self, tenant: str) -> ShopHealth | None:
+        self.health_reads.append(tenant)
         return self.healths.get(tenant)
 
     def open_circuits(self) -> set[str]:

@@ -72,6 +72,18 @@ def test_orders_waiting_less_than_park_after_seconds_are_not_behind() -> None:
     assert w.due() == {}
 
 
+def test_only_a_shop_that_may_be_due_has_its_health_read() -> None:
+    """Every second, with many shops: a shop whose orders all wait less than ``park_after_seconds``,
+    its circuit closed, cannot be due whatever its health, so its health (its pace worked out) is not
+    read; one waiting longer, or whose circuit is open, is judged by it."""
+    w = World("acme", "bolt", "cole", park_after_seconds=60.0, park_max_keys=2)
+    w.waiting("acme", 3, age=10.0)
+    w.waiting("bolt", 1, age=120.0)
+    w.shops.down("cole", 5.0)
+    assert w.due() == {}
+    assert sorted(w.shops.health_reads) == ["bolt", "cole"]
+
+
 def test_a_shop_starved_by_429s_is_judged_by_what_its_pace_sends() -> None:
     """Under ``park_max_keys``, but its pace cut to a tenth of 10/s sends 30 orders in 30 s: 40 waiting
     that long are too many. Cut to a half, it is not starved: 40 are under the limit."""

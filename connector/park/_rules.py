@@ -55,16 +55,18 @@ class ParkRules:
         t = self._settings.tenants
         now, wall = self._clock.monotonic(), self._clock.wall()
         load = self._coalescer.load_by_tenant()
-        judged = load.keys() | self._shops.open_circuits()  # a shop idle and up is never due
+        circuits = self._shops.open_circuits()
         for name in list(self._shops.names()):
-            if name in skip or name not in judged:
+            if name in skip:
                 continue
+            count, oldest = load.get(name, (0, float("inf")))
+            if name not in circuits and wall - oldest < t.park_after_seconds:
+                continue  # neither down nor behind, whatever its health (read only when it may be)
             health = self._shops.health(name)
             if health is None:
                 continue
             opened = health.open_since
             down = opened is not None and now - opened >= t.park_after_seconds
-            count, oldest = load.get(name, (0, float("inf")))
             factor = health.pace_factor
             starved = factor < STARVED and count > max(1.0, health.full_rate * factor * t.park_after_seconds)
             behind = wall - oldest >= t.park_after_seconds and (count > t.park_max_keys or starved)
