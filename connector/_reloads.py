@@ -79,8 +79,11 @@ class Host(Protocol):
         settings: SinkSettings,
         tenant: Tenant | None = None,
         mapping: _AnyMapping | None = None,
+        *,
+        index: bool = True,
     ) -> Served:
-        """Start serving ``name`` with its own vendor client, pacer and deliverer."""
+        """Start serving ``name`` with its own vendor client, pacer and deliverer (``index``: False
+        when :meth:`reindex` is called once after opening many)."""
         ...
 
     async def close_tenant(self, served: Served) -> None:
@@ -88,7 +91,8 @@ class Host(Protocol):
         ...
 
     def reindex(self) -> None:
-        """Route events by the served shops' names and aliases as they now are."""
+        """Route events by the served shops' names and aliases as they now are (and share out
+        what is shared among them)."""
         ...
 
 
@@ -111,7 +115,8 @@ class Reloader:
         self._report_invalid(self._directory.invalid)
         mappings = self._directory.mappings
         for name, tenant in sorted(self._directory.tenants.items()):
-            await self._host.open_tenant(name, self._client(tenant), tenant, mappings.get(name))
+            await self._host.open_tenant(name, self._client(tenant), tenant, mappings.get(name), index=False)
+        self._host.reindex()  # once: nothing is routed before the first load is served
         self._loop = asyncio.create_task(self._reload_loop(), name="tenants-reload")
 
     async def close(self) -> None:

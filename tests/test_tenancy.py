@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -50,7 +50,7 @@ from connector.pacing import Pacer
 from connector.park import Parking
 from connector.sinks import Prepaid
 from connector.structs import OrderChange, Record, TopicPartition
-from connector.tenancy import Tenancy
+from connector.tenancy import Served, Tenancy
 from connector.vendors import target
 from tests.fakes import NoLinger, ParkPorts
 
@@ -889,6 +889,36 @@ async def test_without_tenants_path_the_sink_section_is_the_one_shop() -> None:
         await until(lambda: "A1" in desk.delivered)
         assert vendors.of("solo").applied == ["A1"]
         assert vendors.of("solo").keys == ["solo-key"]
+
+
+async def test_the_first_load_routes_every_shop_after_one_reindex(tmp_path: Path) -> None:
+    """Starting with many shops reindexes the router once, after opening them all: after each one made
+    starting N shops cost N² (2,000 shops: 3.4 s). Every shop is routed once it is entered."""
+    shops = [f"s{i:02d}" for i in range(40)]
+    for shop in shops:
+        shop_file(tmp_path, shop)
+    fence = Fence(SYSTEM_CLOCK, lease_seconds=float("inf"), settle_seconds=0.0)
+    desk, vendors = Desk(), Vendors()
+    tenancy = Tenancy(
+        settings_for(tmp_path), vendors, desk.metrics, clock=SYSTEM_CLOCK, rng=Random(1), fence=fence
+    )
+    tenancy.connect(work=desk, linger=NoLinger())
+    reindexed: list[int] = []
+    router_reindex = tenancy.router.reindex
+
+    def counting(served: Mapping[str, Served]) -> None:
+        reindexed.append(len(served))
+        router_reindex(served)
+
+    tenancy.router.reindex = counting  # type: ignore[method-assign]
+    async with tenancy:
+        assert reindexed == [40]
+        fence.assign(TP, 0.0)
+        fence.renew(TP, float("inf"))
+        tenancy.set_layout({TOPIC: 1})
+        for shop in shops:
+            desk.offer(tenancy, shop, "A1")
+        await until(lambda: len(desk.delivered) == 40)
 
 
 async def test_the_shops_share_out_the_members_memory_for_their_audits(tmp_path: Path) -> None:
