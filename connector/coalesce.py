@@ -20,16 +20,13 @@ Pure and synchronous: the pipeline starts the calls and resolves the offsets.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from connector._backlog import TenantBacklog
 from connector.structs import Mark, OrderChange, TopicPartition, Version
-
-_NEVER = 1 << 62
-"""Above any record time in milliseconds: the oldest of none."""
 
 
 class Resolution(StrEnum):
@@ -69,6 +66,7 @@ class Coalescer:
         self._slots: dict[str, _Slot] = {}
         self._marks: OrderedDict[str, Mark] = OrderedDict()
         self._remember = remember_keys
+        self._backlog = TenantBacklog()  # per shop, kept as each slot's current change changes
 
     @property
     def active(self) -> int:
@@ -87,42 +85,15 @@ class Coalescer:
 
     def oldest_by_tenant(self) -> dict[str, float]:
         """Per tenant, the record time (epoch seconds) of its oldest change not yet delivered: each
-        key's current change is older than the one waiting behind it. One pass over the keys with
-        work, every second with many shops: kept to the fewest steps a key (a tuple or a float made
-        per key cost 2 to 3 times as much, with tens of thousands of keys)."""
-        oldest: dict[str, int] = {}
-        get = oldest.get
-        for slot in self._slots.values():
-            change = slot.current
-            stamp = change.record.timestamp_ms
-            if stamp and stamp < get(change.tenant, _NEVER):
-                oldest[change.tenant] = stamp
-        return {tenant: stamp / 1000.0 for tenant, stamp in oldest.items()}
+        key's current change is older than the one waiting behind it. Costs per tenant, not per key
+        (``connector/_backlog.py``): asked every second with many shops."""
+        return self._backlog.oldest()
 
     def load_by_tenant(self) -> dict[str, tuple[int, float]]:
         """Per tenant, how many of its orders have a change read from Kafka and not yet delivered
         (replayed ones aside), and the record time of the oldest: what decides whether it is parked.
-        One pass, as :meth:`oldest_by_tenant`."""
-        counts: dict[str, int] = {}
-        oldest: dict[str, int] = {}
-        get = counts.get
-        for slot in self._slots.values():
-            change = slot.current
-            record = change.record
-            if record.parked_at >= 0:
-                continue
-            tenant, stamp = change.tenant, record.timestamp_ms or _NEVER
-            count = get(tenant)
-            if count is None:
-                counts[tenant], oldest[tenant] = 1, stamp
-            else:
-                counts[tenant] = count + 1
-                if stamp < oldest[tenant]:
-                    oldest[tenant] = stamp
-        return {
-            tenant: (count, oldest[tenant] / 1000.0 if oldest[tenant] < _NEVER else math.inf)
-            for tenant, count in counts.items()
-        }
+        Costs per tenant, as :meth:`oldest_by_tenant`."""
+        return self._backlog.load()
 
     def take_tenant(
         self, tenant: str, partitions: Iterable[TopicPartition]
@@ -137,6 +108,7 @@ class Coalescer:
             if slot.current.tp not in wanted or slot.current.record.parked_at >= 0:
                 continue
             del self._slots[key]
+            self._backlog.leave(key, slot.current)
             newest = slot.waiting or slot.current
             stands = newest.version.joined(slot.seen)
             as_of = stands if newest.version.older_than(stands) else None
@@ -187,6 +159,7 @@ class Coalescer:
         slot = self._slots.get(key)
         if slot is None:
             self._slots[key] = _Slot(change)
+            self._backlog.enter(key, change)
             return Offer(True)
         replaced, slot.waiting = slot.waiting, change
         return Offer(False, ((replaced, Resolution.REPLACED),) if replaced else (), waits=True)
@@ -213,6 +186,8 @@ class Coalescer:
         if slot.waiting is None:
             return slot.current, None
         replaced, slot.current, slot.waiting = slot.current, slot.waiting, None
+        self._backlog.leave(key, replaced)
+        self._backlog.enter(key, slot.current)
         return slot.current, replaced
 
     def current(self, key: str) -> OrderChange | None:
@@ -237,12 +212,14 @@ class Coalescer:
         if unknown and not delivered:
             mark = self._marks[key]
             self._marks[key] = Mark(b"", mark.version, mark.deleted)  # nothing is skipped as identical to it
+        self._backlog.leave(key, slot.current)
         if slot.waiting is None:
             del self._slots[key]
             if slot.seen is not None:
                 self._seen(key, slot.seen)
             return None
         slot.current, slot.waiting = slot.waiting, None
+        self._backlog.enter(key, slot.current)
         return slot.current
 
     def remember(self, change: OrderChange, delivered: bool = True) -> None:
@@ -280,10 +257,12 @@ class Coalescer:
             if slot.waiting is not None and slot.waiting.tp in gone:
                 slot.waiting = None
             if slot.current.tp in gone:
+                self._backlog.leave(key, slot.current)
                 if slot.waiting is None:
                     del self._slots[key]
                 else:
                     slot.current, slot.waiting = slot.waiting, None
+                    self._backlog.enter(key, slot.current)
                     restart.append(key)
         for key in [k for k, m in self._marks.items() if m.version.tp in gone]:
             del self._marks[key]

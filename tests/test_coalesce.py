@@ -5,9 +5,10 @@ from __future__ import annotations
 import gc
 import weakref
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from connector.coalesce import Coalescer, Resolution
@@ -263,32 +264,59 @@ def test_load_by_tenant_counts_orders_waiting_and_their_oldest_record_time() -> 
     assert load["y"][0] == 1
 
 
-_EVENT = st.tuples(
-    st.sampled_from("xyz"),  # tenant
-    st.integers(0, 5),  # order
-    st.sampled_from([0, 1_000, 2_500, 7_000, 12_345]),  # record time, ms (0: none)
-    st.booleans(),  # replayed from the parking topic
-    st.booleans(),  # the key's call ends (delivered) right after
+_STEPS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("offer"),
+            st.sampled_from("xy"),  # tenant
+            st.integers(0, 2),  # order
+            st.sampled_from([0, 1_000, 2_500, 7_000, 12_345]),  # record time, ms (0: none)
+            st.booleans(),  # replayed from the parking topic
+            st.integers(0, 1),  # partition
+        ),
+        st.tuples(st.sampled_from(["finish", "promote"]), st.sampled_from("xy"), st.integers(0, 2)),
+        st.tuples(st.just("take"), st.sampled_from("xy"), st.integers(0, 1)),
+        st.tuples(st.just("drop"), st.integers(0, 1)),
+    ),
+    max_size=80,
 )
 
 
-@given(st.lists(_EVENT, max_size=60))
-def test_the_per_tenant_scans_match_what_each_key_has_current(
-    events: list[tuple[str, int, int, bool, bool]],
-) -> None:
-    """``load_by_tenant`` and ``oldest_by_tenant`` against the plain reading of their docstrings, after
-    any mix of offers, replays and finished calls: per tenant, the keys whose current change was read
-    from Kafka and its oldest record time (none: inf); and the oldest record time of any current one
-    (a tenant whose changes carry none is absent)."""
+_PROMOTED = [  # a promoted key's earlier change, older than the shop's other orders, counts no more
+    ("offer", "x", 1, 12_345, False, 0),
+    ("offer", "x", 0, 1_000, False, 0),
+    ("offer", "x", 0, 7_000, False, 0),
+    ("promote", "x", 0),
+]
+
+
+@settings(max_examples=400)
+@given(_STEPS)
+@example(_PROMOTED)
+def test_the_per_tenant_load_matches_what_each_key_has_current(steps: list[tuple[Any, ...]]) -> None:
+    """``load_by_tenant`` and ``oldest_by_tenant`` (kept as changes come and go, not scanned) against
+    the plain reading of their docstrings after any mix of offers, replays, finished calls,
+    promotions, shops taken out for parking and partitions dropped: per tenant, the keys whose current
+    change was read from Kafka and its oldest record time (none: inf); and the oldest record time of
+    any current one (a tenant whose changes carry none is absent)."""
     c = Coalescer()
-    for offset, (tenant, order, stamp, replayed, ends) in enumerate(events):
-        ch = _for(tenant, change(f"k{order}", offset, offset))
-        record = Record("t", 0, offset, None, b"{}", timestamp_ms=stamp, parked_at=0 if replayed else -1)
-        object.__setattr__(ch, "record", record)
-        c.offer(ch)
-        if ends:
-            c.finish(ch.key, delivered=True)
-    current = [ch for ch in (c.current(f"{t}/k{o}") for t in "xyz" for o in range(6)) if ch is not None]
+    for offset, (op, *args) in enumerate(steps):
+        if op == "offer":
+            tenant, order, stamp, replayed, partition = args
+            ch = _for(tenant, change(f"k{order}", offset, offset, body=f"b{offset}", partition=partition))
+            parked_at = 0 if replayed else -1
+            record = Record("t", partition, offset, None, b"{}", timestamp_ms=stamp, parked_at=parked_at)
+            object.__setattr__(ch, "record", record)
+            c.offer(ch)
+        elif op == "finish":
+            c.finish(f"{args[0]}/k{args[1]}", delivered=True)
+        elif op == "promote":
+            c.promote(f"{args[0]}/k{args[1]}")
+        elif op == "take":
+            c.take_tenant(args[0], [TopicPartition("t", args[1])])
+        else:
+            c.drop_partitions([TopicPartition("t", args[0])])
+    current = [ch for ch in (c.current(f"{t}/k{o}") for t in "xy" for o in range(3)) if ch is not None]
     load: dict[str, tuple[int, float]] = {}
     oldest: dict[str, float] = {}
     for ch in current:
