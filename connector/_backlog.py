@@ -54,7 +54,7 @@ class TenantBacklog:
         if shop is None:
             shop = self._shops[tenant] = _Shop()
         record = change.record
-        kind = _REPLAYED if record.parked_at >= 0 else _READ
+        kind = _kind(change)
         shop.counts[kind] += 1
         self._number += 1
         self._live[key] = self._number
@@ -71,7 +71,7 @@ class TenantBacklog:
         if not tenant:
             return
         shop = self._shops[tenant]
-        shop.counts[_REPLAYED if change.record.parked_at >= 0 else _READ] -= 1
+        shop.counts[_kind(change)] -= 1
         del self._live[key]
         if shop.counts == [0, 0]:
             del self._shops[tenant]  # and its heaps, whose entries are all stale now
@@ -92,7 +92,7 @@ class TenantBacklog:
         (a shop whose changes have none is left out)."""
         out: dict[str, float] = {}
         for tenant, shop in self._shops.items():
-            stamps = [s for s in (self._oldest(shop.heaps[_READ]), self._oldest(shop.heaps[_REPLAYED])) if s]
+            stamps = [s for s in map(self._oldest, shop.heaps) if s is not None]
             if stamps:
                 out[tenant] = min(stamps) / 1000.0
         return out
@@ -103,6 +103,11 @@ class TenantBacklog:
         while heap and live.get(heap[0][2]) != heap[0][1]:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
+
+
+def _kind(change: OrderChange) -> int:
+    """Which of a shop's counts and heaps ``change`` is in: replayed from the parking topic, or read."""
+    return _REPLAYED if change.record.parked_at >= 0 else _READ
 
 
 __all__ = ["TenantBacklog"]

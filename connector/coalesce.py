@@ -107,8 +107,7 @@ class Coalescer:
             slot = self._slots[key]
             if slot.current.tp not in wanted or slot.current.record.parked_at >= 0:
                 continue
-            del self._slots[key]
-            self._backlog.leave(key, slot.current)
+            self._close(key, slot)
             newest = slot.waiting or slot.current
             stands = newest.version.joined(slot.seen)
             as_of = stands if newest.version.older_than(stands) else None
@@ -185,10 +184,8 @@ class Coalescer:
             return None, None
         if slot.waiting is None:
             return slot.current, None
-        replaced, slot.current, slot.waiting = slot.current, slot.waiting, None
-        self._backlog.leave(key, replaced)
-        self._backlog.enter(key, slot.current)
-        return slot.current, replaced
+        replaced = slot.current
+        return self._advance(key, slot), replaced
 
     def current(self, key: str) -> OrderChange | None:
         """The change the key's job sends next (or is sending)."""
@@ -212,15 +209,26 @@ class Coalescer:
         if unknown and not delivered:
             mark = self._marks[key]
             self._marks[key] = Mark(b"", mark.version, mark.deleted)  # nothing is skipped as identical to it
-        self._backlog.leave(key, slot.current)
         if slot.waiting is None:
-            del self._slots[key]
+            self._close(key, slot)
             if slot.seen is not None:
                 self._seen(key, slot.seen)
             return None
+        return self._advance(key, slot)
+
+    def _advance(self, key: str, slot: _Slot) -> OrderChange:
+        """The slot's waiting change takes the current one's place; returns it. The one place a
+        current change is replaced, so that the per-shop backlog follows every replacement."""
+        assert slot.waiting is not None
+        self._backlog.leave(key, slot.current)
         slot.current, slot.waiting = slot.waiting, None
         self._backlog.enter(key, slot.current)
         return slot.current
+
+    def _close(self, key: str, slot: _Slot) -> None:
+        """The key's slot is gone (its current change delivered, given up, taken or dropped)."""
+        del self._slots[key]
+        self._backlog.leave(key, slot.current)
 
     def remember(self, change: OrderChange, delivered: bool = True) -> None:
         """Note ``change`` as delivered without sending it: an event below the committed offset, read
@@ -257,12 +265,10 @@ class Coalescer:
             if slot.waiting is not None and slot.waiting.tp in gone:
                 slot.waiting = None
             if slot.current.tp in gone:
-                self._backlog.leave(key, slot.current)
                 if slot.waiting is None:
-                    del self._slots[key]
+                    self._close(key, slot)
                 else:
-                    slot.current, slot.waiting = slot.waiting, None
-                    self._backlog.enter(key, slot.current)
+                    self._advance(key, slot)
                     restart.append(key)
         for key in [k for k, m in self._marks.items() if m.version.tp in gone]:
             del self._marks[key]
