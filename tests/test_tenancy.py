@@ -201,13 +201,18 @@ def settings_for(path: Path, **tenants: Any) -> Settings:
 
 
 @asynccontextmanager
-async def serving(settings: Settings, vendors: Vendors, desk: Desk) -> AsyncIterator[Tenancy]:
-    """A tenancy started as a member starts it, owning partition 0 of ``orders``."""
+async def serving(
+    settings: Settings, vendors: Vendors, desk: Desk, before: Callable[[Tenancy], None] | None = None
+) -> AsyncIterator[Tenancy]:
+    """A tenancy started as a member starts it, owning partition 0 of ``orders`` (``before``: called
+    with it before it starts)."""
     fence = Fence(SYSTEM_CLOCK, lease_seconds=float("inf"), settle_seconds=0.0)
     fence.assign(TP, 0.0)
     fence.renew(TP, float("inf"))
     tenancy = Tenancy(settings, vendors, desk.metrics, clock=SYSTEM_CLOCK, rng=Random(1), fence=fence)
     tenancy.connect(work=desk, linger=NoLinger())
+    if before is not None:
+        before(tenancy)
     async with tenancy:
         tenancy.set_layout({TOPIC: 1})
         yield tenancy
@@ -897,25 +902,20 @@ async def test_the_first_load_routes_every_shop_after_one_reindex(tmp_path: Path
     shops = [f"s{i:02d}" for i in range(40)]
     for shop in shops:
         shop_file(tmp_path, shop)
-    fence = Fence(SYSTEM_CLOCK, lease_seconds=float("inf"), settle_seconds=0.0)
-    desk, vendors = Desk(), Vendors()
-    tenancy = Tenancy(
-        settings_for(tmp_path), vendors, desk.metrics, clock=SYSTEM_CLOCK, rng=Random(1), fence=fence
-    )
-    tenancy.connect(work=desk, linger=NoLinger())
     reindexed: list[int] = []
-    router_reindex = tenancy.router.reindex
 
-    def counting(served: Mapping[str, Served]) -> None:
-        reindexed.append(len(served))
-        router_reindex(served)
+    def count_reindexes(tenancy: Tenancy) -> None:
+        router_reindex = tenancy.router.reindex
 
-    tenancy.router.reindex = counting  # type: ignore[method-assign]
-    async with tenancy:
+        def counting(served: Mapping[str, Served]) -> None:
+            reindexed.append(len(served))
+            router_reindex(served)
+
+        tenancy.router.reindex = counting  # type: ignore[method-assign]
+
+    desk = Desk()
+    async with serving(settings_for(tmp_path), Vendors(), desk, before=count_reindexes) as tenancy:
         assert reindexed == [40]
-        fence.assign(TP, 0.0)
-        fence.renew(TP, float("inf"))
-        tenancy.set_layout({TOPIC: 1})
         for shop in shops:
             desk.offer(tenancy, shop, "A1")
         await until(lambda: len(desk.delivered) == 40)
