@@ -59,6 +59,10 @@ class Offer:
     waits: bool = False
 
 
+_START = Offer(True)
+"""The common answer (a key with nothing pending), made once: an ``Offer`` is immutable."""
+
+
 class Coalescer:
     """Per-key state of the changes accepted but not yet resolved, and marks of what was delivered."""
 
@@ -159,7 +163,7 @@ class Coalescer:
         if slot is None:
             self._slots[key] = _Slot(change)
             self._backlog.enter(key, change)
-            return Offer(True)
+            return _START
         replaced, slot.waiting = slot.waiting, change
         return Offer(False, ((replaced, Resolution.REPLACED),) if replaced else (), waits=True)
 

@@ -88,7 +88,7 @@ class Ledger:
         self._dispatch = dispatch
         self._parked = parked
         self._leases = leases
-        self._counts: defaultdict[str, int] = defaultdict(int)
+        self._counts: defaultdict[Resolution, int] = defaultdict(int)  # by member: `.value` costs 130 ns
         self._unknown_seen: set[str] = set()
         self._resolved = {why: Resolved(why.value) for why in Resolution}  # one payload each, reused
 
@@ -115,7 +115,7 @@ class Ledger:
             done = self._assignment.resolve(record.tp, record.offset)
         if done:
             self._hooks.record_resolved(self._resolved[why])
-            self._counts[why.value] += 1
+            self._counts[why] += 1
 
     def dead_letter(self, record: Record, failure: Failure) -> None:
         """Log ``record``'s failure and write it to the dead-letter topic; it is resolved once the
@@ -205,8 +205,8 @@ class Ledger:
     # -- figures ------------------------------------------------------------------------------
     def take_counts(self) -> dict[str, int]:
         """Records resolved since the last call, by resolution (the periodic ``progress`` line)."""
-        counts, self._counts = dict(self._counts), defaultdict(int)
-        return counts
+        counts, self._counts = self._counts, defaultdict(int)
+        return {why.value: n for why, n in counts.items()}
 
 
 __all__ = ["Dispatch", "Leases", "Ledger", "LedgerHooks", "Parked"]
