@@ -12,15 +12,13 @@ another).
 from __future__ import annotations
 
 import asyncio
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
-
-import structlog
 
 from connector.clock import Clock
 from connector.errors import status_class
 from connector.instruments import CallEnded, CallHooks, CallSent
 from connector.jobs import Call, Job, JobState, Lane
+from connector.logs import name_in_logs, unname_in_logs
 from connector.readback import Held, read_back
 from connector.sinks import Prepaid, Sink
 from connector.structs import OrderChange
@@ -36,16 +34,18 @@ class Attempted:
     cancelled: bool
 
 
-def _log_context(change: OrderChange, bound: dict[str, str]) -> AbstractContextManager[None]:
-    """While in it, log lines name ``change``'s record (a call runs in it)."""
+def _names(change: OrderChange, tenant: str) -> dict[str, object]:
+    """What log lines name while ``change`` is sent: its record, its order and its shop."""
     record = change.record
-    return structlog.contextvars.bound_contextvars(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        external_id=change.external_id,
-        **bound,
-    )
+    names: dict[str, object] = {
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "external_id": change.external_id,
+    }
+    if tenant:
+        names["tenant"] = tenant
+    return names
 
 
 class Attempts:
@@ -56,7 +56,6 @@ class Attempts:
         self._hooks = hooks
         self._clock = clock
         self._tenant = tenant
-        self._bound = {"tenant": tenant} if tenant else {}
 
     async def send(self, job: Job, change: OrderChange) -> Attempted:
         """Send ``change`` for ``job`` on its tick (``job.tick``): the job is in flight meanwhile,
@@ -69,24 +68,25 @@ class Attempts:
         error: BaseException | None = None
         answered = False  # the request returned or raised (it was not cancelled)
         scope: asyncio.Timeout | None = None
+        names = name_in_logs(_names(change, self._tenant))
         try:
-            with _log_context(change, self._bound):
-                async with asyncio.timeout(None) as scope:
-                    call = job.call = Call(scope)
-                    try:
-                        if job.lane is Lane.AUDIT:
-                            held = await read_back(self._sink, change, Prepaid(job.tick))
-                        else:
-                            await self._sink.apply(change, Prepaid(job.tick))
-                        answered = True
-                    except Exception as exc:  # classified by the deliverer
-                        error, answered = exc, True
-                    finally:
-                        call.end()
-                        job.call = None
+            async with asyncio.timeout(None) as scope:
+                call = job.call = Call(scope)
+                try:
+                    if job.lane is Lane.AUDIT:
+                        held = await read_back(self._sink, change, Prepaid(job.tick))
+                    else:
+                        await self._sink.apply(change, Prepaid(job.tick))
+                    answered = True
+                except Exception as exc:  # classified by the deliverer
+                    error, answered = exc, True
+                finally:
+                    call.end()
+                    job.call = None
         except TimeoutError:
             pass  # cancelled by a drain (scope.expired(), below)
         finally:
+            unname_in_logs(names)
             cancelled = scope is None or scope.expired()
             answer = status_class(error) if answered and not cancelled else None
             self._hooks.call_ended(CallEnded(self._tenant, answer, self._clock.monotonic() - started))

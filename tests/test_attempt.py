@@ -9,8 +9,10 @@ from connector import errors
 from connector.attempt import Attempted, Attempts
 from connector.instruments import CallEnded, CallSent
 from connector.jobs import Job, JobState, Lane
+from connector.logs import named_in_logs
 from connector.metrics import Metrics
 from connector.readback import Held
+from connector.sinks import Prepaid
 from connector.structs import OrderChange, Record, TopicPartition
 from tests.fakes import LoopClock, Vendor
 
@@ -53,6 +55,32 @@ def test_an_answered_apply_is_counted_and_reported_with_its_status_class() -> No
         assert (job.attempts, job.state, job.call) == (1, JobState.IN_FLIGHT, None)
         assert hooks.sent == [CallSent("acme")]
         assert [(e.tenant, e.status_class) for e in hooks.ended] == [("acme", "2xx")]
+
+    asyncio.run(main())
+
+
+class NamingVendor(Vendor):
+    """A vendor client noting what log lines name while it is called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.named: list[dict[str, object]] = []
+
+    async def apply(self, change: OrderChange, prepaid: Prepaid | None = None) -> None:
+        self.named.append(dict(named_in_logs()))
+        await super().apply(change, prepaid)
+
+
+def test_log_lines_name_the_changes_record_while_its_call_runs_and_not_after() -> None:
+    async def main() -> None:
+        vendor, hooks = NamingVendor(), Hooks()
+        change = change_of("A1")
+        await attempts(vendor, hooks).send(Job("A1", TP, tick=1.0), change)
+        expected = {"topic": TP.topic, "partition": TP.partition, "offset": 0, "external_id": "A1"}
+        assert vendor.named == [{**expected, "tenant": "acme"}]
+        assert dict(named_in_logs()) == {}
+        await Attempts(vendor, hooks, clock=LoopClock()).send(Job("A1", TP, tick=2.0), change)
+        assert vendor.named[-1] == expected, "the only shop is not named"
 
     asyncio.run(main())
 

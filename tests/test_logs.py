@@ -73,3 +73,25 @@ def test_the_messages_demoted_are_the_ones_aiokafka_logs() -> None:
     for message in (LOOKUP_FAILED, COORDINATOR_DEAD):
         assert f'"{message}"' in source, message
     assert f'"{UNKNOWN_NODE}"' in inspect.getsource(client)
+
+
+def test_names_given_for_a_while_are_on_every_line_of_the_task_then_gone(
+    log_lines: Callable[[], list[dict[str, Any]]],
+) -> None:
+    """A call names its record on every line logged while it runs (``connector/attempt.py``); a line's
+    own keys win, names given inside others add to them, and each is taken back in turn."""
+    log = logs.get_logger("test")
+    outer = logs.name_in_logs({"topic": "orders", "offset": 7})
+    inner = logs.name_in_logs({"offset": 8, "tenant": "acme"})
+    log.warning("inside", tenant="own")
+    assert dict(logs.named_in_logs()) == {"topic": "orders", "offset": 8, "tenant": "acme"}
+    logs.unname_in_logs(inner)
+    log.warning("outside")
+    logs.unname_in_logs(outer)
+    log.warning("after")
+    inside, outside, after = log_lines()
+    assert (inside["topic"], inside["offset"], inside["tenant"]) == ("orders", 8, "own")
+    assert (outside["topic"], outside["offset"]) == ("orders", 7)
+    assert "tenant" not in outside
+    assert "topic" not in after
+    assert dict(logs.named_in_logs()) == {}

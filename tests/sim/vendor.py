@@ -23,8 +23,8 @@ from typing import Any
 from urllib.parse import unquote
 
 import httpx
-import structlog
 
+from connector.logs import named_in_logs
 from connector.structs import TopicPartition
 
 
@@ -133,7 +133,7 @@ class SimVendor:
         self.stats.requests += 1
         if not self._alive(member) or self._active("refused", sent_at, tenant):
             raise httpx.ConnectError("connection refused", request=request)
-        context = structlog.contextvars.get_contextvars()
+        context = named_in_logs()
         event = None
         if "topic" in context:
             event = (TopicPartition(context["topic"], context["partition"]), context["offset"])
