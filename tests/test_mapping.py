@@ -574,10 +574,25 @@ def test_compiled_expressions_agree_with_the_interpreter(document: Any, expressi
 _EDGES = [None, False, True, 0, 0.0, 1, 1.0, "", "x", "1", [], [0], {}, {"a": 0}]
 
 
-@pytest.mark.parametrize("expression", ["a || b", "a && b", "a == b", "a != b", "a == 'x'", "'1' != a", "!a"])
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "a || b",
+        "a && b",
+        "a || 'y'",
+        "a && 'y'",
+        "a == b",
+        "a != b",
+        "a == 'x'",
+        "a != 'x'",
+        "'1' != a",
+        "!a",
+    ],
+)
 def test_truth_and_equality_agree_with_the_interpreter_on_every_edge(expression: str) -> None:
-    """The compiled truth test and equality take shortcuts (a string compared, an empty value): on
-    every pair of JMESPath's edge values (0 is true; a bool never equals a number) they agree."""
+    """The compiled truth test and equality take shortcuts (a string compared, an empty value, a
+    literal right side returned as it is): on every pair of JMESPath's edge values (0 is true; a bool
+    never equals a number) they agree."""
     import jmespath
 
     from connector.mapping._compile import Compiler

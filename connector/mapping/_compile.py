@@ -42,11 +42,8 @@ _EQUALS: Callable[[Any, Any], bool] = getattr(visitor, "_equals")  # noqa: B009
 _ORDERING = visitor.TreeInterpreter.COMPARATOR_FUNC
 
 
-def _false(value: Any) -> bool:
-    """JMESPath's false values: null, false, and an empty string, array or object (not 0)."""
-    if value is None or value is False:
-        return True
-    return isinstance(value, (str, list, dict)) and not value
+_EMPTY = (str, list, dict)
+"""The types whose empty values JMESPath holds false (with null and false; 0 is true)."""
 
 
 def _chain(steps: list[Compiled]) -> Compiled:
@@ -140,22 +137,8 @@ class Compiler:
             return multi_select_list
         if kind == "function_expression" and not _has_expref(node):
             return self._function(node["value"], [self.node(c) for c in children])
-        if kind == "or_expression":
-            left, right = self.node(children[0]), self.node(children[1])
-
-            def or_(value: Any) -> Any:
-                matched = left(value)
-                return right(value) if _false(matched) else matched
-
-            return or_
-        if kind == "and_expression":
-            left, right = self.node(children[0]), self.node(children[1])
-
-            def and_(value: Any) -> Any:
-                matched = left(value)
-                return matched if _false(matched) else right(value)
-
-            return and_
+        if kind in ("or_expression", "and_expression"):
+            return self._logical(kind == "or_expression", children[0], children[1])
         if kind == "comparator":
             return self._comparator(node)
         if kind in ("projection", "value_projection"):
@@ -243,9 +226,60 @@ class Compiler:
 
         return direct
 
+    def _logical(self, is_or: bool, left_node: Any, right_node: Any) -> Compiled:
+        """``left || right`` or ``left && right``: the truth test inlined, and a literal right side
+        (``cancelled_at && 'order.cancelled'``) returned as it is, not through a closure: a mapping's
+        ``event_type`` is a chain of these, run on every record read."""
+        left, right = self.node(left_node), self.node(right_node)
+        if right_node["type"] == "literal":
+            constant = right_node["value"]
+            if is_or:
+
+                def or_constant(value: Any) -> Any:
+                    matched = left(value)
+                    if matched is None or matched is False or (not matched and isinstance(matched, _EMPTY)):
+                        return constant
+                    return matched
+
+                return or_constant
+
+            def and_constant(value: Any) -> Any:
+                matched = left(value)
+                if matched is None or matched is False or (not matched and isinstance(matched, _EMPTY)):
+                    return matched
+                return constant
+
+            return and_constant
+        if is_or:
+
+            def or_(value: Any) -> Any:
+                matched = left(value)
+                if matched is None or matched is False or (not matched and isinstance(matched, _EMPTY)):
+                    return right(value)
+                return matched
+
+            return or_
+
+        def and_(value: Any) -> Any:
+            matched = left(value)
+            if matched is None or matched is False or (not matched and isinstance(matched, _EMPTY)):
+                return matched
+            return right(value)
+
+        return and_
+
     def _comparator(self, node: Any) -> Compiled:
         op = node["value"]
         left, right = self.node(node["children"][0]), self.node(node["children"][1])
+        literal = node["children"][1]
+        if op in ("eq", "ne") and literal["type"] == "literal" and type(literal["value"]) is str:
+            text, negate = literal["value"], op == "ne"
+
+            def equals_text(value: Any) -> bool:  # header('x-shopify-topic') == 'orders/delete'
+                same = left(value) == text  # a string on one side: JMESPath's rule is ``==``
+                return not same if negate else same
+
+            return equals_text
         if op in ("eq", "ne"):
             negate = op == "ne"
 
