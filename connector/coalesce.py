@@ -24,6 +24,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Final
 
 from connector._backlog import TenantBacklog
 from connector.structs import Mark, OrderChange, TopicPartition, Version
@@ -48,15 +49,16 @@ class _Slot:
     seen: Version | None = None  # the newest event skipped as identical to the slot's newest change
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Offer:
     """What :meth:`Coalescer.offer` decided: whether the key needs a delivery job now (``start``), or
     the change waits behind the key's current one (``waits``), and which changes were resolved without
-    a call."""
+    a call. One a record read: immutable by its ``Final`` fields, not frozen (see
+    :class:`~connector.structs.Record`)."""
 
-    start: bool
-    resolved: tuple[tuple[OrderChange, Resolution], ...] = ()
-    waits: bool = False
+    start: Final[bool]
+    resolved: Final[tuple[tuple[OrderChange, Resolution], ...]] = ()
+    waits: Final[bool] = False
 
 
 _START = Offer(True)
