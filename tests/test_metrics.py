@@ -271,6 +271,32 @@ ROWS: dict[str, Row] = {
             s("connector_tenant_rate_limited_total", tenant="_other"): None,
         },
     ),
+    "a tenant's figures sampled again: only what changed is set, each to its new value": (
+        [
+            ("tenants_sampled", TenantsState((TenantFigures("acme", 4.0, 1, 1, 30.0, 0),))),
+            ("tenants_sampled", TenantsState((TenantFigures("acme", 4.0, 1, 1, 30.0, 0),))),
+            ("tenants_sampled", TenantsState((TenantFigures("acme", 4.0, 0, 1, 31.0, 0),))),
+        ],
+        {
+            s("connector_tenant_pace_requests_per_second", **ACME): 4,
+            s("connector_tenant_circuit_open", **ACME): 0,
+            s("connector_tenant_parked", **ACME): 1,
+            s("connector_tenant_oldest_unsynced_event_age_seconds", **ACME): 31,
+        },
+    ),
+    "a tenant's label dropped, then back with the figures it had: its series are there again": (
+        [
+            ("tenants_sampled", TenantsState((TenantFigures("acme", 4.0, 1, 1, 30.0, 0),))),
+            ("tenants_sampled", TenantsState(dropped=("acme",))),
+            ("tenants_sampled", TenantsState((TenantFigures("acme", 4.0, 1, 1, 30.0, 0),))),
+        ],
+        {
+            s("connector_tenant_pace_requests_per_second", **ACME): 4,
+            s("connector_tenant_circuit_open", **ACME): 1,
+            s("connector_tenant_parked", **ACME): 1,
+            s("connector_tenant_oldest_unsynced_event_age_seconds", **ACME): 30,
+        },
+    ),
     "a tenant's label dropped: every series of it goes": (
         [
             ("tenants_sampled", TenantsState((TenantFigures("acme", 4.0, 1, 1, 30.0, 2),))),
