@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from connector._series import (
     AuditSeries,
@@ -81,6 +81,7 @@ class Metrics:
         self._resolved = {why.value: self.read.resolved.labels(why.value) for why in Resolution}
         # Each shop label's figures as last set, and its series (see tenants_sampled).
         self._tenant_shown: dict[str, tuple[float, int, int, float]] = {}
+        self._requests: dict[str, Counter] = {}
         self._tenant_series: dict[str, tuple[Gauge, Gauge, Gauge, Gauge]] = {}
         self.port: int | None = None
 
@@ -157,7 +158,10 @@ class Metrics:
         self.calls.in_flight.dec()
         if event.status_class is not None:
             self.calls.latency.observe(event.seconds)
-            self.calls.requests.labels(event.status_class).inc()
+            child = self._requests.get(event.status_class)
+            if child is None:  # a series looked up once per status class, not once per call
+                child = self._requests[event.status_class] = self.calls.requests.labels(event.status_class)
+            child.inc()
 
     def probe_answered(self, event: ProbeAnswered) -> None:
         self.calls.requests.labels(event.status_class).inc()

@@ -152,6 +152,14 @@ ROWS: dict[str, Row] = {
             s("connector_api_request_seconds_bucket", le="0.5"): 1,
         },
     ),
+    "calls answered, by status class": (
+        [("call_ended", CallEnded("", c, 0.1)) for c in ("2xx", "5xx", "2xx")],
+        {
+            s("connector_api_requests_total", status_class="2xx"): 2,
+            s("connector_api_requests_total", status_class="5xx"): 1,
+            s("connector_api_request_seconds_count"): 3,
+        },
+    ),
     "a call cancelled: no answer, no latency": (
         [("call_sent", CallSent("")), ("call_ended", CallEnded("", None, 0.3))],
         {
