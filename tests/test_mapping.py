@@ -590,9 +590,9 @@ _EDGES = [None, False, True, 0, 0.0, 1, 1.0, "", "x", "1", [], [0], {}, {"a": 0}
     ],
 )
 def test_truth_and_equality_agree_with_the_interpreter_on_every_edge(expression: str) -> None:
-    """The compiled truth test and equality take shortcuts (a string compared, an empty value, a
-    literal right side returned as it is): on every pair of JMESPath's edge values (0 is true; a bool
-    never equals a number) they agree."""
+    """The compiled truth test and equality take shortcuts (a string compared, an empty value): on
+    every pair of JMESPath's edge values (0 is true; a bool never equals a number), with either kind
+    of right side, they agree."""
     import jmespath
 
     from connector.mapping._compile import Compiler

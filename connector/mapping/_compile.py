@@ -227,29 +227,9 @@ class Compiler:
         return direct
 
     def _logical(self, is_or: bool, left_node: Any, right_node: Any) -> Compiled:
-        """``left || right`` or ``left && right``: the truth test inlined, and a literal right side
-        (``cancelled_at && 'order.cancelled'``) returned as it is, not through a closure: a mapping's
-        ``event_type`` is a chain of these, run on every record read."""
+        """``left || right`` or ``left && right``, JMESPath's truth test inlined (a mapping's
+        ``event_type`` is a chain of these, run on every record read)."""
         left, right = self.node(left_node), self.node(right_node)
-        if right_node["type"] == "literal":
-            constant = right_node["value"]
-            if is_or:
-
-                def or_constant(value: Any) -> Any:
-                    matched = left(value)
-                    if matched is None or matched is False or (not matched and isinstance(matched, _EMPTY)):
-                        return constant
-                    return matched
-
-                return or_constant
-
-            def and_constant(value: Any) -> Any:
-                matched = left(value)
-                if matched is None or matched is False or (not matched and isinstance(matched, _EMPTY)):
-                    return matched
-                return constant
-
-            return and_constant
         if is_or:
 
             def or_(value: Any) -> Any:
