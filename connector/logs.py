@@ -132,7 +132,6 @@ def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
     numeric = logging.getLevelName(level.upper())
     _level = numeric
     processors: list[Any] = [
-        structlog.contextvars.merge_contextvars,
         _merge_names,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
